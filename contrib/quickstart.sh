@@ -1,0 +1,210 @@
+#!/bin/bash
+# pgpulse in one command, on a fresh Debian 12 machine:
+#
+#   contrib/quickstart.sh
+#
+# Installs the dependencies (sudo when not root), builds pgpulse, starts a
+# scratch PostgreSQL on a free port in a temp dir (role `app`, database
+# `appdb`), starts pgpulse on 127.0.0.1:6432 in transaction pooling mode,
+# prints how to connect, runs a short pgbench through it, and stays up until
+# Ctrl-C, which stops both and removes the temp dir.
+#
+# PostgreSQL will not run as root: as root, everything runs as the user who
+# invoked sudo, or else as the system user pgpulse-test (created if missing).
+#
+# Environment: PGPULSE_PORT (default 6432), PGPULSE_KEEP_TMP=1 keeps the
+# temp dir (logs, data) after exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+srcdir=$(cd "$here/.." && pwd)
+port=${PGPULSE_PORT:-6432}
+
+section() { printf '\n==== %s ====\n' "$*"; }
+die() { echo "quickstart: $*" >&2; exit 1; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+	local p
+	for _ in $(seq 1 100); do
+		p=$((20000 + RANDOM % 12000))
+		if ! port_in_use "$p"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+random_password() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# ---------------------------------------------------------------- build
+
+"$here/run-tests.sh" --deps-only
+
+section "Build"
+cd "$srcdir"
+[ -x configure ] || ./autogen.sh
+[ -f Makefile ] || ./configure
+make -j"$(nproc 2>/dev/null || echo 2)"
+[ -x "$srcdir/pgpulse" ] || die "build did not produce $srcdir/pgpulse"
+
+port_in_use "$port" && die "port $port is already in use (a PgBouncer?); set PGPULSE_PORT to another port"
+
+# ------------------------------------------------------------ who runs it
+
+run_user=$(id -un)
+if [ "$(id -u)" = 0 ]; then
+	if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+		run_user=$SUDO_USER
+	else
+		run_user=pgpulse-test
+		if ! id -u "$run_user" >/dev/null 2>&1; then
+			useradd --system --user-group --no-create-home --home-dir /nonexistent \
+				--shell /usr/sbin/nologin "$run_user"
+		fi
+	fi
+fi
+as_user() {
+	if [ "$(id -u)" = 0 ]; then
+		runuser -u "$run_user" -- "$@"
+	else
+		"$@"
+	fi
+}
+
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || die "PostgreSQL server binaries not found: apt-get install postgresql"
+
+dir=$(mktemp -d /tmp/pgpulse-quickstart.XXXXXX)
+chmod 0755 "$dir"
+# The build tree may be unreadable by run_user (e.g. under /root): copy the binary.
+cp "$srcdir/pgpulse" "$dir/pgpulse"
+if [ "$(id -u)" = 0 ]; then chown -R "$run_user:" "$dir"; fi
+cd "$dir"   # a cwd that run_user can enter
+
+pgdata=$dir/pgdata
+pgpid=
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	section "Stopping"
+	if [ -n "${pgpid:-}" ] && kill -0 "$pgpid" 2>/dev/null; then
+		kill -INT "$pgpid" 2>/dev/null || true
+		for _ in $(seq 1 50); do kill -0 "$pgpid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pgpid" 2>/dev/null || true
+		echo "pgpulse stopped"
+	fi
+	if [ -f "$pgdata/postmaster.pid" ]; then
+		as_user "$pgbin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true
+		echo "PostgreSQL stopped"
+	fi
+	if [ -n "${PGPULSE_KEEP_TMP:-}" ]; then
+		echo "kept $dir"
+	else
+		rm -rf "$dir"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ----------------------------------------------------------- PostgreSQL
+
+section "Scratch PostgreSQL (as $run_user)"
+pgport=$(free_port)
+app_pw=$(random_password)
+admin_pw=$(random_password)
+
+as_user "$pgbin/initdb" -D "$pgdata" -U postgres -A trust --auth-host=scram-sha-256 \
+	-E UTF8 --locale=C >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log"; die "initdb failed"; }
+as_user tee -a "$pgdata/postgresql.conf" >/dev/null <<EOF
+port = $pgport
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+max_connections = 100
+EOF
+as_user "$pgbin/pg_ctl" -D "$pgdata" -l "$dir/postgresql.log" -w start >/dev/null ||
+	{ tail -n 30 "$dir/postgresql.log"; die "PostgreSQL did not start"; }
+as_user "$pgbin/psql" -X -q -h "$dir" -p "$pgport" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+	-c "CREATE ROLE app LOGIN PASSWORD '$app_pw'" \
+	-c "CREATE DATABASE appdb OWNER app"
+echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pgport, data in $pgdata"
+
+# -------------------------------------------------------------- pgpulse
+
+section "pgpulse on 127.0.0.1:$port"
+as_user tee "$dir/userlist.txt" >/dev/null <<EOF
+"app" "$app_pw"
+"admin" "$admin_pw"
+EOF
+chmod 0600 "$dir/userlist.txt"
+as_user tee "$dir/pgpulse.ini" >/dev/null <<EOF
+;; written by contrib/quickstart.sh
+[databases]
+appdb = host=127.0.0.1 port=$pgport dbname=appdb
+
+[pgpulse]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir = $dir
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+admin_users = admin
+stats_users = admin
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 200
+EOF
+
+as_user sh -c 'echo $$ > "$1"; exec "$2" "$3" >>"$4" 2>&1' sh \
+	"$dir/pgpulse.run.pid" "$dir/pgpulse" "$dir/pgpulse.ini" "$dir/pgpulse.log" &
+bgpid=$!
+for _ in $(seq 1 500); do
+	[ -s "$dir/pgpulse.run.pid" ] && port_in_use "$port" && break
+	kill -0 "$bgpid" 2>/dev/null || break
+	sleep 0.02
+done
+pgpid=$(cat "$dir/pgpulse.run.pid" 2>/dev/null || true)
+if ! port_in_use "$port"; then
+	tail -n 40 "$dir/pgpulse.log" >&2 || true
+	die "pgpulse did not start (log above, config in $dir/pgpulse.ini)"
+fi
+
+cat <<EOF
+pgpulse is up (pid $pgpid); config $dir/pgpulse.ini, log $dir/pgpulse.log
+
+Point an application at it:
+    psql "host=127.0.0.1 port=$port dbname=appdb user=app password=$app_pw"
+
+Admin console:
+    PGPASSWORD=$admin_pw psql -h 127.0.0.1 -p $port -U admin pgpulse
+    (then: SHOW POOLS; SHOW LATENCY; SHOW EFFICIENCY;)
+EOF
+
+# -------------------------------------------------------------- pgbench
+
+section "pgbench through pgpulse"
+export PGPASSWORD=$app_pw PGSSLMODE=disable
+if "$pgbin/pgbench" -h 127.0.0.1 -p "$port" -U app -i -s 1 -q appdb; then
+	"$pgbin/pgbench" -h 127.0.0.1 -p "$port" -U app -T 5 -c 10 -j 2 -P 1 appdb ||
+		echo "quickstart: pgbench run failed (pgpulse log: $dir/pgpulse.log)" >&2
+else
+	echo "quickstart: pgbench -i failed (pgpulse log: $dir/pgpulse.log)" >&2
+fi
+unset PGPASSWORD
+
+section "What pgpulse saw"
+for cmd in "SHOW POOLS" "SHOW LATENCY"; do
+	echo "pgpulse=# $cmd;"
+	PGPASSWORD=$admin_pw "$pgbin/psql" -X -h 127.0.0.1 -p "$port" -U admin -d pgpulse \
+		-c "$cmd" 2>&1 || true
+done
+
+section "Running; press Ctrl-C to stop and clean up"
+wait "$bgpid" || true
+echo "pgpulse exited on its own; last log lines:" >&2
+tail -n 20 "$dir/pgpulse.log" >&2 || true
+exit 1

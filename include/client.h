@@ -1,0 +1,111 @@
+/*
+ * client: one application connection — startup, authentication against the
+ * auth_file, then the request loop that asks the pool for a server and
+ * forwards bytes to it.
+ *
+ * State is one enum, and the client sits on the list that matches it
+ * (worker->login_clients, or its pool's active/waiting list).
+ */
+#ifndef PGPULSE_CLIENT_H
+#define PGPULSE_CLIENT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "scram.h"
+#include "stream.h"
+#include "util.h"
+
+struct pool;
+struct pool_db;
+struct server;
+
+enum client_state {
+	CL_LOGIN,    /* startup and authentication: worker->login_clients */
+	CL_WELCOME,  /* authenticated, waiting for the pool's first server: pool->waiting_clients */
+	CL_ACTIVE,   /* logged in, linked or between transactions: pool->active_clients */
+	CL_WAITING,  /* has a request and no server: pool->waiting_clients */
+	CL_CLOSED,   /* worker->dead_clients */
+};
+
+enum client_auth_step { CA_NONE, CA_CLEARTEXT, CA_MD5, CA_SCRAM_FIRST, CA_SCRAM_FINAL };
+
+struct client {
+	struct list node;           /* the list of its state */
+	struct list all_node;       /* unused for now */
+	enum client_state state;
+	struct stream st;
+	uint64_t id;
+
+	struct pool *pool;
+	struct pool_db *db;
+	struct server *server;      /* linked server, or NULL */
+
+	char user[64];
+	char dbname[64];
+	char addr[64];
+	struct sockaddr_storage peer_addr;
+	int local_port;
+
+	/* what the client asked for at startup, and ParameterStatus since */
+	char *params[6];            /* enum tracked_param */
+
+	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it */
+	uint32_t cancel_key;
+
+	/* authentication */
+	enum client_auth_step auth_step;
+	char *secret;               /* copy of the auth_file secret, during login */
+	uint8_t md5_salt[4];
+	struct scram_server *scram;
+	bool is_admin;
+	bool admin_may_change;      /* admin_users, not just stats_users */
+
+	/* request tracking while linked */
+	int pending_syncs;          /* requests forwarded whose ReadyForQuery is due */
+	bool mid_batch;             /* extended-protocol messages forwarded since the last Sync */
+	char xact_status;           /* from the last ReadyForQuery: I, T or E */
+
+	int64_t connect_time;       /* wall usec */
+	int64_t request_time;       /* monotonic: state change or last request */
+	int64_t wait_start;         /* monotonic, when it began waiting */
+	int64_t xact_start;         /* monotonic */
+	int64_t query_start;
+	bool counted_in_db;         /* included in db->client_count */
+	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */
+	uint64_t bytes_out_counted;
+};
+
+void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int local_port, bool is_unix);
+
+/* a server was linked to the client: start (or continue) forwarding */
+void client_linked(struct client *c);
+
+/* send an error and close the connection (FATAL) */
+void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* send an ERROR (not fatal) followed by ReadyForQuery */
+void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* authentication finished and the pool knows its server parameters: say hello */
+void client_finish_login(struct client *c);
+
+/* close now, without a message */
+void client_close(struct client *c, const char *reason);
+
+/* the server linked to this client died or was closed */
+void client_server_lost(struct client *c, const char *sqlstate, const char *message);
+
+/* find a client by the key it got in BackendKeyData */
+struct client *client_by_cancel_key(uint32_t pid, uint32_t key);
+
+void client_free_dead(void);
+
+const char *client_state_name(enum client_state s);
+
+#endif

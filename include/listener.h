@@ -1,0 +1,24 @@
+/*
+ * listener: the TCP and unix sockets pgpulse accepts clients on.
+ *
+ * listen_addr is a comma-separated list ("*" means every IPv4 and IPv6
+ * address); unix_socket_dir adds .s.PGSQL.<port> there. Each socket is
+ * opened with listen_backlog and accepts until the descriptor limit,
+ * after which it pauses briefly rather than spinning.
+ */
+#ifndef PGPULSE_LISTENER_H
+#define PGPULSE_LISTENER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* open every configured socket; false (with a reason) when none could be */
+bool listener_open_all(char *err, size_t errlen);
+
+/* stop accepting (shutdown); the sockets are closed and the unix file removed */
+void listener_close_all(void);
+
+/* number of open listening sockets */
+int listener_count(void);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * log: leveled log lines to stderr, a file, or syslog.
+ *
+ * Every line carries a timestamp, the pid and a level; callers name the
+ * connection they speak of ("C-12 db/user 127.0.0.1:5000: ...") so one grep
+ * follows a client through the log.
+ */
+#ifndef PGPULSE_LOG_H
+#define PGPULSE_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARNING, LOG_LVL_INFO, LOG_LVL_DEBUG, LOG_LVL_NOISE };
+
+/* verbosity: 0 = info and above, 1 = debug, 2 = noise; quiet: only errors to stderr */
+void log_setup(int verbose, bool quiet);
+
+/* (re)open the log file, set syslog use; stderr stays on unless quiet or daemon */
+bool log_open(const char *logfile, bool use_syslog, const char *ident, const char *facility);
+void log_close(void);
+
+/* after daemonizing: stop writing to stderr */
+void log_detach_stderr(void);
+
+bool log_enabled(enum log_level lvl);
+
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) do { if (log_enabled(LOG_LVL_DEBUG)) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+#define log_noise(...) do { if (log_enabled(LOG_LVL_NOISE)) log_msg(LOG_LVL_NOISE, __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * pool: databases, users, and one pool of server connections per
+ * (database, user), with the policy that assigns servers to clients.
+ *
+ * Every connection of a pool sits on exactly one of the pool's lists, and
+ * the list is its state; pool_* functions are the only ones that move
+ * connections between lists. A released server goes straight to the
+ * client that has waited longest.
+ */
+#ifndef PGPULSE_POOL_H
+#define PGPULSE_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "scram.h"
+#include "util.h"
+
+struct client;
+struct server;
+struct cfg_db;
+
+/* the parameters a client may change that pgpulse keeps in step */
+enum tracked_param {
+	TP_CLIENT_ENCODING = 0,
+	TP_DATESTYLE,
+	TP_TIMEZONE,
+	TP_INTERVALSTYLE,
+	TP_STANDARD_CONFORMING_STRINGS,
+	TP_APPLICATION_NAME,
+	TP_COUNT
+};
+
+/* index of a tracked parameter by its (case-insensitive) name, or -1 */
+int pool_tracked_param(const char *name);
+const char *pool_tracked_param_name(int idx);
+
+struct param_list {
+	int count;
+	char **names;
+	char **values;
+};
+
+void param_list_set(struct param_list *pl, const char *name, const char *value);
+const char *param_list_get(const struct param_list *pl, const char *name);
+void param_list_free(struct param_list *pl);
+
+/* a [databases] entry brought to life */
+struct pool_db {
+	struct list node;           /* worker->databases */
+	char *name;
+	char *host;                 /* NULL or "/dir": unix socket */
+	int port;
+	char *dbname;               /* the real database name on the server */
+	char *forced_user;          /* NULL: the client's user */
+	char *password;             /* for forced_user */
+	int pool_size;
+	int min_pool_size;
+	int reserve_pool_size;
+	int max_db_connections;
+	int pool_mode;              /* -1: user's or global */
+	char *connect_query;
+	struct param_list startup;  /* client_encoding, datestyle, ... sent at connect */
+	bool is_admin;              /* the admin console's pseudo database */
+	bool from_fallback;         /* made from the "*" entry */
+	bool removed;               /* gone from the config: refuses new clients */
+	bool paused;
+	bool disabled;
+	int generation;             /* bumped when host/port/dbname changed */
+	int client_count;           /* clients connected to this database */
+};
+
+struct pool_user {
+	struct list node;           /* worker->users */
+	char *name;
+	int pool_mode;              /* -1: not set */
+	int max_user_connections;
+	/* SCRAM keys learned when a client authenticated with a SCRAM secret */
+	uint8_t scram_client_key[SCRAM_KEY_LEN];
+	uint8_t scram_server_key[SCRAM_KEY_LEN];
+	bool have_scram_keys;
+};
+
+struct pool_stats {
+	uint64_t xact_count;
+	uint64_t query_count;
+	uint64_t bytes_received;     /* from clients */
+	uint64_t bytes_sent;         /* to clients */
+	uint64_t xact_time;          /* usec */
+	uint64_t query_time;
+	uint64_t wait_time;
+	uint64_t server_assignments;
+};
+
+struct pool {
+	struct list node;           /* worker->pools */
+	struct pool_db *db;
+	struct pool_user *user;     /* the user the servers log in as */
+
+	/* clients logged in and not waiting: linked to a server or between transactions */
+	struct list active_clients;
+	/* clients that need a server, longest waiting first */
+	struct list waiting_clients;
+	/* servers linked to a client */
+	struct list active_servers;
+	/* servers ready for a client */
+	struct list idle_servers;
+	/* servers running pgpulse's own query (reset, parameter SETs, check) */
+	struct list used_servers;
+	/* servers connecting or logging in */
+	struct list new_servers;
+
+	struct param_list welcome;  /* ParameterStatus values a new client is told */
+	bool have_welcome;
+	uint32_t welcome_pid_hint;
+
+	int64_t last_connect_failure; /* monotonic usec, 0 if the last connect worked */
+	char last_error_code[6];
+	char last_error[256];
+
+	struct pool_stats stats;
+	int pool_mode;              /* resolved: db, then user, then global */
+};
+
+/* find or create */
+struct pool_db *pool_find_db(const char *name);
+struct pool_user *pool_find_user(const char *name, bool create);
+struct pool *pool_get(struct pool_db *db, struct pool_user *user);
+
+/* create admin + configured databases from the configuration in force */
+void pool_apply_config(void);
+
+int pool_server_count(const struct pool *p);
+int pool_effective_size(const struct pool *p);
+
+/*
+ * A client needs a server. Links one at once when one is idle (returns
+ * true); otherwise queues the client and opens a connection if allowed.
+ */
+bool pool_assign_server(struct client *c);
+
+/* a client no longer waits (it left, or got an error) */
+void pool_forget_waiting(struct client *c);
+
+/* the server finished what it was doing and can serve again */
+void pool_server_ready(struct server *s);
+
+/* the server's login (and connect_query) finished: the pool learns its parameters */
+void pool_server_logged_in(struct server *s);
+
+/* a connection attempt or login failed with a PostgreSQL error (or a socket error) */
+void pool_server_failed(struct pool *p, const char *sqlstate, const char *message);
+
+/* open server connections when the pool is below what waiting clients need */
+void pool_launch_if_needed(struct pool *p);
+
+/* close idle servers of a database (RECONNECT, config change) */
+void pool_close_idle_servers(struct pool *p, const char *reason);
+
+/* housekeeping: timeouts and closes; called once a second */
+void pool_janitor(struct pool *p, int64_t now);
+
+#endif

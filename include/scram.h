@@ -1,0 +1,154 @@
+/*
+ * scram: SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it, both as
+ * the server (towards clients) and as the client (towards PostgreSQL).
+ *
+ * Pure computation: messages in, messages out, no I/O. PostgreSQL's flavor:
+ * the user name in client-first is ignored (sent empty), channel binding is
+ * not used ("n,,"), SASLprep is applied to passwords where possible.
+ */
+#ifndef PGPULSE_SCRAM_H
+#define PGPULSE_SCRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCRAM_KEY_LEN 32
+#define SCRAM_DEFAULT_ITERATIONS 4096
+
+/*
+ * Hi() with more iterations than this is refused: a PostgreSQL server (or a
+ * stored verifier checked against a cleartext password) asking for more would
+ * stall the event loop for seconds per login. Exchanges that need no Hi() on
+ * our side (server side, scram_client_first_keys) accept any count.
+ */
+#define SCRAM_MAX_ITERATIONS 1000000
+
+/*
+ * Longest SCRAM message accepted from a peer. Every message this module
+ * writes is shorter, so an out buffer of this size always suffices.
+ */
+#define SCRAM_MAX_MESSAGE_LEN 2048
+
+/* a parsed verifier: what a server needs to check a client */
+struct scram_secret {
+	int iterations;
+	uint8_t salt[64];
+	int salt_len;
+	uint8_t stored_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+};
+
+/* parse "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 StoredKey>:<b64 ServerKey>" */
+bool scram_parse_secret(const char *text, struct scram_secret *out);
+
+/*
+ * derive a verifier from a plaintext password with a fresh random salt;
+ * iterations must be 1..SCRAM_MAX_ITERATIONS
+ */
+bool scram_secret_from_password(const char *password, int iterations, struct scram_secret *out);
+
+/*
+ * does a plaintext password (cleartext auth) match a verifier? Costs one
+ * Hi(); false when the verifier asks for more than SCRAM_MAX_ITERATIONS
+ */
+bool scram_password_matches(const struct scram_secret *secret, const char *password);
+
+/*
+ * A stand-in verifier for a user that does not exist (or has no usable
+ * secret): the exchange runs to the end and fails like a wrong password, and
+ * the salt is stable per user name, so probing cannot tell unknown users
+ * from known ones (PostgreSQL does the same).
+ */
+bool scram_secret_mock(const char *user, struct scram_secret *out);
+
+/*
+ * The state structs below must start zeroed (calloc, = {0}) or reset; the
+ * *_first functions reset them again, and *_reset frees what they hold.
+ */
+
+/* ---- server side: pgpulse authenticating a client ---- */
+
+struct scram_server {
+	struct scram_secret secret;
+	char *client_first_bare;
+	char *server_first;
+	char nonce[128];   /* client nonce + server nonce */
+	uint8_t client_key[SCRAM_KEY_LEN]; /* recovered from the proof after success */
+	bool have_client_key;
+	char cbind_flag;   /* 'n' or 'y' from the gs2 header; c= must echo it */
+};
+
+/*
+ * Start with the client's SASLInitialResponse data (client-first-message).
+ * On success writes the server-first-message (NUL-terminated) into out.
+ * Returns false with a reason in err for a malformed message.
+ */
+bool scram_server_first(struct scram_server *st, const struct scram_secret *secret,
+			const char *client_first, size_t len, char *out, size_t outlen,
+			char *err, size_t errlen);
+
+/*
+ * Check the client-final-message. On success writes the server-final-message
+ * ("v=...") into out. Returns false for a bad proof or a malformed message.
+ */
+bool scram_server_final(struct scram_server *st, const char *client_final, size_t len,
+			char *out, size_t outlen, char *err, size_t errlen);
+
+void scram_server_reset(struct scram_server *st);
+
+/* ---- client side: pgpulse authenticating to PostgreSQL ---- */
+
+struct scram_client {
+	char *password;          /* plaintext, or NULL when client_key is used */
+	uint8_t client_key[SCRAM_KEY_LEN]; /* when the password is not known */
+	uint8_t server_key[SCRAM_KEY_LEN];
+	bool have_keys;
+	char client_nonce[64];
+	char *client_first_bare;
+	char *server_first;
+	uint8_t salted_server_key[SCRAM_KEY_LEN];
+	char expected_server_signature[64];
+};
+
+/* begin with a plaintext password; writes client-first-message into out */
+bool scram_client_first(struct scram_client *st, const char *password, char *out, size_t outlen);
+
+/*
+ * begin with keys instead of a password (a client that authenticated to
+ * pgpulse with SCRAM gave us its ClientKey; ServerKey is from the auth_file)
+ */
+bool scram_client_first_keys(struct scram_client *st, const uint8_t client_key[SCRAM_KEY_LEN],
+			     const uint8_t server_key[SCRAM_KEY_LEN], char *out, size_t outlen);
+
+/* process server-first-message, write client-final-message into out */
+bool scram_client_final(struct scram_client *st, const char *server_first, size_t len,
+			char *out, size_t outlen, char *err, size_t errlen);
+
+/* verify server-final-message ("v=..."); false on a wrong signature or "e=..." */
+bool scram_client_verify(struct scram_client *st, const char *server_final, size_t len,
+			 char *err, size_t errlen);
+
+void scram_client_reset(struct scram_client *st);
+
+/*
+ * base64 helpers (standard alphabet, with padding). encode NUL-terminates and
+ * returns the length written, or 0 when out is too small. decode is strict
+ * (no whitespace, padding only at the end) and returns the number of bytes,
+ * or -1 for bad input or when out is too small.
+ */
+size_t scram_b64_encode(const uint8_t *in, size_t len, char *out, size_t outlen);
+int scram_b64_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
+
+/*
+ * ---- for tests only: make the exchange reproducible ----
+ * While set, every nonce this module generates (client or server side) is
+ * this string, every fresh salt is these bytes, and the client sends this
+ * user name in client-first instead of an empty one. NULL restores normal
+ * behaviour. Never called by the daemon.
+ */
+void scram_test_set_nonce(const char *nonce);
+void scram_test_set_salt(const uint8_t *salt, size_t len);
+void scram_test_set_client_user(const char *user);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * server: one connection from pgpulse to PostgreSQL — connect, startup,
+ * authentication (cleartext, md5, SCRAM-SHA-256), the parameters it
+ * reports, and the reply stream while it is linked to a client.
+ */
+#ifndef PGPULSE_SERVER_H
+#define PGPULSE_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "scram.h"
+#include "stream.h"
+#include "util.h"
+
+struct pool;
+struct client;
+
+enum server_state {
+	SV_LOGIN,   /* connecting and logging in: pool->new_servers */
+	SV_IDLE,    /* ready: pool->idle_servers */
+	SV_ACTIVE,  /* linked to a client: pool->active_servers */
+	SV_USED,    /* running pgpulse's own query: pool->used_servers */
+	SV_CLOSED,  /* worker->dead_servers */
+};
+
+/* why pgpulse is running its own query on the server */
+enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CHECK };
+
+struct server {
+	struct list node;
+	enum server_state state;
+	struct stream st;
+	uint64_t id;
+	struct pool *pool;
+	struct client *client;      /* linked client, or the one waiting for JOB_SET_PARAMS */
+
+	uint32_t backend_pid;       /* BackendKeyData from PostgreSQL */
+	uint32_t backend_key;
+	char *params[6];            /* enum tracked_param, as PostgreSQL reported them */
+	struct param_list *all_params; /* every ParameterStatus at login */
+
+	char xact_status;           /* I, T, E */
+	enum server_job job;
+	bool job_failed;
+	bool release_pending;       /* release once the reply is flushed to the client */
+	bool close_when_released;
+	bool ready;                 /* logged in */
+	int generation;             /* the database's generation at connect */
+
+	struct scram_client *scram;
+	int64_t connect_time;       /* wall usec */
+	int64_t connect_start;      /* monotonic */
+	int64_t last_used;          /* monotonic: when it last went idle */
+	int64_t link_time;          /* monotonic: when it was linked */
+	char addr[64];
+};
+
+/* open a new connection for the pool; it reports back through pool_* */
+struct server *server_connect(struct pool *p);
+
+/* link to a client: replies are forwarded to it */
+void server_link(struct server *s, struct client *c);
+/* unlink from the client (who keeps no reference) */
+void server_unlink(struct server *s);
+
+/* run pgpulse's own query; pool_server_ready() follows when it is done */
+void server_run_job(struct server *s, enum server_job job, const char *sql);
+
+/* the SETs needed to make this server's parameters match the client's; NULL if none */
+char *server_param_sync_sql(const struct server *s, const struct client *c);
+
+/* close the connection (sends Terminate when it is healthy) */
+void server_close(struct server *s, const char *reason);
+
+/* send a CancelRequest for this server's backend on a new connection */
+void server_send_cancel(struct server *s);
+
+void server_free_dead(void);
+
+const char *server_state_name(enum server_state s);
+
+#endif

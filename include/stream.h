@@ -1,0 +1,125 @@
+/*
+ * stream: a non-blocking socket that reads PostgreSQL packets into a
+ * buffer and forwards them, without copying, to a peer stream.
+ *
+ * The owner (client or server) decides per packet: forward it to the peer,
+ * consume it, wait for the rest of it, or pause. Forwarded bytes are sent
+ * straight from the receive buffer; when the peer's socket is full the
+ * stream stops reading (backpressure) until the peer drains, so memory per
+ * connection stays bounded whatever the size of a result. A large packet is
+ * forwarded in pieces as it arrives; only consumed packets must fit whole.
+ *
+ * Receive buffers come from a shared free list and go back to it whenever
+ * a stream has nothing buffered, so an idle connection holds no buffer.
+ */
+#ifndef PGPULSE_STREAM_H
+#define PGPULSE_STREAM_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+struct stream;
+
+/* a packet as the owner sees it */
+struct pkt {
+	uint8_t type;        /* 0 for a startup-phase packet */
+	uint32_t len;        /* whole packet, header included */
+	const uint8_t *body; /* body start (valid when complete) */
+	uint32_t body_len;
+	bool complete;       /* the whole packet is in the buffer */
+};
+
+enum pkt_action {
+	PKT_FORWARD,     /* send it to the peer (in pieces if large) */
+	PKT_FORWARD_LAST, /* forward it, then pause (until stream_resume) */
+	PKT_NEED_FULL,   /* call again once the whole packet is buffered */
+	PKT_CONSUMED,    /* the owner used it; drop it (only when complete) */
+	PKT_FLUSH_FIRST, /* send pending forwarded bytes, then call again */
+	PKT_PAUSE,       /* stop here; the owner calls stream_resume() later */
+	PKT_GONE,        /* the owner freed the stream: do not touch it */
+};
+
+enum stream_end { STREAM_EOF, STREAM_ERROR, STREAM_BAD_PACKET, STREAM_TOO_BIG };
+
+struct stream_ops {
+	enum pkt_action (*on_packet)(struct stream *s, struct pkt *pkt);
+	/* the socket ended or failed; the owner must close the stream */
+	void (*on_end)(struct stream *s, enum stream_end why);
+	/* everything forwarded from this stream has been sent (optional) */
+	void (*on_flushed)(struct stream *s);
+	/* a non-blocking connect finished (optional; err is 0 or an errno) */
+	void (*on_connected)(struct stream *s, int err);
+};
+
+struct stream {
+	int fd;
+	struct event ev_read;
+	struct event ev_write;
+	const struct stream_ops *ops;
+	void *owner;
+
+	uint8_t *buf;      /* receive buffer, NULL while empty */
+	uint32_t cap;
+	uint32_t spos;     /* start of bytes forwarded but not yet sent */
+	uint32_t rpos;     /* start of bytes not yet looked at */
+	uint32_t wpos;     /* end of received bytes */
+	uint32_t fwd_left; /* bytes of a forwarded packet still to arrive */
+	uint32_t max_packet;
+
+	struct stream *peer;       /* where forwarded bytes go */
+	struct stream *blocked_src; /* a stream waiting for this socket to drain */
+	struct pktbuf out;          /* messages pgpulse writes itself */
+
+	bool startup;       /* packets have no type byte (startup phase) */
+	bool paused;        /* owner asked to stop processing */
+	bool read_on;       /* ev_read is added */
+	bool write_on;      /* ev_write is added */
+	bool connecting;
+	bool dead;          /* closed; waiting to be freed by its owner */
+	bool in_process;    /* stream_process is on the stack */
+
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+};
+
+/* process-wide buffer settings, from pkt_buf */
+void stream_set_buffer_size(uint32_t size);
+/* buffers currently in use / free (for SHOW MEM) */
+void stream_buffer_stats(int *used, int *free_count, uint32_t *size);
+void stream_buffers_release(void);
+
+void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner);
+/* connect fd (already non-blocking) to addr; ops->on_connected fires later */
+bool stream_connect(struct stream *s, const void *addr, unsigned addrlen);
+/* stop all events, close the socket, release buffers; owner frees memory */
+void stream_close(struct stream *s);
+
+void stream_start_reading(struct stream *s);
+void stream_stop_reading(struct stream *s);
+
+/* link forwarding: bytes that s forwards go to peer */
+void stream_set_peer(struct stream *s, struct stream *peer);
+
+/* queue a message built by pgpulse; sent before anything forwarded later */
+struct pktbuf *stream_out(struct stream *s);
+/* try to send the queued messages now; false if the socket failed */
+bool stream_send_out(struct stream *s);
+
+/* continue after PKT_PAUSE */
+void stream_resume(struct stream *s);
+
+/* forwarded bytes waiting to be sent, or a packet partly forwarded */
+bool stream_has_pending(const struct stream *s);
+/* bytes received but not yet processed */
+bool stream_has_unread(const struct stream *s);
+/* is a forwarded packet still arriving (mid-packet) */
+static inline bool stream_mid_packet(const struct stream *s)
+{
+	return s->fwd_left > 0;
+}
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * worker: everything one event loop owns — the event base, the
+ * configuration in force, the pools, the clients still logging in, and the
+ * connections waiting to be freed.
+ *
+ * Today there is one worker; keeping per-loop state here (and not in
+ * scattered globals) is what lets several run later.
+ */
+#ifndef PGPULSE_WORKER_H
+#define PGPULSE_WORKER_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+struct cfg;
+struct auth_file;
+
+enum shutdown_mode {
+	SHUTDOWN_NONE = 0,
+	SHUTDOWN_WAIT_SERVERS, /* SIGINT: exit once no server is linked to a client */
+	SHUTDOWN_WAIT_CLIENTS, /* SIGTERM: exit once every client has left */
+	SHUTDOWN_NOW,
+};
+
+struct worker {
+	struct event_base *base;
+	struct cfg *cfg;            /* in force; replaced whole on reload */
+	struct auth_file *auth;     /* the auth_file in force, or NULL */
+
+	struct list databases;      /* struct pool_db, by name */
+	struct list users;          /* struct pool_user */
+	struct list pools;          /* struct pool */
+	struct list login_clients;  /* clients before they belong to a pool */
+	struct list dead_clients;   /* closed, freed on the next loop turn */
+	struct list dead_servers;
+	struct event *reaper;       /* frees the dead */
+
+	int client_count;           /* every client connection, admin included */
+	int server_count;
+	uint64_t next_conn_id;
+
+	enum shutdown_mode shutdown;
+	bool paused_all;            /* SIGINT shutdown: no new server work */
+	int64_t started_at;         /* wall clock usec */
+};
+
+extern struct worker *worker;
+
+/* free dead connections once the current callbacks have unwound */
+void worker_schedule_reap(void);
+
+/* the shutdown condition may have been met: check and exit the loop */
+void worker_check_shutdown(void);
+
+
+/* reload the configuration file and auth_file (RELOAD, SIGHUP) */
+bool worker_reload(char *err, size_t errlen);
+
+/* begin a shutdown of the given kind (signals, SHUTDOWN) */
+void worker_request_shutdown(enum shutdown_mode mode);
+
+#endif

@@ -1,0 +1,1850 @@
+/*
+ * admin: the admin console — SHOW commands and control commands typed into
+ * psql connected to the pseudo database "pgpulse" (or "pgbouncer").
+ *
+ * Two ideas shape the file:
+ *
+ * - A query is one command: a word, an optional second word, an optional
+ *   ';' (or SET key = value). A small hand-written scanner turns it into a
+ *   struct admin_cmd; one table then says, per command, which function runs
+ *   it and whether a stats_users member may run it. Nothing else parses SQL.
+ *
+ * - Every SHOW is a table of columns (name and type) written next to the
+ *   code that fills its rows, in PgBouncer 1.23's names and order, so that
+ *   exporters written for PgBouncer read pgpulse unchanged. pgpulse's own
+ *   columns only ever go after PgBouncer's. Values are built as text by the
+ *   result_* helpers, which also check that each row has as many values as
+ *   the header has columns.
+ *
+ * The answer to a query (rows, CommandComplete or ErrorResponse, then
+ * ReadyForQuery) is appended to the client's output buffer; the caller
+ * sends it.
+ */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "server.h"
+#include "stream.h"
+#include "util.h"
+#include "worker.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0.1.0"
+#endif
+
+/* type OIDs used in RowDescription, as PgBouncer uses them */
+#define OID_INT8    20u
+#define OID_INT4    23u
+#define OID_TEXT    25u
+#define OID_NUMERIC 1700u
+
+#define SQLSTATE_SYNTAX    "42601"
+#define SQLSTATE_PRIVILEGE "42501"
+#define SQLSTATE_NOT_YET   "0A000"
+
+bool admin_is_admin_db(const char *dbname)
+{
+	return dbname && (strcmp(dbname, "pgpulse") == 0 || strcmp(dbname, "pgbouncer") == 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Result sets: a header of columns, rows of text values, a command tag.
+ */
+
+struct column {
+	const char *name;
+	uint32_t type;
+};
+
+#define MAX_COLUMNS 32
+#define VALUE_SPACE 2048 /* formatted numbers and timestamps of one row */
+
+struct result {
+	struct pktbuf *out;
+	const struct column *cols;
+	int ncols;
+	int nvals; /* values given for the row being built */
+	const char *vals[MAX_COLUMNS];
+	char space[VALUE_SPACE];
+	size_t used;
+	int rows;
+};
+
+static void result_begin(struct result *r, struct pktbuf *out, const struct column *cols, int ncols)
+{
+	const char *names[MAX_COLUMNS];
+	uint32_t types[MAX_COLUMNS];
+
+	memset(r, 0, sizeof(*r));
+	r->out = out;
+	r->cols = cols;
+	r->ncols = ncols < MAX_COLUMNS ? ncols : MAX_COLUMNS;
+	for (int i = 0; i < r->ncols; i++) {
+		names[i] = cols[i].name;
+		types[i] = cols[i].type;
+	}
+	proto_put_row_description(out, r->ncols, names, types);
+}
+
+static void row_value(struct result *r, const char *v)
+{
+	if (r->nvals < r->ncols)
+		r->vals[r->nvals] = v;
+	r->nvals++;
+}
+
+/* a value formatted into the row's own space (valid until row_end) */
+static void row_printf(struct result *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void row_printf(struct result *r, const char *fmt, ...)
+{
+	va_list ap;
+	size_t room = sizeof(r->space) - r->used;
+	char *dst = r->space + r->used;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(dst, room, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= room) {
+		/* cannot happen with the short values we format; say so rather than truncate */
+		row_value(r, "?");
+		return;
+	}
+	r->used += (size_t)n + 1;
+	row_value(r, dst);
+}
+
+static void row_text(struct result *r, const char *v)
+{
+	row_value(r, v ? v : "");
+}
+
+/* SQL NULL when v is NULL */
+static void row_text_or_null(struct result *r, const char *v)
+{
+	row_value(r, v);
+}
+
+static void row_int(struct result *r, long long v)
+{
+	row_printf(r, "%lld", v);
+}
+
+static void row_uint(struct result *r, unsigned long long v)
+{
+	row_printf(r, "%llu", v);
+}
+
+/* a wall-clock time in usec, the way PgBouncer prints it: "2024-07-03 12:00:00 UTC" */
+static void row_time(struct result *r, int64_t wall)
+{
+	char buf[64];
+	time_t t = (time_t)(wall / 1000000);
+	struct tm tm;
+
+	if (wall <= 0 || !localtime_r(&t, &tm) ||
+	    strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", &tm) == 0) {
+		row_value(r, NULL);
+		return;
+	}
+	row_printf(r, "%s", buf);
+}
+
+static void row_ptr(struct result *r, const void *p)
+{
+	if (p)
+		row_printf(r, "%p", p);
+	else
+		row_text(r, "");
+}
+
+static void row_end(struct result *r)
+{
+	if (r->nvals != r->ncols) {
+		/* a programming error in this file: keep the protocol valid, and say where */
+		log_error("admin: a row of %d values for %d columns (first column \"%s\")",
+			  r->nvals, r->ncols, r->ncols ? r->cols[0].name : "");
+		for (int i = r->nvals; i < r->ncols; i++)
+			r->vals[i] = NULL;
+	}
+	proto_put_data_row(r->out, r->ncols, r->vals);
+	r->nvals = 0;
+	r->used = 0;
+	r->rows++;
+}
+
+static void command_done(struct pktbuf *out, const char *tag)
+{
+	proto_put_command_complete(out, tag);
+	proto_put_ready(out, 'I');
+}
+
+static void result_end(struct result *r)
+{
+	command_done(r->out, "SHOW");
+}
+
+#define NCOLS(cols) ((int)(sizeof(cols) / sizeof((cols)[0])))
+
+/* ------------------------------------------------------------------------
+ * Errors: the one way this file answers a command with an ERROR.
+ */
+
+static void admin_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void admin_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	struct pktbuf *out = stream_out(&c->st);
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_debug("C-%llu %s/%s %s: admin: %s", (unsigned long long)c->id, c->dbname, c->user,
+		  c->addr, msg);
+	proto_put_error(out, "ERROR", sqlstate, msg);
+	proto_put_ready(out, 'I');
+}
+
+/* a NoticeResponse with a DETAIL field (proto_put_notice has none) */
+static void put_notice_with_detail(struct pktbuf *out, const char *msg, const char *detail)
+{
+	pkt_begin(out, 'N');
+	pkt_put_u8(out, 'S');
+	pkt_put_str(out, "NOTICE");
+	pkt_put_u8(out, 'V');
+	pkt_put_str(out, "NOTICE");
+	pkt_put_u8(out, 'C');
+	pkt_put_str(out, "00000");
+	pkt_put_u8(out, 'M');
+	pkt_put_str(out, msg);
+	pkt_put_u8(out, 'D');
+	pkt_put_str(out, detail);
+	pkt_put_u8(out, 0);
+	pkt_end(out);
+}
+
+/* ------------------------------------------------------------------------
+ * Parsing: one command per query.
+ *
+ *   command  := word [word] [';']
+ *   set      := SET key ('=' | TO) value [';']
+ *   word     := [A-Za-z0-9_]+ | "double-quoted, "" for a quote"
+ *   value    := 'single-quoted, '' for a quote' | word | any run of non-blank, non-';'
+ *
+ * PgBouncer accepts the same shapes (its value must be a word or a quoted
+ * string; pgpulse also takes unquoted 250ms, 1.5, /path). Keywords are
+ * case-insensitive.
+ */
+
+enum cmd_kind { CMD_EMPTY, CMD_WORDS, CMD_SET, CMD_BAD };
+
+struct admin_cmd {
+	enum cmd_kind kind;
+	char verb[64]; /* first word, as written */
+	char arg[256]; /* second word, as written (unquoted); "" when absent */
+	bool has_arg;
+	bool arg_quoted;
+	char key[64];     /* SET */
+	char value[1024]; /* SET, unquoted */
+	bool key_quoted;
+};
+
+static bool is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+static bool is_word_char(char ch)
+{
+	return isalnum((unsigned char)ch) || ch == '_';
+}
+
+static const char *skip_blanks(const char *p)
+{
+	while (is_blank(*p))
+		p++;
+	return p;
+}
+
+/*
+ * Copy one word (bare or double-quoted) at *pp into dst; advances *pp.
+ * False when there is no word there or it does not fit.
+ */
+static bool scan_word(const char **pp, char *dst, size_t size, bool *quoted)
+{
+	const char *p = *pp;
+	size_t n = 0;
+
+	if (quoted)
+		*quoted = false;
+	if (*p == '"') {
+		p++;
+		for (;;) {
+			if (*p == '\0')
+				return false; /* unterminated */
+			if (*p == '"') {
+				if (p[1] != '"')
+					break;
+				p++; /* "" is one quote */
+			}
+			if (n + 1 >= size)
+				return false;
+			dst[n++] = *p++;
+		}
+		p++; /* closing quote */
+		if (n == 0)
+			return false; /* "" is not a name */
+		if (quoted)
+			*quoted = true;
+	} else {
+		while (is_word_char(*p)) {
+			if (n + 1 >= size)
+				return false;
+			dst[n++] = *p++;
+		}
+		if (n == 0)
+			return false;
+	}
+	dst[n] = '\0';
+	*pp = p;
+	return true;
+}
+
+/* a SET value: 'quoted' or a bare run of characters */
+static bool scan_value(const char **pp, char *dst, size_t size)
+{
+	const char *p = *pp;
+	size_t n = 0;
+
+	if (*p == '\'') {
+		p++;
+		for (;;) {
+			if (*p == '\0')
+				return false;
+			if (*p == '\'') {
+				if (p[1] != '\'')
+					break;
+				p++; /* '' is one quote */
+			}
+			if (n + 1 >= size)
+				return false;
+			dst[n++] = *p++;
+		}
+		p++;
+	} else {
+		while (*p && !is_blank(*p) && *p != ';') {
+			if (n + 1 >= size)
+				return false;
+			dst[n++] = *p++;
+		}
+		if (n == 0)
+			return false;
+	}
+	dst[n] = '\0';
+	*pp = p;
+	return true;
+}
+
+/* the end of a command: blanks, an optional ';', blanks, the end */
+static bool at_command_end(const char *p)
+{
+	p = skip_blanks(p);
+	if (*p == ';')
+		p = skip_blanks(p + 1);
+	return *p == '\0';
+}
+
+static void admin_parse(const char *sql, struct admin_cmd *cmd)
+{
+	const char *p = skip_blanks(sql);
+
+	memset(cmd, 0, sizeof(*cmd));
+	if (at_command_end(p)) {
+		cmd->kind = CMD_EMPTY;
+		return;
+	}
+	cmd->kind = CMD_BAD;
+	if (!scan_word(&p, cmd->verb, sizeof(cmd->verb), NULL))
+		return;
+
+	if (strcasecmp(cmd->verb, "set") == 0) {
+		p = skip_blanks(p);
+		if (!scan_word(&p, cmd->key, sizeof(cmd->key), &cmd->key_quoted))
+			return;
+		p = skip_blanks(p);
+		if (*p == '=') {
+			p++;
+		} else if (strncasecmp(p, "to", 2) == 0 && is_blank(p[2])) {
+			p += 2;
+		} else {
+			return;
+		}
+		p = skip_blanks(p);
+		if (!scan_value(&p, cmd->value, sizeof(cmd->value)))
+			return;
+		if (at_command_end(p))
+			cmd->kind = CMD_SET;
+		return;
+	}
+
+	/* a second word needs a blank (or a quote) between it and the first */
+	const char *q = skip_blanks(p);
+	if (q != p || *q == '"') {
+		if (*q == '"' || is_word_char(*q)) {
+			if (!scan_word(&q, cmd->arg, sizeof(cmd->arg), &cmd->arg_quoted))
+				return;
+			cmd->has_arg = true;
+		}
+		p = q;
+	}
+	if (at_command_end(p))
+		cmd->kind = CMD_WORDS;
+}
+
+/* ------------------------------------------------------------------------
+ * What the worker holds, gathered in the order SHOW prints it.
+ */
+
+static int cmp_db_ptr(const void *a, const void *b)
+{
+	const struct pool_db *x = *(const struct pool_db *const *)a;
+	const struct pool_db *y = *(const struct pool_db *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+static int cmp_pool_ptr(const void *a, const void *b)
+{
+	const struct pool *x = *(const struct pool *const *)a;
+	const struct pool *y = *(const struct pool *const *)b;
+	int d = strcmp(x->db->name, y->db->name);
+	return d ? d : strcmp(x->user->name, y->user->name);
+}
+
+/* the pools, by database then user (PgBouncer's order); free() the array */
+static struct pool **sorted_pools(int *n)
+{
+	int count = list_count(&worker->pools), i = 0;
+	struct pool **v = xmalloc(sizeof(*v) * (size_t)(count ? count : 1));
+	struct list *pos;
+
+	list_for_each(pos, &worker->pools)
+	{
+		v[i++] = container_of(pos, struct pool, node);
+	}
+	qsort(v, (size_t)count, sizeof(*v), cmp_pool_ptr);
+	*n = count;
+	return v;
+}
+
+/* the databases still in the configuration, by name; free() the array */
+static struct pool_db **sorted_databases(int *n)
+{
+	int count = list_count(&worker->databases), i = 0;
+	struct pool_db **v = xmalloc(sizeof(*v) * (size_t)(count ? count : 1));
+	struct list *pos;
+
+	list_for_each(pos, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		if (!db->removed)
+			v[i++] = db;
+	}
+	qsort(v, (size_t)i, sizeof(*v), cmp_db_ptr);
+	*n = i;
+	return v;
+}
+
+static int servers_of_pool(const struct pool *p)
+{
+	return list_count(&p->active_servers) + list_count(&p->idle_servers) +
+	       list_count(&p->used_servers) + list_count(&p->new_servers);
+}
+
+/* a monotonic stamp as wall-clock time */
+static int64_t mono_to_wall(int64_t mono, int64_t now_mono, int64_t now_wall)
+{
+	return mono > 0 ? now_wall - (now_mono - mono) : 0;
+}
+
+/* "ip" and port of a socket address; "unix" (and port -1) for a unix socket */
+static void addr_parts(const struct sockaddr_storage *ss, char *host, size_t hostlen, int *port)
+{
+	host[0] = '\0';
+	*port = 0;
+	switch (ss->ss_family) {
+	case AF_INET: {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &in->sin_addr, host, (socklen_t)hostlen);
+		*port = ntohs(in->sin_port);
+		break;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, (socklen_t)hostlen);
+		*port = ntohs(in6->sin6_port);
+		break;
+	}
+	case AF_UNIX:
+		str_copy(host, "unix", hostlen);
+		*port = -1;
+		break;
+	default:
+		break;
+	}
+}
+
+static bool sock_local(int fd, struct sockaddr_storage *ss)
+{
+	socklen_t len = sizeof(*ss);
+	memset(ss, 0, sizeof(*ss));
+	return fd >= 0 && getsockname(fd, (struct sockaddr *)ss, &len) == 0;
+}
+
+static bool sock_peer(int fd, struct sockaddr_storage *ss)
+{
+	socklen_t len = sizeof(*ss);
+	memset(ss, 0, sizeof(*ss));
+	return fd >= 0 && getpeername(fd, (struct sockaddr *)ss, &len) == 0;
+}
+
+/* the pid of a unix-socket peer, 0 when unknown (PgBouncer's remote_pid) */
+static int unix_peer_pid(int fd)
+{
+#ifdef SO_PEERCRED
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+		return (int)cred.pid;
+#else
+	(void)fd;
+#endif
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * SHOW CLIENTS, SHOW SERVERS: one row layout for both, as in PgBouncer.
+ */
+
+static const struct column socket_cols[] = {
+	{ "type", OID_TEXT },
+	{ "user", OID_TEXT },
+	{ "database", OID_TEXT },
+	{ "replication", OID_TEXT },
+	{ "state", OID_TEXT },
+	{ "addr", OID_TEXT },
+	{ "port", OID_INT4 },
+	{ "local_addr", OID_TEXT },
+	{ "local_port", OID_INT4 },
+	{ "connect_time", OID_TEXT },
+	{ "request_time", OID_TEXT },
+	{ "wait", OID_INT4 },
+	{ "wait_us", OID_INT4 },
+	{ "close_needed", OID_INT4 },
+	{ "ptr", OID_TEXT },
+	{ "link", OID_TEXT },
+	{ "remote_pid", OID_INT4 },
+	{ "tls", OID_TEXT },
+	{ "application_name", OID_TEXT },
+	{ "prepared_statements", OID_INT4 },
+	/* PgBouncer 1.24 added "id" at this place; pgpulse has it already */
+	{ "id", OID_INT8 },
+};
+
+struct clock_now {
+	int64_t mono, wall;
+};
+
+/* PgBouncer's state words for a client */
+static const char *client_state_word(const struct client *c, const struct client *asking)
+{
+	switch (c->state) {
+	case CL_LOGIN:
+		return "login";
+	case CL_WELCOME:
+	case CL_WAITING:
+		return "waiting";
+	case CL_ACTIVE:
+		if (c->is_admin)
+			return c == asking ? "active" : "idle";
+		return c->server ? "active" : "idle";
+	case CL_CLOSED:
+		break;
+	}
+	return "closed";
+}
+
+static void client_row(struct result *r, const struct client *c, const struct client *asking,
+		       const struct clock_now *now)
+{
+	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8];
+	struct sockaddr_storage local;
+	int port, lport;
+	bool is_unix = c->peer_addr.ss_family == AF_UNIX;
+	int64_t wait = 0;
+	const char *app = c->params[TP_APPLICATION_NAME];
+
+	addr_parts(&c->peer_addr, host, sizeof(host), &port);
+	if (port < 0)
+		port = c->local_port; /* PgBouncer shows the listening port for unix clients */
+	if (sock_local(c->st.fd, &local) && local.ss_family != AF_UNIX) {
+		addr_parts(&local, lhost, sizeof(lhost), &lport);
+	} else {
+		str_copy(lhost, is_unix ? "unix" : "", sizeof(lhost));
+	}
+	if ((c->state == CL_WAITING || c->state == CL_WELCOME) && c->wait_start > 0)
+		wait = now->mono - c->wait_start;
+	if (wait < 0)
+		wait = 0;
+
+	row_text(r, "C");
+	row_text(r, c->user);
+	row_text(r, c->dbname);
+	row_text(r, "none");
+	row_text(r, client_state_word(c, asking));
+	row_text(r, host);
+	row_int(r, port);
+	row_text(r, lhost);
+	row_int(r, c->local_port);
+	row_time(r, c->connect_time);
+	row_time(r, mono_to_wall(c->request_time, now->mono, now->wall));
+	row_int(r, wait / 1000000);
+	row_int(r, wait % 1000000);
+	row_int(r, 0); /* close_needed: not used for clients */
+	row_ptr(r, c);
+	row_ptr(r, c->server);
+	row_int(r, is_unix ? unix_peer_pid(c->st.fd) : 0);
+	row_text(r, ""); /* tls: not yet */
+	row_text(r, app ? app : "");
+	row_int(r, 0); /* prepared_statements: not tracked yet */
+	row_uint(r, c->id);
+	row_end(r);
+}
+
+/*
+ * PgBouncer's state words for a server. pgpulse's used_servers are running
+ * pgpulse's own query (reset, parameter SETs, check): PgBouncer calls that
+ * "tested"; its "used" (idle past server_check_delay, check not yet started)
+ * has no list of its own in pgpulse.
+ */
+static const char *server_state_word(const struct server *s)
+{
+	switch (s->state) {
+	case SV_LOGIN:
+		return "new";
+	case SV_IDLE:
+		return "idle";
+	case SV_ACTIVE:
+		return s->client ? "active" : "idle";
+	case SV_USED:
+		return "tested";
+	case SV_CLOSED:
+		break;
+	}
+	return "closed";
+}
+
+static void server_row(struct result *r, const struct server *s, const struct clock_now *now)
+{
+	const struct pool *p = s->pool;
+	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8];
+	struct sockaddr_storage ss;
+	int port = 0, lport = 0;
+	int64_t last = s->last_used > s->link_time ? s->last_used : s->link_time;
+	const char *app = NULL;
+
+	if (sock_peer(s->st.fd, &ss)) {
+		addr_parts(&ss, host, sizeof(host), &port);
+		if (port < 0)
+			port = p->db->port;
+	} else {
+		/* still connecting: say where to */
+		bool unix_dir = !p->db->host || p->db->host[0] == '/';
+		str_copy(host, unix_dir ? "unix" : p->db->host, sizeof(host));
+		port = p->db->port;
+	}
+	if (sock_local(s->st.fd, &ss) && ss.ss_family != AF_UNIX) {
+		addr_parts(&ss, lhost, sizeof(lhost), &lport);
+	} else {
+		str_copy(lhost, ss.ss_family == AF_UNIX ? "unix" : "", sizeof(lhost));
+	}
+	if (s->client)
+		app = s->client->params[TP_APPLICATION_NAME];
+
+	row_text(r, "S");
+	row_text(r, p->user->name);
+	row_text(r, p->db->name);
+	row_text(r, "none");
+	row_text(r, server_state_word(s));
+	row_text(r, host);
+	row_int(r, port);
+	row_text(r, lhost);
+	row_int(r, lport);
+	row_time(r, s->connect_time);
+	row_time(r, last > 0 ? mono_to_wall(last, now->mono, now->wall) : s->connect_time);
+	row_int(r, 0); /* wait, wait_us: not used for servers */
+	row_int(r, 0);
+	row_int(r, (s->close_when_released || s->generation != p->db->generation) ? 1 : 0);
+	row_ptr(r, s);
+	row_ptr(r, s->client);
+	row_int(r, (int32_t)s->backend_pid);
+	row_text(r, ""); /* tls: not yet */
+	row_text(r, app ? app : "");
+	row_int(r, 0); /* prepared_statements: not tracked yet */
+	row_uint(r, s->id);
+	row_end(r);
+}
+
+static void client_rows(struct result *r, const struct list *l, const struct client *asking,
+			const struct clock_now *now)
+{
+	const struct list *pos;
+	list_for_each(pos, l)
+	{
+		client_row(r, container_of(pos, struct client, node), asking, now);
+	}
+}
+
+static void server_rows(struct result *r, const struct list *l, const struct clock_now *now)
+{
+	const struct list *pos;
+	list_for_each(pos, l)
+	{
+		server_row(r, container_of(pos, struct server, node), now);
+	}
+}
+
+static void take_clock(struct clock_now *now)
+{
+	now->mono = now_usec();
+	now->wall = wall_usec();
+}
+
+static void show_clients(struct client *c, const char *arg)
+{
+	struct result r;
+	struct clock_now now;
+	int n;
+	struct pool **pools = sorted_pools(&n);
+	struct list *pos;
+
+	(void)arg;
+	take_clock(&now);
+	result_begin(&r, stream_out(&c->st), socket_cols, NCOLS(socket_cols));
+	for (int i = 0; i < n; i++) {
+		client_rows(&r, &pools[i]->active_clients, c, &now);
+		client_rows(&r, &pools[i]->waiting_clients, c, &now);
+	}
+	/* admin clients belong to no pool: they wait on login_clients once logged in */
+	list_for_each(pos, &worker->login_clients)
+	{
+		struct client *a = container_of(pos, struct client, node);
+		if (a->is_admin && a->state == CL_ACTIVE)
+			client_row(&r, a, c, &now);
+	}
+	free(pools);
+	result_end(&r);
+}
+
+static void show_servers(struct client *c, const char *arg)
+{
+	struct result r;
+	struct clock_now now;
+	int n;
+	struct pool **pools = sorted_pools(&n);
+
+	(void)arg;
+	take_clock(&now);
+	result_begin(&r, stream_out(&c->st), socket_cols, NCOLS(socket_cols));
+	for (int i = 0; i < n; i++) {
+		server_rows(&r, &pools[i]->active_servers, &now);
+		server_rows(&r, &pools[i]->idle_servers, &now);
+		server_rows(&r, &pools[i]->used_servers, &now);
+		server_rows(&r, &pools[i]->new_servers, &now);
+	}
+	free(pools);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * SHOW POOLS
+ */
+
+static void show_pools(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "database", OID_TEXT },
+		{ "user", OID_TEXT },
+		{ "cl_active", OID_INT4 },
+		{ "cl_waiting", OID_INT4 },
+		{ "cl_active_cancel_req", OID_INT4 },
+		{ "cl_waiting_cancel_req", OID_INT4 },
+		{ "sv_active", OID_INT4 },
+		{ "sv_active_cancel", OID_INT4 },
+		{ "sv_being_canceled", OID_INT4 },
+		{ "sv_idle", OID_INT4 },
+		{ "sv_used", OID_INT4 },
+		{ "sv_tested", OID_INT4 },
+		{ "sv_login", OID_INT4 },
+		{ "maxwait", OID_INT4 },
+		{ "maxwait_us", OID_INT4 },
+		{ "pool_mode", OID_TEXT },
+	};
+	struct result r;
+	int64_t now = now_usec();
+	int n;
+	struct pool **pools = sorted_pools(&n);
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < n; i++) {
+		const struct pool *p = pools[i];
+		const struct list *first = list_first(&p->waiting_clients);
+		int64_t maxwait = 0;
+		if (first) {
+			const struct client *w = container_of(first, struct client, node);
+			if (w->wait_start > 0 && now > w->wait_start)
+				maxwait = now - w->wait_start;
+		}
+		row_text(&r, p->db->name);
+		row_text(&r, p->user->name);
+		/* cl_active: PgBouncer counts linked and idle clients alike */
+		row_int(&r, list_count(&p->active_clients));
+		row_int(&r, list_count(&p->waiting_clients));
+		row_int(&r, 0); /* cancel requests are not queued per pool in pgpulse */
+		row_int(&r, 0);
+		row_int(&r, list_count(&p->active_servers));
+		row_int(&r, 0); /* sv_active_cancel */
+		row_int(&r, 0); /* sv_being_canceled */
+		row_int(&r, list_count(&p->idle_servers));
+		row_int(&r, 0); /* sv_used: see server_state_word() */
+		row_int(&r, list_count(&p->used_servers));
+		row_int(&r, list_count(&p->new_servers));
+		row_int(&r, maxwait / 1000000);
+		row_int(&r, maxwait % 1000000);
+		row_text(&r, cfg_pool_mode_name(p->pool_mode));
+		row_end(&r);
+	}
+	free(pools);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * SHOW DATABASES, SHOW USERS
+ */
+
+static int setting_or(int value, int fallback)
+{
+	return value >= 0 ? value : fallback;
+}
+
+static void show_databases(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "name", OID_TEXT },
+		{ "host", OID_TEXT },
+		{ "port", OID_INT4 },
+		{ "database", OID_TEXT },
+		{ "force_user", OID_TEXT },
+		{ "pool_size", OID_INT4 },
+		{ "min_pool_size", OID_INT4 },
+		{ "reserve_pool", OID_INT4 },
+		{ "server_lifetime", OID_INT4 },
+		{ "pool_mode", OID_TEXT },
+		{ "max_connections", OID_INT4 },
+		{ "current_connections", OID_INT4 },
+		{ "paused", OID_INT4 },
+		{ "disabled", OID_INT4 },
+		/* pgpulse's own */
+		{ "overflow_pool_size", OID_INT4 },
+	};
+	const struct cfg *cfg = worker->cfg;
+	struct result r;
+	int n;
+	struct pool_db **dbs = sorted_databases(&n);
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < n; i++) {
+		const struct pool_db *db = dbs[i];
+		int current = 0;
+		struct list *pos;
+		list_for_each(pos, &worker->pools)
+		{
+			const struct pool *p = container_of(pos, struct pool, node);
+			if (p->db == db)
+				current += servers_of_pool(p);
+		}
+		if (db->is_admin) {
+			/* the console: no server behind it (PgBouncer shows its own port) */
+			row_text(&r, db->name);
+			row_text_or_null(&r, NULL);
+			row_int(&r, cfg->listen_port);
+			row_text(&r, db->name);
+			row_text_or_null(&r, NULL);
+			row_int(&r, 0);
+			row_int(&r, 0);
+			row_int(&r, 0);
+			row_int(&r, cfg->server_lifetime / 1000000);
+			row_text(&r, "statement");
+			row_int(&r, 0);
+			row_int(&r, 0);
+			row_int(&r, 0);
+			row_int(&r, 0);
+			row_int(&r, 0);
+			row_end(&r);
+			continue;
+		}
+		const struct cfg_db *e = cfg_find_db(cfg, db->name);
+		int overflow = e ? e->overflow_pool_size : -1;
+		row_text(&r, db->name);
+		row_text_or_null(&r, db->host);
+		row_int(&r, db->port);
+		row_text_or_null(&r, db->dbname ? db->dbname : db->name);
+		row_text_or_null(&r, db->forced_user);
+		row_int(&r, setting_or(db->pool_size, cfg->default_pool_size));
+		row_int(&r, setting_or(db->min_pool_size, cfg->min_pool_size));
+		row_int(&r, setting_or(db->reserve_pool_size, cfg->reserve_pool_size));
+		row_int(&r, cfg->server_lifetime / 1000000);
+		row_text_or_null(&r, db->pool_mode >= 0 ? cfg_pool_mode_name(db->pool_mode) : NULL);
+		row_int(&r, db->max_db_connections > 0 ? db->max_db_connections
+						       : cfg->max_db_connections);
+		row_int(&r, current);
+		row_int(&r, db->paused ? 1 : 0);
+		row_int(&r, db->disabled ? 1 : 0);
+		row_int(&r, setting_or(overflow, cfg->overflow_pool_size));
+		row_end(&r);
+	}
+	free(dbs);
+	result_end(&r);
+}
+
+static int cmp_user_ptr(const void *a, const void *b)
+{
+	const struct pool_user *x = *(const struct pool_user *const *)a;
+	const struct pool_user *y = *(const struct pool_user *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+static void show_users(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "name", OID_TEXT },
+		{ "pool_size", OID_TEXT }, /* text in PgBouncer too: empty when not set */
+		{ "pool_mode", OID_TEXT },
+		{ "max_user_connections", OID_INT4 },
+		{ "current_connections", OID_INT4 },
+	};
+	const struct cfg *cfg = worker->cfg;
+	struct result r;
+	int count = list_count(&worker->users), n = 0;
+	struct pool_user **users = xmalloc(sizeof(*users) * (size_t)(count ? count : 1));
+	struct list *pos;
+
+	(void)arg;
+	list_for_each(pos, &worker->users)
+	{
+		users[n++] = container_of(pos, struct pool_user, node);
+	}
+	qsort(users, (size_t)n, sizeof(*users), cmp_user_ptr);
+
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < n; i++) {
+		const struct pool_user *u = users[i];
+		const struct cfg_user *cu = cfg_find_user(cfg, u->name);
+		int mode = cu ? cu->pool_mode : u->pool_mode;
+		int max = cu && cu->max_user_connections > 0 ? cu->max_user_connections
+							     : cfg->max_user_connections;
+		int current = 0;
+		struct list *pp;
+		list_for_each(pp, &worker->pools)
+		{
+			const struct pool *p = container_of(pp, struct pool, node);
+			if (p->user == u)
+				current += servers_of_pool(p);
+		}
+		row_text(&r, u->name);
+		if (cu && cu->pool_size >= 0)
+			row_int(&r, cu->pool_size);
+		else
+			row_text(&r, "");
+		row_text_or_null(&r, mode >= 0 ? cfg_pool_mode_name(mode) : NULL);
+		row_int(&r, max);
+		row_int(&r, current);
+		row_end(&r);
+	}
+	free(users);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * SHOW STATS, STATS_TOTALS, STATS_AVERAGES, TOTALS
+ *
+ * Totals are the pools' counters summed per database. Averages follow
+ * PgBouncer: rates per second and times per transaction/query/assignment,
+ * from a snapshot at least stats_period old to now. PgBouncer takes the
+ * snapshots on a timer; here they are taken lazily when a SHOW STATS*
+ * arrives and the newer snapshot is a stats_period old, so a scraper polling
+ * more often than stats_period sees the same window PgBouncer's would, and
+ * a long silence gives one long window. Until the first period has passed
+ * the window starts when pgpulse started.
+ *
+ * With several workers this state moves into struct worker.
+ */
+
+struct db_totals {
+	const char *name;
+	struct pool_stats st;
+};
+
+struct stats_snapshot {
+	int64_t at; /* monotonic usec */
+	int n;
+	char **names;
+	struct pool_stats *st;
+};
+
+static struct {
+	bool started;
+	struct stats_snapshot older, newer;
+} avg_window;
+
+static void stats_add(struct pool_stats *sum, const struct pool_stats *st)
+{
+	sum->xact_count += st->xact_count;
+	sum->query_count += st->query_count;
+	sum->bytes_received += st->bytes_received;
+	sum->bytes_sent += st->bytes_sent;
+	sum->xact_time += st->xact_time;
+	sum->query_time += st->query_time;
+	sum->wait_time += st->wait_time;
+	sum->server_assignments += st->server_assignments;
+}
+
+/* the counters per database, by name: only databases with a pool; free() the array */
+static struct db_totals *totals_per_database(int *n)
+{
+	int np, nd = 0;
+	struct pool **pools = sorted_pools(&np);
+	struct db_totals *v = xcalloc((size_t)(np ? np : 1), sizeof(*v));
+
+	for (int i = 0; i < np; i++) {
+		if (nd == 0 || strcmp(v[nd - 1].name, pools[i]->db->name) != 0)
+			v[nd++].name = pools[i]->db->name;
+		stats_add(&v[nd - 1].st, &pools[i]->stats);
+	}
+	free(pools);
+	*n = nd;
+	return v;
+}
+
+static void snapshot_free(struct stats_snapshot *s)
+{
+	for (int i = 0; i < s->n; i++)
+		free(s->names[i]);
+	free(s->names);
+	free(s->st);
+	s->names = NULL;
+	s->st = NULL;
+	s->n = 0;
+}
+
+static void snapshot_take(struct stats_snapshot *s, const struct db_totals *t, int n, int64_t at)
+{
+	snapshot_free(s);
+	s->at = at;
+	s->n = n;
+	s->names = xcalloc((size_t)(n ? n : 1), sizeof(*s->names));
+	s->st = xcalloc((size_t)(n ? n : 1), sizeof(*s->st));
+	for (int i = 0; i < n; i++) {
+		s->names[i] = xstrdup(t[i].name);
+		s->st[i] = t[i].st;
+	}
+}
+
+static const struct pool_stats *snapshot_find(const struct stats_snapshot *s, const char *name)
+{
+	for (int i = 0; i < s->n; i++)
+		if (strcmp(s->names[i], name) == 0)
+			return &s->st[i];
+	return NULL;
+}
+
+/* move the averaging window forward when the newer snapshot is a period old */
+static void avg_window_advance(const struct db_totals *t, int n, int64_t now)
+{
+	int64_t period = worker->cfg->stats_period > 0 ? worker->cfg->stats_period : 60 * 1000000LL;
+
+	if (!avg_window.started) {
+		/* both snapshots at process start, when every counter was zero */
+		int64_t since = worker->started_at > 0 ? wall_usec() - worker->started_at : 0;
+		avg_window.started = true;
+		avg_window.older.at = avg_window.newer.at = now - (since > 0 ? since : 0);
+	}
+	if (now - avg_window.newer.at < period)
+		return;
+	snapshot_free(&avg_window.older);
+	avg_window.older = avg_window.newer;
+	memset(&avg_window.newer, 0, sizeof(avg_window.newer));
+	snapshot_take(&avg_window.newer, t, n, now);
+}
+
+/* a counter's growth; a counter that went down (its pool was recreated) counts from zero */
+static uint64_t grown(uint64_t now, uint64_t then)
+{
+	return now >= then ? now - then : now;
+}
+
+/* the counters of database `name` in the older snapshot (zero if it was not there) */
+static const struct pool_stats *stats_older(const char *name)
+{
+	static const struct pool_stats zero;
+	const struct pool_stats *old = snapshot_find(&avg_window.older, name);
+	return old ? old : &zero;
+}
+
+static uint64_t per_second(uint64_t count, int64_t dur)
+{
+	return (uint64_t)((double)count * 1e6 / (double)dur);
+}
+
+/* PgBouncer's averages: rates per second, and usec per transaction, query, assignment */
+static void stats_average(struct pool_stats *avg, const struct pool_stats *cur,
+			  const struct pool_stats *old, int64_t dur)
+{
+	memset(avg, 0, sizeof(*avg));
+	if (dur <= 0)
+		return;
+	uint64_t xacts = grown(cur->xact_count, old->xact_count);
+	uint64_t queries = grown(cur->query_count, old->query_count);
+	uint64_t assigns = grown(cur->server_assignments, old->server_assignments);
+	avg->server_assignments = per_second(assigns, dur);
+	avg->xact_count = per_second(xacts, dur);
+	avg->query_count = per_second(queries, dur);
+	avg->bytes_received = per_second(grown(cur->bytes_received, old->bytes_received), dur);
+	avg->bytes_sent = per_second(grown(cur->bytes_sent, old->bytes_sent), dur);
+	if (xacts > 0)
+		avg->xact_time = grown(cur->xact_time, old->xact_time) / xacts;
+	if (queries > 0)
+		avg->query_time = grown(cur->query_time, old->query_time) / queries;
+	if (assigns > 0)
+		avg->wait_time = grown(cur->wait_time, old->wait_time) / assigns;
+}
+
+/* the eight figures in PgBouncer's order */
+static void row_stats(struct result *r, const struct pool_stats *st)
+{
+	row_uint(r, st->server_assignments);
+	row_uint(r, st->xact_count);
+	row_uint(r, st->query_count);
+	row_uint(r, st->bytes_received);
+	row_uint(r, st->bytes_sent);
+	row_uint(r, st->xact_time);
+	row_uint(r, st->query_time);
+	row_uint(r, st->wait_time);
+}
+
+enum stats_view { STATS_BOTH, STATS_TOTALS, STATS_AVERAGES };
+
+static void show_stats_view(struct client *c, enum stats_view view)
+{
+	static const struct column both_cols[] = {
+		{ "database", OID_TEXT },
+		{ "total_server_assignment_count", OID_NUMERIC },
+		{ "total_xact_count", OID_NUMERIC },
+		{ "total_query_count", OID_NUMERIC },
+		{ "total_received", OID_NUMERIC },
+		{ "total_sent", OID_NUMERIC },
+		{ "total_xact_time", OID_NUMERIC },
+		{ "total_query_time", OID_NUMERIC },
+		{ "total_wait_time", OID_NUMERIC },
+		{ "avg_server_assignment_count", OID_NUMERIC },
+		{ "avg_xact_count", OID_NUMERIC },
+		{ "avg_query_count", OID_NUMERIC },
+		{ "avg_recv", OID_NUMERIC },
+		{ "avg_sent", OID_NUMERIC },
+		{ "avg_xact_time", OID_NUMERIC },
+		{ "avg_query_time", OID_NUMERIC },
+		{ "avg_wait_time", OID_NUMERIC },
+	};
+	/* STATS_TOTALS and STATS_AVERAGES share these names */
+	static const struct column one_cols[] = {
+		{ "database", OID_TEXT },          { "server_assignment_count", OID_NUMERIC },
+		{ "xact_count", OID_NUMERIC },     { "query_count", OID_NUMERIC },
+		{ "bytes_received", OID_NUMERIC }, { "bytes_sent", OID_NUMERIC },
+		{ "xact_time", OID_NUMERIC },      { "query_time", OID_NUMERIC },
+		{ "wait_time", OID_NUMERIC },
+	};
+	struct result r;
+	int64_t now = now_usec();
+	int n;
+	struct db_totals *t = totals_per_database(&n);
+
+	avg_window_advance(t, n, now);
+	if (view == STATS_BOTH)
+		result_begin(&r, stream_out(&c->st), both_cols, NCOLS(both_cols));
+	else
+		result_begin(&r, stream_out(&c->st), one_cols, NCOLS(one_cols));
+	for (int i = 0; i < n; i++) {
+		struct pool_stats avg;
+		stats_average(&avg, &t[i].st, stats_older(t[i].name), now - avg_window.older.at);
+		row_text(&r, t[i].name);
+		if (view != STATS_AVERAGES)
+			row_stats(&r, &t[i].st);
+		if (view != STATS_TOTALS)
+			row_stats(&r, &avg);
+		row_end(&r);
+	}
+	free(t);
+	result_end(&r);
+}
+
+static void show_stats(struct client *c, const char *arg)
+{
+	(void)arg;
+	show_stats_view(c, STATS_BOTH);
+}
+
+static void show_stats_totals(struct client *c, const char *arg)
+{
+	(void)arg;
+	show_stats_view(c, STATS_TOTALS);
+}
+
+static void show_stats_averages(struct client *c, const char *arg)
+{
+	(void)arg;
+	show_stats_view(c, STATS_AVERAGES);
+}
+
+/* SHOW TOTALS: SHOW STATS summed over all databases, one figure per row */
+static void show_totals(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "name", OID_TEXT },
+		{ "value", OID_NUMERIC },
+	};
+	struct result r;
+	int64_t now = now_usec();
+	int n;
+	struct db_totals *t = totals_per_database(&n);
+	struct pool_stats cur, old, avg;
+
+	(void)arg;
+	avg_window_advance(t, n, now);
+	memset(&cur, 0, sizeof(cur));
+	memset(&old, 0, sizeof(old));
+	for (int i = 0; i < n; i++) {
+		stats_add(&cur, &t[i].st);
+		stats_add(&old, stats_older(t[i].name));
+	}
+	stats_average(&avg, &cur, &old, now - avg_window.older.at);
+
+	/* PgBouncer's row names: client_bytes came from clients, server_bytes went to them */
+	const struct {
+		const char *name;
+		uint64_t total, avg;
+	} rows[] = {
+		{ "server_assignment_count", cur.server_assignments, avg.server_assignments },
+		{ "xact_count", cur.xact_count, avg.xact_count },
+		{ "query_count", cur.query_count, avg.query_count },
+		{ "client_bytes", cur.bytes_received, avg.bytes_received },
+		{ "server_bytes", cur.bytes_sent, avg.bytes_sent },
+		{ "xact_time", cur.xact_time, avg.xact_time },
+		{ "query_time", cur.query_time, avg.query_time },
+		{ "wait_time", cur.wait_time, avg.wait_time },
+	};
+	const size_t nrows = sizeof(rows) / sizeof(rows[0]);
+
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (size_t i = 0; i < 2 * nrows; i++) {
+		bool total = i < nrows;
+		row_printf(&r, "%s_%s", total ? "total" : "avg", rows[i % nrows].name);
+		row_uint(&r, total ? rows[i % nrows].total : rows[i % nrows].avg);
+		row_end(&r);
+	}
+	free(t);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * SHOW LISTS, SHOW MEM
+ */
+
+static int count_login_clients(void)
+{
+	int n = 0;
+	struct list *pos;
+	list_for_each(pos, &worker->login_clients)
+	{
+		const struct client *c = container_of(pos, struct client, node);
+		if (c->state == CL_LOGIN)
+			n++;
+	}
+	return n;
+}
+
+static void show_lists(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "list", OID_TEXT },
+		{ "items", OID_INT4 },
+	};
+	const struct {
+		const char *name;
+		int items;
+	} lists[] = {
+		{ "databases", list_count(&worker->databases) },
+		{ "users", list_count(&worker->users) },
+		{ "peers", 0 }, /* peering: not yet */
+		{ "pools", list_count(&worker->pools) },
+		{ "peer_pools", 0 },
+		/* pgpulse frees connection memory instead of keeping it on free lists */
+		{ "free_clients", 0 },
+		{ "used_clients", worker->client_count },
+		{ "login_clients", count_login_clients() },
+		{ "free_servers", 0 },
+		{ "used_servers", worker->server_count },
+		/* no DNS cache yet: host names are resolved at connect */
+		{ "dns_names", 0 },
+		{ "dns_zones", 0 },
+		{ "dns_queries", 0 },
+		{ "dns_pending", 0 },
+	};
+	struct result r;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		row_text(&r, lists[i].name);
+		row_int(&r, lists[i].items);
+		row_end(&r);
+	}
+	result_end(&r);
+}
+
+/* bytes of messages pgpulse queued itself (errors, admin answers) on one stream */
+static size_t out_buffer_bytes(const struct stream *st)
+{
+	return st->out.cap;
+}
+
+static void show_mem(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "name", OID_TEXT }, { "size", OID_INT4 },     { "used", OID_INT4 },
+		{ "free", OID_INT4 }, { "memtotal", OID_INT8 },
+	};
+	struct result r;
+	int bufs_used = 0, bufs_free = 0;
+	uint32_t buf_size = 0;
+	long long out_bytes = 0, out_count = 0;
+	struct list *pos, *q;
+
+	(void)arg;
+	stream_buffer_stats(&bufs_used, &bufs_free, &buf_size);
+
+	/* the out buffers of every connection pgpulse can see */
+	list_for_each(pos, &worker->login_clients)
+	{
+		const struct client *cl = container_of(pos, struct client, node);
+		out_bytes += (long long)out_buffer_bytes(&cl->st);
+		out_count += cl->st.out.cap > 0;
+	}
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		const struct list *client_lists[] = { &p->active_clients, &p->waiting_clients };
+		const struct list *server_lists[] = { &p->active_servers, &p->idle_servers,
+						      &p->used_servers, &p->new_servers };
+		for (size_t i = 0; i < 2; i++)
+			list_for_each(q, client_lists[i])
+			{
+				const struct client *cl = container_of(q, struct client, node);
+				out_bytes += (long long)out_buffer_bytes(&cl->st);
+				out_count += cl->st.out.cap > 0;
+			}
+		for (size_t i = 0; i < 4; i++)
+			list_for_each(q, server_lists[i])
+			{
+				const struct server *s = container_of(q, struct server, node);
+				out_bytes += (long long)out_buffer_bytes(&s->st);
+				out_count += s->st.out.cap > 0;
+			}
+	}
+
+	const struct {
+		const char *name;
+		long long size, used, free;
+	} rows[] = {
+		{ "user_cache", sizeof(struct pool_user), list_count(&worker->users), 0 },
+		{ "db_cache", sizeof(struct pool_db), list_count(&worker->databases), 0 },
+		{ "pool_cache", sizeof(struct pool), list_count(&worker->pools), 0 },
+		{ "server_cache", sizeof(struct server), worker->server_count, 0 },
+		{ "client_cache", sizeof(struct client), worker->client_count, 0 },
+		/* receive buffers: shared, taken only while a stream has bytes buffered */
+		{ "iobuf_cache", buf_size, bufs_used, bufs_free },
+	};
+
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		row_text(&r, rows[i].name);
+		row_int(&r, rows[i].size);
+		row_int(&r, rows[i].used);
+		row_int(&r, rows[i].free);
+		row_int(&r, rows[i].size * (rows[i].used + rows[i].free));
+		row_end(&r);
+	}
+	/* pgpulse's own: queued outgoing messages; size varies, so it is 0 */
+	row_text(&r, "outbuf");
+	row_int(&r, 0);
+	row_int(&r, out_count);
+	row_int(&r, 0);
+	row_int(&r, out_bytes);
+	row_end(&r);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * SHOW CONFIG, VERSION, STATE, PEERS, PEER_POOLS, HELP
+ */
+
+static int cmp_param_name(const void *a, const void *b)
+{
+	struct cfg_param_info x, y;
+	cfg_param_get(NULL, *(const int *)a, &x);
+	cfg_param_get(NULL, *(const int *)b, &y);
+	return strcmp(x.name, y.name);
+}
+
+static void show_config(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "key", OID_TEXT },
+		{ "value", OID_TEXT },
+		{ "default", OID_TEXT },
+		{ "changeable", OID_TEXT },
+	};
+	struct result r;
+	int n = cfg_param_count();
+	int *order = xmalloc(sizeof(*order) * (size_t)(n > 0 ? n : 1));
+
+	(void)arg;
+	for (int i = 0; i < n; i++)
+		order[i] = i;
+	qsort(order, (size_t)n, sizeof(*order), cmp_param_name); /* PgBouncer's list is by name */
+
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < n; i++) {
+		struct cfg_param_info info;
+		if (!cfg_param_get(worker->cfg, order[i], &info))
+			continue;
+		/* value and default live in config's buffers until the next call: the row ends
+		 * first */
+		row_text(&r, info.name);
+		row_text(&r, info.value);
+		row_text(&r, info.default_value);
+		row_text(&r, info.reloadable ? "yes" : "no");
+		row_end(&r);
+	}
+	free(order);
+	result_end(&r);
+}
+
+static void show_version(struct client *c, const char *arg)
+{
+	static const struct column cols[] = { { "version", OID_TEXT } };
+	struct result r;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	row_text(&r, "pgpulse " PACKAGE_VERSION);
+	row_end(&r);
+	result_end(&r);
+}
+
+static void show_state(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "key", OID_TEXT },
+		{ "value", OID_TEXT },
+	};
+	struct result r;
+	bool paused = worker->paused_all;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	row_text(&r, "active");
+	row_text(&r, paused ? "no" : "yes");
+	row_end(&r);
+	row_text(&r, "paused");
+	row_text(&r, paused ? "yes" : "no");
+	row_end(&r);
+	row_text(&r, "suspended");
+	row_text(&r, "no");
+	row_end(&r);
+	result_end(&r);
+}
+
+/* peering is not there yet: PgBouncer's columns, no rows (as with no [peers]) */
+static void show_peers(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "peer_id", OID_INT4 },
+		{ "host", OID_TEXT },
+		{ "port", OID_INT4 },
+		{ "pool_size", OID_INT4 },
+	};
+	struct result r;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	result_end(&r);
+}
+
+static void show_peer_pools(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "peer_id", OID_INT4 },
+		{ "cl_active_cancel_req", OID_INT4 },
+		{ "cl_waiting_cancel_req", OID_INT4 },
+		{ "sv_active_cancel", OID_INT4 },
+		{ "sv_login", OID_INT4 },
+	};
+	struct result r;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	result_end(&r);
+}
+
+static void show_help(struct client *c, const char *arg)
+{
+	static const char detail[] =
+		"\n"
+		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
+		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS\n"
+		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
+		"\tSET key = arg\n"
+		"\tRELOAD\n"
+		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]\n"
+		"\tnot yet: PAUSE, RESUME, SUSPEND, DISABLE, ENABLE, RECONNECT, KILL, "
+		"KILL_CLIENT,\n"
+		"\t         WAIT_CLOSE, SHOW FDS|SOCKETS|ACTIVE_SOCKETS|DNS_HOSTS|DNS_ZONES";
+	struct pktbuf *out = stream_out(&c->st);
+
+	(void)arg;
+	put_notice_with_detail(out, "Console usage", detail);
+	command_done(out, "SHOW");
+}
+
+/*
+ * Some drivers ask for (or set) these on any connection; PgBouncer answers
+ * with fixed values rather than an error, and so does pgpulse.
+ */
+static const char *const fake_params[][2] = {
+	{ "client_encoding", "UTF8" },
+	{ "default_transaction_isolation", "read committed" },
+	{ "standard_conforming_strings", "on" },
+	{ "datestyle", "ISO" },
+	{ "timezone", "GMT" },
+	{ "extra_float_digits", "2" },
+};
+
+/* the row of fake_params for `name`, or -1 */
+static int fake_param_index(const char *name)
+{
+	for (size_t i = 0; i < sizeof(fake_params) / sizeof(fake_params[0]); i++)
+		if (strcasecmp(name, fake_params[i][0]) == 0)
+			return (int)i;
+	return -1;
+}
+
+static void show_fake_param(struct client *c, int idx)
+{
+	struct column col = { fake_params[idx][0], OID_TEXT };
+	struct result r;
+
+	result_begin(&r, stream_out(&c->st), &col, 1);
+	row_text(&r, fake_params[idx][1]);
+	row_end(&r);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * Control commands
+ */
+
+static void log_admin_action(const struct client *c, const char *what)
+{
+	log_info("C-%llu %s/%s %s: admin: %s", (unsigned long long)c->id, c->dbname, c->user,
+		 c->addr, what);
+}
+
+static void cmd_reload(struct client *c, const char *arg)
+{
+	char err[512] = "";
+
+	(void)arg;
+	log_admin_action(c, "RELOAD");
+	if (!worker_reload(err, sizeof(err))) {
+		admin_error(c, "F0000", "RELOAD failed: %s", err[0] ? err : "see the log");
+		return;
+	}
+	command_done(stream_out(&c->st), "RELOAD");
+}
+
+static void cmd_shutdown(struct client *c, const char *arg)
+{
+	enum shutdown_mode mode = SHUTDOWN_NOW;
+
+	if (arg[0] && strcasecmp(arg, "wait_for_servers") == 0) {
+		mode = SHUTDOWN_WAIT_SERVERS;
+	} else if (arg[0] && strcasecmp(arg, "wait_for_clients") == 0) {
+		mode = SHUTDOWN_WAIT_CLIENTS;
+	} else if (arg[0]) {
+		admin_error(c, SQLSTATE_SYNTAX,
+			    "invalid SHUTDOWN mode '%s': use WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS",
+			    arg);
+		return;
+	}
+	log_admin_action(c, arg[0] ? "SHUTDOWN (waiting)" : "SHUTDOWN");
+	/* the answer is queued first: the caller sends it before the loop can stop */
+	command_done(stream_out(&c->st), "SHUTDOWN");
+	worker_request_shutdown(mode);
+}
+
+/* a PgBouncer command pgpulse does not have yet (the dispatcher names it in the error) */
+static void cmd_not_yet(struct client *c, const char *arg)
+{
+	(void)arg;
+	admin_error(c, SQLSTATE_NOT_YET, "not supported yet");
+}
+
+/* the index of a parameter in the table, or -1 */
+static int param_index(const char *name)
+{
+	for (int i = 0; i < cfg_param_count(); i++) {
+		struct cfg_param_info info;
+		if (cfg_param_get(NULL, i, &info) && strcmp(info.name, name) == 0)
+			return i;
+	}
+	return -1;
+}
+
+static void cmd_set(struct client *c, const struct admin_cmd *cmd)
+{
+	char key[sizeof(cmd->key)];
+	char err[512] = "";
+	char what[sizeof(cmd->key) + sizeof(cmd->value) + 16];
+
+	if (fake_param_index(cmd->key) >= 0) {
+		/* even stats users, as in PgBouncer: drivers send these on connect */
+		struct pktbuf *out = stream_out(&c->st);
+		proto_put_notice(out, "00000", "SET ignored");
+		command_done(out, "SET");
+		return;
+	}
+	if (!c->admin_may_change) {
+		admin_error(c, SQLSTATE_PRIVILEGE, "admin access needed: SET is for admin_users");
+		return;
+	}
+	str_copy(key, cmd->key, sizeof(key));
+	if (!cmd->key_quoted)
+		for (char *k = key; *k; k++)
+			*k = (char)tolower((unsigned char)*k);
+
+	int idx = param_index(key);
+	if (idx < 0) {
+		admin_error(c, "42704", "unrecognized configuration parameter \"%s\"", key);
+		return;
+	}
+	if (!cfg_set(worker->cfg, key, cmd->value, err, sizeof(err))) {
+		struct cfg_param_info info;
+		bool restart = cfg_param_get(NULL, idx, &info) && !info.reloadable;
+		admin_error(c, restart ? "55P02" : "22023", "%s", err[0] ? err : "SET failed");
+		return;
+	}
+	snprintf(what, sizeof(what), "SET %s = %s", key, cmd->value);
+	log_admin_action(c, what);
+	command_done(stream_out(&c->st), "SET");
+}
+
+/* ------------------------------------------------------------------------
+ * Dispatch
+ */
+
+typedef void (*admin_fn)(struct client *c, const char *arg);
+
+struct show_entry {
+	const char *subject;
+	admin_fn fn;
+};
+
+static const struct show_entry show_table[] = {
+	{ "help", show_help },
+	{ "version", show_version },
+	{ "config", show_config },
+	{ "databases", show_databases },
+	{ "pools", show_pools },
+	{ "clients", show_clients },
+	{ "servers", show_servers },
+	{ "users", show_users },
+	{ "stats", show_stats },
+	{ "stats_totals", show_stats_totals },
+	{ "stats_averages", show_stats_averages },
+	{ "totals", show_totals },
+	{ "lists", show_lists },
+	{ "mem", show_mem },
+	{ "state", show_state },
+	{ "peers", show_peers },
+	{ "peer_pools", show_peer_pools },
+	/* PgBouncer has these; pgpulse not yet */
+	{ "fds", cmd_not_yet },
+	{ "sockets", cmd_not_yet },
+	{ "active_sockets", cmd_not_yet },
+	{ "dns_hosts", cmd_not_yet },
+	{ "dns_zones", cmd_not_yet },
+};
+
+enum arg_rule { ARG_NONE, ARG_OPTIONAL, ARG_REQUIRED };
+
+struct command_entry {
+	const char *verb;
+	admin_fn fn;
+	enum arg_rule arg;
+};
+
+/* everything but SHOW and SET; all need admin_users */
+static const struct command_entry command_table[] = {
+	{ "reload", cmd_reload, ARG_NONE },
+	{ "shutdown", cmd_shutdown, ARG_OPTIONAL },
+	/* PgBouncer's, for a later issue */
+	{ "pause", cmd_not_yet, ARG_OPTIONAL },
+	{ "resume", cmd_not_yet, ARG_OPTIONAL },
+	{ "suspend", cmd_not_yet, ARG_NONE },
+	{ "disable", cmd_not_yet, ARG_REQUIRED },
+	{ "enable", cmd_not_yet, ARG_REQUIRED },
+	{ "reconnect", cmd_not_yet, ARG_OPTIONAL },
+	{ "kill", cmd_not_yet, ARG_OPTIONAL },
+	{ "kill_client", cmd_not_yet, ARG_REQUIRED },
+	{ "wait_close", cmd_not_yet, ARG_OPTIONAL },
+};
+
+static void upper_copy(char *dst, size_t size, const char *src)
+{
+	size_t k;
+	for (k = 0; src[k] && k + 1 < size; k++)
+		dst[k] = (char)toupper((unsigned char)src[k]);
+	dst[k] = '\0';
+}
+
+static void syntax_error(struct client *c, const char *sql)
+{
+	/* PgBouncer's wording, so that people's searches find the answer */
+	admin_error(c, SQLSTATE_SYNTAX, "invalid command '%.200s', use SHOW HELP;", sql);
+}
+
+static void run_show(struct client *c, const struct admin_cmd *cmd, const char *sql)
+{
+	if (!cmd->has_arg) {
+		syntax_error(c, sql);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(show_table) / sizeof(show_table[0]); i++) {
+		if (strcasecmp(cmd->arg, show_table[i].subject) == 0) {
+			if (show_table[i].fn == cmd_not_yet) {
+				char name[64];
+				upper_copy(name, sizeof(name), show_table[i].subject);
+				admin_error(c, SQLSTATE_NOT_YET, "SHOW %s is not supported yet",
+					    name);
+				return;
+			}
+			show_table[i].fn(c, "");
+			return;
+		}
+	}
+	int fake = fake_param_index(cmd->arg);
+	if (fake >= 0) {
+		show_fake_param(c, fake);
+		return;
+	}
+	syntax_error(c, sql);
+}
+
+static void run_command(struct client *c, const struct admin_cmd *cmd, const char *sql)
+{
+	for (size_t i = 0; i < sizeof(command_table) / sizeof(command_table[0]); i++) {
+		const struct command_entry *e = &command_table[i];
+		if (strcasecmp(cmd->verb, e->verb) != 0)
+			continue;
+		if ((e->arg == ARG_NONE && cmd->has_arg) ||
+		    (e->arg == ARG_REQUIRED && !cmd->has_arg)) {
+			syntax_error(c, sql);
+			return;
+		}
+		char name[64];
+		upper_copy(name, sizeof(name), e->verb);
+		if (!c->admin_may_change) {
+			log_warning("C-%llu %s/%s %s: admin: %s refused: not in admin_users",
+				    (unsigned long long)c->id, c->dbname, c->user, c->addr, name);
+			admin_error(c, SQLSTATE_PRIVILEGE,
+				    "admin access needed: %s is for admin_users", name);
+			return;
+		}
+		if (e->fn == cmd_not_yet) {
+			admin_error(c, SQLSTATE_NOT_YET, "%s is not supported yet", name);
+			return;
+		}
+		e->fn(c, cmd->has_arg ? cmd->arg : "");
+		return;
+	}
+	syntax_error(c, sql);
+}
+
+void admin_handle_query(struct client *c, const char *sql)
+{
+	struct admin_cmd cmd;
+
+	admin_parse(sql, &cmd);
+	switch (cmd.kind) {
+	case CMD_EMPTY: {
+		struct pktbuf *out = stream_out(&c->st);
+		proto_put_empty_query(out);
+		proto_put_ready(out, 'I');
+		return;
+	}
+	case CMD_BAD:
+		syntax_error(c, sql);
+		return;
+	case CMD_SET:
+		cmd_set(c, &cmd);
+		return;
+	case CMD_WORDS:
+		if (strcasecmp(cmd.verb, "show") == 0)
+			run_show(c, &cmd, sql);
+		else
+			run_command(c, &cmd, sql);
+		return;
+	}
+}

@@ -1,0 +1,829 @@
+/*
+ * client: one application connection, from accept to close.
+ *
+ * Login: the startup packet (answering SSLRequest/GSSENCRequest with 'N',
+ * routing CancelRequest), then authentication against the auth_file with
+ * the configured method, then — once the pool knows what its server
+ * reports — AuthenticationOk, ParameterStatus, BackendKeyData and
+ * ReadyForQuery.
+ *
+ * Requests: a client without a server pauses its stream at the first byte
+ * of a request and asks the pool for one; once linked, packets are
+ * forwarded as they arrive. The client counts the requests whose
+ * ReadyForQuery is still due (pending_syncs), which is how the server side
+ * knows a transaction really ended and the server may go to someone else.
+ */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "auth.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "server.h"
+#include "worker.h"
+
+#define STARTUP_MAX_LEN 10000
+
+static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt);
+static void client_on_end(struct stream *st, enum stream_end why);
+static void client_on_flushed(struct stream *st);
+
+static const struct stream_ops client_ops = {
+	.on_packet = client_on_packet,
+	.on_end = client_on_end,
+	.on_flushed = client_on_flushed,
+};
+
+const char *client_state_name(enum client_state s)
+{
+	switch (s) {
+	case CL_LOGIN: return "login";
+	case CL_WELCOME: return "login";
+	case CL_ACTIVE: return "active";
+	case CL_WAITING: return "waiting";
+	case CL_CLOSED: return "closed";
+	}
+	return "unknown";
+}
+
+static void set_nonblocking(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void tune_tcp_socket(int fd)
+{
+	int on = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	if (worker->cfg->tcp_keepalive)
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+}
+
+void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int local_port, bool is_unix)
+{
+	struct client *c = xcalloc(1, sizeof(*c));
+	set_nonblocking(fd);
+	if (!is_unix)
+		tune_tcp_socket(fd);
+	c->id = ++worker->next_conn_id;
+	c->state = CL_LOGIN;
+	list_init(&c->node);
+	list_init(&c->all_node);
+	if (addrlen <= sizeof(c->peer_addr))
+		memcpy(&c->peer_addr, addr, addrlen);
+	c->local_port = local_port;
+	if (is_unix)
+		snprintf(c->addr, sizeof(c->addr), "unix");
+	else
+		addr_to_str(addr, c->addr, sizeof(c->addr));
+	c->connect_time = wall_usec();
+	c->request_time = now_usec();
+	c->xact_status = 'I';
+	stream_init(&c->st, worker->base, fd, &client_ops, c);
+	c->st.startup = true;
+	c->st.max_packet = STARTUP_MAX_LEN;
+	list_append(&worker->login_clients, &c->node);
+	worker->client_count++;
+
+	if (worker->client_count > worker->cfg->max_client_conn) {
+		client_fatal(c, "53300", "no more connections allowed (max_client_conn = %d)",
+			     worker->cfg->max_client_conn);
+		return;
+	}
+	log_debug("C-%llu %s: new connection", (unsigned long long)c->id, c->addr);
+	stream_start_reading(&c->st);
+}
+
+/* ---- errors ---- */
+
+static void queue_error(struct client *c, const char *severity, const char *sqlstate, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	proto_put_error(stream_out(&c->st), severity, sqlstate, msg);
+	if (worker->cfg->log_pooler_errors)
+		log_warning("C-%llu %s/%s %s: %s: %s", (unsigned long long)c->id, c->dbname, c->user, c->addr,
+			    severity, msg);
+}
+
+void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+	va_list ap;
+	if (c->state == CL_CLOSED)
+		return;
+	va_start(ap, fmt);
+	queue_error(c, "FATAL", sqlstate, fmt, ap);
+	va_end(ap);
+	stream_send_out(&c->st);
+	client_close(c, "fatal error");
+}
+
+void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+	va_list ap;
+	if (c->state == CL_CLOSED)
+		return;
+	va_start(ap, fmt);
+	queue_error(c, "ERROR", sqlstate, fmt, ap);
+	va_end(ap);
+	proto_put_ready(stream_out(&c->st), c->xact_status ? c->xact_status : 'I');
+	stream_send_out(&c->st);
+}
+
+/* ---- close ---- */
+
+/* may the server linked to this leaving client serve someone else */
+static bool server_is_clean_after(const struct client *c, const struct server *s)
+{
+	return s->xact_status == 'I' && s->job == JOB_NONE && c->pending_syncs <= 0 && !c->mid_batch &&
+	       !stream_has_pending(&c->st) && !stream_has_pending(&s->st) && !stream_has_unread(&s->st);
+}
+
+static void detach_server_of_leaving_client(struct client *c)
+{
+	struct server *s = c->server;
+	if (!s)
+		return;
+	if (!server_is_clean_after(c, s)) {
+		/* closing the connection makes PostgreSQL roll the transaction back */
+		server_close(s, "client disconnected while the server was not idle");
+		return;
+	}
+	server_unlink(s);
+	if (s->state == SV_CLOSED)
+		return;
+	const char *reset = worker->cfg->server_reset_query;
+	bool want_reset = reset && *reset &&
+			  (s->pool->pool_mode == POOL_SESSION || worker->cfg->server_reset_query_always);
+	if (want_reset)
+		server_run_job(s, JOB_RESET, reset);
+	else
+		pool_server_ready(s);
+}
+
+void client_close(struct client *c, const char *reason)
+{
+	if (c->state == CL_CLOSED)
+		return;
+	if (worker->cfg->log_disconnections && c->state != CL_LOGIN)
+		log_info("C-%llu %s/%s %s: closing because: %s", (unsigned long long)c->id, c->dbname, c->user,
+			 c->addr, reason);
+	else
+		log_debug("C-%llu %s: closing because: %s", (unsigned long long)c->id, c->addr, reason);
+	if (c->state == CL_WAITING || c->state == CL_WELCOME)
+		pool_forget_waiting(c);
+	detach_server_of_leaving_client(c);
+	c->server = NULL;
+	if (c->counted_in_db)
+		c->db->client_count--;
+	list_remove(&c->node);
+	c->state = CL_CLOSED;
+	stream_close(&c->st);
+	list_append(&worker->dead_clients, &c->node);
+	worker->client_count--;
+	worker_schedule_reap();
+}
+
+void client_free_dead(void)
+{
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->dead_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		list_remove(&c->node);
+		for (int i = 0; i < TP_COUNT; i++)
+			free(c->params[i]);
+		free(c->secret);
+		if (c->scram) {
+			scram_server_reset(c->scram);
+			free(c->scram);
+		}
+		free(c);
+	}
+}
+
+void client_server_lost(struct client *c, const char *sqlstate, const char *message)
+{
+	c->server = NULL;
+	client_fatal(c, sqlstate, "%s", message);
+}
+
+static void client_on_end(struct stream *st, enum stream_end why)
+{
+	struct client *c = st->owner;
+	switch (why) {
+	case STREAM_EOF:
+		client_close(c, "client closed the connection");
+		break;
+	case STREAM_ERROR:
+		client_close(c, "socket error");
+		break;
+	case STREAM_BAD_PACKET:
+		client_fatal(c, "08P01", "invalid packet length");
+		break;
+	case STREAM_TOO_BIG:
+		client_fatal(c, "08P01", "packet too large (max_packet_size)");
+		break;
+	}
+}
+
+/* ---- cancel ---- */
+
+struct client *client_by_cancel_key(uint32_t pid, uint32_t key)
+{
+	struct list *pp, *cp;
+	list_for_each(pp, &worker->pools)
+	{
+		struct pool *p = container_of(pp, struct pool, node);
+		struct list *lists[] = { &p->active_clients, &p->waiting_clients };
+		for (int i = 0; i < 2; i++) {
+			list_for_each(cp, lists[i])
+			{
+				struct client *c = container_of(cp, struct client, node);
+				if (c->cancel_pid == pid && c->cancel_key == key)
+					return c;
+			}
+		}
+	}
+	return NULL;
+}
+
+static void handle_cancel_request(struct client *c, const struct pkt *pkt)
+{
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	(void)pkt_get_u32(&r); /* the cancel code */
+	uint32_t pid = pkt_get_u32(&r);
+	uint32_t key = pkt_get_u32(&r);
+	if (!r.bad) {
+		struct client *target = client_by_cancel_key(pid, key);
+		if (target && target->server && target->server->state == SV_ACTIVE)
+			server_send_cancel(target->server);
+		else
+			log_debug("C-%llu: cancel request for no running query dropped", (unsigned long long)c->id);
+	}
+	/* the protocol says: a cancel connection gets no answer */
+	client_close(c, "cancel request handled");
+}
+
+/* ---- login ---- */
+
+static bool startup_param_ignored(const char *name)
+{
+	return cfg_list_contains(worker->cfg->ignore_startup_parameters, name);
+}
+
+static void set_param(char **slot, const char *value)
+{
+	free(*slot);
+	*slot = xstrdup(value);
+}
+
+/* read the startup packet's key/value pairs; false after sending an error */
+static bool read_startup_params(struct client *c, const struct pkt *pkt)
+{
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	(void)pkt_get_u32(&r); /* protocol version */
+	const char *dbname = NULL;
+	while (pkt_remaining(&r) > 0) {
+		const char *key = pkt_get_str(&r);
+		if (!key)
+			break;
+		if (*key == '\0')
+			break;
+		const char *val = pkt_get_str(&r);
+		if (!val)
+			break;
+		if (strcmp(key, "user") == 0) {
+			str_copy(c->user, val, sizeof(c->user));
+		} else if (strcmp(key, "database") == 0) {
+			dbname = val;
+			str_copy(c->dbname, val, sizeof(c->dbname));
+		} else if (pool_tracked_param(key) >= 0) {
+			set_param(&c->params[pool_tracked_param(key)], val);
+		} else if (strcmp(key, "replication") == 0) {
+			client_fatal(c, "08P01", "replication connections are not supported");
+			return false;
+		} else if (!startup_param_ignored(key)) {
+			client_fatal(c, "08P01", "unsupported startup parameter: %s", key);
+			return false;
+		}
+	}
+	if (r.bad) {
+		client_fatal(c, "08P01", "invalid startup packet layout");
+		return false;
+	}
+	if (!c->user[0]) {
+		client_fatal(c, "28000", "no PostgreSQL user name specified in startup packet");
+		return false;
+	}
+	if (!dbname || !*dbname)
+		str_copy(c->dbname, c->user, sizeof(c->dbname));
+	return true;
+}
+
+static void send_auth_request(struct client *c, uint32_t code, const void *data, size_t len)
+{
+	proto_put_auth(stream_out(&c->st), code, data, len);
+	stream_send_out(&c->st);
+}
+
+static void fail_password(struct client *c)
+{
+	client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+}
+
+/* everything after authentication: the pool, and the hello when it can be said */
+static void enter_pool(struct client *c)
+{
+	const struct cfg *cfg = worker->cfg;
+	proto_put_auth(stream_out(&c->st), AUTH_REQ_OK, NULL, 0);
+	c->auth_step = CA_NONE;
+	free(c->secret);
+	c->secret = NULL;
+	c->db->client_count++;
+	c->counted_in_db = true;
+	if (c->is_admin) {
+		client_finish_login(c);
+		return;
+	}
+	struct pool_db *db = c->db;
+	const char *server_user = db->forced_user ? db->forced_user : c->user;
+	struct pool_user *u = pool_find_user(server_user, true);
+	struct pool *p = pool_get(db, u);
+	c->pool = p;
+	if (p->have_welcome) {
+		client_finish_login(c);
+		return;
+	}
+	/* the hello needs server_version & co: wait for the pool's first server */
+	if (p->last_connect_failure && pool_server_count(p) == 0 &&
+	    now_usec() - p->last_connect_failure < cfg->server_login_retry) {
+		client_fatal(c, p->last_error_code[0] ? p->last_error_code : "08006", "%s",
+			     p->last_error[0] ? p->last_error : "server login has been failing");
+		return;
+	}
+	list_remove(&c->node);
+	c->state = CL_WELCOME;
+	c->wait_start = now_usec();
+	list_append(&p->waiting_clients, &c->node);
+	stream_send_out(&c->st);
+	pool_launch_if_needed(p);
+}
+
+static void begin_scram(struct client *c, const struct scram_secret *secret)
+{
+	static const char mech[] = "SCRAM-SHA-256\0";
+	c->scram = xcalloc(1, sizeof(*c->scram));
+	c->scram->secret = *secret;
+	c->auth_step = CA_SCRAM_FIRST;
+	send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
+}
+
+/* a secret that can never match, so unknown users take the same path as known ones */
+static void begin_mock_scram(struct client *c)
+{
+	struct scram_secret fake;
+	scram_secret_mock(c->user, &fake);
+	begin_scram(c, &fake);
+}
+
+static void begin_authentication(struct client *c)
+{
+	const struct cfg *cfg = worker->cfg;
+	int type = cfg->auth_type;
+	const char *secret = worker->auth ? auth_file_lookup(worker->auth, c->user) : NULL;
+	if (!secret && c->db->password && c->db->forced_user && strcmp(c->db->forced_user, c->user) == 0)
+		secret = c->db->password;
+	/* a copy: a RELOAD may replace the auth_file while this login runs */
+	c->secret = xstrdup(secret);
+
+	switch (type) {
+	case AUTH_ANY:
+		enter_pool(c);
+		return;
+	case AUTH_TRUST:
+		if (worker->auth && !c->secret) {
+			client_fatal(c, "28000", "role \"%s\" does not exist", c->user);
+			return;
+		}
+		enter_pool(c);
+		return;
+	case AUTH_PLAIN:
+		c->auth_step = CA_CLEARTEXT;
+		send_auth_request(c, AUTH_REQ_CLEARTEXT, NULL, 0);
+		return;
+	case AUTH_MD5:
+		if (c->secret && auth_secret_kind(c->secret) == SECRET_SCRAM) {
+			struct scram_secret sec;
+			if (scram_parse_secret(c->secret, &sec)) {
+				begin_scram(c, &sec);
+				return;
+			}
+		}
+		c->auth_step = CA_MD5;
+		random_bytes(c->md5_salt, sizeof(c->md5_salt));
+		send_auth_request(c, AUTH_REQ_MD5, c->md5_salt, sizeof(c->md5_salt));
+		return;
+	case AUTH_SCRAM: {
+		struct scram_secret sec;
+		enum secret_kind kind = c->secret ? auth_secret_kind(c->secret) : SECRET_PLAIN;
+		if (c->secret && kind == SECRET_SCRAM && scram_parse_secret(c->secret, &sec)) {
+			begin_scram(c, &sec);
+		} else if (c->secret && kind == SECRET_PLAIN &&
+			   scram_secret_from_password(c->secret, SCRAM_DEFAULT_ITERATIONS, &sec)) {
+			begin_scram(c, &sec);
+		} else {
+			if (c->secret)
+				log_warning("C-%llu: the auth_file secret of \"%s\" is md5: it cannot serve scram-sha-256",
+					    (unsigned long long)c->id, c->user);
+			begin_mock_scram(c);
+		}
+		return;
+	}
+	default:
+		client_fatal(c, "28000", "auth_type \"%s\" is not supported yet", cfg_auth_type_name(type));
+		return;
+	}
+}
+
+static bool check_admin_access(struct client *c)
+{
+	const struct cfg *cfg = worker->cfg;
+	if (cfg_list_contains(cfg->admin_users, c->user)) {
+		c->admin_may_change = true;
+		return true;
+	}
+	if (cfg_list_contains(cfg->stats_users, c->user))
+		return true;
+	client_fatal(c, "28000", "not allowed: \"%s\" is not in admin_users or stats_users", c->user);
+	return false;
+}
+
+static void process_startup(struct client *c, const struct pkt *pkt)
+{
+	if (!read_startup_params(c, pkt))
+		return;
+	c->st.startup = false;
+	c->st.max_packet = (uint32_t)(worker->cfg->max_packet_size > 0x7fffffff ? 0x7fffffff
+										: worker->cfg->max_packet_size);
+	if (worker->shutdown != SHUTDOWN_NONE) {
+		client_fatal(c, "57P03", "pgpulse is shutting down");
+		return;
+	}
+	c->db = pool_find_db(c->dbname);
+	if (!c->db || c->db->removed) {
+		client_fatal(c, "3D000", "database \"%s\" does not exist", c->dbname);
+		return;
+	}
+	if (c->db->disabled) {
+		client_fatal(c, "57P03", "database \"%s\" is disabled", c->dbname);
+		return;
+	}
+	if (c->db->is_admin) {
+		c->is_admin = true;
+		if (!check_admin_access(c))
+			return;
+	}
+	if (worker->cfg->log_connections)
+		log_info("C-%llu %s/%s %s: login attempt", (unsigned long long)c->id, c->dbname, c->user, c->addr);
+	begin_authentication(c);
+}
+
+static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
+{
+	if (!pkt->complete)
+		return PKT_NEED_FULL;
+	if (pkt->len < 8) {
+		client_fatal(c, "08P01", "invalid startup packet");
+		return PKT_GONE;
+	}
+	uint32_t code = proto_read_u32(pkt->body);
+	if (code == PROTO_SSL || code == PROTO_GSSENC) {
+		/* no TLS or GSS yet: 'N' tells the client to go on in plaintext */
+		pkt_put_u8(stream_out(&c->st), 'N');
+		stream_send_out(&c->st);
+		return PKT_CONSUMED;
+	}
+	if (code == PROTO_CANCEL && pkt->len == 16) {
+		handle_cancel_request(c, pkt);
+		return PKT_GONE;
+	}
+	if ((code >> 16) != 3) {
+		client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: pgpulse supports 3.0", code >> 16,
+			     code & 0xffff);
+		return PKT_GONE;
+	}
+	process_startup(c, pkt);
+	return c->state == CL_CLOSED ? PKT_GONE : PKT_CONSUMED;
+}
+
+/* ---- password exchanges ---- */
+
+static bool cleartext_matches(const struct client *c, const char *password)
+{
+	if (!c->secret)
+		return false;
+	switch (auth_secret_kind(c->secret)) {
+	case SECRET_PLAIN:
+		return auth_secure_equal(c->secret, password);
+	case SECRET_MD5: {
+		char md5[36];
+		auth_md5_secret(password, c->user, md5);
+		return auth_secure_equal(c->secret, md5);
+	}
+	case SECRET_SCRAM: {
+		struct scram_secret stored;
+		return scram_parse_secret(c->secret, &stored) && scram_password_matches(&stored, password);
+	}
+	}
+	return false;
+}
+
+static bool md5_matches(const struct client *c, const char *response)
+{
+	char md5[36], expected[36];
+	if (!c->secret)
+		return false;
+	switch (auth_secret_kind(c->secret)) {
+	case SECRET_PLAIN:
+		auth_md5_secret(c->secret, c->user, md5);
+		break;
+	case SECRET_MD5:
+		str_copy(md5, c->secret, sizeof(md5));
+		break;
+	default:
+		return false;
+	}
+	auth_md5_response(md5, c->md5_salt, expected);
+	return auth_secure_equal(expected, response);
+}
+
+/* the SCRAM keys a client proved it has also let pgpulse log in to PostgreSQL */
+static void remember_scram_keys(struct client *c)
+{
+	if (!c->scram->have_client_key || !c->secret || auth_secret_kind(c->secret) != SECRET_SCRAM)
+		return;
+	const char *server_user = c->db->forced_user ? c->db->forced_user : c->user;
+	if (strcmp(server_user, c->user) != 0)
+		return;
+	struct pool_user *u = pool_find_user(c->user, true);
+	memcpy(u->scram_client_key, c->scram->client_key, SCRAM_KEY_LEN);
+	memcpy(u->scram_server_key, c->scram->secret.server_key, SCRAM_KEY_LEN);
+	u->have_scram_keys = true;
+}
+
+static void handle_scram_message(struct client *c, const struct pkt *pkt)
+{
+	char out[512], err[256];
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	if (c->auth_step == CA_SCRAM_FIRST) {
+		const char *mech = pkt_get_str(&r);
+		uint32_t len = pkt_get_u32(&r);
+		const uint8_t *data = (len == 0xffffffffu) ? NULL : pkt_get_bytes(&r, len);
+		if (r.bad || !mech || strcmp(mech, "SCRAM-SHA-256") != 0 || !data) {
+			client_fatal(c, "08P01", "malformed SASLInitialResponse");
+			return;
+		}
+		struct scram_secret secret = c->scram->secret;
+		if (!scram_server_first(c->scram, &secret, (const char *)data, len, out, sizeof(out), err,
+					sizeof(err))) {
+			client_fatal(c, "08P01", "SCRAM: %s", err);
+			return;
+		}
+		c->auth_step = CA_SCRAM_FINAL;
+		send_auth_request(c, AUTH_REQ_SASL_CONTINUE, out, strlen(out));
+		return;
+	}
+	if (!scram_server_final(c->scram, (const char *)pkt->body, pkt->body_len, out, sizeof(out), err,
+				sizeof(err)) ||
+	    !c->secret) {
+		log_info("C-%llu %s/%s %s: SCRAM authentication failed: %s", (unsigned long long)c->id, c->dbname,
+			 c->user, c->addr, c->secret ? err : "no such user");
+		fail_password(c);
+		return;
+	}
+	remember_scram_keys(c);
+	proto_put_auth(stream_out(&c->st), AUTH_REQ_SASL_FINAL, out, strlen(out));
+	scram_server_reset(c->scram);
+	free(c->scram);
+	c->scram = NULL;
+	enter_pool(c);
+}
+
+static enum pkt_action handle_password_packet(struct client *c, struct pkt *pkt)
+{
+	if (pkt->type != 'p') {
+		client_fatal(c, "08P01", "expected a password message, got '%c'", pkt->type);
+		return PKT_GONE;
+	}
+	if (!pkt->complete)
+		return PKT_NEED_FULL;
+	switch (c->auth_step) {
+	case CA_CLEARTEXT:
+	case CA_MD5: {
+		const char *given = (const char *)pkt->body;
+		if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0') {
+			client_fatal(c, "08P01", "malformed password message");
+			return PKT_GONE;
+		}
+		bool ok = c->auth_step == CA_CLEARTEXT ? cleartext_matches(c, given) : md5_matches(c, given);
+		if (!ok) {
+			log_info("C-%llu %s/%s %s: password authentication failed", (unsigned long long)c->id,
+				 c->dbname, c->user, c->addr);
+			fail_password(c);
+			return PKT_GONE;
+		}
+		enter_pool(c);
+		break;
+	}
+	case CA_SCRAM_FIRST:
+	case CA_SCRAM_FINAL:
+		handle_scram_message(c, pkt);
+		break;
+	case CA_NONE:
+		client_fatal(c, "08P01", "unexpected password message");
+		return PKT_GONE;
+	}
+	return c->state == CL_CLOSED ? PKT_GONE : PKT_CONSUMED;
+}
+
+void client_finish_login(struct client *c)
+{
+	struct pktbuf *out = stream_out(&c->st);
+	if (c->is_admin) {
+		static const char *const admin_params[][2] = {
+			{ "server_version", "15.0 (pgpulse)" }, { "server_encoding", "UTF8" },
+			{ "client_encoding", "UTF8" }, { "DateStyle", "ISO, MDY" }, { "TimeZone", "UTC" },
+			{ "integer_datetimes", "on" }, { "standard_conforming_strings", "on" },
+			{ "IntervalStyle", "postgres" },
+		};
+		for (size_t i = 0; i < sizeof(admin_params) / sizeof(admin_params[0]); i++) {
+			const char *name = admin_params[i][0];
+			int tp = pool_tracked_param(name);
+			const char *v = (tp >= 0 && c->params[tp]) ? c->params[tp] : admin_params[i][1];
+			proto_put_param_status(out, name, v);
+		}
+	} else {
+		struct pool *p = c->pool;
+		bool told[TP_COUNT] = { false };
+		for (int i = 0; i < p->welcome.count; i++) {
+			const char *name = p->welcome.names[i];
+			const char *v = p->welcome.values[i];
+			int tp = pool_tracked_param(name);
+			if (tp >= 0) {
+				told[tp] = true;
+				if (c->params[tp])
+					v = c->params[tp];
+				else
+					set_param(&c->params[tp], v);
+			}
+			proto_put_param_status(out, name, v);
+		}
+		for (int tp = 0; tp < TP_COUNT; tp++)
+			if (!told[tp] && c->params[tp])
+				proto_put_param_status(out, pool_tracked_param_name(tp), c->params[tp]);
+	}
+	do {
+		random_bytes(&c->cancel_pid, sizeof(c->cancel_pid));
+		random_bytes(&c->cancel_key, sizeof(c->cancel_key));
+	} while (c->cancel_pid == 0);
+	proto_put_backend_key(out, c->cancel_pid, c->cancel_key);
+	proto_put_ready(out, 'I');
+
+	list_remove(&c->node);
+	c->state = CL_ACTIVE;
+	c->request_time = now_usec();
+	if (c->pool)
+		list_append(&c->pool->active_clients, &c->node);
+	else
+		list_append(&worker->login_clients, &c->node); /* admin clients stay off the pools */
+	if (worker->cfg->log_connections)
+		log_info("C-%llu %s/%s %s: login ok", (unsigned long long)c->id, c->dbname, c->user, c->addr);
+	if (stream_send_out(&c->st))
+		stream_resume(&c->st);
+}
+
+/* ---- requests ---- */
+
+static enum pkt_action handle_admin_packet(struct client *c, struct pkt *pkt)
+{
+	switch (pkt->type) {
+	case 'X':
+		client_close(c, "client sent Terminate");
+		return PKT_GONE;
+	case 'Q':
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0') {
+			client_fatal(c, "08P01", "malformed Query message");
+			return PKT_GONE;
+		}
+		admin_handle_query(c, (const char *)pkt->body);
+		stream_send_out(&c->st);
+		return c->state == CL_CLOSED ? PKT_GONE : PKT_CONSUMED;
+	case 'S':
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		proto_put_ready(stream_out(&c->st), 'I');
+		stream_send_out(&c->st);
+		return PKT_CONSUMED;
+	default:
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		if (!c->mid_batch) {
+			/* one error per batch; the rest is skipped until Sync */
+			proto_put_error(stream_out(&c->st), "ERROR", "0A000",
+					"the admin console supports only the simple query protocol");
+			stream_send_out(&c->st);
+			c->mid_batch = true;
+		}
+		return PKT_CONSUMED;
+	}
+}
+
+/* bookkeeping of a request packet that is about to go to the server */
+static void note_forwarded_request(struct client *c, uint8_t type)
+{
+	switch (type) {
+	case 'Q':
+	case 'F':
+		c->pending_syncs++;
+		c->query_start = now_usec();
+		if (c->xact_status == 'I')
+			c->xact_start = c->query_start;
+		break;
+	case 'S':
+		c->pending_syncs++;
+		c->mid_batch = false;
+		break;
+	case 'P':
+	case 'B':
+	case 'E':
+	case 'D':
+	case 'C':
+		if (!c->mid_batch)
+			c->query_start = now_usec();
+		if (!c->mid_batch && c->xact_status == 'I')
+			c->xact_start = now_usec();
+		c->mid_batch = true;
+		break;
+	default:
+		break; /* Flush, CopyData, CopyDone, CopyFail: no reply of their own */
+	}
+}
+
+static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
+{
+	struct client *c = st->owner;
+	if (c->state == CL_LOGIN)
+		return st->startup ? handle_startup_packet(c, pkt) : handle_password_packet(c, pkt);
+	if (c->is_admin)
+		return handle_admin_packet(c, pkt);
+	if (pkt->type == 'X') {
+		client_close(c, "client sent Terminate");
+		return PKT_GONE;
+	}
+	if (c->state == CL_WELCOME || c->state == CL_WAITING)
+		return PKT_PAUSE;
+	if (!c->server) {
+		c->request_time = now_usec();
+		if (!pool_assign_server(c))
+			return c->state == CL_CLOSED ? PKT_GONE : PKT_PAUSE;
+	}
+	if (c->server->job != JOB_NONE)
+		return PKT_PAUSE;
+	note_forwarded_request(c, pkt->type);
+	return PKT_FORWARD;
+}
+
+static void client_on_flushed(struct stream *st)
+{
+	(void)st;
+}
+
+void client_linked(struct client *c)
+{
+	int64_t now = now_usec();
+	if (c->wait_start) {
+		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
+		c->wait_start = 0;
+	}
+	stream_resume(&c->st);
+}

@@ -1,0 +1,1506 @@
+/*
+ * config: the ini file, the one table of main-section parameters, and the
+ * [databases] / [users] entries.
+ *
+ * Two ideas carry this file. First, `params[]` below is the only place a
+ * main-section parameter is described: name, type, default (as text, parsed
+ * by the same code that parses the file), unit, whether RELOAD/SET may change
+ * it, a check, and where it lives in struct cfg. Defaults, the file parser,
+ * SET, SHOW CONFIG and the reload diff all walk that table, so adding a
+ * parameter is one table row plus the struct field. [databases] and [users]
+ * keys get the same treatment from two smaller tables.
+ * Second, a load fills a brand-new struct cfg and hands it out only when the
+ * whole file (and everything it %includes) parsed; on any error it is freed,
+ * so a bad RELOAD can never leave a half-applied configuration behind.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "log.h"
+
+#define MAX_INCLUDE_DEPTH 10
+#define USEC_PER_MSEC INT64_C(1000)
+#define USEC_PER_SEC INT64_C(1000000)
+
+/* ------------------------------------------------------------------------
+ * The parameter table's vocabulary
+ * ------------------------------------------------------------------------ */
+
+enum param_type {
+	PT_INT,      /* int, decimal */
+	PT_BOOL,     /* bool: 0/1, on/off, true/false, yes/no */
+	PT_STRING,   /* char *: the rest of the line, as written */
+	PT_KEYWORD,  /* char *: one word of a fixed list, stored in its canonical spelling */
+	PT_ENUM,     /* int: one word of a fixed list, stored as the word's number */
+	PT_DURATION, /* int64_t usec: a bare number is in the row's unit, or say 250ms, 2min... */
+	PT_SIZE,     /* int64_t bytes: a bare number is bytes, or say 8kB, 1MB, 1GB */
+	PT_OCTAL,    /* int: a file mode such as 0777 */
+};
+
+/* what a bare number means, and the unit SHOW CONFIG prints */
+enum param_unit { UNIT_NONE, UNIT_SECONDS, UNIT_MILLISECONDS, UNIT_BYTES };
+
+struct word {
+	const char *name;
+	int value;
+};
+
+/* a parsed value on its way into struct cfg: numbers in num, text in str (not owned) */
+struct param_value {
+	int64_t num;
+	const char *str;
+};
+
+typedef bool (*param_check_fn)(const struct param_value *v, char *why, size_t whylen);
+
+struct param {
+	const char *name;
+	enum param_type type;
+	const char *default_text;
+	enum param_unit unit;
+	bool reloadable;
+	param_check_fn check;     /* NULL: any value the type accepts */
+	size_t offset;            /* into struct cfg */
+	const struct word *words; /* PT_ENUM and PT_KEYWORD only */
+};
+
+/*
+ * offsetof(struct cfg, field), refusing to compile unless the field has the C
+ * type the row claims: a row that stored an int64_t into an int would
+ * otherwise corrupt its neighbour silently.
+ */
+#define AT(field, ctype) \
+	(offsetof(struct cfg, field) + 0 * sizeof(_Generic(((struct cfg *)0)->field, ctype: 1)))
+
+#define RELOAD true   /* RELOAD and SET may change it */
+#define RESTART false /* takes effect only when pgpulse starts */
+
+static const struct word pool_mode_words[] = {
+	{ "session", POOL_SESSION },
+	{ "transaction", POOL_TRANSACTION },
+	{ "statement", POOL_STATEMENT },
+	{ NULL, 0 },
+};
+
+static const struct word auth_type_words[] = {
+	{ "trust", AUTH_TRUST },  { "any", AUTH_ANY },   { "plain", AUTH_PLAIN },
+	{ "md5", AUTH_MD5 },      { "scram-sha-256", AUTH_SCRAM },
+	{ "cert", AUTH_CERT },    { "hba", AUTH_HBA },   { NULL, 0 },
+};
+
+static const struct word sslmode_words[] = {
+	{ "disable", 0 }, { "allow", 1 },     { "prefer", 2 },      { "require", 3 },
+	{ "verify-ca", 4 }, { "verify-full", 5 }, { NULL, 0 },
+};
+
+/* the facilities log.c knows; anything else would silently become "daemon" */
+static const struct word syslog_facility_words[] = {
+	{ "auth", 0 },   { "authpriv", 1 }, { "daemon", 2 }, { "user", 3 },
+	{ "local0", 4 }, { "local1", 5 },   { "local2", 6 }, { "local3", 7 },
+	{ "local4", 8 }, { "local5", 9 },   { "local6", 10 }, { "local7", 11 },
+	{ NULL, 0 },
+};
+
+static const struct word bool_words[] = {
+	{ "1", 1 },    { "on", 1 },     { "true", 1 }, { "yes", 1 },
+	{ "0", 0 },    { "off", 0 },    { "false", 0 }, { "no", 0 },
+	{ NULL, 0 },
+};
+
+/* ------------------------------------------------------------------------
+ * Checks: one reason per rule, worded for the person editing the file
+ * ------------------------------------------------------------------------ */
+
+static bool check_range(const struct param_value *v, int64_t lo, int64_t hi, char *why, size_t whylen)
+{
+	if (v->num >= lo && v->num <= hi)
+		return true;
+	snprintf(why, whylen, "%" PRId64 " is out of range (%" PRId64 " .. %" PRId64 ")", v->num, lo, hi);
+	return false;
+}
+
+static bool check_port(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 1, 65535, why, whylen);
+}
+
+static bool check_not_negative(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 0, INT_MAX, why, whylen);
+}
+
+static bool check_at_least_one(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 1, INT_MAX, why, whylen);
+}
+
+/* PgBouncer encodes peer_id into cancel keys in 14 bits */
+static bool check_peer_id(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 0, 16383, why, whylen);
+}
+
+/* a buffer must hold at least a startup packet; past 1 GB it is a typo */
+static bool check_pkt_buf(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 512, INT64_C(1) << 30, why, whylen);
+}
+
+/* the protocol's length word is a signed 32-bit integer */
+static bool check_packet_size(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 1, INT32_MAX, why, whylen);
+}
+
+/* setsockopt(SO_SNDBUF/SO_RCVBUF) takes an int */
+static bool check_socket_buffer(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 0, INT_MAX, why, whylen);
+}
+
+/* a zero period would make the stats timer spin */
+static bool check_positive_duration(const struct param_value *v, char *why, size_t whylen)
+{
+	if (v->num > 0)
+		return true;
+	snprintf(why, whylen, "must be greater than 0");
+	return false;
+}
+
+static bool check_file_mode(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 0, 07777, why, whylen);
+}
+
+#ifdef __linux__
+#define DEFAULT_TCP_DEFER_ACCEPT "1"
+#else
+#define DEFAULT_TCP_DEFER_ACCEPT "0"
+#endif
+
+/* ------------------------------------------------------------------------
+ * THE table. Alphabetical, because SHOW CONFIG lists rows in table order and
+ * PgBouncer lists them alphabetically.
+ * ------------------------------------------------------------------------ */
+
+#define S UNIT_SECONDS
+#define MS UNIT_MILLISECONDS
+#define B UNIT_BYTES
+#define NONE UNIT_NONE
+
+static const struct param params[] = {
+	/* name                        type         default          unit  reload   check                    field */
+	{ "admin_users",               PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(admin_users, char *), NULL },
+	{ "application_name_add_host", PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(application_name_add_host, bool), NULL },
+	{ "auth_file",                 PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_file, char *), NULL },
+	{ "auth_hba_file",             PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_hba_file, char *), NULL },
+	{ "auth_query",                PT_STRING,   "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
+	                                                             NONE, RELOAD,  NULL,                    AT(auth_query, char *), NULL },
+	{ "auth_type",                 PT_ENUM,     "md5",           NONE, RELOAD,  NULL,                    AT(auth_type, int), auth_type_words },
+	{ "auth_user",                 PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_user, char *), NULL },
+	{ "autodb_idle_timeout",       PT_DURATION, "3600",          S,    RELOAD,  NULL,                    AT(autodb_idle_timeout, int64_t), NULL },
+	{ "cancel_wait_timeout",       PT_DURATION, "10",            S,    RELOAD,  NULL,                    AT(cancel_wait_timeout, int64_t), NULL },
+	{ "client_idle_timeout",       PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(client_idle_timeout, int64_t), NULL },
+	{ "client_login_timeout",      PT_DURATION, "60",            S,    RELOAD,  NULL,                    AT(client_login_timeout, int64_t), NULL },
+	{ "client_tls_ca_file",        PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(client_tls_ca_file, char *), NULL },
+	{ "client_tls_cert_file",      PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(client_tls_cert_file, char *), NULL },
+	{ "client_tls_ciphers",        PT_STRING,   "default",       NONE, RELOAD,  NULL,                    AT(client_tls_ciphers, char *), NULL },
+	{ "client_tls_dheparams",      PT_STRING,   "auto",          NONE, RELOAD,  NULL,                    AT(client_tls_dheparams, char *), NULL },
+	{ "client_tls_ecdhcurve",      PT_STRING,   "auto",          NONE, RELOAD,  NULL,                    AT(client_tls_ecdhcurve, char *), NULL },
+	{ "client_tls_key_file",       PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(client_tls_key_file, char *), NULL },
+	{ "client_tls_protocols",      PT_STRING,   "secure",        NONE, RELOAD,  NULL,                    AT(client_tls_protocols, char *), NULL },
+	{ "client_tls_sslmode",        PT_KEYWORD,  "disable",       NONE, RELOAD,  NULL,                    AT(client_tls_sslmode, char *), sslmode_words },
+	{ "conffile",                  PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(conffile, char *), NULL },
+	{ "default_pool_size",         PT_INT,      "20",            NONE, RELOAD,  check_not_negative,      AT(default_pool_size, int), NULL },
+	{ "disable_pqexec",            PT_BOOL,     "0",             NONE, RESTART, NULL,                    AT(disable_pqexec, bool), NULL },
+	{ "dns_max_ttl",               PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_max_ttl, int64_t), NULL },
+	{ "dns_nxdomain_ttl",          PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_nxdomain_ttl, int64_t), NULL },
+	{ "dns_zone_check_period",     PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(dns_zone_check_period, int64_t), NULL },
+	{ "idle_transaction_timeout",  PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(idle_transaction_timeout, int64_t), NULL },
+	{ "ignore_startup_parameters", PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(ignore_startup_parameters, char *), NULL },
+	{ "job_name",                  PT_STRING,   "pgpulse",       NONE, RESTART, NULL,                    AT(job_name, char *), NULL },
+	{ "listen_addr",               PT_STRING,   "",              NONE, RESTART, NULL,                    AT(listen_addr, char *), NULL },
+	{ "listen_backlog",            PT_INT,      "128",           NONE, RESTART, check_at_least_one,      AT(listen_backlog, int), NULL },
+	{ "listen_port",               PT_INT,      "6432",          NONE, RESTART, check_port,              AT(listen_port, int), NULL },
+	{ "log_connections",           PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_connections, bool), NULL },
+	{ "log_disconnections",        PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_disconnections, bool), NULL },
+	{ "log_pooler_errors",         PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_pooler_errors, bool), NULL },
+	{ "log_stats",                 PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_stats, bool), NULL },
+	{ "logfile",                   PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(logfile, char *), NULL },
+	{ "max_client_conn",           PT_INT,      "100",           NONE, RELOAD,  check_at_least_one,      AT(max_client_conn, int), NULL },
+	{ "max_db_client_connections", PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_db_client_connections, int), NULL },
+	{ "max_db_connections",        PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_db_connections, int), NULL },
+	{ "max_packet_size",           PT_SIZE,     "2147483647",    B,    RELOAD,  check_packet_size,       AT(max_packet_size, int64_t), NULL },
+	{ "max_prepared_statements",   PT_INT,      "0"  ,           NONE, RELOAD,  check_not_negative,      AT(max_prepared_statements, int), NULL },
+	{ "max_user_client_connections", PT_INT,    "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_client_connections, int), NULL },
+	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_connections, int), NULL },
+	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(min_pool_size, int), NULL },
+	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  NULL,                    AT(overflow_idle_timeout, int64_t), NULL },
+	{ "overflow_pool_size",        PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(overflow_pool_size, int), NULL },
+	{ "peer_id",                   PT_INT,      "0",             NONE, RESTART, check_peer_id,           AT(peer_id, int), NULL },
+	{ "pidfile",                   PT_STRING,   "",              NONE, RESTART, NULL,                    AT(pidfile, char *), NULL },
+	{ "pkt_buf",                   PT_SIZE,     "4096",          B,    RESTART, check_pkt_buf,           AT(pkt_buf, int64_t), NULL },
+	{ "pool_mode",                 PT_ENUM,     "session",       NONE, RELOAD,  NULL,                    AT(pool_mode, int), pool_mode_words },
+	{ "query_timeout",             PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(query_timeout, int64_t), NULL },
+	{ "query_wait_timeout",        PT_DURATION, "120",           S,    RELOAD,  NULL,                    AT(query_wait_timeout, int64_t), NULL },
+	{ "reserve_pool_size",         PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(reserve_pool_size, int), NULL },
+	{ "reserve_pool_timeout",      PT_DURATION, "5",             S,    RELOAD,  NULL,                    AT(reserve_pool_timeout, int64_t), NULL },
+	{ "resolv_conf",               PT_STRING,   "",              NONE, RESTART, NULL,                    AT(resolv_conf, char *), NULL },
+	{ "sbuf_loopcnt",              PT_INT,      "5",             NONE, RELOAD,  check_not_negative,      AT(sbuf_loopcnt, int), NULL },
+	{ "server_check_delay",        PT_DURATION, "30",            S,    RELOAD,  NULL,                    AT(server_check_delay, int64_t), NULL },
+	{ "server_check_query",        PT_STRING,   "select 1",      NONE, RELOAD,  NULL,                    AT(server_check_query, char *), NULL },
+	{ "server_connect_timeout",    PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(server_connect_timeout, int64_t), NULL },
+	{ "server_fast_close",         PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(server_fast_close, bool), NULL },
+	{ "server_idle_timeout",       PT_DURATION, "600",           S,    RELOAD,  NULL,                    AT(server_idle_timeout, int64_t), NULL },
+	{ "server_lifetime",           PT_DURATION, "3600",          S,    RELOAD,  NULL,                    AT(server_lifetime, int64_t), NULL },
+	{ "server_login_retry",        PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(server_login_retry, int64_t), NULL },
+	{ "server_reset_query",        PT_STRING,   "DISCARD ALL",   NONE, RELOAD,  NULL,                    AT(server_reset_query, char *), NULL },
+	{ "server_reset_query_always", PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(server_reset_query_always, bool), NULL },
+	{ "server_round_robin",        PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(server_round_robin, bool), NULL },
+	{ "server_tls_ca_file",        PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(server_tls_ca_file, char *), NULL },
+	{ "server_tls_cert_file",      PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(server_tls_cert_file, char *), NULL },
+	{ "server_tls_ciphers",        PT_STRING,   "default",       NONE, RELOAD,  NULL,                    AT(server_tls_ciphers, char *), NULL },
+	{ "server_tls_key_file",       PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(server_tls_key_file, char *), NULL },
+	{ "server_tls_protocols",      PT_STRING,   "secure",        NONE, RELOAD,  NULL,                    AT(server_tls_protocols, char *), NULL },
+	{ "server_tls_sslmode",        PT_KEYWORD,  "prefer",        NONE, RELOAD,  NULL,                    AT(server_tls_sslmode, char *), sslmode_words },
+	{ "service_name",              PT_STRING,   "pgpulse",       NONE, RESTART, NULL,                    AT(service_name, char *), NULL },
+	{ "so_reuseport",              PT_BOOL,     "0",             NONE, RESTART, NULL,                    AT(so_reuseport, bool), NULL },
+	{ "stats_period",              PT_DURATION, "60",            S,    RELOAD,  check_positive_duration, AT(stats_period, int64_t), NULL },
+	{ "stats_users",               PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(stats_users, char *), NULL },
+	{ "suspend_timeout",           PT_DURATION, "10",            S,    RELOAD,  NULL,                    AT(suspend_timeout, int64_t), NULL },
+	{ "syslog",                    PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(syslog, bool), NULL },
+	{ "syslog_facility",           PT_KEYWORD,  "daemon",        NONE, RELOAD,  NULL,                    AT(syslog_facility, char *), syslog_facility_words },
+	{ "syslog_ident",              PT_STRING,   "pgpulse",       NONE, RELOAD,  NULL,                    AT(syslog_ident, char *), NULL },
+	{ "tcp_defer_accept",          PT_INT,      DEFAULT_TCP_DEFER_ACCEPT, NONE, RELOAD, check_not_negative, AT(tcp_defer_accept, int), NULL },
+	{ "tcp_keepalive",             PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(tcp_keepalive, bool), NULL },
+	{ "tcp_keepcnt",               PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(tcp_keepcnt, int), NULL },
+	{ "tcp_keepidle",              PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(tcp_keepidle, int), NULL },
+	{ "tcp_keepintvl",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(tcp_keepintvl, int), NULL },
+	{ "tcp_socket_buffer",         PT_SIZE,     "0",             B,    RELOAD,  check_socket_buffer,     AT(tcp_socket_buffer, int64_t), NULL },
+	{ "tcp_user_timeout",          PT_DURATION, "0",             MS,   RELOAD,  NULL,                    AT(tcp_user_timeout, int64_t), NULL },
+	{ "track_extra_parameters",    PT_STRING,   "IntervalStyle", NONE, RELOAD,  NULL,                    AT(track_extra_parameters, char *), NULL },
+	{ "transaction_timeout",       PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(transaction_timeout, int64_t), NULL },
+	{ "unix_socket_dir",           PT_STRING,   "/tmp",          NONE, RESTART, NULL,                    AT(unix_socket_dir, char *), NULL },
+	{ "unix_socket_group",         PT_STRING,   "",              NONE, RESTART, NULL,                    AT(unix_socket_group, char *), NULL },
+	{ "unix_socket_mode",          PT_OCTAL,    "0777",          NONE, RESTART, check_file_mode,         AT(unix_socket_mode, int), NULL },
+	{ "user",                      PT_STRING,   "",              NONE, RESTART, NULL,                    AT(user, char *), NULL },
+	{ "verbose",                   PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(verbose, int), NULL },
+};
+
+#undef S
+#undef MS
+#undef B
+#undef NONE
+
+#define N_PARAMS ((int)(sizeof(params) / sizeof(params[0])))
+
+/* ------------------------------------------------------------------------
+ * Small text helpers
+ * ------------------------------------------------------------------------ */
+
+static char *trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		end--;
+	*end = '\0';
+	return s;
+}
+
+static const struct word *word_by_name(const struct word *words, const char *name)
+{
+	for (; words->name; words++)
+		if (strcasecmp(words->name, name) == 0)
+			return words;
+	return NULL;
+}
+
+static const char *word_by_value(const struct word *words, int value)
+{
+	for (; words->name; words++)
+		if (words->value == value)
+			return words->name;
+	return NULL;
+}
+
+/* "invalid value "x" (expected a, b or c)" */
+static void explain_words(const struct word *words, const char *text, char *why, size_t whylen)
+{
+	size_t used = (size_t)snprintf(why, whylen, "invalid value \"%s\" (expected ", text);
+
+	for (const struct word *w = words; w->name && used < whylen; w++) {
+		const char *sep = w == words ? "" : w[1].name ? ", " : " or ";
+		used += (size_t)snprintf(why + used, whylen - used, "%s%s", sep, w->name);
+	}
+	if (used < whylen)
+		snprintf(why + used, whylen - used, ")");
+}
+
+/* ------------------------------------------------------------------------
+ * Value parsers. They accept surrounding blanks and nothing else: a typo
+ * must fail loudly rather than parse as a prefix.
+ * ------------------------------------------------------------------------ */
+
+struct unit_word {
+	const char *name;
+	int64_t factor;
+};
+
+static const struct unit_word duration_units[] = {
+	{ "us", 1 },
+	{ "ms", USEC_PER_MSEC },
+	{ "s", USEC_PER_SEC },
+	{ "min", 60 * USEC_PER_SEC },
+	{ "h", 3600 * USEC_PER_SEC },
+	{ "d", 86400 * USEC_PER_SEC },
+	{ NULL, 0 },
+};
+
+/* powers of 1024, as PostgreSQL reads kB/MB/GB */
+static const struct unit_word size_units[] = {
+	{ "B", 1 },
+	{ "kB", INT64_C(1) << 10 },
+	{ "MB", INT64_C(1) << 20 },
+	{ "GB", INT64_C(1) << 30 },
+	{ NULL, 0 },
+};
+
+/*
+ * "12", "1.5", "250ms", "8 kB": a plain decimal number (no sign, exponent or
+ * hex) and an optional unit word, scaled into the smallest unit. A bare
+ * number is in `bare_factor` units. Fractions are rounded to the nearest
+ * smallest unit.
+ */
+static bool parse_scaled(const char *text, const struct unit_word *units, int64_t bare_factor,
+			 int64_t *out)
+{
+	const char *p = text;
+	uint64_t whole = 0, frac_num = 0, frac_den = 1;
+	int digits = 0;
+	int64_t factor = bare_factor;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	for (; isdigit((unsigned char)*p); p++, digits++) {
+		if (whole > (UINT64_MAX - 9) / 10)
+			return false;
+		whole = whole * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p == '.') {
+		for (p++; isdigit((unsigned char)*p); p++, digits++) {
+			/* digits past the 18th cannot matter at microsecond/byte precision */
+			if (frac_den < UINT64_C(1000000000000000000)) {
+				frac_num = frac_num * 10 + (uint64_t)(*p - '0');
+				frac_den *= 10;
+			}
+		}
+	}
+	if (digits == 0)
+		return false;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	size_t unit_len = 0;
+	while (p[unit_len] && !isspace((unsigned char)p[unit_len]))
+		unit_len++;
+	if (unit_len > 0) {
+		const struct unit_word *u;
+		for (u = units; u->name; u++)
+			if (strlen(u->name) == unit_len && strncasecmp(u->name, p, unit_len) == 0)
+				break;
+		if (!u->name)
+			return false;
+		factor = u->factor;
+	}
+	for (p += unit_len; isspace((unsigned char)*p); p++)
+		;
+	if (*p)
+		return false;
+
+	if (whole > (uint64_t)(INT64_MAX / factor) - 1)
+		return false;
+	/* round half up by hand: llround would pull in libm for one call */
+	*out = (int64_t)whole * factor +
+	       (int64_t)((double)frac_num / (double)frac_den * (double)factor + 0.5);
+	return true;
+}
+
+bool cfg_parse_duration(const char *text, int64_t *usec)
+{
+	return text && parse_scaled(text, duration_units, USEC_PER_SEC, usec);
+}
+
+bool cfg_parse_size(const char *text, int64_t *bytes)
+{
+	return text && parse_scaled(text, size_units, 1, bytes);
+}
+
+static bool parse_int(const char *text, int64_t *out, char *why, size_t whylen)
+{
+	const char *p = text;
+	char *end;
+	long long v;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	if (!isdigit((unsigned char)*p) && !((*p == '-' || *p == '+') && isdigit((unsigned char)p[1])))
+		goto bad;
+	errno = 0;
+	v = strtoll(p, &end, 10);
+	while (isspace((unsigned char)*end))
+		end++;
+	if (*end)
+		goto bad;
+	if (errno == ERANGE || v < INT_MIN || v > INT_MAX) {
+		snprintf(why, whylen, "integer \"%s\" is out of range", text);
+		return false;
+	}
+	*out = v;
+	return true;
+bad:
+	snprintf(why, whylen, "invalid integer \"%s\"", text);
+	return false;
+}
+
+static bool parse_octal(const char *text, int64_t *out, char *why, size_t whylen)
+{
+	const char *p = text;
+	int64_t v = 0;
+	int digits = 0;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	for (; *p >= '0' && *p <= '7' && v <= 07777; p++, digits++)
+		v = v * 8 + (*p - '0');
+	while (isspace((unsigned char)*p))
+		p++;
+	if (digits == 0 || *p) {
+		snprintf(why, whylen, "invalid file mode \"%s\" (use an octal number such as 0770)", text);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+static const char *unit_word_list(const struct unit_word *units, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (const struct unit_word *u = units; u->name && used < len; u++) {
+		const char *sep = u == units ? "" : u[1].name ? ", " : " or ";
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", sep, u->name);
+	}
+	return buf;
+}
+
+/* text -> param_value for row p; on failure a reason in why */
+static bool param_parse(const struct param *p, const char *text, struct param_value *v,
+			char *why, size_t whylen)
+{
+	const struct word *w;
+	char units[64];
+
+	v->num = 0;
+	v->str = NULL;
+	switch (p->type) {
+	case PT_INT:
+		return parse_int(text, &v->num, why, whylen);
+	case PT_OCTAL:
+		return parse_octal(text, &v->num, why, whylen);
+	case PT_BOOL: {
+		char word[16];
+		snprintf(word, sizeof(word), "%s", text);
+		w = strlen(text) < sizeof(word) ? word_by_name(bool_words, trim(word)) : NULL;
+		if (!w) {
+			snprintf(why, whylen, "invalid boolean \"%s\" (use on/off, yes/no, true/false or 1/0)", text);
+			return false;
+		}
+		v->num = w->value;
+		return true;
+	}
+	case PT_ENUM:
+	case PT_KEYWORD:
+		w = word_by_name(p->words, text);
+		if (!w) {
+			explain_words(p->words, text, why, whylen);
+			return false;
+		}
+		v->num = w->value;
+		v->str = w->name; /* the canonical spelling, for PT_KEYWORD */
+		return true;
+	case PT_DURATION: {
+		int64_t bare = p->unit == UNIT_MILLISECONDS ? USEC_PER_MSEC : USEC_PER_SEC;
+		if (parse_scaled(text, duration_units, bare, &v->num))
+			return true;
+		snprintf(why, whylen, "invalid duration \"%s\" (use a number of %s, or a number with %s)", text,
+			 bare == USEC_PER_SEC ? "seconds" : "milliseconds",
+			 unit_word_list(duration_units, units, sizeof(units)));
+		return false;
+	}
+	case PT_SIZE:
+		if (parse_scaled(text, size_units, 1, &v->num))
+			return true;
+		snprintf(why, whylen, "invalid size \"%s\" (use a number of bytes, or a number with %s)", text,
+			 unit_word_list(size_units + 1, units, sizeof(units)));
+		return false;
+	case PT_STRING:
+		v->str = text;
+		return true;
+	}
+	snprintf(why, whylen, "internal error: unknown parameter type");
+	return false;
+}
+
+/* ------------------------------------------------------------------------
+ * Moving values in and out of struct cfg by the table's offsets
+ * ------------------------------------------------------------------------ */
+
+static void *field_of(const struct cfg *c, const struct param *p)
+{
+	return (char *)c + p->offset;
+}
+
+static struct param_value param_read(const struct cfg *c, const struct param *p)
+{
+	struct param_value v = { 0, NULL };
+	void *f = field_of(c, p);
+
+	switch (p->type) {
+	case PT_INT:
+	case PT_ENUM:
+	case PT_OCTAL:
+		v.num = *(int *)f;
+		if (p->type == PT_ENUM)
+			v.str = word_by_value(p->words, (int)v.num);
+		break;
+	case PT_BOOL:
+		v.num = *(bool *)f;
+		break;
+	case PT_DURATION:
+	case PT_SIZE:
+		v.num = *(int64_t *)f;
+		break;
+	case PT_STRING:
+	case PT_KEYWORD:
+		v.str = *(char **)f ? *(char **)f : "";
+		break;
+	}
+	return v;
+}
+
+static bool param_store(struct cfg *c, const struct param *p, const struct param_value *v)
+{
+	void *f = field_of(c, p);
+
+	switch (p->type) {
+	case PT_INT:
+	case PT_ENUM:
+	case PT_OCTAL:
+		*(int *)f = (int)v->num;
+		return true;
+	case PT_BOOL:
+		*(bool *)f = v->num != 0;
+		return true;
+	case PT_DURATION:
+	case PT_SIZE:
+		*(int64_t *)f = v->num;
+		return true;
+	case PT_STRING:
+	case PT_KEYWORD: {
+		char *copy = strdup(v->str);
+		if (!copy)
+			return false;
+		free(*(char **)f);
+		*(char **)f = copy;
+		return true;
+	}
+	}
+	return false;
+}
+
+/* parse, check and store one value; c is untouched on failure */
+static bool param_assign(struct cfg *c, const struct param *p, const char *text, char *why, size_t whylen)
+{
+	struct param_value v;
+
+	if (!param_parse(p, text, &v, why, whylen))
+		return false;
+	if (p->check && !p->check(&v, why, whylen))
+		return false;
+	if (!param_store(c, p, &v)) {
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	return true;
+}
+
+/* usec as plain seconds (or milliseconds), the way SHOW CONFIG prints time */
+static void format_duration(int64_t usec, int64_t per_unit, char *buf, size_t len)
+{
+	int64_t whole = usec / per_unit, frac = usec % per_unit;
+	int width = per_unit == USEC_PER_SEC ? 6 : 3;
+
+	if (frac == 0) {
+		snprintf(buf, len, "%" PRId64, whole);
+		return;
+	}
+	snprintf(buf, len, "%" PRId64 ".%0*" PRId64, whole, width, frac);
+	char *end = buf + strlen(buf);
+	while (end[-1] == '0')
+		*--end = '\0';
+}
+
+static const char *param_format(const struct param *p, const struct param_value *v, char *buf, size_t len)
+{
+	switch (p->type) {
+	case PT_INT:
+	case PT_SIZE:
+	case PT_BOOL: /* 0/1 like PgBouncer, so exporters reading SHOW CONFIG still parse it */
+		snprintf(buf, len, "%" PRId64, v->num);
+		return buf;
+	case PT_OCTAL:
+		snprintf(buf, len, "0%03" PRIo64, (uint64_t)v->num);
+		return buf;
+	case PT_DURATION:
+		format_duration(v->num, p->unit == UNIT_MILLISECONDS ? USEC_PER_MSEC : USEC_PER_SEC, buf, len);
+		return buf;
+	case PT_ENUM:
+		return v->str ? v->str : "unknown";
+	case PT_STRING:
+	case PT_KEYWORD:
+		return v->str ? v->str : "";
+	}
+	return "";
+}
+
+static const char *param_format_current(const struct cfg *c, const struct param *p, char *buf, size_t len)
+{
+	struct param_value v = param_read(c, p);
+	return param_format(p, &v, buf, len);
+}
+
+static const char *param_format_default(const struct param *p, char *buf, size_t len)
+{
+	struct param_value v;
+	char why[8];
+
+	if (!param_parse(p, p->default_text, &v, why, sizeof(why)))
+		return p->default_text;
+	return param_format(p, &v, buf, len);
+}
+
+static const struct param *param_find(const char *name)
+{
+	for (int i = 0; i < N_PARAMS; i++)
+		if (strcasecmp(params[i].name, name) == 0)
+			return &params[i];
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * [databases] and [users] keys: the same idea on a smaller scale
+ * ------------------------------------------------------------------------ */
+
+enum entry_kind {
+	EK_STRING,    /* char *, NULL when absent */
+	EK_PORT,      /* int 1..65535 */
+	EK_COUNT,     /* int >= 0 */
+	EK_POOL_MODE, /* int, enum pool_mode */
+	EK_DURATION,  /* int64_t usec; bare numbers are seconds */
+};
+
+struct entry_key {
+	const char *name;
+	enum entry_kind kind;
+	size_t offset;
+};
+
+#define DB_AT(field, ctype) \
+	(offsetof(struct cfg_db, field) + 0 * sizeof(_Generic(((struct cfg_db *)0)->field, ctype: 1)))
+#define USER_AT(field, ctype) \
+	(offsetof(struct cfg_user, field) + 0 * sizeof(_Generic(((struct cfg_user *)0)->field, ctype: 1)))
+
+static const struct entry_key db_keys[] = {
+	{ "host", EK_STRING, DB_AT(host, char *) },
+	{ "port", EK_PORT, DB_AT(port, int) },
+	{ "dbname", EK_STRING, DB_AT(dbname, char *) },
+	{ "user", EK_STRING, DB_AT(user, char *) },
+	{ "password", EK_STRING, DB_AT(password, char *) },
+	{ "auth_user", EK_STRING, DB_AT(auth_user, char *) },
+	{ "pool_size", EK_COUNT, DB_AT(pool_size, int) },
+	{ "min_pool_size", EK_COUNT, DB_AT(min_pool_size, int) },
+	{ "reserve_pool", EK_COUNT, DB_AT(reserve_pool_size, int) }, /* PgBouncer's older name */
+	{ "reserve_pool_size", EK_COUNT, DB_AT(reserve_pool_size, int) },
+	{ "overflow_pool_size", EK_COUNT, DB_AT(overflow_pool_size, int) },
+	{ "max_db_connections", EK_COUNT, DB_AT(max_db_connections, int) },
+	{ "max_db_client_connections", EK_COUNT, DB_AT(max_db_client_connections, int) },
+	{ "pool_mode", EK_POOL_MODE, DB_AT(pool_mode, int) },
+	{ "connect_query", EK_STRING, DB_AT(connect_query, char *) },
+	{ "client_encoding", EK_STRING, DB_AT(client_encoding, char *) },
+	{ "datestyle", EK_STRING, DB_AT(datestyle, char *) },
+	{ "timezone", EK_STRING, DB_AT(timezone, char *) },
+	{ "application_name", EK_STRING, DB_AT(application_name, char *) },
+	{ NULL, EK_STRING, 0 },
+};
+
+static const struct entry_key user_keys[] = {
+	{ "pool_mode", EK_POOL_MODE, USER_AT(pool_mode, int) },
+	{ "pool_size", EK_COUNT, USER_AT(pool_size, int) },
+	{ "reserve_pool", EK_COUNT, USER_AT(reserve_pool_size, int) },
+	{ "reserve_pool_size", EK_COUNT, USER_AT(reserve_pool_size, int) },
+	{ "max_user_connections", EK_COUNT, USER_AT(max_user_connections, int) },
+	{ "max_user_client_connections", EK_COUNT, USER_AT(max_user_client_connections, int) },
+	{ "query_timeout", EK_DURATION, USER_AT(query_timeout, int64_t) },
+	{ "query_wait_timeout", EK_DURATION, USER_AT(query_wait_timeout, int64_t) },
+	{ "idle_transaction_timeout", EK_DURATION, USER_AT(idle_transaction_timeout, int64_t) },
+	{ "transaction_timeout", EK_DURATION, USER_AT(transaction_timeout, int64_t) },
+	{ "client_idle_timeout", EK_DURATION, USER_AT(client_idle_timeout, int64_t) },
+	{ NULL, EK_STRING, 0 },
+};
+
+static const struct entry_key *entry_key_find(const struct entry_key *keys, const char *name)
+{
+	for (; keys->name; keys++)
+		if (strcmp(keys->name, name) == 0)
+			return keys;
+	return NULL;
+}
+
+/* parse text into the field of `entry` (a struct cfg_db or cfg_user) that k names */
+static bool entry_assign(void *entry, const struct entry_key *k, const char *text, char *why, size_t whylen)
+{
+	void *f = (char *)entry + k->offset;
+	int64_t num;
+	const struct word *w;
+	char *copy;
+
+	switch (k->kind) {
+	case EK_STRING:
+		if (!(copy = strdup(text))) {
+			snprintf(why, whylen, "out of memory");
+			return false;
+		}
+		free(*(char **)f);
+		*(char **)f = copy;
+		return true;
+	case EK_PORT:
+	case EK_COUNT:
+		if (!parse_int(text, &num, why, whylen))
+			return false;
+		if (k->kind == EK_PORT ? num < 1 || num > 65535 : num < 0) {
+			snprintf(why, whylen, "%" PRId64 " is out of range (%s)", num,
+				 k->kind == EK_PORT ? "1 .. 65535" : "0 or more");
+			return false;
+		}
+		*(int *)f = (int)num;
+		return true;
+	case EK_POOL_MODE:
+		if (!(w = word_by_name(pool_mode_words, text))) {
+			explain_words(pool_mode_words, text, why, whylen);
+			return false;
+		}
+		*(int *)f = w->value;
+		return true;
+	case EK_DURATION:
+		if (!cfg_parse_duration(text, &num)) {
+			snprintf(why, whylen, "invalid duration \"%s\" (use a number of seconds, or a number with us, ms, s, min, h or d)", text);
+			return false;
+		}
+		*(int64_t *)f = num;
+		return true;
+	}
+	return false;
+}
+
+static void db_init(struct cfg_db *db)
+{
+	memset(db, 0, sizeof(*db));
+	db->port = 5432;
+	db->pool_size = -1;
+	db->min_pool_size = -1;
+	db->reserve_pool_size = -1;
+	db->overflow_pool_size = -1;
+	db->max_db_connections = -1;
+	db->max_db_client_connections = -1;
+	db->pool_mode = -1;
+}
+
+static void db_free_fields(struct cfg_db *db)
+{
+	free(db->name);
+	for (const struct entry_key *k = db_keys; k->name; k++)
+		if (k->kind == EK_STRING) {
+			char **s = (char **)((char *)db + k->offset);
+			free(*s);
+			*s = NULL;
+		}
+}
+
+static void user_init(struct cfg_user *u)
+{
+	memset(u, 0, sizeof(*u));
+	u->pool_mode = -1;
+	u->pool_size = -1;
+	u->reserve_pool_size = -1;
+	u->max_user_connections = -1;
+	u->max_user_client_connections = -1;
+	u->query_timeout = -1;
+	u->query_wait_timeout = -1;
+	u->idle_transaction_timeout = -1;
+	u->client_idle_timeout = -1;
+	u->transaction_timeout = -1;
+}
+
+/*
+ * Take the next key=value pair off a connect string, in place: key and value
+ * are NUL-terminated inside the buffer and a 'single quoted' value loses its
+ * quotes and backslash escapes. The unquoted text is never longer than the
+ * quoted text, so it is written over it. Returns 1 for a pair, 0 at the end,
+ * -1 with a reason in why.
+ */
+static int connstr_next_pair(char **pos, char **key, char **value, char *why, size_t whylen)
+{
+	char *p = *pos, *key_end;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	if (!*p) {
+		*pos = p;
+		return 0;
+	}
+	*key = p;
+	while (isalnum((unsigned char)*p) || *p == '_')
+		p++;
+	key_end = p;
+	while (isspace((unsigned char)*p))
+		p++;
+	if (key_end == *key || *p != '=') {
+		snprintf(why, whylen, "syntax error at \"%.30s\" (expected key=value)", *key);
+		return -1;
+	}
+	p++;
+	*key_end = '\0'; /* after stepping over '=', which key_end may point at */
+	while (isspace((unsigned char)*p))
+		p++;
+
+	if (*p == '\'') {
+		char *out = p;
+		*value = out;
+		for (p++;; p++) {
+			if (*p == '\0') {
+				snprintf(why, whylen, "%s: unterminated quoted value", *key);
+				return -1;
+			}
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			else if (*p == '\'')
+				break;
+			*out++ = *p;
+		}
+		p++;
+		if (*p && !isspace((unsigned char)*p)) {
+			snprintf(why, whylen, "%s: expected a space after the closing quote", *key);
+			return -1;
+		}
+		*out = '\0';
+	} else {
+		*value = p;
+		while (*p && !isspace((unsigned char)*p))
+			p++;
+		if (*p)
+			*p++ = '\0';
+	}
+	*pos = p;
+	return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * The loader: files, lines, sections, %include
+ * ------------------------------------------------------------------------ */
+
+enum section { SECTION_NONE, SECTION_MAIN, SECTION_DATABASES, SECTION_USERS, SECTION_IGNORED };
+
+struct loader {
+	struct cfg *cfg;
+	char *err;
+	size_t errlen;
+	/* files being read right now, outermost first: how include loops are caught */
+	int depth;
+	dev_t open_dev[MAX_INCLUDE_DEPTH + 1];
+	ino_t open_ino[MAX_INCLUDE_DEPTH + 1];
+};
+
+/* where a line came from; file points into cfg->files */
+struct where {
+	const char *file;
+	int line;
+};
+
+static bool fail(struct loader *ld, const struct where *at, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* record "file:line: message" as the load error; always returns false */
+static bool fail(struct loader *ld, const struct where *at, const char *fmt, ...)
+{
+	va_list ap;
+	size_t used = 0;
+
+	if (!ld->err || ld->errlen == 0)
+		return false;
+	if (at)
+		used = (size_t)snprintf(ld->err, ld->errlen, "%s:%d: ", at->file, at->line);
+	if (used < ld->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(ld->err + used, ld->errlen - used, fmt, ap);
+		va_end(ap);
+	}
+	return false;
+}
+
+/* keep a copy of a file name for the life of the cfg, so entries can point at it */
+static const char *remember_file(struct cfg *c, const char *path)
+{
+	char **grown, *copy;
+
+	for (int i = 0; i < c->n_files; i++)
+		if (strcmp(c->files[i], path) == 0)
+			return c->files[i];
+	if (!(copy = strdup(path)))
+		return NULL;
+	grown = realloc(c->files, sizeof(*grown) * (size_t)(c->n_files + 1));
+	if (!grown) {
+		free(copy);
+		return NULL;
+	}
+	c->files = grown;
+	c->files[c->n_files++] = copy;
+	return copy;
+}
+
+static bool load_main_param(struct loader *ld, const struct where *at, const char *key, const char *value)
+{
+	const struct param *p = param_find(key);
+	char why[512];
+
+	if (!p) {
+		log_warning("%s:%d: unknown parameter \"%s\"", at->file, at->line, key);
+		return true;
+	}
+	if (!param_assign(ld->cfg, p, value, why, sizeof(why)))
+		return fail(ld, at, "%s: %s", p->name, why);
+	return true;
+}
+
+/* the admin console's names; a [databases] entry may not shadow them */
+static bool is_admin_db_name(const char *name)
+{
+	return strcmp(name, "pgpulse") == 0 || strcmp(name, "pgbouncer") == 0;
+}
+
+static bool add_database(struct loader *ld, const struct where *at, struct cfg_db *db)
+{
+	struct cfg *c = ld->cfg;
+	struct cfg_db *grown;
+
+	for (int i = 0; i < c->n_dbs; i++) {
+		if (strcmp(c->dbs[i].name, db->name) == 0) {
+			log_warning("%s:%d: database \"%s\" is defined again; this definition replaces the one at %s:%d",
+				    at->file, at->line, db->name, c->dbs[i].file, c->dbs[i].line);
+			db_free_fields(&c->dbs[i]);
+			c->dbs[i] = *db;
+			return true;
+		}
+	}
+	grown = realloc(c->dbs, sizeof(*grown) * (size_t)(c->n_dbs + 1));
+	if (!grown) {
+		db_free_fields(db);
+		return fail(ld, at, "out of memory");
+	}
+	c->dbs = grown;
+	c->dbs[c->n_dbs++] = *db;
+	return true;
+}
+
+static bool load_database(struct loader *ld, const struct where *at, const char *name, char *connstr)
+{
+	struct cfg_db db;
+	char why[512], *pos = connstr, *key, *value;
+	int more;
+
+	if (is_admin_db_name(name)) {
+		log_warning("%s:%d: database name \"%s\" is reserved for the admin console; entry ignored",
+			    at->file, at->line, name);
+		return true;
+	}
+	db_init(&db);
+	db.file = at->file;
+	db.line = at->line;
+	if (!(db.name = strdup(name)))
+		return fail(ld, at, "out of memory");
+
+	while ((more = connstr_next_pair(&pos, &key, &value, why, sizeof(why))) > 0) {
+		const struct entry_key *k = entry_key_find(db_keys, key);
+		if (!k) {
+			log_warning("%s:%d: database \"%s\": unknown parameter \"%s\"", at->file, at->line, name, key);
+			continue;
+		}
+		if (!entry_assign(&db, k, value, why, sizeof(why))) {
+			db_free_fields(&db);
+			return fail(ld, at, "database \"%s\": %s: %s", name, k->name, why);
+		}
+	}
+	if (more < 0) {
+		db_free_fields(&db);
+		return fail(ld, at, "database \"%s\": %s", name, why);
+	}
+	/* host= with nothing means the default unix socket, as if absent */
+	if (db.host && !db.host[0]) {
+		free(db.host);
+		db.host = NULL;
+	}
+	return add_database(ld, at, &db);
+}
+
+static bool load_user(struct loader *ld, const struct where *at, const char *name, char *settings)
+{
+	struct cfg *c = ld->cfg;
+	struct cfg_user u, *grown;
+	char why[512], *pos = settings, *key, *value;
+	int more;
+
+	user_init(&u);
+	u.file = at->file;
+	u.line = at->line;
+	while ((more = connstr_next_pair(&pos, &key, &value, why, sizeof(why))) > 0) {
+		const struct entry_key *k = entry_key_find(user_keys, key);
+		if (!k) {
+			log_warning("%s:%d: user \"%s\": unknown parameter \"%s\"", at->file, at->line, name, key);
+			continue;
+		}
+		if (!entry_assign(&u, k, value, why, sizeof(why)))
+			return fail(ld, at, "user \"%s\": %s: %s", name, k->name, why);
+	}
+	if (more < 0)
+		return fail(ld, at, "user \"%s\": %s", name, why);
+	if (!(u.name = strdup(name)))
+		return fail(ld, at, "out of memory");
+
+	for (int i = 0; i < c->n_users; i++) {
+		if (strcmp(c->users[i].name, name) == 0) {
+			log_warning("%s:%d: user \"%s\" is defined again; this definition replaces the one at %s:%d",
+				    at->file, at->line, name, c->users[i].file, c->users[i].line);
+			free(c->users[i].name);
+			c->users[i] = u;
+			return true;
+		}
+	}
+	grown = realloc(c->users, sizeof(*grown) * (size_t)(c->n_users + 1));
+	if (!grown) {
+		free(u.name);
+		return fail(ld, at, "out of memory");
+	}
+	c->users = grown;
+	c->users[c->n_users++] = u;
+	return true;
+}
+
+static bool load_section_header(struct loader *ld, const struct where *at, char *line, enum section *section)
+{
+	size_t len = strlen(line);
+	char *name;
+
+	if (line[len - 1] != ']')
+		return fail(ld, at, "syntax error: a section header must end with ']'");
+	line[len - 1] = '\0';
+	name = trim(line + 1);
+
+	if (strcasecmp(name, "pgpulse") == 0 || strcasecmp(name, "pgbouncer") == 0) {
+		*section = SECTION_MAIN;
+	} else if (strcasecmp(name, "databases") == 0) {
+		*section = SECTION_DATABASES;
+	} else if (strcasecmp(name, "users") == 0) {
+		*section = SECTION_USERS;
+	} else if (strcasecmp(name, "peers") == 0) {
+		log_warning("%s:%d: section [peers] is not supported yet; its entries are ignored", at->file, at->line);
+		*section = SECTION_IGNORED;
+	} else {
+		log_warning("%s:%d: unknown section [%s]; its entries are ignored", at->file, at->line, name);
+		*section = SECTION_IGNORED;
+	}
+	return true;
+}
+
+/*
+ * Split "key = value" at the first '='. A key may be "double quoted" (SQL
+ * identifier style, "" for a quote) so a database or user name can hold any
+ * character. Both sides come back trimmed.
+ */
+static bool split_assignment(char *line, char **key, char **value)
+{
+	char *eq;
+
+	if (*line == '"') {
+		char *out = line, *p = line + 1;
+		for (;; p++) {
+			if (*p == '\0')
+				return false;
+			if (*p == '"' && p[1] == '"')
+				p++;
+			else if (*p == '"')
+				break;
+			*out++ = *p;
+		}
+		for (p++; isspace((unsigned char)*p); p++)
+			;
+		if (*p != '=' || out == line)
+			return false;
+		*out = '\0'; /* out < p: the quotes alone make the text shorter */
+		*key = line;
+		*value = trim(p + 1);
+		return true;
+	}
+	eq = strchr(line, '=');
+	if (!eq)
+		return false;
+	*eq = '\0';
+	*key = trim(line);
+	*value = trim(eq + 1);
+	return **key != '\0';
+}
+
+static bool load_file(struct loader *ld, const char *path, const struct where *from, enum section section);
+
+/* "%include name": name is relative to the directory of the including file */
+static bool load_include(struct loader *ld, const struct where *at, char *line, enum section section)
+{
+	char *name, *path;
+	const char *slash;
+	bool ok;
+
+	if (strncmp(line, "%include", 8) != 0 || (line[8] && !isspace((unsigned char)line[8])))
+		return fail(ld, at, "unknown directive \"%s\"", line);
+	name = trim(line + 8);
+	if (!*name)
+		return fail(ld, at, "%%include: file name missing");
+	if (ld->depth > MAX_INCLUDE_DEPTH)
+		return fail(ld, at, "%%include: nested more than %d levels deep", MAX_INCLUDE_DEPTH);
+
+	slash = strrchr(at->file, '/');
+	if (name[0] == '/' || !slash) {
+		path = strdup(name);
+	} else {
+		size_t dirlen = (size_t)(slash - at->file) + 1;
+		path = malloc(dirlen + strlen(name) + 1);
+		if (path) {
+			memcpy(path, at->file, dirlen);
+			strcpy(path + dirlen, name);
+		}
+	}
+	if (!path)
+		return fail(ld, at, "out of memory");
+	ok = load_file(ld, path, at, section);
+	free(path);
+	return ok;
+}
+
+static bool load_line(struct loader *ld, const struct where *at, char *raw, enum section *section)
+{
+	char *line, *key, *value;
+
+	/* an editor's UTF-8 byte order mark is not part of the first key */
+	if (at->line == 1 && strncmp(raw, "\xEF\xBB\xBF", 3) == 0)
+		raw += 3;
+	line = trim(raw);
+	if (!*line || *line == ';' || *line == '#')
+		return true;
+	if (*line == '[')
+		return load_section_header(ld, at, line, section);
+	if (*line == '%')
+		return load_include(ld, at, line, *section);
+	if (!split_assignment(line, &key, &value))
+		return fail(ld, at, "syntax error: expected \"name = value\", \"[section]\" or \"%%include file\"");
+
+	switch (*section) {
+	case SECTION_MAIN:
+		return load_main_param(ld, at, key, value);
+	case SECTION_DATABASES:
+		return load_database(ld, at, key, value);
+	case SECTION_USERS:
+		return load_user(ld, at, key, value);
+	case SECTION_NONE:
+		log_warning("%s:%d: \"%s\" is outside of any section; ignored", at->file, at->line, key);
+		return true;
+	case SECTION_IGNORED:
+		return true;
+	}
+	return true;
+}
+
+/*
+ * Read one file. `section` is passed by value: an included file starts in
+ * the section of its %include line, and a section header inside it does not
+ * change the section of the file that included it.
+ */
+static bool load_file(struct loader *ld, const char *path, const struct where *from, enum section section)
+{
+	struct where at = { NULL, 0 };
+	struct stat st;
+	FILE *f;
+	char *buf = NULL;
+	size_t cap = 0;
+	bool ok = true;
+
+	if (!(f = fopen(path, "r"))) {
+		int e = errno;
+		if (from)
+			return fail(ld, from, "%%include: cannot open \"%s\": %s", path, strerror(e));
+		return fail(ld, NULL, "%s: cannot open: %s", path, strerror(e));
+	}
+	if (fstat(fileno(f), &st) != 0) {
+		int e = errno;
+		fclose(f);
+		return fail(ld, from, "%s: cannot stat: %s", path, strerror(e));
+	}
+	for (int i = 0; i < ld->depth; i++) {
+		if (ld->open_dev[i] == st.st_dev && ld->open_ino[i] == st.st_ino) {
+			fclose(f);
+			return fail(ld, from, "%%include: \"%s\" is already being read (include loop)", path);
+		}
+	}
+	if (!(at.file = remember_file(ld->cfg, path))) {
+		fclose(f);
+		return fail(ld, from, "out of memory");
+	}
+	ld->open_dev[ld->depth] = st.st_dev;
+	ld->open_ino[ld->depth] = st.st_ino;
+	ld->depth++;
+
+	while (ok && getline(&buf, &cap, f) >= 0) {
+		at.line++;
+		ok = load_line(ld, &at, buf, &section);
+	}
+	if (ok && ferror(f))
+		ok = fail(ld, &at, "read error: %s", strerror(errno));
+
+	ld->depth--;
+	free(buf);
+	fclose(f);
+	return ok;
+}
+
+/* ------------------------------------------------------------------------
+ * Public face
+ * ------------------------------------------------------------------------ */
+
+struct cfg *cfg_new_default(void)
+{
+	struct cfg *c = calloc(1, sizeof(*c));
+	char why[256];
+
+	if (!c)
+		return NULL;
+	for (int i = 0; i < N_PARAMS; i++) {
+		if (!param_assign(c, &params[i], params[i].default_text, why, sizeof(why))) {
+			/* only a broken table row or no memory gets here */
+			log_error("config: default of %s: %s", params[i].name, why);
+			cfg_free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+struct cfg *cfg_load(const char *path, char *err, size_t errlen)
+{
+	struct loader ld = { .err = err, .errlen = errlen };
+	char why[256] = "";
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!path || !*path) {
+		fail(&ld, NULL, "no configuration file given");
+		return NULL;
+	}
+	if (!(ld.cfg = cfg_new_default())) {
+		fail(&ld, NULL, "out of memory");
+		return NULL;
+	}
+	/* conffile is where the next RELOAD reads from; the file may override it */
+	if (!param_assign(ld.cfg, param_find("conffile"), path, why, sizeof(why)) ||
+	    !load_file(&ld, path, NULL, SECTION_NONE)) {
+		if (why[0] && err && errlen && !err[0])
+			snprintf(err, errlen, "%s", why);
+		cfg_free(ld.cfg);
+		return NULL;
+	}
+	return ld.cfg;
+}
+
+void cfg_free(struct cfg *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < N_PARAMS; i++)
+		if (params[i].type == PT_STRING || params[i].type == PT_KEYWORD)
+			free(*(char **)field_of(c, &params[i]));
+	for (int i = 0; i < c->n_dbs; i++)
+		db_free_fields(&c->dbs[i]);
+	free(c->dbs);
+	for (int i = 0; i < c->n_users; i++)
+		free(c->users[i].name);
+	free(c->users);
+	for (int i = 0; i < c->n_files; i++)
+		free(c->files[i]);
+	free(c->files);
+	free(c);
+}
+
+const struct cfg_db *cfg_find_db(const struct cfg *c, const char *name)
+{
+	const struct cfg_db *fallback = NULL;
+
+	if (!c || !name)
+		return NULL;
+	for (int i = 0; i < c->n_dbs; i++) {
+		if (strcmp(c->dbs[i].name, name) == 0)
+			return &c->dbs[i];
+		if (strcmp(c->dbs[i].name, "*") == 0)
+			fallback = &c->dbs[i];
+	}
+	return fallback;
+}
+
+const struct cfg_user *cfg_find_user(const struct cfg *c, const char *name)
+{
+	if (!c || !name)
+		return NULL;
+	for (int i = 0; i < c->n_users; i++)
+		if (strcmp(c->users[i].name, name) == 0)
+			return &c->users[i];
+	return NULL;
+}
+
+bool cfg_list_contains(const char *list, const char *name)
+{
+	size_t name_len;
+
+	if (!list || !name)
+		return false;
+	name_len = strlen(name);
+	while (*list) {
+		const char *start, *end;
+		while (*list == ' ' || *list == '\t')
+			list++;
+		start = list;
+		while (*list && *list != ',')
+			list++;
+		end = list;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if ((size_t)(end - start) == name_len && strncmp(start, name, name_len) == 0)
+			return true;
+		if (*list == ',')
+			list++;
+	}
+	return false;
+}
+
+static bool set_failed(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static bool set_failed(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return false;
+}
+
+bool cfg_set(struct cfg *c, const char *name, const char *value, char *err, size_t errlen)
+{
+	const struct param *p = name ? param_find(name) : NULL;
+	char why[512];
+
+	if (!p)
+		return set_failed(err, errlen, "unknown parameter \"%s\"", name ? name : "");
+	if (!p->reloadable)
+		return set_failed(err, errlen, "%s: cannot be changed while running; it needs a restart", p->name);
+	if (!c || !value)
+		return set_failed(err, errlen, "%s: no value given", p->name);
+	if (!param_assign(c, p, value, why, sizeof(why)))
+		return set_failed(err, errlen, "%s: %s", p->name, why);
+	return true;
+}
+
+int cfg_param_count(void)
+{
+	return N_PARAMS;
+}
+
+bool cfg_param_get(const struct cfg *c, int i, struct cfg_param_info *out)
+{
+	/* per thread, so each worker's SHOW CONFIG keeps its own values */
+	static _Thread_local char value_buf[64], default_buf[64];
+	const struct param *p;
+
+	if (i < 0 || i >= N_PARAMS || !out)
+		return false;
+	p = &params[i];
+	out->name = p->name;
+	out->default_value = param_format_default(p, default_buf, sizeof(default_buf));
+	out->value = c ? param_format_current(c, p, value_buf, sizeof(value_buf)) : out->default_value;
+	out->reloadable = p->reloadable;
+	return true;
+}
+
+int cfg_diff(const struct cfg *old, const struct cfg *next,
+	     void (*changed)(const char *name, const char *old_value, const char *new_value,
+			     bool reloadable, void *arg),
+	     void *arg)
+{
+	char old_buf[64], new_buf[64];
+	int n = 0;
+
+	if (!old || !next)
+		return 0;
+	for (int i = 0; i < N_PARAMS; i++) {
+		const char *a = param_format_current(old, &params[i], old_buf, sizeof(old_buf));
+		const char *b = param_format_current(next, &params[i], new_buf, sizeof(new_buf));
+		if (strcmp(a, b) == 0)
+			continue;
+		n++;
+		if (changed)
+			changed(params[i].name, a, b, params[i].reloadable, arg);
+	}
+	return n;
+}
+
+const char *cfg_pool_mode_name(int mode)
+{
+	const char *name = word_by_value(pool_mode_words, mode);
+	return name ? name : "unknown";
+}
+
+const char *cfg_auth_type_name(int type)
+{
+	const char *name = word_by_value(auth_type_words, type);
+	return name ? name : "unknown";
+}

@@ -1,0 +1,62 @@
+/*
+ * janitor: periodic housekeeping on a libevent timer.
+ *
+ * Timeouts are checked by a sweep rather than a timer per connection: a
+ * second's resolution is what PgBouncer's operators expect, and a sweep
+ * costs nothing on the per-query path.
+ */
+#include "janitor.h"
+
+#include <event2/event.h>
+
+#include "client.h"
+#include "config.h"
+#include "pool.h"
+#include "util.h"
+#include "worker.h"
+
+static struct event *g_timer;
+
+static void close_clients_past_login_timeout(int64_t now)
+{
+	int64_t limit = worker->cfg->client_login_timeout;
+	if (limit <= 0)
+		return;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->login_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		if (c->state == CL_LOGIN && now - c->request_time > limit)
+			client_fatal(c, "08P01", "client_login_timeout: login not finished within %.3g s",
+				     (double)limit / 1e6);
+	}
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	int64_t now = now_usec();
+	close_clients_past_login_timeout(now);
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->pools)
+	{
+		pool_janitor(container_of(pos, struct pool, node), now);
+	}
+	worker_check_shutdown();
+}
+
+void janitor_start(void)
+{
+	struct timeval tv = { 0, 200000 };
+	g_timer = event_new(worker->base, -1, EV_PERSIST, on_tick, NULL);
+	event_add(g_timer, &tv);
+}
+
+void janitor_stop(void)
+{
+	if (g_timer)
+		event_free(g_timer);
+	g_timer = NULL;
+}

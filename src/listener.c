@@ -1,0 +1,223 @@
+/*
+ * listener: opens the listening sockets and hands accepted ones to client.
+ *
+ * Accepting stops for a moment when the process runs out of descriptors
+ * (EMFILE/ENFILE): the pending connection stays in the backlog instead of
+ * the loop spinning on a socket it cannot accept.
+ */
+#include "listener.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "util.h"
+#include "worker.h"
+
+#define MAX_LISTENERS 16
+
+struct listener {
+	int fd;
+	int port;
+	bool is_unix;
+	char unix_path[108];
+	struct event *ev;
+	struct event *retry;
+};
+
+static struct listener g_listeners[MAX_LISTENERS];
+static int g_count;
+
+static void on_accept(evutil_socket_t fd, short what, void *arg);
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	(void)fd;
+	(void)what;
+	event_add(l->ev, NULL);
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	(void)what;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE) {
+				log_warning("accept: %s; pausing accepts for a second", strerror(errno));
+				event_del(l->ev);
+				struct timeval tv = { 1, 0 };
+				evtimer_add(l->retry, &tv);
+			}
+			return;
+		}
+		client_accept(cfd, (struct sockaddr *)&ss, len, l->port, l->is_unix);
+	}
+}
+
+static bool add_listener(int fd, int port, bool is_unix, const char *path)
+{
+	if (g_count >= MAX_LISTENERS) {
+		close(fd);
+		return false;
+	}
+	struct listener *l = &g_listeners[g_count++];
+	l->fd = fd;
+	l->port = port;
+	l->is_unix = is_unix;
+	str_copy(l->unix_path, path ? path : "", sizeof(l->unix_path));
+	l->ev = event_new(worker->base, fd, EV_READ | EV_PERSIST, on_accept, l);
+	l->retry = evtimer_new(worker->base, resume_accepting, l);
+	event_add(l->ev, NULL);
+	return true;
+}
+
+static int open_tcp(const struct addrinfo *ai, const struct cfg *cfg, char *err, size_t errlen)
+{
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	int on = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (cfg->so_reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+	if (ai->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	char addr[64];
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, cfg->listen_backlog) < 0) {
+		snprintf(err, errlen, "could not listen on %s: %s", addr_to_str(ai->ai_addr, addr, sizeof(addr)),
+			 strerror(errno));
+		close(fd);
+		return -1;
+	}
+	log_info("listening on %s", addr_to_str(ai->ai_addr, addr, sizeof(addr)));
+	return fd;
+}
+
+static bool open_tcp_listeners(const struct cfg *cfg, char *err, size_t errlen)
+{
+	char *list = xstrdup(cfg->listen_addr);
+	char *save = NULL;
+	bool ok = true;
+	for (char *item = strtok_r(list, ",", &save); item && ok; item = strtok_r(NULL, ",", &save)) {
+		while (*item == ' ')
+			item++;
+		char *end = item + strlen(item);
+		while (end > item && end[-1] == ' ')
+			*--end = '\0';
+		if (!*item)
+			continue;
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+		struct addrinfo *res = NULL;
+		char port[16];
+		snprintf(port, sizeof(port), "%d", cfg->listen_port);
+		int rc = getaddrinfo(strcmp(item, "*") == 0 ? NULL : item, port, &hints, &res);
+		if (rc != 0) {
+			snprintf(err, errlen, "listen_addr \"%s\": %s", item, gai_strerror(rc));
+			ok = false;
+			break;
+		}
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+			int fd = open_tcp(ai, cfg, err, errlen);
+			if (fd < 0) {
+				/* "*" may include an IPv6 address on a host without IPv6 */
+				if (strcmp(item, "*") == 0 && ai->ai_family == AF_INET6)
+					continue;
+				ok = false;
+				break;
+			}
+			add_listener(fd, cfg->listen_port, false, NULL);
+		}
+		freeaddrinfo(res);
+	}
+	free(list);
+	return ok;
+}
+
+static bool open_unix_listener(const struct cfg *cfg, char *err, size_t errlen)
+{
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	int n = snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", cfg->unix_socket_dir, cfg->listen_port);
+	if (n < 0 || (size_t)n >= sizeof(un.sun_path)) {
+		snprintf(err, errlen, "unix_socket_dir is too long");
+		return false;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return false;
+	}
+	/* a stale socket file from a crashed run would make bind fail */
+	struct stat st;
+	if (stat(un.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		int probe = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&un, sizeof(un)) < 0)
+			unlink(un.sun_path);
+		if (probe >= 0)
+			close(probe);
+	}
+	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(fd, cfg->listen_backlog) < 0) {
+		snprintf(err, errlen, "could not listen on %s: %s", un.sun_path, strerror(errno));
+		close(fd);
+		return false;
+	}
+	chmod(un.sun_path, (mode_t)cfg->unix_socket_mode);
+	log_info("listening on %s", un.sun_path);
+	add_listener(fd, cfg->listen_port, true, un.sun_path);
+	return true;
+}
+
+bool listener_open_all(char *err, size_t errlen)
+{
+	const struct cfg *cfg = worker->cfg;
+	if (cfg->listen_addr && *cfg->listen_addr && !open_tcp_listeners(cfg, err, errlen)) {
+		listener_close_all();
+		return false;
+	}
+	if (cfg->unix_socket_dir && *cfg->unix_socket_dir && !open_unix_listener(cfg, err, errlen)) {
+		listener_close_all();
+		return false;
+	}
+	if (g_count == 0) {
+		snprintf(err, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");
+		return false;
+	}
+	return true;
+}
+
+void listener_close_all(void)
+{
+	for (int i = 0; i < g_count; i++) {
+		struct listener *l = &g_listeners[i];
+		event_free(l->ev);
+		event_free(l->retry);
+		close(l->fd);
+		if (l->is_unix && l->unix_path[0])
+			unlink(l->unix_path);
+	}
+	g_count = 0;
+}
+
+int listener_count(void)
+{
+	return g_count;
+}

@@ -1,0 +1,139 @@
+/*
+ * log: leveled log lines to stderr, a file, or syslog.
+ *
+ * Lines are formatted once into a stack buffer and written with one write()
+ * per destination, so concurrent writers never interleave inside a line.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+static int g_verbose;
+static bool g_quiet;
+static bool g_stderr = true;
+static int g_file_fd = -1;
+static bool g_syslog;
+
+static const char *const level_names[] = { "ERROR", "WARNING", "LOG", "DEBUG", "NOISE" };
+static const int level_syslog[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG };
+
+void log_setup(int verbose, bool quiet)
+{
+	g_verbose = verbose;
+	g_quiet = quiet;
+}
+
+static int facility_by_name(const char *name)
+{
+	static const struct { const char *name; int value; } facilities[] = {
+		{ "auth", LOG_AUTH }, { "authpriv", LOG_AUTHPRIV }, { "daemon", LOG_DAEMON },
+		{ "user", LOG_USER }, { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },
+		{ "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 },
+		{ "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+	};
+	for (size_t i = 0; name && i < sizeof(facilities) / sizeof(facilities[0]); i++)
+		if (strcmp(facilities[i].name, name) == 0)
+			return facilities[i].value;
+	return LOG_DAEMON;
+}
+
+bool log_open(const char *logfile, bool use_syslog, const char *ident, const char *facility)
+{
+	bool ok = true;
+	if (g_file_fd >= 0) {
+		close(g_file_fd);
+		g_file_fd = -1;
+	}
+	if (logfile && *logfile) {
+		g_file_fd = open(logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (g_file_fd < 0) {
+			int e = errno;
+			log_error("cannot open logfile \"%s\": %s", logfile, strerror(e));
+			ok = false;
+		}
+	}
+	if (g_syslog)
+		closelog();
+	g_syslog = use_syslog;
+	if (g_syslog)
+		openlog(ident && *ident ? ident : "pgpulse", LOG_PID, facility_by_name(facility));
+	return ok;
+}
+
+void log_close(void)
+{
+	if (g_file_fd >= 0)
+		close(g_file_fd);
+	g_file_fd = -1;
+	if (g_syslog)
+		closelog();
+	g_syslog = false;
+}
+
+void log_detach_stderr(void)
+{
+	g_stderr = false;
+}
+
+bool log_enabled(enum log_level lvl)
+{
+	if (lvl <= LOG_LVL_INFO)
+		return true;
+	return (int)lvl - (int)LOG_LVL_INFO <= g_verbose;
+}
+
+static void write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	char msg[2048];
+	char line[2200];
+	va_list ap;
+	int saved_errno = errno;
+
+	if (!log_enabled(lvl))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	struct timeval tv;
+	struct tm tm;
+	char ts[64];
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+	int n = snprintf(line, sizeof(line), "%s.%03d %d %s %s\n", ts, (int)(tv.tv_usec / 1000),
+			 (int)getpid(), level_names[lvl], msg);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line))
+		n = (int)sizeof(line) - 1;
+
+	if (g_stderr && (!g_quiet || lvl == LOG_LVL_ERROR))
+		write_all(STDERR_FILENO, line, (size_t)n);
+	if (g_file_fd >= 0)
+		write_all(g_file_fd, line, (size_t)n);
+	if (g_syslog)
+		syslog(level_syslog[lvl], "%s %s", level_names[lvl], msg);
+	errno = saved_errno;
+}

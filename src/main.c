@@ -1,0 +1,472 @@
+/*
+ * main: the command line, process setup (user switch, daemon, pidfile),
+ * signals, reload and shutdown — and the worker those drive.
+ *
+ * Signals follow PgBouncer: SIGHUP reloads; SIGINT stops accepting and
+ * exits once no server is linked to a client; SIGTERM stops accepting and
+ * exits once every client has left (a second SIGTERM exits at once);
+ * SIGQUIT exits at once.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "janitor.h"
+#include "listener.h"
+#include "log.h"
+#include "pool.h"
+#include "server.h"
+#include "stream.h"
+#include "worker.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0.1.0"
+#endif
+
+struct worker *worker;
+
+static struct worker g_worker;
+static char *g_pidfile;
+static struct event *g_signal_events[8];
+static int g_signal_count;
+
+/* ---- the worker ---- */
+
+static void reap_dead(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	client_free_dead();
+	server_free_dead();
+}
+
+void worker_schedule_reap(void)
+{
+	if (worker->reaper)
+		event_active(worker->reaper, 0, 0);
+}
+
+static int linked_server_count(void)
+{
+	int n = 0;
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		n += list_count(&p->active_servers) + list_count(&p->used_servers);
+	}
+	return n;
+}
+
+void worker_check_shutdown(void)
+{
+	switch (worker->shutdown) {
+	case SHUTDOWN_NONE:
+		return;
+	case SHUTDOWN_WAIT_SERVERS:
+		if (linked_server_count() > 0)
+			return;
+		log_info("all servers released: shutting down");
+		break;
+	case SHUTDOWN_WAIT_CLIENTS:
+		if (worker->client_count > 0)
+			return;
+		log_info("all clients left: shutting down");
+		break;
+	case SHUTDOWN_NOW:
+		break;
+	}
+	event_base_loopbreak(worker->base);
+}
+
+void worker_request_shutdown(enum shutdown_mode mode)
+{
+	if (mode == SHUTDOWN_WAIT_CLIENTS && worker->shutdown == SHUTDOWN_WAIT_CLIENTS)
+		mode = SHUTDOWN_NOW; /* the second SIGTERM */
+	if (worker->shutdown == SHUTDOWN_NOW)
+		return;
+	worker->shutdown = mode;
+	listener_close_all();
+	if (mode == SHUTDOWN_WAIT_SERVERS) {
+		/* like PAUSE: running transactions finish, nothing new starts */
+		worker->paused_all = true;
+		log_info("shutdown requested: waiting for servers to be released");
+	} else if (mode == SHUTDOWN_WAIT_CLIENTS) {
+		log_info("shutdown requested: waiting for clients to leave (send SIGTERM again to exit now)");
+	} else {
+		log_info("shutdown requested: exiting now");
+	}
+	worker_check_shutdown();
+}
+
+static bool load_auth_file(const struct cfg *cfg, struct auth_file **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!cfg->auth_file || !*cfg->auth_file)
+		return true;
+	*out = auth_file_load(cfg->auth_file, err, errlen);
+	return *out != NULL;
+}
+
+static void warn_about_restart_only_changes(const struct cfg *old, const struct cfg *fresh)
+{
+	for (int i = 0; i < cfg_param_count(); i++) {
+		struct cfg_param_info a, b;
+		char av[512];
+		if (!cfg_param_get(old, i, &a))
+			continue;
+		str_copy(av, a.value ? a.value : "", sizeof(av));
+		if (!cfg_param_get(fresh, i, &b) || a.reloadable)
+			continue;
+		if (strcmp(av, b.value ? b.value : "") != 0)
+			log_warning("%s changed in the config file; it takes effect after a restart", a.name);
+	}
+}
+
+bool worker_reload(char *err, size_t errlen)
+{
+	const char *path = worker->cfg->conffile;
+	struct cfg *fresh = cfg_load(path, err, errlen);
+	if (!fresh) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		return false;
+	}
+	struct auth_file *auth;
+	if (!load_auth_file(fresh, &auth, err, errlen)) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		cfg_free(fresh);
+		return false;
+	}
+	warn_about_restart_only_changes(worker->cfg, fresh);
+	cfg_free(worker->cfg);
+	worker->cfg = fresh;
+	if (worker->auth)
+		auth_file_free(worker->auth);
+	worker->auth = auth;
+	log_setup(fresh->verbose, false);
+	log_open(fresh->logfile, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
+	stream_set_buffer_size((uint32_t)fresh->pkt_buf);
+	pool_apply_config();
+	log_info("configuration reloaded from %s", path);
+	return true;
+}
+
+/* ---- signals ---- */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	char err[512];
+	switch (sig) {
+	case SIGHUP:
+		log_info("got SIGHUP: reloading");
+		worker_reload(err, sizeof(err));
+		break;
+	case SIGINT:
+		log_info("got SIGINT: safe shutdown");
+		worker_request_shutdown(SHUTDOWN_WAIT_SERVERS);
+		break;
+	case SIGTERM:
+		log_info("got SIGTERM");
+		worker_request_shutdown(SHUTDOWN_WAIT_CLIENTS);
+		break;
+	case SIGQUIT:
+		log_info("got SIGQUIT: immediate shutdown");
+		worker_request_shutdown(SHUTDOWN_NOW);
+		break;
+	default:
+		break;
+	}
+}
+
+static void install_signals(void)
+{
+	static const int sigs[] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT };
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		struct event *ev = evsignal_new(worker->base, sigs[i], on_signal, NULL);
+		event_add(ev, NULL);
+		g_signal_events[g_signal_count++] = ev;
+	}
+}
+
+/* ---- process setup ---- */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "pgpulse %s: a PostgreSQL connection pooler that measures what it carries\n\n"
+		   "Usage: pgpulse [OPTION]... config.ini\n"
+		   "  -d, --daemon    run in the background (needs logfile or syslog)\n"
+		   "  -v, --verbose   more logging (repeat for more)\n"
+		   "  -q, --quiet     log only errors to stderr\n"
+		   "  -u, --user=USER switch to USER (required when started as root)\n"
+		   "  -V, --version   print the version and exit\n"
+		   "  -h, --help      print this help and exit\n",
+		PACKAGE_VERSION);
+}
+
+static bool switch_user(const char *name)
+{
+	struct passwd *pw = getpwnam(name);
+	if (!pw) {
+		fprintf(stderr, "pgpulse: user \"%s\" does not exist\n", name);
+		return false;
+	}
+	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		fprintf(stderr, "pgpulse: could not switch to user \"%s\": %s\n", name, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static bool check_pidfile_free(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return true;
+	long pid = 0;
+	int n = fscanf(f, "%ld", &pid);
+	fclose(f);
+	if (n == 1 && pid > 0 && kill((pid_t)pid, 0) == 0) {
+		fprintf(stderr, "pgpulse: pidfile %s names a running process (%ld)\n", path, pid);
+		return false;
+	}
+	unlink(path); /* stale */
+	return true;
+}
+
+static bool write_pidfile(const char *path)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 || rename(tmp, path) < 0) {
+		log_error("could not write pidfile %s: %s", path, strerror(errno));
+		return false;
+	}
+	g_pidfile = strdup(path);
+	return true;
+}
+
+static bool daemonize(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return false;
+	if (pid > 0)
+		_exit(0);
+	setsid();
+	pid = fork();
+	if (pid < 0)
+		return false;
+	if (pid > 0)
+		_exit(0);
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	log_detach_stderr();
+	return true;
+}
+
+/* ---- teardown: every object freed, so leak checkers see a clean exit ---- */
+
+static void close_everything(void)
+{
+	struct list *pos, *tmp, *cp, *ctmp;
+	list_for_each_safe(pos, tmp, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		struct list *client_lists[] = { &p->active_clients, &p->waiting_clients };
+		for (int i = 0; i < 2; i++)
+			list_for_each_safe(cp, ctmp, client_lists[i])
+				client_close(container_of(cp, struct client, node), "pgpulse is shutting down");
+		struct list *server_lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers, &p->new_servers };
+		for (int i = 0; i < 4; i++)
+			list_for_each_safe(cp, ctmp, server_lists[i])
+				server_close(container_of(cp, struct server, node), "pgpulse is shutting down");
+	}
+	list_for_each_safe(cp, ctmp, &worker->login_clients)
+		client_close(container_of(cp, struct client, node), "pgpulse is shutting down");
+	client_free_dead();
+	server_free_dead();
+}
+
+static void free_everything(void)
+{
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		list_remove(&p->node);
+		param_list_free(&p->welcome);
+		free(p);
+	}
+	list_for_each_safe(pos, tmp, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		list_remove(&db->node);
+		free(db->name);
+		free(db->host);
+		free(db->dbname);
+		free(db->forced_user);
+		free(db->password);
+		free(db->connect_query);
+		param_list_free(&db->startup);
+		free(db);
+	}
+	list_for_each_safe(pos, tmp, &worker->users)
+	{
+		struct pool_user *u = container_of(pos, struct pool_user, node);
+		list_remove(&u->node);
+		free(u->name);
+		free(u);
+	}
+	for (int i = 0; i < g_signal_count; i++)
+		event_free(g_signal_events[i]);
+	janitor_stop();
+	event_free(worker->reaper);
+	if (worker->auth)
+		auth_file_free(worker->auth);
+	cfg_free(worker->cfg);
+	stream_buffers_release();
+	event_base_free(worker->base);
+	log_close();
+}
+
+static void worker_init(struct cfg *cfg, struct auth_file *auth)
+{
+	worker = &g_worker;
+	memset(worker, 0, sizeof(*worker));
+	worker->cfg = cfg;
+	worker->auth = auth;
+	list_init(&worker->databases);
+	list_init(&worker->users);
+	list_init(&worker->pools);
+	list_init(&worker->login_clients);
+	list_init(&worker->dead_clients);
+	list_init(&worker->dead_servers);
+	worker->started_at = wall_usec();
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "daemon", no_argument, NULL, 'd' }, { "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },  { "user", required_argument, NULL, 'u' },
+		{ "version", no_argument, NULL, 'V' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool daemon_mode = false, quiet = false;
+	int verbose = 0;
+	const char *run_as = NULL;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "dvqu:Vh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd': daemon_mode = true; break;
+		case 'v': verbose++; break;
+		case 'q': quiet = true; break;
+		case 'u': run_as = optarg; break;
+		case 'V': printf("pgpulse %s\n", PACKAGE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	const char *conffile = argv[optind];
+	log_setup(verbose, quiet);
+
+	if (run_as && !switch_user(run_as))
+		return 1;
+	if (geteuid() == 0) {
+		fprintf(stderr, "pgpulse: refusing to run as root; use -u USER to switch to an unprivileged user\n");
+		return 1;
+	}
+
+	char err[1024];
+	struct cfg *cfg = cfg_load(conffile, err, sizeof(err));
+	if (!cfg) {
+		fprintf(stderr, "pgpulse: %s\n", err);
+		return 1;
+	}
+	if (cfg->verbose > verbose)
+		log_setup(cfg->verbose, quiet);
+	struct auth_file *auth;
+	if (!load_auth_file(cfg, &auth, err, sizeof(err))) {
+		fprintf(stderr, "pgpulse: auth_file: %s\n", err);
+		cfg_free(cfg);
+		return 1;
+	}
+	if (daemon_mode && (!cfg->logfile || !*cfg->logfile) && !cfg->syslog) {
+		fprintf(stderr, "pgpulse: -d needs logfile or syslog, or nothing would be logged\n");
+		cfg_free(cfg);
+		return 1;
+	}
+	if (cfg->pidfile && *cfg->pidfile && !check_pidfile_free(cfg->pidfile)) {
+		cfg_free(cfg);
+		return 1;
+	}
+	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+
+	worker_init(cfg, auth);
+	stream_set_buffer_size((uint32_t)cfg->pkt_buf);
+
+	if (daemon_mode && !daemonize()) {
+		log_error("could not daemonize: %s", strerror(errno));
+		return 1;
+	}
+	/* the event base is made after fork: epoll descriptors do not survive it well */
+	worker->base = event_base_new();
+	if (!worker->base) {
+		log_error("could not create the event loop");
+		return 1;
+	}
+	worker->reaper = event_new(worker->base, -1, 0, reap_dead, NULL);
+	pool_apply_config();
+	if (!listener_open_all(err, sizeof(err))) {
+		log_error("%s", err);
+		free_everything();
+		return 1;
+	}
+	if (cfg->pidfile && *cfg->pidfile && !write_pidfile(cfg->pidfile)) {
+		listener_close_all();
+		free_everything();
+		return 1;
+	}
+	install_signals();
+	janitor_start();
+	log_info("pgpulse %s started, pid %d", PACKAGE_VERSION, (int)getpid());
+
+	event_base_dispatch(worker->base);
+
+	listener_close_all();
+	close_everything();
+	log_info("pgpulse stopped");
+	if (g_pidfile) {
+		unlink(g_pidfile);
+		free(g_pidfile);
+	}
+	free_everything();
+	return 0;
+}

@@ -1,0 +1,772 @@
+/*
+ * server: one connection from pgpulse to PostgreSQL.
+ *
+ * A server logs in (startup, then whichever password exchange PostgreSQL
+ * asks for), records the ParameterStatus values and BackendKeyData it is
+ * given, and then alternates between serving a client and running
+ * pgpulse's own short queries (connect_query, reset, parameter SETs).
+ *
+ * While linked, every reply packet is forwarded; only ReadyForQuery and
+ * ParameterStatus are read. ReadyForQuery 'I' with no request still due
+ * ends the transaction: the packet is forwarded last, and once it has
+ * reached the client the server is released to the pool.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "worker.h"
+
+static enum pkt_action server_on_packet(struct stream *st, struct pkt *pkt);
+static void server_on_end(struct stream *st, enum stream_end why);
+static void server_on_flushed(struct stream *st);
+static void server_on_connected(struct stream *st, int err);
+
+static const struct stream_ops server_ops = {
+	.on_packet = server_on_packet,
+	.on_end = server_on_end,
+	.on_flushed = server_on_flushed,
+	.on_connected = server_on_connected,
+};
+
+const char *server_state_name(enum server_state s)
+{
+	switch (s) {
+	case SV_LOGIN: return "login";
+	case SV_IDLE: return "idle";
+	case SV_ACTIVE: return "active";
+	case SV_USED: return "used";
+	case SV_CLOSED: return "closed";
+	}
+	return "unknown";
+}
+
+#define SV_LOG(s, lvl, fmt, ...)                                                                             \
+	log_msg(lvl, "S-%llu %s/%s %s: " fmt, (unsigned long long)(s)->id, (s)->pool->db->name,           \
+		(s)->pool->user->name, (s)->addr, __VA_ARGS__)
+
+/* ---- address ---- */
+
+static bool resolve_address(const struct pool_db *db, struct sockaddr_storage *ss, socklen_t *len, char *desc,
+			    size_t desclen)
+{
+	memset(ss, 0, sizeof(*ss));
+	const char *host = db->host;
+	if (!host || !*host || host[0] == '/') {
+		const char *dir = (host && *host) ? host
+			: (worker->cfg->unix_socket_dir && *worker->cfg->unix_socket_dir ? worker->cfg->unix_socket_dir
+											   : "/tmp");
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+		un->sun_family = AF_UNIX;
+		int n = snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", dir, db->port);
+		if (n < 0 || (size_t)n >= sizeof(un->sun_path))
+			return false;
+		*len = sizeof(*un);
+		snprintf(desc, desclen, "unix:%d", db->port);
+		return true;
+	}
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons((uint16_t)db->port);
+		*len = sizeof(*in4);
+	} else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)db->port);
+		*len = sizeof(*in6);
+	} else {
+		/* host names: resolved synchronously until the c-ares resolver lands */
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+		if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+			return false;
+		memcpy(ss, res->ai_addr, res->ai_addrlen);
+		*len = res->ai_addrlen;
+		if (ss->ss_family == AF_INET)
+			in4->sin_port = htons((uint16_t)db->port);
+		else
+			in6->sin6_port = htons((uint16_t)db->port);
+		freeaddrinfo(res);
+	}
+	addr_to_str(ss, desc, desclen);
+	return true;
+}
+
+/* ---- connect ---- */
+
+static void add_to_list(struct server *s, enum server_state st, struct list *l)
+{
+	list_remove(&s->node);
+	s->state = st;
+	list_append(l, &s->node);
+}
+
+struct server *server_connect(struct pool *p)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char desc[64];
+	if (!resolve_address(p->db, &ss, &len, desc, sizeof(desc))) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "could not resolve the address of server \"%s\"",
+			 p->db->host ? p->db->host : "(unix socket)");
+		pool_server_failed(p, "08001", msg);
+		return NULL;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		pool_server_failed(p, "08001", "could not create a socket for the server connection");
+		return NULL;
+	}
+	if (ss.ss_family != AF_UNIX) {
+		int on = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+		if (worker->cfg->tcp_keepalive)
+			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	}
+	struct server *s = xcalloc(1, sizeof(*s));
+	s->id = ++worker->next_conn_id;
+	s->pool = p;
+	s->xact_status = 'I';
+	s->generation = p->db->generation;
+	str_copy(s->addr, desc, sizeof(s->addr));
+	list_init(&s->node);
+	stream_init(&s->st, worker->base, fd, &server_ops, s);
+	s->connect_time = wall_usec();
+	s->connect_start = now_usec();
+	add_to_list(s, SV_LOGIN, &p->new_servers);
+	worker->server_count++;
+	SV_LOG(s, LOG_LVL_DEBUG, "connecting%s", "");
+	if (!stream_connect(&s->st, &ss, len)) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", desc, strerror(errno));
+		server_close(s, msg);
+		pool_server_failed(p, "08006", msg);
+		return NULL;
+	}
+	return s;
+}
+
+static void send_startup(struct server *s)
+{
+	struct pool_db *db = s->pool->db;
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 0);
+	pkt_put_u32(out, PROTO_V3);
+	pkt_put_str(out, "user");
+	pkt_put_str(out, s->pool->user->name);
+	pkt_put_str(out, "database");
+	pkt_put_str(out, db->dbname);
+	for (int i = 0; i < db->startup.count; i++) {
+		pkt_put_str(out, db->startup.names[i]);
+		pkt_put_str(out, db->startup.values[i]);
+	}
+	pkt_put_u8(out, 0);
+	pkt_end(out);
+	stream_send_out(&s->st);
+}
+
+static void server_on_connected(struct stream *st, int err)
+{
+	struct server *s = st->owner;
+	if (err) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", s->addr, strerror(err));
+		struct pool *p = s->pool;
+		server_close(s, msg);
+		pool_server_failed(p, "08006", msg);
+		return;
+	}
+	send_startup(s);
+	if (s->state != SV_CLOSED)
+		stream_start_reading(&s->st);
+}
+
+/* ---- login ---- */
+
+/* the password (or secret) pgpulse logs in with */
+static const char *login_secret(const struct server *s)
+{
+	const struct pool_db *db = s->pool->db;
+	if (db->password)
+		return db->password;
+	return worker->auth ? auth_file_lookup(worker->auth, s->pool->user->name) : NULL;
+}
+
+static void send_password_message(struct server *s, const void *data, size_t len)
+{
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 'p');
+	pkt_put_bytes(out, data, len);
+	pkt_end(out);
+	stream_send_out(&s->st);
+}
+
+static void login_failed(struct server *s, const char *sqlstate, const char *msg)
+{
+	struct pool *p = s->pool;
+	char text[512];
+	snprintf(text, sizeof(text), "%s", msg);
+	server_close(s, text);
+	pool_server_failed(p, sqlstate, text);
+}
+
+static bool answer_cleartext(struct server *s)
+{
+	const char *secret = login_secret(s);
+	if (!secret || auth_secret_kind(secret) != SECRET_PLAIN) {
+		login_failed(s, "28P01", "server asks for a cleartext password, and no plaintext password is configured");
+		return false;
+	}
+	send_password_message(s, secret, strlen(secret) + 1);
+	return true;
+}
+
+static bool answer_md5(struct server *s, const uint8_t *salt)
+{
+	const char *secret = login_secret(s);
+	char md5[36], resp[36];
+	if (!secret || auth_secret_kind(secret) == SECRET_SCRAM) {
+		login_failed(s, "28P01", "server asks for an md5 password, and no plaintext or md5 password is configured");
+		return false;
+	}
+	if (auth_secret_kind(secret) == SECRET_MD5)
+		str_copy(md5, secret, sizeof(md5));
+	else
+		auth_md5_secret(secret, s->pool->user->name, md5);
+	auth_md5_response(md5, salt, resp);
+	send_password_message(s, resp, strlen(resp) + 1);
+	return true;
+}
+
+static bool answer_sasl_start(struct server *s, const struct pkt *pkt)
+{
+	bool offered = false;
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body + 4, pkt->body_len - 4);
+	for (const char *m; (m = pkt_get_str(&r)) && *m;)
+		if (strcmp(m, "SCRAM-SHA-256") == 0)
+			offered = true;
+	if (!offered) {
+		login_failed(s, "28000", "server offers no SASL mechanism pgpulse supports");
+		return false;
+	}
+	const char *secret = login_secret(s);
+	struct pool_user *u = s->pool->user;
+	char first[256];
+	s->scram = xcalloc(1, sizeof(*s->scram));
+	bool ok;
+	if (secret && auth_secret_kind(secret) == SECRET_PLAIN)
+		ok = scram_client_first(s->scram, secret, first, sizeof(first));
+	else if (u->have_scram_keys)
+		ok = scram_client_first_keys(s->scram, u->scram_client_key, u->scram_server_key, first, sizeof(first));
+	else {
+		login_failed(s, "28P01",
+			     "server asks for SCRAM, and no plaintext password (or SCRAM keys from a client login) is known");
+		return false;
+	}
+	if (!ok) {
+		login_failed(s, "28000", "could not start SCRAM authentication");
+		return false;
+	}
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 'p');
+	pkt_put_str(out, "SCRAM-SHA-256");
+	pkt_put_u32(out, (uint32_t)strlen(first));
+	pkt_put_bytes(out, first, strlen(first));
+	pkt_end(out);
+	stream_send_out(&s->st);
+	return true;
+}
+
+static bool answer_sasl_continue(struct server *s, const struct pkt *pkt)
+{
+	char final[512], err[256];
+	if (!s->scram || !scram_client_final(s->scram, (const char *)pkt->body + 4, pkt->body_len - 4, final,
+					       sizeof(final), err, sizeof(err))) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "SCRAM exchange with server failed: %s", s->scram ? err : "out of order");
+		login_failed(s, "28000", msg);
+		return false;
+	}
+	send_password_message(s, final, strlen(final));
+	return true;
+}
+
+static bool check_sasl_final(struct server *s, const struct pkt *pkt)
+{
+	char err[256];
+	if (!s->scram || !scram_client_verify(s->scram, (const char *)pkt->body + 4, pkt->body_len - 4, err,
+					       sizeof(err))) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "server's SCRAM signature is wrong: %s", s->scram ? err : "out of order");
+		login_failed(s, "28000", msg);
+		return false;
+	}
+	return true;
+}
+
+static bool handle_auth_request(struct server *s, const struct pkt *pkt)
+{
+	if (pkt->body_len < 4) {
+		login_failed(s, "08P01", "malformed authentication request from server");
+		return false;
+	}
+	uint32_t code = proto_read_u32(pkt->body);
+	switch (code) {
+	case AUTH_REQ_OK:
+		return true;
+	case AUTH_REQ_CLEARTEXT:
+		return answer_cleartext(s);
+	case AUTH_REQ_MD5:
+		if (pkt->body_len < 8) {
+			login_failed(s, "08P01", "malformed md5 request from server");
+			return false;
+		}
+		return answer_md5(s, pkt->body + 4);
+	case AUTH_REQ_SASL:
+		return answer_sasl_start(s, pkt);
+	case AUTH_REQ_SASL_CONTINUE:
+		return answer_sasl_continue(s, pkt);
+	case AUTH_REQ_SASL_FINAL:
+		return check_sasl_final(s, pkt);
+	default: {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "server asks for an authentication method pgpulse does not support (%u)", code);
+		login_failed(s, "28000", msg);
+		return false;
+	}
+	}
+}
+
+/* record a ParameterStatus; the linked client (if any) learns it too */
+static void note_parameter(struct server *s, const struct pkt *pkt)
+{
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	const char *name = pkt_get_str(&r);
+	const char *value = pkt_get_str(&r);
+	if (!name || !value)
+		return;
+	if (!s->ready) {
+		if (!s->all_params)
+			s->all_params = xcalloc(1, sizeof(*s->all_params));
+		param_list_set(s->all_params, name, value);
+	}
+	int tp = pool_tracked_param(name);
+	if (tp < 0)
+		return;
+	free(s->params[tp]);
+	s->params[tp] = xstrdup(value);
+	if (s->client) {
+		free(s->client->params[tp]);
+		s->client->params[tp] = xstrdup(value);
+	}
+}
+
+static void login_done(struct server *s)
+{
+	s->ready = true;
+	if (s->scram) {
+		scram_client_reset(s->scram);
+		free(s->scram);
+		s->scram = NULL;
+	}
+	SV_LOG(s, worker->cfg->log_connections ? LOG_LVL_INFO : LOG_LVL_DEBUG, "new connection to server%s", "");
+	const char *cq = s->pool->db->connect_query;
+	if (cq && *cq) {
+		server_run_job(s, JOB_CONNECT_QUERY, cq);
+		return;
+	}
+	pool_server_logged_in(s);
+	if (s->state != SV_CLOSED)
+		pool_server_ready(s);
+}
+
+static enum pkt_action handle_login_packet(struct server *s, struct pkt *pkt)
+{
+	if (!pkt->complete)
+		return PKT_NEED_FULL;
+	switch (pkt->type) {
+	case 'R':
+		handle_auth_request(s, pkt);
+		break;
+	case 'S':
+		note_parameter(s, pkt);
+		break;
+	case 'K':
+		if (pkt->body_len >= 8) {
+			s->backend_pid = proto_read_u32(pkt->body);
+			s->backend_key = proto_read_u32(pkt->body + 4);
+		}
+		break;
+	case 'E': {
+		const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
+		const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
+		login_failed(s, code ? code : "08006", msg ? msg : "server refused the login");
+		break;
+	}
+	case 'N':
+	case 'v': /* NegotiateProtocolVersion: we asked for nothing optional */
+		break;
+	case 'Z':
+		login_done(s);
+		break;
+	default:
+		login_failed(s, "08P01", "unexpected message from server during login");
+		break;
+	}
+	return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
+}
+
+/* ---- pgpulse's own queries ---- */
+
+void server_run_job(struct server *s, enum server_job job, const char *sql)
+{
+	s->job = job;
+	s->job_failed = false;
+	if (s->state != SV_ACTIVE)
+		add_to_list(s, SV_USED, &s->pool->used_servers);
+	proto_put_query(stream_out(&s->st), sql);
+	if (stream_send_out(&s->st))
+		stream_resume(&s->st);
+}
+
+static void finish_job(struct server *s)
+{
+	enum server_job job = s->job;
+	s->job = JOB_NONE;
+	if (s->job_failed) {
+		if (job == JOB_SET_PARAMS && s->client) {
+			struct client *c = s->client;
+			server_close(s, "setting the client's parameters failed");
+			client_fatal(c, "22023", "could not set the client's startup parameters on the server");
+			return;
+		}
+		if (job == JOB_CONNECT_QUERY) {
+			struct pool *p = s->pool;
+			server_close(s, "connect_query failed");
+			pool_server_failed(p, "08006", "connect_query failed on the server");
+			return;
+		}
+		server_close(s, "reset or check query failed");
+		return;
+	}
+	switch (job) {
+	case JOB_CONNECT_QUERY:
+		pool_server_logged_in(s);
+		if (s->state != SV_CLOSED)
+			pool_server_ready(s);
+		break;
+	case JOB_SET_PARAMS:
+		if (s->client)
+			client_linked(s->client);
+		break;
+	default:
+		pool_server_ready(s);
+		break;
+	}
+}
+
+static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
+{
+	if (!pkt->complete)
+		return PKT_NEED_FULL;
+	switch (pkt->type) {
+	case 'E': {
+		const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
+		SV_LOG(s, LOG_LVL_WARNING, "pgpulse's own query failed: %s", msg ? msg : "?");
+		s->job_failed = true;
+		break;
+	}
+	case 'S':
+		note_parameter(s, pkt);
+		break;
+	case 'Z':
+		s->xact_status = pkt->body_len ? (char)pkt->body[0] : 'I';
+		if (s->xact_status != 'I')
+			s->job_failed = true;
+		finish_job(s);
+		return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
+	default:
+		break;
+	}
+	return PKT_CONSUMED;
+}
+
+char *server_param_sync_sql(const struct server *s, const struct client *c)
+{
+	char buf[2048];
+	size_t used = 0;
+	buf[0] = '\0';
+	for (int i = 0; i < TP_COUNT; i++) {
+		const char *want = c->params[i];
+		if (!want || (s->params[i] && strcmp(want, s->params[i]) == 0))
+			continue;
+		char quoted[600];
+		if (!proto_quote_literal(want, quoted, sizeof(quoted)))
+			continue;
+		int n = snprintf(buf + used, sizeof(buf) - used, "SET %s = %s;", pool_tracked_param_name(i), quoted);
+		if (n < 0 || (size_t)n >= sizeof(buf) - used)
+			break;
+		used += (size_t)n;
+	}
+	return used ? xstrdup(buf) : NULL;
+}
+
+/* ---- linked ---- */
+
+static bool should_release(const struct server *s, const struct client *c, char status)
+{
+	if (c->pending_syncs > 0 || c->mid_batch || stream_mid_packet(&c->st) || stream_has_pending(&c->st))
+		return false;
+	int mode = s->pool->pool_mode;
+	if (mode == POOL_STATEMENT)
+		return true;
+	return mode == POOL_TRANSACTION && status == 'I';
+}
+
+static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
+{
+	struct client *c = s->client;
+	char status = pkt->body_len ? (char)pkt->body[0] : 'I';
+	s->xact_status = status;
+	c->xact_status = status;
+	if (c->pending_syncs > 0)
+		c->pending_syncs--;
+	struct pool *p = s->pool;
+	int64_t now = now_usec();
+	p->stats.query_count++;
+	p->stats.bytes_received += c->st.bytes_in - c->bytes_in_counted;
+	p->stats.bytes_sent += c->st.bytes_out - c->bytes_out_counted;
+	c->bytes_in_counted = c->st.bytes_in;
+	c->bytes_out_counted = c->st.bytes_out;
+	if (c->query_start)
+		p->stats.query_time += (uint64_t)(now - c->query_start);
+	if (status == 'I') {
+		p->stats.xact_count++;
+		if (c->xact_start)
+			p->stats.xact_time += (uint64_t)(now - c->xact_start);
+	}
+	if (!should_release(s, c, status))
+		return PKT_FORWARD;
+	if (p->pool_mode == POOL_STATEMENT && status != 'I') {
+		server_close(s, "transaction block in statement pooling mode");
+		client_fatal(c, "25001", "transaction blocks not allowed in statement pooling mode");
+		return PKT_GONE;
+	}
+	s->release_pending = true;
+	return PKT_FORWARD_LAST;
+}
+
+static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
+{
+	switch (pkt->type) {
+	case 'Z':
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		return handle_ready_for_query(s, pkt);
+	case 'S':
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		note_parameter(s, pkt);
+		return PKT_FORWARD;
+	default:
+		return PKT_FORWARD;
+	}
+}
+
+/* an idle server should be silent; a few asynchronous messages are harmless */
+static enum pkt_action handle_idle_packet(struct server *s, struct pkt *pkt)
+{
+	if (!pkt->complete)
+		return PKT_NEED_FULL;
+	switch (pkt->type) {
+	case 'S':
+		note_parameter(s, pkt);
+		return PKT_CONSUMED;
+	case 'N':
+	case 'A':
+		return PKT_CONSUMED;
+	case 'E': {
+		const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
+		char text[300];
+		snprintf(text, sizeof(text), "server sent an error while idle: %s", msg ? msg : "?");
+		server_close(s, text);
+		return PKT_GONE;
+	}
+	default:
+		server_close(s, "unexpected message from an idle server");
+		return PKT_GONE;
+	}
+}
+
+static enum pkt_action server_on_packet(struct stream *st, struct pkt *pkt)
+{
+	struct server *s = st->owner;
+	if (s->state == SV_LOGIN)
+		return handle_login_packet(s, pkt);
+	if (s->job != JOB_NONE)
+		return handle_job_packet(s, pkt);
+	if (s->state == SV_ACTIVE && s->client)
+		return handle_linked_packet(s, pkt);
+	return handle_idle_packet(s, pkt);
+}
+
+static void server_on_flushed(struct stream *st)
+{
+	struct server *s = st->owner;
+	if (!s->release_pending)
+		return;
+	s->release_pending = false;
+	struct client *c = s->client;
+	server_unlink(s);
+	(void)c;
+	pool_server_ready(s);
+}
+
+static void server_on_end(struct stream *st, enum stream_end why)
+{
+	struct server *s = st->owner;
+	const char *reason = why == STREAM_EOF ? "server closed the connection"
+			     : why == STREAM_ERROR ? "server socket error"
+						   : "server sent a malformed packet";
+	if (s->state == SV_LOGIN) {
+		login_failed(s, "08006", reason);
+		return;
+	}
+	server_close(s, reason);
+}
+
+/* ---- link, close, cancel ---- */
+
+void server_link(struct server *s, struct client *c)
+{
+	s->client = c;
+	c->server = s;
+	s->link_time = now_usec();
+	add_to_list(s, SV_ACTIVE, &s->pool->active_servers);
+	stream_set_peer(&s->st, &c->st);
+	stream_set_peer(&c->st, &s->st);
+	stream_resume(&s->st);
+}
+
+void server_unlink(struct server *s)
+{
+	struct client *c = s->client;
+	if (c) {
+		c->server = NULL;
+		if (c->st.peer == &s->st)
+			stream_set_peer(&c->st, NULL);
+	}
+	s->client = NULL;
+	stream_set_peer(&s->st, NULL);
+}
+
+void server_close(struct server *s, const char *reason)
+{
+	if (s->state == SV_CLOSED)
+		return;
+	struct pool *p = s->pool;
+	struct client *c = s->client;
+	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "closing because: %s",
+	       reason);
+	server_unlink(s);
+	if (s->ready && s->state == SV_IDLE) {
+		/* a polite goodbye; best effort, the socket is non-blocking */
+		struct pktbuf *out = stream_out(&s->st);
+		pkt_begin(out, 'X');
+		pkt_end(out);
+		if (send(s->st.fd, out->data, out->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("S-%llu: Terminate not sent", (unsigned long long)s->id);
+	}
+	add_to_list(s, SV_CLOSED, &worker->dead_servers);
+	stream_close(&s->st);
+	worker->server_count--;
+	worker_schedule_reap();
+	if (c)
+		client_server_lost(c, "08006", "server connection closed unexpectedly");
+	pool_launch_if_needed(p);
+	worker_check_shutdown();
+}
+
+void server_free_dead(void)
+{
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->dead_servers)
+	{
+		struct server *s = container_of(pos, struct server, node);
+		list_remove(&s->node);
+		for (int i = 0; i < TP_COUNT; i++)
+			free(s->params[i]);
+		if (s->all_params) {
+			param_list_free(s->all_params);
+			free(s->all_params);
+		}
+		if (s->scram) {
+			scram_client_reset(s->scram);
+			free(s->scram);
+		}
+		free(s);
+	}
+}
+
+/* a cancel travels on a connection of its own: connect, send 16 bytes, close */
+struct cancel_conn {
+	struct event ev;
+	int fd;
+	uint8_t msg[16];
+};
+
+static void on_cancel_writable(evutil_socket_t fd, short what, void *arg)
+{
+	struct cancel_conn *cc = arg;
+	if (!(what & EV_WRITE))
+		log_debug("cancel request: connect timed out");
+	else if (send(fd, cc->msg, sizeof(cc->msg), MSG_NOSIGNAL) != (ssize_t)sizeof(cc->msg))
+		log_debug("cancel request could not be sent: %s", strerror(errno));
+	close(fd);
+	free(cc);
+}
+
+void server_send_cancel(struct server *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char desc[64];
+	if (!resolve_address(s->pool->db, &ss, &len, desc, sizeof(desc)))
+		return;
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
+		close(fd);
+		return;
+	}
+	struct cancel_conn *cc = xcalloc(1, sizeof(*cc));
+	cc->fd = fd;
+	uint32_t words[4] = { htonl(16), htonl(PROTO_CANCEL), htonl(s->backend_pid), htonl(s->backend_key) };
+	memcpy(cc->msg, words, sizeof(words));
+	struct timeval limit = { 5, 0 };
+	event_assign(&cc->ev, worker->base, fd, EV_WRITE, on_cancel_writable, cc);
+	event_add(&cc->ev, &limit);
+	SV_LOG(s, LOG_LVL_DEBUG, "cancel request sent to backend %u", s->backend_pid);
+}

@@ -1,0 +1,530 @@
+/*
+ * stream: packet-aware, zero-copy forwarding between two sockets.
+ *
+ * The receive buffer holds three regions:
+ *
+ *   [0, spos)      free (already sent or consumed)
+ *   [spos, rpos)   forwarded to the peer but not yet written to its socket
+ *   [rpos, wpos)   received, not yet looked at
+ *
+ * Packets are judged one at a time at rpos. Forwarding a packet only moves
+ * rpos; the bytes are written to the peer in one send() after the whole
+ * batch is judged, so a burst of small packets costs one system call. If
+ * the peer's socket is full, this stream stops reading and the peer's write
+ * event resumes it: that is the backpressure that bounds memory.
+ *
+ * Objects are never freed under a running callback: stream_close() only
+ * marks the stream dead and owners free it later, so every loop re-checks
+ * `dead` after calling out.
+ */
+#include "stream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+/* ---- buffer cache: idle connections hold no buffer ---- */
+
+static uint32_t g_buf_size = 8192;
+static void **g_free_bufs;
+static int g_free_count, g_free_cap, g_used_count;
+
+void stream_set_buffer_size(uint32_t size)
+{
+	if (size < 1024)
+		size = 1024;
+	if (size != g_buf_size) {
+		stream_buffers_release();
+		g_buf_size = size;
+	}
+}
+
+void stream_buffer_stats(int *used, int *free_count, uint32_t *size)
+{
+	*used = g_used_count;
+	*free_count = g_free_count;
+	*size = g_buf_size;
+}
+
+void stream_buffers_release(void)
+{
+	for (int i = 0; i < g_free_count; i++)
+		free(g_free_bufs[i]);
+	g_free_count = 0;
+	free(g_free_bufs);
+	g_free_bufs = NULL;
+	g_free_cap = 0;
+}
+
+static void buffer_attach(struct stream *s)
+{
+	if (g_free_count > 0)
+		s->buf = g_free_bufs[--g_free_count];
+	else
+		s->buf = xmalloc(g_buf_size);
+	s->cap = g_buf_size;
+	s->spos = s->rpos = s->wpos = 0;
+	g_used_count++;
+}
+
+/* oversized buffers (grown for one large packet) are not cached */
+static void buffer_recycle(uint8_t *buf, uint32_t cap)
+{
+	if (cap == g_buf_size && g_free_count < 1024) {
+		if (g_free_count == g_free_cap) {
+			g_free_cap = g_free_cap ? g_free_cap * 2 : 64;
+			g_free_bufs = xrealloc(g_free_bufs, sizeof(void *) * (size_t)g_free_cap);
+		}
+		g_free_bufs[g_free_count++] = buf;
+	} else {
+		free(buf);
+	}
+}
+
+static void buffer_detach(struct stream *s)
+{
+	if (!s->buf)
+		return;
+	g_used_count--;
+	buffer_recycle(s->buf, s->cap);
+	s->buf = NULL;
+	s->cap = s->spos = s->rpos = s->wpos = 0;
+}
+
+/* move pending and unread bytes to the front, making room to read */
+static void buffer_compact(struct stream *s)
+{
+	if (s->spos == 0)
+		return;
+	uint32_t keep = s->wpos - s->spos;
+	if (keep)
+		memmove(s->buf, s->buf + s->spos, keep);
+	s->rpos -= s->spos;
+	s->wpos = keep;
+	s->spos = 0;
+}
+
+/* make the buffer hold at least `need` bytes from spos on */
+static bool buffer_grow(struct stream *s, uint32_t need)
+{
+	buffer_compact(s);
+	if (need <= s->cap)
+		return true;
+	if (need > s->max_packet + 16u)
+		return false;
+	uint8_t *nb = xmalloc(need);
+	memcpy(nb, s->buf, s->wpos);
+	buffer_recycle(s->buf, s->cap);
+	s->buf = nb;
+	s->cap = need;
+	return true;
+}
+
+/* ---- events ---- */
+
+static void on_read_event(evutil_socket_t fd, short what, void *arg);
+static void on_write_event(evutil_socket_t fd, short what, void *arg);
+static void stream_process(struct stream *s);
+
+void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner)
+{
+	memset(s, 0, sizeof(*s));
+	s->fd = fd;
+	s->ops = ops;
+	s->owner = owner;
+	s->max_packet = 0x7fffffff;
+	pktbuf_init(&s->out);
+	event_assign(&s->ev_read, base, fd, EV_READ | EV_PERSIST, on_read_event, s);
+	event_assign(&s->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_write_event, s);
+}
+
+void stream_start_reading(struct stream *s)
+{
+	if (!s->read_on && !s->dead && !s->connecting) {
+		event_add(&s->ev_read, NULL);
+		s->read_on = true;
+	}
+}
+
+void stream_stop_reading(struct stream *s)
+{
+	if (s->read_on) {
+		event_del(&s->ev_read);
+		s->read_on = false;
+	}
+}
+
+static void write_wanted(struct stream *s, bool on)
+{
+	if (on && !s->write_on && !s->dead) {
+		event_add(&s->ev_write, NULL);
+		s->write_on = true;
+	} else if (!on && s->write_on) {
+		event_del(&s->ev_write);
+		s->write_on = false;
+	}
+}
+
+bool stream_connect(struct stream *s, const void *addr, unsigned addrlen)
+{
+	int rc = connect(s->fd, addr, addrlen);
+	if (rc < 0 && errno != EINPROGRESS)
+		return false;
+	s->connecting = true;
+	write_wanted(s, true);
+	return true;
+}
+
+void stream_close(struct stream *s)
+{
+	if (s->dead)
+		return;
+	s->dead = true;
+	stream_stop_reading(s);
+	write_wanted(s, false);
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	if (s->peer && s->peer->blocked_src == s)
+		s->peer->blocked_src = NULL;
+	if (s->blocked_src) {
+		/* whoever waited on us can no longer send; let it drop its bytes */
+		struct stream *src = s->blocked_src;
+		s->blocked_src = NULL;
+		if (src->peer == s)
+			src->peer = NULL;
+		src->spos = src->rpos;
+	}
+	s->peer = NULL;
+	buffer_detach(s);
+	pktbuf_free(&s->out);
+}
+
+void stream_set_peer(struct stream *s, struct stream *peer)
+{
+	s->peer = peer;
+}
+
+struct pktbuf *stream_out(struct stream *s)
+{
+	return &s->out;
+}
+
+bool stream_has_pending(const struct stream *s)
+{
+	return s->spos < s->rpos || s->fwd_left > 0;
+}
+
+bool stream_has_unread(const struct stream *s)
+{
+	return s->rpos < s->wpos;
+}
+
+/* send the socket's own queued messages; false when the socket failed */
+static bool send_out_bytes(struct stream *s)
+{
+	while (s->out.len > 0) {
+		ssize_t n = send(s->fd, s->out.data, s->out.len, MSG_NOSIGNAL);
+		if (n > 0) {
+			s->bytes_out += (uint64_t)n;
+			pktbuf_consume(&s->out, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			write_wanted(s, true);
+			return true;
+		}
+		return false;
+	}
+	return true;
+}
+
+bool stream_send_out(struct stream *s)
+{
+	if (s->dead)
+		return false;
+	if (!send_out_bytes(s)) {
+		s->ops->on_end(s, STREAM_ERROR);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Write [spos, rpos) to the peer. Returns true when all of it went out;
+ * false when the peer is full (this stream then waits for it) or gone.
+ */
+static bool flush_forwarded(struct stream *s)
+{
+	struct stream *dst = s->peer;
+	if (s->spos == s->rpos)
+		return true;
+	if (!dst || dst->dead) {
+		s->spos = s->rpos; /* nobody to send to: the bytes are dropped */
+		return true;
+	}
+	if (dst->out.len > 0) {
+		if (!send_out_bytes(dst)) {
+			dst->ops->on_end(dst, STREAM_ERROR);
+			s->spos = s->rpos;
+			return !s->dead;
+		}
+		if (dst->out.len > 0)
+			goto blocked;
+	}
+	while (s->spos < s->rpos) {
+		ssize_t n = send(dst->fd, s->buf + s->spos, s->rpos - s->spos, MSG_NOSIGNAL);
+		if (n > 0) {
+			s->spos += (uint32_t)n;
+			dst->bytes_out += (uint64_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			goto blocked;
+		/* the peer's socket failed: it ends; what we held for it is moot */
+		s->spos = s->rpos;
+		dst->ops->on_end(dst, STREAM_ERROR);
+		return !s->dead;
+	}
+	return true;
+blocked:
+	dst->blocked_src = s;
+	write_wanted(dst, true);
+	stream_stop_reading(s);
+	return false;
+}
+
+static bool is_blocked(const struct stream *s)
+{
+	return s->peer && s->peer->blocked_src == s;
+}
+
+/* read whatever the socket has, into the buffer; false when it ended */
+static bool read_socket(struct stream *s)
+{
+	if (!s->buf)
+		buffer_attach(s);
+	if (s->wpos == s->cap)
+		buffer_compact(s);
+	if (s->wpos == s->cap)
+		return true; /* full of a packet being waited for: grown elsewhere */
+	for (;;) {
+		ssize_t n = recv(s->fd, s->buf + s->wpos, s->cap - s->wpos, 0);
+		if (n > 0) {
+			s->wpos += (uint32_t)n;
+			s->bytes_in += (uint64_t)n;
+			return true;
+		}
+		if (n == 0) {
+			s->ops->on_end(s, STREAM_EOF);
+			return false;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return true;
+		s->ops->on_end(s, STREAM_ERROR);
+		return false;
+	}
+}
+
+/* judge packets at rpos until the data runs out or the owner stops us */
+static void judge_packets(struct stream *s)
+{
+	while (!s->dead && !s->paused && !is_blocked(s)) {
+		uint32_t avail = s->wpos - s->rpos;
+		if (s->fwd_left > 0) {
+			uint32_t take = avail < s->fwd_left ? avail : s->fwd_left;
+			s->rpos += take;
+			s->fwd_left -= take;
+			if (s->fwd_left > 0)
+				return;
+			continue;
+		}
+		uint32_t hdr = s->startup ? 4 : 5;
+		if (avail < hdr)
+			return;
+		const uint8_t *p = s->buf + s->rpos;
+		struct pkt pkt;
+		uint32_t declared;
+		if (s->startup) {
+			pkt.type = 0;
+			declared = proto_read_u32(p);
+			pkt.len = declared;
+		} else {
+			pkt.type = p[0];
+			declared = proto_read_u32(p + 1);
+			pkt.len = declared + 1;
+		}
+		if (declared < 4 || declared > s->max_packet) {
+			s->ops->on_end(s, declared < 4 ? STREAM_BAD_PACKET : STREAM_TOO_BIG);
+			return;
+		}
+		pkt.complete = avail >= pkt.len;
+		pkt.body = p + hdr;
+		pkt.body_len = pkt.len - hdr;
+
+		enum pkt_action act = s->ops->on_packet(s, &pkt);
+		if (s->dead)
+			return;
+		switch (act) {
+		case PKT_FORWARD:
+		case PKT_FORWARD_LAST: {
+			uint32_t take = avail < pkt.len ? avail : pkt.len;
+			s->rpos += take;
+			s->fwd_left = pkt.len - take;
+			if (act == PKT_FORWARD_LAST) {
+				s->paused = true;
+				return;
+			}
+			break;
+		}
+		case PKT_NEED_FULL:
+			if (pkt.complete) {
+				log_error("stream: owner asked for a complete packet again");
+				s->ops->on_end(s, STREAM_BAD_PACKET);
+				return;
+			}
+			if ((s->rpos - s->spos) + pkt.len > s->cap) {
+				if (!buffer_grow(s, (s->rpos - s->spos) + pkt.len)) {
+					s->ops->on_end(s, STREAM_TOO_BIG);
+					return;
+				}
+			}
+			return;
+		case PKT_CONSUMED:
+			if (s->spos == s->rpos) {
+				s->rpos += pkt.len;
+				s->spos = s->rpos;
+			} else {
+				/* cut the packet out so the forwarded run stays contiguous */
+				memmove(s->buf + s->rpos, s->buf + s->rpos + pkt.len, s->wpos - s->rpos - pkt.len);
+				s->wpos -= pkt.len;
+			}
+			break;
+		case PKT_FLUSH_FIRST:
+			if (!flush_forwarded(s))
+				return;
+			break;
+		case PKT_PAUSE:
+			s->paused = true;
+			return;
+		case PKT_GONE:
+			return;
+		}
+	}
+}
+
+static void stream_process(struct stream *s)
+{
+	if (s->in_process || s->dead)
+		return;
+	s->in_process = true;
+	for (;;) {
+		judge_packets(s);
+		if (s->dead || !flush_forwarded(s) || s->dead)
+			break; /* when the peer was full, its write event brings us back */
+		if (s->spos != s->rpos || !s->ops->on_flushed)
+			break;
+		bool was_paused = s->paused;
+		s->ops->on_flushed(s);
+		/* the owner may have resumed us in on_flushed: judge what is left */
+		if (s->dead || !was_paused || s->paused)
+			break;
+	}
+	s->in_process = false;
+	if (s->dead)
+		return;
+	if (s->spos == s->rpos) {
+		if (s->rpos == s->wpos)
+			buffer_detach(s);
+		else if (s->wpos == s->cap)
+			buffer_compact(s);
+	}
+	if (is_blocked(s))
+		return;
+	if (s->paused && s->buf && s->wpos == s->cap)
+		stream_stop_reading(s); /* nowhere to put more until resumed */
+	else
+		stream_start_reading(s);
+}
+
+void stream_resume(struct stream *s)
+{
+	if (s->dead)
+		return;
+	s->paused = false;
+	if (s->in_process)
+		return; /* the running loop sees it */
+	stream_process(s);
+}
+
+static void on_read_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct stream *s = arg;
+	(void)fd;
+	(void)what;
+	if (s->paused && s->buf && s->wpos == s->cap) {
+		stream_stop_reading(s);
+		return;
+	}
+	if (!read_socket(s))
+		return;
+	if (s->paused) {
+		/* keep the bytes; the owner resumes us. An EOF shows up on the next read. */
+		if (s->wpos == s->cap)
+			stream_stop_reading(s);
+		return;
+	}
+	stream_process(s);
+}
+
+static void finish_connect(struct stream *s)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	s->connecting = false;
+	write_wanted(s, false);
+	if (s->ops->on_connected)
+		s->ops->on_connected(s, err);
+}
+
+static void on_write_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct stream *s = arg;
+	(void)fd;
+	(void)what;
+	if (s->connecting) {
+		finish_connect(s);
+		return;
+	}
+	if (!send_out_bytes(s)) {
+		s->ops->on_end(s, STREAM_ERROR);
+		return;
+	}
+	if (s->out.len > 0)
+		return;
+	struct stream *src = s->blocked_src;
+	if (!src) {
+		write_wanted(s, false);
+		return;
+	}
+	s->blocked_src = NULL;
+	if (!flush_forwarded(src))
+		return; /* still full: flush_forwarded re-registered us */
+	write_wanted(s, false);
+	if (src->dead)
+		return;
+	stream_process(src);
+}

@@ -1,0 +1,92 @@
+/*
+ * util: allocation that never returns NULL, string and random helpers.
+ *
+ * Running out of memory in a pooler has no graceful recovery that keeps
+ * every invariant, so allocation failure aborts with a log line.
+ */
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "log.h"
+
+static void *check_alloc(void *p)
+{
+	if (!p) {
+		log_error("out of memory");
+		abort();
+	}
+	return p;
+}
+
+void *xmalloc(size_t n)
+{
+	return check_alloc(malloc(n ? n : 1));
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+	return check_alloc(calloc(n ? n : 1, size ? size : 1));
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	return check_alloc(realloc(p, n ? n : 1));
+}
+
+char *xstrdup(const char *s)
+{
+	return s ? check_alloc(strdup(s)) : NULL;
+}
+
+size_t str_copy(char *dst, const char *src, size_t size)
+{
+	size_t len = strlen(src);
+	if (size > 0) {
+		size_t n = len < size - 1 ? len : size - 1;
+		memcpy(dst, src, n);
+		dst[n] = '\0';
+	}
+	return len;
+}
+
+void random_bytes(void *buf, size_t len)
+{
+	if (RAND_bytes(buf, (int)len) != 1) {
+		log_error("RAND_bytes failed");
+		abort();
+	}
+}
+
+const char *addr_to_str(const void *sockaddr, char *buf, size_t len)
+{
+	const struct sockaddr *sa = sockaddr;
+	char ip[INET6_ADDRSTRLEN];
+	switch (sa->sa_family) {
+	case AF_INET: {
+		const struct sockaddr_in *in = sockaddr;
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		snprintf(buf, len, "%s:%d", ip, ntohs(in->sin_port));
+		break;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *in6 = sockaddr;
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+		snprintf(buf, len, "[%s]:%d", ip, ntohs(in6->sin6_port));
+		break;
+	}
+	case AF_UNIX:
+		snprintf(buf, len, "unix");
+		break;
+	default:
+		snprintf(buf, len, "unknown");
+	}
+	return buf;
+}

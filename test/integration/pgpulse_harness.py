@@ -1,0 +1,749 @@
+"""pgpulse integration harness: a scratch PostgreSQL and pgpulse processes.
+
+Two ideas make it work:
+- One PostgreSQL cluster serves the whole pytest session (initdb is the slow
+  part); every pgpulse a test starts is its own process with its own ini, its
+  own port and its own directory, and is stopped when the test ends.
+- Nothing waits blindly: readiness is polled (every 20 ms, with a deadline) and
+  a timeout fails with the log that explains it.
+
+Fixtures built on this live in conftest.py; tests import helpers from here:
+
+    from pgpulse_harness import wait_until, psql, pg_bin, ROLE_PASSWORDS
+
+Everything listens on 127.0.0.1 or on unix sockets in private temp dirs.
+"""
+
+import ctypes
+import glob
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import psycopg
+import pytest
+
+# Roles of the scratch cluster, their passwords (None: no password) and the
+# pg_hba.conf method each meets on 127.0.0.1.
+ROLE_PASSWORDS = {
+    "postgres": "postgres_pw",   # superuser, scram-sha-256
+    "app": "app_pw",             # owns appdb, scram-sha-256
+    "md5user": "md5_pw",         # password stored as md5, hba md5
+    "plainuser": "plain_pw",     # hba password (cleartext on the wire)
+    "trustuser": None,           # hba trust
+}
+ROLE_AUTH_METHODS = {
+    "postgres": "scram-sha-256",
+    "app": "scram-sha-256",
+    "md5user": "md5",
+    "plainuser": "password",
+    "trustuser": "trust",
+}
+
+PG_HBA = """\
+# written by the pgpulse test harness
+local all all                    trust
+host  all trustuser 127.0.0.1/32 trust
+host  all md5user   127.0.0.1/32 md5
+host  all plainuser 127.0.0.1/32 password
+host  all all       127.0.0.1/32 scram-sha-256
+"""
+
+READY_TIMEOUT = 10.0     # seconds for pgpulse to accept TCP connections
+STOP_TIMEOUT = 5.0       # seconds between SIGINT and SIGKILL on teardown
+POLL_INTERVAL = 0.02
+
+# The environment of whoever runs the tests must not steer libpq (PGHOST,
+# PGPORT, PGSSLMODE, ~/.pgpass ...): every connection here is explicit.
+for _var in list(os.environ):
+    if _var.startswith("PG") and not _var.startswith("PGPULSE"):
+        del os.environ[_var]
+os.environ["PGPASSFILE"] = os.path.join(tempfile.gettempdir(), "pgpulse-tests-no-pgpass")
+
+
+# --------------------------------------------------------------- helpers
+
+def wait_until(predicate, timeout=10.0, what=None, interval=POLL_INTERVAL, ignore=()):
+    """Call predicate() every `interval` seconds until it returns something
+    truthy, and return that.  After `timeout` seconds fail the test, naming
+    `what` and the last value seen.  Exceptions of the types in `ignore` count
+    as "not yet"; any other exception propagates at once."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except ignore as e:
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what or getattr(predicate, '__name__', predicate)}"
+                f" (last: {last!r})")
+        time.sleep(interval)
+
+
+_handed_out_ports = set()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now.  Chosen
+    below the kernel's ephemeral range, so an outgoing connection cannot
+    grab it before the process we hand it to binds it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        if port in _handed_out_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out_ports.add(port)
+        return port
+    raise RuntimeError("no free TCP port found on 127.0.0.1")
+
+
+def port_accepts(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _listens_on(pid, port):
+    """Whether process `pid` itself holds a TCP socket listening on `port`
+    (and not some other process that took the port)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def _version_key(path):
+    ver = path.split("/")[-3]
+    return tuple(int(p) if p.isdigit() else 0 for p in ver.split("."))
+
+
+_bindir = None
+
+
+def pg_bindir():
+    """PostgreSQL server binaries: $PGPULSE_PG_BINDIR, else the highest
+    /usr/lib/postgresql/*/bin (Debian's layout; `pg_config --bindir` there is
+    the client-only /usr/bin)."""
+    global _bindir
+    if _bindir:
+        return _bindir
+    env = os.environ.get("PGPULSE_PG_BINDIR")
+    if env:
+        _bindir = env
+    else:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key)
+        if found:
+            _bindir = os.path.dirname(found[-1])
+        else:
+            try:
+                out = subprocess.run(["pg_config", "--bindir"], capture_output=True,
+                                     text=True, check=True).stdout.strip()
+            except (OSError, subprocess.CalledProcessError):
+                out = ""
+            if not out or not os.path.exists(os.path.join(out, "initdb")):
+                pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql "
+                            "(or set PGPULSE_PG_BINDIR)", pytrace=False)
+            _bindir = out
+    return _bindir
+
+
+def pg_bin(name):
+    """Path of a PostgreSQL program (psql, pgbench, pg_ctl, ...) of the same
+    version as the scratch server."""
+    path = os.path.join(pg_bindir(), name)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} not found", pytrace=False)
+    return path
+
+
+def pgbench_path():
+    return pg_bin("pgbench")
+
+
+def _libpq_env(password=None, env=None):
+    e = dict(os.environ)
+    e.setdefault("PGSSLMODE", "disable")
+    e.setdefault("PGCONNECT_TIMEOUT", "10")
+    e.pop("PGPASSWORD", None)
+    if env:
+        e.update(env)
+    if password is not None:
+        e["PGPASSWORD"] = password
+    return e
+
+
+def psql(port, *args, user="app", dbname="appdb", password=None, host="127.0.0.1",
+         input=None, check=True, timeout=60, env=None):
+    """Run psql against host:port (pgpulse or PostgreSQL) and return the
+    CompletedProcess (text stdout/stderr).  Password: `password`, else the
+    role's known test password.  psql never prompts (-w), ignores ~/.psqlrc
+    (-X) and stops at the first error.  check=True fails the test on a
+    non-zero exit, showing psql's output.
+
+        out = psql(pp.port, "-Atc", "select 1").stdout
+    """
+    if password is None:
+        password = ROLE_PASSWORDS.get(user)
+    cmd = [pg_bin("psql"), "-X", "-w", "-v", "ON_ERROR_STOP=1",
+           "-h", host, "-p", str(port), "-U", user, "-d", dbname, *args]
+    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                       env=_libpq_env(password, env))
+    if check and r.returncode != 0:
+        raise AssertionError(f"psql exited {r.returncode}: {' '.join(cmd)}\n"
+                             f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
+    return r
+
+
+def pgbench(port, *args, user="app", dbname="appdb", password=None, host="127.0.0.1",
+            check=True, timeout=300, env=None):
+    """Run pgbench against host:port; like psql() above.
+
+        pgbench(pp.port, "-i", "-s", "1")
+        r = pgbench(pp.port, "-T", "5", "-c", "10", "-M", "simple")
+    """
+    if password is None:
+        password = ROLE_PASSWORDS.get(user)
+    cmd = [pgbench_path(), "-h", host, "-p", str(port), "-U", user, *args, dbname]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       env=_libpq_env(password, env))
+    if check and r.returncode != 0:
+        raise AssertionError(f"pgbench exited {r.returncode}: {' '.join(cmd)}\n"
+                             f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
+    return r
+
+
+def _tail(text, lines=200):
+    parts = text.splitlines()
+    if len(parts) <= lines:
+        return text
+    return f"[... {len(parts) - lines} lines omitted ...]\n" + "\n".join(parts[-lines:]) + "\n"
+
+
+def _read(path, since=0):
+    try:
+        with open(path, "rb") as f:
+            f.seek(since)
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+# pgpulse processes die with the pytest process that started them, even when
+# pytest itself is killed (prctl PR_SET_PDEATHSIG).
+try:
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except OSError:  # not glibc: teardown still stops them in the normal case
+    _prctl = None
+
+
+def _die_with_parent():
+    if _prctl is not None:
+        _prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+# ------------------------------------------------------------ PostgreSQL
+
+class PostgreSQL:
+    """A scratch PostgreSQL cluster in a private temp dir.
+
+    Attributes: host ('127.0.0.1'), port, socket_dir, datadir, log_path,
+    bindir, version (major, as int)."""
+
+    def __init__(self, base_dir):
+        self.bindir = pg_bindir()
+        self.dir = tempfile.mkdtemp(prefix="pg", dir=base_dir)
+        self.datadir = os.path.join(self.dir, "data")
+        self.socket_dir = self.dir
+        self.log_path = os.path.join(self.dir, "postgresql.log")
+        self.host = "127.0.0.1"
+        self.port = None
+        self.version = None   # server major version, known once started
+        self.stopped = True   # true after stop() until start(): see conftest
+
+    # -- lifecycle
+
+    def _run(self, *cmd, check=True, timeout=120):
+        r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout}"
+                f"--- stderr\n{r.stderr}--- {self.log_path}\n{_tail(self.log(), 50)}")
+        return r
+
+    def init(self):
+        pwfile = os.path.join(self.dir, "pwfile")
+        with open(pwfile, "w") as f:
+            f.write(ROLE_PASSWORDS["postgres"] + "\n")
+        self._run(os.path.join(self.bindir, "initdb"), "-D", self.datadir, "-U", "postgres",
+                  "--pwfile", pwfile, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            f.write("\ninclude 'pgpulse_test.conf'\n")
+        with open(os.path.join(self.datadir, "pg_hba.conf"), "w") as f:
+            f.write(PG_HBA)
+        self.port = free_port()
+        self._write_conf()
+
+    def _write_conf(self):
+        conf = f"""\
+# written by the pgpulse test harness
+port = {self.port}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '{self.socket_dir}'
+max_connections = 200
+shared_buffers = 32MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+lc_messages = 'C'
+log_connections = on
+log_disconnections = on
+log_line_prefix = '%m [%p] %q%u@%d '
+"""
+        with open(os.path.join(self.datadir, "pgpulse_test.conf"), "w") as f:
+            f.write(conf)
+
+    def start(self):
+        """Start the cluster; return when it accepts connections.  A port
+        somebody took meanwhile is replaced by another one."""
+        for attempt in range(3):
+            mark = self.log_mark()
+            r = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
+                          "-l", self.log_path, "-w", "-t", "60", "start", check=False)
+            if r.returncode == 0:
+                break
+            if "Address already in use" in self.log(since=mark) and attempt < 2:
+                self.port = free_port()
+                self._write_conf()
+                continue
+            raise AssertionError(f"PostgreSQL did not start\n--- pg_ctl\n{r.stdout}{r.stderr}"
+                                 f"--- {self.log_path}\n{_tail(self.log(since=mark), 50)}")
+        self.stopped = False
+        self.wait_ready()
+
+    def stop(self, mode="fast"):
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", mode,
+                  "-w", "-t", "60", "stop")
+        self.stopped = True
+
+    def restart(self, mode="fast"):
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.log_path,
+                  "-m", mode, "-w", "-t", "60", "restart")
+        self.stopped = False
+        self.wait_ready()
+
+    def running(self):
+        r = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "status",
+                      check=False)
+        return r.returncode == 0
+
+    def wait_ready(self, timeout=30):
+        def ready():
+            with psycopg.connect(host=self.socket_dir, port=self.port, user="postgres",
+                                 dbname="postgres", connect_timeout=2):
+                return True
+        wait_until(ready, timeout, "PostgreSQL to accept connections", ignore=(psycopg.Error,))
+
+    def destroy(self):
+        """Stop the cluster whatever state it is in (immediate shutdown)."""
+        r = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m",
+                      "immediate", "-w", "-t", "30", "stop", check=False)
+        pidfile = os.path.join(self.datadir, "postmaster.pid")
+        if r.returncode != 0 and os.path.exists(pidfile):
+            try:
+                with open(pidfile) as f:
+                    os.kill(int(f.readline()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        self.stopped = True
+
+    def setup_roles(self):
+        with self.connect(host=self.socket_dir, autocommit=True) as c:
+            c.execute("ALTER ROLE postgres PASSWORD 'postgres_pw'")
+            c.execute("CREATE ROLE app LOGIN PASSWORD 'app_pw'")
+            c.execute("SET password_encryption = 'md5'")
+            c.execute("CREATE ROLE md5user LOGIN PASSWORD 'md5_pw'")
+            c.execute("RESET password_encryption")
+            c.execute("CREATE ROLE plainuser LOGIN PASSWORD 'plain_pw'")
+            c.execute("CREATE ROLE trustuser LOGIN")
+            c.execute("CREATE DATABASE appdb OWNER app")
+            self.version = int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000
+
+    # -- use
+
+    def dsn(self, dbname="postgres", user="postgres", password=None):
+        """A libpq connection string for this server over TCP."""
+        if password is None:
+            password = ROLE_PASSWORDS.get(user)
+        s = f"host={self.host} port={self.port} dbname={dbname} user={user} sslmode=disable"
+        return s + (f" password={password}" if password is not None else "")
+
+    def connect(self, dbname="postgres", user="postgres", password=None, **kw):
+        """A psycopg connection straight to PostgreSQL (not through pgpulse),
+        over TCP 127.0.0.1 so that the role's hba method applies (pass
+        host=pg.socket_dir for the trusted unix socket).  password defaults to
+        the role's test password.  Other keywords go to psycopg.connect."""
+        if password is None:
+            password = ROLE_PASSWORDS.get(user)
+        kw.setdefault("host", self.host)
+        kw.setdefault("sslmode", "disable")
+        kw.setdefault("connect_timeout", 10)
+        if password is not None:
+            kw["password"] = password
+        return psycopg.connect(port=self.port, dbname=dbname, user=user, **kw)
+
+    def query(self, sql, params=None, dbname="postgres"):
+        """Run one statement as superuser (autocommit, unix socket).  Returns
+        the rows as a list of tuples, or None for a statement without rows."""
+        with psycopg.connect(host=self.socket_dir, port=self.port, user="postgres",
+                             dbname=dbname, autocommit=True, connect_timeout=10) as c:
+            cur = c.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else None
+
+    def backends(self, dbname=None, user=None):
+        """Client backends now connected to PostgreSQL (the harness's own
+        query connection excluded), as dicts of pg_stat_activity columns."""
+        rows = self.query(
+            "SELECT pid, datname, usename, application_name, state, backend_start, query"
+            " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            " AND pid <> pg_backend_pid()"
+            " AND (%(db)s::text IS NULL OR datname = %(db)s)"
+            " AND (%(user)s::text IS NULL OR usename = %(user)s)",
+            {"db": dbname, "user": user})
+        cols = ["pid", "datname", "usename", "application_name", "state", "backend_start",
+                "query"]
+        return [dict(zip(cols, r)) for r in rows]
+
+    def log_mark(self):
+        """Current end of the log; pass to log(since=...) to read what follows."""
+        return _size(self.log_path)
+
+    def log(self, since=0):
+        return _read(self.log_path, since)
+
+
+# ---------------------------------------------------------------- pgpulse
+
+SANITIZER_REPORT = re.compile(
+    r"^.*(==\d+==ERROR: (AddressSanitizer|LeakSanitizer)|\S+:\d+:\d+: runtime error: ).*$",
+    re.MULTILINE)
+
+
+def _is_plain_password(value):
+    return value is not None and not (
+        (value.startswith("md5") and len(value) == 35) or value.startswith("SCRAM-SHA-256$"))
+
+
+def _quote_userlist(s):
+    return '"' + s.replace('"', '""') + '"'
+
+
+class Pgpulse:
+    """One pgpulse process, with its ini, userlist and log in a private dir.
+
+    Placeholders in ini_text (replaced literally; other braces are left
+    alone): {pg_host} {pg_port} {pg_socket_dir} {port} {dir} {auth_file}
+    {pidfile}.  userlist: a dict {user: password-or-hash} or the file's text;
+    written to {auth_file} when given.
+    """
+
+    def __init__(self, ini_text, *, base_dir, bin, pg=None, userlist=None, port=None,
+                 args=(), env=None):
+        self.bin = bin
+        self.pg = pg
+        self.dir = tempfile.mkdtemp(prefix="pp", dir=base_dir)
+        self._port_given = port is not None
+        self.port = port if port is not None else free_port()
+        self.ini_path = os.path.join(self.dir, "pgpulse.ini")
+        self.auth_file = os.path.join(self.dir, "userlist.txt")
+        self.pidfile = os.path.join(self.dir, "pgpulse.pid")
+        self.log_path = os.path.join(self.dir, "pgpulse.log")
+        self.args = list(args)
+        self.env = env
+        self.proc = None
+        self.admin_db = "pgpulse"   # database admin()/show()/command() use
+        self._conns = []
+        self._admin_conns = {}
+        self._userlist = {}
+        self.write_config(ini_text, userlist)
+
+    # -- configuration
+
+    @property
+    def placeholders(self):
+        return {
+            "pg_host": self.pg.host if self.pg else "127.0.0.1",
+            "pg_port": self.pg.port if self.pg else "",
+            "pg_socket_dir": self.pg.socket_dir if self.pg else "",
+            "port": self.port,
+            "dir": self.dir,
+            "auth_file": self.auth_file,
+            "pidfile": self.pidfile,
+        }
+
+    def render(self, text):
+        for key, value in self.placeholders.items():
+            text = text.replace("{" + key + "}", str(value))
+        return text
+
+    def write_config(self, ini_text=None, userlist=None):
+        """(Re)write the ini and/or the userlist; pair with reload() or the
+        admin RELOAD command to test configuration reloads."""
+        if ini_text is not None:
+            self._ini_template = ini_text
+            with open(self.ini_path, "w") as f:
+                f.write(self.render(ini_text))
+        if userlist is not None:
+            if isinstance(userlist, dict):
+                self._userlist = dict(userlist)
+                text = "".join(f"{_quote_userlist(u)} {_quote_userlist(p)}\n"
+                               for u, p in userlist.items())
+            else:
+                text = userlist
+            with open(self.auth_file, "w") as f:
+                f.write(text)
+
+    def password_for(self, user):
+        """The password the harness knows for `user`: a plain entry of the
+        userlist dict, else the scratch cluster's role password, else None."""
+        p = self._userlist.get(user)
+        if _is_plain_password(p):
+            return p
+        return ROLE_PASSWORDS.get(user)
+
+    # -- process
+
+    def start(self, wait=True, timeout=READY_TIMEOUT):
+        """Start `pgpulse [args] <ini>` with stdout and stderr to log_path.
+        wait=True: return once 127.0.0.1:port accepts connections; fail the
+        test with the log if the process exits first or `timeout` passes."""
+        assert not self.running, "pgpulse already running"
+        for attempt in range(3):
+            mark = self.log_mark()
+            with open(self.log_path, "ab") as logf:
+                self.proc = subprocess.Popen(
+                    [self.bin, *self.args, self.ini_path], stdin=subprocess.DEVNULL,
+                    stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir,
+                    env=dict(os.environ, **(self.env or {})),
+                    start_new_session=True, preexec_fn=_die_with_parent)
+            if not wait:
+                return self
+            try:
+                self.wait_ready(timeout, since=mark)
+                return self
+            except _PortTaken:
+                if self._port_given or attempt == 2:
+                    pytest.fail(f"pgpulse could not bind port {self.port}\n"
+                                f"--- {self.log_path}\n{_tail(self.log(since=mark))}",
+                                pytrace=False)
+                self.port = free_port()
+                self.write_config(self._ini_template)
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, timeout=READY_TIMEOUT, since=0):
+        """Poll until 127.0.0.1:port accepts a connection (see start())."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if port_accepts(self.port) and _listens_on(self.proc.pid, self.port):
+                return
+            rc = self.proc.poll()
+            if rc is not None:
+                log = self.log(since)
+                if "Address already in use" in log:
+                    raise _PortTaken()
+                pytest.fail(f"pgpulse exited with status {rc} before accepting connections on "
+                            f"127.0.0.1:{self.port}\n--- {self.log_path}\n{_tail(log)}",
+                            pytrace=False)
+            if time.monotonic() >= deadline:
+                pytest.fail(f"pgpulse did not accept connections on 127.0.0.1:{self.port} "
+                            f"within {timeout:g}s\n--- {self.log_path}\n{_tail(self.log())}",
+                            pytrace=False)
+            time.sleep(POLL_INTERVAL)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self):
+        return self.proc.poll() if self.proc else None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def reload(self):
+        """SIGHUP: reread the configuration."""
+        self.signal(signal.SIGHUP)
+
+    def wait_exit(self, timeout=10.0):
+        """Wait for the process to exit; return its exit status (negative:
+        killed by that signal).  Fails the test after `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pgpulse (pid {self.pid}) still running after {timeout:g}s"
+                                 f"\n--- {self.log_path}\n{_tail(self.log(), 50)}") from None
+
+    def close_connections(self):
+        for c in self._conns + list(self._admin_conns.values()):
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._conns.clear()
+        self._admin_conns.clear()
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """Close the harness's connections, send SIGINT, SIGKILL after
+        `timeout` seconds.  Returns the exit status; asserts nothing."""
+        self.close_connections()
+        if not self.running:
+            return self.returncode
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    # -- logs
+
+    def log_mark(self):
+        return _size(self.log_path)
+
+    def log(self, since=0):
+        """The process's stdout+stderr so far (from byte offset `since`)."""
+        return _read(self.log_path, since)
+
+    def wait_log(self, pattern, timeout=10.0, since=0):
+        """Wait until the log (from `since`) matches regex `pattern`; return
+        the match."""
+        rx = re.compile(pattern)
+        return wait_until(lambda: rx.search(self.log(since)), timeout,
+                          f"pgpulse log to match {pattern!r}")
+
+    def sanitizer_reports(self):
+        """Lines of AddressSanitizer/LeakSanitizer/UBSan reports in the log."""
+        return [m.group(0) for m in SANITIZER_REPORT.finditer(self.log())]
+
+    # -- clients
+
+    def dsn(self, dbname="appdb", user="app", password=None):
+        """A libpq connection string for this pgpulse over TCP."""
+        if password is None:
+            password = self.password_for(user)
+        s = f"host=127.0.0.1 port={self.port} dbname={dbname} user={user} sslmode=disable"
+        return s + (f" password={password}" if password is not None else "")
+
+    def connect(self, dbname="appdb", user="app", password=None, **kw):
+        """A psycopg connection through pgpulse (127.0.0.1:port).  psycopg's
+        defaults apply (autocommit=False; prepared statements after 5
+        executions of a query: pass prepare_threshold=None to stay on
+        unnamed statements).  sslmode defaults to disable; password to
+        password_for(user).  Closed at teardown."""
+        if password is None:
+            password = self.password_for(user)
+        kw.setdefault("host", "127.0.0.1")
+        kw.setdefault("sslmode", "disable")
+        kw.setdefault("connect_timeout", 10)
+        if password is not None:
+            kw["password"] = password
+        conn = psycopg.connect(port=self.port, dbname=dbname, user=user, **kw)
+        self._conns.append(conn)
+        return conn
+
+    def admin(self, user="admin", password=None, dbname=None, **kw):
+        """A new autocommit connection to the admin console.  Its cursors
+        send the simple query protocol (psycopg.ClientCursor, no automatic
+        prepare), so conn.execute("SHOW POOLS") works as in psql."""
+        kw.setdefault("autocommit", True)
+        kw.setdefault("prepare_threshold", None)
+        kw.setdefault("cursor_factory", psycopg.ClientCursor)
+        return self.connect(dbname=dbname or self.admin_db, user=user, password=password, **kw)
+
+    def _admin_conn(self, user, password):
+        conn = self._admin_conns.get(user)
+        if conn is None or conn.closed or conn.broken:
+            conn = self.admin(user=user, password=password)
+            self._admin_conns[user] = conn
+        return conn
+
+    def _admin_execute(self, sql, user, password):
+        conn = self._admin_conn(user, password)
+        try:
+            return conn.execute(sql)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            # pgpulse restarted under a cached connection: a fresh one, once.
+            return self._admin_conn(user, password).execute(sql)
+
+    def show(self, what, user="admin", password=None):
+        """Run SHOW <what> on the admin console; rows as a list of dicts.
+        Values are typed by their column type (int8 -> int, numeric ->
+        Decimal, text -> str).  "POOLS" and "SHOW POOLS" both work."""
+        sql = what if what.lstrip().upper().startswith("SHOW") else "SHOW " + what
+        cur = self._admin_execute(sql, user, password)
+        if cur.description is None:
+            return []
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def command(self, sql, user="admin", password=None):
+        """Run an admin command (PAUSE, RESUME, RELOAD, ...); return the
+        command tag."""
+        return self._admin_execute(sql, user, password).statusmessage
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def remove_tree(path):
+    shutil.rmtree(path, ignore_errors=True)

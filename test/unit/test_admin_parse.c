@@ -1,0 +1,870 @@
+/*
+ * test_admin_parse: the admin console as psql (or an exporter) meets it —
+ * commands parsed, and the answers decoded back into messages, columns and
+ * rows and checked against what PgBouncer 1.23 would send.
+ *
+ * The test includes src/admin.c itself, so the parser's static functions are
+ * reachable, and it builds a small worker by hand (pools, clients, servers
+ * on their lists) instead of running the event loop. The few functions of
+ * other modules that admin.c calls and that need a running daemon are
+ * stubbed below; config, proto, log and util are the real ones.
+ */
+#include "../../src/admin.c"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit.h"
+
+/* ---- stubs for the parts of the daemon this test does not run ---- */
+
+struct worker *worker;
+
+static bool reload_should_fail;
+static int reload_calls;
+static enum shutdown_mode shutdown_asked = SHUTDOWN_NONE;
+
+bool worker_reload(char *err, size_t errlen)
+{
+	reload_calls++;
+	if (reload_should_fail) {
+		snprintf(err, errlen, "pgpulse.ini:3: listen_port: not a number");
+		return false;
+	}
+	return true;
+}
+
+void worker_request_shutdown(enum shutdown_mode mode)
+{
+	shutdown_asked = mode;
+}
+
+struct pktbuf *stream_out(struct stream *s)
+{
+	return &s->out;
+}
+
+void stream_buffer_stats(int *used, int *free_count, uint32_t *size)
+{
+	*used = 3;
+	*free_count = 5;
+	*size = 4096;
+}
+
+/* ---- decoding what admin.c wrote ---- */
+
+#define MAX_MSGS 512
+
+struct msg {
+	char type;
+	const uint8_t *body;
+	uint32_t len;
+};
+
+struct answer {
+	int n;
+	struct msg m[MAX_MSGS];
+	/* from the RowDescription */
+	int ncols;
+	char cols[MAX_COLUMNS][64];
+	uint32_t types[MAX_COLUMNS];
+	/* DataRows, values as strings ("<null>" for NULL) */
+	int nrows;
+	char rows[64][MAX_COLUMNS][128];
+	char tag[64];
+	char sqlstate[8];
+	char error[512];
+	char notice[512];
+	char notice_detail[1024];
+	char ready;
+	bool empty_query;
+};
+
+static void decode_fields(const uint8_t *body, uint32_t len, char *state, char *msg, size_t msglen,
+			  char *detail, size_t detlen)
+{
+	const char *s = proto_error_field(body, len, 'C');
+	const char *m = proto_error_field(body, len, 'M');
+	const char *d = proto_error_field(body, len, 'D');
+	if (state)
+		snprintf(state, 8, "%s", s ? s : "");
+	if (msg)
+		snprintf(msg, msglen, "%s", m ? m : "");
+	if (detail)
+		snprintf(detail, detlen, "%s", d ? d : "");
+}
+
+static void decode(struct pktbuf *out, struct answer *a)
+{
+	size_t pos = 0;
+
+	memset(a, 0, sizeof(*a));
+	while (pos + 5 <= out->len && a->n < MAX_MSGS) {
+		struct msg *m = &a->m[a->n++];
+		m->type = (char)out->data[pos];
+		uint32_t len = proto_read_u32(out->data + pos + 1);
+		m->body = out->data + pos + 5;
+		m->len = len - 4;
+		pos += 1 + len;
+
+		struct pkt_reader r;
+		pkt_reader_init(&r, m->body, m->len);
+		switch (m->type) {
+		case 'T':
+			a->ncols = pkt_get_u16(&r);
+			for (int i = 0; i < a->ncols && i < MAX_COLUMNS; i++) {
+				const char *name = pkt_get_str(&r);
+				snprintf(a->cols[i], sizeof(a->cols[i]), "%s", name ? name : "?");
+				pkt_get_u32(&r);
+				pkt_get_u16(&r);
+				a->types[i] = pkt_get_u32(&r);
+				pkt_get_u16(&r);
+				pkt_get_u32(&r);
+				pkt_get_u16(&r);
+			}
+			break;
+		case 'D': {
+			int n = pkt_get_u16(&r);
+			for (int i = 0; i < n && a->nrows < 64; i++) {
+				uint32_t vlen = pkt_get_u32(&r);
+				char *dst = a->rows[a->nrows][i < MAX_COLUMNS ? i : 0];
+				if (vlen == 0xffffffffu) {
+					snprintf(dst, 128, "<null>");
+					continue;
+				}
+				const uint8_t *v = pkt_get_bytes(&r, vlen);
+				snprintf(dst, 128, "%.*s", (int)(vlen < 127 ? vlen : 127),
+					 v ? (const char *)v : "");
+			}
+			a->nrows++;
+			break;
+		}
+		case 'C':
+			snprintf(a->tag, sizeof(a->tag), "%s", (const char *)m->body);
+			break;
+		case 'E':
+			decode_fields(m->body, m->len, a->sqlstate, a->error, sizeof(a->error),
+				      NULL, 0);
+			break;
+		case 'N':
+			decode_fields(m->body, m->len, NULL, a->notice, sizeof(a->notice),
+				      a->notice_detail, sizeof(a->notice_detail));
+			break;
+		case 'Z':
+			a->ready = (char)m->body[0];
+			break;
+		case 'I':
+			a->empty_query = true;
+			break;
+		}
+	}
+	CHECK(pos == out->len); /* every byte is part of a whole message */
+}
+
+/* column index by name, -1 if absent */
+static int col(const struct answer *a, const char *name)
+{
+	for (int i = 0; i < a->ncols; i++)
+		if (strcmp(a->cols[i], name) == 0)
+			return i;
+	return -1;
+}
+
+/* the value of column `name` in the row whose first column is `key` */
+static const char *cell(const struct answer *a, const char *key, const char *name)
+{
+	int c = col(a, name);
+	if (c < 0)
+		return "<no such column>";
+	for (int i = 0; i < a->nrows; i++)
+		if (strcmp(a->rows[i][0], key) == 0)
+			return a->rows[i][c];
+	return "<no such row>";
+}
+
+static void check_columns(const struct answer *a, const char *const *want, int n)
+{
+	CHECK_INT_EQ(a->ncols, n);
+	for (int i = 0; i < n && i < a->ncols; i++)
+		CHECK_STR_EQ(a->cols[i], want[i]);
+}
+
+/* ---- a small worker: one database, one user, a few connections ---- */
+
+static struct worker w;
+static struct pool_db db_app, db_admin;
+static struct pool_user user_alice;
+static struct pool pool_app;
+static struct client admin_cl, stats_cl, cl_linked, cl_idle, cl_waiting, cl_login;
+static struct server sv_active, sv_idle1, sv_idle2, sv_used, sv_new;
+
+static void init_client(struct client *c, uint64_t id, const char *user, const char *dbname,
+			enum client_state st)
+{
+	pktbuf_free(&c->st.out);
+	memset(c, 0, sizeof(*c));
+	list_init(&c->node);
+	c->id = id;
+	c->st.fd = -1;
+	c->state = st;
+	snprintf(c->user, sizeof(c->user), "%s", user);
+	snprintf(c->dbname, sizeof(c->dbname), "%s", dbname);
+	snprintf(c->addr, sizeof(c->addr), "10.0.0.5:5000");
+	struct sockaddr_in *in = (struct sockaddr_in *)&c->peer_addr;
+	in->sin_family = AF_INET;
+	in->sin_port = htons(5000 + (int)id);
+	inet_pton(AF_INET, "10.0.0.5", &in->sin_addr);
+	c->local_port = 6432;
+	c->connect_time = wall_usec() - 60 * 1000000LL;
+	c->request_time = now_usec() - 1000000LL;
+}
+
+static void init_server(struct server *s, uint64_t id, enum server_state st, struct list *on)
+{
+	memset(s, 0, sizeof(*s));
+	list_init(&s->node);
+	s->id = id;
+	s->st.fd = -1;
+	s->state = st;
+	s->pool = &pool_app;
+	s->backend_pid = 4000 + (uint32_t)id;
+	s->connect_time = wall_usec() - 30 * 1000000LL;
+	list_append(on, &s->node);
+}
+
+static void setup(void)
+{
+	static struct cfg *cfg;
+
+	if (!cfg)
+		cfg = cfg_new_default();
+	cfg->default_pool_size = 20;
+	cfg->listen_port = 6432;
+	free(cfg->admin_users);
+	cfg->admin_users = xstrdup("admin");
+
+	memset(&w, 0, sizeof(w));
+	worker = &w;
+	w.cfg = cfg;
+	list_init(&w.databases);
+	list_init(&w.users);
+	list_init(&w.pools);
+	list_init(&w.login_clients);
+	list_init(&w.dead_clients);
+	list_init(&w.dead_servers);
+	w.started_at = wall_usec() - 10 * 1000000LL; /* up for 10 s */
+	memset(&avg_window, 0, sizeof(avg_window));
+
+	memset(&db_app, 0, sizeof(db_app));
+	db_app.name = "app";
+	db_app.host = "127.0.0.1";
+	db_app.port = 5432;
+	db_app.dbname = "appdb";
+	db_app.pool_size = -1;
+	db_app.min_pool_size = 2;
+	db_app.reserve_pool_size = -1;
+	db_app.max_db_connections = -1;
+	db_app.pool_mode = POOL_TRANSACTION;
+	list_append(&w.databases, &db_app.node);
+
+	memset(&db_admin, 0, sizeof(db_admin));
+	db_admin.name = "pgbouncer";
+	db_admin.is_admin = true;
+	db_admin.pool_size = db_admin.min_pool_size = db_admin.reserve_pool_size = -1;
+	db_admin.pool_mode = -1;
+	list_append(&w.databases, &db_admin.node);
+
+	memset(&user_alice, 0, sizeof(user_alice));
+	user_alice.name = "alice";
+	user_alice.pool_mode = -1;
+	list_append(&w.users, &user_alice.node);
+
+	memset(&pool_app, 0, sizeof(pool_app));
+	pool_app.db = &db_app;
+	pool_app.user = &user_alice;
+	pool_app.pool_mode = POOL_TRANSACTION;
+	list_init(&pool_app.active_clients);
+	list_init(&pool_app.waiting_clients);
+	list_init(&pool_app.active_servers);
+	list_init(&pool_app.idle_servers);
+	list_init(&pool_app.used_servers);
+	list_init(&pool_app.new_servers);
+	list_append(&w.pools, &pool_app.node);
+
+	init_client(&admin_cl, 1, "admin", "pgbouncer", CL_ACTIVE);
+	admin_cl.is_admin = true;
+	admin_cl.admin_may_change = true;
+	list_append(&w.login_clients, &admin_cl.node);
+
+	init_client(&stats_cl, 2, "watcher", "pgbouncer", CL_ACTIVE);
+	stats_cl.is_admin = true;
+	list_append(&w.login_clients, &stats_cl.node);
+
+	init_client(&cl_login, 3, "bob", "app", CL_LOGIN);
+	list_append(&w.login_clients, &cl_login.node);
+
+	init_client(&cl_linked, 4, "alice", "app", CL_ACTIVE);
+	cl_linked.pool = &pool_app;
+	cl_linked.params[TP_APPLICATION_NAME] = "billing";
+	list_append(&pool_app.active_clients, &cl_linked.node);
+
+	init_client(&cl_idle, 5, "alice", "app", CL_ACTIVE);
+	cl_idle.pool = &pool_app;
+	list_append(&pool_app.active_clients, &cl_idle.node);
+
+	init_client(&cl_waiting, 6, "alice", "app", CL_WAITING);
+	cl_waiting.pool = &pool_app;
+	cl_waiting.wait_start = now_usec() - 2500000; /* 2.5 s */
+	list_append(&pool_app.waiting_clients, &cl_waiting.node);
+
+	init_server(&sv_active, 10, SV_ACTIVE, &pool_app.active_servers);
+	init_server(&sv_idle1, 11, SV_IDLE, &pool_app.idle_servers);
+	init_server(&sv_idle2, 12, SV_IDLE, &pool_app.idle_servers);
+	init_server(&sv_used, 13, SV_USED, &pool_app.used_servers);
+	init_server(&sv_new, 14, SV_LOGIN, &pool_app.new_servers);
+	sv_active.client = &cl_linked;
+	cl_linked.server = &sv_active;
+	sv_idle2.close_when_released = true;
+
+	w.client_count = 6;
+	w.server_count = 5;
+
+	pool_app.stats.xact_count = 100;
+	pool_app.stats.query_count = 300;
+	pool_app.stats.bytes_received = 10000;
+	pool_app.stats.bytes_sent = 50000;
+	pool_app.stats.xact_time = 100 * 2000;
+	pool_app.stats.query_time = 300 * 500;
+	pool_app.stats.wait_time = 40 * 250;
+	pool_app.stats.server_assignments = 40;
+
+	reload_should_fail = false;
+	reload_calls = 0;
+	shutdown_asked = SHUTDOWN_NONE;
+}
+
+/* run one query as client c and decode the answer */
+static void ask(struct client *c, const char *sql, struct answer *a)
+{
+	pktbuf_reset(&c->st.out);
+	admin_handle_query(c, sql);
+	decode(&c->st.out, a);
+	CHECK(a->ready == 'I'); /* every answer ends with ReadyForQuery */
+}
+
+static struct answer a; /* big: keep it off the stack */
+
+/* an integer column that is within 1 of want (rates are truncated, and time passes) */
+#define CHECK_ABOUT(got, want)                                                               \
+	do {                                                                                 \
+		long got_ = atol(got);                                                       \
+		if (got_ < (want)-1 || got_ > (want))                                        \
+			UNIT_FAIL_("%s is %s, expected about %ld", #got, got, (long)(want)); \
+	} while (0)
+
+/* ---- the parser ---- */
+
+static void test_command_words_are_split_and_semicolon_is_optional(void)
+{
+	struct admin_cmd cmd;
+
+	admin_parse("SHOW POOLS", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_WORDS);
+	CHECK_STR_EQ(cmd.verb, "SHOW");
+	CHECK_STR_EQ(cmd.arg, "POOLS");
+
+	admin_parse("  show\tstats_totals ;  \n", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_WORDS);
+	CHECK_STR_EQ(cmd.arg, "stats_totals");
+
+	admin_parse("RELOAD;", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_WORDS);
+	CHECK_STR_EQ(cmd.verb, "RELOAD");
+	CHECK(!cmd.has_arg);
+
+	admin_parse("pause \"my db\"", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_WORDS);
+	CHECK_STR_EQ(cmd.arg, "my db");
+	CHECK(cmd.arg_quoted);
+}
+
+static void test_blank_query_is_empty(void)
+{
+	struct admin_cmd cmd;
+
+	admin_parse("", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_EMPTY);
+	admin_parse("  ;  ", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_EMPTY);
+}
+
+static void test_garbled_commands_are_refused(void)
+{
+	static const char *const bad[] = {
+		"SHOW POOLS; SHOW STATS", /* one command per query, as in PgBouncer */
+		"SHOW POOLS extra",
+		"SHOW (POOLS)",
+		"SET",
+		"SET a",
+		"SET a = ",
+		"SET a = 'unterminated",
+		"SET a = 1 2",
+		"pause \"unterminated",
+		"\"\"",
+	};
+	struct admin_cmd cmd;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		admin_parse(bad[i], &cmd);
+		if (cmd.kind != CMD_BAD)
+			UNIT_FAIL_("\"%s\" parsed as kind %d, expected CMD_BAD", bad[i],
+				   (int)cmd.kind);
+	}
+}
+
+static void test_set_takes_equals_or_to_and_quoted_values(void)
+{
+	struct admin_cmd cmd;
+
+	admin_parse("SET default_pool_size = 30", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_SET);
+	CHECK_STR_EQ(cmd.key, "default_pool_size");
+	CHECK_STR_EQ(cmd.value, "30");
+
+	admin_parse("set server_check_query TO 'select ''x''';", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_SET);
+	CHECK_STR_EQ(cmd.key, "server_check_query");
+	CHECK_STR_EQ(cmd.value, "select 'x'");
+
+	admin_parse("SET query_wait_timeout=250ms", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_SET);
+	CHECK_STR_EQ(cmd.value, "250ms");
+
+	admin_parse("SET server_reset_query = ''", &cmd);
+	CHECK_INT_EQ(cmd.kind, CMD_SET);
+	CHECK_STR_EQ(cmd.value, "");
+}
+
+/* ---- answers ---- */
+
+static void test_show_pools_has_pgbouncer_columns_and_counts(void)
+{
+	static const char *const want[] = {
+		"database",
+		"user",
+		"cl_active",
+		"cl_waiting",
+		"cl_active_cancel_req",
+		"cl_waiting_cancel_req",
+		"sv_active",
+		"sv_active_cancel",
+		"sv_being_canceled",
+		"sv_idle",
+		"sv_used",
+		"sv_tested",
+		"sv_login",
+		"maxwait",
+		"maxwait_us",
+		"pool_mode",
+	};
+	setup();
+	ask(&admin_cl, "SHOW POOLS;", &a);
+	check_columns(&a, want, 16);
+	CHECK_INT_EQ(a.types[col(&a, "cl_active")], OID_INT4);
+	CHECK_INT_EQ(a.nrows, 1);
+	CHECK_STR_EQ(cell(&a, "app", "user"), "alice");
+	CHECK_STR_EQ(cell(&a, "app", "cl_active"), "2");
+	CHECK_STR_EQ(cell(&a, "app", "cl_waiting"), "1");
+	CHECK_STR_EQ(cell(&a, "app", "sv_active"), "1");
+	CHECK_STR_EQ(cell(&a, "app", "sv_idle"), "2");
+	CHECK_STR_EQ(cell(&a, "app", "sv_used"), "0");
+	CHECK_STR_EQ(cell(&a, "app", "sv_tested"), "1");
+	CHECK_STR_EQ(cell(&a, "app", "sv_login"), "1");
+	CHECK_STR_EQ(cell(&a, "app", "maxwait"), "2");
+	CHECK(atoi(cell(&a, "app", "maxwait_us")) >= 500000);
+	CHECK_STR_EQ(cell(&a, "app", "pool_mode"), "transaction");
+	CHECK_STR_EQ(a.tag, "SHOW");
+}
+
+static void test_show_clients_lists_pool_and_admin_clients_not_logins(void)
+{
+	static const char *const want[] = {
+		"type",
+		"user",
+		"database",
+		"replication",
+		"state",
+		"addr",
+		"port",
+		"local_addr",
+		"local_port",
+		"connect_time",
+		"request_time",
+		"wait",
+		"wait_us",
+		"close_needed",
+		"ptr",
+		"link",
+		"remote_pid",
+		"tls",
+		"application_name",
+		"prepared_statements",
+		"id",
+	};
+	char ptr[32];
+
+	setup();
+	ask(&stats_cl, "show clients", &a);
+	check_columns(&a, want, 21);
+	CHECK_INT_EQ(a.nrows, 5); /* 3 in the pool, 2 admin; the logging-in bob is not shown */
+	/* rows in order: active list, waiting list, then admin clients */
+	CHECK_STR_EQ(a.rows[0][col(&a, "state")], "active");
+	CHECK_STR_EQ(a.rows[0][col(&a, "application_name")], "billing");
+	snprintf(ptr, sizeof(ptr), "%p", (void *)&sv_active);
+	CHECK_STR_EQ(a.rows[0][col(&a, "link")], ptr);
+	CHECK_STR_EQ(a.rows[0][col(&a, "addr")], "10.0.0.5");
+	CHECK_STR_EQ(a.rows[0][col(&a, "port")], "5004");
+	CHECK_STR_EQ(a.rows[0][col(&a, "id")], "4");
+	CHECK_STR_EQ(a.rows[0][col(&a, "replication")], "none");
+	CHECK_STR_EQ(a.rows[1][col(&a, "state")], "idle");
+	CHECK_STR_EQ(a.rows[1][col(&a, "link")], "");
+	CHECK_STR_EQ(a.rows[2][col(&a, "state")], "waiting");
+	CHECK_STR_EQ(a.rows[2][col(&a, "wait")], "2");
+	CHECK_STR_EQ(a.rows[1][col(&a, "wait")], "0");
+	CHECK_STR_EQ(a.rows[3][col(&a, "user")], "admin");
+	CHECK_STR_EQ(a.rows[3][col(&a, "state")], "idle");
+	CHECK_STR_EQ(a.rows[4][col(&a, "user")], "watcher");
+	CHECK_STR_EQ(a.rows[4][col(&a, "state")], "active"); /* the one asking */
+	/* 'YYYY-MM-DD HH:MM:SS TZ' */
+	const char *t = a.rows[0][col(&a, "connect_time")];
+	CHECK(strlen(t) >= 20 && t[4] == '-' && t[10] == ' ' && t[13] == ':');
+}
+
+static void test_show_servers_uses_pgbouncer_state_words(void)
+{
+	setup();
+	ask(&admin_cl, "SHOW SERVERS", &a);
+	CHECK_INT_EQ(a.ncols, 21);
+	CHECK_INT_EQ(a.nrows, 5);
+	CHECK_STR_EQ(a.rows[0][col(&a, "state")], "active");
+	CHECK_STR_EQ(a.rows[0][col(&a, "application_name")], "billing");
+	CHECK_STR_EQ(a.rows[0][col(&a, "remote_pid")], "4010");
+	CHECK_STR_EQ(a.rows[1][col(&a, "state")], "idle");
+	CHECK_STR_EQ(a.rows[1][col(&a, "close_needed")], "0");
+	CHECK_STR_EQ(a.rows[2][col(&a, "close_needed")], "1");
+	CHECK_STR_EQ(a.rows[3][col(&a, "state")], "tested");
+	CHECK_STR_EQ(a.rows[4][col(&a, "state")], "new");
+	CHECK_STR_EQ(a.rows[4][col(&a, "addr")], "127.0.0.1");
+	CHECK_STR_EQ(a.rows[4][col(&a, "port")], "5432");
+	CHECK_STR_EQ(a.rows[0][col(&a, "user")], "alice");
+	CHECK_STR_EQ(a.rows[0][col(&a, "database")], "app");
+}
+
+static void test_show_databases_resolves_defaults(void)
+{
+	static const char *const want[] = {
+		"name",
+		"host",
+		"port",
+		"database",
+		"force_user",
+		"pool_size",
+		"min_pool_size",
+		"reserve_pool",
+		"server_lifetime",
+		"pool_mode",
+		"max_connections",
+		"current_connections",
+		"paused",
+		"disabled",
+		"overflow_pool_size",
+	};
+	setup();
+	ask(&admin_cl, "SHOW DATABASES", &a);
+	check_columns(&a, want, 15);
+	CHECK_INT_EQ(a.nrows, 2);
+	CHECK_STR_EQ(a.rows[0][0], "app"); /* by name */
+	CHECK_STR_EQ(cell(&a, "app", "database"), "appdb");
+	CHECK_STR_EQ(cell(&a, "app", "force_user"), "<null>");
+	CHECK_STR_EQ(cell(&a, "app", "pool_size"), "20");
+	CHECK_STR_EQ(cell(&a, "app", "min_pool_size"), "2");
+	CHECK_STR_EQ(cell(&a, "app", "server_lifetime"), "3600");
+	CHECK_STR_EQ(cell(&a, "app", "pool_mode"), "transaction");
+	CHECK_STR_EQ(cell(&a, "app", "current_connections"), "5");
+	CHECK_STR_EQ(cell(&a, "pgbouncer", "host"), "<null>");
+	CHECK_STR_EQ(cell(&a, "pgbouncer", "port"), "6432");
+}
+
+static void test_show_users(void)
+{
+	static const char *const want[] = { "name", "pool_size", "pool_mode",
+					    "max_user_connections", "current_connections" };
+	setup();
+	ask(&admin_cl, "SHOW USERS", &a);
+	check_columns(&a, want, 5);
+	CHECK_STR_EQ(cell(&a, "alice", "pool_size"), "");
+	CHECK_STR_EQ(cell(&a, "alice", "pool_mode"), "<null>");
+	CHECK_STR_EQ(cell(&a, "alice", "current_connections"), "5");
+}
+
+static void test_show_stats_totals_and_averages_since_start(void)
+{
+	static const char *const want[] = {
+		"database",         "total_server_assignment_count",
+		"total_xact_count", "total_query_count",
+		"total_received",   "total_sent",
+		"total_xact_time",  "total_query_time",
+		"total_wait_time",  "avg_server_assignment_count",
+		"avg_xact_count",   "avg_query_count",
+		"avg_recv",         "avg_sent",
+		"avg_xact_time",    "avg_query_time",
+		"avg_wait_time",
+	};
+	setup();
+	ask(&admin_cl, "SHOW STATS", &a);
+	check_columns(&a, want, 17);
+	CHECK_INT_EQ(a.types[1], OID_NUMERIC);
+	CHECK_INT_EQ(a.nrows, 1);
+	CHECK_STR_EQ(cell(&a, "app", "total_xact_count"), "100");
+	CHECK_STR_EQ(cell(&a, "app", "total_received"), "10000");
+	CHECK_STR_EQ(cell(&a, "app", "total_server_assignment_count"), "40");
+	/* up 10 s, and stats_period (60 s) has not passed: averages since start */
+	CHECK_ABOUT(cell(&a, "app", "avg_xact_count"), 10);
+	CHECK_ABOUT(cell(&a, "app", "avg_query_count"), 30);
+	CHECK_ABOUT(cell(&a, "app", "avg_recv"), 1000);
+	CHECK_STR_EQ(cell(&a, "app", "avg_xact_time"), "2000");
+	CHECK_STR_EQ(cell(&a, "app", "avg_query_time"), "500");
+	CHECK_STR_EQ(cell(&a, "app", "avg_wait_time"), "250");
+
+	ask(&admin_cl, "SHOW STATS_TOTALS", &a);
+	CHECK_INT_EQ(a.ncols, 9);
+	CHECK_STR_EQ(a.cols[1], "server_assignment_count");
+	CHECK_STR_EQ(a.cols[4], "bytes_received");
+	CHECK_STR_EQ(cell(&a, "app", "xact_count"), "100");
+
+	ask(&admin_cl, "SHOW STATS_AVERAGES", &a);
+	CHECK_INT_EQ(a.ncols, 9);
+	CHECK_ABOUT(cell(&a, "app", "xact_count"), 10);
+
+	ask(&admin_cl, "SHOW TOTALS", &a);
+	CHECK_STR_EQ(cell(&a, "total_xact_count", "value"), "100");
+	CHECK_STR_EQ(cell(&a, "total_client_bytes", "value"), "10000");
+	CHECK_ABOUT(cell(&a, "avg_query_count", "value"), 30);
+}
+
+static void test_stats_window_moves_after_stats_period(void)
+{
+	setup();
+	w.started_at = wall_usec() - 120 * 1000000LL; /* up 2 min, period 60 s */
+	ask(&admin_cl, "SHOW STATS", &a);
+	CHECK_STR_EQ(cell(&a, "app", "avg_xact_count"), "0"); /* 100 xacts / 120 s */
+	/* the window now starts at process start and the newer snapshot is now */
+	pool_app.stats.xact_count += 600;
+	avg_window.newer.at -= 60 * 1000000LL;
+	avg_window.older.at -= 60 * 1000000LL;
+	ask(&admin_cl, "SHOW STATS", &a);
+	/* rotated: older = the snapshot of 60 s ago (100 xacts): 600 more in 60 s */
+	CHECK_ABOUT(cell(&a, "app", "avg_xact_count"), 10);
+	snapshot_free(&avg_window.older);
+	snapshot_free(&avg_window.newer);
+}
+
+static void test_show_lists_rows(void)
+{
+	setup();
+	ask(&admin_cl, "SHOW LISTS", &a);
+	CHECK_INT_EQ(a.ncols, 2);
+	CHECK_STR_EQ(a.cols[0], "list");
+	CHECK_STR_EQ(a.cols[1], "items");
+	CHECK_INT_EQ(a.nrows, 14);
+	CHECK_STR_EQ(cell(&a, "databases", "items"), "2");
+	CHECK_STR_EQ(cell(&a, "pools", "items"), "1");
+	CHECK_STR_EQ(cell(&a, "login_clients", "items"), "1");
+	CHECK_STR_EQ(cell(&a, "used_clients", "items"), "6");
+	CHECK_STR_EQ(cell(&a, "used_servers", "items"), "5");
+	CHECK_STR_EQ(cell(&a, "dns_pending", "items"), "0");
+}
+
+static void test_show_mem_reports_buffers(void)
+{
+	static const char *const want[] = { "name", "size", "used", "free", "memtotal" };
+	setup();
+	ask(&admin_cl, "SHOW MEM", &a);
+	check_columns(&a, want, 5);
+	CHECK_STR_EQ(cell(&a, "iobuf_cache", "size"), "4096");
+	CHECK_STR_EQ(cell(&a, "iobuf_cache", "used"), "3");
+	CHECK_STR_EQ(cell(&a, "iobuf_cache", "free"), "5");
+	CHECK_STR_EQ(cell(&a, "iobuf_cache", "memtotal"), "32768");
+	CHECK_STR_EQ(cell(&a, "client_cache", "used"), "6");
+}
+
+static void test_show_config_lists_parameters_by_name(void)
+{
+	static const char *const want[] = { "key", "value", "default", "changeable" };
+	setup();
+	ask(&stats_cl, "SHOW CONFIG", &a);
+	check_columns(&a, want, 4);
+	CHECK(a.nrows > 20 || a.nrows == 64); /* the decoder keeps 64 rows */
+	CHECK(strcmp(a.rows[0][0], a.rows[1][0]) < 0);
+}
+
+static void test_show_version_and_help(void)
+{
+	setup();
+	ask(&admin_cl, "SHOW VERSION", &a);
+	CHECK_INT_EQ(a.ncols, 1);
+	CHECK_STR_EQ(a.cols[0], "version");
+	CHECK(strncmp(a.rows[0][0], "pgpulse ", 8) == 0);
+
+	ask(&admin_cl, "show help", &a);
+	CHECK_STR_EQ(a.notice, "Console usage");
+	CHECK(strstr(a.notice_detail, "SHOW HELP|CONFIG") != NULL);
+	CHECK_STR_EQ(a.tag, "SHOW");
+	CHECK_INT_EQ(a.ncols, 0);
+}
+
+static void test_unknown_command_is_a_syntax_error(void)
+{
+	setup();
+	ask(&admin_cl, "SELECT 1", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
+	CHECK_STR_EQ(a.error, "invalid command 'SELECT 1', use SHOW HELP;");
+	ask(&admin_cl, "SHOW NONSENSE", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
+	ask(&admin_cl, "RELOAD now", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
+	ask(&admin_cl, "SHOW", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
+}
+
+static void test_empty_query_gets_empty_query_response(void)
+{
+	setup();
+	ask(&admin_cl, "", &a);
+	CHECK(a.empty_query);
+	CHECK_INT_EQ(a.n, 2);
+}
+
+static void test_stats_user_may_show_but_not_change(void)
+{
+	setup();
+	ask(&stats_cl, "SHOW POOLS", &a);
+	CHECK_STR_EQ(a.sqlstate, "");
+	ask(&stats_cl, "RELOAD", &a);
+	CHECK_STR_EQ(a.sqlstate, "42501");
+	CHECK_INT_EQ(reload_calls, 0);
+	ask(&stats_cl, "SHUTDOWN", &a);
+	CHECK_STR_EQ(a.sqlstate, "42501");
+	CHECK_INT_EQ(shutdown_asked, SHUTDOWN_NONE);
+	ask(&stats_cl, "SET default_pool_size = 5", &a);
+	CHECK_STR_EQ(a.sqlstate, "42501");
+	CHECK_INT_EQ(w.cfg->default_pool_size, 20);
+	ask(&stats_cl, "PAUSE", &a);
+	CHECK_STR_EQ(a.sqlstate, "42501");
+}
+
+static void test_later_commands_say_not_supported_yet(void)
+{
+	setup();
+	ask(&admin_cl, "PAUSE app", &a);
+	CHECK_STR_EQ(a.sqlstate, "0A000");
+	CHECK_STR_EQ(a.error, "PAUSE is not supported yet");
+	ask(&admin_cl, "kill_client 12", &a);
+	CHECK_STR_EQ(a.sqlstate, "0A000");
+	ask(&admin_cl, "SHOW SOCKETS", &a);
+	CHECK_STR_EQ(a.sqlstate, "0A000");
+	ask(&admin_cl, "DISABLE", &a); /* needs a database */
+	CHECK_STR_EQ(a.sqlstate, "42601");
+}
+
+static void test_set_changes_the_running_configuration(void)
+{
+	setup();
+	ask(&admin_cl, "SET default_pool_size = 33", &a);
+	CHECK_STR_EQ(a.sqlstate, "");
+	CHECK_STR_EQ(a.tag, "SET");
+	CHECK_INT_EQ(w.cfg->default_pool_size, 33);
+
+	ask(&admin_cl, "SET server_check_query = 'select 2'", &a);
+	CHECK_STR_EQ(a.tag, "SET");
+	CHECK_STR_EQ(w.cfg->server_check_query, "select 2");
+
+	ask(&admin_cl, "SET no_such_thing = 1", &a);
+	CHECK_STR_EQ(a.sqlstate, "42704");
+	ask(&admin_cl, "SET default_pool_size = lots", &a);
+	CHECK_STR_EQ(a.sqlstate, "22023");
+	ask(&admin_cl, "SET listen_port = 7000", &a);
+	CHECK_STR_EQ(a.sqlstate, "55P02");
+
+	/* what drivers send on connect is acknowledged and ignored, even for stats users */
+	ask(&stats_cl, "SET extra_float_digits = 3", &a);
+	CHECK_STR_EQ(a.tag, "SET");
+	CHECK_STR_EQ(a.notice, "SET ignored");
+	ask(&stats_cl, "SHOW client_encoding", &a);
+	CHECK_STR_EQ(a.cols[0], "client_encoding");
+	CHECK_STR_EQ(a.rows[0][0], "UTF8");
+}
+
+static void test_reload_and_shutdown(void)
+{
+	setup();
+	ask(&admin_cl, "RELOAD;", &a);
+	CHECK_STR_EQ(a.tag, "RELOAD");
+	CHECK_INT_EQ(reload_calls, 1);
+
+	reload_should_fail = true;
+	ask(&admin_cl, "RELOAD", &a);
+	CHECK_STR_EQ(a.sqlstate, "F0000");
+	CHECK(strstr(a.error, "listen_port: not a number") != NULL);
+
+	ask(&admin_cl, "SHUTDOWN WAIT_FOR_CLIENTS", &a);
+	CHECK_STR_EQ(a.tag, "SHUTDOWN");
+	CHECK_INT_EQ(shutdown_asked, SHUTDOWN_WAIT_CLIENTS);
+	ask(&admin_cl, "shutdown wait_for_servers", &a);
+	CHECK_INT_EQ(shutdown_asked, SHUTDOWN_WAIT_SERVERS);
+	ask(&admin_cl, "SHUTDOWN", &a);
+	CHECK_INT_EQ(shutdown_asked, SHUTDOWN_NOW);
+	ask(&admin_cl, "SHUTDOWN later", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
+}
+
+static void test_admin_db_names(void)
+{
+	CHECK(admin_is_admin_db("pgpulse"));
+	CHECK(admin_is_admin_db("pgbouncer"));
+	CHECK(!admin_is_admin_db("PgBouncer"));
+	CHECK(!admin_is_admin_db("app"));
+	CHECK(!admin_is_admin_db(NULL));
+}
+
+int main(void)
+{
+	log_setup(0, true);
+	setenv("TZ", "UTC", 1);
+	tzset();
+
+	RUN(test_command_words_are_split_and_semicolon_is_optional);
+	RUN(test_blank_query_is_empty);
+	RUN(test_garbled_commands_are_refused);
+	RUN(test_set_takes_equals_or_to_and_quoted_values);
+	RUN(test_show_pools_has_pgbouncer_columns_and_counts);
+	RUN(test_show_clients_lists_pool_and_admin_clients_not_logins);
+	RUN(test_show_servers_uses_pgbouncer_state_words);
+	RUN(test_show_databases_resolves_defaults);
+	RUN(test_show_users);
+	RUN(test_show_stats_totals_and_averages_since_start);
+	RUN(test_stats_window_moves_after_stats_period);
+	RUN(test_show_lists_rows);
+	RUN(test_show_mem_reports_buffers);
+	RUN(test_show_config_lists_parameters_by_name);
+	RUN(test_show_version_and_help);
+	RUN(test_unknown_command_is_a_syntax_error);
+	RUN(test_empty_query_gets_empty_query_response);
+	RUN(test_stats_user_may_show_but_not_change);
+	RUN(test_later_commands_say_not_supported_yet);
+	RUN(test_set_changes_the_running_configuration);
+	RUN(test_reload_and_shutdown);
+	RUN(test_admin_db_names);
+	return UNIT_REPORT("admin");
+}

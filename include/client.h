@@ -42,6 +42,7 @@ struct client {
 
 	struct pool *pool;
 	struct pool_db *db;
+	struct pool_user *login_user; /* the user it logged in as: its [users] overrides */
 	struct server *server;      /* linked server, or NULL */
 
 	char user[64];
@@ -63,6 +64,8 @@ struct client {
 	struct scram_server *scram;
 	bool is_admin;
 	bool admin_may_change;      /* admin_users, not just stats_users */
+	int admin_wait;             /* enum control_wait: a console command not answered yet */
+	struct pool_db *admin_wait_db;
 
 	/* request tracking while linked */
 	int pending_syncs;          /* requests forwarded whose ReadyForQuery is due */
@@ -73,7 +76,8 @@ struct client {
 	int64_t request_time;       /* monotonic: state change or last request */
 	int64_t wait_start;         /* monotonic, when it began waiting */
 	int64_t xact_start;         /* monotonic */
-	int64_t query_start;
+	int64_t query_start;        /* monotonic: the running request was forwarded */
+	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
 	bool counted_in_db;         /* included in db->client_count */
 	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */
 	uint64_t bytes_out_counted;

@@ -18,6 +18,9 @@ bool listener_open_all(char *err, size_t errlen);
 /* stop accepting (shutdown); the sockets are closed and the unix file removed */
 void listener_close_all(void);
 
+/* stop or restart accepting new connections (SUSPEND), sockets stay open */
+void listener_set_accepting(bool accepting);
+
 /* number of open listening sockets */
 int listener_count(void);
 

@@ -58,7 +58,9 @@ struct pool_db {
 	int pool_size;
 	int min_pool_size;
 	int reserve_pool_size;
+	int overflow_pool_size;
 	int max_db_connections;
+	int max_db_client_connections;
 	int pool_mode;              /* -1: user's or global */
 	char *connect_query;
 	struct param_list startup;  /* client_encoding, datestyle, ... sent at connect */
@@ -71,11 +73,21 @@ struct pool_db {
 	int client_count;           /* clients connected to this database */
 };
 
+/* a user, with its [users] overrides (-1: not set), refreshed on reload */
 struct pool_user {
 	struct list node;           /* worker->users */
 	char *name;
-	int pool_mode;              /* -1: not set */
+	int pool_mode;
+	int pool_size;
+	int reserve_pool_size;
 	int max_user_connections;
+	int max_user_client_connections;
+	int64_t query_timeout;
+	int64_t query_wait_timeout;
+	int64_t idle_transaction_timeout;
+	int64_t client_idle_timeout;
+	int64_t transaction_timeout;
+	int client_count;           /* clients logged in as this user */
 	/* SCRAM keys learned when a client authenticated with a SCRAM secret */
 	uint8_t scram_client_key[SCRAM_KEY_LEN];
 	uint8_t scram_server_key[SCRAM_KEY_LEN];
@@ -91,6 +103,20 @@ struct pool_stats {
 	uint64_t query_time;
 	uint64_t wait_time;
 	uint64_t server_assignments;
+	uint64_t servers_opened;
+	uint64_t servers_closed;
+	uint64_t overflow_opened;    /* connections opened beyond the base size */
+	uint64_t reserve_opened;     /* ... beyond base + overflow, after reserve_pool_timeout */
+};
+
+/* the sizes in force for a pool: overrides resolved, 0 = none */
+struct pool_limits {
+	int base;        /* default_pool_size (user, then database, then global) */
+	int min;         /* min_pool_size */
+	int overflow;    /* overflow_pool_size */
+	int reserve;     /* reserve_pool_size */
+	int max_db;      /* max_db_connections, 0 = unlimited */
+	int max_user;    /* max_user_connections, 0 = unlimited */
 };
 
 struct pool {
@@ -123,8 +149,10 @@ struct pool {
 	int pool_mode;              /* resolved: db, then user, then global */
 };
 
-/* find or create */
+/* find or create (from the "*" entry) */
 struct pool_db *pool_find_db(const char *name);
+/* find an existing, configured database only */
+struct pool_db *pool_lookup_db(const char *name);
 struct pool_user *pool_find_user(const char *name, bool create);
 struct pool *pool_get(struct pool_db *db, struct pool_user *user);
 
@@ -133,6 +161,12 @@ void pool_apply_config(void);
 
 int pool_server_count(const struct pool *p);
 int pool_effective_size(const struct pool *p);
+struct pool_limits pool_limits_of(const struct pool *p);
+/* servers open beyond the base size, split into the tiers they occupy */
+void pool_tier_use(const struct pool *p, int *overflow_in_use, int *reserve_in_use);
+
+/* a value from the client's [users] entry when set (>= 0), else the global one */
+int64_t pool_user_setting(const struct pool_user *u, int64_t user_value, int64_t global_value);
 
 /*
  * A client needs a server. Links one at once when one is idle (returns
@@ -154,6 +188,9 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 
 /* open server connections when the pool is below what waiting clients need */
 void pool_launch_if_needed(struct pool *p);
+
+/* open connections up to min_pool_size */
+void pool_fill_min(struct pool *p);
 
 /* close idle servers of a database (RECONNECT, config change) */
 void pool_close_idle_servers(struct pool *p, const char *reason);

@@ -53,6 +53,7 @@ struct server {
 	int64_t connect_start;      /* monotonic */
 	int64_t last_used;          /* monotonic: when it last went idle */
 	int64_t link_time;          /* monotonic: when it was linked */
+	int64_t cancel_sent_at;     /* monotonic: query_timeout sent a cancel, 0 if not */
 	char addr[64];
 };
 

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "proto.h"
+#include "util.h"
 
 struct stream;
 
@@ -56,6 +57,7 @@ struct stream_ops {
 };
 
 struct stream {
+	struct list all_node;       /* every open stream, for SUSPEND */
 	int fd;
 	struct event ev_read;
 	struct event ev_write;
@@ -81,6 +83,7 @@ struct stream {
 	bool connecting;
 	bool dead;          /* closed; waiting to be freed by its owner */
 	bool in_process;    /* stream_process is on the stack */
+	bool never_suspend; /* the admin console that must hear RESUME */
 
 	uint64_t bytes_in;
 	uint64_t bytes_out;
@@ -108,6 +111,13 @@ void stream_set_peer(struct stream *s, struct stream *peer);
 struct pktbuf *stream_out(struct stream *s);
 /* try to send the queued messages now; false if the socket failed */
 bool stream_send_out(struct stream *s);
+
+/* SUSPEND: stop (or restart) reading every stream but the exempt ones */
+void stream_set_suspended(bool suspended);
+/* streams holding bytes not yet written to their sockets */
+int stream_pending_count(void);
+/* end every stream that still holds unwritten bytes; returns how many */
+int stream_close_unflushed(void);
 
 /* continue after PKT_PAUSE */
 void stream_resume(struct stream *s);

@@ -36,6 +36,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "control.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
@@ -809,6 +810,9 @@ static void show_pools(struct client *c, const char *arg)
 		{ "maxwait", OID_INT4 },
 		{ "maxwait_us", OID_INT4 },
 		{ "pool_mode", OID_TEXT },
+		/* pgpulse's own: servers open beyond the base size, by the tier they occupy */
+		{ "sv_overflow", OID_INT4 },
+		{ "sv_reserve", OID_INT4 },
 	};
 	struct result r;
 	int64_t now = now_usec();
@@ -843,6 +847,10 @@ static void show_pools(struct client *c, const char *arg)
 		row_int(&r, maxwait / 1000000);
 		row_int(&r, maxwait % 1000000);
 		row_text(&r, cfg_pool_mode_name(p->pool_mode));
+		int overflow_in_use, reserve_in_use;
+		pool_tier_use(p, &overflow_in_use, &reserve_in_use);
+		row_int(&r, overflow_in_use);
+		row_int(&r, reserve_in_use);
 		row_end(&r);
 	}
 	free(pools);
@@ -877,6 +885,8 @@ static void show_databases(struct client *c, const char *arg)
 		{ "disabled", OID_INT4 },
 		/* pgpulse's own */
 		{ "overflow_pool_size", OID_INT4 },
+		{ "overflow_in_use", OID_INT4 },
+		{ "reserve_in_use", OID_INT4 },
 	};
 	const struct cfg *cfg = worker->cfg;
 	struct result r;
@@ -887,13 +897,18 @@ static void show_databases(struct client *c, const char *arg)
 	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
 	for (int i = 0; i < n; i++) {
 		const struct pool_db *db = dbs[i];
-		int current = 0;
+		int current = 0, overflow_in_use = 0, reserve_in_use = 0;
 		struct list *pos;
 		list_for_each(pos, &worker->pools)
 		{
 			const struct pool *p = container_of(pos, struct pool, node);
-			if (p->db == db)
-				current += servers_of_pool(p);
+			if (p->db != db)
+				continue;
+			int o, rs;
+			current += servers_of_pool(p);
+			pool_tier_use(p, &o, &rs);
+			overflow_in_use += o;
+			reserve_in_use += rs;
 		}
 		if (db->is_admin) {
 			/* the console: no server behind it (PgBouncer shows its own port) */
@@ -912,11 +927,11 @@ static void show_databases(struct client *c, const char *arg)
 			row_int(&r, 0);
 			row_int(&r, 0);
 			row_int(&r, 0);
+			row_int(&r, 0);
+			row_int(&r, 0);
 			row_end(&r);
 			continue;
 		}
-		const struct cfg_db *e = cfg_find_db(cfg, db->name);
-		int overflow = e ? e->overflow_pool_size : -1;
 		row_text(&r, db->name);
 		row_text_or_null(&r, db->host);
 		row_int(&r, db->port);
@@ -932,7 +947,9 @@ static void show_databases(struct client *c, const char *arg)
 		row_int(&r, current);
 		row_int(&r, db->paused ? 1 : 0);
 		row_int(&r, db->disabled ? 1 : 0);
-		row_int(&r, setting_or(overflow, cfg->overflow_pool_size));
+		row_int(&r, setting_or(db->overflow_pool_size, cfg->overflow_pool_size));
+		row_int(&r, overflow_in_use);
+		row_int(&r, reserve_in_use);
 		row_end(&r);
 	}
 	free(dbs);
@@ -1634,6 +1651,125 @@ static void cmd_shutdown(struct client *c, const char *arg)
 	worker_request_shutdown(mode);
 }
 
+/* the database a control command names; NULL with no argument (every database) */
+static bool control_target(struct client *c, const char *arg, struct pool_db **db)
+{
+	*db = NULL;
+	if (!arg[0])
+		return true;
+	*db = pool_lookup_db(arg);
+	if (!*db) {
+		admin_error(c, "3D000", "database \"%s\" does not exist", arg);
+		return false;
+	}
+	return true;
+}
+
+static void log_control(struct client *c, const char *verb, const char *arg)
+{
+	char what[320];
+	snprintf(what, sizeof(what), "%s%s%s", verb, arg[0] ? " " : "", arg);
+	log_admin_action(c, what);
+}
+
+static void cmd_pause(struct client *c, const char *arg)
+{
+	struct pool_db *db;
+	if (!control_target(c, arg, &db))
+		return;
+	log_control(c, "PAUSE", arg);
+	/* answered now, or by control_poll once no server serves a client */
+	if (control_pause(c, db))
+		command_done(stream_out(&c->st), "PAUSE");
+}
+
+static void cmd_resume(struct client *c, const char *arg)
+{
+	struct pool_db *db;
+	if (!control_target(c, arg, &db))
+		return;
+	log_control(c, "RESUME", arg);
+	control_resume(db);
+	command_done(stream_out(&c->st), "RESUME");
+}
+
+static void cmd_suspend(struct client *c, const char *arg)
+{
+	log_control(c, "SUSPEND", arg);
+	if (control_suspend(c))
+		command_done(stream_out(&c->st), "SUSPEND");
+}
+
+static void cmd_disable(struct client *c, const char *arg)
+{
+	struct pool_db *db;
+	if (!control_target(c, arg, &db))
+		return;
+	log_control(c, "DISABLE", arg);
+	control_set_disabled(db, true);
+	command_done(stream_out(&c->st), "DISABLE");
+}
+
+static void cmd_enable(struct client *c, const char *arg)
+{
+	struct pool_db *db;
+	if (!control_target(c, arg, &db))
+		return;
+	log_control(c, "ENABLE", arg);
+	control_set_disabled(db, false);
+	command_done(stream_out(&c->st), "ENABLE");
+}
+
+static void cmd_reconnect(struct client *c, const char *arg)
+{
+	struct pool_db *db;
+	if (!control_target(c, arg, &db))
+		return;
+	log_control(c, "RECONNECT", arg);
+	control_reconnect(db);
+	command_done(stream_out(&c->st), "RECONNECT");
+}
+
+static void cmd_kill(struct client *c, const char *arg)
+{
+	struct pool_db *db;
+	if (!control_target(c, arg, &db))
+		return;
+	log_control(c, "KILL", arg);
+	control_kill(db);
+	command_done(stream_out(&c->st), "KILL");
+}
+
+static void cmd_kill_client(struct client *c, const char *arg)
+{
+	char *end = NULL;
+	unsigned long long id = strtoull(arg, &end, 10);
+	if (!end || *end || end == arg) {
+		admin_error(c, SQLSTATE_SYNTAX, "KILL_CLIENT takes a client id (the id column of SHOW CLIENTS)");
+		return;
+	}
+	if (id == c->id) {
+		admin_error(c, "22023", "KILL_CLIENT: that is this connection");
+		return;
+	}
+	log_control(c, "KILL_CLIENT", arg);
+	if (!control_kill_client(id)) {
+		admin_error(c, "22023", "no client with id %llu", id);
+		return;
+	}
+	command_done(stream_out(&c->st), "KILL_CLIENT");
+}
+
+static void cmd_wait_close(struct client *c, const char *arg)
+{
+	struct pool_db *db;
+	if (!control_target(c, arg, &db))
+		return;
+	log_control(c, "WAIT_CLOSE", arg);
+	if (control_wait_close(c, db))
+		command_done(stream_out(&c->st), "WAIT_CLOSE");
+}
+
 /* a PgBouncer command pgpulse does not have yet (the dispatcher names it in the error) */
 static void cmd_not_yet(struct client *c, const char *arg)
 {
@@ -1739,16 +1875,15 @@ struct command_entry {
 static const struct command_entry command_table[] = {
 	{ "reload", cmd_reload, ARG_NONE },
 	{ "shutdown", cmd_shutdown, ARG_OPTIONAL },
-	/* PgBouncer's, for a later issue */
-	{ "pause", cmd_not_yet, ARG_OPTIONAL },
-	{ "resume", cmd_not_yet, ARG_OPTIONAL },
-	{ "suspend", cmd_not_yet, ARG_NONE },
-	{ "disable", cmd_not_yet, ARG_REQUIRED },
-	{ "enable", cmd_not_yet, ARG_REQUIRED },
-	{ "reconnect", cmd_not_yet, ARG_OPTIONAL },
-	{ "kill", cmd_not_yet, ARG_OPTIONAL },
-	{ "kill_client", cmd_not_yet, ARG_REQUIRED },
-	{ "wait_close", cmd_not_yet, ARG_OPTIONAL },
+	{ "pause", cmd_pause, ARG_OPTIONAL },
+	{ "resume", cmd_resume, ARG_OPTIONAL },
+	{ "suspend", cmd_suspend, ARG_NONE },
+	{ "disable", cmd_disable, ARG_REQUIRED },
+	{ "enable", cmd_enable, ARG_REQUIRED },
+	{ "reconnect", cmd_reconnect, ARG_OPTIONAL },
+	{ "kill", cmd_kill, ARG_OPTIONAL },
+	{ "kill_client", cmd_kill_client, ARG_REQUIRED },
+	{ "wait_close", cmd_wait_close, ARG_OPTIONAL },
 };
 
 static void upper_copy(char *dst, size_t size, const char *src)

@@ -188,8 +188,10 @@ void client_close(struct client *c, const char *reason)
 		pool_forget_waiting(c);
 	detach_server_of_leaving_client(c);
 	c->server = NULL;
-	if (c->counted_in_db)
+	if (c->counted_in_db) {
 		c->db->client_count--;
+		c->login_user->client_count--;
+	}
 	list_remove(&c->node);
 	c->state = CL_CLOSED;
 	stream_close(&c->st);
@@ -348,6 +350,30 @@ static void fail_password(struct client *c)
 	client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
+/* max_db_client_connections and max_user_client_connections (the admin console is exempt) */
+static bool within_client_limits(struct client *c)
+{
+	const struct cfg *cfg = worker->cfg;
+	c->login_user = pool_find_user(c->user, true);
+	if (c->is_admin)
+		return true;
+	int db_limit = c->db->max_db_client_connections >= 0 ? c->db->max_db_client_connections
+							       : cfg->max_db_client_connections;
+	if (db_limit > 0 && c->db->client_count >= db_limit) {
+		client_fatal(c, "53300", "no more connections allowed to database \"%s\" (max_db_client_connections = %d)",
+			     c->db->name, db_limit);
+		return false;
+	}
+	int user_limit = (int)pool_user_setting(c->login_user, c->login_user->max_user_client_connections,
+						cfg->max_user_client_connections);
+	if (user_limit > 0 && c->login_user->client_count >= user_limit) {
+		client_fatal(c, "53300", "no more connections allowed for user \"%s\" (max_user_client_connections = %d)",
+			     c->user, user_limit);
+		return false;
+	}
+	return true;
+}
+
 /* everything after authentication: the pool, and the hello when it can be said */
 static void enter_pool(struct client *c)
 {
@@ -356,7 +382,10 @@ static void enter_pool(struct client *c)
 	c->auth_step = CA_NONE;
 	free(c->secret);
 	c->secret = NULL;
+	if (!within_client_limits(c))
+		return;
 	c->db->client_count++;
+	c->login_user->client_count++;
 	c->counted_in_db = true;
 	if (c->is_admin) {
 		client_finish_login(c);
@@ -710,6 +739,7 @@ void client_finish_login(struct client *c)
 	list_remove(&c->node);
 	c->state = CL_ACTIVE;
 	c->request_time = now_usec();
+	c->idle_since = c->request_time;
 	if (c->pool)
 		list_append(&c->pool->active_clients, &c->node);
 	else
@@ -724,6 +754,8 @@ void client_finish_login(struct client *c)
 
 static enum pkt_action handle_admin_packet(struct client *c, struct pkt *pkt)
 {
+	if (c->admin_wait)
+		return PKT_PAUSE; /* the previous command is not answered yet */
 	switch (pkt->type) {
 	case 'X':
 		client_close(c, "client sent Terminate");

@@ -11,6 +11,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "control.h"
 #include "pool.h"
 #include "util.h"
 #include "worker.h"
@@ -44,6 +45,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	{
 		pool_janitor(container_of(pos, struct pool, node), now);
 	}
+	control_poll();
 	worker_check_shutdown();
 }
 

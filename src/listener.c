@@ -217,6 +217,16 @@ void listener_close_all(void)
 	g_count = 0;
 }
 
+void listener_set_accepting(bool accepting)
+{
+	for (int i = 0; i < g_count; i++) {
+		if (accepting)
+			event_add(g_listeners[i].ev, NULL);
+		else
+			event_del(g_listeners[i].ev);
+	}
+}
+
 int listener_count(void)
 {
 	return g_count;

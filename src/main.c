@@ -23,6 +23,7 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "control.h"
 #include "janitor.h"
 #include "listener.h"
 #include "log.h"
@@ -188,6 +189,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		log_info("got SIGQUIT: immediate shutdown");
 		worker_request_shutdown(SHUTDOWN_NOW);
 		break;
+	case SIGUSR1:
+		log_info("got SIGUSR1: pausing every database");
+		control_pause(NULL, NULL);
+		break;
+	case SIGUSR2:
+		log_info("got SIGUSR2: resuming");
+		control_resume(NULL);
+		break;
 	default:
 		break;
 	}
@@ -195,7 +204,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void install_signals(void)
 {
-	static const int sigs[] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT };
+	static const int sigs[] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2 };
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		struct event *ev = evsignal_new(worker->base, sigs[i], on_signal, NULL);

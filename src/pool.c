@@ -113,7 +113,9 @@ static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char
 	db->pool_size = e->pool_size;
 	db->min_pool_size = e->min_pool_size;
 	db->reserve_pool_size = e->reserve_pool_size;
+	db->overflow_pool_size = e->overflow_pool_size;
 	db->max_db_connections = e->max_db_connections;
+	db->max_db_client_connections = e->max_db_client_connections;
 	db->pool_mode = e->pool_mode;
 	param_list_free(&db->startup);
 	if (e->client_encoding)
@@ -132,6 +134,7 @@ static struct pool_db *db_new(const char *name)
 	struct pool_db *db = xcalloc(1, sizeof(*db));
 	db->name = xstrdup(name);
 	db->pool_size = db->min_pool_size = db->reserve_pool_size = db->max_db_connections = -1;
+	db->overflow_pool_size = db->max_db_client_connections = -1;
 	db->pool_mode = -1;
 	list_append(&worker->databases, &db->node);
 	return db;
@@ -149,6 +152,12 @@ static struct pool_db *db_lookup(const char *name)
 	return NULL;
 }
 
+struct pool_db *pool_lookup_db(const char *name)
+{
+	struct pool_db *db = db_lookup(name);
+	return (db && !db->removed && !db->is_admin) ? db : NULL;
+}
+
 struct pool_db *pool_find_db(const char *name)
 {
 	struct pool_db *db = db_lookup(name);
@@ -161,6 +170,22 @@ struct pool_db *pool_find_db(const char *name)
 	db->from_fallback = strcmp(e->name, "*") == 0;
 	db_take_entry(db, e, name);
 	return db;
+}
+
+/* the [users] entry's overrides, or "not set" everywhere */
+static void user_take_entry(struct pool_user *u)
+{
+	const struct cfg_user *cu = cfg_find_user(worker->cfg, u->name);
+	u->pool_mode = cu ? cu->pool_mode : -1;
+	u->pool_size = cu ? cu->pool_size : -1;
+	u->reserve_pool_size = cu ? cu->reserve_pool_size : -1;
+	u->max_user_connections = cu ? cu->max_user_connections : -1;
+	u->max_user_client_connections = cu ? cu->max_user_client_connections : -1;
+	u->query_timeout = cu ? cu->query_timeout : -1;
+	u->query_wait_timeout = cu ? cu->query_wait_timeout : -1;
+	u->idle_transaction_timeout = cu ? cu->idle_transaction_timeout : -1;
+	u->client_idle_timeout = cu ? cu->client_idle_timeout : -1;
+	u->transaction_timeout = cu ? cu->transaction_timeout : -1;
 }
 
 struct pool_user *pool_find_user(const char *name, bool create)
@@ -176,21 +201,20 @@ struct pool_user *pool_find_user(const char *name, bool create)
 		return NULL;
 	struct pool_user *u = xcalloc(1, sizeof(*u));
 	u->name = xstrdup(name);
-	u->pool_mode = -1;
-	const struct cfg_user *cu = cfg_find_user(worker->cfg, name);
-	if (cu) {
-		u->pool_mode = cu->pool_mode;
-		u->max_user_connections = cu->max_user_connections;
-	}
+	user_take_entry(u);
 	list_append(&worker->users, &u->node);
 	return u;
 }
 
+int64_t pool_user_setting(const struct pool_user *u, int64_t user_value, int64_t global_value)
+{
+	return (u && user_value >= 0) ? user_value : global_value;
+}
+
 static int resolve_pool_mode(const struct pool_db *db, const struct pool_user *u)
 {
-	const struct cfg_user *cu = cfg_find_user(worker->cfg, u->name);
-	if (cu && cu->pool_mode >= 0)
-		return cu->pool_mode;
+	if (u->pool_mode >= 0)
+		return u->pool_mode;
 	if (db->pool_mode >= 0)
 		return db->pool_mode;
 	return worker->cfg->pool_mode;
@@ -252,6 +276,15 @@ void pool_apply_config(void)
 		if (strcmp(e->name, "*") != 0 && !db_lookup(e->name))
 			pool_find_db(e->name);
 	}
+	list_for_each(pos, &worker->users)
+		user_take_entry(container_of(pos, struct pool_user, node));
+	/* a database with a forced user has its pool (and min_pool_size) before any client */
+	list_for_each(pos, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		if (!db->is_admin && !db->removed && db->forced_user)
+			pool_get(db, pool_find_user(db->forced_user, true));
+	}
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
@@ -263,6 +296,7 @@ void pool_apply_config(void)
 			if (s->generation != p->db->generation)
 				s->close_when_released = true;
 		}
+		pool_fill_min(p);
 	}
 }
 
@@ -274,14 +308,99 @@ int pool_server_count(const struct pool *p)
 	       list_count(&p->new_servers);
 }
 
+static int first_set(int a, int b, int c)
+{
+	return a >= 0 ? a : (b >= 0 ? b : c);
+}
+
+struct pool_limits pool_limits_of(const struct pool *p)
+{
+	const struct cfg *cfg = worker->cfg;
+	const struct pool_db *db = p->db;
+	const struct pool_user *u = p->user;
+	struct pool_limits l;
+	l.base = first_set(u->pool_size, db->pool_size, cfg->default_pool_size);
+	l.min = first_set(db->min_pool_size, -1, cfg->min_pool_size);
+	l.overflow = first_set(db->overflow_pool_size, -1, cfg->overflow_pool_size);
+	l.reserve = first_set(u->reserve_pool_size, db->reserve_pool_size, cfg->reserve_pool_size);
+	l.max_db = first_set(db->max_db_connections, -1, cfg->max_db_connections);
+	l.max_user = first_set(u->max_user_connections, -1, cfg->max_user_connections);
+	if (l.min > l.base)
+		l.min = l.base;
+	return l;
+}
+
 int pool_effective_size(const struct pool *p)
 {
-	const struct cfg_user *cu = cfg_find_user(worker->cfg, p->user->name);
-	if (cu && cu->pool_size >= 0)
-		return cu->pool_size;
-	if (p->db->pool_size >= 0)
-		return p->db->pool_size;
-	return worker->cfg->default_pool_size;
+	return pool_limits_of(p).base;
+}
+
+void pool_tier_use(const struct pool *p, int *overflow_in_use, int *reserve_in_use)
+{
+	struct pool_limits l = pool_limits_of(p);
+	int beyond = pool_server_count(p) - l.base;
+	if (beyond < 0)
+		beyond = 0;
+	*overflow_in_use = beyond < l.overflow ? beyond : l.overflow;
+	*reserve_in_use = beyond - *overflow_in_use;
+}
+
+/* server connections of every pool of a database, or of a user */
+static int db_server_total(const struct pool_db *db)
+{
+	int n = 0;
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		if (p->db == db)
+			n += pool_server_count(p);
+	}
+	return n;
+}
+
+static int user_server_total(const struct pool_user *u)
+{
+	int n = 0;
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		if (p->user == u)
+			n += pool_server_count(p);
+	}
+	return n;
+}
+
+/* close the longest-idle server of another pool sharing the database (or user) */
+static bool close_idle_server_elsewhere(const struct pool *p, bool same_db)
+{
+	struct server *victim = NULL;
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+	{
+		struct pool *o = container_of(pos, struct pool, node);
+		if (o == p || (same_db ? o->db != p->db : o->user != p->user) || list_empty(&o->idle_servers))
+			continue;
+		struct server *s = container_of(list_first(&o->idle_servers), struct server, node);
+		if (!victim || s->last_used < victim->last_used)
+			victim = s;
+	}
+	if (!victim)
+		return false;
+	server_close(victim, same_db ? "max_db_connections: room for another pool of the database"
+				     : "max_user_connections: room for another pool of the user");
+	return true;
+}
+
+/* is there room under max_db_connections and max_user_connections (making it if it can) */
+static bool room_under_caps(const struct pool *p, const struct pool_limits *l)
+{
+	if (l->max_db > 0 && db_server_total(p->db) >= l->max_db && !close_idle_server_elsewhere(p, true))
+		return false;
+	if (l->max_user > 0 && user_server_total(p->user) >= l->max_user && !close_idle_server_elsewhere(p, false))
+		return false;
+	return true;
 }
 
 /* ---- assignment ---- */
@@ -303,12 +422,21 @@ static bool hand_server_to(struct server *s, struct client *c)
 	return false;
 }
 
+/* most recently used first: the others grow idle and the pool shrinks */
 static struct server *take_idle_server(struct pool *p)
 {
-	struct list *l = worker->cfg->server_round_robin ? list_first(&p->idle_servers) : p->idle_servers.prev;
-	if (l == &p->idle_servers || !l)
+	if (list_empty(&p->idle_servers))
 		return NULL;
+	struct list *l = worker->cfg->server_round_robin ? list_first(&p->idle_servers) : p->idle_servers.prev;
 	return container_of(l, struct server, node);
+}
+
+/* has the server sat idle long enough that server_check_query should test it */
+static bool server_needs_check(const struct server *s, int64_t now)
+{
+	const struct cfg *cfg = worker->cfg;
+	return cfg->server_check_query && *cfg->server_check_query && cfg->server_check_delay >= 0 &&
+	       now - s->last_used >= cfg->server_check_delay;
 }
 
 static bool pool_is_paused(const struct pool *p)
@@ -316,25 +444,36 @@ static bool pool_is_paused(const struct pool *p)
 	return p->db->paused || worker->paused_all;
 }
 
-bool pool_assign_server(struct client *c)
+static void start_waiting(struct client *c, int64_t now)
 {
-	struct pool *p = c->pool;
-	if (!pool_is_paused(p)) {
-		struct server *s = take_idle_server(p);
-		if (s)
-			return hand_server_to(s, c);
-	}
-	int64_t now = now_usec();
-	if (!pool_is_paused(p) && pool_server_count(p) == 0 && p->last_connect_failure &&
-	    now - p->last_connect_failure < worker->cfg->server_login_retry) {
-		/* the server is known to be unreachable: say so now, not at query_wait_timeout */
-		client_fatal(c, p->last_error_code[0] ? p->last_error_code : "08006", "%s", p->last_error);
-		return false;
-	}
 	list_remove(&c->node);
 	c->state = CL_WAITING;
 	c->wait_start = now;
-	list_append(&p->waiting_clients, &c->node);
+	list_append(&c->pool->waiting_clients, &c->node);
+}
+
+bool pool_assign_server(struct client *c)
+{
+	struct pool *p = c->pool;
+	int64_t now = now_usec();
+	if (!pool_is_paused(p)) {
+		struct server *s = take_idle_server(p);
+		if (s && !server_needs_check(s, now))
+			return hand_server_to(s, c);
+		if (s) {
+			/* tested first; pool_server_ready hands it to the longest waiting client */
+			start_waiting(c, now);
+			server_run_job(s, JOB_CHECK, worker->cfg->server_check_query);
+			return false;
+		}
+		if (pool_server_count(p) == 0 && p->last_connect_failure &&
+		    now - p->last_connect_failure < worker->cfg->server_login_retry) {
+			/* the server is known to be unreachable: say so now, not at query_wait_timeout */
+			client_fatal(c, p->last_error_code[0] ? p->last_error_code : "08006", "%s", p->last_error);
+			return false;
+		}
+	}
+	start_waiting(c, now);
 	pool_launch_if_needed(p);
 	return false;
 }
@@ -427,27 +566,87 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 	}
 }
 
-void pool_launch_if_needed(struct pool *p)
+/* ---- opening connections: the tiers ---- */
+
+enum tier { TIER_NONE, TIER_BASE, TIER_OVERFLOW, TIER_RESERVE };
+
+static int64_t oldest_wait_start(const struct pool *p)
+{
+	struct list *pos;
+	list_for_each(pos, &p->waiting_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		if (c->state == CL_WAITING)
+			return c->wait_start;
+	}
+	return 0;
+}
+
+/* which tier a new connection would come from now, if any */
+static enum tier next_tier(const struct pool *p, const struct pool_limits *l, int64_t now)
+{
+	int total = pool_server_count(p);
+	if (total < l->base)
+		return TIER_BASE;
+	if (total < l->base + l->overflow)
+		return TIER_OVERFLOW;
+	if (total < l->base + l->overflow + l->reserve) {
+		int64_t since = oldest_wait_start(p);
+		if (since && now - since >= worker->cfg->reserve_pool_timeout)
+			return TIER_RESERVE;
+	}
+	return TIER_NONE;
+}
+
+static bool may_connect_now(const struct pool *p, int64_t now)
 {
 	if (worker->shutdown == SHUTDOWN_NOW || pool_is_paused(p) || p->db->removed)
-		return;
-	int waiting = list_count(&p->waiting_clients);
-	if (waiting == 0)
-		return;
+		return false;
+	return !(p->last_connect_failure && now - p->last_connect_failure < worker->cfg->server_login_retry);
+}
+
+static bool open_connection(struct pool *p, enum tier tier)
+{
+	if (!server_connect(p))
+		return false;
+	p->stats.servers_opened++;
+	if (tier == TIER_OVERFLOW)
+		p->stats.overflow_opened++;
+	else if (tier == TIER_RESERVE)
+		p->stats.reserve_opened++;
+	if (tier != TIER_BASE)
+		log_info("%s/%s: opening an %s connection", p->db->name, p->user->name,
+			 tier == TIER_OVERFLOW ? "overflow" : "reserve");
+	return true;
+}
+
+void pool_launch_if_needed(struct pool *p)
+{
 	int64_t now = now_usec();
-	if (p->last_connect_failure && now - p->last_connect_failure < worker->cfg->server_login_retry)
+	int waiting = list_count(&p->waiting_clients);
+	if (waiting == 0 || !may_connect_now(p, now))
 		return;
+	struct pool_limits l = pool_limits_of(p);
 	int connecting = list_count(&p->new_servers);
-	int total = pool_server_count(p);
-	int size = pool_effective_size(p);
-	int busy = list_count(&p->active_servers) + list_count(&p->used_servers);
-	(void)busy;
-	while (connecting < waiting && total < size) {
-		if (!server_connect(p))
+	while (connecting < waiting) {
+		enum tier tier = next_tier(p, &l, now);
+		if (tier == TIER_NONE || !room_under_caps(p, &l))
+			return;
+		if (!open_connection(p, tier))
 			return;
 		connecting++;
-		total++;
 	}
+}
+
+void pool_fill_min(struct pool *p)
+{
+	int64_t now = now_usec();
+	if (!may_connect_now(p, now))
+		return;
+	struct pool_limits l = pool_limits_of(p);
+	while (pool_server_count(p) < l.min && room_under_caps(p, &l))
+		if (!open_connection(p, TIER_BASE))
+			return;
 }
 
 void pool_close_idle_servers(struct pool *p, const char *reason)
@@ -462,16 +661,25 @@ void pool_close_idle_servers(struct pool *p, const char *reason)
 
 /* ---- housekeeping ---- */
 
+/*
+ * Shrink: beyond the base size a server goes after overflow_idle_timeout
+ * idle, whichever tier opened it; within it, after server_idle_timeout,
+ * down to min_pool_size. The idle list is oldest-idle first.
+ */
 static void close_idle_servers_past_timeouts(struct pool *p, int64_t now)
 {
 	const struct cfg *cfg = worker->cfg;
+	struct pool_limits l = pool_limits_of(p);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &p->idle_servers)
 	{
 		struct server *s = container_of(pos, struct server, node);
-		if (cfg->server_idle_timeout > 0 && now - s->last_used > cfg->server_idle_timeout &&
-		    pool_server_count(p) > (p->db->min_pool_size >= 0 ? p->db->min_pool_size : cfg->min_pool_size))
-			server_close(s, "server idle timeout");
+		int total = pool_server_count(p);
+		int64_t idle = now - s->last_used;
+		if (total > l.base && idle >= cfg->overflow_idle_timeout)
+			server_close(s, "overflow_idle_timeout: beyond the base pool size and idle");
+		else if (cfg->server_idle_timeout > 0 && idle >= cfg->server_idle_timeout && total > l.min)
+			server_close(s, "server_idle_timeout");
 		else if (server_expired(s))
 			server_close(s, "server lifetime over or database changed");
 	}
@@ -484,9 +692,11 @@ static void fail_clients_past_timeouts(struct pool *p, int64_t now)
 	list_for_each_safe(pos, tmp, &p->waiting_clients)
 	{
 		struct client *c = container_of(pos, struct client, node);
-		if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout)
+		int64_t limit = pool_user_setting(c->login_user, c->login_user ? c->login_user->query_wait_timeout : -1,
+						  cfg->query_wait_timeout);
+		if (limit > 0 && now - c->wait_start > limit)
 			client_fatal(c, "08P01", "query_wait_timeout: no server connection became free within %.3g s",
-				     (double)cfg->query_wait_timeout / 1e6);
+				     (double)limit / 1e6);
 	}
 }
 
@@ -507,10 +717,61 @@ static void close_servers_stuck_connecting(struct pool *p, int64_t now)
 	}
 }
 
+/* query_timeout: cancel first; if the server does not stop within cancel_wait_timeout, close it */
+static void enforce_query_timeout(struct client *c, int64_t limit, int64_t now)
+{
+	struct server *s = c->server;
+	if (limit <= 0 || now - c->query_start <= limit)
+		return;
+	if (!s->cancel_sent_at) {
+		log_info("C-%llu %s/%s: query_timeout (%.3g s): cancelling the query on S-%llu",
+			 (unsigned long long)c->id, c->dbname, c->user, (double)limit / 1e6, (unsigned long long)s->id);
+		s->cancel_sent_at = now;
+		server_send_cancel(s);
+		return;
+	}
+	if (now - s->cancel_sent_at > worker->cfg->cancel_wait_timeout)
+		client_fatal(c, "57014", "query_timeout: the query ran longer than %.3g s and did not stop when cancelled",
+			     (double)limit / 1e6);
+}
+
+/* client_idle_timeout, idle_transaction_timeout, transaction_timeout, query_timeout */
+static void close_clients_past_timeouts(struct pool *p, int64_t now)
+{
+	const struct cfg *cfg = worker->cfg;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->active_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		const struct pool_user *u = c->login_user;
+		bool running = c->pending_syncs > 0 || c->mid_batch;
+		bool in_xact = c->xact_status != 'I';
+		int64_t idle_limit = pool_user_setting(u, u ? u->client_idle_timeout : -1, cfg->client_idle_timeout);
+		int64_t itx_limit = pool_user_setting(u, u ? u->idle_transaction_timeout : -1, cfg->idle_transaction_timeout);
+		int64_t tx_limit = pool_user_setting(u, u ? u->transaction_timeout : -1, cfg->transaction_timeout);
+		int64_t q_limit = pool_user_setting(u, u ? u->query_timeout : -1, cfg->query_timeout);
+		if (c->server && running) {
+			enforce_query_timeout(c, q_limit, now);
+			if (c->state == CL_CLOSED)
+				continue;
+		}
+		if (in_xact && tx_limit > 0 && c->xact_start && now - c->xact_start > tx_limit)
+			client_fatal(c, "25P04", "transaction_timeout: transaction open longer than %.3g s",
+				     (double)tx_limit / 1e6);
+		else if (!running && in_xact && itx_limit > 0 && now - c->idle_since > itx_limit)
+			client_fatal(c, "25P03", "idle_transaction_timeout: idle in transaction longer than %.3g s",
+				     (double)itx_limit / 1e6);
+		else if (!running && !in_xact && idle_limit > 0 && now - c->idle_since > idle_limit)
+			client_fatal(c, "57P05", "client_idle_timeout: idle longer than %.3g s", (double)idle_limit / 1e6);
+	}
+}
+
 void pool_janitor(struct pool *p, int64_t now)
 {
+	close_clients_past_timeouts(p, now);
 	close_servers_stuck_connecting(p, now);
 	fail_clients_past_timeouts(p, now);
 	close_idle_servers_past_timeouts(p, now);
 	pool_launch_if_needed(p);
+	pool_fill_min(p);
 }

@@ -554,6 +554,9 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 		c->pending_syncs--;
 	struct pool *p = s->pool;
 	int64_t now = now_usec();
+	c->idle_since = now;
+	if (c->pending_syncs == 0)
+		s->cancel_sent_at = 0;
 	p->stats.query_count++;
 	p->stats.bytes_received += c->st.bytes_in - c->bytes_in_counted;
 	p->stats.bytes_sent += c->st.bytes_out - c->bytes_out_counted;

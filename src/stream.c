@@ -31,6 +31,8 @@
 /* ---- buffer cache: idle connections hold no buffer ---- */
 
 static uint32_t g_buf_size = 8192;
+static struct list g_all_streams = { &g_all_streams, &g_all_streams };
+static bool g_suspended;
 static void **g_free_bufs;
 static int g_free_count, g_free_cap, g_used_count;
 
@@ -134,6 +136,7 @@ static void stream_process(struct stream *s);
 void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner)
 {
 	memset(s, 0, sizeof(*s));
+	list_append(&g_all_streams, &s->all_node);
 	s->fd = fd;
 	s->ops = ops;
 	s->owner = owner;
@@ -145,6 +148,8 @@ void stream_init(struct stream *s, struct event_base *base, int fd, const struct
 
 void stream_start_reading(struct stream *s)
 {
+	if (g_suspended && !s->never_suspend)
+		return;
 	if (!s->read_on && !s->dead && !s->connecting) {
 		event_add(&s->ev_read, NULL);
 		s->read_on = true;
@@ -185,6 +190,7 @@ void stream_close(struct stream *s)
 	if (s->dead)
 		return;
 	s->dead = true;
+	list_remove(&s->all_node);
 	stream_stop_reading(s);
 	write_wanted(s, false);
 	if (s->fd >= 0)
@@ -456,6 +462,59 @@ static void stream_process(struct stream *s)
 		stream_stop_reading(s); /* nowhere to put more until resumed */
 	else
 		stream_start_reading(s);
+}
+
+static bool is_blocked(const struct stream *s);
+
+void stream_set_suspended(bool suspended)
+{
+	struct list *pos;
+	g_suspended = suspended;
+	list_for_each(pos, &g_all_streams)
+	{
+		struct stream *s = container_of(pos, struct stream, all_node);
+		if (s->never_suspend)
+			continue;
+		if (suspended)
+			stream_stop_reading(s);
+		else if (!is_blocked(s))
+			stream_start_reading(s);
+	}
+}
+
+static bool holds_unwritten(const struct stream *s)
+{
+	return !s->never_suspend && (s->spos < s->rpos || s->out.len > 0);
+}
+
+int stream_pending_count(void)
+{
+	int n = 0;
+	struct list *pos;
+	list_for_each(pos, &g_all_streams)
+		n += holds_unwritten(container_of(pos, struct stream, all_node));
+	return n;
+}
+
+int stream_close_unflushed(void)
+{
+	int n = 0;
+	/* closing one stream may close its peer too: rescan after each */
+	for (bool again = true; again;) {
+		again = false;
+		struct list *pos;
+		list_for_each(pos, &g_all_streams)
+		{
+			struct stream *s = container_of(pos, struct stream, all_node);
+			if (holds_unwritten(s)) {
+				n++;
+				s->ops->on_end(s, STREAM_ERROR);
+				again = true;
+				break;
+			}
+		}
+	}
+	return n;
 }
 
 void stream_resume(struct stream *s)

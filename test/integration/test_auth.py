@@ -108,7 +108,7 @@ class RawClient:
             if mtype == b"Z":
                 return self
             if mtype == b"S":
-                k, v = body.rstrip(b"\0").split(b"\0")
+                k, v = body.split(b"\0")[:2]
                 self.params[k.decode()] = v.decode()
                 continue
             if mtype != b"R":
@@ -465,11 +465,14 @@ def test_scram_passthrough_logs_in_with_the_clients_keys(pgpulse, pg, app_scram_
     pp = pgpulse(ini("scram-sha-256"), {"app": app_scram_verifier})
     mark = pg.log_mark()
     a = pp.connect(user="app", password="app_pw")
-    a.execute("SELECT 1")  # a transaction is open: a holds a server connection
+    # a's transaction stays open, so b needs a second server connection
+    a_pid, a_user = a.execute("SELECT pg_backend_pid(), current_user").fetchone()
     b = pp.connect(user="app", password="app_pw")
-    assert b.execute("SELECT current_user").fetchone() == ("app",)  # needs a second one
-    assert len(pg.backends(dbname="appdb", user="app")) == 2
+    b_pid, b_user = b.execute("SELECT pg_backend_pid(), current_user").fetchone()
+    assert (a_user, b_user) == ("app", "app")
+    assert a_pid != b_pid
     a.rollback()
+    b.rollback()
     pg_log_shows_login(pg, mark, "app", "scram-sha-256")
 
 

@@ -45,6 +45,90 @@ struct pktbuf *stream_out(struct stream *s)
 	return &s->out;
 }
 
+/* control: record what the console asked for */
+static struct {
+	int calls;
+	char verb[32];
+	const struct pool_db *db;
+	uint64_t client_id;
+	bool answer_now;
+} ctl;
+
+static void ctl_note(const char *verb, const struct pool_db *db)
+{
+	ctl.calls++;
+	snprintf(ctl.verb, sizeof(ctl.verb), "%s", verb);
+	ctl.db = db;
+}
+
+bool control_pause(struct client *admin, struct pool_db *db)
+{
+	(void)admin;
+	ctl_note("pause", db);
+	return ctl.answer_now;
+}
+
+void control_resume(struct pool_db *db)
+{
+	ctl_note("resume", db);
+}
+
+bool control_suspend(struct client *admin)
+{
+	(void)admin;
+	ctl_note("suspend", NULL);
+	return ctl.answer_now;
+}
+
+void control_set_disabled(struct pool_db *db, bool disabled)
+{
+	ctl_note(disabled ? "disable" : "enable", db);
+}
+
+void control_reconnect(struct pool_db *db)
+{
+	ctl_note("reconnect", db);
+}
+
+void control_kill(struct pool_db *db)
+{
+	ctl_note("kill", db);
+}
+
+bool control_kill_client(uint64_t id)
+{
+	ctl_note("kill_client", NULL);
+	ctl.client_id = id;
+	return id == 12;
+}
+
+bool control_wait_close(struct client *admin, struct pool_db *db)
+{
+	(void)admin;
+	ctl_note("wait_close", db);
+	return ctl.answer_now;
+}
+
+/* the real split lives in pool.c; here: two beyond a base of 2, one of them overflow */
+void pool_tier_use(const struct pool *p, int *overflow_in_use, int *reserve_in_use)
+{
+	(void)p;
+	*overflow_in_use = 1;
+	*reserve_in_use = 1;
+}
+
+struct pool_db *pool_lookup_db(const char *name)
+{
+	struct list *pos;
+	list_for_each(pos, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		if (!db->is_admin && strcmp(db->name, name) == 0)
+			return db;
+	}
+	return NULL;
+}
+
 void stream_buffer_stats(int *used, int *free_count, uint32_t *size)
 {
 	*used = 3;
@@ -467,10 +551,12 @@ static void test_show_pools_has_pgbouncer_columns_and_counts(void)
 		"maxwait",
 		"maxwait_us",
 		"pool_mode",
+		"sv_overflow",
+		"sv_reserve",
 	};
 	setup();
 	ask(&admin_cl, "SHOW POOLS;", &a);
-	check_columns(&a, want, 16);
+	check_columns(&a, want, 18);
 	CHECK_INT_EQ(a.types[col(&a, "cl_active")], OID_INT4);
 	CHECK_INT_EQ(a.nrows, 1);
 	CHECK_STR_EQ(cell(&a, "app", "user"), "alice");
@@ -484,6 +570,8 @@ static void test_show_pools_has_pgbouncer_columns_and_counts(void)
 	CHECK_STR_EQ(cell(&a, "app", "maxwait"), "2");
 	CHECK(atoi(cell(&a, "app", "maxwait_us")) >= 500000);
 	CHECK_STR_EQ(cell(&a, "app", "pool_mode"), "transaction");
+	CHECK_STR_EQ(cell(&a, "app", "sv_overflow"), "1");
+	CHECK_STR_EQ(cell(&a, "app", "sv_reserve"), "1");
 	CHECK_STR_EQ(a.tag, "SHOW");
 }
 
@@ -579,10 +667,12 @@ static void test_show_databases_resolves_defaults(void)
 		"paused",
 		"disabled",
 		"overflow_pool_size",
+		"overflow_in_use",
+		"reserve_in_use",
 	};
 	setup();
 	ask(&admin_cl, "SHOW DATABASES", &a);
-	check_columns(&a, want, 15);
+	check_columns(&a, want, 17);
 	CHECK_INT_EQ(a.nrows, 2);
 	CHECK_STR_EQ(a.rows[0][0], "app"); /* by name */
 	CHECK_STR_EQ(cell(&a, "app", "database"), "appdb");
@@ -764,18 +854,58 @@ static void test_stats_user_may_show_but_not_change(void)
 	CHECK_STR_EQ(a.sqlstate, "42501");
 }
 
-static void test_later_commands_say_not_supported_yet(void)
+static void test_control_commands_reach_the_named_database(void)
 {
 	setup();
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.answer_now = true;
 	ask(&admin_cl, "PAUSE app", &a);
-	CHECK_STR_EQ(a.sqlstate, "0A000");
-	CHECK_STR_EQ(a.error, "PAUSE is not supported yet");
-	ask(&admin_cl, "kill_client 12", &a);
-	CHECK_STR_EQ(a.sqlstate, "0A000");
-	ask(&admin_cl, "SHOW SOCKETS", &a);
-	CHECK_STR_EQ(a.sqlstate, "0A000");
+	CHECK_STR_EQ(a.tag, "PAUSE");
+	CHECK_STR_EQ(ctl.verb, "pause");
+	CHECK(ctl.db == &db_app);
+	ask(&admin_cl, "resume", &a);
+	CHECK_STR_EQ(a.tag, "RESUME");
+	CHECK(ctl.db == NULL); /* every database */
+	ask(&admin_cl, "DISABLE app", &a);
+	CHECK_STR_EQ(a.tag, "DISABLE");
+	CHECK_STR_EQ(ctl.verb, "disable");
+	ask(&admin_cl, "RECONNECT", &a);
+	CHECK_STR_EQ(ctl.verb, "reconnect");
+	ask(&admin_cl, "KILL app", &a);
+	CHECK_STR_EQ(a.tag, "KILL");
+	CHECK(ctl.db == &db_app);
+	ask(&admin_cl, "KILL_CLIENT 12", &a);
+	CHECK_STR_EQ(a.tag, "KILL_CLIENT");
+	CHECK_INT_EQ(ctl.client_id, 12);
+}
+
+static void test_control_commands_refuse_unknown_targets(void)
+{
+	setup();
+	memset(&ctl, 0, sizeof(ctl));
+	ask(&admin_cl, "PAUSE nosuchdb", &a);
+	CHECK_STR_EQ(a.sqlstate, "3D000");
+	CHECK_INT_EQ(ctl.calls, 0);
+	ask(&admin_cl, "KILL_CLIENT 99", &a);
+	CHECK_STR_EQ(a.sqlstate, "22023");
+	ask(&admin_cl, "KILL_CLIENT abc", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
 	ask(&admin_cl, "DISABLE", &a); /* needs a database */
 	CHECK_STR_EQ(a.sqlstate, "42601");
+	ask(&admin_cl, "SHOW SOCKETS", &a);
+	CHECK_STR_EQ(a.sqlstate, "0A000");
+}
+
+static void test_waiting_command_writes_no_answer_yet(void)
+{
+	setup();
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.answer_now = false;
+	pktbuf_reset(&admin_cl.st.out);
+	admin_handle_query(&admin_cl, "PAUSE");
+	CHECK_STR_EQ(ctl.verb, "pause");
+	/* no CommandComplete, no ReadyForQuery: control_poll answers later */
+	CHECK_INT_EQ(admin_cl.st.out.len, 0);
 }
 
 static void test_set_changes_the_running_configuration(void)
@@ -862,7 +992,9 @@ int main(void)
 	RUN(test_unknown_command_is_a_syntax_error);
 	RUN(test_empty_query_gets_empty_query_response);
 	RUN(test_stats_user_may_show_but_not_change);
-	RUN(test_later_commands_say_not_supported_yet);
+	RUN(test_control_commands_reach_the_named_database);
+	RUN(test_control_commands_refuse_unknown_targets);
+	RUN(test_waiting_command_writes_no_answer_yet);
 	RUN(test_set_changes_the_running_configuration);
 	RUN(test_reload_and_shutdown);
 	RUN(test_admin_db_names);

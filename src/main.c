@@ -139,7 +139,9 @@ static void warn_about_restart_only_changes(const struct cfg *old, const struct 
 
 bool worker_reload(char *err, size_t errlen)
 {
-	const char *path = worker->cfg->conffile;
+	char path[4096];
+	/* a copy: the old configuration, which owns the string, is freed below */
+	str_copy(path, worker->cfg->conffile, sizeof(path));
 	struct cfg *fresh = cfg_load(path, err, errlen);
 	if (!fresh) {
 		log_error("reload failed, keeping the running configuration: %s", err);

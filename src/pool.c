@@ -422,6 +422,13 @@ static bool hand_server_to(struct server *s, struct client *c)
 	return false;
 }
 
+static bool server_expired(const struct server *s)
+{
+	int64_t lifetime = worker->cfg->server_lifetime;
+	return s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed ||
+	       (lifetime > 0 && now_usec() - s->connect_start > lifetime);
+}
+
 /* most recently used first: the others grow idle and the pool shrinks */
 static struct server *take_idle_server(struct pool *p)
 {
@@ -458,6 +465,11 @@ bool pool_assign_server(struct client *c)
 	int64_t now = now_usec();
 	if (!pool_is_paused(p)) {
 		struct server *s = take_idle_server(p);
+		while (s && server_expired(s)) {
+			/* the database moved (RELOAD) or the server is past server_lifetime */
+			server_close(s, "server lifetime over or database changed");
+			s = take_idle_server(p);
+		}
 		if (s && !server_needs_check(s, now))
 			return hand_server_to(s, c);
 		if (s) {
@@ -497,13 +509,6 @@ static struct client *first_waiting_for_server(struct pool *p)
 			return c;
 	}
 	return NULL;
-}
-
-static bool server_expired(const struct server *s)
-{
-	int64_t lifetime = worker->cfg->server_lifetime;
-	return s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed ||
-	       (lifetime > 0 && now_usec() - s->connect_start > lifetime);
 }
 
 void pool_server_ready(struct server *s)

@@ -456,9 +456,8 @@ static void finish_job(struct server *s)
 	s->job = JOB_NONE;
 	if (s->job_failed) {
 		if (job == JOB_SET_PARAMS && s->client) {
-			struct client *c = s->client;
-			server_close(s, "setting the client's parameters failed");
-			client_fatal(c, "22023", "could not set the client's startup parameters on the server");
+			/* the client's close takes the server with it (its job did not finish) */
+			client_fatal(s->client, "22023", "could not set the client's startup parameters on the server");
 			return;
 		}
 		if (job == JOB_CONNECT_QUERY) {
@@ -572,7 +571,7 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	if (!should_release(s, c, status))
 		return PKT_FORWARD;
 	if (p->pool_mode == POOL_STATEMENT && status != 'I') {
-		server_close(s, "transaction block in statement pooling mode");
+		/* closing the client closes the server too: it is inside a transaction */
 		client_fatal(c, "25001", "transaction blocks not allowed in statement pooling mode");
 		return PKT_GONE;
 	}

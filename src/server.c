@@ -640,8 +640,15 @@ static void server_on_flushed(struct stream *st)
 		return;
 	s->release_pending = false;
 	struct client *c = s->client;
+	if (c && !should_release(s, c, s->xact_status)) {
+		/*
+		 * While the ReadyForQuery waited for the client's socket, the client
+		 * sent another request to this server: it stays linked for the reply.
+		 */
+		stream_resume(&s->st);
+		return;
+	}
 	server_unlink(s);
-	(void)c;
 	pool_server_ready(s);
 }
 

@@ -36,6 +36,8 @@
 #include "worker.h"
 
 #define STARTUP_MAX_LEN 10000
+#define LOGIN_MAX_LEN 65536       /* PostgreSQL's own bound on authentication messages */
+#define ADMIN_QUERY_MAX_LEN 65536 /* console commands are short */
 
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt);
 static void client_on_end(struct stream *st, enum stream_end why);
@@ -238,7 +240,10 @@ static void client_on_end(struct stream *st, enum stream_end why)
 		client_fatal(c, "08P01", "invalid packet length");
 		break;
 	case STREAM_TOO_BIG:
-		client_fatal(c, "08P01", "packet too large (max_packet_size)");
+		if (c->state == CL_LOGIN)
+			client_fatal(c, "08P01", "startup or authentication packet too large");
+		else
+			client_fatal(c, "08P01", "packet too large (max_packet_size = %u bytes)", c->st.max_packet);
 		break;
 	}
 }
@@ -509,8 +514,8 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 	if (!read_startup_params(c, pkt))
 		return;
 	c->st.startup = false;
-	c->st.max_packet = (uint32_t)(worker->cfg->max_packet_size > 0x7fffffff ? 0x7fffffff
-										: worker->cfg->max_packet_size);
+	/* until it has logged in, a client gets no more buffer than a password needs */
+	c->st.max_packet = LOGIN_MAX_LEN;
 	if (worker->shutdown != SHUTDOWN_NONE) {
 		client_fatal(c, "57P03", "pgpulse is shutting down");
 		return;
@@ -736,6 +741,8 @@ void client_finish_login(struct client *c)
 	proto_put_backend_key(out, c->cancel_pid, c->cancel_key);
 	proto_put_ready(out, 'I');
 
+	int64_t max_packet = c->is_admin ? ADMIN_QUERY_MAX_LEN : worker->cfg->max_packet_size;
+	c->st.max_packet = (uint32_t)(max_packet > 0x7fffffff ? 0x7fffffff : max_packet);
 	list_remove(&c->node);
 	c->state = CL_ACTIVE;
 	c->request_time = now_usec();

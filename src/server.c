@@ -696,6 +696,7 @@ void server_close(struct server *s, const char *reason)
 		return;
 	struct pool *p = s->pool;
 	struct client *c = s->client;
+	bool was_logging_in = s->state == SV_LOGIN;
 	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "closing because: %s",
 	       reason);
 	server_unlink(s);
@@ -713,7 +714,13 @@ void server_close(struct server *s, const char *reason)
 	worker_schedule_reap();
 	if (c)
 		client_server_lost(c, "08006", "server connection closed unexpectedly");
-	pool_launch_if_needed(p);
+	/*
+	 * A connection that failed to log in is reported by pool_server_failed(),
+	 * which decides about retries: launching another here would double every
+	 * failed attempt.
+	 */
+	if (!was_logging_in)
+		pool_launch_if_needed(p);
 	worker_check_shutdown();
 }
 

@@ -96,6 +96,9 @@ size_t str_copy(char *dst, const char *src, size_t size);
 /* fill buf with cryptographically random bytes */
 void random_bytes(void *buf, size_t len);
 
+/* a duration as people write it in the config: "0.25", "1.5", "3600" (seconds) */
+const char *usec_to_seconds_text(int64_t usec, char *buf, size_t len);
+
 /* format a socket address as "ip:port" or "unix:path" */
 const char *addr_to_str(const void *sockaddr, char *buf, size_t len);
 

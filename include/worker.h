@@ -57,6 +57,9 @@ void worker_schedule_reap(void);
 void worker_check_shutdown(void);
 
 
+/* make the running parts follow worker->cfg after it changed (reload, SET) */
+void worker_apply_config(void);
+
 /* reload the configuration file and auth_file (RELOAD, SIGHUP) */
 bool worker_reload(char *err, size_t errlen);
 

@@ -942,10 +942,10 @@ static void show_databases(struct client *c, const char *arg)
 		row_int(&r, setting_or(db->reserve_pool_size, cfg->reserve_pool_size));
 		row_int(&r, cfg->server_lifetime / 1000000);
 		row_text_or_null(&r, db->pool_mode >= 0 ? cfg_pool_mode_name(db->pool_mode) : NULL);
-		row_int(&r, db->max_db_connections > 0 ? db->max_db_connections
+		row_int(&r, db->max_db_connections >= 0 ? db->max_db_connections
 						       : cfg->max_db_connections);
 		row_int(&r, current);
-		row_int(&r, db->paused ? 1 : 0);
+		row_int(&r, db->paused || worker->paused_all ? 1 : 0);
 		row_int(&r, db->disabled ? 1 : 0);
 		row_int(&r, setting_or(db->overflow_pool_size, cfg->overflow_pool_size));
 		row_int(&r, overflow_in_use);
@@ -990,7 +990,7 @@ static void show_users(struct client *c, const char *arg)
 		const struct pool_user *u = users[i];
 		const struct cfg_user *cu = cfg_find_user(cfg, u->name);
 		int mode = cu ? cu->pool_mode : u->pool_mode;
-		int max = cu && cu->max_user_connections > 0 ? cu->max_user_connections
+		int max = cu && cu->max_user_connections >= 0 ? cu->max_user_connections
 							     : cfg->max_user_connections;
 		int current = 0;
 		struct list *pp;
@@ -1518,7 +1518,7 @@ static void show_state(struct client *c, const char *arg)
 	row_text(&r, paused ? "yes" : "no");
 	row_end(&r);
 	row_text(&r, "suspended");
-	row_text(&r, "no");
+	row_text(&r, control_is_suspended() ? "yes" : "no");
 	row_end(&r);
 	result_end(&r);
 }
@@ -1564,10 +1564,17 @@ static void show_help(struct client *c, const char *arg)
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 		"\tSET key = arg\n"
 		"\tRELOAD\n"
+		"\tPAUSE [<db>]\n"
+		"\tRESUME [<db>]\n"
+		"\tDISABLE <db>\n"
+		"\tENABLE <db>\n"
+		"\tRECONNECT [<db>]\n"
+		"\tKILL [<db>]\n"
+		"\tKILL_CLIENT <id>\n"
+		"\tSUSPEND\n"
+		"\tWAIT_CLOSE [<db>]\n"
 		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]\n"
-		"\tnot yet: PAUSE, RESUME, SUSPEND, DISABLE, ENABLE, RECONNECT, KILL, "
-		"KILL_CLIENT,\n"
-		"\t         WAIT_CLOSE, SHOW FDS|SOCKETS|ACTIVE_SOCKETS|DNS_HOSTS|DNS_ZONES";
+		"\tnot yet: SHOW FDS|SOCKETS|ACTIVE_SOCKETS|DNS_HOSTS|DNS_ZONES";
 	struct pktbuf *out = stream_out(&c->st);
 
 	(void)arg;
@@ -1823,6 +1830,7 @@ static void cmd_set(struct client *c, const struct admin_cmd *cmd)
 	}
 	snprintf(what, sizeof(what), "SET %s = %s", key, cmd->value);
 	log_admin_action(c, what);
+	worker_apply_config(); /* pool modes, sizes and logging follow at once */
 	command_done(stream_out(&c->st), "SET");
 }
 

@@ -192,7 +192,8 @@ void client_close(struct client *c, const char *reason)
 	c->server = NULL;
 	if (c->counted_in_db) {
 		c->db->client_count--;
-		c->login_user->client_count--;
+		if (!c->is_admin)
+			c->login_user->client_count--;
 	}
 	list_remove(&c->node);
 	c->state = CL_CLOSED;
@@ -390,7 +391,8 @@ static void enter_pool(struct client *c)
 	if (!within_client_limits(c))
 		return;
 	c->db->client_count++;
-	c->login_user->client_count++;
+	if (!c->is_admin)
+		c->login_user->client_count++; /* console sessions are not the user's clients */
 	c->counted_in_db = true;
 	if (c->is_admin) {
 		client_finish_login(c);

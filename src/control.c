@@ -43,7 +43,7 @@ static int busy_servers(const struct pool_db *db)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
 		if (pool_matches(p, db))
-			n += list_count(&p->active_servers) + list_count(&p->used_servers);
+			n += list_count(&p->active_servers) + list_count(&p->used_servers) + list_count(&p->new_servers);
 	}
 	return n;
 }
@@ -316,10 +316,29 @@ static const char *wait_tag(enum control_wait kind)
 	return "";
 }
 
+/*
+ * A paused pool serves nobody: once none of the paused database's servers
+ * is busy, its idle ones are closed (so PostgreSQL can be restarted), also
+ * after SIGUSR1 and for servers that finished connecting after PAUSE answered.
+ */
+static void close_idle_servers_of_paused_pools(void)
+{
+	struct list *pos;
+	if (worker->shutdown != SHUTDOWN_NONE)
+		return;
+	list_for_each(pos, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		if ((db->paused || worker->paused_all) && !db->is_admin && busy_servers(db) == 0)
+			close_idle_of(db, "paused: disconnecting from the server");
+	}
+}
+
 void control_poll(void)
 {
 	int64_t now = now_usec();
 	struct list *pos, *tmp;
+	close_idle_servers_of_paused_pools();
 	list_for_each_safe(pos, tmp, &worker->login_clients)
 	{
 		struct client *c = container_of(pos, struct client, node);

@@ -27,9 +27,10 @@ static void close_clients_past_login_timeout(int64_t now)
 	list_for_each_safe(pos, tmp, &worker->login_clients)
 	{
 		struct client *c = container_of(pos, struct client, node);
+		char secs[32];
 		if (c->state == CL_LOGIN && now - c->request_time > limit)
-			client_fatal(c, "08P01", "client_login_timeout: login not finished within %.3g s",
-				     (double)limit / 1e6);
+			client_fatal(c, "08P01", "client_login_timeout: login not finished within %s s",
+				     usec_to_seconds_text(limit, secs, sizeof(secs)));
 	}
 }
 
@@ -39,6 +40,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	int64_t now = now_usec();
+	if (control_is_suspended()) {
+		/* nothing moves while suspended: no timeout fires, no connection opens */
+		control_poll();
+		return;
+	}
 	close_clients_past_login_timeout(now);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->pools)

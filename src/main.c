@@ -159,12 +159,17 @@ bool worker_reload(char *err, size_t errlen)
 	if (worker->auth)
 		auth_file_free(worker->auth);
 	worker->auth = auth;
-	log_setup(fresh->verbose, false);
-	log_open(fresh->logfile, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility);
-	stream_set_buffer_size((uint32_t)fresh->pkt_buf);
-	pool_apply_config();
+	worker_apply_config();
 	log_info("configuration reloaded from %s", path);
 	return true;
+}
+
+void worker_apply_config(void)
+{
+	const struct cfg *cfg = worker->cfg;
+	log_setup(cfg->verbose, false);
+	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+	pool_apply_config();
 }
 
 /* ---- signals ---- */

@@ -393,12 +393,18 @@ static bool close_idle_server_elsewhere(const struct pool *p, bool same_db)
 	return true;
 }
 
-/* is there room under max_db_connections and max_user_connections (making it if it can) */
-static bool room_under_caps(const struct pool *p, const struct pool_limits *l)
+/*
+ * Is there room under max_db_connections and max_user_connections? A client
+ * that waits may take it from an idle server of another pool (evict); filling
+ * min_pool_size may not, or two pools under their minimum would take turns
+ * closing each other's servers.
+ */
+static bool room_under_caps(const struct pool *p, const struct pool_limits *l, bool evict)
 {
-	if (l->max_db > 0 && db_server_total(p->db) >= l->max_db && !close_idle_server_elsewhere(p, true))
+	if (l->max_db > 0 && db_server_total(p->db) >= l->max_db && !(evict && close_idle_server_elsewhere(p, true)))
 		return false;
-	if (l->max_user > 0 && user_server_total(p->user) >= l->max_user && !close_idle_server_elsewhere(p, false))
+	if (l->max_user > 0 && user_server_total(p->user) >= l->max_user &&
+	    !(evict && close_idle_server_elsewhere(p, false)))
 		return false;
 	return true;
 }
@@ -422,11 +428,15 @@ static bool hand_server_to(struct server *s, struct client *c)
 	return false;
 }
 
+/* server_lifetime = 0 means PgBouncer's "use each connection once" */
 static bool server_expired(const struct server *s)
 {
 	int64_t lifetime = worker->cfg->server_lifetime;
-	return s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed ||
-	       (lifetime > 0 && now_usec() - s->connect_start > lifetime);
+	if (s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed)
+		return true;
+	if (lifetime == 0)
+		return s->link_time != 0; /* it has served its one client */
+	return now_usec() - s->connect_start >= lifetime;
 }
 
 /* most recently used first: the others grow idle and the pool shrinks */
@@ -575,31 +585,34 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 
 enum tier { TIER_NONE, TIER_BASE, TIER_OVERFLOW, TIER_RESERVE };
 
-static int64_t oldest_wait_start(const struct pool *p)
+/* clients that have waited reserve_pool_timeout or longer: each may get a reserve connection */
+static int clients_waiting_past(const struct pool *p, int64_t limit, int64_t now)
 {
+	int n = 0;
 	struct list *pos;
 	list_for_each(pos, &p->waiting_clients)
 	{
 		struct client *c = container_of(pos, struct client, node);
-		if (c->state == CL_WAITING)
-			return c->wait_start;
+		if (c->state != CL_WAITING)
+			continue;
+		if (now - c->wait_start < limit)
+			break; /* the list is in arrival order */
+		n++;
 	}
-	return 0;
+	return n;
 }
 
 /* which tier a new connection would come from now, if any */
-static enum tier next_tier(const struct pool *p, const struct pool_limits *l, int64_t now)
+static enum tier next_tier(const struct pool *p, const struct pool_limits *l, int connecting, int64_t now)
 {
 	int total = pool_server_count(p);
 	if (total < l->base)
 		return TIER_BASE;
 	if (total < l->base + l->overflow)
 		return TIER_OVERFLOW;
-	if (total < l->base + l->overflow + l->reserve) {
-		int64_t since = oldest_wait_start(p);
-		if (since && now - since >= worker->cfg->reserve_pool_timeout)
-			return TIER_RESERVE;
-	}
+	if (total < l->base + l->overflow + l->reserve &&
+	    connecting < clients_waiting_past(p, worker->cfg->reserve_pool_timeout, now))
+		return TIER_RESERVE;
 	return TIER_NONE;
 }
 
@@ -620,7 +633,7 @@ static bool open_connection(struct pool *p, enum tier tier)
 	else if (tier == TIER_RESERVE)
 		p->stats.reserve_opened++;
 	if (tier != TIER_BASE)
-		log_info("%s/%s: opening an %s connection", p->db->name, p->user->name,
+		log_info("%s/%s: opening a connection from the %s tier", p->db->name, p->user->name,
 			 tier == TIER_OVERFLOW ? "overflow" : "reserve");
 	return true;
 }
@@ -634,8 +647,8 @@ void pool_launch_if_needed(struct pool *p)
 	struct pool_limits l = pool_limits_of(p);
 	int connecting = list_count(&p->new_servers);
 	while (connecting < waiting) {
-		enum tier tier = next_tier(p, &l, now);
-		if (tier == TIER_NONE || !room_under_caps(p, &l))
+		enum tier tier = next_tier(p, &l, connecting, now);
+		if (tier == TIER_NONE || !room_under_caps(p, &l, true))
 			return;
 		if (!open_connection(p, tier))
 			return;
@@ -649,7 +662,7 @@ void pool_fill_min(struct pool *p)
 	if (!may_connect_now(p, now))
 		return;
 	struct pool_limits l = pool_limits_of(p);
-	while (pool_server_count(p) < l.min && room_under_caps(p, &l))
+	while (pool_server_count(p) < l.min && room_under_caps(p, &l, false))
 		if (!open_connection(p, TIER_BASE))
 			return;
 }
@@ -694,14 +707,17 @@ static void fail_clients_past_timeouts(struct pool *p, int64_t now)
 {
 	const struct cfg *cfg = worker->cfg;
 	struct list *pos, *tmp;
+	if (pool_is_paused(p))
+		return; /* waiting through a PAUSE is what the operator asked for */
 	list_for_each_safe(pos, tmp, &p->waiting_clients)
 	{
 		struct client *c = container_of(pos, struct client, node);
 		int64_t limit = pool_user_setting(c->login_user, c->login_user ? c->login_user->query_wait_timeout : -1,
 						  cfg->query_wait_timeout);
+		char secs[32];
 		if (limit > 0 && now - c->wait_start > limit)
-			client_fatal(c, "08P01", "query_wait_timeout: no server connection became free within %.3g s",
-				     (double)limit / 1e6);
+			client_fatal(c, "08P01", "query_wait_timeout: no server connection became free within %s s",
+				     usec_to_seconds_text(limit, secs, sizeof(secs)));
 	}
 }
 
@@ -713,9 +729,9 @@ static void close_servers_stuck_connecting(struct pool *p, int64_t now)
 	{
 		struct server *s = container_of(pos, struct server, node);
 		if (cfg->server_connect_timeout > 0 && now - s->connect_start > cfg->server_connect_timeout) {
-			char msg[128];
-			snprintf(msg, sizeof(msg), "server_connect_timeout: no login within %.3g s",
-				 (double)cfg->server_connect_timeout / 1e6);
+			char msg[128], secs[32];
+			snprintf(msg, sizeof(msg), "server_connect_timeout: no login within %s s",
+				 usec_to_seconds_text(cfg->server_connect_timeout, secs, sizeof(secs)));
 			server_close(s, msg);
 			pool_server_failed(p, "08006", msg);
 		}
@@ -726,18 +742,20 @@ static void close_servers_stuck_connecting(struct pool *p, int64_t now)
 static void enforce_query_timeout(struct client *c, int64_t limit, int64_t now)
 {
 	struct server *s = c->server;
+	char secs[32];
 	if (limit <= 0 || now - c->query_start <= limit)
 		return;
+	usec_to_seconds_text(limit, secs, sizeof(secs));
 	if (!s->cancel_sent_at) {
-		log_info("C-%llu %s/%s: query_timeout (%.3g s): cancelling the query on S-%llu",
-			 (unsigned long long)c->id, c->dbname, c->user, (double)limit / 1e6, (unsigned long long)s->id);
+		log_info("C-%llu %s/%s: query_timeout (%s s): cancelling the query on S-%llu",
+			 (unsigned long long)c->id, c->dbname, c->user, secs, (unsigned long long)s->id);
 		s->cancel_sent_at = now;
 		server_send_cancel(s);
 		return;
 	}
 	if (now - s->cancel_sent_at > worker->cfg->cancel_wait_timeout)
-		client_fatal(c, "57014", "query_timeout: the query ran longer than %.3g s and did not stop when cancelled",
-			     (double)limit / 1e6);
+		client_fatal(c, "57014", "query_timeout: the query ran longer than %s s and did not stop when cancelled",
+			     secs);
 }
 
 /* client_idle_timeout, idle_transaction_timeout, transaction_timeout, query_timeout */
@@ -760,14 +778,16 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 			if (c->state == CL_CLOSED)
 				continue;
 		}
+		char secs[32];
 		if (in_xact && tx_limit > 0 && c->xact_start && now - c->xact_start > tx_limit)
-			client_fatal(c, "25P04", "transaction_timeout: transaction open longer than %.3g s",
-				     (double)tx_limit / 1e6);
+			client_fatal(c, "25P04", "transaction_timeout: transaction open longer than %s s",
+				     usec_to_seconds_text(tx_limit, secs, sizeof(secs)));
 		else if (!running && in_xact && itx_limit > 0 && now - c->idle_since > itx_limit)
-			client_fatal(c, "25P03", "idle_transaction_timeout: idle in transaction longer than %.3g s",
-				     (double)itx_limit / 1e6);
+			client_fatal(c, "25P03", "idle_transaction_timeout: idle in transaction longer than %s s",
+				     usec_to_seconds_text(itx_limit, secs, sizeof(secs)));
 		else if (!running && !in_xact && idle_limit > 0 && now - c->idle_since > idle_limit)
-			client_fatal(c, "57P05", "client_idle_timeout: idle longer than %.3g s", (double)idle_limit / 1e6);
+			client_fatal(c, "57P05", "client_idle_timeout: idle longer than %s s",
+				     usec_to_seconds_text(idle_limit, secs, sizeof(secs)));
 	}
 }
 

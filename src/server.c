@@ -649,7 +649,11 @@ static void server_on_flushed(struct stream *st)
 		return;
 	}
 	server_unlink(s);
-	pool_server_ready(s);
+	const char *reset = worker->cfg->server_reset_query;
+	if (worker->cfg->server_reset_query_always && reset && *reset)
+		server_run_job(s, JOB_RESET, reset); /* every release, in every mode */
+	else
+		pool_server_ready(s);
 }
 
 static void server_on_end(struct stream *st, enum stream_end why)

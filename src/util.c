@@ -65,6 +65,18 @@ void random_bytes(void *buf, size_t len)
 	}
 }
 
+const char *usec_to_seconds_text(int64_t usec, char *buf, size_t len)
+{
+	snprintf(buf, len, "%lld.%06lld", (long long)(usec / 1000000), (long long)(usec % 1000000));
+	/* trim trailing zeros, and the point when nothing follows it */
+	char *end = buf + strlen(buf) - 1;
+	while (end > buf && *end == '0')
+		*end-- = '\0';
+	if (*end == '.')
+		*end = '\0';
+	return buf;
+}
+
 const char *addr_to_str(const void *sockaddr, char *buf, size_t len)
 {
 	const struct sockaddr *sa = sockaddr;

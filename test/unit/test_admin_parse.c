@@ -35,6 +35,18 @@ bool worker_reload(char *err, size_t errlen)
 	return true;
 }
 
+static int apply_calls;
+
+void worker_apply_config(void)
+{
+	apply_calls++;
+}
+
+bool control_is_suspended(void)
+{
+	return false;
+}
+
 void worker_request_shutdown(enum shutdown_mode mode)
 {
 	shutdown_asked = mode;
@@ -911,10 +923,12 @@ static void test_waiting_command_writes_no_answer_yet(void)
 static void test_set_changes_the_running_configuration(void)
 {
 	setup();
+	apply_calls = 0;
 	ask(&admin_cl, "SET default_pool_size = 33", &a);
 	CHECK_STR_EQ(a.sqlstate, "");
 	CHECK_STR_EQ(a.tag, "SET");
 	CHECK_INT_EQ(w.cfg->default_pool_size, 33);
+	CHECK_INT_EQ(apply_calls, 1); /* the pools follow at once */
 
 	ask(&admin_cl, "SET server_check_query = 'select 2'", &a);
 	CHECK_STR_EQ(a.tag, "SET");

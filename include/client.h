@@ -77,6 +77,9 @@ struct client {
 	int64_t wait_start;         /* monotonic, when it began waiting */
 	int64_t xact_start;         /* monotonic */
 	int64_t query_start;        /* monotonic: the running request was forwarded */
+	int64_t req_arrive;         /* monotonic: the request being read arrived, 0 if none */
+	int64_t req_sent;           /* monotonic: ... its first message was forwarded */
+	bool req_waited;            /* it had to wait for a server */
 	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
 	bool counted_in_db;         /* included in db->client_count */
 	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */

@@ -188,6 +188,7 @@ struct cfg {
 	char *server_tls_ciphers;
 
 	/* pgpulse's own */
+	bool telemetry;                 /* record latency histograms (on) */
 	char *service_name;
 	char *job_name;
 	int peer_id;

@@ -20,6 +20,7 @@
 struct client;
 struct server;
 struct cfg_db;
+struct pool_telemetry;
 
 /* the parameters a client may change that pgpulse keeps in step */
 enum tracked_param {
@@ -146,6 +147,7 @@ struct pool {
 	char last_error[256];
 
 	struct pool_stats stats;
+	struct pool_telemetry *tm;  /* latency histograms */
 	int pool_mode;              /* resolved: db, then user, then global */
 };
 

@@ -27,6 +27,19 @@ enum server_state {
 /* why pgpulse is running its own query on the server */
 enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CHECK };
 
+/*
+ * Requests in flight on a server, oldest first, so that each ReadyForQuery
+ * closes the request that caused it. A pipeline deeper than the ring is
+ * measured for the requests that fit; the sequence numbers keep the rest
+ * from being matched to the wrong reply.
+ */
+#define SERVER_INFLIGHT 64
+struct request_stamp {
+	int64_t arrive;  /* the request's first byte reached pgpulse */
+	int64_t sent;    /* ... was forwarded to the server */
+	uint32_t seq;
+};
+
 struct server {
 	struct list node;
 	enum server_state state;
@@ -54,6 +67,11 @@ struct server {
 	int64_t last_used;          /* monotonic: when it last went idle */
 	int64_t link_time;          /* monotonic: when it was linked */
 	int64_t cancel_sent_at;     /* monotonic: query_timeout sent a cancel, 0 if not */
+	struct request_stamp inflight[SERVER_INFLIGHT];
+	uint32_t inflight_head;     /* index of the oldest */
+	uint32_t inflight_count;
+	uint32_t seq_sent;          /* requests forwarded */
+	uint32_t seq_done;          /* ReadyForQuery received */
 	char addr[64];
 };
 
@@ -70,6 +88,9 @@ void server_run_job(struct server *s, enum server_job job, const char *sql);
 
 /* the SETs needed to make this server's parameters match the client's; NULL if none */
 char *server_param_sync_sql(const struct server *s, const struct client *c);
+
+/* a request (Query, FunctionCall, or a batch ending in Sync) went to the server */
+void server_request_sent(struct server *s, int64_t arrive, int64_t sent);
 
 /* close the connection (sends Terminate when it is healthy) */
 void server_close(struct server *s, const char *reason);

@@ -41,7 +41,9 @@
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
+#include "series.h"
 #include "stream.h"
+#include "telemetry.h"
 #include "util.h"
 #include "worker.h"
 
@@ -265,6 +267,8 @@ struct admin_cmd {
 	char verb[64]; /* first word, as written */
 	char arg[256]; /* second word, as written (unquoted); "" when absent */
 	bool has_arg;
+	char arg2[64]; /* third word (SHOW LATENCY 5m); "" when absent */
+	bool has_arg2;
 	bool arg_quoted;
 	char key[64];     /* SET */
 	char value[1024]; /* SET, unquoted */
@@ -417,6 +421,13 @@ static void admin_parse(const char *sql, struct admin_cmd *cmd)
 				return;
 			cmd->has_arg = true;
 		}
+		p = q;
+	}
+	q = skip_blanks(p);
+	if (cmd->has_arg && q != p && is_word_char(*q)) {
+		if (!scan_word(&q, cmd->arg2, sizeof(cmd->arg2), NULL))
+			return;
+		cmd->has_arg2 = true;
 		p = q;
 	}
 	if (at_command_end(p))
@@ -1835,6 +1846,78 @@ static void cmd_set(struct client *c, const struct admin_cmd *cmd)
 }
 
 /* ------------------------------------------------------------------------
+ * SHOW LATENCY: percentiles of the five kinds of duration, per pool and in total
+ */
+
+static bool window_arg(struct client *c, const char *arg, enum series_window dflt, enum series_window *w)
+{
+	if (!arg[0]) {
+		*w = dflt;
+		return true;
+	}
+	int found = series_window_by_name(arg);
+	if (found < 0) {
+		admin_error(c, "22023", "unknown window \"%s\": use 1m, 5m, 15m or all", arg);
+		return false;
+	}
+	*w = (enum series_window)found;
+	return true;
+}
+
+static void latency_row(struct result *r, const char *db, const char *user, enum telemetry_kind k,
+			enum series_window w, const struct hist_acc *acc)
+{
+	row_text(r, db);
+	row_text(r, user);
+	row_text(r, telemetry_kind_name(k));
+	row_text(r, series_window_name(w));
+	row_uint(r, acc->count);
+	row_uint(r, hist_acc_mean(acc));
+	row_uint(r, hist_acc_quantile(acc, 0.50));
+	row_uint(r, hist_acc_quantile(acc, 0.90));
+	row_uint(r, hist_acc_quantile(acc, 0.95));
+	row_uint(r, hist_acc_quantile(acc, 0.99));
+	row_uint(r, hist_acc_quantile(acc, 0.999));
+	row_uint(r, acc->max);
+	row_end(r);
+}
+
+static void show_latency(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "database", OID_TEXT }, { "user", OID_TEXT },   { "kind", OID_TEXT },   { "window", OID_TEXT },
+		{ "count", OID_INT8 },    { "mean_us", OID_INT8 }, { "p50_us", OID_INT8 }, { "p90_us", OID_INT8 },
+		{ "p95_us", OID_INT8 },   { "p99_us", OID_INT8 },  { "p999_us", OID_INT8 }, { "max_us", OID_INT8 },
+	};
+	/* 14 kB each: static, the console runs on the one worker thread */
+	static struct hist_acc acc, total[TK_COUNT];
+	enum series_window w;
+	struct result r;
+	int n;
+
+	if (!window_arg(c, arg, WINDOW_1M, &w))
+		return;
+	struct pool **pools = sorted_pools(&n);
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int k = 0; k < TK_COUNT; k++)
+		hist_acc_reset(&total[k]);
+	for (int i = 0; i < n; i++) {
+		const struct pool *p = pools[i];
+		for (int k = 0; k < TK_COUNT; k++) {
+			hist_acc_reset(&acc);
+			series_read(&p->tm->kinds[k], w, &acc);
+			series_read(&p->tm->kinds[k], w, &total[k]);
+			latency_row(&r, p->db->name, p->user->name, (enum telemetry_kind)k, w, &acc);
+		}
+	}
+	/* the whole instance: database and user "*" */
+	for (int k = 0; k < TK_COUNT; k++)
+		latency_row(&r, "*", "*", (enum telemetry_kind)k, w, &total[k]);
+	free(pools);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
  * Dispatch
  */
 
@@ -1843,32 +1926,34 @@ typedef void (*admin_fn)(struct client *c, const char *arg);
 struct show_entry {
 	const char *subject;
 	admin_fn fn;
+	bool takes_arg; /* a third word: SHOW LATENCY 5m */
 };
 
 static const struct show_entry show_table[] = {
-	{ "help", show_help },
-	{ "version", show_version },
-	{ "config", show_config },
-	{ "databases", show_databases },
-	{ "pools", show_pools },
-	{ "clients", show_clients },
-	{ "servers", show_servers },
-	{ "users", show_users },
-	{ "stats", show_stats },
-	{ "stats_totals", show_stats_totals },
-	{ "stats_averages", show_stats_averages },
-	{ "totals", show_totals },
-	{ "lists", show_lists },
-	{ "mem", show_mem },
-	{ "state", show_state },
-	{ "peers", show_peers },
-	{ "peer_pools", show_peer_pools },
+	{ "latency", show_latency, true },
+	{ "help", show_help, false },
+	{ "version", show_version, false },
+	{ "config", show_config, false },
+	{ "databases", show_databases, false },
+	{ "pools", show_pools, false },
+	{ "clients", show_clients, false },
+	{ "servers", show_servers, false },
+	{ "users", show_users, false },
+	{ "stats", show_stats, false },
+	{ "stats_totals", show_stats_totals, false },
+	{ "stats_averages", show_stats_averages, false },
+	{ "totals", show_totals, false },
+	{ "lists", show_lists, false },
+	{ "mem", show_mem, false },
+	{ "state", show_state, false },
+	{ "peers", show_peers, false },
+	{ "peer_pools", show_peer_pools, false },
 	/* PgBouncer has these; pgpulse not yet */
-	{ "fds", cmd_not_yet },
-	{ "sockets", cmd_not_yet },
-	{ "active_sockets", cmd_not_yet },
-	{ "dns_hosts", cmd_not_yet },
-	{ "dns_zones", cmd_not_yet },
+	{ "fds", cmd_not_yet, false },
+	{ "sockets", cmd_not_yet, false },
+	{ "active_sockets", cmd_not_yet, false },
+	{ "dns_hosts", cmd_not_yet, false },
+	{ "dns_zones", cmd_not_yet, false },
 };
 
 enum arg_rule { ARG_NONE, ARG_OPTIONAL, ARG_REQUIRED };
@@ -1923,7 +2008,11 @@ static void run_show(struct client *c, const struct admin_cmd *cmd, const char *
 					    name);
 				return;
 			}
-			show_table[i].fn(c, "");
+			if (cmd->has_arg2 && !show_table[i].takes_arg) {
+				syntax_error(c, sql);
+				return;
+			}
+			show_table[i].fn(c, cmd->has_arg2 ? cmd->arg2 : "");
 			return;
 		}
 	}
@@ -1937,6 +2026,10 @@ static void run_show(struct client *c, const struct admin_cmd *cmd, const char *
 
 static void run_command(struct client *c, const struct admin_cmd *cmd, const char *sql)
 {
+	if (cmd->has_arg2) {
+		syntax_error(c, sql);
+		return;
+	}
 	for (size_t i = 0; i < sizeof(command_table) / sizeof(command_table[0]); i++) {
 		const struct command_entry *e = &command_table[i];
 		if (strcasecmp(cmd->verb, e->verb) != 0)

@@ -33,6 +33,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
+#include "telemetry.h"
 #include "worker.h"
 
 #define STARTUP_MAX_LEN 10000
@@ -799,35 +800,47 @@ static enum pkt_action handle_admin_packet(struct client *c, struct pkt *pkt)
 	}
 }
 
+/* does this message start (or belong to) a request that ends in a ReadyForQuery */
+static bool is_request_message(uint8_t type)
+{
+	switch (type) {
+	case 'Q': case 'F': case 'S': case 'P': case 'B': case 'E': case 'D': case 'C':
+		return true;
+	default:
+		return false; /* Flush, CopyData, CopyDone, CopyFail: no reply of their own */
+	}
+}
+
 /* bookkeeping of a request packet that is about to go to the server */
 static void note_forwarded_request(struct client *c, uint8_t type)
 {
-	switch (type) {
-	case 'Q':
-	case 'F':
-		c->pending_syncs++;
-		c->query_start = now_usec();
-		if (c->xact_status == 'I')
-			c->xact_start = c->query_start;
-		break;
-	case 'S':
+	if (!is_request_message(type))
+		return;
+	if (!c->req_sent) {
+		/* a request that did not wait is forwarded the moment it arrived */
+		c->req_sent = c->req_waited ? now_usec() : c->req_arrive;
+		c->query_start = c->req_sent;
+	}
+	if (type == 'Q' || type == 'F' || type == 'S') {
 		c->pending_syncs++;
 		c->mid_batch = false;
-		break;
-	case 'P':
-	case 'B':
-	case 'E':
-	case 'D':
-	case 'C':
-		if (!c->mid_batch)
-			c->query_start = now_usec();
-		if (!c->mid_batch && c->xact_status == 'I')
-			c->xact_start = now_usec();
+		server_request_sent(c->server, c->req_arrive, c->req_sent);
+		c->req_arrive = c->req_sent = 0;
+		c->req_waited = false;
+	} else {
 		c->mid_batch = true;
-		break;
-	default:
-		break; /* Flush, CopyData, CopyDone, CopyFail: no reply of their own */
 	}
+}
+
+/* the first message of a request stamps its arrival (and a transaction's start) */
+static void note_request_arrival(struct client *c, uint8_t type)
+{
+	if (c->req_arrive || !is_request_message(type))
+		return;
+	c->req_arrive = now_usec();
+	c->request_time = c->req_arrive;
+	if (c->xact_status == 'I' && !c->xact_start)
+		c->xact_start = c->req_arrive;
 }
 
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
@@ -841,15 +854,17 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		client_close(c, "client sent Terminate");
 		return PKT_GONE;
 	}
+	note_request_arrival(c, pkt->type);
 	if (c->state == CL_WELCOME || c->state == CL_WAITING)
 		return PKT_PAUSE;
-	if (!c->server) {
-		c->request_time = now_usec();
-		if (!pool_assign_server(c))
-			return c->state == CL_CLOSED ? PKT_GONE : PKT_PAUSE;
+	if (!c->server && !pool_assign_server(c)) {
+		c->req_waited = true;
+		return c->state == CL_CLOSED ? PKT_GONE : PKT_PAUSE;
 	}
-	if (c->server->job != JOB_NONE)
+	if (c->server->job != JOB_NONE) {
+		c->req_waited = true;
 		return PKT_PAUSE;
+	}
 	note_forwarded_request(c, pkt->type);
 	return PKT_FORWARD;
 }
@@ -861,9 +876,10 @@ static void client_on_flushed(struct stream *st)
 
 void client_linked(struct client *c)
 {
-	int64_t now = now_usec();
 	if (c->wait_start) {
-		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
+		int64_t waited = now_usec() - c->wait_start;
+		c->pool->stats.wait_time += (uint64_t)waited;
+		telemetry_record(c->pool->tm, TK_WAIT, waited);
 		c->wait_start = 0;
 	}
 	stream_resume(&c->st);

@@ -288,6 +288,7 @@ static const struct param params[] = {
 	{ "tcp_keepintvl",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(tcp_keepintvl, int), NULL },
 	{ "tcp_socket_buffer",         PT_SIZE,     "0",             B,    RELOAD,  check_socket_buffer,     AT(tcp_socket_buffer, int64_t), NULL },
 	{ "tcp_user_timeout",          PT_DURATION, "0",             MS,   RELOAD,  NULL,                    AT(tcp_user_timeout, int64_t), NULL },
+	{ "telemetry",                 PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(telemetry, bool), NULL },
 	{ "track_extra_parameters",    PT_STRING,   "IntervalStyle", NONE, RELOAD,  NULL,                    AT(track_extra_parameters, char *), NULL },
 	{ "transaction_timeout",       PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(transaction_timeout, int64_t), NULL },
 	{ "unix_socket_dir",           PT_STRING,   "/tmp",          NONE, RESTART, NULL,                    AT(unix_socket_dir, char *), NULL },

@@ -30,6 +30,7 @@
 #include "pool.h"
 #include "server.h"
 #include "stream.h"
+#include "telemetry.h"
 #include "worker.h"
 
 #ifndef PACKAGE_VERSION
@@ -169,6 +170,7 @@ void worker_apply_config(void)
 	const struct cfg *cfg = worker->cfg;
 	log_setup(cfg->verbose, false);
 	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+	telemetry_enabled = cfg->telemetry;
 	pool_apply_config();
 }
 
@@ -334,6 +336,7 @@ static void free_everything(void)
 		struct pool *p = container_of(pos, struct pool, node);
 		list_remove(&p->node);
 		param_list_free(&p->welcome);
+		telemetry_free(p->tm);
 		free(p);
 	}
 	list_for_each_safe(pos, tmp, &worker->databases)
@@ -447,6 +450,7 @@ int main(int argc, char **argv)
 
 	worker_init(cfg, auth);
 	stream_set_buffer_size((uint32_t)cfg->pkt_buf);
+	telemetry_enabled = cfg->telemetry;
 
 	if (daemon_mode && !daemonize()) {
 		log_error("could not daemonize: %s", strerror(errno));

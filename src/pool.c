@@ -25,6 +25,7 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "telemetry.h"
 #include "worker.h"
 
 /* ---- tracked parameters ---- */
@@ -239,6 +240,7 @@ struct pool *pool_get(struct pool_db *db, struct pool_user *user)
 	list_init(&p->used_servers);
 	list_init(&p->new_servers);
 	p->pool_mode = resolve_pool_mode(db, user);
+	p->tm = telemetry_new(now_usec());
 	list_append(&worker->pools, &p->node);
 	return p;
 }
@@ -480,8 +482,14 @@ bool pool_assign_server(struct client *c)
 			server_close(s, "server lifetime over or database changed");
 			s = take_idle_server(p);
 		}
-		if (s && !server_needs_check(s, now))
-			return hand_server_to(s, c);
+		if (s && !server_needs_check(s, now)) {
+			c->wait_start = now; /* a wait of zero, unless parameters must be SET first */
+			if (!hand_server_to(s, c))
+				return false;
+			telemetry_record(p->tm, TK_WAIT, 0);
+			c->wait_start = 0;
+			return true;
+		}
 		if (s) {
 			/* tested first; pool_server_ready hands it to the longest waiting client */
 			start_waiting(c, now);
@@ -547,6 +555,7 @@ void pool_server_ready(struct server *s)
 void pool_server_logged_in(struct server *s)
 {
 	struct pool *p = s->pool;
+	telemetry_record(p->tm, TK_CONNECT, now_usec() - s->connect_start);
 	p->last_connect_failure = 0;
 	p->last_error[0] = '\0';
 	p->last_error_code[0] = '\0';
@@ -793,6 +802,7 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 
 void pool_janitor(struct pool *p, int64_t now)
 {
+	telemetry_rotate(p->tm, now);
 	close_clients_past_timeouts(p, now);
 	close_servers_stuck_connecting(p, now);
 	fail_clients_past_timeouts(p, now);

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
+#include "telemetry.h"
 #include "worker.h"
 
 static enum pkt_action server_on_packet(struct stream *st, struct pkt *pkt);
@@ -543,6 +544,36 @@ static bool should_release(const struct server *s, const struct client *c, char 
 	return mode == POOL_TRANSACTION && status == 'I';
 }
 
+void server_request_sent(struct server *s, int64_t arrive, int64_t sent)
+{
+	uint32_t seq = s->seq_sent++;
+	if (s->inflight_count == SERVER_INFLIGHT)
+		return; /* deeper than the ring: this one goes unmeasured */
+	struct request_stamp *st = &s->inflight[(s->inflight_head + s->inflight_count) % SERVER_INFLIGHT];
+	st->arrive = arrive;
+	st->sent = sent;
+	st->seq = seq;
+	s->inflight_count++;
+}
+
+/* a ReadyForQuery: the oldest request in flight is done */
+static void close_request(struct server *s, int64_t now)
+{
+	uint32_t seq = s->seq_done++;
+	if (!s->inflight_count)
+		return;
+	struct request_stamp *st = &s->inflight[s->inflight_head];
+	if (st->seq != seq)
+		return; /* that request did not fit in the ring */
+	s->inflight_head = (s->inflight_head + 1) % SERVER_INFLIGHT;
+	s->inflight_count--;
+	struct pool *p = s->pool;
+	int64_t query = now - st->arrive;
+	p->stats.query_time += (uint64_t)query;
+	telemetry_record(p->tm, TK_QUERY, query);
+	telemetry_record(p->tm, TK_SERVER, now - st->sent);
+}
+
 static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 {
 	struct client *c = s->client;
@@ -561,12 +592,15 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	p->stats.bytes_sent += c->st.bytes_out - c->bytes_out_counted;
 	c->bytes_in_counted = c->st.bytes_in;
 	c->bytes_out_counted = c->st.bytes_out;
-	if (c->query_start)
-		p->stats.query_time += (uint64_t)(now - c->query_start);
+	close_request(s, now);
 	if (status == 'I') {
 		p->stats.xact_count++;
-		if (c->xact_start)
-			p->stats.xact_time += (uint64_t)(now - c->xact_start);
+		if (c->xact_start) {
+			int64_t xact = now - c->xact_start;
+			p->stats.xact_time += (uint64_t)xact;
+			telemetry_record(p->tm, TK_XACT, xact);
+			c->xact_start = 0;
+		}
 	}
 	if (!should_release(s, c, status))
 		return PKT_FORWARD;

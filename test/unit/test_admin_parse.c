@@ -386,6 +386,10 @@ static void setup(void)
 	list_init(&pool_app.idle_servers);
 	list_init(&pool_app.used_servers);
 	list_init(&pool_app.new_servers);
+	static struct pool_telemetry *tm;
+	telemetry_free(tm);
+	tm = telemetry_new(now_usec());
+	pool_app.tm = tm;
 	list_append(&w.pools, &pool_app.node);
 
 	init_client(&admin_cl, 1, "admin", "pgbouncer", CL_ACTIVE);
@@ -499,7 +503,7 @@ static void test_garbled_commands_are_refused(void)
 {
 	static const char *const bad[] = {
 		"SHOW POOLS; SHOW STATS", /* one command per query, as in PgBouncer */
-		"SHOW POOLS extra",
+		"SHOW LATENCY 5m extra", /* at most three words */
 		"SHOW (POOLS)",
 		"SET",
 		"SET a",
@@ -920,6 +924,43 @@ static void test_waiting_command_writes_no_answer_yet(void)
 	CHECK_INT_EQ(admin_cl.st.out.len, 0);
 }
 
+static void test_show_latency_reports_percentiles_per_pool_and_in_total(void)
+{
+	static const char *const want[] = { "database", "user", "kind", "window", "count", "mean_us",
+					    "p50_us", "p90_us", "p95_us", "p99_us", "p999_us", "max_us" };
+	setup();
+	/* 90 queries of 1000 us and 10 of 50000 us */
+	for (int i = 0; i < 90; i++)
+		telemetry_record(pool_app.tm, TK_QUERY, 1000);
+	for (int i = 0; i < 10; i++)
+		telemetry_record(pool_app.tm, TK_QUERY, 50000);
+	ask(&admin_cl, "SHOW LATENCY", &a);
+	CHECK_STR_EQ(a.sqlstate, "");
+	check_columns(&a, want, 12);
+	CHECK_INT_EQ(a.nrows, 2 * TK_COUNT); /* one pool and the total, five kinds each */
+	CHECK_STR_EQ(a.rows[0][0], "app");
+	CHECK_STR_EQ(a.rows[0][2], "query");
+	CHECK_STR_EQ(a.rows[0][3], "1m");
+	CHECK_STR_EQ(a.rows[0][4], "100");
+	long p50 = atol(a.rows[0][6]); /* within the histogram's 1 % */
+	CHECK(p50 >= 990 && p50 <= 1010);
+	CHECK_STR_EQ(a.rows[0][11], "50000"); /* max is exact */
+	long p95 = atol(a.rows[0][8]);
+	CHECK(p95 >= 49500 && p95 <= 50500);
+	CHECK_STR_EQ(a.rows[TK_COUNT][0], "*");
+	CHECK_STR_EQ(a.rows[TK_COUNT][4], "100");
+	ask(&admin_cl, "SHOW LATENCY all", &a);
+	CHECK_STR_EQ(a.rows[0][3], "all");
+	ask(&admin_cl, "SHOW LATENCY 2h", &a);
+	CHECK_STR_EQ(a.sqlstate, "22023");
+	ask(&admin_cl, "SHOW POOLS 5m", &a); /* only SHOW LATENCY takes a window */
+	CHECK_STR_EQ(a.sqlstate, "42601");
+	ask(&admin_cl, "SHOW POOLS extra", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
+	ask(&admin_cl, "RELOAD now", &a);
+	CHECK_STR_EQ(a.sqlstate, "42601");
+}
+
 static void test_set_changes_the_running_configuration(void)
 {
 	setup();
@@ -1006,6 +1047,7 @@ int main(void)
 	RUN(test_unknown_command_is_a_syntax_error);
 	RUN(test_empty_query_gets_empty_query_response);
 	RUN(test_stats_user_may_show_but_not_change);
+	RUN(test_show_latency_reports_percentiles_per_pool_and_in_total);
 	RUN(test_control_commands_reach_the_named_database);
 	RUN(test_control_commands_refuse_unknown_targets);
 	RUN(test_waiting_command_writes_no_answer_yet);

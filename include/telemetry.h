@@ -1,0 +1,49 @@
+/*
+ * telemetry: what pgpulse measures about the traffic it carries — latency
+ * histograms per pool for five kinds of duration, over sliding windows.
+ *
+ * Durations are microseconds on CLOCK_MONOTONIC:
+ *   wait     a client needs a server         -> a server is linked to it
+ *   query    a request arrives from a client -> its ReadyForQuery is sent on
+ *   server   the request is written to the server -> its ReadyForQuery arrives
+ *   xact     a transaction's first request arrives -> the ReadyForQuery 'I' that ends it
+ *   connect  a server connection attempt starts -> it is ready for queries
+ * Totals are not recorded separately: they are the sum of the pools,
+ * added up when read, so recording costs one series per event.
+ */
+#ifndef PGPULSE_TELEMETRY_H
+#define PGPULSE_TELEMETRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "series.h"
+
+enum telemetry_kind { TK_QUERY = 0, TK_XACT, TK_WAIT, TK_SERVER, TK_CONNECT, TK_COUNT };
+
+struct pool_telemetry {
+	struct series kinds[TK_COUNT];
+};
+
+struct pool_telemetry *telemetry_new(int64_t now);
+void telemetry_free(struct pool_telemetry *t);
+
+/* is recording on (the `telemetry` setting) */
+extern bool telemetry_enabled;
+
+static inline void telemetry_record(struct pool_telemetry *t, enum telemetry_kind k, int64_t usec)
+{
+	if (telemetry_enabled && t)
+		series_record(&t->kinds[k], usec > 0 ? (uint64_t)usec : 0);
+}
+
+/* close finished slots of every series (the janitor, every sweep) */
+void telemetry_rotate(struct pool_telemetry *t, int64_t now);
+
+/* bytes held: the fixed part and the compacted slots */
+size_t telemetry_bytes(const struct pool_telemetry *t);
+
+const char *telemetry_kind_name(enum telemetry_kind k);
+
+#endif

@@ -189,6 +189,13 @@ struct cfg {
 
 	/* pgpulse's own */
 	bool telemetry;                 /* record latency histograms (on) */
+	/* health thresholds on the 5-minute window; 0 turns a check off */
+	int64_t health_query_p95_warning;   /* 0.5 s */
+	int64_t health_query_p95_critical;  /* 2 s */
+	int64_t health_wait_p95_warning;    /* 50 ms */
+	int64_t health_wait_p95_critical;   /* 500 ms */
+	int health_utilization_warning;     /* 80 % */
+	int health_utilization_critical;    /* 95 % */
 	char *service_name;
 	char *job_name;
 	int peer_id;

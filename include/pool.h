@@ -148,6 +148,9 @@ struct pool {
 
 	struct pool_stats stats;
 	struct pool_telemetry *tm;  /* latency histograms */
+	int health;                 /* enum health_status, as last judged */
+	char health_reason[160];
+	int64_t health_checked_at;
 	int pool_mode;              /* resolved: db, then user, then global */
 };
 

@@ -59,6 +59,7 @@ struct server {
 	bool release_pending;       /* release once the reply is flushed to the client */
 	bool close_when_released;
 	bool ready;                 /* logged in */
+	bool counted_open;          /* in the pool's count of open servers (telemetry) */
 	int generation;             /* the database's generation at connect */
 
 	struct scram_client *scram;

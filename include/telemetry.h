@@ -18,12 +18,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "efficiency.h"
 #include "series.h"
+#include "util.h"
 
 enum telemetry_kind { TK_QUERY = 0, TK_XACT, TK_WAIT, TK_SERVER, TK_CONNECT, TK_COUNT };
 
 struct pool_telemetry {
 	struct series kinds[TK_COUNT];
+	struct efficiency eff;
 };
 
 struct pool_telemetry *telemetry_new(int64_t now);
@@ -37,6 +40,21 @@ static inline void telemetry_record(struct pool_telemetry *t, enum telemetry_kin
 	if (telemetry_enabled && t)
 		series_record(&t->kinds[k], usec > 0 ? (uint64_t)usec : 0);
 }
+
+/*
+ * A pool level changed (servers, open, busy, waiting): the time at the old
+ * level is accounted first. Levels are kept even with recording off, so
+ * they are right when it is turned back on.
+ */
+static inline void telemetry_level(struct pool_telemetry *t, int *level, int delta)
+{
+	if (telemetry_enabled)
+		eff_advance(&t->eff, now_usec());
+	*level += delta;
+}
+
+/* recording was turned back on: the time while it was off is not counted */
+void telemetry_restart_clock(struct pool_telemetry *t, int64_t now);
 
 /* close finished slots of every series (the janitor, every sweep) */
 void telemetry_rotate(struct pool_telemetry *t, int64_t now);

@@ -37,6 +37,8 @@
 #include "client.h"
 #include "config.h"
 #include "control.h"
+#include "efficiency.h"
+#include "health.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
@@ -1918,6 +1920,91 @@ static void show_latency(struct client *c, const char *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * SHOW EFFICIENCY: how well each pool's servers were used
+ */
+
+static double pct(int64_t part, int64_t whole)
+{
+	return whole > 0 ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static void show_efficiency(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "database", OID_TEXT },         { "user", OID_TEXT },
+		{ "window", OID_TEXT },           { "pool_size", OID_INT4 },
+		{ "utilization_pct", OID_NUMERIC }, { "reuse_pct", OID_NUMERIC },
+		{ "saturation_pct", OID_NUMERIC }, { "wait_p95_us", OID_INT8 },
+		{ "overflow_pct", OID_NUMERIC },  { "reserve_pct", OID_NUMERIC },
+		{ "servers_opened", OID_INT8 },   { "servers_closed", OID_INT8 },
+		{ "suggested_pool_size", OID_INT4 },
+	};
+	static struct hist_acc wait;
+	struct eff_counters ec;
+	enum series_window w;
+	struct result r;
+	int n;
+	int64_t now = now_usec();
+
+	if (!window_arg(c, arg, WINDOW_1M, &w))
+		return;
+	struct pool **pools = sorted_pools(&n);
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < n; i++) {
+		struct pool *p = pools[i];
+		eff_read(&p->tm->eff, w, now, &ec);
+		hist_acc_reset(&wait);
+		series_read(&p->tm->kinds[TK_WAIT], w, &wait);
+		row_text(&r, p->db->name);
+		row_text(&r, p->user->name);
+		row_text(&r, series_window_name(w));
+		row_int(&r, pool_effective_size(p));
+		row_printf(&r, "%.1f", pct(ec.busy_us, ec.open_us));
+		row_printf(&r, "%.1f", pct((int64_t)ec.reused, (int64_t)ec.assignments));
+		row_printf(&r, "%.1f", pct(ec.saturated_us, ec.span_us));
+		row_uint(&r, hist_acc_quantile(&wait, 0.95));
+		row_printf(&r, "%.1f", pct(ec.overflow_us, ec.span_us));
+		row_printf(&r, "%.1f", pct(ec.reserve_us, ec.span_us));
+		row_uint(&r, ec.opened);
+		row_uint(&r, ec.closed);
+		row_int(&r, eff_suggested_size(&ec));
+		row_end(&r);
+	}
+	free(pools);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
+ * SHOW HEALTH: each pool judged now on its 5-minute window
+ */
+
+static void show_health(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "database", OID_TEXT }, { "user", OID_TEXT }, { "status", OID_TEXT }, { "reason", OID_TEXT },
+	};
+	struct result r;
+	int n;
+	int64_t now = now_usec();
+	char reason[160];
+
+	(void)arg;
+	struct pool **pools = sorted_pools(&n);
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < n; i++) {
+		struct pool *p = pools[i];
+		enum health_status st = health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason));
+		row_text(&r, p->db->name);
+		row_text(&r, p->user->name);
+		row_text(&r, health_status_name(st));
+		row_text(&r, reason);
+		row_end(&r);
+	}
+	free(pools);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
  * Dispatch
  */
 
@@ -1931,6 +2018,8 @@ struct show_entry {
 
 static const struct show_entry show_table[] = {
 	{ "latency", show_latency, true },
+	{ "efficiency", show_efficiency, true },
+	{ "health", show_health, false },
 	{ "help", show_help, false },
 	{ "version", show_version, false },
 	{ "config", show_config, false },

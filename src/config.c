@@ -145,6 +145,12 @@ static bool check_at_least_one(const struct param_value *v, char *why, size_t wh
 }
 
 /* PgBouncer encodes peer_id into cancel keys in 14 bits */
+/* a share in percent: 0 (check off) to 100 */
+static bool check_percent(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 0, 100, why, whylen);
+}
+
 static bool check_peer_id(const struct param_value *v, char *why, size_t whylen)
 {
 	return check_range(v, 0, 16383, why, whylen);
@@ -226,6 +232,12 @@ static const struct param params[] = {
 	{ "dns_max_ttl",               PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_max_ttl, int64_t), NULL },
 	{ "dns_nxdomain_ttl",          PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_nxdomain_ttl, int64_t), NULL },
 	{ "dns_zone_check_period",     PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(dns_zone_check_period, int64_t), NULL },
+	{ "health_query_p95_critical", PT_DURATION, "2",             S,    RELOAD,  NULL,                    AT(health_query_p95_critical, int64_t), NULL },
+	{ "health_query_p95_warning",  PT_DURATION, "0.5",           S,    RELOAD,  NULL,                    AT(health_query_p95_warning, int64_t), NULL },
+	{ "health_utilization_critical", PT_INT,    "95",            NONE, RELOAD,  check_percent,           AT(health_utilization_critical, int), NULL },
+	{ "health_utilization_warning", PT_INT,     "80",            NONE, RELOAD,  check_percent,           AT(health_utilization_warning, int), NULL },
+	{ "health_wait_p95_critical",  PT_DURATION, "0.5",           S,    RELOAD,  NULL,                    AT(health_wait_p95_critical, int64_t), NULL },
+	{ "health_wait_p95_warning",   PT_DURATION, "0.05",          S,    RELOAD,  NULL,                    AT(health_wait_p95_warning, int64_t), NULL },
 	{ "idle_transaction_timeout",  PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(idle_transaction_timeout, int64_t), NULL },
 	{ "ignore_startup_parameters", PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(ignore_startup_parameters, char *), NULL },
 	{ "job_name",                  PT_STRING,   "pgpulse",       NONE, RESTART, NULL,                    AT(job_name, char *), NULL },

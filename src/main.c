@@ -170,6 +170,11 @@ void worker_apply_config(void)
 	const struct cfg *cfg = worker->cfg;
 	log_setup(cfg->verbose, false);
 	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+	if (cfg->telemetry && !telemetry_enabled) {
+		struct list *pos;
+		list_for_each(pos, &worker->pools)
+			telemetry_restart_clock(container_of(pos, struct pool, node)->tm, now_usec());
+	}
 	telemetry_enabled = cfg->telemetry;
 	pool_apply_config();
 }

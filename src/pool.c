@@ -24,6 +24,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "health.h"
 #include "server.h"
 #include "telemetry.h"
 #include "worker.h"
@@ -417,6 +418,8 @@ static bool room_under_caps(const struct pool *p, const struct pool_limits *l, b
 static bool hand_server_to(struct server *s, struct client *c)
 {
 	struct pool *p = c->pool;
+	if (c->state == CL_WAITING)
+		telemetry_level(p->tm, &p->tm->eff.waiting, -1);
 	list_remove(&c->node);
 	c->state = CL_ACTIVE;
 	list_append(&p->active_clients, &c->node);
@@ -465,6 +468,8 @@ static bool pool_is_paused(const struct pool *p)
 
 static void start_waiting(struct client *c, int64_t now)
 {
+	if (c->state != CL_WAITING)
+		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, +1);
 	list_remove(&c->node);
 	c->state = CL_WAITING;
 	c->wait_start = now;
@@ -475,6 +480,11 @@ bool pool_assign_server(struct client *c)
 {
 	struct pool *p = c->pool;
 	int64_t now = now_usec();
+	if (p->db->removed) {
+		/* a running transaction was allowed to finish; nothing new starts */
+		client_fatal(c, "3D000", "database \"%s\" was removed from the configuration", p->db->name);
+		return false;
+	}
 	if (!pool_is_paused(p)) {
 		struct server *s = take_idle_server(p);
 		while (s && server_expired(s)) {
@@ -510,6 +520,8 @@ bool pool_assign_server(struct client *c)
 
 void pool_forget_waiting(struct client *c)
 {
+	if (c->state == CL_WAITING)
+		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, -1);
 	list_remove(&c->node);
 	if (c->pool) {
 		c->state = CL_ACTIVE;
@@ -556,6 +568,8 @@ void pool_server_logged_in(struct server *s)
 {
 	struct pool *p = s->pool;
 	telemetry_record(p->tm, TK_CONNECT, now_usec() - s->connect_start);
+	s->counted_open = true;
+	telemetry_level(p->tm, &p->tm->eff.open, +1);
 	p->last_connect_failure = 0;
 	p->last_error[0] = '\0';
 	p->last_error_code[0] = '\0';
@@ -800,9 +814,30 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 	}
 }
 
+/* every 10 s, on the 5-minute window; a change of status is logged */
+static void evaluate_health(struct pool *p, int64_t now)
+{
+	if (!telemetry_enabled || now - p->health_checked_at < SERIES_SLOT_USEC)
+		return;
+	p->health_checked_at = now;
+	char reason[sizeof(p->health_reason)];
+	enum health_status st = health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason));
+	if ((int)st != p->health) {
+		log_msg(st == HEALTH_OK ? LOG_LVL_INFO : LOG_LVL_WARNING, "%s/%s: health %s -> %s%s%s", p->db->name,
+			p->user->name, health_status_name((enum health_status)p->health), health_status_name(st), reason[0] ? ": " : "",
+			reason);
+	}
+	p->health = st;
+	str_copy(p->health_reason, reason, sizeof(p->health_reason));
+}
+
 void pool_janitor(struct pool *p, int64_t now)
 {
+	struct pool_limits l = pool_limits_of(p);
+	p->tm->eff.base = l.base; /* tier time is judged against the sizes in force */
+	p->tm->eff.overflow = l.overflow;
 	telemetry_rotate(p->tm, now);
+	evaluate_health(p, now);
 	close_clients_past_timeouts(p, now);
 	close_servers_stuck_connecting(p, now);
 	fail_clients_past_timeouts(p, now);

@@ -155,6 +155,8 @@ struct server *server_connect(struct pool *p)
 	s->connect_start = now_usec();
 	add_to_list(s, SV_LOGIN, &p->new_servers);
 	worker->server_count++;
+	telemetry_level(p->tm, &p->tm->eff.servers, +1);
+	eff_note_opened(&p->tm->eff);
 	SV_LOG(s, LOG_LVL_DEBUG, "connecting%s", "");
 	if (!stream_connect(&s->st, &ss, len)) {
 		char msg[300];
@@ -707,6 +709,9 @@ static void server_on_end(struct stream *st, enum stream_end why)
 
 void server_link(struct server *s, struct client *c)
 {
+	struct efficiency *e = &s->pool->tm->eff;
+	eff_note_assignment(e, s->link_time != 0);
+	telemetry_level(s->pool->tm, &e->busy, +1);
 	s->client = c;
 	c->server = s;
 	s->link_time = now_usec();
@@ -720,6 +725,7 @@ void server_unlink(struct server *s)
 {
 	struct client *c = s->client;
 	if (c) {
+		telemetry_level(s->pool->tm, &s->pool->tm->eff.busy, -1);
 		c->server = NULL;
 		if (c->st.peer == &s->st)
 			stream_set_peer(&c->st, NULL);
@@ -749,6 +755,10 @@ void server_close(struct server *s, const char *reason)
 	add_to_list(s, SV_CLOSED, &worker->dead_servers);
 	stream_close(&s->st);
 	worker->server_count--;
+	telemetry_level(p->tm, &p->tm->eff.servers, -1);
+	if (s->counted_open)
+		telemetry_level(p->tm, &p->tm->eff.open, -1);
+	eff_note_closed(&p->tm->eff);
 	worker_schedule_reap();
 	if (c)
 		client_server_lost(c, "08006", "server connection closed unexpectedly");

@@ -21,6 +21,7 @@ struct pool_telemetry *telemetry_new(int64_t now)
 	struct pool_telemetry *t = xmalloc(sizeof(*t));
 	for (int k = 0; k < TK_COUNT; k++)
 		series_init(&t->kinds[k], now);
+	eff_init(&t->eff, now);
 	return t;
 }
 
@@ -33,10 +34,17 @@ void telemetry_free(struct pool_telemetry *t)
 	free(t);
 }
 
+void telemetry_restart_clock(struct pool_telemetry *t, int64_t now)
+{
+	t->eff.since = now;
+}
+
 void telemetry_rotate(struct pool_telemetry *t, int64_t now)
 {
 	for (int k = 0; k < TK_COUNT; k++)
 		series_rotate(&t->kinds[k], now);
+	if (telemetry_enabled)
+		eff_rotate(&t->eff, now);
 }
 
 size_t telemetry_bytes(const struct pool_telemetry *t)

@@ -121,6 +121,12 @@ bool control_wait_close(struct client *admin, struct pool_db *db)
 	return ctl.answer_now;
 }
 
+int pool_effective_size(const struct pool *p)
+{
+	(void)p;
+	return 20;
+}
+
 /* the real split lives in pool.c; here: two beyond a base of 2, one of them overflow */
 void pool_tier_use(const struct pool *p, int *overflow_in_use, int *reserve_in_use)
 {

@@ -1452,6 +1452,16 @@ static void show_mem(struct client *c, const char *arg)
 	row_int(&r, 0);
 	row_int(&r, out_bytes);
 	row_end(&r);
+	/* pgpulse's own: latency histograms and efficiency counters, one set per pool */
+	long long tm_bytes = 0;
+	list_for_each(pos, &worker->pools)
+		tm_bytes += (long long)telemetry_bytes(container_of(pos, struct pool, node)->tm);
+	row_text(&r, "telemetry");
+	row_int(&r, (long long)sizeof(struct pool_telemetry));
+	row_int(&r, list_count(&worker->pools));
+	row_int(&r, 0);
+	row_int(&r, tm_bytes);
+	row_end(&r);
 	result_end(&r);
 }
 
@@ -1575,6 +1585,8 @@ static void show_help(struct client *c, const char *arg)
 		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
 		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
+		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
+		"\tSHOW HEALTH\n"
 		"\tSET key = arg\n"
 		"\tRELOAD\n"
 		"\tPAUSE [<db>]\n"

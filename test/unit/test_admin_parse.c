@@ -809,6 +809,9 @@ static void test_show_mem_reports_buffers(void)
 	CHECK_STR_EQ(cell(&a, "iobuf_cache", "free"), "5");
 	CHECK_STR_EQ(cell(&a, "iobuf_cache", "memtotal"), "32768");
 	CHECK_STR_EQ(cell(&a, "client_cache", "used"), "6");
+	/* the telemetry of the one pool: at least its fixed part */
+	CHECK_STR_EQ(cell(&a, "telemetry", "used"), "1");
+	CHECK(atol(cell(&a, "telemetry", "memtotal")) >= (long)sizeof(struct pool_telemetry));
 }
 
 static void test_show_config_lists_parameters_by_name(void)

@@ -80,6 +80,14 @@ struct client {
 	int64_t req_arrive;         /* monotonic: the request being read arrived, 0 if none */
 	int64_t req_sent;           /* monotonic: ... its first message was forwarded */
 	bool req_waited;            /* it had to wait for a server */
+	uint64_t req_fp;            /* its query fingerprint, 0 until its text was seen */
+	char *req_text;             /* its text for the slow-query log, when that needs a copy */
+	/* fingerprints of named prepared statements, for batches that only Bind them */
+	struct {
+		uint32_t name_hash;
+		uint64_t fp;
+	} stmt_fp[8];
+	uint8_t stmt_fp_next;
 	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
 	bool counted_in_db;         /* included in db->client_count */
 	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */

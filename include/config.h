@@ -196,6 +196,10 @@ struct cfg {
 	int64_t health_wait_p95_critical;   /* 500 ms */
 	int health_utilization_warning;     /* 80 % */
 	int health_utilization_critical;    /* 95 % */
+	int max_query_fingerprints;         /* 5000; 0 turns fingerprints off */
+	int64_t slow_query_threshold;       /* 0 = no slow-query log */
+	int slow_query_log_size;            /* 100 */
+	char *slow_query_log_text;          /* "normalized" or "full" */
 	char *service_name;
 	char *job_name;
 	int peer_id;

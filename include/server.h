@@ -37,6 +37,8 @@ enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CH
 struct request_stamp {
 	int64_t arrive;  /* the request's first byte reached pgpulse */
 	int64_t sent;    /* ... was forwarded to the server */
+	uint64_t fp;     /* its query fingerprint, 0 if none */
+	char *text;      /* its text as sent, for slow_query_log_text = full; or NULL */
 	uint32_t seq;
 };
 
@@ -73,6 +75,7 @@ struct server {
 	uint32_t inflight_count;
 	uint32_t seq_sent;          /* requests forwarded */
 	uint32_t seq_done;          /* ReadyForQuery received */
+	bool reply_error;           /* an ErrorResponse came for the oldest request in flight */
 	char addr[64];
 };
 
@@ -91,7 +94,7 @@ void server_run_job(struct server *s, enum server_job job, const char *sql);
 char *server_param_sync_sql(const struct server *s, const struct client *c);
 
 /* a request (Query, FunctionCall, or a batch ending in Sync) went to the server */
-void server_request_sent(struct server *s, int64_t arrive, int64_t sent);
+void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_t fp, char *text);
 
 /* close the connection (sends Terminate when it is healthy) */
 void server_close(struct server *s, const char *reason);

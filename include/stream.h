@@ -32,6 +32,7 @@ struct pkt {
 	const uint8_t *body; /* body start (valid when complete) */
 	uint32_t body_len;
 	bool complete;       /* the whole packet is in the buffer */
+	uint32_t avail;      /* bytes of it in the buffer, header included */
 };
 
 enum pkt_action {

@@ -38,12 +38,14 @@
 #include "config.h"
 #include "control.h"
 #include "efficiency.h"
+#include "fingerprint.h"
 #include "health.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
 #include "series.h"
+#include "slowlog.h"
 #include "stream.h"
 #include "telemetry.h"
 #include "util.h"
@@ -1462,6 +1464,18 @@ static void show_mem(struct client *c, const char *arg)
 	row_int(&r, 0);
 	row_int(&r, tm_bytes);
 	row_end(&r);
+	row_text(&r, "fingerprints");
+	row_int(&r, (long long)sizeof(struct fp_entry));
+	row_int(&r, fp_count());
+	row_int(&r, 0);
+	row_int(&r, (long long)fp_bytes());
+	row_end(&r);
+	row_text(&r, "slow_log");
+	row_int(&r, (long long)sizeof(struct slow_entry));
+	row_int(&r, worker->cfg->slow_query_log_size);
+	row_int(&r, 0);
+	row_int(&r, (long long)slowlog_bytes());
+	row_end(&r);
 	result_end(&r);
 }
 
@@ -1586,7 +1600,8 @@ static void show_help(struct client *c, const char *arg)
 		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
-		"\tSHOW HEALTH\n"
+		"\tSHOW QUERIES [1m|5m|15m|all]\n"
+		"\tSHOW HEALTH|SLOW\n"
 		"\tSET key = arg\n"
 		"\tRELOAD\n"
 		"\tPAUSE [<db>]\n"
@@ -2017,6 +2032,115 @@ static void show_health(struct client *c, const char *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * SHOW QUERIES: per query shape, heaviest first; SHOW SLOW: the slow-query log
+ */
+
+struct query_row {
+	struct fp_entry *e;
+	struct fp_window w;
+	uint64_t p50, p95, p99, max;
+};
+
+struct query_rows {
+	struct query_row *rows;
+	int n, cap;
+	enum series_window window;
+};
+
+static void collect_query_row(struct fp_entry *e, void *arg)
+{
+	static struct hist_acc acc; /* 14 kB, one worker thread */
+	struct query_rows *qr = arg;
+	struct query_row row;
+	hist_acc_reset(&acc);
+	row.e = e;
+	fp_read(e, qr->window, &row.w, &acc);
+	if (!row.w.calls)
+		return;
+	row.p50 = hist_acc_quantile(&acc, 0.50);
+	row.p95 = hist_acc_quantile(&acc, 0.95);
+	row.p99 = hist_acc_quantile(&acc, 0.99);
+	row.max = acc.max;
+	if (qr->n == qr->cap) {
+		qr->cap = qr->cap ? qr->cap * 2 : 64;
+		qr->rows = xrealloc(qr->rows, sizeof(*qr->rows) * (size_t)qr->cap);
+	}
+	qr->rows[qr->n++] = row;
+}
+
+static int cmp_query_total_desc(const void *a, const void *b)
+{
+	const struct query_row *x = a, *y = b;
+	if (x->w.total_us != y->w.total_us)
+		return x->w.total_us < y->w.total_us ? 1 : -1;
+	return x->e->fp < y->e->fp ? -1 : x->e->fp > y->e->fp;
+}
+
+static void show_queries(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "fingerprint", OID_TEXT }, { "database", OID_TEXT }, { "user", OID_TEXT },  { "query", OID_TEXT },
+		{ "calls", OID_INT8 },       { "errors", OID_INT8 },   { "total_us", OID_INT8 }, { "mean_us", OID_INT8 },
+		{ "p50_us", OID_INT8 },      { "p95_us", OID_INT8 },   { "p99_us", OID_INT8 },  { "max_us", OID_INT8 },
+	};
+	struct query_rows qr = { NULL, 0, 0, WINDOW_ALL };
+	enum series_window w;
+	struct result r;
+
+	if (!window_arg(c, arg, WINDOW_ALL, &w))
+		return;
+	qr.window = w;
+	fp_for_each(collect_query_row, &qr);
+	qsort(qr.rows, (size_t)qr.n, sizeof(*qr.rows), cmp_query_total_desc);
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < qr.n; i++) {
+		const struct query_row *q = &qr.rows[i];
+		row_printf(&r, "%016llx", (unsigned long long)q->e->fp);
+		row_text(&r, q->e->pool->db->name);
+		row_text(&r, q->e->pool->user->name);
+		row_printf(&r, "%.500s", q->e->text);
+		row_uint(&r, q->w.calls);
+		row_uint(&r, q->w.errors);
+		row_uint(&r, q->w.total_us);
+		row_uint(&r, q->w.calls ? q->w.total_us / q->w.calls : 0);
+		row_uint(&r, q->p50);
+		row_uint(&r, q->p95);
+		row_uint(&r, q->p99);
+		row_uint(&r, q->max);
+		row_end(&r);
+	}
+	free(qr.rows);
+	result_end(&r);
+}
+
+static void slow_row(const struct slow_entry *e, void *arg)
+{
+	struct result *r = arg;
+	row_time(r, e->wall_usec);
+	row_text(r, e->database);
+	row_text(r, e->user);
+	row_text(r, e->client_addr);
+	row_uint(r, e->duration_us);
+	row_uint(r, e->wait_us);
+	row_printf(r, "%.1000s", e->query);
+	row_end(r);
+}
+
+static void show_slow(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "time", OID_TEXT },        { "database", OID_TEXT }, { "user", OID_TEXT }, { "client_addr", OID_TEXT },
+		{ "duration_us", OID_INT8 }, { "wait_us", OID_INT8 },  { "query", OID_TEXT },
+	};
+	struct result r;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	slowlog_for_each(slow_row, &r);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
  * Dispatch
  */
 
@@ -2032,6 +2156,8 @@ static const struct show_entry show_table[] = {
 	{ "latency", show_latency, true },
 	{ "efficiency", show_efficiency, true },
 	{ "health", show_health, false },
+	{ "queries", show_queries, true },
+	{ "slow", show_slow, false },
 	{ "help", show_help, false },
 	{ "version", show_version, false },
 	{ "config", show_config, false },

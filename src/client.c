@@ -29,7 +29,9 @@
 #include "admin.h"
 #include "auth.h"
 #include "config.h"
+#include "fingerprint.h"
 #include "log.h"
+#include "normalize.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
@@ -214,6 +216,7 @@ void client_free_dead(void)
 		for (int i = 0; i < TP_COUNT; i++)
 			free(c->params[i]);
 		free(c->secret);
+		free(c->req_text);
 		if (c->scram) {
 			scram_server_reset(c->scram);
 			free(c->scram);
@@ -811,6 +814,104 @@ static bool is_request_message(uint8_t type)
 	}
 }
 
+/* ---- query text: fingerprints and the slow-query log ---- */
+
+static bool wants_query_text(void)
+{
+	const struct cfg *cfg = worker->cfg;
+	return telemetry_enabled && (cfg->max_query_fingerprints > 0 || cfg->slow_query_threshold > 0);
+}
+
+static uint32_t name_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)s[i]) * 16777619u;
+	return h ? h : 1;
+}
+
+static void remember_statement(struct client *c, uint32_t h, uint64_t fp)
+{
+	for (int i = 0; i < 8; i++) {
+		if (c->stmt_fp[i].name_hash == h) {
+			c->stmt_fp[i].fp = fp;
+			return;
+		}
+	}
+	c->stmt_fp[c->stmt_fp_next].name_hash = h;
+	c->stmt_fp[c->stmt_fp_next].fp = fp;
+	c->stmt_fp_next = (uint8_t)((c->stmt_fp_next + 1) % 8);
+}
+
+static uint64_t statement_fingerprint(const struct client *c, uint32_t h)
+{
+	for (int i = 0; i < 8; i++)
+		if (c->stmt_fp[i].name_hash == h)
+			return c->stmt_fp[i].fp;
+	return 0;
+}
+
+/* the length of the NUL-terminated string at p, or n when there is no NUL within n */
+static size_t bounded_strlen(const uint8_t *p, size_t n)
+{
+	const uint8_t *nul = memchr(p, 0, n);
+	return nul ? (size_t)(nul - p) : n;
+}
+
+static void fingerprint_request(struct client *c, const char *text, size_t len)
+{
+	static char normalized[NORMALIZE_MAX + 8];
+	const struct cfg *cfg = worker->cfg;
+	uint64_t fp = normalize_sql(text, len, normalized, sizeof(normalized));
+	c->req_fp = fp ? fp : 1;
+	fp_touch(c->pool, c->req_fp, normalized);
+	if (cfg->slow_query_threshold <= 0)
+		return;
+	free(c->req_text);
+	c->req_text = NULL;
+	if (strcmp(cfg->slow_query_log_text, "full") == 0)
+		c->req_text = strndup(text, len < NORMALIZE_MAX ? len : NORMALIZE_MAX);
+	else if (cfg->max_query_fingerprints <= 0)
+		c->req_text = xstrdup(normalized); /* no fingerprint entry to take it from */
+}
+
+/*
+ * Query and Parse carry the request's text, Bind names a prepared
+ * statement. A packet that fits the receive buffer is read whole; a longer
+ * one is fingerprinted by the part that has arrived.
+ */
+static enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
+{
+	if (c->req_fp && pkt->type != 'P')
+		return PKT_FORWARD;
+	if (!pkt->complete && pkt->len <= c->st.cap && pkt->type != 'B')
+		return PKT_NEED_FULL;
+	const uint8_t *body = pkt->body;
+	size_t have = pkt->avail > 5 ? pkt->avail - 5 : 0;
+	if (pkt->type == 'Q') {
+		fingerprint_request(c, (const char *)body, bounded_strlen(body, have));
+	} else if (pkt->type == 'P') {
+		size_t name_len = bounded_strlen(body, have);
+		if (name_len >= have)
+			return PKT_FORWARD;
+		const uint8_t *query = body + name_len + 1;
+		uint64_t before = c->req_fp;
+		if (!before)
+			fingerprint_request(c, (const char *)query, bounded_strlen(query, have - name_len - 1));
+		if (name_len > 0 && c->req_fp && !before)
+			remember_statement(c, name_hash((const char *)body, name_len), c->req_fp);
+	} else if (pkt->type == 'B' && !c->req_fp) {
+		size_t portal_len = bounded_strlen(body, have);
+		if (portal_len >= have)
+			return PKT_FORWARD;
+		const uint8_t *stmt = body + portal_len + 1;
+		size_t stmt_len = bounded_strlen(stmt, have - portal_len - 1);
+		if (stmt_len > 0)
+			c->req_fp = statement_fingerprint(c, name_hash((const char *)stmt, stmt_len));
+	}
+	return PKT_FORWARD;
+}
+
 /* bookkeeping of a request packet that is about to go to the server */
 static void note_forwarded_request(struct client *c, uint8_t type)
 {
@@ -824,7 +925,9 @@ static void note_forwarded_request(struct client *c, uint8_t type)
 	if (type == 'Q' || type == 'F' || type == 'S') {
 		c->pending_syncs++;
 		c->mid_batch = false;
-		server_request_sent(c->server, c->req_arrive, c->req_sent);
+		server_request_sent(c->server, c->req_arrive, c->req_sent, c->req_fp, c->req_text);
+		c->req_text = NULL; /* the server's stamp owns it now */
+		c->req_fp = 0;
 		c->req_arrive = c->req_sent = 0;
 		c->req_waited = false;
 	} else {
@@ -865,6 +968,9 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		c->req_waited = true;
 		return PKT_PAUSE;
 	}
+	if ((pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'B') && wants_query_text() &&
+	    capture_request_text(c, pkt) == PKT_NEED_FULL)
+		return PKT_NEED_FULL;
 	note_forwarded_request(c, pkt->type);
 	return PKT_FORWARD;
 }

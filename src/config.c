@@ -104,6 +104,10 @@ static const struct word sslmode_words[] = {
 };
 
 /* the facilities log.c knows; anything else would silently become "daemon" */
+static const struct word slow_text_words[] = {
+	{ "normalized", 0 }, { "full", 1 }, { NULL, 0 },
+};
+
 static const struct word syslog_facility_words[] = {
 	{ "auth", 0 },   { "authpriv", 1 }, { "daemon", 2 }, { "user", 3 },
 	{ "local0", 4 }, { "local1", 5 },   { "local2", 6 }, { "local3", 7 },
@@ -254,6 +258,7 @@ static const struct param params[] = {
 	{ "max_db_connections",        PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_db_connections, int), NULL },
 	{ "max_packet_size",           PT_SIZE,     "2147483647",    B,    RELOAD,  check_packet_size,       AT(max_packet_size, int64_t), NULL },
 	{ "max_prepared_statements",   PT_INT,      "0"  ,           NONE, RELOAD,  check_not_negative,      AT(max_prepared_statements, int), NULL },
+	{ "max_query_fingerprints",    PT_INT,      "5000",          NONE, RELOAD,  check_not_negative,      AT(max_query_fingerprints, int), NULL },
 	{ "max_user_client_connections", PT_INT,    "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_client_connections, int), NULL },
 	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_connections, int), NULL },
 	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(min_pool_size, int), NULL },
@@ -286,6 +291,9 @@ static const struct param params[] = {
 	{ "server_tls_protocols",      PT_STRING,   "secure",        NONE, RELOAD,  NULL,                    AT(server_tls_protocols, char *), NULL },
 	{ "server_tls_sslmode",        PT_KEYWORD,  "prefer",        NONE, RELOAD,  NULL,                    AT(server_tls_sslmode, char *), sslmode_words },
 	{ "service_name",              PT_STRING,   "pgpulse",       NONE, RESTART, NULL,                    AT(service_name, char *), NULL },
+	{ "slow_query_log_size",       PT_INT,      "100",           NONE, RELOAD,  check_not_negative,      AT(slow_query_log_size, int), NULL },
+	{ "slow_query_log_text",       PT_KEYWORD,  "normalized",    NONE, RELOAD,  NULL,                    AT(slow_query_log_text, char *), slow_text_words },
+	{ "slow_query_threshold",      PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(slow_query_threshold, int64_t), NULL },
 	{ "so_reuseport",              PT_BOOL,     "0",             NONE, RESTART, NULL,                    AT(so_reuseport, bool), NULL },
 	{ "stats_period",              PT_DURATION, "60",            S,    RELOAD,  check_positive_duration, AT(stats_period, int64_t), NULL },
 	{ "stats_users",               PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(stats_users, char *), NULL },

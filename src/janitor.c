@@ -12,6 +12,7 @@
 #include "client.h"
 #include "config.h"
 #include "control.h"
+#include "fingerprint.h"
 #include "pool.h"
 #include "util.h"
 #include "worker.h"
@@ -46,6 +47,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	close_clients_past_login_timeout(now);
+	fp_rotate(now);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->pools)
 	{

@@ -24,11 +24,13 @@
 #include "client.h"
 #include "config.h"
 #include "control.h"
+#include "fingerprint.h"
 #include "janitor.h"
 #include "listener.h"
 #include "log.h"
 #include "pool.h"
 #include "server.h"
+#include "slowlog.h"
 #include "stream.h"
 #include "telemetry.h"
 #include "worker.h"
@@ -364,6 +366,8 @@ static void free_everything(void)
 		free(u->name);
 		free(u);
 	}
+	fp_table_free();
+	slowlog_free();
 	for (int i = 0; i < g_signal_count; i++)
 		event_free(g_signal_events[i]);
 	janitor_stop();
@@ -468,6 +472,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	worker->reaper = event_new(worker->base, -1, 0, reap_dead, NULL);
+	fp_table_init(now_usec());
 	pool_apply_config();
 	if (!listener_open_all(err, sizeof(err))) {
 		log_error("%s", err);

@@ -32,7 +32,9 @@
 #include "config.h"
 #include "log.h"
 #include "pool.h"
+#include "fingerprint.h"
 #include "proto.h"
+#include "slowlog.h"
 #include "telemetry.h"
 #include "worker.h"
 
@@ -446,7 +448,8 @@ void server_run_job(struct server *s, enum server_job job, const char *sql)
 {
 	s->job = job;
 	s->job_failed = false;
-	if (s->state != SV_ACTIVE)
+	/* a connect_query is part of logging in: the server still counts as connecting */
+	if (s->state != SV_ACTIVE && job != JOB_CONNECT_QUERY)
 		add_to_list(s, SV_USED, &s->pool->used_servers);
 	proto_put_query(stream_out(&s->st), sql);
 	if (stream_send_out(&s->st))
@@ -546,22 +549,38 @@ static bool should_release(const struct server *s, const struct client *c, char 
 	return mode == POOL_TRANSACTION && status == 'I';
 }
 
-void server_request_sent(struct server *s, int64_t arrive, int64_t sent)
+/* text: owned by the stamp from now on (freed when the request completes or the server goes) */
+void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_t fp, char *text)
 {
 	uint32_t seq = s->seq_sent++;
-	if (s->inflight_count == SERVER_INFLIGHT)
-		return; /* deeper than the ring: this one goes unmeasured */
+	if (s->inflight_count == SERVER_INFLIGHT) {
+		free(text); /* deeper than the ring: this one goes unmeasured */
+		return;
+	}
 	struct request_stamp *st = &s->inflight[(s->inflight_head + s->inflight_count) % SERVER_INFLIGHT];
 	st->arrive = arrive;
 	st->sent = sent;
+	st->fp = fp;
+	st->text = text;
 	st->seq = seq;
 	s->inflight_count++;
+}
+
+static void note_slow_request(const struct server *s, const struct request_stamp *st, const struct fp_entry *e,
+			      int64_t query)
+{
+	const struct client *c = s->client;
+	const char *text = st->text ? st->text : e ? e->text : "(query text not known)";
+	slowlog_add(s->pool->db->name, s->pool->user->name, c ? c->addr : "", (uint64_t)query,
+		    (uint64_t)(st->sent - st->arrive), text);
 }
 
 /* a ReadyForQuery: the oldest request in flight is done */
 static void close_request(struct server *s, int64_t now)
 {
 	uint32_t seq = s->seq_done++;
+	bool error = s->reply_error;
+	s->reply_error = false;
 	if (!s->inflight_count)
 		return;
 	struct request_stamp *st = &s->inflight[s->inflight_head];
@@ -572,8 +591,18 @@ static void close_request(struct server *s, int64_t now)
 	struct pool *p = s->pool;
 	int64_t query = now - st->arrive;
 	p->stats.query_time += (uint64_t)query;
-	telemetry_record(p->tm, TK_QUERY, query);
-	telemetry_record(p->tm, TK_SERVER, now - st->sent);
+	if (telemetry_enabled) {
+		series_record(&p->tm->kinds[TK_QUERY], (uint64_t)query);
+		series_record(&p->tm->kinds[TK_SERVER], (uint64_t)(now - st->sent));
+		struct fp_entry *e = st->fp ? fp_lookup(p, st->fp) : NULL;
+		if (e)
+			fp_record(e, (uint64_t)query, error);
+		int64_t slow = worker->cfg->slow_query_threshold;
+		if (slow > 0 && query >= slow)
+			note_slow_request(s, st, e, query);
+	}
+	free(st->text);
+	st->text = NULL;
 }
 
 static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
@@ -601,8 +630,15 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 			int64_t xact = now - c->xact_start;
 			p->stats.xact_time += (uint64_t)xact;
 			telemetry_record(p->tm, TK_XACT, xact);
-			c->xact_start = 0;
 		}
+		/*
+		 * With requests pipelined behind this one, the next transaction
+		 * began when the oldest of them arrived, not when it is answered.
+		 */
+		if (s->inflight_count)
+			c->xact_start = s->inflight[s->inflight_head].arrive;
+		else
+			c->xact_start = c->req_arrive;
 	}
 	if (!should_release(s, c, status))
 		return PKT_FORWARD;
@@ -618,6 +654,9 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 {
 	switch (pkt->type) {
+	case 'E':
+		s->reply_error = true;
+		return PKT_FORWARD;
 	case 'Z':
 		if (!pkt->complete)
 			return PKT_NEED_FULL;
@@ -660,10 +699,10 @@ static enum pkt_action handle_idle_packet(struct server *s, struct pkt *pkt)
 static enum pkt_action server_on_packet(struct stream *st, struct pkt *pkt)
 {
 	struct server *s = st->owner;
-	if (s->state == SV_LOGIN)
-		return handle_login_packet(s, pkt);
 	if (s->job != JOB_NONE)
 		return handle_job_packet(s, pkt);
+	if (s->state == SV_LOGIN)
+		return handle_login_packet(s, pkt);
 	if (s->state == SV_ACTIVE && s->client)
 		return handle_linked_packet(s, pkt);
 	return handle_idle_packet(s, pkt);
@@ -789,6 +828,8 @@ void server_free_dead(void)
 			scram_client_reset(s->scram);
 			free(s->scram);
 		}
+		for (uint32_t i = 0; i < s->inflight_count; i++)
+			free(s->inflight[(s->inflight_head + i) % SERVER_INFLIGHT].text);
 		free(s);
 	}
 }

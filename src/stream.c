@@ -376,6 +376,7 @@ static void judge_packets(struct stream *s)
 			return;
 		}
 		pkt.complete = avail >= pkt.len;
+		pkt.avail = pkt.complete ? pkt.len : avail;
 		pkt.body = p + hdr;
 		pkt.body_len = pkt.len - hdr;
 

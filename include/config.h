@@ -200,6 +200,9 @@ struct cfg {
 	int64_t slow_query_threshold;       /* 0 = no slow-query log */
 	int slow_query_log_size;            /* 100 */
 	char *slow_query_log_text;          /* "normalized" or "full" */
+	char *metrics_addr;                 /* 127.0.0.1 */
+	int metrics_port;                   /* 0 = no metrics endpoint */
+	char *metrics_buckets;              /* histogram bounds in seconds, comma separated */
 	char *service_name;
 	char *job_name;
 	int peer_id;

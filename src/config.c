@@ -155,6 +155,42 @@ static bool check_percent(const struct param_value *v, char *why, size_t whylen)
 	return check_range(v, 0, 100, why, whylen);
 }
 
+/* 0 (off) or a port */
+static bool check_port_or_zero(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 0, 65535, why, whylen);
+}
+
+/* histogram bounds in seconds: positive, increasing, comma-separated */
+static bool check_bucket_list(const struct param_value *v, char *why, size_t whylen)
+{
+	const char *p = v->str ? v->str : "";
+	double prev = 0;
+	int n = 0;
+	while (*p) {
+		char *end;
+		double b = strtod(p, &end);
+		if (end == p || b <= prev) {
+			snprintf(why, whylen, "expected increasing positive numbers of seconds, separated by commas");
+			return false;
+		}
+		prev = b;
+		n++;
+		p = end;
+		while (*p == ' ')
+			p++;
+		if (*p == ',')
+			p++;
+		while (*p == ' ')
+			p++;
+	}
+	if (n == 0 || n > 64) {
+		snprintf(why, whylen, "expected 1 to 64 bucket bounds");
+		return false;
+	}
+	return true;
+}
+
 static bool check_peer_id(const struct param_value *v, char *why, size_t whylen)
 {
 	return check_range(v, 0, 16383, why, whylen);
@@ -261,6 +297,9 @@ static const struct param params[] = {
 	{ "max_query_fingerprints",    PT_INT,      "5000",          NONE, RELOAD,  check_not_negative,      AT(max_query_fingerprints, int), NULL },
 	{ "max_user_client_connections", PT_INT,    "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_client_connections, int), NULL },
 	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_connections, int), NULL },
+	{ "metrics_addr",              PT_STRING,   "127.0.0.1",     NONE, RESTART, NULL,                    AT(metrics_addr, char *), NULL },
+	{ "metrics_buckets",           PT_STRING,   "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30", NONE, RELOAD, check_bucket_list, AT(metrics_buckets, char *), NULL },
+	{ "metrics_port",              PT_INT,      "0",             NONE, RESTART, check_port_or_zero,      AT(metrics_port, int), NULL },
 	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(min_pool_size, int), NULL },
 	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  NULL,                    AT(overflow_idle_timeout, int64_t), NULL },
 	{ "overflow_pool_size",        PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(overflow_pool_size, int), NULL },

@@ -28,6 +28,7 @@
 #include "janitor.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "server.h"
 #include "slowlog.h"
@@ -484,12 +485,19 @@ int main(int argc, char **argv)
 		free_everything();
 		return 1;
 	}
+	if (!metrics_start(err, sizeof(err))) {
+		log_error("%s", err);
+		listener_close_all();
+		free_everything();
+		return 1;
+	}
 	install_signals();
 	janitor_start();
 	log_info("pgpulse %s started, pid %d", PACKAGE_VERSION, (int)getpid());
 
 	event_base_dispatch(worker->base);
 
+	metrics_stop();
 	listener_close_all();
 	close_everything();
 	log_info("pgpulse stopped");

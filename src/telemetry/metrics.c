@@ -1,0 +1,460 @@
+/*
+ * metrics: Prometheus text exposition of everything pgpulse measures.
+ *
+ * Latency histograms are exported as cumulative `_bucket` series with fixed
+ * bounds (metrics_buckets), so the series of several pgpulse instances add
+ * up and `histogram_quantile()` works across a fleet. A value is counted
+ * under `le` when its fine bucket's midpoint is at or below the bound, so a
+ * bound is honoured to within the fine histogram's 0.8 %. Beside them,
+ * per-instance quantile gauges give the exact windows of SHOW LATENCY.
+ */
+#include "metrics.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "config.h"
+#include "efficiency.h"
+#include "health.h"
+#include "hist.h"
+#include "log.h"
+#include "pool.h"
+#include "series.h"
+#include "telemetry.h"
+#include "util.h"
+#include "worker.h"
+
+static struct evhttp *g_http;
+
+/* ---- helpers ---- */
+
+/* a label value with \, " and newline escaped */
+static void put_label_value(struct evbuffer *out, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			evbuffer_add_printf(out, "\\%c", *v);
+		else if (*v == '\n')
+			evbuffer_add(out, "\\n", 2);
+		else
+			evbuffer_add(out, v, 1);
+	}
+}
+
+static void put_pool_labels(struct evbuffer *out, const struct pool *p)
+{
+	evbuffer_add(out, "database=\"", 10);
+	put_label_value(out, p->db->name);
+	evbuffer_add(out, "\",user=\"", 8);
+	put_label_value(out, p->user->name);
+	evbuffer_add(out, "\"", 1);
+}
+
+static void put_header(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* one sample of a per-pool metric, with an optional extra label */
+static void put_pool_sample(struct evbuffer *out, const char *name, const struct pool *p, const char *extra,
+			    double value)
+{
+	evbuffer_add_printf(out, "%s{", name);
+	put_pool_labels(out, p);
+	if (extra)
+		evbuffer_add_printf(out, ",%s", extra);
+	evbuffer_add_printf(out, "} %.17g\n", value);
+}
+
+static int parse_buckets(const char *list, double *bounds, int max)
+{
+	int n = 0;
+	const char *p = list ? list : "";
+	while (*p && n < max) {
+		char *end;
+		double b = strtod(p, &end);
+		if (end == p)
+			break;
+		bounds[n++] = b;
+		p = end;
+		while (*p == ' ' || *p == ',')
+			p++;
+	}
+	return n;
+}
+
+/* ---- histograms ---- */
+
+static const struct {
+	enum telemetry_kind kind;
+	const char *name;
+	const char *help;
+} histograms[] = {
+	{ TK_QUERY, "pgpulse_query_duration_seconds",
+	  "Time from a request's arrival to its ReadyForQuery being forwarded to the client, waiting included." },
+	{ TK_XACT, "pgpulse_transaction_duration_seconds",
+	  "Time from a transaction's first request arriving to the ReadyForQuery that ends it." },
+	{ TK_WAIT, "pgpulse_wait_duration_seconds", "Time a client waited for a server connection." },
+	{ TK_SERVER, "pgpulse_server_duration_seconds",
+	  "Time from a request being written to the server to the server's ReadyForQuery." },
+	{ TK_CONNECT, "pgpulse_connect_duration_seconds",
+	  "Time from starting a server connection to it being ready for queries." },
+};
+
+static void put_histogram(struct evbuffer *out, const char *name, const struct pool *p, const struct hist_acc *a,
+			  const double *bounds, int nbounds)
+{
+	uint64_t cumulative = 0;
+	uint32_t idx = 0;
+	char le[32];
+	for (int i = 0; i < nbounds; i++) {
+		double bound_us = bounds[i] * 1e6;
+		while (idx < HIST_BUCKETS && (double)hist_bucket_value(idx) <= bound_us)
+			cumulative += a->buckets[idx++];
+		snprintf(le, sizeof(le), "le=\"%g\"", bounds[i]);
+		evbuffer_add_printf(out, "%s_bucket{", name);
+		put_pool_labels(out, p);
+		evbuffer_add_printf(out, ",%s} %llu\n", le, (unsigned long long)cumulative);
+	}
+	evbuffer_add_printf(out, "%s_bucket{", name);
+	put_pool_labels(out, p);
+	evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)a->count);
+	evbuffer_add_printf(out, "%s_sum{", name);
+	put_pool_labels(out, p);
+	evbuffer_add_printf(out, "} %.6f\n", (double)a->sum / 1e6);
+	evbuffer_add_printf(out, "%s_count{", name);
+	put_pool_labels(out, p);
+	evbuffer_add_printf(out, "} %llu\n", (unsigned long long)a->count);
+}
+
+static void render_histograms(struct evbuffer *out)
+{
+	static struct hist_acc acc; /* 14 kB, one worker thread */
+	double bounds[64];
+	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, 64);
+	struct list *pos;
+	for (size_t k = 0; k < sizeof(histograms) / sizeof(histograms[0]); k++) {
+		put_header(out, histograms[k].name, "histogram", histograms[k].help);
+		list_for_each(pos, &worker->pools)
+		{
+			const struct pool *p = container_of(pos, struct pool, node);
+			hist_acc_reset(&acc);
+			series_read(&p->tm->kinds[histograms[k].kind], WINDOW_ALL, &acc);
+			put_histogram(out, histograms[k].name, p, &acc, bounds, nbounds);
+		}
+	}
+}
+
+/*
+ * The windows of SHOW LATENCY as a summary: quantile series plus _sum and
+ * _count of the window. Per instance: quantiles do not add up across a
+ * fleet, the _bucket histograms above do.
+ */
+static void render_quantiles(struct evbuffer *out)
+{
+	static struct hist_acc acc;
+	static const double qs[] = { 0.5, 0.9, 0.95, 0.99, 0.999 };
+	static const enum series_window windows[] = { WINDOW_1M, WINDOW_5M, WINDOW_15M };
+	const char *name = "pgpulse_latency_seconds";
+	struct list *pos;
+	char labels[96];
+	put_header(out, name, "summary",
+		   "Latency percentiles of this instance over a sliding window, by kind (as SHOW LATENCY).");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		for (int k = 0; k < TK_COUNT; k++) {
+			for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+				hist_acc_reset(&acc);
+				series_read(&p->tm->kinds[k], windows[w], &acc);
+				for (size_t q = 0; q < sizeof(qs) / sizeof(qs[0]); q++) {
+					snprintf(labels, sizeof(labels), "kind=\"%s\",window=\"%s\",quantile=\"%g\"",
+						 telemetry_kind_name((enum telemetry_kind)k),
+						 series_window_name(windows[w]), qs[q]);
+					put_pool_sample(out, name, p, labels, (double)hist_acc_quantile(&acc, qs[q]) / 1e6);
+				}
+				snprintf(labels, sizeof(labels), "kind=\"%s\",window=\"%s\"",
+					 telemetry_kind_name((enum telemetry_kind)k), series_window_name(windows[w]));
+				put_pool_sample(out, "pgpulse_latency_seconds_sum", p, labels, (double)acc.sum / 1e6);
+				put_pool_sample(out, "pgpulse_latency_seconds_count", p, labels, (double)acc.count);
+			}
+		}
+	}
+}
+
+/* ---- pools: SHOW POOLS and SHOW STATS values ---- */
+
+static void render_pool_levels(struct evbuffer *out)
+{
+	struct list *pos;
+	int64_t now = now_usec();
+	put_header(out, "pgpulse_pool_clients", "gauge", "Client connections of the pool, by state.");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		put_pool_sample(out, "pgpulse_pool_clients", p, "state=\"active\"", list_count(&p->active_clients));
+		put_pool_sample(out, "pgpulse_pool_clients", p, "state=\"waiting\"", list_count(&p->waiting_clients));
+	}
+	put_header(out, "pgpulse_pool_servers", "gauge", "Server connections of the pool, by state.");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"active\"", list_count(&p->active_servers));
+		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"idle\"", list_count(&p->idle_servers));
+		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"used\"", list_count(&p->used_servers));
+		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"login\"", list_count(&p->new_servers));
+	}
+	put_header(out, "pgpulse_pool_maxwait_seconds", "gauge", "How long the oldest waiting client has waited.");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		double wait = 0;
+		struct list *first = list_first(&p->waiting_clients);
+		if (first) {
+			int64_t since = container_of(first, struct client, node)->wait_start;
+			if (since > 0 && now > since)
+				wait = (double)(now - since) / 1e6;
+		}
+		put_pool_sample(out, "pgpulse_pool_maxwait_seconds", p, NULL, wait);
+	}
+	put_header(out, "pgpulse_pool_size", "gauge", "The base pool size in force.");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		put_pool_sample(out, "pgpulse_pool_size", p, NULL, pool_effective_size(p));
+	}
+}
+
+static const struct {
+	const char *name;
+	const char *help;
+	size_t offset;
+	double scale;
+} stats_counters[] = {
+	{ "pgpulse_pool_transactions_total", "Transactions completed.", offsetof(struct pool_stats, xact_count), 1 },
+	{ "pgpulse_pool_queries_total", "Requests completed.", offsetof(struct pool_stats, query_count), 1 },
+	{ "pgpulse_pool_received_bytes_total", "Bytes received from clients.",
+	  offsetof(struct pool_stats, bytes_received), 1 },
+	{ "pgpulse_pool_sent_bytes_total", "Bytes sent to clients.", offsetof(struct pool_stats, bytes_sent), 1 },
+	{ "pgpulse_pool_transaction_time_seconds_total", "Time spent in transactions.",
+	  offsetof(struct pool_stats, xact_time), 1e-6 },
+	{ "pgpulse_pool_query_time_seconds_total", "Time spent in requests.", offsetof(struct pool_stats, query_time),
+	  1e-6 },
+	{ "pgpulse_pool_wait_time_seconds_total", "Time clients spent waiting for a server.",
+	  offsetof(struct pool_stats, wait_time), 1e-6 },
+	{ "pgpulse_pool_server_assignments_total", "Times a server was linked to a client.",
+	  offsetof(struct pool_stats, server_assignments), 1 },
+	{ "pgpulse_pool_servers_opened_total", "Server connection attempts started.",
+	  offsetof(struct pool_stats, servers_opened), 1 },
+	{ "pgpulse_pool_overflow_opened_total", "Connections opened from the overflow tier.",
+	  offsetof(struct pool_stats, overflow_opened), 1 },
+	{ "pgpulse_pool_reserve_opened_total", "Connections opened from the reserve tier.",
+	  offsetof(struct pool_stats, reserve_opened), 1 },
+};
+
+static void render_pool_counters(struct evbuffer *out)
+{
+	struct list *pos;
+	for (size_t i = 0; i < sizeof(stats_counters) / sizeof(stats_counters[0]); i++) {
+		put_header(out, stats_counters[i].name, "counter", stats_counters[i].help);
+		list_for_each(pos, &worker->pools)
+		{
+			const struct pool *p = container_of(pos, struct pool, node);
+			uint64_t v;
+			memcpy(&v, (const char *)&p->stats + stats_counters[i].offset, sizeof(v));
+			put_pool_sample(out, stats_counters[i].name, p, NULL, (double)v * stats_counters[i].scale);
+		}
+	}
+}
+
+/* ---- efficiency and health ---- */
+
+static double ratio(int64_t part, int64_t whole)
+{
+	return whole > 0 ? (double)part / (double)whole : 0.0;
+}
+
+static void render_efficiency(struct evbuffer *out)
+{
+	static const enum series_window windows[] = { WINDOW_1M, WINDOW_5M, WINDOW_15M };
+	static const struct {
+		const char *name;
+		const char *help;
+	} gauges[] = {
+		{ "pgpulse_pool_utilization_ratio", "Busy server time over open server time." },
+		{ "pgpulse_pool_reuse_ratio", "Share of assignments served by an already used connection." },
+		{ "pgpulse_pool_saturation_ratio", "Share of the time with a client waiting." },
+		{ "pgpulse_pool_overflow_ratio", "Share of the time with overflow connections open." },
+		{ "pgpulse_pool_reserve_ratio", "Share of the time with reserve connections open." },
+		{ "pgpulse_pool_suggested_size", "Pool size that covered the demand 99% of the window's time." },
+	};
+	struct list *pos;
+	char extra[32];
+	int64_t now = now_usec();
+	for (size_t g = 0; g < sizeof(gauges) / sizeof(gauges[0]); g++) {
+		put_header(out, gauges[g].name, "gauge", gauges[g].help);
+		list_for_each(pos, &worker->pools)
+		{
+			struct pool *p = container_of(pos, struct pool, node);
+			for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+				struct eff_counters ec;
+				eff_read(&p->tm->eff, windows[w], now, &ec);
+				double v = 0;
+				switch (g) {
+				case 0: v = ratio(ec.busy_us, ec.open_us); break;
+				case 1: v = ratio((int64_t)ec.reused, (int64_t)ec.assignments); break;
+				case 2: v = ratio(ec.saturated_us, ec.span_us); break;
+				case 3: v = ratio(ec.overflow_us, ec.span_us); break;
+				case 4: v = ratio(ec.reserve_us, ec.span_us); break;
+				default: v = eff_suggested_size(&ec); break;
+				}
+				snprintf(extra, sizeof(extra), "window=\"%s\"", series_window_name(windows[w]));
+				put_pool_sample(out, gauges[g].name, p, extra, v);
+			}
+		}
+	}
+}
+
+static void render_health_gauge(struct evbuffer *out)
+{
+	struct list *pos;
+	char reason[160];
+	int64_t now = now_usec();
+	put_header(out, "pgpulse_pool_health", "gauge", "Pool health on the 5-minute window: 0 ok, 1 warning, 2 critical.");
+	list_for_each(pos, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		put_pool_sample(out, "pgpulse_pool_health", p, NULL,
+				health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason)));
+	}
+}
+
+static void render_instance(struct evbuffer *out)
+{
+	put_header(out, "pgpulse_up", "gauge", "1 while pgpulse serves.");
+	evbuffer_add_printf(out, "pgpulse_up 1\n");
+	put_header(out, "pgpulse_client_connections", "gauge", "Client connections, admin console included.");
+	evbuffer_add_printf(out, "pgpulse_client_connections %d\n", worker->client_count);
+	put_header(out, "pgpulse_server_connections", "gauge", "Server connections.");
+	evbuffer_add_printf(out, "pgpulse_server_connections %d\n", worker->server_count);
+	put_header(out, "pgpulse_start_time_seconds", "gauge", "When pgpulse started, in seconds since the epoch.");
+	evbuffer_add_printf(out, "pgpulse_start_time_seconds %.3f\n", (double)worker->started_at / 1e6);
+}
+
+void metrics_render(struct evbuffer *out)
+{
+	render_instance(out);
+	render_pool_levels(out);
+	render_pool_counters(out);
+	render_histograms(out);
+	render_quantiles(out);
+	render_efficiency(out);
+	render_health_gauge(out);
+}
+
+/* ---- /health ---- */
+
+static void put_json_string(struct evbuffer *out, const char *s)
+{
+	evbuffer_add(out, "\"", 1);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			evbuffer_add_printf(out, "\\%c", ch);
+		else if (ch < 0x20)
+			evbuffer_add_printf(out, "\\u%04x", ch);
+		else
+			evbuffer_add(out, s, 1);
+	}
+	evbuffer_add(out, "\"", 1);
+}
+
+bool metrics_render_health(struct evbuffer *out)
+{
+	struct list *pos;
+	char reason[160];
+	int64_t now = now_usec();
+	enum health_status worst = HEALTH_OK;
+	bool first = true;
+	evbuffer_add_printf(out, "{\"pools\":[");
+	list_for_each(pos, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		enum health_status st = health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason));
+		if (st > worst)
+			worst = st;
+		evbuffer_add_printf(out, "%s{\"database\":", first ? "" : ",");
+		put_json_string(out, p->db->name);
+		evbuffer_add_printf(out, ",\"user\":");
+		put_json_string(out, p->user->name);
+		evbuffer_add_printf(out, ",\"status\":\"%s\",\"reason\":", health_status_name(st));
+		put_json_string(out, reason);
+		evbuffer_add_printf(out, "}");
+		first = false;
+	}
+	evbuffer_add_printf(out, "],\"status\":\"%s\"}\n", health_status_name(worst));
+	return worst != HEALTH_CRITICAL;
+}
+
+/* ---- the endpoint ---- */
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *type, struct evbuffer *body)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+	evhttp_send_reply(req, code, reason, body);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	const char *uri = evhttp_request_get_uri(req);
+	struct evbuffer *body = evbuffer_new();
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+		evbuffer_add_printf(body, "only GET\n");
+		reply(req, 405, "Method Not Allowed", "text/plain", body);
+	} else if (strcmp(uri, "/metrics") == 0 || strncmp(uri, "/metrics?", 9) == 0) {
+		metrics_render(body);
+		reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
+	} else if (strcmp(uri, "/health") == 0) {
+		bool ok = metrics_render_health(body);
+		reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "application/json", body);
+	} else {
+		evbuffer_add_printf(body, "not found: try /metrics or /health\n");
+		reply(req, 404, "Not Found", "text/plain", body);
+	}
+	evbuffer_free(body);
+}
+
+bool metrics_start(char *err, size_t errlen)
+{
+	const struct cfg *cfg = worker->cfg;
+	if (cfg->metrics_port <= 0)
+		return true;
+	g_http = evhttp_new(worker->base);
+	if (!g_http) {
+		snprintf(err, errlen, "could not create the metrics HTTP server");
+		return false;
+	}
+	evhttp_set_allowed_methods(g_http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+	evhttp_set_gencb(g_http, on_request, NULL);
+	const char *addr = cfg->metrics_addr && *cfg->metrics_addr ? cfg->metrics_addr : "127.0.0.1";
+	if (!evhttp_bind_socket_with_handle(g_http, addr, (uint16_t)cfg->metrics_port)) {
+		snprintf(err, errlen, "could not listen for metrics on %s:%d", addr, cfg->metrics_port);
+		evhttp_free(g_http);
+		g_http = NULL;
+		return false;
+	}
+	log_info("metrics on http://%s:%d/metrics", addr, cfg->metrics_port);
+	return true;
+}
+
+void metrics_stop(void)
+{
+	if (g_http)
+		evhttp_free(g_http);
+	g_http = NULL;
+}

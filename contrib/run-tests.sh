@@ -20,12 +20,14 @@ srcdir=$(cd "$(dirname "$0")/.." && pwd)
 jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 # libclang-rt-dev: clang's sanitizer runtimes, only a Recommends of clang.
+# prometheus: for promtool, which checks the /metrics output and the alert rules.
 PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libevent-dev libssl-dev libc-ares-dev libpq-dev libsystemd-dev
 	postgresql postgresql-client
 	python3 python3-pytest python3-psycopg
 	clang libclang-rt-dev ca-certificates
+	prometheus
 )
 
 section() { printf '\n==== %s ====\n' "$*"; }

@@ -181,7 +181,7 @@ Point an application at it:
 
 Admin console:
     PGPASSWORD=$admin_pw psql -h 127.0.0.1 -p $port -U admin pgpulse
-    (then: SHOW POOLS; SHOW STATS; SHOW CLIENTS; SHOW HELP;)
+    (then: SHOW POOLS; SHOW LATENCY; SHOW QUERIES; SHOW EFFICIENCY; SHOW HELP;)
 EOF
 
 # -------------------------------------------------------------- pgbench
@@ -197,7 +197,7 @@ fi
 unset PGPASSWORD
 
 section "What pgpulse saw"
-for cmd in "SHOW POOLS" "SHOW STATS_TOTALS"; do
+for cmd in "SHOW POOLS" "SHOW LATENCY" "SHOW QUERIES"; do
 	echo "pgpulse=# $cmd;"
 	PGPASSWORD=$admin_pw "$pgbin/psql" -X -h 127.0.0.1 -p "$port" -U admin -d pgpulse \
 		-c "$cmd" 2>&1 || true

@@ -2091,7 +2091,8 @@ static void show_queries(struct client *c, const char *arg)
 		return;
 	qr.window = w;
 	fp_for_each(collect_query_row, &qr);
-	qsort(qr.rows, (size_t)qr.n, sizeof(*qr.rows), cmp_query_total_desc);
+	if (qr.n > 1)
+		qsort(qr.rows, (size_t)qr.n, sizeof(*qr.rows), cmp_query_total_desc);
 	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
 	for (int i = 0; i < qr.n; i++) {
 		const struct query_row *q = &qr.rows[i];

@@ -222,6 +222,17 @@ static int resolve_pool_mode(const struct pool_db *db, const struct pool_user *u
 	return worker->cfg->pool_mode;
 }
 
+/* tier time is judged against the sizes in force; time before a change counts at the old sizes */
+static void note_sizes_for_tier_time(struct pool *p)
+{
+	struct pool_limits l = pool_limits_of(p);
+	struct efficiency *e = &p->tm->eff;
+	if (e->base == l.base && e->overflow == l.overflow)
+		return;
+	telemetry_level(p->tm, &e->base, l.base - e->base);
+	e->overflow = l.overflow;
+}
+
 struct pool *pool_get(struct pool_db *db, struct pool_user *user)
 {
 	struct list *pos;
@@ -242,6 +253,7 @@ struct pool *pool_get(struct pool_db *db, struct pool_user *user)
 	list_init(&p->new_servers);
 	p->pool_mode = resolve_pool_mode(db, user);
 	p->tm = telemetry_new(now_usec());
+	note_sizes_for_tier_time(p);
 	list_append(&worker->pools, &p->node);
 	return p;
 }
@@ -833,9 +845,7 @@ static void evaluate_health(struct pool *p, int64_t now)
 
 void pool_janitor(struct pool *p, int64_t now)
 {
-	struct pool_limits l = pool_limits_of(p);
-	p->tm->eff.base = l.base; /* tier time is judged against the sizes in force */
-	p->tm->eff.overflow = l.overflow;
+	note_sizes_for_tier_time(p);
 	telemetry_rotate(p->tm, now);
 	evaluate_health(p, now);
 	close_clients_past_timeouts(p, now);

@@ -12,6 +12,7 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,10 +68,14 @@ static void put_pool_sample(struct evbuffer *out, const char *name, const struct
 	put_pool_labels(out, p);
 	if (extra)
 		evbuffer_add_printf(out, ",%s", extra);
-	evbuffer_add_printf(out, "} %.17g\n", value);
+	if (value != value)
+		evbuffer_add(out, "} NaN\n", 6);
+	else
+		evbuffer_add_printf(out, "} %.17g\n", value);
 }
 
-static int parse_buckets(const char *list, double *bounds, int max)
+/* the bounds, and each as written in the setting (so le shows exactly what was configured) */
+static int parse_buckets(const char *list, double *bounds, char (*text)[32], int max)
 {
 	int n = 0;
 	const char *p = list ? list : "";
@@ -79,7 +84,10 @@ static int parse_buckets(const char *list, double *bounds, int max)
 		double b = strtod(p, &end);
 		if (end == p)
 			break;
-		bounds[n++] = b;
+		bounds[n] = b;
+		size_t len = (size_t)(end - p);
+		snprintf(text[n], sizeof(text[n]), "%.*s", (int)(len < 31 ? len : 31), p);
+		n++;
 		p = end;
 		while (*p == ' ' || *p == ',')
 			p++;
@@ -106,19 +114,17 @@ static const struct {
 };
 
 static void put_histogram(struct evbuffer *out, const char *name, const struct pool *p, const struct hist_acc *a,
-			  const double *bounds, int nbounds)
+			  const double *bounds, char (*bound_text)[32], int nbounds)
 {
 	uint64_t cumulative = 0;
 	uint32_t idx = 0;
-	char le[32];
 	for (int i = 0; i < nbounds; i++) {
 		double bound_us = bounds[i] * 1e6;
 		while (idx < HIST_BUCKETS && (double)hist_bucket_value(idx) <= bound_us)
 			cumulative += a->buckets[idx++];
-		snprintf(le, sizeof(le), "le=\"%g\"", bounds[i]);
 		evbuffer_add_printf(out, "%s_bucket{", name);
 		put_pool_labels(out, p);
-		evbuffer_add_printf(out, ",%s} %llu\n", le, (unsigned long long)cumulative);
+		evbuffer_add_printf(out, ",le=\"%s\"} %llu\n", bound_text[i], (unsigned long long)cumulative);
 	}
 	evbuffer_add_printf(out, "%s_bucket{", name);
 	put_pool_labels(out, p);
@@ -135,7 +141,8 @@ static void render_histograms(struct evbuffer *out)
 {
 	static struct hist_acc acc; /* 14 kB, one worker thread */
 	double bounds[64];
-	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, 64);
+	char bound_text[64][32];
+	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
 	struct list *pos;
 	for (size_t k = 0; k < sizeof(histograms) / sizeof(histograms[0]); k++) {
 		put_header(out, histograms[k].name, "histogram", histograms[k].help);
@@ -144,7 +151,7 @@ static void render_histograms(struct evbuffer *out)
 			const struct pool *p = container_of(pos, struct pool, node);
 			hist_acc_reset(&acc);
 			series_read(&p->tm->kinds[histograms[k].kind], WINDOW_ALL, &acc);
-			put_histogram(out, histograms[k].name, p, &acc, bounds, nbounds);
+			put_histogram(out, histograms[k].name, p, &acc, bounds, bound_text, nbounds);
 		}
 	}
 }
@@ -175,12 +182,16 @@ static void render_quantiles(struct evbuffer *out)
 					snprintf(labels, sizeof(labels), "kind=\"%s\",window=\"%s\",quantile=\"%g\"",
 						 telemetry_kind_name((enum telemetry_kind)k),
 						 series_window_name(windows[w]), qs[q]);
-					put_pool_sample(out, name, p, labels, (double)hist_acc_quantile(&acc, qs[q]) / 1e6);
+					/* an empty window has no quantile: NaN, as client libraries report it */
+					put_pool_sample(out, name, p, labels,
+							acc.count ? (double)hist_acc_quantile(&acc, qs[q]) / 1e6 : NAN);
 				}
+				/* a summary's _sum and _count only grow: they are since start, like the histograms' */
+				const struct series *all = &p->tm->kinds[k];
 				snprintf(labels, sizeof(labels), "kind=\"%s\",window=\"%s\"",
 					 telemetry_kind_name((enum telemetry_kind)k), series_window_name(windows[w]));
-				put_pool_sample(out, "pgpulse_latency_seconds_sum", p, labels, (double)acc.sum / 1e6);
-				put_pool_sample(out, "pgpulse_latency_seconds_count", p, labels, (double)acc.count);
+				put_pool_sample(out, "pgpulse_latency_seconds_sum", p, labels, (double)all->all.sum / 1e6);
+				put_pool_sample(out, "pgpulse_latency_seconds_count", p, labels, (double)all->all.count);
 			}
 		}
 	}
@@ -205,7 +216,8 @@ static void render_pool_levels(struct evbuffer *out)
 		const struct pool *p = container_of(pos, struct pool, node);
 		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"active\"", list_count(&p->active_servers));
 		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"idle\"", list_count(&p->idle_servers));
-		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"used\"", list_count(&p->used_servers));
+		/* servers running pgpulse's own query: PgBouncer's "tested" (SHOW POOLS sv_tested) */
+		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"tested\"", list_count(&p->used_servers));
 		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"login\"", list_count(&p->new_servers));
 	}
 	put_header(out, "pgpulse_pool_maxwait_seconds", "gauge", "How long the oldest waiting client has waited.");
@@ -413,7 +425,9 @@ static void on_request(struct evhttp_request *req, void *arg)
 	(void)arg;
 	const char *uri = evhttp_request_get_uri(req);
 	struct evbuffer *body = evbuffer_new();
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	/* HEAD is GET without the body (libevent leaves it out): load balancers probe with it */
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
 		evbuffer_add_printf(body, "only GET\n");
 		reply(req, 405, "Method Not Allowed", "text/plain", body);
 	} else if (strcmp(uri, "/metrics") == 0 || strncmp(uri, "/metrics?", 9) == 0) {

@@ -1,19 +1,29 @@
 /*
  * normalize: SQL text -> normalized text and fingerprint (see include/normalize.h).
  *
- * One pass over the input: the first byte of each token picks its lexer from
- * a 256-entry table (token_start), and the lexers scan with a second table of
- * character classes (char_class). Each lexer skips its token and hands the
- * writer one of four kinds of output: a word, a quoted identifier, a "?" or
- * an operator character. All the output rules live in the writer:
+ * This runs on every query, so it is written for instruction count: one
+ * function, one pass, all state in locals (so it stays in registers), one
+ * table lookup per byte where it can.
+ *
+ * The loop dispatches on the first byte of each token through a 256-entry
+ * table (token_start). Words, the common case by far, are copied lowercased
+ * in the same loop that finds their end, one table lookup per byte
+ * (word_lower); the rarer forms that start like a word (E'..', U&".." and
+ * the literal keywords TRUE, FALSE, NULL) are recognized after the copy and
+ * patched, so they cost plain words nothing. Everything else is either
+ * skipped (space, comments) or becomes one output byte: a "?" for a literal,
+ * or the operator character itself. The output rules:
  *
  *   - a space goes between two word-like tokens (word, "quoted", ?) and
  *     nowhere else, so the input's spacing never matters;
  *   - a list element that is a lone "?" after another lone "?" is taken
  *     back when it ends, so "(?,?,?)" reads "(?)";
  *   - a ";" is held back until another token follows, so trailing ones vanish;
- *   - a byte that would go past the limit sets `full`, which stops the lexing;
- *     the text then ends in "...".
+ *   - a byte that would go past the limit stops the lexing (goto full); the
+ *     text then ends in "...".
+ *
+ * The fingerprint is hashed at the end over the finished text, eight bytes
+ * at a time (hash_text).
  *
  * Lexing follows PostgreSQL's rules closely enough to find token boundaries
  * (string and comment ends above all) but never decides whether the SQL is
@@ -28,7 +38,7 @@
 
 /* ---- character tables ---------------------------------------------------- */
 
-/* which lexer a token starting with this byte goes to */
+/* what a token starting with this byte is */
 enum token_start {
 	SP, /* whitespace; also control bytes (NUL included), which PostgreSQL would reject */
 	WD, /* word: letter, _, or any byte >= 0x80 (part of a multibyte character) */
@@ -40,16 +50,17 @@ enum token_start {
 	SL, /* /: comment or operator */
 	DT, /* .: a number (.5) or punctuation */
 	SC, /* ; */
+	LE, /* , ) ]: punctuation that ends a list element (see the list rule) */
 	OP, /* any other operator or punctuation character */
 };
 
 static const unsigned char token_start[256] = {
 	/* 0x00 */ SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP,
 	/* 0x10 */ SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP,
-	/* 0x20 */ SP, OP, DQ, OP, DL, OP, OP, SQ, OP, OP, OP, OP, OP, MN, DT, SL,
+	/* 0x20 */ SP, OP, DQ, OP, DL, OP, OP, SQ, OP, LE, OP, OP, LE, MN, DT, SL,
 	/* 0x30 */ NM, NM, NM, NM, NM, NM, NM, NM, NM, NM, OP, SC, OP, OP, OP, OP,
 	/* 0x40 */ OP, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD,
-	/* 0x50 */ WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, OP, OP, OP, OP, WD,
+	/* 0x50 */ WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, OP, OP, LE, OP, WD,
 	/* 0x60 */ OP, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD,
 	/* 0x70 */ WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, OP, OP, OP, OP, SP,
 	/* 0x80 */ WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD,
@@ -62,7 +73,40 @@ static const unsigned char token_start[256] = {
 	/* 0xf0 */ WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD, WD,
 };
 
-/* what a byte may continue */
+/*
+ * A byte inside an unquoted word (letters, digits, _, $, bytes >= 0x80) maps
+ * to itself lowercased (ASCII only), any other byte to 0: the word copy
+ * needs one lookup per byte for both its end test and its output. No word
+ * byte is 0 (NUL separates tokens).
+ */
+static const unsigned char word_lower[256] = {
+	/* 0x00 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	/* 0x10 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	/* 0x20 */ 0, 0, 0, 0, '$', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	/* 0x30 */ '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 0, 0, 0, 0, 0, 0,
+	/* 0x40 */ 0, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+	/* 0x50 */ 'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 0, 0, 0, 0, '_',
+	/* 0x60 */ 0, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+	/* 0x70 */ 'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 0, 0, 0, 0, 0,
+	/* 0x80 */ 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87,
+	/* 0x88 */ 0x88, 0x89, 0x8a, 0x8b, 0x8c, 0x8d, 0x8e, 0x8f,
+	/* 0x90 */ 0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97,
+	/* 0x98 */ 0x98, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9e, 0x9f,
+	/* 0xa0 */ 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+	/* 0xa8 */ 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+	/* 0xb0 */ 0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7,
+	/* 0xb8 */ 0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf,
+	/* 0xc0 */ 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
+	/* 0xc8 */ 0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf,
+	/* 0xd0 */ 0xd0, 0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7,
+	/* 0xd8 */ 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf,
+	/* 0xe0 */ 0xe0, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7,
+	/* 0xe8 */ 0xe8, 0xe9, 0xea, 0xeb, 0xec, 0xed, 0xee, 0xef,
+	/* 0xf0 */ 0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7,
+	/* 0xf8 */ 0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
+};
+
+/* what a byte may continue, for the scanners other than the word copy */
 enum {
 	IN_WORD = 1,   /* an unquoted word: letters, digits, _, $, bytes >= 0x80 */
 	IN_TAG = 2,    /* a dollar-quote tag: as a word, but no $ */
@@ -110,12 +154,7 @@ static inline bool is_digit(unsigned char c)
 	return (unsigned)(c - '0') < 10;
 }
 
-static inline unsigned char ascii_lower(unsigned char c)
-{
-	return (unsigned)(c - 'A') < 26 ? (unsigned char)(c | 0x20) : c;
-}
-
-/* skip bytes of a class; the workhorse of every lexer below */
+/* skip bytes of a class */
 static inline cursor skip_class(cursor p, cursor end, unsigned char class)
 {
 	while (p < end && (char_class[*p] & class))
@@ -123,174 +162,7 @@ static inline cursor skip_class(cursor p, cursor end, unsigned char class)
 	return p;
 }
 
-/* ---- the writer ----------------------------------------------------------- */
-
-/* the kind of the last token written: decides spacing and what a '-' means */
-enum out_kind { OUT_START, OUT_WORD, OUT_QUOTED, OUT_PLACEHOLDER, OUT_PUNCT };
-
-struct norm_out {
-	unsigned char *buf;
-	size_t len;
-	size_t limit;      /* bytes of text allowed before the "..." */
-	size_t last_start; /* where the last token's text begins in buf */
-	enum out_kind last;
-	bool semicolon_held; /* a ';' was seen and nothing after it yet */
-	bool full;           /* a byte did not fit: stop lexing, end with "..." */
-};
-
-static inline bool kind_is_wordish(enum out_kind k)
-{
-	return k == OUT_WORD || k == OUT_QUOTED || k == OUT_PLACEHOLDER;
-}
-
-static inline void put_byte(struct norm_out *o, unsigned char c)
-{
-	if (o->len < o->limit)
-		o->buf[o->len++] = c;
-	else
-		o->full = true;
-}
-
-static void release_held_semicolon(struct norm_out *o)
-{
-	if (!o->semicolon_held)
-		return;
-	o->semicolon_held = false;
-	put_byte(o, ';');
-	o->last = OUT_PUNCT;
-}
-
-/* everything every token does before its own bytes: the held ';', then the one space */
-static void begin_token(struct norm_out *o, enum out_kind kind)
-{
-	release_held_semicolon(o);
-	if (kind_is_wordish(kind) && kind_is_wordish(o->last))
-		put_byte(o, ' ');
-	o->last_start = o->len;
-	o->last = kind;
-}
-
-static void write_placeholder(struct norm_out *o)
-{
-	begin_token(o, OUT_PLACEHOLDER);
-	put_byte(o, '?');
-}
-
-/*
- * Called as a list element ends (at ',', ')' or ']'): when that element and
- * the one before it are each a lone "?", as in "(?,?", the second goes, so a
- * list of any number of constants reads "(?)". Deciding at the element's end
- * rather than its start keeps "(1, 2-1)" from losing its "2".
- */
-static void drop_repeated_list_placeholder(struct norm_out *o)
-{
-	if (o->last != OUT_PLACEHOLDER || o->len < 4)
-		return;
-	const unsigned char *t = o->buf + o->len - 4;
-	if (t[1] != '?' || t[2] != ',' || t[3] != '?')
-		return;
-	if (t[0] == '(' || t[0] == '[' || t[0] == ',')
-		o->len -= 2;
-}
-
-/*
- * The copies below work on locals rather than o->buf[o->len++]: a store
- * through an unsigned char pointer may alias anything, so the compiler would
- * otherwise reload o->len and o->buf after every byte.
- */
-static void write_lowercased_word(struct norm_out *o, cursor p, size_t n)
-{
-	begin_token(o, OUT_WORD);
-	size_t room = o->limit - o->len;
-	size_t k = n < room ? n : room;
-	unsigned char *d = o->buf + o->len;
-	for (size_t i = 0; i < k; i++)
-		d[i] = ascii_lower(p[i]);
-	o->len += k;
-	if (k < n)
-		o->full = true;
-}
-
-/* verbatim, but without NUL bytes: the output must stay one C string */
-static void copy_verbatim(struct norm_out *o, cursor p, cursor end)
-{
-	unsigned char *d = o->buf + o->len, *stop = o->buf + o->limit;
-	for (; p < end; p++) {
-		if (!*p)
-			continue;
-		if (d == stop) {
-			o->full = true;
-			break;
-		}
-		*d++ = *p;
-	}
-	o->len = (size_t)(d - o->buf);
-}
-
-static void write_punct(struct norm_out *o, unsigned char c)
-{
-	release_held_semicolon(o);
-	if (c == ',' || c == ')' || c == ']')
-		drop_repeated_list_placeholder(o);
-	begin_token(o, OUT_PUNCT);
-	put_byte(o, c);
-}
-
-/* the last token written is exactly this (lowercase) word */
-static bool last_word_is(const struct norm_out *o, const char *word)
-{
-	size_t n = strlen(word);
-	return o->last == OUT_WORD && o->len - o->last_start == n &&
-	       memcmp(o->buf + o->last_start, word, n) == 0;
-}
-
-/* the output ends with these words, not merely with their last letters */
-static bool output_ends_with_words(const struct norm_out *o, const char *words)
-{
-	size_t n = strlen(words);
-	if (o->last != OUT_WORD || o->len < n || memcmp(o->buf + o->len - n, words, n) != 0)
-		return false;
-	return o->len == n || !(char_class[o->buf[o->len - n - 1]] & IN_WORD);
-}
-
-/*
- * After these keywords an expression starts, so a '-' there negates what
- * follows (`select -1`, `where -1 < x`, `between -5 and -1`); after any other
- * word (a column, a function name) it subtracts.
- */
-static bool last_word_expects_operand(const struct norm_out *o)
-{
-	static const char *const keywords[] = {
-		"select", "where", "and",    "or",      "not",     "when",
-		"then",   "else",  "case",   "between", "like",    "ilike",
-		"having", "limit", "offset", "return",  "default", "to",
-	};
-	for (size_t i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++)
-		if (last_word_is(o, keywords[i]))
-			return true;
-	return false;
-}
-
-/* is a '-' here the sign of what follows rather than a subtraction? */
-static bool minus_would_be_unary(const struct norm_out *o)
-{
-	if (o->semicolon_held)
-		return true;
-	switch (o->last) {
-	case OUT_START:
-		return true;
-	case OUT_PUNCT: {
-		unsigned char c = o->len ? o->buf[o->len - 1] : ';';
-		return c != ')' && c != ']'; /* those close an operand */
-	}
-	case OUT_WORD:
-		return last_word_expects_operand(o);
-	default:
-		return false;
-	}
-}
-
-/* ---- lexers: each takes the cursor at its token and returns the cursor after it ---- */
+/* ---- scanners: each takes the cursor in its token and returns the cursor after it ---- */
 
 static bool number_starts_at(cursor p, cursor end)
 {
@@ -309,8 +181,10 @@ static cursor skip_number(cursor p, cursor end)
 			return skip_class(p + 2, end, IN_HEX);
 	}
 	p = skip_class(p, end, IN_NUMBER);
+	if (p == end)
+		return p;
 	/* "1..2" is not a fraction: the dots belong to whatever comes next */
-	if (p < end && *p == '.' && !(p + 1 < end && p[1] == '.'))
+	if (*p == '.' && !(p + 1 < end && p[1] == '.'))
 		p = skip_class(p + 1, end, IN_NUMBER);
 	if (p < end && (*p | 0x20) == 'e') {
 		cursor q = p + 1;
@@ -401,28 +275,87 @@ static cursor skip_dollar_body(cursor p, cursor end, cursor tag, size_t taglen)
 	return end;
 }
 
-/* $1 (a parameter), $$...$$ / $tag$...$tag$ (a string), or a lone $ */
-static cursor lex_dollar(cursor p, cursor end, struct norm_out *o)
+/*
+ * p is at a '$' that is not a parameter ($1): the cursor after the opening
+ * $tag$ of a dollar-quoted string ($$ included), or NULL when this is a lone $.
+ * *tag_len gets the tag's length; the tag itself starts at p + 1.
+ */
+static cursor dollar_quote_open(cursor p, cursor end, size_t *tag_len)
 {
 	cursor q = p + 1;
-	if (q < end && is_digit(*q)) {
-		write_placeholder(o);
-		while (q < end && is_digit(*q))
-			q++;
-		return q;
-	}
-	cursor tag = q;
 	if (q < end && token_start[*q] == WD)
 		q = skip_class(q + 1, end, IN_TAG);
 	if (q < end && *q == '$') {
-		write_placeholder(o);
-		return skip_dollar_body(q + 1, end, tag, (size_t)(q - tag));
+		*tag_len = (size_t)(q - (p + 1));
+		return q + 1;
 	}
-	write_punct(o, '$');
-	return p + 1;
+	return NULL;
 }
 
-static bool word_is_literal_keyword(cursor p, size_t n)
+/* ---- the writer's state, and questions about the output so far --------- */
+
+/*
+ * The kind of the last token written: decides spacing and what a '-' means.
+ * A ';' held back is a kind of its own: while one is held nothing asks what
+ * came before it, since whatever follows writes it first. The word-like kinds
+ * come first, so that "is word-like" is one comparison.
+ */
+enum out_kind {
+	OUT_WORD,
+	OUT_QUOTED,
+	OUT_PLACEHOLDER, /* the last word-like kind */
+	OUT_START,
+	OUT_PUNCT,
+	OUT_SEMICOLON, /* a ';' was seen and nothing after it yet */
+};
+
+static inline bool is_wordish(enum out_kind k)
+{
+	return k <= OUT_PLACEHOLDER;
+}
+
+/*
+ * After these keywords an expression starts, so a '-' there negates what
+ * follows (`select -1`, `where -1 < x`, `between -5 and -1`); after any other
+ * word (a column, a function name) it subtracts. w..e is the last word written.
+ */
+static bool word_expects_operand(const unsigned char *w, const unsigned char *e)
+{
+	static const char *const keywords[] = {
+		"select", "where", "and",    "or",      "not",     "when",
+		"then",   "else",  "case",   "between", "like",    "ilike",
+		"having", "limit", "offset", "return",  "default", "to",
+	};
+	size_t n = (size_t)(e - w);
+	for (size_t i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++)
+		if (strlen(keywords[i]) == n && memcmp(w, keywords[i], n) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Is a '-' here the sign of what follows rather than a subtraction? The output
+ * is buf..d, its last token of kind `last`, starting at tok when a word.
+ */
+static bool minus_would_be_unary(const unsigned char *buf, const unsigned char *d,
+				 const unsigned char *tok, enum out_kind last)
+{
+	switch (last) {
+	case OUT_START:
+	case OUT_SEMICOLON:
+		return true;
+	case OUT_PUNCT: {
+		unsigned char c = d > buf ? d[-1] : ';';
+		return c != ')' && c != ']'; /* those close an operand */
+	}
+	case OUT_WORD:
+		return word_expects_operand(tok, d);
+	default:
+		return false;
+	}
+}
+
+static bool is_literal_keyword(cursor p, size_t n)
 {
 	/* within a word, c | 0x20 folds only ASCII letters onto themselves */
 	if (n == 4)
@@ -439,147 +372,372 @@ static bool word_is_literal_keyword(cursor p, size_t n)
 /*
  * `x IS NULL`, `x IS NOT TRUE` are tests, not constants: folding them to
  * `is ?` would merge queries that plan differently (and an IS NULL is never
- * parameterized anyway), so after IS [NOT] the keyword stays.
+ * parameterized anyway), so after IS [NOT] the keyword stays. Asked once the
+ * keyword has been written at w; the token before it was of kind `before`,
+ * and when that was a word it starts at tok and the space at w - 1 ends it.
  */
-static bool literal_keyword_is_a_test(const struct norm_out *o)
+static bool keyword_is_a_test(const unsigned char *buf, const unsigned char *w,
+			      const unsigned char *tok, enum out_kind before)
 {
-	return !o->semicolon_held && (last_word_is(o, "is") || output_ends_with_words(o, "is not"));
+	if (before != OUT_WORD)
+		return false;
+	const unsigned char *e = w - 1; /* the end of the output before the keyword */
+	if (e - tok == 2 && tok[0] == 'i' && tok[1] == 's')
+		return true;
+	/* ends with the words "is not", not merely with their last letters */
+	return e - buf >= 6 && memcmp(e - 6, "is not", 6) == 0 &&
+	       (e - buf == 6 || !(char_class[e[-7]] & IN_WORD));
 }
+
+/* ---- the fingerprint ------------------------------------------------------ */
 
 /*
- * A word, or a string with a one-letter prefix: E'..' (backslash escapes),
- * B'..', X'..', N'..', U&'..'; U&"..." is a quoted identifier.
+ * A 64-bit hash of the finished text, eight bytes per step. The step is
+ * XXH64's round, h = rotl(h + w * P2, 31) * P1: for a fixed h it is a
+ * bijection of w and for a fixed w one of h, so two texts of one length that
+ * differ in a single word never collide, and no word can cancel what came
+ * before. XXH64's avalanche ends it. Little-endian loads spelled out byte by
+ * byte (compilers fuse them into one load) keep the value the same on every
+ * platform, so fingerprints from different machines can be compared.
  */
-static cursor lex_word(cursor p, cursor end, struct norm_out *o)
+#define PRIME1 0x9e3779b185ebca87ull
+#define PRIME2 0xc2b2ae3d27d4eb4full
+#define PRIME3 0x165667b19e3779f9ull
+#define PRIME5 0x27d4eb2f165667c5ull
+
+static inline uint64_t load64(const unsigned char *p)
 {
-	if (end - p > 1) {
-		unsigned char c = p[0] | 0x20;
-		if (p[1] == '\'' && (c == 'e' || c == 'b' || c == 'x' || c == 'n')) {
-			write_placeholder(o);
-			return c == 'e' ? skip_escaped_string(p + 2, end)
-					: skip_quoted(p + 2, end, '\'');
-		}
-		if (c == 'u' && p[1] == '&' && end - p > 2) {
-			if (p[2] == '\'') {
-				write_placeholder(o);
-				return skip_quoted(p + 3, end, '\'');
-			}
-			if (p[2] == '"') {
-				cursor q = skip_quoted(p + 3, end, '"');
-				begin_token(o, OUT_QUOTED);
-				put_byte(o, 'u');
-				copy_verbatim(o, p + 1, q);
-				return q;
-			}
-		}
-	}
-	cursor w = skip_class(p + 1, end, IN_WORD);
-	size_t n = (size_t)(w - p);
-	if (word_is_literal_keyword(p, n) && !literal_keyword_is_a_test(o))
-		write_placeholder(o);
-	else
-		write_lowercased_word(o, p, n);
-	return w;
+	return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
+	       (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
+	       (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
 }
 
-/* '-': a comment, the sign of a number (folded into its "?"), or an operator */
-static cursor lex_minus(cursor p, cursor end, struct norm_out *o)
+static inline uint64_t load32(const unsigned char *p)
 {
-	if (p + 1 < end && p[1] == '-')
-		return skip_line_comment(p + 2, end);
-	if (minus_would_be_unary(o)) {
-		cursor q = p + 1;
-		while (q < end && token_start[*q] == SP)
-			q++;
-		if (number_starts_at(q, end)) {
-			write_placeholder(o);
-			return skip_number(q, end);
-		}
-	}
-	write_punct(o, '-');
-	return p + 1;
+	return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
 }
 
-static cursor lex_token(cursor p, cursor end, struct norm_out *o)
+static inline uint64_t hash_step(uint64_t h, uint64_t w)
 {
-	switch (token_start[*p]) {
-	case SP:
-		do
-			p++;
-		while (p < end && token_start[*p] == SP);
-		return p;
-	case WD:
-		return lex_word(p, end, o);
-	case NM:
-		write_placeholder(o);
-		return skip_number(p, end);
-	case SQ:
-		write_placeholder(o);
-		return skip_quoted(p + 1, end, '\'');
-	case DQ: {
-		cursor q = skip_quoted(p + 1, end, '"');
-		begin_token(o, OUT_QUOTED);
-		copy_verbatim(o, p, q);
-		return q;
+	h += w * PRIME2;
+	h = (h << 31) | (h >> 33);
+	return h * PRIME1;
+}
+
+static uint64_t hash_text(const unsigned char *s, size_t n)
+{
+	uint64_t h = PRIME5 + n;
+	if (n >= 8) {
+		const unsigned char *last = s + n - 8;
+		for (; s < last; s += 8)
+			h = hash_step(h, load64(s));
+		/* the last 8 bytes, overlapping the previous step's when n % 8 != 0 */
+		h = hash_step(h, load64(last));
+	} else if (n >= 4) {
+		/* the first and the last 4 bytes: together they cover all n */
+		h = hash_step(h, load32(s) | load32(s + n - 4) << 32);
+	} else if (n > 0) {
+		/* the first, middle and last byte: together they cover all n */
+		h = hash_step(h, (uint64_t)s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16);
 	}
-	case DL:
-		return lex_dollar(p, end, o);
-	case MN:
-		return lex_minus(p, end, o);
-	case SL:
-		if (p + 1 < end && p[1] == '*')
-			return skip_block_comment(p + 2, end);
-		write_punct(o, '/');
-		return p + 1;
-	case DT:
-		if (number_starts_at(p, end)) {
-			write_placeholder(o);
-			return skip_number(p, end);
-		}
-		write_punct(o, '.');
-		return p + 1;
-	case SC:
-		/* held, not written: only a following token makes it not trailing */
-		o->semicolon_held = true;
-		return p + 1;
-	default:
-		write_punct(o, *p);
-		return p + 1;
-	}
+	h ^= h >> 33;
+	h *= PRIME2;
+	h ^= h >> 29;
+	h *= PRIME3;
+	h ^= h >> 32;
+	return h;
 }
 
 /* ---- entry point ---------------------------------------------------------- */
 
-static uint64_t fnv1a64(const unsigned char *s, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < n; i++) {
-		h ^= s[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
+/*
+ * The writer's state lives in normalize_sql's locals: d (the next output
+ * byte), stop (the limit), last (the kind of the last token) and tok (where
+ * the last word starts). A store through an unsigned char pointer may alias
+ * anything, so were they fields behind a pointer the compiler would reload
+ * them after every byte written.
+ *
+ * These macros are the writer; `goto full` is a byte that did not fit.
+ */
+#define PUT(c)                                     \
+	do {                                       \
+		if (d == stop)                     \
+			goto full;                 \
+		*d++ = (unsigned char)(c);         \
+	} while (0)
+
+/* what every token does before its own bytes: a held ';', or the one space */
+#define BEGIN_TOKEN(kind)                                          \
+	do {                                                       \
+		if (is_wordish(kind) && is_wordish(last))          \
+			PUT(' ');                                  \
+		else if (last == OUT_SEMICOLON)                    \
+			PUT(';');                                  \
+		last = (kind);                                     \
+	} while (0)
+
+#define PLACEHOLDER()                          \
+	do {                                   \
+		BEGIN_TOKEN(OUT_PLACEHOLDER);  \
+		PUT('?');                      \
+	} while (0)
+
+#define PUNCT(c)                          \
+	do {                              \
+		BEGIN_TOKEN(OUT_PUNCT);   \
+		PUT(c);                   \
+	} while (0)
 
 uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 {
 	if (outlen < 4) {
 		if (outlen)
 			out[0] = '\0';
-		return fnv1a64(NULL, 0);
+		return hash_text(NULL, 0);
 	}
-	struct norm_out o = {
-		.buf = (unsigned char *)out,
-		.limit = outlen >= NORMALIZE_MAX + 4 ? NORMALIZE_MAX : outlen - 4,
-		.last = OUT_START,
-	};
+	unsigned char *const buf = (unsigned char *)out;
+	unsigned char *const stop = buf + (outlen >= NORMALIZE_MAX + 4 ? NORMALIZE_MAX : outlen - 4);
+	unsigned char *d = buf;
+	unsigned char *tok = buf; /* read only when last == OUT_WORD */
+	enum out_kind last = OUT_START;
+
 	cursor p = (cursor)in;
 	cursor end = len ? p + len : p; /* no arithmetic on a NULL in with len 0 */
-	while (p < end && !o.full)
-		p = lex_token(p, end, &o);
-	if (o.full) {
-		memcpy(o.buf + o.len, "...", 3);
-		o.len += 3;
+	while (p < end) {
+		unsigned char kind = token_start[*p];
+		if (kind == SP) {
+			p++;
+			continue;
+		}
+		switch (kind) {
+		case WD: {
+			/*
+			 * TRUE/FALSE/NULL after IS [NOT] need to know what came before
+			 * the word, so that is remembered before the word is written.
+			 */
+			enum out_kind before = last;
+			BEGIN_TOKEN(OUT_WORD);
+			for (;;) {
+				/*
+				 * Copy the word lowercased while finding its end, at most
+				 * k bytes: what is left of the input, and of the room.
+				 */
+				unsigned char *w = d;
+				size_t room = (size_t)(stop - d), avail = (size_t)(end - p);
+				size_t k = room < avail ? room : avail, n = 0;
+				unsigned char l;
+				/* unrolled: one bound check per four bytes, not per byte */
+				for (; n + 4 <= k; n += 4) {
+					if (!(l = word_lower[p[n]]))
+						goto word_end;
+					d[n] = l;
+					if (!(l = word_lower[p[n + 1]])) {
+						n += 1;
+						goto word_end;
+					}
+					d[n + 1] = l;
+					if (!(l = word_lower[p[n + 2]])) {
+						n += 2;
+						goto word_end;
+					}
+					d[n + 2] = l;
+					if (!(l = word_lower[p[n + 3]])) {
+						n += 3;
+						goto word_end;
+					}
+					d[n + 3] = l;
+				}
+				while (n < k && (l = word_lower[p[n]]) != 0)
+					d[n++] = l;
+			word_end:
+				d += n;
+				p += n;
+				if (n <= 5 || n == room) {
+					/* the rare cases, all among short words or at the limit */
+					if (n == room && p < end && word_lower[*p]) {
+						/* the word goes on past the limit, where the text ends... */
+						cursor word = p - n;
+						p = skip_class(p, end, IN_WORD);
+						n = (size_t)(p - word);
+						/* ...unless it is a literal, whose "?" may still fit */
+						if (room == 0 || !is_literal_keyword(word, n) ||
+						    keyword_is_a_test(buf, w, tok, before))
+							goto full;
+						d = w;
+						*d++ = '?';
+						last = OUT_PLACEHOLDER;
+						break;
+					}
+					if (n == 1 && p < end && (*p == '\'' || *p == '&')) {
+						/*
+						 * A one-letter word before a quote may be a prefix:
+						 * E'..' (backslash escapes), B'..', X'..', N'..',
+						 * U&'..' are strings, U&"..." an identifier. Each
+						 * begins like a word, so the letter just written is
+						 * in the right place to be replaced.
+						 */
+						unsigned char c = w[0];
+						tok = w; /* unless replaced, a plain word */
+						if (*p == '\'' &&
+						    (c == 'e' || c == 'b' || c == 'x' || c == 'n')) {
+							w[0] = '?';
+							last = OUT_PLACEHOLDER;
+							p = c == 'e' ? skip_escaped_string(p + 1, end)
+								     : skip_quoted(p + 1, end, '\'');
+						} else if (c == 'u' && *p == '&' && end - p > 1 &&
+							   p[1] == '\'') {
+							w[0] = '?';
+							last = OUT_PLACEHOLDER;
+							p = skip_quoted(p + 2, end, '\'');
+						} else if (c == 'u' && *p == '&' && end - p > 1 &&
+							   p[1] == '"') {
+							/* u, then &"..." as written, without NUL bytes */
+							cursor q = skip_quoted(p + 2, end, '"');
+							last = OUT_QUOTED;
+							for (; p < q; p++)
+								if (*p)
+									PUT(*p);
+						}
+						break;
+					}
+					if ((n == 4 || n == 5) && is_literal_keyword(p - n, n) &&
+					    !keyword_is_a_test(buf, w, tok, before)) {
+						d = w;
+						*d++ = '?';
+						last = OUT_PLACEHOLDER;
+						break;
+					}
+				}
+				tok = w;
+				/*
+				 * Word, one space, word is the commonest pair in SQL: go
+				 * straight on to the next word rather than through the
+				 * dispatch twice.
+				 */
+				if (end - p < 2 || p[0] != ' ' || token_start[p[1]] != WD)
+					break;
+				PUT(' ');
+				p++;
+				before = OUT_WORD;
+			}
+			break;
+		}
+
+		case NM: {
+			PLACEHOLDER();
+			/* most numbers are plain integers: skip those here, the rest in skip_number */
+			cursor q = p + 1;
+			while (q < end && is_digit(*q))
+				q++;
+			if (*p == '0' || (q < end && (*q == '.' || *q == '_' || (*q | 0x20) == 'e')))
+				q = skip_number(p, end);
+			p = q;
+			break;
+		}
+
+		case SQ:
+			PLACEHOLDER();
+			p = skip_quoted(p + 1, end, '\'');
+			break;
+
+		case DQ: {
+			/* as written, without NUL bytes: the output must stay one C string */
+			cursor q = skip_quoted(p + 1, end, '"');
+			BEGIN_TOKEN(OUT_QUOTED);
+			for (; p < q; p++)
+				if (*p)
+					PUT(*p);
+			break;
+		}
+
+		case DL: {
+			/* $1 (a parameter), $$...$$ / $tag$...$tag$ (a string), or a lone $ */
+			size_t tag_len;
+			cursor body;
+			if (p + 1 < end && is_digit(p[1])) {
+				PLACEHOLDER();
+				p += 2;
+				while (p < end && is_digit(*p))
+					p++;
+			} else if ((body = dollar_quote_open(p, end, &tag_len)) != NULL) {
+				PLACEHOLDER();
+				p = skip_dollar_body(body, end, p + 1, tag_len);
+			} else {
+				PUNCT('$');
+				p++;
+			}
+			break;
+		}
+
+		case MN:
+			/* a comment, the sign of a number (folded into its "?"), or an operator */
+			if (p + 1 < end && p[1] == '-') {
+				p = skip_line_comment(p + 2, end);
+				break;
+			}
+			if (minus_would_be_unary(buf, d, tok, last)) {
+				cursor q = p + 1;
+				while (q < end && token_start[*q] == SP)
+					q++;
+				if (number_starts_at(q, end)) {
+					PLACEHOLDER();
+					p = skip_number(q, end);
+					break;
+				}
+			}
+			PUNCT('-');
+			p++;
+			break;
+
+		case SL:
+			if (p + 1 < end && p[1] == '*') {
+				p = skip_block_comment(p + 2, end);
+				break;
+			}
+			PUNCT('/');
+			p++;
+			break;
+
+		case DT:
+			if (number_starts_at(p, end)) {
+				PLACEHOLDER();
+				p = skip_number(p, end);
+				break;
+			}
+			PUNCT('.');
+			p++;
+			break;
+
+		case SC:
+			/* held, not written: only a following token makes it not trailing */
+			last = OUT_SEMICOLON;
+			p++;
+			break;
+
+		case LE:
+			/*
+			 * A list element ends. When it and the one before it are each a
+			 * lone "?", as in "(?,?", the second goes, so a list of any number
+			 * of constants reads "(?)". Deciding at the element's end rather
+			 * than its start keeps "(1, 2-1)" from losing its "2".
+			 */
+			if (last == OUT_PLACEHOLDER && d - buf >= 4 && d[-1] == '?' && d[-2] == ',' &&
+			    d[-3] == '?' && (d[-4] == '(' || d[-4] == '[' || d[-4] == ','))
+				d -= 2;
+			PUNCT(*p);
+			p++;
+			break;
+
+		default:
+			PUNCT(*p);
+			p++;
+			break;
+		}
 	}
-	o.buf[o.len] = '\0';
-	return fnv1a64(o.buf, o.len);
+	*d = '\0';
+	return hash_text(buf, (size_t)(d - buf));
+
+full:
+	memcpy(d, "...", 4);
+	return hash_text(buf, (size_t)(d + 3 - buf));
 }

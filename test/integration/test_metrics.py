@@ -1,0 +1,958 @@
+"""The Prometheus endpoint (metrics_addr/metrics_port): GET /metrics and
+GET /health against real traffic through pgpulse, and the alert rules and
+Grafana dashboard in contrib/ that are built on its series.
+
+What a scrape must hold (src/telemetry/metrics.c, doc/telemetry.md):
+    pgpulse_{query,transaction,wait,server,connect}_duration_seconds
+        histograms since start, cumulative _bucket{le} at metrics_buckets,
+        labels database, user; a value counts under le when its fine
+        bucket's midpoint is at or below the bound (so within 0.8 %)
+    pgpulse_latency_seconds      per-instance window summaries (SHOW LATENCY)
+    pgpulse_pool_* gauges and counters    SHOW POOLS and SHOW STATS values
+    pgpulse_pool_*_ratio{window}, pgpulse_pool_suggested_size{window}
+                                 SHOW EFFICIENCY
+    pgpulse_pool_health          0 ok, 1 warning, 2 critical (SHOW HEALTH)
+
+promtool (Debian package prometheus) checks the exposition format and the
+rules; without it the tests that need it are skipped, or fail when CI is set.
+Concurrency comes from threads, each with a psycopg connection that only it
+touches.
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+
+import psycopg
+import pytest
+
+from pgpulse_harness import free_port, wait_until
+
+USERLIST = {"app": "app_pw", "admin": "admin_pw", "md5user": "md5_pw"}
+
+BASE_SETTINGS = {
+    "listen_addr": "127.0.0.1",
+    "listen_port": "{port}",
+    "unix_socket_dir": "{dir}",
+    "auth_type": "scram-sha-256",
+    "auth_file": "{auth_file}",
+    "admin_users": "admin",
+    "pool_mode": "transaction",
+    "default_pool_size": "2",
+}
+
+# Two databases (otherdb is the cluster's postgres database, which app may
+# connect to); with md5user on appdb that makes three pools.
+DATABASES = {
+    "appdb": "host={pg_host} port={pg_port} dbname=appdb",
+    "otherdb": "host={pg_host} port={pg_port} dbname=postgres",
+}
+
+HISTOGRAMS = {
+    # SHOW LATENCY kind -> exported histogram
+    "query": "pgpulse_query_duration_seconds",
+    "xact": "pgpulse_transaction_duration_seconds",
+    "wait": "pgpulse_wait_duration_seconds",
+    "server": "pgpulse_server_duration_seconds",
+    "connect": "pgpulse_connect_duration_seconds",
+}
+DEFAULT_BUCKETS = ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+                   "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30"]
+EFFICIENCY_RATIOS = ["pgpulse_pool_utilization_ratio", "pgpulse_pool_reuse_ratio",
+                     "pgpulse_pool_saturation_ratio", "pgpulse_pool_overflow_ratio",
+                     "pgpulse_pool_reserve_ratio"]
+WINDOWS = ["1m", "5m", "15m"]
+HEALTH_LEVELS = {"ok": 0, "warning": 1, "critical": 2}
+
+
+# ------------------------------------------------------------------ helpers
+
+def make_ini(databases=None, **settings):
+    merged = dict(BASE_SETTINGS)
+    merged.update({k: str(v) for k, v in settings.items()})
+    lines = ["[databases]"]
+    lines += [f"{name} = {spec}" for name, spec in (databases or DATABASES).items()]
+    lines.append("[pgbouncer]")
+    lines += [f"{k} = {v}" for k, v in merged.items()]
+    return "\n".join(lines) + "\n"
+
+
+def start(pgpulse, databases=None, metrics=True, **settings):
+    """A pgpulse with the metrics endpoint on a port of its own (pp.metrics_port)."""
+    mport = free_port() if metrics else 0
+    settings.setdefault("metrics_port", mport)
+    pp = pgpulse(make_ini(databases, **settings), USERLIST)
+    pp.metrics_port = mport
+    return pp
+
+
+def http_request(port, method="GET", path="/metrics", body=None):
+    """(status, content-type, body text) of one request to 127.0.0.1:port."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type"), resp.read().decode()
+    finally:
+        conn.close()
+
+
+def scrape(pp):
+    status, ctype, body = http_request(pp.metrics_port)
+    assert status == 200, body
+    assert ctype.startswith("text/plain; version=0.0.4"), ctype
+    return body
+
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$")
+LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+def _unescape(v):
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+def parse_metrics(text):
+    """The samples of an exposition as a list of (name, {label: value}, float)."""
+    samples = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        labels = {}
+        raw = m.group(2) or ""
+        pos = 0
+        while pos < len(raw):
+            lm = LABEL.match(raw, pos)
+            assert lm, f"bad labels in {line!r}"
+            labels[lm.group(1)] = _unescape(lm.group(2))
+            pos = lm.end()
+        samples.append((m.group(1), labels, float(m.group(3))))
+    return samples
+
+
+def series(samples, name, **labels):
+    """The samples of metric `name` whose labels include `labels`."""
+    return [(lab, v) for n, lab, v in samples
+            if n == name and all(lab.get(k) == str(x) for k, x in labels.items())]
+
+
+def value(samples, name, **labels):
+    """The one sample of `name` with exactly these labels (plus any not given
+    only if a single sample matches)."""
+    found = series(samples, name, **labels)
+    assert len(found) == 1, f"{name}{labels}: expected one sample, found {found}"
+    return found[0][1]
+
+
+def pools_of(samples):
+    return sorted({(lab["database"], lab["user"]) for _, lab, _ in samples
+                   if "database" in lab and "user" in lab})
+
+
+def buckets(samples, hist, database, user):
+    """[(le text, cumulative count)] of one pool's histogram, in exposition order."""
+    return [(lab["le"], v) for lab, v in series(samples, hist + "_bucket", database=database,
+                                                user=user)]
+
+
+def run(pp, sql, n=1, dbname="appdb", user="app"):
+    """n autocommit statements on one connection through pgpulse."""
+    with psycopg.connect(host="127.0.0.1", port=pp.port, dbname=dbname, user=user,
+                         password=pp.password_for(user), sslmode="disable", autocommit=True,
+                         prepare_threshold=None, connect_timeout=10) as c:
+        for _ in range(n):
+            c.execute(sql)
+
+
+def promtool():
+    path = shutil.which("promtool") or ("/usr/bin/promtool" if os.access("/usr/bin/promtool", os.X_OK)
+                                        else None)
+    if path is None:
+        reason = "promtool not found: apt-get install prometheus (it ships /usr/bin/promtool)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + " -- CI is set, so this is an error", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def srcdir():
+    """The source tree (run-integration.sh stages contrib/ there as root)."""
+    return os.environ.get("PGPULSE_SRCDIR") or os.path.normpath(
+        os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+RULES = os.path.join("contrib", "prometheus", "pgpulse-rules.yml")
+DASHBOARD = os.path.join("contrib", "grafana", "pgpulse-dashboard.json")
+
+
+def rules_path():
+    path = os.path.join(srcdir(), RULES)
+    assert os.path.isfile(path), f"{path} is missing"
+    return path
+
+
+def tcp_listen_ports(pid):
+    """The TCP ports process `pid` itself listens on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        m = re.match(r"socket:\[(\d+)\]", target)
+        if m:
+            inodes.add(m.group(1))
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[9] in inodes:
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports
+
+
+def traffic_on_three_pools(pp):
+    """Known traffic: appdb/app 3 requests, appdb/md5user 4, otherdb/app 2."""
+    run(pp, "select 1", 3)
+    run(pp, "select 1", 4, user="md5user")
+    run(pp, "select 1", 2, dbname="otherdb")
+
+
+# ----------------------------------------------------------- /metrics format
+
+def test_metrics_after_traffic_on_several_pools_pass_promtool_check(pgpulse):
+    tool = promtool()
+    pp = start(pgpulse)
+    traffic_on_three_pools(pp)
+    run(pp, "select pg_sleep(0.01)", 2)
+    body = scrape(pp)
+    assert pools_of(parse_metrics(body)) == [("appdb", "app"), ("appdb", "md5user"),
+                                              ("otherdb", "app")]
+    r = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        f"promtool check metrics complained (exit {r.returncode}):\n{r.stdout}{r.stderr}"
+
+
+def test_every_sample_belongs_to_a_family_of_the_documented_type(pgpulse):
+    pp = start(pgpulse)
+    traffic_on_three_pools(pp)
+    body = scrape(pp)
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", body, re.MULTILINE))
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count"),
+                "counter": ("",), "gauge": ("",)}
+    for name, _, _ in parse_metrics(body):
+        assert any(name == fam + sfx for fam, t in types.items() for sfx in suffixes[t]), \
+            f"{name} has no # TYPE line"
+    for kind, hist in HISTOGRAMS.items():
+        assert types.get(hist) == "histogram", kind
+    assert types["pgpulse_latency_seconds"] == "summary"
+    assert types["pgpulse_pool_queries_total"] == "counter"
+    assert types["pgpulse_pool_health"] == "gauge"
+    assert types["pgpulse_up"] == "gauge"
+
+
+# ------------------------------------------------------------------ histograms
+
+def test_histograms_are_cumulative_and_agree_with_show_latency(pgpulse):
+    pp = start(pgpulse, default_pool_size=1)
+    # appdb/app has one server.  A transaction (BEGIN, 2 statements, COMMIT)
+    # holds it while a second client queues behind it with 5 requests, so
+    # there are real waits, and xact differs from query.  Then otherdb/app.
+    holder = pp.connect(prepare_threshold=None)
+    holder.execute("select 1")
+    holder.execute("select 2")
+    waiter = threading.Thread(target=run, args=(pp, "select pg_sleep(0.005)", 5))
+    waiter.start()
+    try:
+        wait_until(lambda: pp.show("POOLS")[0]["cl_waiting"] == 1, what="a client waiting")
+    finally:
+        holder.commit()
+        waiter.join(30)
+    assert not waiter.is_alive()
+    run(pp, "select 1", 2, dbname="otherdb")
+
+    samples = parse_metrics(scrape(pp))
+    latency = {(r["database"], r["user"], r["kind"]): r for r in pp.show("LATENCY all")}
+    assert pools_of(samples) == [("appdb", "app"), ("otherdb", "app")]
+    assert latency[("appdb", "app", "wait")]["max_us"] > 0
+    for database, user in pools_of(samples):
+        for kind, hist in HISTOGRAMS.items():
+            where = f"{hist} {database}/{user}"
+            bs = buckets(samples, hist, database, user)
+            assert [le for le, _ in bs] == DEFAULT_BUCKETS + ["+Inf"], where
+            counts = [v for _, v in bs]
+            assert counts == sorted(counts), f"{where}: buckets decrease: {bs}"
+            count = value(samples, hist + "_count", database=database, user=user)
+            total = value(samples, hist + "_sum", database=database, user=user)
+            assert counts[-1] == count, f"{where}: +Inf bucket {counts[-1]} != _count {count}"
+            row = latency[(database, user, kind)]
+            assert count == row["count"], f"{where}: _count {count}, SHOW LATENCY {row}"
+            # mean_us is the exact sum divided by the count, truncated
+            sum_us = round(total * 1e6)
+            assert row["mean_us"] * count <= sum_us < (row["mean_us"] + 1) * max(count, 1), \
+                f"{where}: _sum {total} s vs mean {row['mean_us']} us x {count}"
+            # every value is at most max_us: the bounds above it (plus the
+            # midpoint tolerance) hold everything
+            for le, v in bs[:-1]:
+                if float(le) * 1e6 >= row["max_us"] * (1 + 1 / 64):
+                    assert v == count, f"{where}: le={le} above max_us {row['max_us']}: {v}"
+    # BEGIN + 2 + COMMIT in one transaction, and 5 autocommit requests
+    assert value(samples, "pgpulse_query_duration_seconds_count", database="appdb", user="app") == 9
+    assert value(samples, "pgpulse_transaction_duration_seconds_count", database="appdb",
+                 user="app") == 6
+
+
+def test_known_mix_of_query_times_lands_in_the_right_buckets(pgpulse):
+    pp = start(pgpulse)
+    # pg_sleep(0.01) takes at least 10 ms, so no such query can count under
+    # le=0.01 (its fine bucket's midpoint is above 10 ms); 15 ms of headroom
+    # below 0.025.  pg_sleep(0.2) is well inside 0.1 < t <= 0.25.
+    run(pp, "select pg_sleep(0.01)", 20)
+    run(pp, "select pg_sleep(0.2)", 5)
+    samples = parse_metrics(scrape(pp))
+    got = dict(buckets(samples, "pgpulse_query_duration_seconds", "appdb", "app"))
+    expected = {le: (0 if float(le) <= 0.01 else 20 if float(le) < 0.2 else 25)
+                for le in DEFAULT_BUCKETS}
+    expected["+Inf"] = 25
+    assert got == expected
+    total = value(samples, "pgpulse_query_duration_seconds_sum", database="appdb", user="app")
+    assert 20 * 0.01 + 5 * 0.2 <= total < 20 * 0.01 + 5 * 0.2 + 25 * 0.03
+
+
+def test_metrics_buckets_setting_sets_the_le_bounds(pgpulse):
+    pp = start(pgpulse, metrics_buckets="0.001,0.1,1")
+    run(pp, "select pg_sleep(0.01)", 2)
+    samples = parse_metrics(scrape(pp))
+    for hist in HISTOGRAMS.values():
+        les = [le for le, _ in buckets(samples, hist, "appdb", "app")]
+        assert les == ["0.001", "0.1", "1", "+Inf"], hist
+    got = dict(buckets(samples, "pgpulse_query_duration_seconds", "appdb", "app"))
+    assert got == {"0.001": 0, "0.1": 2, "1": 2, "+Inf": 2}
+
+
+@pytest.mark.parametrize("bad", ["1,0.5", "abc", "0.1,0.1", "0,1"])
+def test_bad_metrics_buckets_stops_startup_naming_file_and_line(pgpulse, bad):
+    ini = make_ini(metrics_port=free_port(), metrics_buckets=bad)
+    line = ini.splitlines().index(f"metrics_buckets = {bad}") + 1
+    pp = pgpulse(ini, USERLIST, wait=False)
+    rc = pp.wait_exit(10)
+    assert rc != 0
+    log = pp.log()
+    assert re.search(rf"{re.escape(pp.ini_path)}:{line}:.*metrics_buckets", log), log
+    assert "metrics on" not in log
+
+
+def test_metrics_buckets_changed_by_reload_apply_to_the_next_scrape(pgpulse):
+    pp = start(pgpulse)
+    run(pp, "select pg_sleep(0.01)", 2)
+    les = [le for le, _ in buckets(parse_metrics(scrape(pp)), "pgpulse_query_duration_seconds",
+                                   "appdb", "app")]
+    assert les == DEFAULT_BUCKETS + ["+Inf"]
+    pp.write_config(make_ini(metrics_port=pp.metrics_port, metrics_buckets="0.005,0.02"))
+    assert pp.command("RELOAD") == "RELOAD"
+    got = dict(buckets(parse_metrics(scrape(pp)), "pgpulse_query_duration_seconds", "appdb", "app"))
+    # the same recorded values, cut at the new bounds
+    assert got == {"0.005": 0, "0.02": 2, "+Inf": 2}
+
+
+def test_bad_metrics_buckets_on_reload_keeps_the_running_bounds(pgpulse):
+    pp = start(pgpulse, metrics_buckets="0.001,0.1,1")
+    run(pp, "select 1")
+    ini = make_ini(metrics_port=pp.metrics_port, metrics_buckets="1,0.5")
+    line = ini.splitlines().index("metrics_buckets = 1,0.5") + 1
+    pp.write_config(ini)
+    with pytest.raises(psycopg.Error) as e:
+        pp.command("RELOAD")
+    assert e.value.sqlstate == "F0000"
+    assert re.search(rf"{re.escape(pp.ini_path)}:{line}: metrics_buckets", str(e.value)), str(e.value)
+    les = [le for le, _ in buckets(parse_metrics(scrape(pp)), "pgpulse_query_duration_seconds",
+                                   "appdb", "app")]
+    assert les == ["0.001", "0.1", "1", "+Inf"]
+
+
+def test_odd_database_names_are_escaped_in_labels_and_json(pgpulse):
+    tool = promtool()
+    odd = 'we"ird\\db'        # we"ird\db: a quote and a backslash
+    quoted = '"' + odd.replace('"', '""') + '"'
+    pp = start(pgpulse, databases={quoted: DATABASES["appdb"]})
+    run(pp, "select 1", 2, dbname=odd)
+    body = scrape(pp)
+    assert 'database="we\\"ird\\\\db"' in body
+    samples = parse_metrics(body)
+    assert pools_of(samples) == [(odd, "app")]
+    assert value(samples, "pgpulse_pool_queries_total", database=odd, user="app") == 2
+    r = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+    status, _, text = http_request(pp.metrics_port, path="/health")
+    assert status == 200
+    assert [(p["database"], p["user"]) for p in json.loads(text)["pools"]] == [(odd, "app")]
+
+
+# ---------------------------------------------- SHOW POOLS / SHOW STATS values
+
+def test_pool_gauges_match_show_pools_with_clients_holding_and_waiting(pgpulse):
+    pp = start(pgpulse, databases={
+        "appdb": DATABASES["appdb"],
+        "otherdb": DATABASES["otherdb"] + " pool_size=1",
+    })
+    # appdb/app: two servers, one held in a transaction, one idle
+    holder = pp.connect(prepare_threshold=None)
+    other = pp.connect(prepare_threshold=None)
+    holder.execute("select 1")
+    other.execute("select 1")
+    other.commit()
+    # otherdb/app (one server): held, and a second client queued behind it
+    blocker = pp.connect(dbname="otherdb", prepare_threshold=None)
+    blocker.execute("select 1")
+    waiter_conn = pp.connect(dbname="otherdb", autocommit=True, prepare_threshold=None)
+    waiter = threading.Thread(target=lambda: waiter_conn.execute("select 1"))
+    waiter.start()
+    try:
+        wait_until(lambda: [p for p in pp.show("POOLS")
+                            if p["database"] == "otherdb" and p["cl_waiting"] == 1],
+                   what="a client waiting on otherdb")
+        before = {(p["database"], p["user"]): p for p in pp.show("POOLS")}
+        samples = parse_metrics(scrape(pp))
+        after = {(p["database"], p["user"]): p for p in pp.show("POOLS")}
+    finally:
+        blocker.commit()
+        waiter.join(10)
+        holder.commit()
+    assert not waiter.is_alive()
+    assert sorted(before) == pools_of(samples)
+    expected = {("appdb", "app"): dict(active=1, idle=1, cl_waiting=0),
+                ("otherdb", "app"): dict(active=1, idle=0, cl_waiting=1)}
+    for (database, user), row in before.items():
+        lab = dict(database=database, user=user)
+        where = f"{database}/{user}"
+        assert value(samples, "pgpulse_pool_servers", state="active", **lab) == row["sv_active"] \
+            == expected[(database, user)]["active"], where
+        assert value(samples, "pgpulse_pool_servers", state="idle", **lab) == row["sv_idle"] \
+            == expected[(database, user)]["idle"], where
+        assert value(samples, "pgpulse_pool_servers", state="login", **lab) == row["sv_login"], where
+        assert value(samples, "pgpulse_pool_servers", state="tested", **lab) == row["sv_tested"], where
+        assert value(samples, "pgpulse_pool_clients", state="active", **lab) == row["cl_active"], where
+        assert value(samples, "pgpulse_pool_clients", state="waiting", **lab) == row["cl_waiting"] \
+            == expected[(database, user)]["cl_waiting"], where
+        assert value(samples, "pgpulse_pool_size", **lab) == (1 if database == "otherdb" else 2)
+        maxwait = value(samples, "pgpulse_pool_maxwait_seconds", **lab)
+        first = row["maxwait"] + row["maxwait_us"] / 1e6
+        last = after[(database, user)]["maxwait"] + after[(database, user)]["maxwait_us"] / 1e6
+        assert first - 1e-6 <= maxwait <= last + 1e-6, f"{where}: {first} <= {maxwait} <= {last}"
+    assert value(samples, "pgpulse_pool_maxwait_seconds", database="otherdb", user="app") > 0
+
+
+def test_pool_counters_match_show_stats_totals_per_database(pgpulse):
+    pp = start(pgpulse)
+    traffic_on_three_pools(pp)
+    with psycopg.connect(pp.dsn(), prepare_threshold=None, connect_timeout=10) as c:
+        c.execute("select 1")
+        c.execute("select 2")
+        c.commit()
+    totals = {r["database"]: r for r in pp.show("STATS_TOTALS")}
+    samples = parse_metrics(scrape(pp))
+    # per pool, what the clients did (psycopg sends BEGIN and COMMIT too)
+    assert value(samples, "pgpulse_pool_queries_total", database="appdb", user="app") == 3 + 4
+    assert value(samples, "pgpulse_pool_transactions_total", database="appdb", user="app") == 3 + 1
+    assert value(samples, "pgpulse_pool_queries_total", database="appdb", user="md5user") == 4
+    assert value(samples, "pgpulse_pool_queries_total", database="otherdb", user="app") == 2
+    # per database, summed over users, what SHOW STATS_TOTALS says
+    columns = {
+        "pgpulse_pool_queries_total": ("query_count", 1),
+        "pgpulse_pool_transactions_total": ("xact_count", 1),
+        "pgpulse_pool_server_assignments_total": ("server_assignment_count", 1),
+        "pgpulse_pool_received_bytes_total": ("bytes_received", 1),
+        "pgpulse_pool_sent_bytes_total": ("bytes_sent", 1),
+        "pgpulse_pool_query_time_seconds_total": ("query_time", 1e6),
+        "pgpulse_pool_transaction_time_seconds_total": ("xact_time", 1e6),
+        "pgpulse_pool_wait_time_seconds_total": ("wait_time", 1e6),
+    }
+    assert sorted(totals) == ["appdb", "otherdb"]
+    for database, row in totals.items():
+        for metric, (column, scale) in columns.items():
+            got = sum(v for _, v in series(samples, metric, database=database))
+            assert round(got * scale) == int(row[column]), \
+                f"{metric} summed over {database}'s users: {got}, STATS_TOTALS {column} {row[column]}"
+
+
+# ------------------------------------------------------- efficiency and health
+
+def test_efficiency_gauges_for_each_window_agree_with_show_efficiency(pgpulse):
+    pp = start(pgpulse)
+    traffic_on_three_pools(pp)
+    run(pp, "select pg_sleep(0.02)", 3)
+    # The pools are idle now: utilization and saturation can only fall as
+    # open time grows, reuse stays, suggested size can only fall; so the
+    # scrape lies between a SHOW EFFICIENCY before and one after it.
+    before = {(r["database"], r["user"]): r for r in pp.show("EFFICIENCY 5m")}
+    samples = parse_metrics(scrape(pp))
+    after = {(r["database"], r["user"]): r for r in pp.show("EFFICIENCY 5m")}
+    pools = pools_of(samples)
+    assert pools == sorted(before)
+    for database, user in pools:
+        lab = dict(database=database, user=user)
+        for name in EFFICIENCY_RATIOS + ["pgpulse_pool_suggested_size"]:
+            windows = [w["window"] for w, _ in series(samples, name, **lab)]
+            assert windows == WINDOWS, f"{name} {database}/{user}: {windows}"
+            for w in WINDOWS:
+                v = value(samples, name, window=w, **lab)
+                if name.endswith("_ratio"):
+                    assert 0.0 <= v <= 1.0, f"{name}{{window={w}}} {database}/{user} = {v}"
+                else:
+                    assert v == int(v) and v >= 0
+        b, a = before[(database, user)], after[(database, user)]
+        pct = 0.05 + 1e-9   # SHOW EFFICIENCY rounds to 0.1 %
+        for name, column in [("pgpulse_pool_utilization_ratio", "utilization_pct"),
+                             ("pgpulse_pool_saturation_ratio", "saturation_pct"),
+                             ("pgpulse_pool_reuse_ratio", "reuse_pct")]:
+            v = 100 * value(samples, name, window="5m", **lab)
+            assert float(a[column]) - pct <= v <= float(b[column]) + pct, \
+                f"{name} {database}/{user}: {v} % not within SHOW EFFICIENCY {a[column]}..{b[column]}"
+        v = value(samples, "pgpulse_pool_suggested_size", window="5m", **lab)
+        assert a["suggested_pool_size"] <= v <= b["suggested_pool_size"]
+    # appdb/app's 6 requests ran on one server: 5 of 6 assignments reused it
+    assert value(samples, "pgpulse_pool_reuse_ratio", window="1m", database="appdb",
+                 user="app") == pytest.approx(5 / 6)
+
+
+def test_pool_within_its_base_size_shows_no_overflow_or_reserve_time(pgpulse):
+    pp = start(pgpulse, default_pool_size=2)
+    run(pp, "select 1", 3)
+    rows = pp.show("POOLS")
+    assert [(r["sv_idle"], r["sv_overflow"], r["sv_reserve"]) for r in rows] == [(1, 0, 0)]
+    samples = parse_metrics(scrape(pp))
+    for name in ("pgpulse_pool_overflow_ratio", "pgpulse_pool_reserve_ratio"):
+        got = {lab["window"]: v for lab, v in series(samples, name, database="appdb", user="app")}
+        assert got == {w: 0 for w in WINDOWS}, \
+            f"{name}: one server open, base size 2, no overflow or reserve tier: {got}"
+
+
+def test_overflow_tier_use_shows_in_overflow_metrics(pgpulse):
+    pp = start(pgpulse, default_pool_size=1, overflow_pool_size=1)
+    holder = pp.connect(prepare_threshold=None)
+    holder.execute("select 1")              # the base server, held
+    run(pp, "select 1", 2)                  # needs the overflow server
+    try:
+        rows = pp.show("POOLS")
+        assert [(r["sv_active"], r["sv_idle"], r["sv_overflow"]) for r in rows] == [(1, 1, 1)]
+        samples = parse_metrics(scrape(pp))
+    finally:
+        holder.commit()
+    lab = dict(database="appdb", user="app")
+    assert value(samples, "pgpulse_pool_overflow_opened_total", **lab) == 1
+    assert value(samples, "pgpulse_pool_reserve_opened_total", **lab) == 0
+    assert value(samples, "pgpulse_pool_servers_opened_total", **lab) == 2
+    for w in WINDOWS:
+        assert 0 < value(samples, "pgpulse_pool_overflow_ratio", window=w, **lab) <= 1, w
+
+
+def health_mix(pgpulse):
+    """Three pools of one database under warning 10 ms / critical 40 ms on
+    query p95 (utilization checks off): crit runs 50 ms queries, warn 15 ms
+    ones, ok trivial ones."""
+    dbs = {name: DATABASES["appdb"] for name in ("crit", "warn", "ok")}
+    pp = start(pgpulse, databases=dbs, health_query_p95_warning="10ms",
+               health_query_p95_critical="40ms", health_utilization_warning=0,
+               health_utilization_critical=0)
+    run(pp, "select pg_sleep(0.05)", 3, dbname="crit")
+    run(pp, "select pg_sleep(0.015)", 3, dbname="warn")
+    run(pp, "select 1", 3, dbname="ok")
+    return pp
+
+
+def test_pool_health_gauge_matches_show_health(pgpulse):
+    pp = health_mix(pgpulse)
+    shown = {r["database"]: r for r in pp.show("HEALTH")}
+    samples = parse_metrics(scrape(pp))
+    got = {lab["database"]: v for lab, v in series(samples, "pgpulse_pool_health")}
+    assert got == {db: HEALTH_LEVELS[r["status"]] for db, r in shown.items()}
+    assert got == {"crit": 2, "warn": 1, "ok": 0}
+
+
+# --------------------------------------------------------------------- /health
+
+def test_health_endpoint_is_200_ok_for_pools_within_default_thresholds(pgpulse):
+    pp = start(pgpulse)
+    traffic_on_three_pools(pp)
+    # A pool a few milliseconds old may still have spent most of its short
+    # life busy (utilization warning at 80 %); wait until idle time dominates.
+    wait_until(lambda: all(float(r["utilization_pct"]) < 50 for r in pp.show("EFFICIENCY 5m")),
+               what="utilization below 50 %")
+    status, ctype, body = http_request(pp.metrics_port, path="/health")
+    assert ctype.startswith("application/json"), ctype
+    doc = json.loads(body)
+    assert status == 200, body
+    assert doc["status"] == "ok"
+    assert sorted((p["database"], p["user"], p["status"], p["reason"]) for p in doc["pools"]) == [
+        ("appdb", "app", "ok", ""), ("appdb", "md5user", "ok", ""), ("otherdb", "app", "ok", "")]
+
+
+def test_health_endpoint_is_503_with_reason_when_query_p95_is_critical(pgpulse):
+    pp = start(pgpulse, health_query_p95_critical="10ms", health_utilization_warning=0,
+               health_utilization_critical=0)
+    run(pp, "select pg_sleep(0.05)", 3)
+    run(pp, "select 1", 3, dbname="otherdb")
+    status, ctype, body = http_request(pp.metrics_port, path="/health")
+    doc = json.loads(body)
+    assert status == 503, body
+    assert ctype.startswith("application/json"), ctype
+    assert doc["status"] == "critical"
+    pools = {(p["database"], p["user"]): p for p in doc["pools"]}
+    assert sorted(pools) == [("appdb", "app"), ("otherdb", "app")]
+    crit = pools[("appdb", "app")]
+    assert crit["status"] == "critical"
+    assert re.fullmatch(r"query p95 0\.\d+ s is at or above the critical 0\.01 s", crit["reason"]), crit
+    assert pools[("otherdb", "app")]["status"] == "ok"
+    assert pools[("otherdb", "app")]["reason"] == ""
+    shown = {(r["database"], r["user"]): r for r in pp.show("HEALTH")}
+    assert shown[("appdb", "app")]["status"] == "critical"
+
+
+def test_health_warning_alone_keeps_200(pgpulse):
+    pp = start(pgpulse, health_query_p95_warning="10ms", health_utilization_warning=0,
+               health_utilization_critical=0)
+    run(pp, "select pg_sleep(0.05)", 3)
+    status, _, body = http_request(pp.metrics_port, path="/health")
+    doc = json.loads(body)
+    assert (status, doc["status"]) == (200, "warning"), body
+    assert [p["status"] for p in doc["pools"]] == ["warning"]
+
+
+def test_unknown_path_answers_404(pgpulse):
+    pp = start(pgpulse)
+    for path in ("/", "/metricsx", "/health/extra", "/favicon.ico"):
+        status, _, body = http_request(pp.metrics_port, path=path)
+        assert status == 404, f"{path}: {status} {body}"
+    assert pp.running
+
+
+def test_post_answers_405(pgpulse):
+    pp = start(pgpulse)
+    for path in ("/metrics", "/health"):
+        status, _, body = http_request(pp.metrics_port, "POST", path, body="x=1")
+        assert status == 405, f"POST {path}: {status} {body}"
+    status, _, _ = http_request(pp.metrics_port, path="/metrics")
+    assert status == 200
+
+
+def test_head_answers_like_get_without_a_body(pgpulse):
+    # HTTP requires GET and HEAD of every server; load balancers often
+    # check health with HEAD.
+    pp = start(pgpulse)
+    run(pp, "select 1")
+    for path in ("/health", "/metrics"):
+        get_status, get_type, _ = http_request(pp.metrics_port, "GET", path)
+        status, ctype, body = http_request(pp.metrics_port, "HEAD", path)
+        assert (status, ctype, body) == (get_status, get_type, ""), f"HEAD {path}"
+
+
+def test_metrics_port_zero_opens_no_endpoint(pgpulse):
+    pp = start(pgpulse, metrics=False)          # metrics_port = 0
+    run(pp, "select 1")
+    assert "metrics on" not in pp.log()
+    assert tcp_listen_ports(pp.pid) == {pp.port}
+
+
+def test_metrics_endpoint_is_announced_and_listens_on_its_port(pgpulse):
+    pp = start(pgpulse)
+    assert re.search(rf"metrics on http://127\.0\.0\.1:{pp.metrics_port}/metrics", pp.log())
+    assert tcp_listen_ports(pp.pid) == {pp.port, pp.metrics_port}
+
+
+def test_metrics_port_in_use_stops_startup_with_a_message(pgpulse):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        mport = taken.getsockname()[1]
+        pp = pgpulse(make_ini(metrics_port=mport), USERLIST, wait=False)
+        rc = pp.wait_exit(10)
+    assert rc != 0
+    assert re.search(rf"could not listen for metrics on 127\.0\.0\.1:{mport}", pp.log()), pp.log()
+
+
+# ----------------------------------------------------------------- alert rules
+
+def test_alert_rules_pass_promtool_check_rules():
+    tool = promtool()
+    r = subprocess.run([tool, "check", "rules", rules_path()], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout
+
+
+def promtool_test_rules(tool, tests_yaml):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "pgpulse-rules.test.yml")
+        with open(path, "w") as f:
+            f.write(tests_yaml.replace("@RULES@", json.dumps(rules_path())))
+        r = subprocess.run([tool, "test", "rules", path], capture_output=True, text=True,
+                           timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def bucket_series(instance, database, counts):
+    """input_series lines: per le, a counter growing by counts[le] a minute."""
+    return "".join(
+        f"      - series: 'pgpulse_query_duration_seconds_bucket{{instance=\"{instance}\","
+        f"job=\"pgpulse\",database=\"{database}\",user=\"app\",le=\"{le}\"}}'\n"
+        f"        values: '0+{per_minute}x40'\n"
+        for le, per_minute in counts.items())
+
+
+QUERY_P95_TEST = """\
+rule_files:
+  - @RULES@
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+""" + (
+    # appdb/app, spread over two instances that must be added up: each
+    # minute 90 of 100 requests at or below 0.5 s and all at or below 1 s,
+    # so p95 = 0.5 + (95-90)/10 * 0.5 = 0.75 s (> 0.5 s, < 2 s)
+    bucket_series("a:9127", "appdb", {"0.25": 45, "0.5": 45, "1": 50, "+Inf": 50})
+    + bucket_series("b:9127", "appdb", {"0.25": 45, "0.5": 45, "1": 50, "+Inf": 50})
+    # otherdb/app: 90 at or below 0.25 s, 96 at or below 0.5 s, so
+    # p95 = 0.25 + (95-90)/6 * 0.25 = 0.458 s: just under the threshold
+    + bucket_series("a:9127", "otherdb", {"0.25": 90, "0.5": 96, "1": 100, "+Inf": 100})
+    # backup/app: a burst of slow requests in minutes 1-3 only (p95 0.75 s
+    # for a few minutes, then no traffic): shorter than `for`
+    + "      - series: 'pgpulse_query_duration_seconds_bucket{instance=\"a:9127\",job=\"pgpulse\","
+      "database=\"backup\",user=\"app\",le=\"0.5\"}'\n"
+      "        values: '0 90 180 270 270x36'\n"
+      "      - series: 'pgpulse_query_duration_seconds_bucket{instance=\"a:9127\",job=\"pgpulse\","
+      "database=\"backup\",user=\"app\",le=\"1\"}'\n"
+      "        values: '0 100 200 300 300x36'\n"
+      "      - series: 'pgpulse_query_duration_seconds_bucket{instance=\"a:9127\",job=\"pgpulse\","
+      "database=\"backup\",user=\"app\",le=\"+Inf\"}'\n"
+      "        values: '0 100 200 300 300x36'\n"
+) + """\
+    alert_rule_test:
+      # pending, not firing, before `for: 10m` has passed
+      - alertname: PgpulseQueryP95High
+        eval_time: 8m
+        exp_alerts: []
+      - alertname: PgpulseQueryP95High
+        eval_time: 20m
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              database: appdb
+              user: app
+            exp_annotations:
+              summary: "pgpulse: query p95 of appdb/app is 750ms"
+              description: "The 95th percentile of query time through pgpulse (waiting for a server included) for database appdb, user app has been above 500ms for 10 minutes. Compare with the server time (pgpulse_server_duration_seconds) to tell slow queries from queueing in the pool."
+      # 0.75 s is below the critical 2 s
+      - alertname: PgpulseQueryP95Critical
+        eval_time: 20m
+        exp_alerts: []
+"""
+
+
+def test_query_p95_alert_fires_above_the_threshold_and_not_below():
+    promtool_test_rules(promtool(), QUERY_P95_TEST)
+
+
+HEALTH_AND_DOWN_TEST = """\
+rule_files:
+  - @RULES@
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'pgpulse_pool_health{instance="a:9127",job="pgpulse",database="appdb",user="app"}'
+        values: '2x40'
+      - series: 'pgpulse_pool_health{instance="a:9127",job="pgpulse",database="otherdb",user="app"}'
+        values: '1x40'
+      - series: 'pgpulse_pool_health{instance="a:9127",job="pgpulse",database="quiet",user="app"}'
+        values: '0x40'
+      - series: 'pgpulse_up{instance="a:9127",job="pgpulse"}'
+        values: '1x40'
+      - series: 'up{instance="a:9127",job="pgpulse"}'
+        values: '1x40'
+      - series: 'up{instance="b:9127",job="pgpulse"}'
+        values: '1 1 1 0x37'
+    alert_rule_test:
+      - alertname: PgpulsePoolHealthCritical
+        eval_time: 3m
+        exp_alerts: []
+      - alertname: PgpulsePoolHealthCritical
+        eval_time: 10m
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              instance: a:9127
+              job: pgpulse
+              database: appdb
+              user: app
+            exp_annotations:
+              summary: "pgpulse: pool appdb/app is critical"
+              description: "pgpulse on a:9127 judges pool appdb/app critical on its 5-minute window. GET /health or SHOW HEALTH gives the reason."
+      - alertname: PgpulsePoolHealthWarning
+        eval_time: 10m
+        exp_alerts: []
+      - alertname: PgpulsePoolHealthWarning
+        eval_time: 20m
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              instance: a:9127
+              job: pgpulse
+              database: otherdb
+              user: app
+            exp_annotations:
+              summary: "pgpulse: pool otherdb/app is in warning"
+              description: "pgpulse on a:9127 has judged pool otherdb/app warning for 15 minutes. GET /health or SHOW HEALTH gives the reason."
+      - alertname: PgpulseDown
+        eval_time: 4m
+        exp_alerts: []
+      - alertname: PgpulseDown
+        eval_time: 10m
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+              instance: b:9127
+              job: pgpulse
+            exp_annotations:
+              summary: "pgpulse is down or not scraped"
+              description: "pgpulse b:9127 has not answered a scrape for 2 minutes, or no pgpulse is scraped at all (pgpulse_up absent). Clients of a stopped pgpulse cannot reach PostgreSQL."
+  # no pgpulse scraped at all
+  - interval: 1m
+    input_series:
+      - series: 'up{instance="db1:9100",job="node"}'
+        values: '1x10'
+    alert_rule_test:
+      - alertname: PgpulseDown
+        eval_time: 5m
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+            exp_annotations:
+              summary: "pgpulse is down or not scraped"
+              description: "pgpulse has not answered a scrape for 2 minutes, or no pgpulse is scraped at all (pgpulse_up absent). Clients of a stopped pgpulse cannot reach PostgreSQL."
+"""
+
+
+def test_health_and_down_alerts_fire_for_the_right_pools_and_instances():
+    promtool_test_rules(promtool(), HEALTH_AND_DOWN_TEST)
+
+
+# ------------------------------------------------- every name used is exported
+
+PROMQL_METRIC = re.compile(r"\b(pgpulse_[a-zA-Z0-9_:]*)")
+
+
+def exported_names(pgpulse):
+    """Sample and family names of a real scrape after traffic (every family
+    has samples then)."""
+    pp = start(pgpulse)
+    traffic_on_three_pools(pp)
+    body = scrape(pp)
+    return {name for name, _, _ in parse_metrics(body)} | set(
+        re.findall(r"^# TYPE (\S+) ", body, re.MULTILINE))
+
+
+def test_alert_rules_only_use_exported_metrics(pgpulse):
+    with open(rules_path()) as f:
+        text = f.read()
+    # every pgpulse_ name in the file: expressions, and annotations that
+    # point the reader at a metric
+    assert len(re.findall(r"^\s*expr:", text, re.MULTILINE)) >= 8
+    used = set(PROMQL_METRIC.findall(text))
+    assert {"pgpulse_query_duration_seconds_bucket", "pgpulse_pool_health"} <= used, used
+    missing = used - exported_names(pgpulse)
+    assert not missing, f"rules use metrics a scrape does not have: {sorted(missing)}"
+
+
+def load_dashboard():
+    path = os.path.join(srcdir(), DASHBOARD)
+    assert os.path.isfile(path), f"{path} is missing"
+    with open(path) as f:
+        return json.load(f)
+
+
+def all_panels(dash):
+    out = []
+    for p in dash.get("panels", []):
+        out.append(p)
+        out.extend(p.get("panels", []))      # panels inside a collapsed row
+    return out
+
+
+def dashboard_exprs(dash):
+    exprs = [t["expr"] for p in all_panels(dash) for t in p.get("targets", []) if t.get("expr")]
+    for v in dash.get("templating", {}).get("list", []):
+        q = v.get("query")
+        if isinstance(q, dict):
+            q = q.get("query")
+        if v.get("type") == "query" and q:
+            exprs.append(q)
+    return exprs
+
+
+def test_dashboard_has_percentile_wait_utilization_and_tier_panels():
+    dash = load_dashboard()
+    assert isinstance(dash.get("schemaVersion"), int) and dash["schemaVersion"] >= 36
+    assert dash.get("title") and dash.get("uid")
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("database", "user"):
+        q = variables[name]["query"]
+        q = q["query"] if isinstance(q, dict) else q
+        assert q.startswith("label_values(") and q.rstrip(")").endswith(name), (name, q)
+    panels = [p for p in all_panels(dash) if p.get("type") != "row"]
+    ids = [p["id"] for p in all_panels(dash)]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    for p in panels:
+        assert p.get("title") and p.get("gridPos") and p.get("targets"), p.get("title")
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
+
+    def panels_with(pattern):
+        rx = re.compile(pattern)
+        return [p["title"] for p in panels
+                if any(rx.search(t.get("expr", "")) for t in p["targets"])]
+
+    hq = r"histogram_quantile\(\s*0?\.{q}\s*,.*rate\(pgpulse_query_duration_seconds_bucket"
+    percentile_panels = panels_with(hq.format(q="95"))
+    assert percentile_panels, "no p95 panel over the query histogram"
+    for q in ("5", "99"):
+        assert set(panels_with(hq.format(q=q))) & set(percentile_panels), f"p{q} beside p95"
+    assert panels_with(r"pgpulse_latency_seconds\{[^}]*quantile="), "per-instance quantiles"
+    assert panels_with(r"histogram_quantile\(\s*0?\.95\s*,.*pgpulse_wait_duration_seconds_bucket")
+    assert panels_with(r"pgpulse_server_duration_seconds")
+    assert panels_with(r"pgpulse_pool_utilization_ratio")
+    assert panels_with(r"pgpulse_pool_saturation_ratio")
+    tiers = set(panels_with(r"pgpulse_pool_overflow_ratio")) & set(panels_with(r"pgpulse_pool_reserve_ratio"))
+    assert tiers, "overflow and reserve ratios in one panel"
+    assert panels_with(r"rate\(pgpulse_pool_overflow_opened_total")
+    assert panels_with(r"pgpulse_pool_clients\{[^}]*\}|pgpulse_pool_clients\b")
+    assert panels_with(r"pgpulse_pool_servers\b")
+    assert panels_with(r"pgpulse_pool_health")
+    assert set(panels_with(r"pgpulse_pool_suggested_size")) & set(panels_with(r"pgpulse_pool_size\b"))
+
+
+def test_dashboard_queries_only_use_exported_metrics(pgpulse):
+    dash = load_dashboard()
+    exprs = dashboard_exprs(dash)
+    assert exprs
+    for e in exprs:
+        assert PROMQL_METRIC.search(e), f"query without a pgpulse metric: {e}"
+    used = {m for e in exprs for m in PROMQL_METRIC.findall(e)}
+    missing = used - exported_names(pgpulse)
+    assert not missing, f"dashboard uses metrics a scrape does not have: {sorted(missing)}"

@@ -13,9 +13,11 @@
  * become "?", a unary minus included; unquoted words are lowercased (ASCII);
  * "quoted identifiers" stay as written; comments and trailing ';' go; a space
  * is kept only between two word-like tokens; a parenthesized or bracketed
- * list of constants "(?,?,?)" reads "(?)". The fingerprint is the FNV-1a 64
- * hash of the normalized text, so two queries share a fingerprint exactly
- * when their normalized texts are equal (barring a 64-bit collision).
+ * list of constants "(?,?,?)" reads "(?)". The fingerprint is a 64-bit hash
+ * of the normalized text (a wyhash-style multiply-fold, the same on every
+ * platform), so two queries share a fingerprint exactly when their normalized
+ * texts are equal (barring a 64-bit collision). It is not stored anywhere and
+ * may differ between versions.
  *
  * It runs on every query on the hot path: one pass, no allocation, the
  * caller owns both buffers.
@@ -32,8 +34,8 @@
  * Normalize SQL text: `in` is NOT NUL-terminated (len bytes; it may be a prefix of a longer
  * query — handle a cut in the middle of a string, comment or token gracefully). Writes a
  * NUL-terminated normalized text into out (outlen >= NORMALIZE_MAX + 4) and returns its
- * 64-bit fingerprint (FNV-1a 64 of the normalized text). Never reads past len, never
- * allocates, O(len).
+ * 64-bit fingerprint (a hash of the normalized text, see above). Never reads past len,
+ * never allocates, O(len). Bytes of out after the text's NUL are scratch.
  *
  * A smaller out is tolerated: the text is then cut earlier (at outlen - 4 bytes, or
  * empty when outlen < 4), never overflowing it. Arbitrary bytes are accepted; the

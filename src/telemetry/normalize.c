@@ -1,29 +1,35 @@
 /*
  * normalize: SQL text -> normalized text and fingerprint (see include/normalize.h).
  *
- * This runs on every query, so it is written for instruction count: one
- * function, one pass, all state in locals (so it stays in registers), one
- * table lookup per byte where it can.
+ * This runs on every query, so it is written for instruction count (measured
+ * with callgrind): one pass, all state in locals so that it stays in
+ * registers, and as little work per byte and per token as the rules allow.
  *
- * The loop dispatches on the first byte of each token through a 256-entry
- * table (token_start). Words, the common case by far, are copied lowercased
- * in the same loop that finds their end, one table lookup per byte
- * (word_lower); the rarer forms that start like a word (E'..', U&".." and
- * the literal keywords TRUE, FALSE, NULL) are recognized after the copy and
- * patched, so they cost plain words nothing. Everything else is either
- * skipped (space, comments) or becomes one output byte: a "?" for a literal,
- * or the operator character itself. The output rules:
+ * The lexer (lex) dispatches on the first byte of each token through a
+ * 256-entry table (token_start). Words, the bulk of any query, are copied
+ * lowercased while their end is found: one lookup per byte in word_lower, or
+ * on x86-64 sixteen bytes per SSE2 load (word_run), where a run of words
+ * joined by one space or one punctuation byte (`select a from t`, `t.col`)
+ * costs little more than its loads. The forms that begin like a word
+ * (E'..', U&"..", TRUE, FALSE, NULL) are recognized once the word is
+ * written, and patched, so plain words pay almost nothing for them. Every
+ * other token is skipped (space, comments) or becomes one byte: "?" for a
+ * literal, or the punctuation itself. The output rules:
  *
  *   - a space goes between two word-like tokens (word, "quoted", ?) and
  *     nowhere else, so the input's spacing never matters;
  *   - a list element that is a lone "?" after another lone "?" is taken
  *     back when it ends, so "(?,?,?)" reads "(?)";
  *   - a ";" is held back until another token follows, so trailing ones vanish;
- *   - a byte that would go past the limit stops the lexing (goto full); the
- *     text then ends in "...".
+ *   - a byte that would go past the limit stops the lexing; the text then
+ *     ends in "...".
  *
- * The fingerprint is hashed at the end over the finished text, eight bytes
- * at a time (hash_text).
+ * Checking the limit costs on every byte written, so lex comes in two
+ * instances: for input short enough that the text cannot reach the limit
+ * (every query but long ones) nothing written is checked (see lex).
+ *
+ * The fingerprint is hashed over the finished text, 16 bytes per step
+ * (hash_text).
  *
  * Lexing follows PostgreSQL's rules closely enough to find token boundaries
  * (string and comment ends above all) but never decides whether the SQL is
@@ -35,6 +41,18 @@
 
 #include <stdbool.h>
 #include <string.h>
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+#if defined(__SSE2__) && defined(__GNUC__)
+/* x86-64 always has SSE2: words and strings are scanned 16 bytes at a time */
+#define NORMALIZE_SSE2 1
+#include <emmintrin.h>
+#endif
 
 /* ---- character tables ---------------------------------------------------- */
 
@@ -48,11 +66,13 @@ enum token_start {
 	DL, /* $: parameter, dollar quote, or a lone $ */
 	MN, /* -: comment, unary minus of a number, or operator */
 	SL, /* /: comment or operator */
-	DT, /* .: a number (.5) or punctuation */
 	SC, /* ; */
+	/* from here on, after a word: plain punctuation when a word follows */
+	DT, /* .: a number (.5) or punctuation */
 	LE, /* , ) ]: punctuation that ends a list element (see the list rule) */
 	OP, /* any other operator or punctuation character */
 };
+#define OP_LIKE DT
 
 static const unsigned char token_start[256] = {
 	/* 0x00 */ SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP, SP,
@@ -196,13 +216,30 @@ static cursor skip_number(cursor p, cursor end)
 	return p;
 }
 
-/* p is after the opening quote; '' is a quote inside. Unterminated: to the end. */
-static cursor skip_quoted(cursor p, cursor end, unsigned char quote)
+/*
+ * p is after the opening quote; '' is a quote inside. Unterminated: to the
+ * end. Strings in queries are mostly short: 16 bytes compared at once find
+ * most of them without a call.
+ */
+static ALWAYS_INLINE cursor skip_quoted(cursor p, cursor end, unsigned char quote)
 {
 	for (;;) {
-		p = memchr(p, quote, (size_t)(end - p));
-		if (!p)
-			return end;
+#ifdef NORMALIZE_SSE2
+		if (end - p >= 16) {
+			__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+			unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8((char)quote)));
+			if (!m) {
+				p += 16;
+				continue;
+			}
+			p += __builtin_ctz(m);
+		} else
+#endif
+		{
+			p = memchr(p, quote, (size_t)(end - p));
+			if (!p)
+				return end;
+		}
 		if (p + 1 < end && p[1] == quote)
 			p += 2;
 		else
@@ -292,6 +329,9 @@ static cursor dollar_quote_open(cursor p, cursor end, size_t *tag_len)
 	return NULL;
 }
 
+/* after a run of digits, the bytes that may continue a number: . _ e E */
+static const bool number_may_go_on[256] = { ['.'] = true, ['_'] = true, ['e'] = true, ['E'] = true };
+
 /* ---- the writer's state, and questions about the output so far --------- */
 
 /*
@@ -369,6 +409,14 @@ static bool is_literal_keyword(cursor p, size_t n)
 	return false;
 }
 
+/* the same for a word already written, hence lowercased */
+static inline bool is_literal_word(const unsigned char *w, size_t n)
+{
+	if (n == 4)
+		return memcmp(w, "true", 4) == 0 || memcmp(w, "null", 4) == 0;
+	return n == 5 && memcmp(w, "false", 5) == 0;
+}
+
 /*
  * `x IS NULL`, `x IS NOT TRUE` are tests, not constants: folding them to
  * `is ?` would merge queries that plan differently (and an IS NULL is never
@@ -392,18 +440,23 @@ static bool keyword_is_a_test(const unsigned char *buf, const unsigned char *w,
 /* ---- the fingerprint ------------------------------------------------------ */
 
 /*
- * A 64-bit hash of the finished text, eight bytes per step. The step is
- * XXH64's round, h = rotl(h + w * P2, 31) * P1: for a fixed h it is a
- * bijection of w and for a fixed w one of h, so two texts of one length that
- * differ in a single word never collide, and no word can cancel what came
- * before. XXH64's avalanche ends it. Little-endian loads spelled out byte by
- * byte (compilers fuse them into one load) keep the value the same on every
- * platform, so fingerprints from different machines can be compared.
+ * A 64-bit hash of the finished text, 16 bytes per step, in the manner of
+ * wyhash: a step multiplies two 64-bit words into 128 bits and folds the
+ * halves together (mum), the first word xored with a constant, the second
+ * with the state so far; a last mum takes in the length. A product is zero
+ * only when a factor is, and a zero would lose the state: but the low byte of
+ * every first factor is a byte of the text, never NUL, xored with K1's zero
+ * low byte, and the second is zero only where eight bytes of text equal the
+ * state, which only a text built to collide gets (FNV-1a, the hash before
+ * this one, was as easy to collide on purpose).
+ *
+ * Little-endian loads spelled out byte by byte (compilers fuse them into one
+ * load) and a portable product where there is no 128-bit type keep the value
+ * the same on every platform, so fingerprints from different machines compare.
  */
-#define PRIME1 0x9e3779b185ebca87ull
-#define PRIME2 0xc2b2ae3d27d4eb4full
-#define PRIME3 0x165667b19e3779f9ull
-#define PRIME5 0x27d4eb2f165667c5ull
+#define K0 0xa0761d6478bd642full
+#define K1 0xe7037ed1a0b42800ull /* its low byte is zero, see above */
+#define K2 0x8ebc6af09c88c6e3ull
 
 static inline uint64_t load64(const unsigned char *p)
 {
@@ -417,51 +470,193 @@ static inline uint64_t load32(const unsigned char *p)
 	return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
 }
 
-static inline uint64_t hash_step(uint64_t h, uint64_t w)
+/* the 128-bit product of a and b, its two halves xored */
+static inline uint64_t mum(uint64_t a, uint64_t b)
 {
-	h += w * PRIME2;
-	h = (h << 31) | (h >> 33);
-	return h * PRIME1;
+#ifdef __SIZEOF_INT128__
+	unsigned __int128 r = (unsigned __int128)a * b;
+	return (uint64_t)r ^ (uint64_t)(r >> 64);
+#else
+	uint64_t ah = a >> 32, al = (uint32_t)a, bh = b >> 32, bl = (uint32_t)b;
+	uint64_t ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
+	uint64_t mid = (ll >> 32) + (uint32_t)lh + (uint32_t)hl;
+	uint64_t lo = (mid << 32) | (uint32_t)ll;
+	uint64_t hi = hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+	return lo ^ hi;
+#endif
 }
 
-static uint64_t hash_text(const unsigned char *s, size_t n)
+static inline uint64_t hash_text(const unsigned char *s, size_t n)
 {
-	uint64_t h = PRIME5 + n;
-	if (n >= 8) {
-		const unsigned char *last = s + n - 8;
-		for (; s < last; s += 8)
-			h = hash_step(h, load64(s));
-		/* the last 8 bytes, overlapping the previous step's when n % 8 != 0 */
-		h = hash_step(h, load64(last));
+	uint64_t h = K0, a, b;
+	if (n > 16) {
+		const unsigned char *last = s + n - 16;
+		for (; s < last; s += 16)
+			h = mum(load64(s) ^ K1, load64(s + 8) ^ h);
+		/* the last 16 bytes, overlapping the previous step's when n % 16 != 0 */
+		a = load64(last);
+		b = load64(last + 8);
+	} else if (n >= 8) {
+		/* the first and the last 8 bytes: together they cover all n */
+		a = load64(s);
+		b = load64(s + n - 8);
 	} else if (n >= 4) {
-		/* the first and the last 4 bytes: together they cover all n */
-		h = hash_step(h, load32(s) | load32(s + n - 4) << 32);
+		a = load32(s);
+		b = load32(s + n - 4);
 	} else if (n > 0) {
 		/* the first, middle and last byte: together they cover all n */
-		h = hash_step(h, (uint64_t)s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16);
+		a = (uint64_t)s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16;
+		b = 0;
+	} else {
+		a = b = 0;
 	}
-	h ^= h >> 33;
-	h *= PRIME2;
-	h ^= h >> 29;
-	h *= PRIME3;
-	h ^= h >> 32;
-	return h;
+	return mum(K2 ^ n, mum(a ^ K1, b ^ h));
 }
 
-/* ---- entry point ---------------------------------------------------------- */
+/* ---- copying words ------------------------------------------------------ */
 
 /*
- * The writer's state lives in normalize_sql's locals: d (the next output
- * byte), stop (the limit), last (the kind of the last token) and tok (where
- * the last word starts). A store through an unsigned char pointer may alias
- * anything, so were they fields behind a pointer the compiler would reload
- * them after every byte written.
+ * Copy the word at p to d lowercased and return its length, with no bounds
+ * checked: the caller knows that a byte not in a word ends it within the
+ * input, and that the room is there. Unrolled by four, as words are short:
+ * the loop then costs little beyond one lookup, test and store per byte.
+ */
+static inline size_t copy_word(cursor p, unsigned char *d)
+{
+	size_t n = 0;
+	unsigned char l;
+	for (;; n += 4) {
+		if (!(l = word_lower[p[n]]))
+			return n;
+		d[n] = l;
+		if (!(l = word_lower[p[n + 1]]))
+			return n + 1;
+		d[n + 1] = l;
+		if (!(l = word_lower[p[n + 2]]))
+			return n + 2;
+		d[n + 2] = l;
+		if (!(l = word_lower[p[n + 3]]))
+			return n + 3;
+		d[n + 3] = l;
+	}
+}
+
+#ifdef NORMALIZE_SSE2
+/*
+ * Sixteen bytes at once: store p[0..16) at d with A-Z lowercased, and return
+ * a mask with bit i set when p[i] can be in a word (letter, digit, _, $, byte
+ * >= 0x80: exactly where word_lower is not 0). A word's length is then a
+ * count of trailing ones, and the words after it in these 16 bytes are
+ * already classified and copied. The compares are signed: bytes >= 0x80 are
+ * negative, below every range here.
+ */
+static inline unsigned lower16(cursor p, unsigned char *d)
+{
+	const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	/*
+	 * lo <= c < lo + n as one signed compare: c + (0x80 - lo) wraps the
+	 * range onto the n smallest signed values.
+	 */
+#define IN_RANGE(v, lo, n) \
+	_mm_cmplt_epi8(_mm_add_epi8((v), _mm_set1_epi8((char)(0x80 - (lo)))), \
+		       _mm_set1_epi8((char)(0x80 + (n))))
+	const __m128i space = _mm_set1_epi8(0x20);
+	const __m128i letter = IN_RANGE(_mm_or_si128(x, space), 'a', 26); /* A-Z folded on a-z */
+	const __m128i digit = IN_RANGE(x, '0', 10);
+#undef IN_RANGE
+	const __m128i other = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('_')),
+					   _mm_cmpeq_epi8(x, _mm_set1_epi8('$')));
+	/* a letter or'ed with 0x20 is lowercase */
+	_mm_storeu_si128((__m128i *)(void *)d, _mm_or_si128(x, _mm_and_si128(letter, space)));
+	const __m128i word = _mm_or_si128(_mm_or_si128(letter, digit), other);
+	/* bytes >= 0x80 have their top bit set, which is all movemask looks at */
+	return (unsigned)(_mm_movemask_epi8(word) | _mm_movemask_epi8(x));
+}
+
+/*
+ * Words, the fast way (SSE2, and an output that cannot reach the limit): p is
+ * at a word with at least 16 bytes of input from it, d where it goes (its
+ * space written). The word is copied, and so are the words after it
+ * for as long as each follows the last through one space or one punctuation
+ * byte (`a b`, `t.col`, `f(x`): then the output mirrors the input, so one
+ * load classifies and copies several words, and a word's end is a count of
+ * ones. It stops at the end of a word that may be special (a literal or a
+ * string prefix: left to lex), or that no such word follows, and returns
+ * where that word starts in the output, with p and d after it; *tok and
+ * *before become, as in lex, the word before it and the kind of token.
+ */
+static ALWAYS_INLINE unsigned char *word_run(cursor *pp, unsigned char **dp, cursor end,
+					     unsigned char **tokp, enum out_kind *beforep)
+{
+	/* the 16 input bytes at cp, copied to cd; m marks their word bytes */
+	cursor cp = *pp;
+	unsigned char *const first = *dp;
+	unsigned char *cd = first, *w = cd, *tok = *tokp;
+	unsigned m = lower16(cp, cd), i = 0, e, n;
+	for (;;) {
+		/* a word starts at offset i, at w in the output: it ends at e */
+		e = i + (unsigned)__builtin_ctz(~(m >> i));
+		n = e - i;
+		if (e == 16) {
+			/* it goes on past these 16 bytes: on to the next 16 */
+			do {
+				cp += 16;
+				cd += 16;
+				if (end - cp < 16) {
+					/* near the end of the input, which may end the word: bytewise */
+					unsigned char l;
+					for (e = 0; e < (unsigned)(end - cp) && (l = word_lower[cp[e]]); e++)
+						cd[e] = l;
+					goto out;
+				}
+				m = lower16(cp, cd);
+				e = (unsigned)__builtin_ctz(~m);
+			} while (e == 16);
+			n = (unsigned)(cd + e - w);
+		}
+		/* what follows: the byte at e, then at e + 1 the next word's first */
+		if (e == 15 && end - cp < 32)
+			goto out; /* past the input, or too near its end for 16 more */
+		unsigned char c = cp[e];
+		if ((n | 1) == 5 ? is_literal_word(w, n) : n == 1 && (c == '\'' || c == '&'))
+			goto out;
+		if (token_start[cp[e + 1]] != WD || (c != ' ' && token_start[c] < OP_LIKE))
+			goto out;
+		tok = w;
+		i = e + 1;
+		if (i == 16) {
+			cp += 16;
+			cd += 16;
+			m = lower16(cp, cd);
+			i = 0;
+		}
+		w = cd + i;
+	}
+out:
+	*pp = cp + e;
+	*dp = cd + e;
+	if (w != first) {
+		/* not the run's first word: what came before it is in the run */
+		*tokp = tok;
+		*beforep = w[-1] == ' ' ? OUT_WORD : OUT_PUNCT;
+	}
+	return w;
+}
+#endif
+
+/* ---- the lexer ----------------------------------------------------------- */
+
+/*
+ * The writer's state lives in lex's locals: d (the next output byte), last
+ * (the kind of the last token) and tok (where the last word starts). A store
+ * through an unsigned char pointer may alias anything, so were they fields
+ * behind a pointer the compiler would reload them after every byte written.
  *
  * These macros are the writer; `goto full` is a byte that did not fit.
  */
 #define PUT(c)                                     \
 	do {                                       \
-		if (d == stop)                     \
+		if (bounded && d == stop)          \
 			goto full;                 \
 		*d++ = (unsigned char)(c);         \
 	} while (0)
@@ -488,29 +683,51 @@ static uint64_t hash_text(const unsigned char *s, size_t n)
 		PUT(c);                   \
 	} while (0)
 
-uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
+/* one space after a token is common and decides nothing: no dispatch for it */
+#define SKIP_A_SPACE()                          \
+	do {                                    \
+		if (p < end && *p == ' ')       \
+			p++;                    \
+	} while (0)
+
+/*
+ * Normalize p..end into buf (at most up to stop); returns the end of the text
+ * written, and sets *cut when a byte did not fit.
+ *
+ * With `bounded` false nothing written is checked against stop: the caller
+ * knows there is room. Every token writes at most twice the bytes it takes
+ * from the input: a word of n bytes writes n and maybe a space before it, a
+ * literal of at least one byte a "?" and maybe a space, a quoted identifier
+ * itself and maybe a space, a ';' one byte (when what follows releases it),
+ * anything else one byte or nothing. So from len <= limit / 2 bytes of input
+ * the text never reaches the limit. word_run's 16-byte stores go further
+ * than the text, but not past it by much: one is made only with 16 input
+ * bytes left, so it ends at most 2 * (len - 16) + 1 + 16 bytes in. As
+ * `bounded` is a constant where lex is inlined, the unchecked instance
+ * carries no trace of the checks, and the code is written once.
+ */
+static ALWAYS_INLINE unsigned char *lex(cursor p, cursor end, unsigned char *const buf,
+					unsigned char *const stop, const bool bounded, bool *cut)
 {
-	if (outlen < 4) {
-		if (outlen)
-			out[0] = '\0';
-		return hash_text(NULL, 0);
-	}
-	unsigned char *const buf = (unsigned char *)out;
-	unsigned char *const stop = buf + (outlen >= NORMALIZE_MAX + 4 ? NORMALIZE_MAX : outlen - 4);
 	unsigned char *d = buf;
 	unsigned char *tok = buf; /* read only when last == OUT_WORD */
 	enum out_kind last = OUT_START;
 
-	cursor p = (cursor)in;
-	cursor end = len ? p + len : p; /* no arithmetic on a NULL in with len 0 */
+	/*
+	 * The last byte of the input that cannot be in a word (p itself when
+	 * there is none, and no word starts before it then). A word, or a
+	 * number, that starts before it stops at it at the latest: scanning
+	 * those needs no check against the input's end.
+	 */
+	cursor safe_end = end;
+	while (safe_end > p && word_lower[safe_end[-1]])
+		safe_end--;
+	if (safe_end > p)
+		safe_end--;
+
 	while (p < end) {
 		unsigned char kind = token_start[*p];
-		if (kind == SP) {
-			p++;
-			continue;
-		}
-		switch (kind) {
-		case WD: {
+		if (kind == WD) {
 			/*
 			 * TRUE/FALSE/NULL after IS [NOT] need to know what came before
 			 * the word, so that is remembered before the word is written.
@@ -518,63 +735,53 @@ uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 			enum out_kind before = last;
 			BEGIN_TOKEN(OUT_WORD);
 			for (;;) {
-				/*
-				 * Copy the word lowercased while finding its end, at most
-				 * k bytes: what is left of the input, and of the room.
-				 */
-				unsigned char *w = d;
-				size_t room = (size_t)(stop - d), avail = (size_t)(end - p);
-				size_t k = room < avail ? room : avail, n = 0;
-				unsigned char l;
-				/* unrolled: one bound check per four bytes, not per byte */
-				for (; n + 4 <= k; n += 4) {
-					if (!(l = word_lower[p[n]]))
-						goto word_end;
-					d[n] = l;
-					if (!(l = word_lower[p[n + 1]])) {
-						n += 1;
-						goto word_end;
-					}
-					d[n + 1] = l;
-					if (!(l = word_lower[p[n + 2]])) {
-						n += 2;
-						goto word_end;
-					}
-					d[n + 2] = l;
-					if (!(l = word_lower[p[n + 3]])) {
-						n += 3;
-						goto word_end;
-					}
-					d[n + 3] = l;
+				unsigned char *w;
+				size_t n;
+#ifdef NORMALIZE_SSE2
+				if (!bounded && p < safe_end && end - p >= 16) {
+					w = word_run(&p, &d, end, &tok, &before);
+					n = (size_t)(d - w);
+					goto copied;
 				}
-				while (n < k && (l = word_lower[p[n]]) != 0)
-					d[n++] = l;
-			word_end:
-				d += n;
-				p += n;
-				if (n <= 5 || n == room) {
-					/* the rare cases, all among short words or at the limit */
-					if (n == room && p < end && word_lower[*p]) {
+#endif
+				w = d;
+				if (!bounded && p < safe_end) {
+					n = copy_word(p, d);
+				} else {
+					/* at most k bytes: what is left of the input, and of the room */
+					size_t room = (size_t)(stop - d), k = (size_t)(end - p);
+					unsigned char l;
+					if (bounded && room < k)
+						k = room;
+					for (n = 0; n < k && (l = word_lower[p[n]]) != 0; n++)
+						d[n] = l;
+					if (bounded && n == room && n < (size_t)(end - p) && word_lower[p[n]]) {
 						/* the word goes on past the limit, where the text ends... */
-						cursor word = p - n;
-						p = skip_class(p, end, IN_WORD);
-						n = (size_t)(p - word);
+						size_t whole = (size_t)(skip_class(p + n, end, IN_WORD) - p);
 						/* ...unless it is a literal, whose "?" may still fit */
-						if (room == 0 || !is_literal_keyword(word, n) ||
-						    keyword_is_a_test(buf, w, tok, before))
+						if (room == 0 || !is_literal_keyword(p, whole) ||
+						    keyword_is_a_test(buf, w, tok, before)) {
+							d += n;
 							goto full;
-						d = w;
+						}
+						p += whole;
 						*d++ = '?';
 						last = OUT_PLACEHOLDER;
 						break;
 					}
+				}
+				d += n;
+				p += n;
+#ifdef NORMALIZE_SSE2
+			copied:
+#endif
+				if (n <= 5) {
 					if (n == 1 && p < end && (*p == '\'' || *p == '&')) {
 						/*
-						 * A one-letter word before a quote may be a prefix:
-						 * E'..' (backslash escapes), B'..', X'..', N'..',
-						 * U&'..' are strings, U&"..." an identifier. Each
-						 * begins like a word, so the letter just written is
-						 * in the right place to be replaced.
+						 * A one-letter word before a quote: E'..' (backslash
+						 * escapes), B'..', X'..', N'..', U&'..' are strings,
+						 * U&"..." an identifier. Each begins like a word, so
+						 * the letter just written is where it goes.
 						 */
 						unsigned char c = w[0];
 						tok = w; /* unless replaced, a plain word */
@@ -600,8 +807,7 @@ uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 						}
 						break;
 					}
-					if ((n == 4 || n == 5) && is_literal_keyword(p - n, n) &&
-					    !keyword_is_a_test(buf, w, tok, before)) {
+					if (is_literal_word(w, n) && !keyword_is_a_test(buf, w, tok, before)) {
 						d = w;
 						*d++ = '?';
 						last = OUT_PLACEHOLDER;
@@ -610,34 +816,66 @@ uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 				}
 				tok = w;
 				/*
-				 * Word, one space, word is the commonest pair in SQL: go
+				 * Word, one space, word is the commonest run in SQL: go
 				 * straight on to the next word rather than through the
-				 * dispatch twice.
+				 * dispatch twice, and skip a single space whatever follows.
+				 * (Before safe_end, p[1] exists.)
 				 */
-				if (end - p < 2 || p[0] != ' ' || token_start[p[1]] != WD)
+				if (p >= safe_end)
 					break;
-				PUT(' ');
-				p++;
-				before = OUT_WORD;
+				unsigned char c = *p;
+				if (c == ' ') {
+					if (token_start[*++p] != WD)
+						break;
+					PUT(' ');
+					before = OUT_WORD;
+					continue;
+				}
+				/*
+				 * So is word, punctuation, word (`t.col`, `f(x`, `a, b`): after
+				 * a word these bytes are plain punctuation, and when a word
+				 * follows ('.' then starts no number) it goes the same way.
+				 */
+				if (token_start[c] < OP_LIKE)
+					break;
+				cursor q = p + 1;
+				if (*q == ' ' && q < safe_end)
+					q++;
+				if (token_start[*q] != WD)
+					break;
+				PUT(c);
+				p = q;
+				before = OUT_PUNCT;
 			}
-			break;
+			continue;
 		}
-
+		if (kind == SP) {
+			p++;
+			continue;
+		}
+		switch (kind) {
 		case NM: {
 			PLACEHOLDER();
 			/* most numbers are plain integers: skip those here, the rest in skip_number */
 			cursor q = p + 1;
-			while (q < end && is_digit(*q))
-				q++;
-			if (*p == '0' || (q < end && (*q == '.' || *q == '_' || (*q | 0x20) == 'e')))
+			if (!bounded && p < safe_end) {
+				while (char_class[*q] & IN_NUMBER) /* stops at safe_end at the latest */
+					q++;
+			} else {
+				while (q < end && is_digit(*q))
+					q++;
+			}
+			if (*p == '0' || (q < end && number_may_go_on[*q]))
 				q = skip_number(p, end);
 			p = q;
+			SKIP_A_SPACE();
 			break;
 		}
 
 		case SQ:
 			PLACEHOLDER();
 			p = skip_quoted(p + 1, end, '\'');
+			SKIP_A_SPACE();
 			break;
 
 		case DQ: {
@@ -699,7 +937,7 @@ uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 			break;
 
 		case DT:
-			if (number_starts_at(p, end)) {
+			if (p + 1 < end && is_digit(p[1])) {
 				PLACEHOLDER();
 				p = skip_number(p, end);
 				break;
@@ -726,18 +964,45 @@ uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 				d -= 2;
 			PUNCT(*p);
 			p++;
+			SKIP_A_SPACE();
 			break;
 
-		default:
+		default: /* OP */
 			PUNCT(*p);
 			p++;
+			SKIP_A_SPACE();
 			break;
 		}
 	}
-	*d = '\0';
-	return hash_text(buf, (size_t)(d - buf));
+	return d;
 
 full:
-	memcpy(d, "...", 4);
-	return hash_text(buf, (size_t)(d + 3 - buf));
+	*cut = true;
+	return d;
+}
+
+/* ---- entry point ---------------------------------------------------------- */
+
+uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
+{
+	unsigned char *const buf = (unsigned char *)out;
+	unsigned char *d = buf;
+	if (outlen >= 4) {
+		size_t limit = outlen >= NORMALIZE_MAX + 4 ? NORMALIZE_MAX : outlen - 4;
+		cursor p = (cursor)in;
+		cursor end = len ? p + len : p; /* no arithmetic on a NULL in with len 0 */
+		bool cut = false;
+		if (len <= limit / 2)
+			d = lex(p, end, buf, buf + limit, false, &cut);
+		else
+			d = lex(p, end, buf, buf + limit, true, &cut);
+		if (cut) {
+			memcpy(d, "...", 3);
+			d += 3;
+		}
+		*d = '\0';
+	} else if (outlen) {
+		*d = '\0';
+	}
+	return hash_text(buf, (size_t)(d - buf));
 }

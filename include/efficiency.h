@@ -42,7 +42,7 @@ struct efficiency {
 	struct eff_counters cur;
 	struct eff_counters tens[SERIES_TENS];
 	struct eff_counters minutes[SERIES_MINUTES];
-	struct eff_counters all;
+	struct eff_counters all;   /* finished slots since start; add cur to read */
 	int tens_head, minutes_head, tens_in_minute;
 	int64_t slot_start;
 	/* the levels in force since `since` */

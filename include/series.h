@@ -2,10 +2,10 @@
  * series: one latency histogram over time — since start, and over sliding
  * windows of about 1, 5 and 15 minutes built from 10-second slots.
  *
- * Values go into the current slot and the since-start histogram (two
- * dense increments). Every 10 s the slot is compacted into a ring of the
- * last six; every minute those six are merged into a ring of the last
- * fifteen minutes. A window is read by adding up slots:
+ * Values go into the current slot only (one dense increment). Every 10 s
+ * the slot is added to the since-start histogram and compacted into a ring
+ * of the last six; every minute those six are merged into a ring of the
+ * last fifteen minutes. A window is read by adding up slots:
  *
  *   1m   the current 10-second slot and the 5 before it   (50–60 s)
  *   5m   the current minute so far and the 4 before it     (4–5 min)
@@ -34,23 +34,17 @@ struct series {
 	int minutes_head;
 	int tens_in_minute;                       /* finished slots since the last minute boundary */
 	int64_t slot_start;                       /* monotonic usec, a multiple of SERIES_SLOT_USEC */
-	struct hist_acc all;
+	struct hist_acc all;                      /* finished slots since start; add cur to read */
 };
 
 /* a series starting at time now */
 void series_init(struct series *s, int64_t now);
 void series_free(struct series *s);
 
+/* one dense increment: finished slots are added to the since-start histogram when they close */
 static inline void series_record(struct series *s, uint64_t v)
 {
 	hist_record(&s->cur, v);
-	s->all.buckets[hist_bucket_of(v)]++;
-	if (!s->all.count || v < s->all.min)
-		s->all.min = v;
-	if (v > s->all.max)
-		s->all.max = v;
-	s->all.count++;
-	s->all.sum += v;
 }
 
 /* close the slots that ended by now (the janitor calls this) */

@@ -52,30 +52,24 @@ void eff_advance(struct efficiency *e, int64_t now)
 	if (dt <= 0)
 		return;
 	account(e, &e->cur, dt);
-	account(e, &e->all, dt);
 	e->since = now;
 }
 
 void eff_note_assignment(struct efficiency *e, bool reused)
 {
 	e->cur.assignments++;
-	e->all.assignments++;
-	if (reused) {
+	if (reused)
 		e->cur.reused++;
-		e->all.reused++;
-	}
 }
 
 void eff_note_opened(struct efficiency *e)
 {
 	e->cur.opened++;
-	e->all.opened++;
 }
 
 void eff_note_closed(struct efficiency *e)
 {
 	e->cur.closed++;
-	e->all.closed++;
 }
 
 static const struct eff_counters *tens_back(const struct efficiency *e, int back)
@@ -93,11 +87,11 @@ static void close_slot(struct efficiency *e)
 	int64_t end = e->slot_start + SERIES_SLOT_USEC;
 	/* the time up to the slot's end belongs to it */
 	if (e->since < end) {
-		int64_t dt = end - e->since;
-		account(e, &e->cur, dt);
-		account(e, &e->all, dt);
+		account(e, &e->cur, end - e->since);
 		e->since = end;
 	}
+	/* the since-start counters take each finished slot */
+	add_counters(&e->all, &e->cur);
 	e->tens[e->tens_head] = e->cur;
 	memset(&e->cur, 0, sizeof(e->cur));
 	e->tens_head = (e->tens_head + 1) % SERIES_TENS;
@@ -134,6 +128,7 @@ void eff_read(struct efficiency *e, enum series_window w, int64_t now, struct ef
 	switch (w) {
 	case WINDOW_ALL:
 		*out = e->all;
+		add_counters(out, &e->cur);
 		return;
 	case WINDOW_1M:
 		add_counters(out, &e->cur);

@@ -190,8 +190,10 @@ static void render_quantiles(struct evbuffer *out)
 				const struct series *all = &p->tm->kinds[k];
 				snprintf(labels, sizeof(labels), "kind=\"%s\",window=\"%s\"",
 					 telemetry_kind_name((enum telemetry_kind)k), series_window_name(windows[w]));
-				put_pool_sample(out, "pgpulse_latency_seconds_sum", p, labels, (double)all->all.sum / 1e6);
-				put_pool_sample(out, "pgpulse_latency_seconds_count", p, labels, (double)all->all.count);
+				put_pool_sample(out, "pgpulse_latency_seconds_sum", p, labels,
+						(double)(all->all.sum + all->cur.sum) / 1e6);
+				put_pool_sample(out, "pgpulse_latency_seconds_count", p, labels,
+						(double)(all->all.count + all->cur.count));
 			}
 		}
 	}

@@ -72,6 +72,7 @@ static void close_minute(struct series *s)
 
 static void close_slot(struct series *s)
 {
+	hist_acc_add(&s->all, &s->cur);
 	struct hist_sparse *slot = &s->tens[s->tens_head];
 	hist_sparse_free(slot);
 	hist_sparse_from(slot, &s->cur);
@@ -101,6 +102,7 @@ void series_read(const struct series *s, enum series_window w, struct hist_acc *
 {
 	switch (w) {
 	case WINDOW_ALL: {
+		hist_acc_add(acc, &s->cur);
 		if (!s->all.count)
 			return;
 		if (!acc->count || s->all.min < acc->min)

@@ -1028,9 +1028,19 @@ def test_suspend_drops_a_client_that_does_not_read_after_suspend_timeout(pgpulse
         assert raw_startup(stuck) == ("ok", None)
         # a large result the client never reads: data stays queued in pgpulse
         stuck.sendall(query_message("SELECT repeat('x', 20000000)"))
-        wait_until(lambda: pg.query("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pctl'"
-                                    " AND wait_event = 'ClientWrite'")[0][0] == 1, 10,
-                   "PostgreSQL to block on writing the unread result")
+        blocked = lambda: pg.query("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pctl'"
+                                   " AND wait_event = 'ClientWrite'")[0][0] == 1
+        # PostgreSQL can be in ClientWrite for a moment only because pgpulse reads
+        # slowly (under ASan, on a loaded machine); the test needs pgpulse itself
+        # stuck with unsent bytes, which is when the wait lasts: a second, sampled.
+        def blocked_for_a_second():
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                if not blocked():
+                    return False
+                time.sleep(0.1)  # sampling a state that must hold throughout
+            return True
+        wait_until(blocked_for_a_second, 20, "PostgreSQL to stay blocked on writing the unread result")
         t0 = time.monotonic()
         assert pp.command("SUSPEND") == "SUSPEND"
         elapsed = time.monotonic() - t0

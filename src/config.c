@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -170,7 +171,7 @@ static bool check_bucket_list(const struct param_value *v, char *why, size_t why
 	while (*p) {
 		char *end;
 		double b = strtod(p, &end);
-		if (end == p || b <= prev) {
+		if (end == p || !isfinite(b) || b <= prev) {
 			snprintf(why, whylen, "expected increasing positive numbers of seconds, separated by commas");
 			return false;
 		}

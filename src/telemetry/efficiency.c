@@ -116,6 +116,7 @@ void eff_rotate(struct efficiency *e, int64_t now)
 		close_slot(e);
 	if (now >= e->slot_start + SERIES_SLOT_USEC) {
 		e->slot_start = now - now % SERIES_SLOT_USEC;
+		e->tens_in_minute = (int)((e->slot_start / SERIES_SLOT_USEC) % SERIES_TENS);
 		if (e->since < e->slot_start)
 			e->since = e->slot_start;
 	}

@@ -125,7 +125,7 @@ static void evict_one(void)
 
 struct fp_entry *fp_lookup(const struct pool *pool, uint64_t fp)
 {
-	if (!T.buckets)
+	if (!T.buckets || worker->cfg->max_query_fingerprints <= 0)
 		return NULL;
 	for (struct fp_entry *e = T.buckets[bucket_of(pool, fp)]; e; e = e->hnext)
 		if (e->fp == fp && e->pool == pool)
@@ -287,6 +287,10 @@ void fp_rotate(int64_t now)
 {
 	if (!T.buckets)
 		return;
+	/* max_query_fingerprints lowered (or 0) by RELOAD or SET: trim now, not at the next new shape */
+	int max = worker->cfg->max_query_fingerprints;
+	while (T.count > (max > 0 ? max : 0) && !list_empty(&T.lru))
+		evict_one();
 	int64_t target = now / SERIES_SLOT_USEC;
 	if (target - T.slot_no > SERIES_TENS * (SERIES_MINUTES + 1)) {
 		/* a long silence: close the open slot, then jump; old cells age out by number */

@@ -94,8 +94,11 @@ void series_rotate(struct series *s, int64_t now)
 	int limit = SERIES_TENS * (SERIES_MINUTES + 1);
 	while (now >= s->slot_start + SERIES_SLOT_USEC && limit-- > 0)
 		close_slot(s);
-	if (now >= s->slot_start + SERIES_SLOT_USEC)
+	if (now >= s->slot_start + SERIES_SLOT_USEC) {
+		/* a jump over a long stall: the rings are empty, the minute starts where the clock is */
 		s->slot_start = now - now % SERIES_SLOT_USEC;
+		s->tens_in_minute = (int)((s->slot_start / SERIES_SLOT_USEC) % SERIES_TENS);
+	}
 }
 
 void series_read(const struct series *s, enum series_window w, struct hist_acc *acc)

@@ -40,6 +40,7 @@ struct request_stamp {
 	uint64_t fp;     /* its query fingerprint, 0 if none */
 	char *text;      /* its text as sent, for slow_query_log_text = full; or NULL */
 	uint32_t seq;
+	bool by_sync;    /* an extended-protocol batch ended by Sync (not Query or FunctionCall) */
 };
 
 struct server {
@@ -76,6 +77,12 @@ struct server {
 	uint32_t seq_sent;          /* requests forwarded */
 	uint32_t seq_done;          /* ReadyForQuery received */
 	bool reply_error;           /* an ErrorResponse came for the oldest request in flight */
+	/*
+	 * COPY FROM STDIN started by an extended-protocol batch whose Sync was
+	 * already sent: PostgreSQL ignores a Sync that arrives in copy-in mode, so
+	 * the client's next Sync (after CopyDone or CopyFail) takes its place.
+	 */
+	bool copy_sync_ignored;
 	char addr[64];
 };
 
@@ -94,7 +101,7 @@ void server_run_job(struct server *s, enum server_job job, const char *sql);
 char *server_param_sync_sql(const struct server *s, const struct client *c);
 
 /* a request (Query, FunctionCall, or a batch ending in Sync) went to the server */
-void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_t fp, char *text);
+void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_t fp, char *text, bool by_sync);
 
 /* close the connection (sends Terminate when it is healthy) */
 void server_close(struct server *s, const char *reason);

@@ -922,10 +922,21 @@ static void note_forwarded_request(struct client *c, uint8_t type)
 		c->req_sent = c->req_waited ? now_usec() : c->req_arrive;
 		c->query_start = c->req_sent;
 	}
+	if (type == 'S' && c->server->copy_sync_ignored) {
+		/* this Sync stands in for the one PostgreSQL ignored during COPY: same request */
+		c->server->copy_sync_ignored = false;
+		c->mid_batch = false;
+		free(c->req_text);
+		c->req_text = NULL;
+		c->req_fp = 0;
+		c->req_arrive = c->req_sent = 0;
+		c->req_waited = false;
+		return;
+	}
 	if (type == 'Q' || type == 'F' || type == 'S') {
 		c->pending_syncs++;
 		c->mid_batch = false;
-		server_request_sent(c->server, c->req_arrive, c->req_sent, c->req_fp, c->req_text);
+		server_request_sent(c->server, c->req_arrive, c->req_sent, c->req_fp, c->req_text, type == 'S');
 		c->req_text = NULL; /* the server's stamp owns it now */
 		c->req_fp = 0;
 		c->req_arrive = c->req_sent = 0;

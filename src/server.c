@@ -550,7 +550,7 @@ static bool should_release(const struct server *s, const struct client *c, char 
 }
 
 /* text: owned by the stamp from now on (freed when the request completes or the server goes) */
-void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_t fp, char *text)
+void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_t fp, char *text, bool by_sync)
 {
 	uint32_t seq = s->seq_sent++;
 	if (s->inflight_count == SERVER_INFLIGHT) {
@@ -563,6 +563,7 @@ void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_
 	st->fp = fp;
 	st->text = text;
 	st->seq = seq;
+	st->by_sync = by_sync;
 	s->inflight_count++;
 }
 
@@ -656,6 +657,11 @@ static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 	switch (pkt->type) {
 	case 'E':
 		s->reply_error = true;
+		return PKT_FORWARD;
+	case 'G':
+		/* CopyInResponse to a batch whose Sync is already on its way: that Sync goes unanswered */
+		if (s->inflight_count && s->inflight[s->inflight_head].by_sync)
+			s->copy_sync_ignored = true;
 		return PKT_FORWARD;
 	case 'Z':
 		if (!pkt->complete)

@@ -623,6 +623,32 @@ def test_copy_from_stdin_loads_every_row(pgpulse, pg, table):
         == [(n, n * (n - 1) // 2, sum(len(f"row {i} ") + i % 50 for i in range(n)))]
 
 
+def test_extended_copy_with_early_sync_releases_its_server(pgpulse, pg, table):
+    # libpq's PQexecParams sends Parse/Bind/Execute/Sync at once; PostgreSQL
+    # ignores that Sync in copy-in mode and answers the one after CopyDone.
+    # pgpulse must count one request, or the server is never released.
+    # without the fix the other client would wait for the server: fail in 5 s, not 120
+    pp = start(pgpulse, pool_size=1, extra="query_wait_timeout = 5")
+    with RawConn(pp.port) as c:
+        c.send(Parse(f"COPY {table} FROM STDIN") + Bind() + Execute() + SYNC)
+        seen = []
+        while not seen or seen[-1] != "G":
+            mtype, _ = c.recv_msg()
+            seen.append(mtype)
+        assert seen == ["1", "2", "G"], seen
+        c.send(message("d", b"1\tone\n2\ttwo\n") + message("c") + SYNC)
+        msgs = c.until_ready()
+        assert types_of(msgs) == "CZ", msgs
+        assert c.status == "I"
+        # the only server is free again: another client is served while this one stays
+        other = connect(pp, autocommit=True)
+        try:
+            assert other.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
+        finally:
+            other.close()
+        assert c.query("SELECT 'still in step'") == [["still in step"]]
+
+
 def test_copy_to_stdout_returns_every_row(pgpulse):
     pp = start(pgpulse)
     conn = connect(pp)

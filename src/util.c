@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,12 +58,41 @@ size_t str_copy(char *dst, const char *src, size_t size)
 	return len;
 }
 
-void random_bytes(void *buf, size_t len)
+/*
+ * Every login takes 12 random bytes (an MD5 salt, the BackendKeyData pid and
+ * key). One RAND_bytes call costs about 6,000 instructions whatever its size
+ * (OpenSSL 3 looks up and locks its DRBG each time), so the bytes are drawn
+ * from the DRBG a pool at a time and handed out in order; each byte is handed
+ * out once. Nothing draws before the event loop runs (logins do), so the
+ * fork that daemonizes never copies a filled pool into two processes.
+ */
+#define RANDOM_POOL_SIZE 1024
+
+static unsigned char random_pool[RANDOM_POOL_SIZE];
+static size_t random_pool_left;
+
+static void random_fill(void *buf, size_t len)
 {
 	if (RAND_bytes(buf, (int)len) != 1) {
 		log_error("RAND_bytes failed");
 		abort();
 	}
+}
+
+void random_bytes(void *buf, size_t len)
+{
+	if (len > RANDOM_POOL_SIZE / 4) {
+		random_fill(buf, len);
+		return;
+	}
+	if (random_pool_left < len) {
+		random_fill(random_pool, RANDOM_POOL_SIZE);
+		random_pool_left = RANDOM_POOL_SIZE;
+	}
+	unsigned char *take = random_pool + RANDOM_POOL_SIZE - random_pool_left;
+	memcpy(buf, take, len);
+	OPENSSL_cleanse(take, len);
+	random_pool_left -= len;
 }
 
 const char *usec_to_seconds_text(int64_t usec, char *buf, size_t len)

@@ -33,9 +33,15 @@ enum client_state {
 
 enum client_auth_step { CA_NONE, CA_CLEARTEXT, CA_MD5, CA_SCRAM_FIRST, CA_SCRAM_FINAL };
 
+/* a named prepared statement's fingerprint, for batches that only Bind it */
+#define STMT_FP_SLOTS 8
+struct stmt_fp {
+	uint32_t name_hash;
+	uint64_t fp;
+};
+
 struct client {
 	struct list node;           /* the list of its state */
-	struct list all_node;       /* unused for now */
 	enum client_state state;
 	struct stream st;
 	uint64_t id;
@@ -45,14 +51,22 @@ struct client {
 	struct pool_user *login_user; /* the user it logged in as: its [users] overrides */
 	struct server *server;      /* linked server, or NULL */
 
-	char user[64];
-	char dbname[64];
-	char addr[64];
-	struct sockaddr_storage peer_addr;
+	/*
+	 * Kept small: an idle client costs what this struct costs, and pgpulse
+	 * promises no more per idle client than PgBouncer (doc/benchmarks.md).
+	 */
+	const char *user;           /* from the startup packet, interned (intern.h) */
+	const char *dbname;         /* likewise */
+	char addr[56];              /* "ip:port", "[ipv6]:port" or "unix", for logs */
+	union {
+		struct sockaddr sa;     /* sa_family AF_UNIX alone for a unix socket */
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer_addr;
 	int local_port;
 
 	/* what the client asked for at startup, and ParameterStatus since */
-	char *params[6];            /* enum tracked_param */
+	const char *params[6];      /* enum tracked_param; interned (intern.h) */
 
 	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it */
 	uint32_t cancel_key;
@@ -83,10 +97,7 @@ struct client {
 	uint64_t req_fp;            /* its query fingerprint, 0 until its text was seen */
 	char *req_text;             /* its text for the slow-query log, when that needs a copy */
 	/* fingerprints of named prepared statements, for batches that only Bind them */
-	struct {
-		uint32_t name_hash;
-		uint64_t fp;
-	} stmt_fp[8];
+	struct stmt_fp *stmt_fp;    /* [STMT_FP_SLOTS], allocated at the first named Parse */
 	uint8_t stmt_fp_next;
 	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
 	bool counted_in_db;         /* included in db->client_count */

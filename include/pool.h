@@ -137,6 +137,8 @@ struct pool {
 	struct list used_servers;
 	/* servers connecting or logging in */
 	struct list new_servers;
+	/* servers on the four lists above: kept, not counted, as the assignment path asks often */
+	int server_count;
 
 	struct param_list welcome;  /* ParameterStatus values a new client is told */
 	bool have_welcome;

@@ -53,7 +53,7 @@ struct server {
 
 	uint32_t backend_pid;       /* BackendKeyData from PostgreSQL */
 	uint32_t backend_key;
-	char *params[6];            /* enum tracked_param, as PostgreSQL reported them */
+	const char *params[6];      /* enum tracked_param, as PostgreSQL reported them; interned */
 	struct param_list *all_params; /* every ParameterStatus at login */
 
 	char xact_status;           /* I, T, E */

@@ -60,8 +60,8 @@ struct stream_ops {
 struct stream {
 	struct list all_node;       /* every open stream, for SUSPEND */
 	int fd;
-	struct event ev_read;
-	struct event ev_write;
+	struct event ev;   /* one per socket; its flags follow read_on and write_on */
+	struct event_base *base;
 	const struct stream_ops *ops;
 	void *owner;
 

@@ -504,11 +504,11 @@ static int64_t mono_to_wall(int64_t mono, int64_t now_mono, int64_t now_wall)
 }
 
 /* "ip" and port of a socket address; "unix" (and port -1) for a unix socket */
-static void addr_parts(const struct sockaddr_storage *ss, char *host, size_t hostlen, int *port)
+static void addr_parts(const struct sockaddr *ss, char *host, size_t hostlen, int *port)
 {
 	host[0] = '\0';
 	*port = 0;
-	switch (ss->ss_family) {
+	switch (ss->sa_family) {
 	case AF_INET: {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
 		inet_ntop(AF_INET, &in->sin_addr, host, (socklen_t)hostlen);
@@ -616,15 +616,15 @@ static void client_row(struct result *r, const struct client *c, const struct cl
 	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8];
 	struct sockaddr_storage local;
 	int port, lport;
-	bool is_unix = c->peer_addr.ss_family == AF_UNIX;
+	bool is_unix = c->peer_addr.sa.sa_family == AF_UNIX;
 	int64_t wait = 0;
 	const char *app = c->params[TP_APPLICATION_NAME];
 
-	addr_parts(&c->peer_addr, host, sizeof(host), &port);
+	addr_parts(&c->peer_addr.sa, host, sizeof(host), &port);
 	if (port < 0)
 		port = c->local_port; /* PgBouncer shows the listening port for unix clients */
 	if (sock_local(c->st.fd, &local) && local.ss_family != AF_UNIX) {
-		addr_parts(&local, lhost, sizeof(lhost), &lport);
+		addr_parts((const struct sockaddr *)&local, lhost, sizeof(lhost), &lport);
 	} else {
 		str_copy(lhost, is_unix ? "unix" : "", sizeof(lhost));
 	}
@@ -690,7 +690,7 @@ static void server_row(struct result *r, const struct server *s, const struct cl
 	const char *app = NULL;
 
 	if (sock_peer(s->st.fd, &ss)) {
-		addr_parts(&ss, host, sizeof(host), &port);
+		addr_parts((const struct sockaddr *)&ss, host, sizeof(host), &port);
 		if (port < 0)
 			port = p->db->port;
 	} else {
@@ -700,7 +700,7 @@ static void server_row(struct result *r, const struct server *s, const struct cl
 		port = p->db->port;
 	}
 	if (sock_local(s->st.fd, &ss) && ss.ss_family != AF_UNIX) {
-		addr_parts(&ss, lhost, sizeof(lhost), &lport);
+		addr_parts((const struct sockaddr *)&ss, lhost, sizeof(lhost), &lport);
 	} else {
 		str_copy(lhost, ss.ss_family == AF_UNIX ? "unix" : "", sizeof(lhost));
 	}

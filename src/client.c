@@ -29,6 +29,7 @@
 #include "admin.h"
 #include "auth.h"
 #include "config.h"
+#include "intern.h"
 #include "fingerprint.h"
 #include "log.h"
 #include "normalize.h"
@@ -87,8 +88,11 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 	c->id = ++worker->next_conn_id;
 	c->state = CL_LOGIN;
 	list_init(&c->node);
-	list_init(&c->all_node);
-	if (addrlen <= sizeof(c->peer_addr))
+	c->user = intern_get("");
+	c->dbname = intern_get("");
+	if (is_unix)
+		c->peer_addr.sa.sa_family = AF_UNIX;
+	else if (addrlen <= sizeof(c->peer_addr))
 		memcpy(&c->peer_addr, addr, addrlen);
 	c->local_port = local_port;
 	if (is_unix)
@@ -214,7 +218,10 @@ void client_free_dead(void)
 		struct client *c = container_of(pos, struct client, node);
 		list_remove(&c->node);
 		for (int i = 0; i < TP_COUNT; i++)
-			free(c->params[i]);
+			intern_drop(c->params[i]);
+		intern_drop(c->user);
+		intern_drop(c->dbname);
+		free(c->stmt_fp);
 		free(c->secret);
 		free(c->req_text);
 		if (c->scram) {
@@ -299,10 +306,13 @@ static bool startup_param_ignored(const char *name)
 	return cfg_list_contains(worker->cfg->ignore_startup_parameters, name);
 }
 
-static void set_param(char **slot, const char *value)
+
+/* a user or database name, cut to NAMEDATALEN - 1 bytes as PostgreSQL does */
+static void set_name(const char **slot, const char *val)
 {
-	free(*slot);
-	*slot = xstrdup(value);
+	char name[64];
+	str_copy(name, val, sizeof(name));
+	intern_set(slot, name);
 }
 
 /* read the startup packet's key/value pairs; false after sending an error */
@@ -322,12 +332,12 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 		if (!val)
 			break;
 		if (strcmp(key, "user") == 0) {
-			str_copy(c->user, val, sizeof(c->user));
+			set_name(&c->user, val);
 		} else if (strcmp(key, "database") == 0) {
 			dbname = val;
-			str_copy(c->dbname, val, sizeof(c->dbname));
+			set_name(&c->dbname, val);
 		} else if (pool_tracked_param(key) >= 0) {
-			set_param(&c->params[pool_tracked_param(key)], val);
+			intern_set(&c->params[pool_tracked_param(key)], val);
 		} else if (strcmp(key, "replication") == 0) {
 			client_fatal(c, "08P01", "replication connections are not supported");
 			return false;
@@ -345,7 +355,7 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 		return false;
 	}
 	if (!dbname || !*dbname)
-		str_copy(c->dbname, c->user, sizeof(c->dbname));
+		intern_set(&c->dbname, c->user);
 	return true;
 }
 
@@ -732,7 +742,7 @@ void client_finish_login(struct client *c)
 				if (c->params[tp])
 					v = c->params[tp];
 				else
-					set_param(&c->params[tp], v);
+					intern_set(&c->params[tp], v);
 			}
 			proto_put_param_status(out, name, v);
 		}
@@ -832,7 +842,9 @@ static uint32_t name_hash(const char *s, size_t len)
 
 static void remember_statement(struct client *c, uint32_t h, uint64_t fp)
 {
-	for (int i = 0; i < 8; i++) {
+	if (!c->stmt_fp)
+		c->stmt_fp = xcalloc(STMT_FP_SLOTS, sizeof(*c->stmt_fp));
+	for (int i = 0; i < STMT_FP_SLOTS; i++) {
 		if (c->stmt_fp[i].name_hash == h) {
 			c->stmt_fp[i].fp = fp;
 			return;
@@ -840,12 +852,12 @@ static void remember_statement(struct client *c, uint32_t h, uint64_t fp)
 	}
 	c->stmt_fp[c->stmt_fp_next].name_hash = h;
 	c->stmt_fp[c->stmt_fp_next].fp = fp;
-	c->stmt_fp_next = (uint8_t)((c->stmt_fp_next + 1) % 8);
+	c->stmt_fp_next = (uint8_t)((c->stmt_fp_next + 1) % STMT_FP_SLOTS);
 }
 
 static uint64_t statement_fingerprint(const struct client *c, uint32_t h)
 {
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; c->stmt_fp && i < STMT_FP_SLOTS; i++)
 		if (c->stmt_fp[i].name_hash == h)
 			return c->stmt_fp[i].fp;
 	return 0;

@@ -319,8 +319,7 @@ void pool_apply_config(void)
 
 int pool_server_count(const struct pool *p)
 {
-	return list_count(&p->active_servers) + list_count(&p->idle_servers) + list_count(&p->used_servers) +
-	       list_count(&p->new_servers);
+	return p->server_count;
 }
 
 static int first_set(int a, int b, int c)
@@ -675,12 +674,17 @@ static bool open_connection(struct pool *p, enum tier tier)
 
 void pool_launch_if_needed(struct pool *p)
 {
+	if (list_empty(&p->waiting_clients))
+		return;
 	int64_t now = now_usec();
-	int waiting = list_count(&p->waiting_clients);
-	if (waiting == 0 || !may_connect_now(p, now))
+	if (!may_connect_now(p, now))
 		return;
 	struct pool_limits l = pool_limits_of(p);
 	int connecting = list_count(&p->new_servers);
+	/* a full pool is the usual case under load: see that before walking the queue */
+	if (next_tier(p, &l, connecting, now) == TIER_NONE)
+		return;
+	int waiting = list_count(&p->waiting_clients);
 	while (connecting < waiting) {
 		enum tier tier = next_tier(p, &l, connecting, now);
 		if (tier == TIER_NONE || !room_under_caps(p, &l, true))

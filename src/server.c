@@ -30,6 +30,7 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "intern.h"
 #include "log.h"
 #include "pool.h"
 #include "fingerprint.h"
@@ -156,6 +157,7 @@ struct server *server_connect(struct pool *p)
 	s->connect_time = wall_usec();
 	s->connect_start = now_usec();
 	add_to_list(s, SV_LOGIN, &p->new_servers);
+	p->server_count++;
 	worker->server_count++;
 	telemetry_level(p->tm, &p->tm->eff.servers, +1);
 	eff_note_opened(&p->tm->eff);
@@ -379,12 +381,9 @@ static void note_parameter(struct server *s, const struct pkt *pkt)
 	int tp = pool_tracked_param(name);
 	if (tp < 0)
 		return;
-	free(s->params[tp]);
-	s->params[tp] = xstrdup(value);
-	if (s->client) {
-		free(s->client->params[tp]);
-		s->client->params[tp] = xstrdup(value);
-	}
+	intern_set(&s->params[tp], value);
+	if (s->client)
+		intern_set(&s->client->params[tp], s->params[tp]);
 }
 
 static void login_done(struct server *s)
@@ -524,7 +523,7 @@ char *server_param_sync_sql(const struct server *s, const struct client *c)
 	buf[0] = '\0';
 	for (int i = 0; i < TP_COUNT; i++) {
 		const char *want = c->params[i];
-		if (!want || (s->params[i] && strcmp(want, s->params[i]) == 0))
+		if (!want || want == s->params[i]) /* interned: equal text, same pointer */
 			continue;
 		char quoted[600];
 		if (!proto_quote_literal(want, quoted, sizeof(quoted)))
@@ -799,6 +798,7 @@ void server_close(struct server *s, const char *reason)
 	}
 	add_to_list(s, SV_CLOSED, &worker->dead_servers);
 	stream_close(&s->st);
+	s->pool->server_count--;
 	worker->server_count--;
 	telemetry_level(p->tm, &p->tm->eff.servers, -1);
 	if (s->counted_open)
@@ -825,7 +825,7 @@ void server_free_dead(void)
 		struct server *s = container_of(pos, struct server, node);
 		list_remove(&s->node);
 		for (int i = 0; i < TP_COUNT; i++)
-			free(s->params[i]);
+			intern_drop(s->params[i]);
 		if (s->all_params) {
 			param_list_free(s->all_params);
 			free(s->all_params);

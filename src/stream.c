@@ -129,8 +129,9 @@ static bool buffer_grow(struct stream *s, uint32_t need)
 
 /* ---- events ---- */
 
-static void on_read_event(evutil_socket_t fd, short what, void *arg);
-static void on_write_event(evutil_socket_t fd, short what, void *arg);
+static void on_socket_event(evutil_socket_t fd, short what, void *arg);
+static void on_read_event(struct stream *s);
+static void on_write_event(struct stream *s);
 static void stream_process(struct stream *s);
 
 void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner)
@@ -142,37 +143,50 @@ void stream_init(struct stream *s, struct event_base *base, int fd, const struct
 	s->owner = owner;
 	s->max_packet = 0x7fffffff;
 	pktbuf_init(&s->out);
-	event_assign(&s->ev_read, base, fd, EV_READ | EV_PERSIST, on_read_event, s);
-	event_assign(&s->ev_write, base, fd, EV_WRITE | EV_PERSIST, on_write_event, s);
+	s->base = base;
+}
+
+/*
+ * One struct event (128 bytes) per socket rather than one per direction:
+ * it is most of what an idle client costs. Interest changes are rare in
+ * steady traffic (writes wait only when a peer is full), so re-assigning
+ * the event's flags then is cheap.
+ */
+static void set_interest(struct stream *s, bool read, bool write)
+{
+	if (read == s->read_on && write == s->write_on)
+		return;
+	if (s->read_on || s->write_on)
+		event_del(&s->ev);
+	s->read_on = read;
+	s->write_on = write;
+	if (!read && !write)
+		return;
+	short what = (short)((read ? EV_READ : 0) | (write ? EV_WRITE : 0) | EV_PERSIST);
+	event_assign(&s->ev, s->base, s->fd, what, on_socket_event, s);
+	event_add(&s->ev, NULL);
 }
 
 void stream_start_reading(struct stream *s)
 {
 	if (g_suspended && !s->never_suspend)
 		return;
-	if (!s->read_on && !s->dead && !s->connecting) {
-		event_add(&s->ev_read, NULL);
-		s->read_on = true;
-	}
+	if (!s->read_on && !s->dead && !s->connecting)
+		set_interest(s, true, s->write_on);
 }
 
 void stream_stop_reading(struct stream *s)
 {
-	if (s->read_on) {
-		event_del(&s->ev_read);
-		s->read_on = false;
-	}
+	if (s->read_on)
+		set_interest(s, false, s->write_on);
 }
 
 static void write_wanted(struct stream *s, bool on)
 {
-	if (on && !s->write_on && !s->dead) {
-		event_add(&s->ev_write, NULL);
-		s->write_on = true;
-	} else if (!on && s->write_on) {
-		event_del(&s->ev_write);
-		s->write_on = false;
-	}
+	if (on && !s->write_on && !s->dead)
+		set_interest(s, s->read_on, true);
+	else if (!on && s->write_on)
+		set_interest(s, s->read_on, false);
 }
 
 bool stream_connect(struct stream *s, const void *addr, unsigned addrlen)
@@ -249,6 +263,8 @@ static bool send_out_bytes(struct stream *s)
 		}
 		return false;
 	}
+	/* an idle connection keeps no buffer: messages pgpulse writes itself are rare */
+	pktbuf_free(&s->out);
 	return true;
 }
 
@@ -528,11 +544,22 @@ void stream_resume(struct stream *s)
 	stream_process(s);
 }
 
-static void on_read_event(evutil_socket_t fd, short what, void *arg)
+/* a writable socket first: draining it may let this stream read again */
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct stream *s = arg;
 	(void)fd;
-	(void)what;
+	if (what & EV_WRITE) {
+		on_write_event(s);
+		if (s->dead)
+			return;
+	}
+	if ((what & EV_READ) && s->read_on)
+		on_read_event(s);
+}
+
+static void on_read_event(struct stream *s)
+{
 	if (s->paused && s->buf && s->wpos == s->cap) {
 		stream_stop_reading(s);
 		return;
@@ -560,11 +587,8 @@ static void finish_connect(struct stream *s)
 		s->ops->on_connected(s, err);
 }
 
-static void on_write_event(evutil_socket_t fd, short what, void *arg)
+static void on_write_event(struct stream *s)
 {
-	struct stream *s = arg;
-	(void)fd;
-	(void)what;
 	if (s->connecting) {
 		finish_connect(s);
 		return;

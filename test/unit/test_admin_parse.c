@@ -310,8 +310,8 @@ static void init_client(struct client *c, uint64_t id, const char *user, const c
 	c->id = id;
 	c->st.fd = -1;
 	c->state = st;
-	snprintf(c->user, sizeof(c->user), "%s", user);
-	snprintf(c->dbname, sizeof(c->dbname), "%s", dbname);
+	c->user = user; /* the daemon interns these; the console only reads them */
+	c->dbname = dbname;
 	snprintf(c->addr, sizeof(c->addr), "10.0.0.5:5000");
 	struct sockaddr_in *in = (struct sockaddr_in *)&c->peer_addr;
 	in->sin_family = AF_INET;

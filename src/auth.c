@@ -323,15 +323,19 @@ static void md5_hex_of(const void *a, size_t alen, const void *b, size_t blen, c
 	static const char hex[] = "0123456789abcdef";
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int dlen = 0;
-	/* fetched once: an implicit fetch per digest costs more than the digest */
+	/*
+	 * Fetched once and reused (two digests a login): an implicit fetch, or a
+	 * context made and freed each time, costs more than the digest itself.
+	 */
 	static EVP_MD *md5;
+	static EVP_MD_CTX *ctx;
 	if (!md5)
 		md5 = EVP_MD_fetch(NULL, "MD5", NULL);
-	EVP_MD_CTX *ctx = md5 ? EVP_MD_CTX_new() : NULL;
+	if (md5 && !ctx)
+		ctx = EVP_MD_CTX_new();
 	bool ok = ctx && EVP_DigestInit_ex(ctx, md5, NULL) == 1 &&
 		  EVP_DigestUpdate(ctx, a, alen) == 1 && EVP_DigestUpdate(ctx, b, blen) == 1 &&
 		  EVP_DigestFinal_ex(ctx, digest, &dlen) == 1 && dlen == MD5_HEX_LEN / 2;
-	EVP_MD_CTX_free(ctx);
 	out[0] = '\0';
 	if (!ok) {
 		log_error("MD5 digest is not available");

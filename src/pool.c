@@ -31,21 +31,31 @@
 
 /* ---- tracked parameters ---- */
 
-static const char *const tracked_names[TP_COUNT] = {
-	"client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings", "application_name",
+#define TRACKED(name) { name, sizeof(name) - 1 }
+static const struct {
+	const char *name;
+	size_t len;
+} tracked[TP_COUNT] = {
+	TRACKED("client_encoding"), TRACKED("DateStyle"), TRACKED("TimeZone"),
+	TRACKED("IntervalStyle"), TRACKED("standard_conforming_strings"), TRACKED("application_name"),
 };
 
+/*
+ * The six names have six different lengths, so the length picks the one
+ * candidate: a login asks this for every ParameterStatus it sends.
+ */
 int pool_tracked_param(const char *name)
 {
+	size_t len = strlen(name);
 	for (int i = 0; i < TP_COUNT; i++)
-		if (strcasecmp(name, tracked_names[i]) == 0)
-			return i;
+		if (len == tracked[i].len)
+			return strcasecmp(name, tracked[i].name) == 0 ? i : -1;
 	return -1;
 }
 
 const char *pool_tracked_param_name(int idx)
 {
-	return (idx >= 0 && idx < TP_COUNT) ? tracked_names[idx] : "";
+	return (idx >= 0 && idx < TP_COUNT) ? tracked[idx].name : "";
 }
 
 void param_list_set(struct param_list *pl, const char *name, const char *value)

@@ -56,7 +56,11 @@ struct fp_entry {
 void fp_table_init(int64_t now);
 void fp_table_free(void);
 
-/* the entry for (pool, fp), created with this text if new; NULL if fingerprints are off */
+/*
+ * The entry for (pool, fp), created with this text if new; NULL if
+ * fingerprints are off, or if it is new and text is NULL (the caller knew
+ * the fingerprint without the text: textcache.h).
+ */
 struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text);
 struct fp_entry *fp_lookup(const struct pool *pool, uint64_t fp);
 

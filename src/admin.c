@@ -48,6 +48,7 @@
 #include "slowlog.h"
 #include "stream.h"
 #include "telemetry.h"
+#include "textcache.h"
 #include "util.h"
 #include "worker.h"
 
@@ -1475,6 +1476,14 @@ static void show_mem(struct client *c, const char *arg)
 	row_int(&r, worker->cfg->slow_query_log_size);
 	row_int(&r, 0);
 	row_int(&r, (long long)slowlog_bytes());
+	row_end(&r);
+	/* exact query texts whose fingerprint is known: allocated at the first query */
+	long long tc_bytes = (long long)textcache_bytes();
+	row_text(&r, "textcache");
+	row_int(&r, tc_bytes / TEXTCACHE_SLOTS);
+	row_int(&r, tc_bytes ? TEXTCACHE_SLOTS : 0);
+	row_int(&r, 0);
+	row_int(&r, tc_bytes);
 	row_end(&r);
 	result_end(&r);
 }

@@ -37,6 +37,7 @@
 #include "proto.h"
 #include "server.h"
 #include "telemetry.h"
+#include "textcache.h"
 #include "worker.h"
 
 #define STARTUP_MAX_LEN 10000
@@ -874,14 +875,24 @@ static void fingerprint_request(struct client *c, const char *text, size_t len)
 {
 	static char normalized[NORMALIZE_MAX + 8];
 	const struct cfg *cfg = worker->cfg;
-	uint64_t fp = normalize_sql(text, len, normalized, sizeof(normalized));
-	c->req_fp = fp ? fp : 1;
-	fp_touch(c->pool, c->req_fp, normalized);
-	if (cfg->slow_query_threshold <= 0)
+	bool slow_log = cfg->slow_query_threshold > 0;
+	bool full_text = slow_log && strcmp(cfg->slow_query_log_text, "full") == 0;
+	/* the slow-query log may need the normalized text itself: only then always normalize */
+	bool need_normalized = slow_log && !full_text && cfg->max_query_fingerprints <= 0;
+	uint64_t key = textcache_hash(text, len);
+	uint64_t fp = need_normalized ? 0 : textcache_find(key, text, len);
+	if (!fp || !fp_touch(c->pool, fp, NULL)) {
+		fp = normalize_sql(text, len, normalized, sizeof(normalized));
+		fp = fp ? fp : 1;
+		fp_touch(c->pool, fp, normalized);
+		textcache_remember(key, text, len, fp);
+	}
+	c->req_fp = fp;
+	if (!slow_log)
 		return;
 	free(c->req_text);
 	c->req_text = NULL;
-	if (strcmp(cfg->slow_query_log_text, "full") == 0)
+	if (full_text)
 		c->req_text = strndup(text, len < NORMALIZE_MAX ? len : NORMALIZE_MAX);
 	else if (cfg->max_query_fingerprints <= 0)
 		c->req_text = xstrdup(normalized); /* no fingerprint entry to take it from */

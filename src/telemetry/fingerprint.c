@@ -144,6 +144,8 @@ struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text
 		list_append(&T.lru, &e->lru);
 		return e;
 	}
+	if (!text)
+		return NULL;
 	while (T.count >= max)
 		evict_one();
 	e = xcalloc(1, sizeof(*e));

@@ -21,6 +21,8 @@ jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 # libclang-rt-dev: clang's sanitizer runtimes, only a Recommends of clang.
 # prometheus: for promtool, which checks the /metrics output and the alert rules.
+# pgbouncer, gnuplot-nox: the side-by-side benchmark (contrib/bench/bench.sh)
+# and its smoke run in the integration suite.
 PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libevent-dev libssl-dev libc-ares-dev libpq-dev libsystemd-dev
@@ -28,6 +30,7 @@ PACKAGES=(
 	python3 python3-pytest python3-psycopg
 	clang libclang-rt-dev ca-certificates
 	prometheus
+	pgbouncer gnuplot-nox
 )
 
 section() { printf '\n==== %s ====\n' "$*"; }

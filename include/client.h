@@ -105,6 +105,7 @@ struct client {
 	uint64_t bytes_out_counted;
 };
 
+/* fd comes non-blocking (the listener accepts with SOCK_NONBLOCK) */
 void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int local_port, bool is_unix);
 
 /* a server was linked to the client: start (or continue) forwarding */

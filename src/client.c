@@ -17,7 +17,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,12 +65,6 @@ const char *client_state_name(enum client_state s)
 	return "unknown";
 }
 
-static void set_nonblocking(int fd)
-{
-	int fl = fcntl(fd, F_GETFL);
-	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
 static void tune_tcp_socket(int fd)
 {
 	int on = 1;
@@ -83,7 +76,6 @@ static void tune_tcp_socket(int fd)
 void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int local_port, bool is_unix)
 {
 	struct client *c = xcalloc(1, sizeof(*c));
-	set_nonblocking(fd);
 	if (!is_unix)
 		tune_tcp_socket(fd);
 	c->id = ++worker->next_conn_id;

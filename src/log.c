@@ -3,6 +3,11 @@
  *
  * Lines are formatted once into a stack buffer and written with one write()
  * per destination, so concurrent writers never interleave inside a line.
+ *
+ * The config names the logfile, so what is logged while it is read (its
+ * warnings) comes before there is a file to write to. Those early lines are
+ * kept and written to the logfile and syslog when they are first opened: with
+ * -q, stderr shows no warning, and the file must not lose it either.
  */
 #include "log.h"
 
@@ -21,6 +26,12 @@ static bool g_quiet;
 static bool g_stderr = true;
 static int g_file_fd = -1;
 static bool g_syslog;
+
+/* early lines: [level byte][line, newline included]..., until the first log_open */
+static char g_early[8192];
+static size_t g_early_len;
+static bool g_early_dropped;
+static bool g_opened;
 
 static const char *const level_names[] = { "ERROR", "WARNING", "LOG", "DEBUG", "NOISE" };
 static const int level_syslog[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG, LOG_DEBUG };
@@ -45,6 +56,38 @@ static int facility_by_name(const char *name)
 	return LOG_DAEMON;
 }
 
+static void keep_early_line(enum log_level lvl, const char *line, size_t len)
+{
+	if (g_early_len + 1 + len > sizeof(g_early)) {
+		g_early_dropped = true;
+		return;
+	}
+	g_early[g_early_len++] = (char)lvl;
+	memcpy(g_early + g_early_len, line, len);
+	g_early_len += len;
+}
+
+static void write_all(int fd, const char *buf, size_t len);
+
+static void replay_early_lines(void)
+{
+	size_t pos = 0;
+	while (pos < g_early_len) {
+		enum log_level lvl = (enum log_level)g_early[pos++];
+		const char *line = g_early + pos;
+		const char *nl = memchr(line, '\n', g_early_len - pos);
+		size_t len = nl ? (size_t)(nl - line) + 1 : g_early_len - pos;
+		if (g_file_fd >= 0)
+			write_all(g_file_fd, line, len);
+		if (g_syslog)
+			syslog(level_syslog[lvl], "%.*s", (int)(len - 1), line);
+		pos += len;
+	}
+	if (g_early_dropped)
+		log_warning("more lines were logged before the logfile was opened than were kept");
+	g_early_len = 0;
+}
+
 bool log_open(const char *logfile, bool use_syslog, const char *ident, const char *facility)
 {
 	bool ok = true;
@@ -65,6 +108,10 @@ bool log_open(const char *logfile, bool use_syslog, const char *ident, const cha
 	g_syslog = use_syslog;
 	if (g_syslog)
 		openlog(ident && *ident ? ident : "pgpulse", LOG_PID, facility_by_name(facility));
+	if (!g_opened) {
+		g_opened = true;
+		replay_early_lines();
+	}
 	return ok;
 }
 
@@ -135,5 +182,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		write_all(g_file_fd, line, (size_t)n);
 	if (g_syslog)
 		syslog(level_syslog[lvl], "%s %s", level_names[lvl], msg);
+	if (!g_opened)
+		keep_early_line(lvl, line, (size_t)n);
 	errno = saved_errno;
 }

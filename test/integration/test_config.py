@@ -245,6 +245,19 @@ def test_unknown_parameter_is_a_warning_and_pgpulse_starts(pgpulse, where):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_quiet_mode_still_writes_config_warnings_to_the_logfile(pgpulse):
+    # the config names the logfile: its own warnings come before the file is open
+    text = MINIMAL + "frobnicate_level = 3\nlogfile = {dir}/quiet.log\n"
+    pp = pgpulse(text, USERS, args=("-q",))
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    says = f'{pp.ini_path}:{line_of(pp.ini_path, "frobnicate_level")}: unknown parameter "frobnicate_level"'
+    logged = open(os.path.join(pp.dir, "quiet.log")).read()
+    assert says in logged, logged
+    assert logged.index(says) < logged.index("started"), logged  # in the order it happened
+    assert says not in pp.log()  # -q: nothing but errors on stderr
+
+
 UNITS = [
     ("query_wait_timeout", "1500ms", "1.5"),
     ("server_idle_timeout", "2min", "120"),

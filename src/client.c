@@ -863,21 +863,28 @@ static size_t bounded_strlen(const uint8_t *p, size_t n)
 	return nul ? (size_t)(nul - p) : n;
 }
 
-static void fingerprint_request(struct client *c, const char *text, size_t len)
+/*
+ * parsed: the text came in a Parse. Those are parameterized statements, sent
+ * again word for word on every execution, so the text cache serves them; a
+ * simple Query usually carries its constants in the text and would only pay
+ * for the lookup (short ones such as BEGIN are cheap to normalize anyway).
+ */
+static void fingerprint_request(struct client *c, const char *text, size_t len, bool parsed)
 {
 	static char normalized[NORMALIZE_MAX + 8];
 	const struct cfg *cfg = worker->cfg;
 	bool slow_log = cfg->slow_query_threshold > 0;
 	bool full_text = slow_log && strcmp(cfg->slow_query_log_text, "full") == 0;
 	/* the slow-query log may need the normalized text itself: only then always normalize */
-	bool need_normalized = slow_log && !full_text && cfg->max_query_fingerprints <= 0;
-	uint64_t key = textcache_hash(text, len);
-	uint64_t fp = need_normalized ? 0 : textcache_find(key, text, len);
+	bool use_cache = parsed && !(slow_log && !full_text && cfg->max_query_fingerprints <= 0);
+	uint64_t key = use_cache ? textcache_hash(text, len) : 0;
+	uint64_t fp = use_cache ? textcache_find(key, text, len) : 0;
 	if (!fp || !fp_touch(c->pool, fp, NULL)) {
 		fp = normalize_sql(text, len, normalized, sizeof(normalized));
 		fp = fp ? fp : 1;
 		fp_touch(c->pool, fp, normalized);
-		textcache_remember(key, text, len, fp);
+		if (use_cache)
+			textcache_remember(key, text, len, fp);
 	}
 	c->req_fp = fp;
 	if (!slow_log)
@@ -904,7 +911,7 @@ static enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
 	const uint8_t *body = pkt->body;
 	size_t have = pkt->avail > 5 ? pkt->avail - 5 : 0;
 	if (pkt->type == 'Q') {
-		fingerprint_request(c, (const char *)body, bounded_strlen(body, have));
+		fingerprint_request(c, (const char *)body, bounded_strlen(body, have), false);
 	} else if (pkt->type == 'P') {
 		size_t name_len = bounded_strlen(body, have);
 		if (name_len >= have)
@@ -912,7 +919,7 @@ static enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
 		const uint8_t *query = body + name_len + 1;
 		uint64_t before = c->req_fp;
 		if (!before)
-			fingerprint_request(c, (const char *)query, bounded_strlen(query, have - name_len - 1));
+			fingerprint_request(c, (const char *)query, bounded_strlen(query, have - name_len - 1), true);
 		if (name_len > 0 && c->req_fp && !before)
 			remember_statement(c, name_hash((const char *)body, name_len), c->req_fp);
 	} else if (pkt->type == 'B' && !c->req_fp) {

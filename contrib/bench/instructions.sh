@@ -1,0 +1,141 @@
+#!/bin/bash
+# User-space instructions per transaction of pgpulse and PgBouncer, counted by
+# callgrind: the steady figure on a noisy machine (doc/benchmarks.md, "Where
+# the time goes").
+#
+#   contrib/bench/instructions.sh [pgbench options...]
+#
+# e.g.  contrib/bench/instructions.sh -S -c 50            (the default)
+#       contrib/bench/instructions.sh -S -M extended -c 50
+#       contrib/bench/instructions.sh -S -C -c 4          (a login per transaction)
+#
+# Each pooler runs under valgrind --tool=callgrind twice, for SHORT and then
+# LONG transactions per client (defaults 100 and 300; with -C 50 and 150);
+# the difference of the two totals over the difference in transactions is
+# the cost of one transaction, start-up and shut-down cancelled out. Both
+# poolers read one ini (transaction pooling, pool of 20, md5 logins) in front
+# of a scratch PostgreSQL. Only user space is counted: the kernel's share
+# (most of a pooler's CPU time) is what perf shows.
+#
+# Environment: PGPULSE_BIN (default build-bench/pgpulse, ./pgpulse or
+# build/pgpulse), TARGETS (default "pgpulse pgbouncer"), SHORT, LONG,
+# TELEMETRY (0 turns pgpulse's telemetry off). As root, everything runs as the
+# user pgpulse-test. Needs valgrind, PostgreSQL, pgbench and PgBouncer (apt).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+srcdir=$(cd "$here/../.." && pwd)
+[ $# -gt 0 ] || set -- -S -c 50
+args=("$@")
+clients=1
+connect_each=
+for ((i = 0; i < ${#args[@]}; i++)); do
+	case "${args[i]}" in
+	-c) clients=${args[i + 1]} ;;
+	-c*) clients=${args[i]#-c} ;;
+	-C) connect_each=1 ;;
+	esac
+done
+short=${SHORT:-$([ -n "$connect_each" ] && echo 50 || echo 100)}
+long=${LONG:-$((short * 3))}
+targets=${TARGETS:-pgpulse pgbouncer}
+
+bin=${PGPULSE_BIN:-}
+if [ -z "$bin" ]; then
+	for c in "$srcdir/build-bench/pgpulse" "$srcdir/pgpulse" "$srcdir/build/pgpulse"; do
+		[ -x "$c" ] && { bin=$c; break; }
+	done
+fi
+[ -n "$bin" ] && [ -x "$bin" ] || { echo "no pgpulse binary (build one, or set PGPULSE_BIN)" >&2; exit 1; }
+for tool in valgrind callgrind_annotate pgbench pgbouncer; do
+	command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] ||
+		{ echo "$tool not found: apt-get install valgrind postgresql pgbouncer" >&2; exit 1; }
+done
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$pgbin/initdb" ] || { echo "PostgreSQL server binaries not found" >&2; exit 1; }
+
+run_user=$(id -un)
+if [ "$(id -u)" = 0 ]; then
+	run_user=pgpulse-test
+	id -u "$run_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$run_user"
+fi
+as_user() { if [ "$(id -u)" = 0 ]; then setpriv --reuid="$run_user" --regid="$run_user" --init-groups -- "$@"; else "$@"; fi; }
+
+dir=$(mktemp -d /tmp/pgpulse-instr.XXXXXX)
+chmod 0755 "$dir"
+cp "$bin" "$dir/pgpulse"
+pooler_pid=
+cleanup() {
+	[ -n "$pooler_pid" ] && kill -KILL "$pooler_pid" 2>/dev/null || true
+	as_user "$pgbin/pg_ctl" -D "$dir/pg" -m immediate stop >/dev/null 2>&1 || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pgport=$(free_port)
+port=$(free_port)
+[ "$(id -u)" = 0 ] && chown -R "$run_user:" "$dir"
+as_user "$pgbin/initdb" -D "$dir/pg" -U postgres -A trust >/dev/null
+as_user "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w \
+	-o "-p $pgport -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100" start >/dev/null
+as_user "$pgbin/createdb" -h "$dir" -p "$pgport" -U postgres bench
+as_user "$pgbin/pgbench" -h "$dir" -p "$pgport" -U postgres -i -s 1 -q bench >/dev/null 2>&1
+
+echo '"postgres" "bench"' >"$dir/userlist.txt"
+cat >"$dir/pooler.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$pgport dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = md5
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 1000
+log_connections = 0
+log_disconnections = 0
+logfile = $dir/pooler.log
+EOF
+[ "${TELEMETRY:-1}" = 0 ] && echo "telemetry = 0" >>"$dir/pooler.ini"
+[ "$(id -u)" = 0 ] && chown -R "$run_user:" "$dir"
+
+# total user-space instructions of one pooler run of n transactions per client
+count_run() {
+	local target=$1 n=$2 out=$dir/callgrind.$1.$2 cmd
+	case "$target" in
+	pgpulse) cmd=("$dir/pgpulse" -q "$dir/pooler.ini") ;;
+	pgbouncer) cmd=(pgbouncer "$dir/pooler.ini") ;;
+	esac
+	local vg=(valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}")
+	# exec all the way down, so that $! is valgrind (the pooler) itself
+	if [ "$(id -u)" = 0 ]; then
+		(exec setpriv --reuid="$run_user" --regid="$run_user" --init-groups -- "${vg[@]}") >"$dir/valgrind.log" 2>&1 &
+	else
+		(exec "${vg[@]}") >"$dir/valgrind.log" 2>&1 &
+	fi
+	pooler_pid=$!
+	local deadline=$((SECONDS + 60))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+		[ $SECONDS -lt $deadline ] || { tail -n 20 "$dir/valgrind.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	PGPASSWORD=bench "$pgbin/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -t "$n" "${args[@]}" bench \
+		>"$dir/pgbench.log" 2>&1 || { tail -n 20 "$dir/pgbench.log" >&2; exit 1; }
+	# SIGINT: both poolers exit once no client is connected, and callgrind
+	# writes its totals
+	kill -INT "$pooler_pid"
+	wait "$pooler_pid" || true
+	pooler_pid=
+	callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
+}
+
+printf '| pooler | instructions per transaction |\n| --- | --- |\n'
+for t in $targets; do
+	a=$(count_run "$t" "$short")
+	b=$(count_run "$t" "$long")
+	printf '| %s | %s |\n' "$t" "$(( (b - a) / ((long - short) * clients) ))"
+done
+echo "(pgbench ${args[*]}; callgrind, difference of $long and $short transactions per client)"

@@ -14,6 +14,8 @@ enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARNING, LOG_LVL_INFO, LOG_LVL_DEBUG
 
 /* verbosity: 0 = info and above, 1 = debug, 2 = noise; quiet: only errors to stderr */
 void log_setup(int verbose, bool quiet);
+/* change the verbosity alone (RELOAD, SET verbose): -q stays as given */
+void log_set_verbose(int verbose);
 
 /* (re)open the log file, set syslog use; stderr stays on unless quiet or daemon */
 bool log_open(const char *logfile, bool use_syslog, const char *ident, const char *facility);

@@ -42,6 +42,11 @@ void log_setup(int verbose, bool quiet)
 	g_quiet = quiet;
 }
 
+void log_set_verbose(int verbose)
+{
+	g_verbose = verbose;
+}
+
 static int facility_by_name(const char *name)
 {
 	static const struct { const char *name; int value; } facilities[] = {

@@ -171,7 +171,7 @@ bool worker_reload(char *err, size_t errlen)
 void worker_apply_config(void)
 {
 	const struct cfg *cfg = worker->cfg;
-	log_setup(cfg->verbose, false);
+	log_set_verbose(cfg->verbose);
 	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
 	if (cfg->telemetry && !telemetry_enabled) {
 		struct list *pos;

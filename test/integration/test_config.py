@@ -258,6 +258,17 @@ def test_quiet_mode_still_writes_config_warnings_to_the_logfile(pgpulse):
     assert says not in pp.log()  # -q: nothing but errors on stderr
 
 
+def test_quiet_mode_stays_quiet_after_a_reload(pgpulse):
+    text = MINIMAL + "logfile = {dir}/quiet.log\n"
+    pp = pgpulse(text, USERS, args=("-q",))
+    pp.proc.send_signal(signal.SIGHUP)
+    logfile = os.path.join(pp.dir, "quiet.log")
+    wait_until(lambda: "configuration reloaded" in open(logfile).read(), 10, "the reload to be logged")
+    pp.command("RELOAD")
+    wait_until(lambda: open(logfile).read().count("configuration reloaded") == 2, 10, "the second reload")
+    assert "configuration reloaded" not in pp.log()  # -q still holds for stderr
+
+
 UNITS = [
     ("query_wait_timeout", "1500ms", "1.5"),
     ("server_idle_timeout", "2min", "120"),

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "control.h"
 #include "fingerprint.h"
+#include "notify.h"
 #include "pool.h"
 #include "util.h"
 #include "worker.h"
@@ -54,6 +55,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		pool_janitor(container_of(pos, struct pool, node), now);
 	}
 	control_poll();
+	notify_status_tick(now);
 	worker_check_shutdown();
 }
 

@@ -23,6 +23,7 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "notify.h"
 #include "control.h"
 #include "fingerprint.h"
 #include "janitor.h"
@@ -103,7 +104,10 @@ void worker_request_shutdown(enum shutdown_mode mode)
 		mode = SHUTDOWN_NOW; /* the second SIGTERM */
 	if (worker->shutdown == SHUTDOWN_NOW)
 		return;
+	bool first = worker->shutdown == SHUTDOWN_NONE;
 	worker->shutdown = mode;
+	if (first)
+		notify_stopping();
 	listener_close_all();
 	if (mode == SHUTDOWN_WAIT_SERVERS) {
 		/* like PAUSE: running transactions finish, nothing new starts */
@@ -146,15 +150,18 @@ bool worker_reload(char *err, size_t errlen)
 	char path[4096];
 	/* a copy: the old configuration, which owns the string, is freed below */
 	str_copy(path, worker->cfg->conffile, sizeof(path));
+	notify_reloading();
 	struct cfg *fresh = cfg_load(path, err, errlen);
 	if (!fresh) {
 		log_error("reload failed, keeping the running configuration: %s", err);
+		notify_ready();
 		return false;
 	}
 	struct auth_file *auth;
 	if (!load_auth_file(fresh, &auth, err, errlen)) {
 		log_error("reload failed, keeping the running configuration: %s", err);
 		cfg_free(fresh);
+		notify_ready();
 		return false;
 	}
 	warn_about_restart_only_changes(worker->cfg, fresh);
@@ -165,6 +172,7 @@ bool worker_reload(char *err, size_t errlen)
 	worker->auth = auth;
 	worker_apply_config();
 	log_info("configuration reloaded from %s", path);
+	notify_ready();
 	return true;
 }
 
@@ -494,6 +502,7 @@ int main(int argc, char **argv)
 	install_signals();
 	janitor_start();
 	log_info("pgpulse %s started, pid %d", PACKAGE_VERSION, (int)getpid());
+	notify_ready();
 
 	event_base_dispatch(worker->base);
 

@@ -1,0 +1,161 @@
+"""pgpulse tells its service manager what it is doing.
+
+systemd starts a Type=notify service with NOTIFY_SOCKET naming a datagram
+socket, and waits for READY=1 before it counts the service as started;
+`systemctl reload` waits for RELOADING=1 and READY=1, `systemctl status`
+shows the STATUS= line. Here the test itself plays systemd: it binds the
+socket, starts pgpulse with NOTIFY_SOCKET pointing at it, and reads what
+arrives (doc/operations.md).
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from pgpulse_harness import port_accepts
+
+USERS = {"app": "app_pw", "admin": "admin_pw"}
+
+CONFIG = """\
+[databases]
+appdb = host={pg_host} port={pg_port} dbname=appdb
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir = {dir}
+auth_type = scram-sha-256
+auth_file = {auth_file}
+admin_users = admin
+pool_mode = transaction
+default_pool_size = 2
+"""
+
+
+def built_with_libsystemd(binary):
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    return "libsystemd" in out
+
+
+@pytest.fixture
+def service_manager(pgpulse_bin):
+    """A fake systemd: the NOTIFY_SOCKET it listens on."""
+    if not built_with_libsystemd(pgpulse_bin):
+        if os.environ.get("CI"):
+            pytest.fail("CI builds pgpulse with libsystemd (libsystemd-dev); this one is not", pytrace=False)
+        pytest.skip("pgpulse was built without libsystemd: it sends no notifications")
+    # a short directory: a unix socket path has at most 107 bytes
+    directory = tempfile.mkdtemp(prefix="notify.")
+    path = os.path.join(directory, "sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    yield sock, path
+    sock.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def next_message(sock, wanted, timeout=10):
+    """The first datagram (as a dict of its KEY=value lines) that has key `wanted`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {wanted} from pgpulse within {timeout} s"
+        sock.settimeout(left)
+        fields = dict(line.split("=", 1) for line in sock.recv(4096).decode().splitlines() if "=" in line)
+        if wanted in fields:
+            return fields
+
+
+def test_ready_is_sent_once_pgpulse_listens_and_carries_a_status(pgpulse, service_manager):
+    sock, path = service_manager
+    pp = pgpulse(CONFIG, USERS, env={"NOTIFY_SOCKET": path}, wait=False)
+    ready = next_message(sock, "READY")
+    assert ready["READY"] == "1"
+    # a service that says it is ready must already accept connections
+    assert port_accepts(pp.port)
+    assert re.match(r"\d+ clients \(\d+ waiting\), \d+ servers \(\d+ active\), \d+ pools$",
+                    ready["STATUS"]), ready
+
+
+def test_reload_is_bracketed_by_reloading_and_ready(pgpulse, service_manager):
+    sock, path = service_manager
+    pp = pgpulse(CONFIG, USERS, env={"NOTIFY_SOCKET": path}, wait=False)
+    next_message(sock, "READY")
+    before = time.clock_gettime(time.CLOCK_MONOTONIC)
+    pp.proc.send_signal(signal.SIGHUP)
+    reloading = next_message(sock, "RELOADING")
+    # systemd's notify-reload matches the reload by this CLOCK_MONOTONIC stamp
+    stamp = int(reloading["MONOTONIC_USEC"]) / 1e6
+    assert before <= stamp <= time.clock_gettime(time.CLOCK_MONOTONIC)
+    assert next_message(sock, "READY")["READY"] == "1"
+    # RELOAD from the console says the same
+    pp.command("RELOAD")
+    next_message(sock, "RELOADING")
+    next_message(sock, "READY")
+
+
+def test_a_failed_reload_still_ends_with_ready(pgpulse, service_manager):
+    sock, path = service_manager
+    pp = pgpulse(CONFIG, USERS, env={"NOTIFY_SOCKET": path}, wait=False)
+    next_message(sock, "READY")
+    with open(pp.ini_path, "a") as f:
+        f.write("max_client_conn = lots\n")
+    pp.proc.send_signal(signal.SIGHUP)
+    next_message(sock, "RELOADING")
+    assert next_message(sock, "READY")["READY"] == "1"  # still serving, with the old config
+    with pp.connect(user="app", dbname="appdb") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.slow
+def test_status_line_follows_the_clients(pgpulse, service_manager):
+    sock, path = service_manager
+    pp = pgpulse(CONFIG, USERS, env={"NOTIFY_SOCKET": path}, wait=False)
+    next_message(sock, "READY")
+    with pp.connect(user="app", dbname="appdb") as conn:
+        conn.execute("SELECT 1")
+        # refreshed every 5 s by the janitor
+        deadline = time.monotonic() + 15
+        while True:
+            status = next_message(sock, "STATUS", timeout=15)["STATUS"]
+            if status.startswith("1 clients"):
+                break
+            assert time.monotonic() < deadline, status
+    assert re.search(r"\d+ servers", status)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_shutdown_sends_stopping(pgpulse, service_manager, how):
+    sock, path = service_manager
+    pp = pgpulse(CONFIG, USERS, env={"NOTIFY_SOCKET": path}, wait=False)
+    next_message(sock, "READY")
+    pp.proc.send_signal(how)
+    stopping = next_message(sock, "STOPPING")
+    assert stopping["STOPPING"] == "1"
+    assert stopping["STATUS"].endswith("; shutting down"), stopping
+    assert pp.proc.wait(10) == 0
+
+
+def test_the_shipped_unit_file_passes_systemd_analyze_verify(pgpulse_bin, tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze missing (apt-get install systemd)", pytrace=False)
+        pytest.skip("systemd-analyze not installed")
+    srcdir = os.environ.get("PGPULSE_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(srcdir, "etc", "pgpulse.service")) as f:
+        unit = f.read()
+    assert "Type=notify" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    # verify checks that ExecStart's program exists: point it at the one under test
+    unit = unit.replace("/usr/local/bin/pgpulse", os.path.abspath(pgpulse_bin))
+    (tmp_path / "pgpulse.service").write_text(unit)
+    r = subprocess.run([analyze, "verify", str(tmp_path / "pgpulse.service")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    complaints = [ln for ln in (r.stdout + r.stderr).splitlines() if "pgpulse.service" in ln]
+    assert r.returncode == 0 and not complaints, r.stdout + r.stderr

@@ -23,7 +23,8 @@ jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 # prometheus: for promtool, which checks the /metrics output and the alert rules.
 # pgbouncer, gnuplot-nox: the side-by-side benchmark (contrib/bench/bench.sh)
 # and its smoke run in the integration suite.
-# systemd: systemd-analyze, which checks etc/pgpulse.service.
+# systemd, logrotate: systemd-analyze checks etc/pgpulse.service, and
+# etc/pgpulse.logrotate is run for real against a test's logfile.
 PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libevent-dev libssl-dev libc-ares-dev libpq-dev libsystemd-dev
@@ -32,7 +33,7 @@ PACKAGES=(
 	clang libclang-rt-dev ca-certificates
 	prometheus
 	pgbouncer gnuplot-nox
-	systemd
+	systemd logrotate
 )
 
 section() { printf '\n==== %s ====\n' "$*"; }

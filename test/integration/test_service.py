@@ -159,3 +159,51 @@ def test_the_shipped_unit_file_passes_systemd_analyze_verify(pgpulse_bin, tmp_pa
                        capture_output=True, text=True, cwd=tmp_path)
     complaints = [ln for ln in (r.stdout + r.stderr).splitlines() if "pgpulse.service" in ln]
     assert r.returncode == 0 and not complaints, r.stdout + r.stderr
+
+
+def logrotate_binary():
+    found = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin")
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("logrotate missing (apt-get install logrotate)", pytrace=False)
+        pytest.skip("logrotate not installed")
+    return found
+
+
+def test_logrotate_with_the_shipped_config_moves_the_log_and_pgpulse_writes_a_fresh_one(
+        pgpulse, tmp_path):
+    logrotate = logrotate_binary()
+    pp = pgpulse(CONFIG.replace("[pgbouncer]\n", "[pgbouncer]\nlogfile = {dir}/service.log\n"
+                                "log_connections = 1\n"), USERS)
+    log = os.path.join(pp.dir, "service.log")  # not pgpulse.log: the harness keeps stderr there
+    with pp.connect(user="app", dbname="appdb") as conn:
+        conn.execute("SELECT 1")
+    assert "login ok" in open(log).read()
+
+    srcdir = os.environ.get("PGPULSE_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(srcdir, "etc", "pgpulse.logrotate")) as f:
+        conf = f.read()
+    # the shipped file, pointed at this test's log and process: no root here to
+    # chown the new file or to reach systemd
+    conf = conf.replace("/var/log/pgpulse/pgpulse.log", log)
+    conf = conf.replace("create 0640 pgpulse pgpulse", "create 0640")
+    conf = re.sub(r"(?m)^(\s*)systemctl reload .*$", rf"\1kill -HUP {pp.proc.pid}", conf)
+    (tmp_path / "pgpulse.logrotate").write_text(conf)
+    r = subprocess.run([logrotate, "--force", "--state", str(tmp_path / "state"),
+                        str(tmp_path / "pgpulse.logrotate")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    rotated = log + ".1"
+    assert "login ok" in open(rotated).read()
+    deadline = time.monotonic() + 10
+    while "configuration reloaded" not in open(log).read():
+        assert time.monotonic() < deadline, "pgpulse did not reopen its logfile after SIGHUP"
+        time.sleep(0.05)
+    before = open(rotated).read()
+    with pp.connect(user="app", dbname="appdb") as conn:
+        conn.execute("SELECT 1")
+    deadline = time.monotonic() + 10
+    while "login ok" not in open(log).read():
+        assert time.monotonic() < deadline, "new lines did not reach the fresh logfile"
+        time.sleep(0.05)
+    assert open(rotated).read() == before  # the rotated file gets nothing more

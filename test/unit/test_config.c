@@ -915,6 +915,65 @@ static void test_shipped_example_files_load(void)
 	cfg_free(c);
 }
 
+/* the example's text from its [pgpulse] section on, or NULL */
+static char *example_main_section(void)
+{
+	char path[4096];
+	const char *top = getenv("PGPULSE_SRCDIR");
+	if (!top)
+		top = getenv("srcdir");
+	snprintf(path, sizeof(path), "%s/etc/pgpulse.ini", top ? top : ".");
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	static char text[128 * 1024];
+	text[0] = '\n'; /* every line, the first included, follows a newline */
+	size_t n = fread(text + 1, 1, sizeof(text) - 2, f);
+	fclose(f);
+	text[n + 1] = '\0';
+	char *main_section = strstr(text, "\n[pgpulse]\n");
+	return main_section;
+}
+
+/*
+ * etc/pgpulse.ini can never drift from the parameter table: every parameter
+ * has a commented line ";name = default" in the main section (the example
+ * may set a value as well, on a line of its own), and every commented
+ * parameter line names a parameter that exists.
+ */
+static void test_example_config_lists_every_parameter_with_its_default(void)
+{
+	const char *text = example_main_section();
+	CHECK(text != NULL);
+	if (!text)
+		return;
+	for (int i = 0; i < cfg_param_count(); i++) {
+		struct cfg_param_info p;
+		if (!cfg_param_get(NULL, i, &p))
+			continue;
+		char line[1024];
+		const char *d = p.default_value ? p.default_value : "";
+		snprintf(line, sizeof(line), "\n;%s =%s%s\n", p.name, *d ? " " : "", d);
+		if (!strstr(text, line))
+			UNIT_FAIL_("etc/pgpulse.ini has no line \";%s =%s%s\"", p.name, *d ? " " : "", d);
+	}
+	for (const char *l = strstr(text, "\n;"); l; l = strstr(l + 1, "\n;")) {
+		char name[128];
+		size_t len = strspn(l + 2, "abcdefghijklmnopqrstuvwxyz0123456789_");
+		if (len == 0 || len >= sizeof(name) || strncmp(l + 2 + len, " =", 2) != 0)
+			continue; /* a comment, not a parameter line */
+		memcpy(name, l + 2, len);
+		name[len] = '\0';
+		bool known = false;
+		for (int i = 0; i < cfg_param_count() && !known; i++) {
+			struct cfg_param_info p;
+			known = cfg_param_get(NULL, i, &p) && strcmp(p.name, name) == 0;
+		}
+		if (!known)
+			UNIT_FAIL_("etc/pgpulse.ini lists \"%s\", which is no parameter", name);
+	}
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/pgpulse-test-config-XXXXXX");
@@ -959,6 +1018,7 @@ int main(void)
 	RUN(test_list_contains_matches_whole_items);
 	RUN(test_enum_names_round_trip);
 	RUN(test_shipped_example_files_load);
+	RUN(test_example_config_lists_every_parameter_with_its_default);
 
 	remove_tmpdir();
 	return UNIT_REPORT("config");

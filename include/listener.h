@@ -18,6 +18,9 @@ bool listener_open_all(char *err, size_t errlen);
 /* stop accepting (shutdown); the sockets are closed and the unix file removed */
 void listener_close_all(void);
 
+/* the same, after accepting every connection already queued (WAIT_FOR_CLIENTS) */
+void listener_drain_and_close_all(void);
+
 /* stop or restart accepting new connections (SUSPEND), sockets stay open */
 void listener_set_accepting(bool accepting);
 

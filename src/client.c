@@ -525,7 +525,13 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 	c->st.startup = false;
 	/* until it has logged in, a client gets no more buffer than a password needs */
 	c->st.max_packet = LOGIN_MAX_LEN;
-	if (worker->shutdown != SHUTDOWN_NONE) {
+	/*
+	 * A client accepted before the listeners closed is one of the clients
+	 * a WAIT_FOR_CLIENTS shutdown (SIGTERM) waits for: it logs in and is
+	 * served, or a rolling restart would fail the connections that were
+	 * mid-login when the old process was told to go.
+	 */
+	if (worker->shutdown != SHUTDOWN_NONE && worker->shutdown != SHUTDOWN_WAIT_CLIENTS) {
 		client_fatal(c, "57P03", "pgpulse is shutting down");
 		return;
 	}

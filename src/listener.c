@@ -49,26 +49,34 @@ static void resume_accepting(evutil_socket_t fd, short what, void *arg)
 	event_add(l->ev, NULL);
 }
 
-static void on_accept(evutil_socket_t fd, short what, void *arg)
+/* accept up to max queued connections; returns the errno that stopped it (EAGAIN: none left), 0 at max */
+static int accept_queued(struct listener *l, int max)
 {
-	struct listener *l = arg;
-	(void)what;
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; i < max; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
-		int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int cfd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			if (errno == EMFILE || errno == ENFILE) {
-				log_warning("accept: %s; pausing accepts for a second", strerror(errno));
-				event_del(l->ev);
-				struct timeval tv = { 1, 0 };
-				evtimer_add(l->retry, &tv);
-			}
-			return;
+			return errno;
 		}
 		client_accept(cfd, (struct sockaddr *)&ss, len, l->port, l->is_unix);
+	}
+	return 0;
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	(void)fd;
+	(void)what;
+	int err = accept_queued(l, 64);
+	if (err == EMFILE || err == ENFILE) {
+		log_warning("accept: %s; pausing accepts for a second", strerror(err));
+		event_del(l->ev);
+		struct timeval tv = { 1, 0 };
+		evtimer_add(l->retry, &tv);
 	}
 }
 
@@ -202,6 +210,20 @@ bool listener_open_all(char *err, size_t errlen)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * Accept what the kernel has queued, then close: a connection that finished
+ * its handshake before the shutdown is served, not reset. With several
+ * instances on one port (so_reuseport) only a handshake finishing between
+ * the last accept and the close can still be lost; Linux's
+ * net.ipv4.tcp_migrate_req = 1 hands even those to the other instance.
+ */
+void listener_drain_and_close_all(void)
+{
+	for (int i = 0; i < g_count; i++)
+		accept_queued(&g_listeners[i], 4096);
+	listener_close_all();
 }
 
 void listener_close_all(void)

@@ -108,7 +108,10 @@ void worker_request_shutdown(enum shutdown_mode mode)
 	worker->shutdown = mode;
 	if (first)
 		notify_stopping();
-	listener_close_all();
+	if (mode == SHUTDOWN_WAIT_CLIENTS)
+		listener_drain_and_close_all(); /* what the kernel queued is a client already */
+	else
+		listener_close_all();
 	if (mode == SHUTDOWN_WAIT_SERVERS) {
 		/* like PAUSE: running transactions finish, nothing new starts */
 		worker->paused_all = true;

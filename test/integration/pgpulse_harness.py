@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -747,3 +748,48 @@ class _PortTaken(Exception):
 
 def remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- raw protocol
+
+PROTO_V3 = 196608
+
+
+def read_message(sock, buf):
+    """(type, payload, rest of buf) of the next message on sock."""
+    while True:
+        if len(buf) >= 5:
+            length = struct.unpack("!I", buf[1:5])[0]
+            if len(buf) >= 1 + length:
+                return buf[:1], buf[5:1 + length], buf[1 + length:]
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed after {buf!r}")
+        buf += chunk
+
+
+def raw_startup(sock, user="app", database="appdb"):
+    """Log in on a raw socket to a pgpulse with auth_type = trust.  Returns
+    ("ok", None) after ReadyForQuery, or ("error", fields) for an
+    ErrorResponse (fields keyed by their one-letter codes)."""
+    body = struct.pack("!I", PROTO_V3)
+    for k, v in (("user", user), ("database", database)):
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    body += b"\0"
+    sock.sendall(struct.pack("!I", len(body) + 4) + body)
+    buf = b""
+    while True:
+        mtype, payload, buf = read_message(sock, buf)
+        if mtype == b"Z":
+            return "ok", None
+        if mtype == b"E":
+            fields = {}
+            for part in payload.split(b"\0"):
+                if part:
+                    fields[chr(part[0])] = part[1:].decode()
+            return "error", fields
+
+
+def query_message(sql):
+    body = sql.encode() + b"\0"
+    return b"Q" + struct.pack("!I", len(body) + 4) + body

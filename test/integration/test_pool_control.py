@@ -25,7 +25,7 @@ import time
 import psycopg
 import pytest
 
-from pgpulse_harness import wait_until
+from pgpulse_harness import query_message, raw_startup, wait_until
 
 DBS = ("pctl", "pctl2")
 USERLIST = {"app": "app_pw", "md5user": "md5_pw", "admin": "admin_pw"}
@@ -233,53 +233,10 @@ def assert_not_done_yet(bg, what, seconds=0.5):
 
 # ------------------------------------------------------------ raw protocol (trust)
 
-PROTO_V3 = 196608
-
-
-def _read_message(sock, buf):
-    """(type, payload, rest of buf) of the next message on sock."""
-    while True:
-        if len(buf) >= 5:
-            length = struct.unpack("!I", buf[1:5])[0]
-            if len(buf) >= 1 + length:
-                return buf[:1], buf[5:1 + length], buf[1 + length:]
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed after {buf!r}")
-        buf += chunk
-
-
-def raw_startup(sock, user="app", database="pctl"):
-    """Log in on a raw socket to a pgpulse with auth_type = trust.  Returns
-    ("ok", None) after ReadyForQuery, or ("error", fields) for an
-    ErrorResponse (fields keyed by their one-letter codes)."""
-    body = struct.pack("!I", PROTO_V3)
-    for k, v in (("user", user), ("database", database)):
-        body += k.encode() + b"\0" + v.encode() + b"\0"
-    body += b"\0"
-    sock.sendall(struct.pack("!I", len(body) + 4) + body)
-    buf = b""
-    while True:
-        mtype, payload, buf = _read_message(sock, buf)
-        if mtype == b"Z":
-            return "ok", None
-        if mtype == b"E":
-            fields = {}
-            for part in payload.split(b"\0"):
-                if part:
-                    fields[chr(part[0])] = part[1:].decode()
-            return "error", fields
-
-
 def raw_login(port, user="app", database="pctl", timeout=10):
     """raw_startup() on a connection of its own, closed afterwards."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         return raw_startup(s, user, database)
-
-
-def query_message(sql):
-    body = sql.encode() + b"\0"
-    return b"Q" + struct.pack("!I", len(body) + 4) + body
 
 
 def trust_settings(**settings):
@@ -1025,7 +982,7 @@ def test_suspend_drops_a_client_that_does_not_read_after_suspend_timeout(pgpulse
     stuck.settimeout(10)
     stuck.connect(("127.0.0.1", pp.port))
     try:
-        assert raw_startup(stuck) == ("ok", None)
+        assert raw_startup(stuck, database="pctl") == ("ok", None)
         # a large result the client never reads: data stays queued in pgpulse
         stuck.sendall(query_message("SELECT repeat('x', 20000000)"))
         blocked = lambda: pg.query("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pctl'"

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from pgpulse_harness import port_accepts
+from pgpulse_harness import _libpq_env, pgbench_path, port_accepts, query_message, raw_startup, \
+    read_message, wait_until
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 
@@ -207,3 +208,58 @@ def test_logrotate_with_the_shipped_config_moves_the_log_and_pgpulse_writes_a_fr
         assert time.monotonic() < deadline, "new lines did not reach the fresh logfile"
         time.sleep(0.05)
     assert open(rotated).read() == before  # the rotated file gets nothing more
+
+
+def test_a_client_connecting_as_sigterm_arrives_is_still_served(pgpulse):
+    # connected (accepted, or queued by the kernel) but not yet logged in: a
+    # WAIT_FOR_CLIENTS shutdown waits for it like any other client
+    pp = pgpulse(CONFIG.replace("scram-sha-256", "trust"), USERS)
+    with socket.create_connection(("127.0.0.1", pp.port), timeout=10) as s:
+        pp.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: not port_accepts(pp.port), 10, "pgpulse to stop listening")
+        assert raw_startup(s, user="app", database="appdb") == ("ok", None)
+        s.sendall(query_message("SELECT 41 + 1"))
+        buf, rows = b"", []
+        while True:
+            mtype, payload, buf = read_message(s, buf)
+            if mtype == b"D":
+                rows.append(payload[6:].decode())
+            if mtype == b"Z":
+                break
+        assert rows == ["42"]
+        s.sendall(b"X\0\0\0\4")
+    assert pp.proc.wait(10) == 0  # and then it is gone: its last client left
+
+
+@pytest.mark.slow
+def test_rolling_restart_on_a_shared_port_fails_no_transaction(pgpulse, pgbench):
+    """doc/operations.md: start the new pgpulse on the same port (so_reuseport),
+    then SIGTERM the old one; pgbench -C runs across it without an error."""
+    # each instance needs its own unix socket: these two use TCP alone
+    text = CONFIG.replace("unix_socket_dir = {dir}\n", "unix_socket_dir =\n") + "so_reuseport = 1\n"
+    old = pgpulse(text, USERS)
+    pgbench(old.port, "-i", "-q", "-s", "1")
+    load = subprocess.Popen(
+        [pgbench_path(), "-h", "127.0.0.1", "-p", str(old.port), "-U", "app", "-n", "-S", "-C",
+         "-c", "4", "-j", "2", "-T", "6", "appdb"],
+        env=_libpq_env(password=USERS["app"]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        wait_until(lambda: stat_total(old, "total_xact_count") > 100, 10, "the old pgpulse to carry load")
+        new = pgpulse(text, USERS, port=old.port)  # returns once it listens too
+        old.close_connections()  # SIGTERM waits for every client, the test's console session too
+        old.proc.send_signal(signal.SIGTERM)
+        assert old.proc.wait(30) == 0, old.log()
+        out, _ = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert load.returncode == 0, out
+    assert re.search(r"number of failed transactions: 0\b", out), out
+    assert "error" not in out.lower(), out
+    # the old one is gone; the new one served the rest
+    assert stat_total(new, "total_xact_count") > 0
+
+
+def stat_total(pp, column):
+    return sum(int(r[column]) for r in pp.show("STATS"))

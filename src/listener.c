@@ -4,11 +4,17 @@
  * Accepting stops for a moment when the process runs out of descriptors
  * (EMFILE/ENFILE): the pending connection stays in the backlog instead of
  * the loop spinning on a socket it cannot accept.
+ *
+ * Under socket activation (a systemd .socket unit) the service manager has
+ * opened the listen sockets already and passes them; they replace the ones
+ * listen_addr and unix_socket_dir would open.
  */
 #include "listener.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -24,6 +30,10 @@
 #include "log.h"
 #include "util.h"
 #include "worker.h"
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #define MAX_LISTENERS 16
 
@@ -194,9 +204,73 @@ static bool open_unix_listener(const struct cfg *cfg, char *err, size_t errlen)
 	return true;
 }
 
+#ifdef HAVE_SYSTEMD
+/* the port a passed socket serves: its own for TCP, the .s.PGSQL.NNNN suffix of a unix one */
+static int passed_socket_port(const struct sockaddr_storage *ss, const struct cfg *cfg)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	const char *dot = strrchr(((const struct sockaddr_un *)ss)->sun_path, '.');
+	int port = dot ? atoi(dot + 1) : 0;
+	return port > 0 ? port : cfg->listen_port;
+}
+#endif
+
+/*
+ * The listen sockets systemd passed (sd_listen_fds): how many were adopted,
+ * 0 when none were passed (or pgpulse was built without libsystemd), -1 on
+ * a descriptor that is not a listening stream socket. A passed unix socket
+ * is never unlinked: systemd owns its file.
+ */
+static int adopt_passed_sockets(const struct cfg *cfg, char *err, size_t errlen)
+{
+#ifdef HAVE_SYSTEMD
+	int n = sd_listen_fds(1);
+	if (n < 0) {
+		snprintf(err, errlen, "socket activation: %s", strerror(-n));
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+		    getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+			snprintf(err, errlen, "socket activation: descriptor %d is not a listening stream socket", fd);
+			return -1;
+		}
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		bool is_unix = ss.ss_family == AF_UNIX;
+		char where[128];
+		if (is_unix)
+			snprintf(where, sizeof(where), "%s", ((struct sockaddr_un *)&ss)->sun_path);
+		else
+			addr_to_str(&ss, where, sizeof(where));
+		add_listener(fd, passed_socket_port(&ss, cfg), is_unix, NULL);
+		log_info("listening on %s (passed by the service manager)", where);
+	}
+	return n;
+#else
+	(void)cfg;
+	(void)err;
+	(void)errlen;
+	return 0;
+#endif
+}
+
 bool listener_open_all(char *err, size_t errlen)
 {
 	const struct cfg *cfg = worker->cfg;
+	int passed = adopt_passed_sockets(cfg, err, errlen);
+	if (passed < 0) {
+		listener_close_all();
+		return false;
+	}
+	if (passed > 0)
+		return true; /* socket activation: listen_addr and unix_socket_dir do not apply */
 	if (cfg->listen_addr && *cfg->listen_addr && !open_tcp_listeners(cfg, err, errlen)) {
 		listener_close_all();
 		return false;

@@ -17,10 +17,11 @@ import subprocess
 import tempfile
 import time
 
+import psycopg
 import pytest
 
-from pgpulse_harness import _libpq_env, pgbench_path, port_accepts, query_message, raw_startup, \
-    read_message, wait_until
+from pgpulse_harness import _libpq_env, free_port, pgbench_path, port_accepts, query_message, \
+    raw_startup, read_message, wait_until
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 
@@ -143,23 +144,64 @@ def test_shutdown_sends_stopping(pgpulse, service_manager, how):
     assert pp.proc.wait(10) == 0
 
 
-def test_the_shipped_unit_file_passes_systemd_analyze_verify(pgpulse_bin, tmp_path):
-    analyze = shutil.which("systemd-analyze")
-    if not analyze:
+def systemd_tool(name):
+    found = shutil.which(name)
+    if not found:
         if os.environ.get("CI"):
-            pytest.fail("systemd-analyze missing (apt-get install systemd)", pytrace=False)
-        pytest.skip("systemd-analyze not installed")
+            pytest.fail(f"{name} missing (apt-get install systemd)", pytrace=False)
+        pytest.skip(f"{name} not installed")
+    return found
+
+
+def shipped(name):
     srcdir = os.environ.get("PGPULSE_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
-    with open(os.path.join(srcdir, "etc", "pgpulse.service")) as f:
-        unit = f.read()
+    with open(os.path.join(srcdir, "etc", name)) as f:
+        return f.read()
+
+
+def test_the_shipped_unit_files_pass_systemd_analyze_verify(pgpulse_bin, tmp_path):
+    analyze = systemd_tool("systemd-analyze")
+    unit = shipped("pgpulse.service")
     assert "Type=notify" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit
     # verify checks that ExecStart's program exists: point it at the one under test
     unit = unit.replace("/usr/local/bin/pgpulse", os.path.abspath(pgpulse_bin))
     (tmp_path / "pgpulse.service").write_text(unit)
-    r = subprocess.run([analyze, "verify", str(tmp_path / "pgpulse.service")],
+    (tmp_path / "pgpulse.socket").write_text(shipped("pgpulse.socket"))
+    r = subprocess.run([analyze, "verify", str(tmp_path / "pgpulse.socket"), str(tmp_path / "pgpulse.service")],
                        capture_output=True, text=True, cwd=tmp_path)
-    complaints = [ln for ln in (r.stdout + r.stderr).splitlines() if "pgpulse.service" in ln]
+    complaints = [ln for ln in (r.stdout + r.stderr).splitlines() if "pgpulse." in ln]
     assert r.returncode == 0 and not complaints, r.stdout + r.stderr
+
+
+def test_socket_activation_serves_on_the_passed_sockets_and_opens_none_of_its_own(
+        pgpulse, pgpulse_bin):
+    activate = systemd_tool("systemd-socket-activate")
+    port, own_port = free_port(), free_port()
+    # the ini names another port and its own unix dir: the passed sockets replace both
+    pp = pgpulse(CONFIG.replace("listen_port = {port}", f"listen_port = {own_port}"), USERS, start=False)
+    sockdir = tempfile.mkdtemp(prefix="act.")
+    unix_path = os.path.join(sockdir, f".s.PGSQL.{port}")
+    # it listens, and execs pgpulse (same pid) at the first connection, handing over both sockets
+    proc = subprocess.Popen([activate, "-l", f"127.0.0.1:{port}", "-l", unix_path, pgpulse_bin, pp.ini_path],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=pp.dir)
+    try:
+        wait_until(lambda: port_accepts(port), 10, "systemd-socket-activate to listen")
+        for host in ("127.0.0.1", sockdir):
+            with psycopg.connect(host=host, port=port, user="app", password=USERS["app"], dbname="appdb",
+                                 connect_timeout=10, sslmode="disable") as conn:
+                assert conn.execute("SELECT 42").fetchone() == (42,)
+        assert not port_accepts(own_port)
+        assert not os.path.exists(os.path.join(pp.dir, f".s.PGSQL.{own_port}"))
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, out
+        assert "passed by the service manager" in out, out
+        assert os.path.exists(unix_path)  # systemd's file: pgpulse does not remove it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def logrotate_binary():

@@ -57,7 +57,12 @@ NOTEL = "pgpulse-notel"        # pgpulse with telemetry = 0, select-simple only
 MODES = {
     "default": dict(rounds=4, seconds=4, scale=10, warmup=2, idle={5000: 5000, 10000: 10000}),
     "quick": dict(rounds=1, seconds=2, scale=10, warmup=1, idle={5000: 1000, 10000: 2000}),
-    "smoke": dict(rounds=1, seconds=1, scale=1, warmup=1, idle={5000: 200, 10000: 400}),
+    # smoke: a count of transactions, not a duration: on a loaded machine
+    # (make check under ASan) a second can pass before 500 clients have even
+    # connected, and a run with no transaction, or too few for one 10 ms CPU
+    # tick, would fail the smoke test; 3,000 per run, split over the clients
+    "smoke": dict(rounds=1, seconds=1, scale=1, warmup=1, idle={5000: 200, 10000: 400},
+                  transactions=3000),
 }
 
 POLL = 0.02
@@ -597,8 +602,10 @@ class Bench:
         port, dbname = self.endpoint(target, wl)
         secs = self.plan["seconds"]
         prefix = os.path.join(self.logdir, f"{wl.name}.{rnd}.{target}")
+        total = self.plan.get("transactions")
+        length = ["-t", str(max(1, total // wl.pgbench_clients()))] if total else ["-T", str(secs)]
         cmd = [self.pg.bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", USER,
-               "-T", str(secs), "-l", f"--log-prefix={prefix}", *wl.pgbench, dbname]
+               *length, "-l", f"--log-prefix={prefix}", *wl.pgbench, dbname]
         pooler = self.poolers.get(target)
         row = dict(clients=wl.pgbench_clients(), seconds=secs)
         cpu0 = cpu_us(pooler.pid) if pooler else None
@@ -706,7 +713,8 @@ def make_plan(opts):
     base = MODES[opts.mode]
     plan = dict(mode=opts.mode, rounds=opts.rounds or base["rounds"],
                 seconds=opts.seconds or base["seconds"], scale=base["scale"],
-                warmup=min(base["warmup"], opts.seconds or base["warmup"]))
+                warmup=min(base["warmup"], opts.seconds or base["warmup"]),
+                transactions=None if opts.seconds else base.get("transactions"))
     names = [w.name for w in WORKLOADS]
     wanted = opts.workloads.split(",") if opts.workloads else names
     unknown = [w for w in wanted if w not in names]

@@ -17,7 +17,8 @@
 #
 # Default: every workload, 4 rounds of 4 s, under 10 minutes on 2 cores.
 # --quick: 1 round of 2 s, 1,000/2,000 idle clients, under 2 minutes.
-# --smoke: 1 round of 1 s, 200/400 idle clients: checks the harness works
+# --smoke: 1 round of 3,000 transactions per run, 200/400 idle clients: checks
+#          the harness works
 #          (make check runs it: test/integration/test_bench_smoke.py).
 #
 # Environment:

@@ -25,6 +25,8 @@ jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 # and its smoke run in the integration suite.
 # systemd, logrotate: systemd-analyze checks etc/pgpulse.service, and
 # etc/pgpulse.logrotate is run for real against a test's logfile.
+# pandoc, man-db: the man pages (make distcheck in .ci/run needs them; man
+# checks that they render).
 PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libevent-dev libssl-dev libc-ares-dev libpq-dev libsystemd-dev
@@ -34,6 +36,7 @@ PACKAGES=(
 	prometheus
 	pgbouncer gnuplot-nox
 	systemd logrotate
+	pandoc man-db
 )
 
 section() { printf '\n==== %s ====\n' "$*"; }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "proto.h"
 #include "scram.h"
 #include "util.h"
 
@@ -36,6 +37,10 @@ enum tracked_param {
 /* index of a tracked parameter by its (case-insensitive) name, or -1 */
 int pool_tracked_param(const char *name);
 const char *pool_tracked_param_name(int idx);
+
+/* free the pool's welcome (its ParameterStatus values and their encoded form) */
+struct pool;
+void pool_forget_welcome(struct pool *p);
 
 struct param_list {
 	int count;
@@ -142,6 +147,13 @@ struct pool {
 
 	struct param_list welcome;  /* ParameterStatus values a new client is told */
 	bool have_welcome;
+	/*
+	 * The welcome, ready to send, as a login needs it: the untracked values
+	 * encoded once as ParameterStatus messages (copied into every login's
+	 * output), the tracked ones interned (a client's own value wins).
+	 */
+	struct pktbuf welcome_msgs;
+	const char *welcome_tracked[6]; /* enum tracked_param */
 	uint32_t welcome_pid_hint;
 
 	int64_t last_connect_failure; /* monotonic usec, 0 if the last connect worked */

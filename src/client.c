@@ -730,24 +730,16 @@ void client_finish_login(struct client *c)
 			proto_put_param_status(out, name, v);
 		}
 	} else {
-		struct pool *p = c->pool;
-		bool told[TP_COUNT] = { false };
-		for (int i = 0; i < p->welcome.count; i++) {
-			const char *name = p->welcome.names[i];
-			const char *v = p->welcome.values[i];
-			int tp = pool_tracked_param(name);
-			if (tp >= 0) {
-				told[tp] = true;
-				if (c->params[tp])
-					v = c->params[tp];
-				else
-					intern_set(&c->params[tp], v);
-			}
-			proto_put_param_status(out, name, v);
-		}
-		for (int tp = 0; tp < TP_COUNT; tp++)
-			if (!told[tp] && c->params[tp])
+		/* the pool's welcome, encoded once; then the tracked values, the client's own first */
+		const struct pool *p = c->pool;
+		if (p->welcome_msgs.len > 0)
+			pkt_put_bytes(out, p->welcome_msgs.data, p->welcome_msgs.len);
+		for (int tp = 0; tp < TP_COUNT; tp++) {
+			if (!c->params[tp] && p->welcome_tracked[tp])
+				c->params[tp] = intern_hold(p->welcome_tracked[tp]);
+			if (c->params[tp])
 				proto_put_param_status(out, pool_tracked_param_name(tp), c->params[tp]);
+		}
 	}
 	do {
 		random_bytes(&c->cancel_pid, sizeof(c->cancel_pid));

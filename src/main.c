@@ -354,7 +354,7 @@ static void free_everything(void)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
 		list_remove(&p->node);
-		param_list_free(&p->welcome);
+		pool_forget_welcome(p);
 		telemetry_free(p->tm);
 		free(p);
 	}

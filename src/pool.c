@@ -25,6 +25,7 @@
 #include "config.h"
 #include "log.h"
 #include "health.h"
+#include "intern.h"
 #include "server.h"
 #include "telemetry.h"
 #include "worker.h"
@@ -585,6 +586,28 @@ void pool_server_ready(struct server *s)
 	worker_check_shutdown();
 }
 
+/* encode the untracked welcome values once, intern the tracked ones (see pool.h) */
+static void prepare_welcome(struct pool *p)
+{
+	pktbuf_init(&p->welcome_msgs);
+	for (int i = 0; i < p->welcome.count; i++) {
+		int tp = pool_tracked_param(p->welcome.names[i]);
+		if (tp >= 0)
+			intern_set(&p->welcome_tracked[tp], p->welcome.values[i]);
+		else
+			proto_put_param_status(&p->welcome_msgs, p->welcome.names[i], p->welcome.values[i]);
+	}
+}
+
+void pool_forget_welcome(struct pool *p)
+{
+	param_list_free(&p->welcome);
+	pktbuf_free(&p->welcome_msgs);
+	for (int tp = 0; tp < TP_COUNT; tp++)
+		intern_set(&p->welcome_tracked[tp], NULL);
+	p->have_welcome = false;
+}
+
 void pool_server_logged_in(struct server *s)
 {
 	struct pool *p = s->pool;
@@ -597,6 +620,7 @@ void pool_server_logged_in(struct server *s)
 	if (!p->have_welcome && s->all_params) {
 		for (int i = 0; i < s->all_params->count; i++)
 			param_list_set(&p->welcome, s->all_params->names[i], s->all_params->values[i]);
+		prepare_welcome(p);
 		p->have_welcome = true;
 	}
 	/* clients that waited for the hello get it now */

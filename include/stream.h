@@ -11,6 +11,10 @@
  *
  * Receive buffers come from a shared free list and go back to it whenever
  * a stream has nothing buffered, so an idle connection holds no buffer.
+ *
+ * A stream may carry TLS: after stream_start_tls() the handshake runs on
+ * the socket's events, and from then on every byte goes through the
+ * session; owners see the same packets either way.
  */
 #ifndef PGPULSE_STREAM_H
 #define PGPULSE_STREAM_H
@@ -19,6 +23,8 @@
 #include <event2/event_struct.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <openssl/ssl.h>
 
 #include "proto.h"
 #include "util.h"
@@ -55,6 +61,10 @@ struct stream_ops {
 	void (*on_flushed)(struct stream *s);
 	/* a non-blocking connect finished (optional; err is 0 or an errno) */
 	void (*on_connected)(struct stream *s, int err);
+	/* the server answered an SSLRequest with this byte (after stream_request_tls) */
+	void (*on_tls_answer)(struct stream *s, uint8_t answer);
+	/* the TLS handshake finished: error is NULL, or why it failed (owner closes) */
+	void (*on_tls_done)(struct stream *s, const char *error);
 };
 
 struct stream {
@@ -76,6 +86,7 @@ struct stream {
 	struct stream *peer;       /* where forwarded bytes go */
 	struct stream *blocked_src; /* a stream waiting for this socket to drain */
 	struct pktbuf out;          /* messages pgpulse writes itself */
+	SSL *tls;                   /* the TLS session, or NULL for plaintext */
 
 	bool startup;       /* packets have no type byte (startup phase) */
 	bool paused;        /* owner asked to stop processing */
@@ -85,6 +96,9 @@ struct stream {
 	bool dead;          /* closed; waiting to be freed by its owner */
 	bool in_process;    /* stream_process is on the stack */
 	bool never_suspend; /* the admin console that must hear RESUME */
+	bool tls_handshake; /* the TLS handshake owns the socket's events */
+	bool tls_answer_due; /* an SSLRequest was sent: the next byte is its answer */
+	bool tls_failed;    /* a fatal TLS error: no close_notify on close */
 
 	uint64_t bytes_in;
 	uint64_t bytes_out;
@@ -112,6 +126,8 @@ void stream_set_peer(struct stream *s, struct stream *peer);
 struct pktbuf *stream_out(struct stream *s);
 /* try to send the queued messages now; false if the socket failed */
 bool stream_send_out(struct stream *s);
+/* before a close: try once to send the queued messages, whatever happens (no callbacks) */
+void stream_send_out_quietly(struct stream *s);
 
 /* SUSPEND: stop (or restart) reading every stream but the exempt ones */
 void stream_set_suspended(bool suspended);
@@ -119,6 +135,16 @@ void stream_set_suspended(bool suspended);
 int stream_pending_count(void);
 /* end every stream that still holds unwritten bytes; returns how many */
 int stream_close_unflushed(void);
+
+/*
+ * TLS. stream_request_tls sends an SSLRequest and reads the one-byte
+ * answer (ops->on_tls_answer) without reading past it. stream_start_tls
+ * takes the session (freed with the stream) and runs the handshake;
+ * ops->on_tls_done reports the end of it. Both need an empty buffer:
+ * bytes that came in plaintext must never pass for encrypted ones.
+ */
+void stream_request_tls(struct stream *s);
+void stream_start_tls(struct stream *s, SSL *ssl);
 
 /* continue after PKT_PAUSE */
 void stream_resume(struct stream *s);

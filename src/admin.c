@@ -48,6 +48,7 @@
 #include "slowlog.h"
 #include "stream.h"
 #include "telemetry.h"
+#include "tls.h"
 #include "textcache.h"
 #include "util.h"
 #include "worker.h"
@@ -614,7 +615,7 @@ static const char *client_state_word(const struct client *c, const struct client
 static void client_row(struct result *r, const struct client *c, const struct client *asking,
 		       const struct clock_now *now)
 {
-	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8];
+	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8], tls[128];
 	struct sockaddr_storage local;
 	int port, lport;
 	bool is_unix = c->peer_addr.sa.sa_family == AF_UNIX;
@@ -651,7 +652,8 @@ static void client_row(struct result *r, const struct client *c, const struct cl
 	row_ptr(r, c);
 	row_ptr(r, c->server);
 	row_int(r, is_unix ? unix_peer_pid(c->st.fd) : 0);
-	row_text(r, ""); /* tls: not yet */
+	tls_describe(c->st.tls, tls, sizeof(tls));
+	row_text(r, tls);
 	row_text(r, app ? app : "");
 	row_int(r, 0); /* prepared_statements: not tracked yet */
 	row_uint(r, c->id);
@@ -684,7 +686,7 @@ static const char *server_state_word(const struct server *s)
 static void server_row(struct result *r, const struct server *s, const struct clock_now *now)
 {
 	const struct pool *p = s->pool;
-	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8];
+	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8], tls[128];
 	struct sockaddr_storage ss;
 	int port = 0, lport = 0;
 	int64_t last = s->last_used > s->link_time ? s->last_used : s->link_time;
@@ -725,7 +727,8 @@ static void server_row(struct result *r, const struct server *s, const struct cl
 	row_ptr(r, s);
 	row_ptr(r, s->client);
 	row_int(r, (int32_t)s->backend_pid);
-	row_text(r, ""); /* tls: not yet */
+	tls_describe(s->st.tls, tls, sizeof(tls));
+	row_text(r, tls);
 	row_text(r, app ? app : "");
 	row_int(r, 0); /* prepared_statements: not tracked yet */
 	row_uint(r, s->id);
@@ -1844,6 +1847,22 @@ static int param_index(const char *name)
 	return -1;
 }
 
+static bool affects_tls(const char *key)
+{
+	return strncmp(key, "client_tls", 10) == 0 || strncmp(key, "server_tls", 10) == 0 ||
+	       strcmp(key, "auth_type") == 0;
+}
+
+/* the TLS contexts from the configuration as it now is; false (nothing changed) if unusable */
+static bool rebuild_tls(char *err, size_t errlen)
+{
+	struct tls_config *tc = tls_config_build(worker->cfg, err, errlen);
+	if (!tc)
+		return false;
+	tls_config_install(tc);
+	return true;
+}
+
 static void cmd_set(struct client *c, const struct admin_cmd *cmd)
 {
 	char key[sizeof(cmd->key)];
@@ -1871,10 +1890,18 @@ static void cmd_set(struct client *c, const struct admin_cmd *cmd)
 		admin_error(c, "42704", "unrecognized configuration parameter \"%s\"", key);
 		return;
 	}
+	struct cfg_param_info info;
+	char old[1024];
+	str_copy(old, cfg_param_get(worker->cfg, idx, &info) && info.value ? info.value : "", sizeof(old));
 	if (!cfg_set(worker->cfg, key, cmd->value, err, sizeof(err))) {
-		struct cfg_param_info info;
 		bool restart = cfg_param_get(NULL, idx, &info) && !info.reloadable;
 		admin_error(c, restart ? "55P02" : "22023", "%s", err[0] ? err : "SET failed");
+		return;
+	}
+	if (affects_tls(key) && !rebuild_tls(err, sizeof(err))) {
+		char ignored[256];
+		cfg_set(worker->cfg, key, old, ignored, sizeof(ignored));
+		admin_error(c, "22023", "%s", err);
 		return;
 	}
 	snprintf(what, sizeof(what), "SET %s = %s", key, cmd->value);

@@ -1,8 +1,9 @@
 /*
  * client: one application connection, from accept to close.
  *
- * Login: the startup packet (answering SSLRequest/GSSENCRequest with 'N',
- * routing CancelRequest), then authentication against the auth_file with
+ * Login: the startup packet (answering SSLRequest with 'S' and a TLS
+ * handshake when client TLS is on, GSSENCRequest with 'N', routing
+ * CancelRequest), then authentication against the auth_file with
  * the configured method, then — once the pool knows what its server
  * reports — AuthenticationOk, ParameterStatus, BackendKeyData and
  * ReadyForQuery.
@@ -37,6 +38,7 @@
 #include "server.h"
 #include "telemetry.h"
 #include "textcache.h"
+#include "tls.h"
 #include "worker.h"
 
 #define STARTUP_MAX_LEN 10000
@@ -46,12 +48,19 @@
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt);
 static void client_on_end(struct stream *st, enum stream_end why);
 static void client_on_flushed(struct stream *st);
+static void client_on_tls_done(struct stream *st, const char *error);
 
 static const struct stream_ops client_ops = {
 	.on_packet = client_on_packet,
 	.on_end = client_on_end,
 	.on_flushed = client_on_flushed,
+	.on_tls_done = client_on_tls_done,
 };
+
+static bool client_is_unix(const struct client *c)
+{
+	return c->peer_addr.sa.sa_family == AF_UNIX;
+}
 
 const char *client_state_name(enum client_state s)
 {
@@ -446,6 +455,32 @@ static void begin_mock_scram(struct client *c)
 	begin_scram(c, &fake);
 }
 
+/*
+ * auth_type = cert and client_tls_sslmode = verify-full: the client's
+ * verified certificate must name the user it logs in as (its common
+ * name), as PostgreSQL's clientcert=verify-full does. False after
+ * sending the error.
+ */
+static bool certificate_names_user(struct client *c)
+{
+	char cn[256];
+	if (!c->st.tls) {
+		client_fatal(c, "28000", "certificate authentication needs a TLS connection (user \"%s\")", c->user);
+		return false;
+	}
+	if (!tls_peer_common_name(c->st.tls, cn, sizeof(cn))) {
+		client_fatal(c, "28000", "connection requires a valid client certificate");
+		return false;
+	}
+	if (strcmp(cn, c->user) != 0) {
+		log_info("C-%llu %s: certificate common name \"%s\" does not match user \"%s\"",
+			 (unsigned long long)c->id, c->addr, cn, c->user);
+		client_fatal(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+		return false;
+	}
+	return true;
+}
+
 static void begin_authentication(struct client *c)
 {
 	const struct cfg *cfg = worker->cfg;
@@ -499,6 +534,10 @@ static void begin_authentication(struct client *c)
 		}
 		return;
 	}
+	case AUTH_CERT:
+		if (certificate_names_user(c))
+			enter_pool(c);
+		return;
 	default:
 		client_fatal(c, "28000", "auth_type \"%s\" is not supported yet", cfg_auth_type_name(type));
 		return;
@@ -516,6 +555,25 @@ static bool check_admin_access(struct client *c)
 		return true;
 	client_fatal(c, "28000", "not allowed: \"%s\" is not in admin_users or stats_users", c->user);
 	return false;
+}
+
+/*
+ * client_tls_sslmode = require and stricter refuse plaintext over TCP;
+ * unix sockets are exempt, as in PostgreSQL, which offers no TLS there.
+ * verify-full also wants the certificate to name the user.
+ */
+static bool meets_tls_requirement(struct client *c)
+{
+	enum tls_mode mode = tls_client_mode();
+	if (mode < TLS_REQUIRE || client_is_unix(c))
+		return true;
+	if (!c->st.tls) {
+		client_fatal(c, "28000", "SSL required: pgpulse accepts TCP connections with TLS only (sslmode=require)");
+		return false;
+	}
+	if (mode == TLS_VERIFY_FULL && worker->cfg->auth_type != AUTH_CERT)
+		return certificate_names_user(c);
+	return true;
 }
 
 static void process_startup(struct client *c, const struct pkt *pkt)
@@ -550,8 +608,64 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 			return;
 	}
 	if (worker->cfg->log_connections)
-		log_info("C-%llu %s/%s %s: login attempt", (unsigned long long)c->id, c->dbname, c->user, c->addr);
+		log_info("C-%llu %s/%s %s: login attempt%s", (unsigned long long)c->id, c->dbname, c->user, c->addr,
+			 c->st.tls ? " (TLS)" : "");
+	if (!meets_tls_requirement(c))
+		return;
 	begin_authentication(c);
+}
+
+/*
+ * SSLRequest: 'S' and a handshake when client TLS is on, else 'N' (the
+ * client goes on in plaintext, or gives up if it insists on TLS).
+ */
+static enum pkt_action answer_ssl_request(struct client *c, const struct pkt *pkt)
+{
+	if (c->st.tls) {
+		client_fatal(c, "08P01", "SSLRequest received inside a TLS session");
+		return PKT_GONE;
+	}
+	if (!tls_client_enabled() || client_is_unix(c)) {
+		pkt_put_u8(stream_out(&c->st), 'N');
+		stream_send_out(&c->st);
+		return PKT_CONSUMED;
+	}
+	/*
+	 * Bytes sent after the request but before the handshake were not
+	 * encrypted, yet would be read as if they had been (a man in the middle
+	 * could inject them): refuse, as PostgreSQL does.
+	 */
+	if (pkt->avail != c->st.wpos - c->st.rpos) {
+		client_fatal(c, "08P01", "received unencrypted data after SSL request");
+		return PKT_GONE;
+	}
+	SSL *ssl = tls_accept_session(c->st.fd);
+	if (!ssl) {
+		client_fatal(c, "08006", "could not start a TLS session");
+		return PKT_GONE;
+	}
+	pkt_put_u8(stream_out(&c->st), 'S');
+	if (!stream_send_out(&c->st) || c->st.out.len > 0) {
+		/* one byte into a fresh socket does not block; if it did, give up cleanly */
+		SSL_free(ssl);
+		if (c->state != CL_CLOSED)
+			client_close(c, "could not answer the SSL request");
+		return PKT_GONE;
+	}
+	stream_start_tls(&c->st, ssl);
+	return c->state == CL_CLOSED ? PKT_GONE : PKT_CONSUMED;
+}
+
+static void client_on_tls_done(struct stream *st, const char *error)
+{
+	struct client *c = st->owner;
+	if (error) {
+		log_info("C-%llu %s: TLS handshake failed: %s", (unsigned long long)c->id, c->addr, error);
+		client_close(c, "TLS handshake failed");
+		return;
+	}
+	log_debug("C-%llu %s: TLS handshake done", (unsigned long long)c->id, c->addr);
+	stream_start_reading(st);
 }
 
 static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
@@ -563,8 +677,10 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 		return PKT_GONE;
 	}
 	uint32_t code = proto_read_u32(pkt->body);
-	if (code == PROTO_SSL || code == PROTO_GSSENC) {
-		/* no TLS or GSS yet: 'N' tells the client to go on in plaintext */
+	if (code == PROTO_SSL)
+		return answer_ssl_request(c, pkt);
+	if (code == PROTO_GSSENC) {
+		/* no GSSAPI: 'N' tells the client to go on without it */
 		pkt_put_u8(stream_out(&c->st), 'N');
 		stream_send_out(&c->st);
 		return PKT_CONSUMED;

@@ -35,6 +35,7 @@
 #include "slowlog.h"
 #include "stream.h"
 #include "telemetry.h"
+#include "tls.h"
 #include "worker.h"
 
 #ifndef PACKAGE_VERSION
@@ -148,6 +149,22 @@ static void warn_about_restart_only_changes(const struct cfg *old, const struct 
 	}
 }
 
+static bool reload_refused(struct cfg *fresh, struct auth_file *auth, const char *err)
+{
+	log_error("reload failed, keeping the running configuration: %s", err);
+	if (auth)
+		auth_file_free(auth);
+	if (fresh)
+		cfg_free(fresh);
+	notify_ready();
+	return false;
+}
+
+/*
+ * Everything the new file asks for is built and checked first (the
+ * auth_file read, the TLS certificates loaded); only then does it replace
+ * what runs, so a broken file or certificate changes nothing.
+ */
 bool worker_reload(char *err, size_t errlen)
 {
 	char path[4096];
@@ -155,18 +172,15 @@ bool worker_reload(char *err, size_t errlen)
 	str_copy(path, worker->cfg->conffile, sizeof(path));
 	notify_reloading();
 	struct cfg *fresh = cfg_load(path, err, errlen);
-	if (!fresh) {
-		log_error("reload failed, keeping the running configuration: %s", err);
-		notify_ready();
-		return false;
-	}
+	if (!fresh)
+		return reload_refused(NULL, NULL, err);
 	struct auth_file *auth;
-	if (!load_auth_file(fresh, &auth, err, errlen)) {
-		log_error("reload failed, keeping the running configuration: %s", err);
-		cfg_free(fresh);
-		notify_ready();
-		return false;
-	}
+	if (!load_auth_file(fresh, &auth, err, errlen))
+		return reload_refused(fresh, NULL, err);
+	struct tls_config *tls = tls_config_build(fresh, err, errlen);
+	if (!tls)
+		return reload_refused(fresh, auth, err);
+	tls_config_install(tls);
 	warn_about_restart_only_changes(worker->cfg, fresh);
 	cfg_free(worker->cfg);
 	worker->cfg = fresh;
@@ -387,6 +401,7 @@ static void free_everything(void)
 	if (worker->auth)
 		auth_file_free(worker->auth);
 	cfg_free(worker->cfg);
+	tls_config_release();
 	stream_buffers_release();
 	event_base_free(worker->base);
 	log_close();
@@ -467,6 +482,15 @@ int main(int argc, char **argv)
 		cfg_free(cfg);
 		return 1;
 	}
+	struct tls_config *tls = tls_config_build(cfg, err, sizeof(err));
+	if (!tls) {
+		fprintf(stderr, "pgpulse: %s\n", err);
+		if (auth)
+			auth_file_free(auth);
+		cfg_free(cfg);
+		return 1;
+	}
+	tls_config_install(tls);
 	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
 
 	worker_init(cfg, auth);

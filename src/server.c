@@ -37,18 +37,23 @@
 #include "proto.h"
 #include "slowlog.h"
 #include "telemetry.h"
+#include "tls.h"
 #include "worker.h"
 
 static enum pkt_action server_on_packet(struct stream *st, struct pkt *pkt);
 static void server_on_end(struct stream *st, enum stream_end why);
 static void server_on_flushed(struct stream *st);
 static void server_on_connected(struct stream *st, int err);
+static void server_on_tls_answer(struct stream *st, uint8_t answer);
+static void server_on_tls_done(struct stream *st, const char *error);
 
 static const struct stream_ops server_ops = {
 	.on_packet = server_on_packet,
 	.on_end = server_on_end,
 	.on_flushed = server_on_flushed,
 	.on_connected = server_on_connected,
+	.on_tls_answer = server_on_tls_answer,
+	.on_tls_done = server_on_tls_done,
 };
 
 const char *server_state_name(enum server_state s)
@@ -191,6 +196,33 @@ static void send_startup(struct server *s)
 	stream_send_out(&s->st);
 }
 
+static void begin_startup(struct server *s)
+{
+	send_startup(s);
+	if (s->state != SV_CLOSED)
+		stream_start_reading(&s->st);
+}
+
+static void login_failed(struct server *s, const char *sqlstate, const char *msg);
+
+/* the name the connection was made to: SNI, and what verify-full checks */
+static const char *server_host(const struct server *s)
+{
+	return s->pool->db->host;
+}
+
+/*
+ * server_tls_sslmode: prefer and stricter ask for TLS over TCP; allow and
+ * disable go plaintext (allow would need a second connection to retry
+ * with TLS, which a pooler gains nothing from). Unix sockets never carry
+ * TLS, as in libpq.
+ */
+static bool server_wants_tls(const struct server *s)
+{
+	const char *host = server_host(s);
+	return tls_server_mode() >= TLS_PREFER && host && host[0] && host[0] != '/';
+}
+
 static void server_on_connected(struct stream *st, int err)
 {
 	struct server *s = st->owner;
@@ -202,9 +234,45 @@ static void server_on_connected(struct stream *st, int err)
 		pool_server_failed(p, "08006", msg);
 		return;
 	}
-	send_startup(s);
-	if (s->state != SV_CLOSED)
-		stream_start_reading(&s->st);
+	if (server_wants_tls(s))
+		stream_request_tls(st);
+	else
+		begin_startup(s);
+}
+
+static void server_on_tls_answer(struct stream *st, uint8_t answer)
+{
+	struct server *s = st->owner;
+	if (answer == 'S') {
+		SSL *ssl = tls_connect_session(st->fd, server_host(s));
+		if (!ssl) {
+			login_failed(s, "08006", "could not start a TLS session with the server");
+			return;
+		}
+		stream_start_tls(st, ssl);
+		return;
+	}
+	if (answer == 'N' && tls_server_mode() < TLS_REQUIRE) {
+		SV_LOG(s, LOG_LVL_DEBUG, "server offers no TLS: going on in plaintext%s", "");
+		begin_startup(s);
+		return;
+	}
+	login_failed(s, "08006",
+		     answer == 'N' ? "server does not support TLS, and server_tls_sslmode requires it"
+				   : "server gave an invalid answer to the TLS request");
+}
+
+static void server_on_tls_done(struct stream *st, const char *error)
+{
+	struct server *s = st->owner;
+	if (error) {
+		char msg[400];
+		snprintf(msg, sizeof(msg), "TLS handshake with server %s failed: %s", s->addr, error);
+		login_failed(s, "08006", msg);
+		return;
+	}
+	SV_LOG(s, LOG_LVL_DEBUG, "TLS handshake done%s", "");
+	begin_startup(s);
 }
 
 /* ---- login ---- */
@@ -793,8 +861,7 @@ void server_close(struct server *s, const char *reason)
 		struct pktbuf *out = stream_out(&s->st);
 		pkt_begin(out, 'X');
 		pkt_end(out);
-		if (send(s->st.fd, out->data, out->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-			log_debug("S-%llu: Terminate not sent", (unsigned long long)s->id);
+		stream_send_out_quietly(&s->st);
 	}
 	add_to_list(s, SV_CLOSED, &worker->dead_servers);
 	stream_close(&s->st);

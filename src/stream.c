@@ -16,16 +16,26 @@
  * Objects are never freed under a running callback: stream_close() only
  * marks the stream dead and owners free it later, so every loop re-checks
  * `dead` after calling out.
+ *
+ * TLS changes only the two I/O calls (io_send, io_recv) and adds the
+ * handshake, which owns the socket's events until it is done. A TLS read
+ * can leave decrypted bytes inside the session when the buffer was full;
+ * the socket will not signal them, so stream_start_reading re-fires the
+ * read event itself while the session holds any.
  */
 #include "stream.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "log.h"
+#include "tls.h"
 #include "util.h"
 
 /* ---- buffer cache: idle connections hold no buffer ---- */
@@ -133,6 +143,7 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg);
 static void on_read_event(struct stream *s);
 static void on_write_event(struct stream *s);
 static void stream_process(struct stream *s);
+static void tls_free_session(struct stream *s);
 
 void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner)
 {
@@ -171,8 +182,12 @@ void stream_start_reading(struct stream *s)
 {
 	if (g_suspended && !s->never_suspend)
 		return;
-	if (!s->read_on && !s->dead && !s->connecting)
+	if (s->dead || s->connecting || s->tls_handshake || s->tls_answer_due)
+		return;
+	if (!s->read_on)
 		set_interest(s, true, s->write_on);
+	if (s->tls && SSL_pending(s->tls) > 0)
+		event_active(&s->ev, EV_READ, 1); /* decrypted bytes the socket will not signal */
 }
 
 void stream_stop_reading(struct stream *s)
@@ -183,6 +198,8 @@ void stream_stop_reading(struct stream *s)
 
 static void write_wanted(struct stream *s, bool on)
 {
+	if (s->tls_handshake)
+		return; /* the handshake chooses the events it waits for */
 	if (on && !s->write_on && !s->dead)
 		set_interest(s, s->read_on, true);
 	else if (!on && s->write_on)
@@ -207,6 +224,7 @@ void stream_close(struct stream *s)
 	list_remove(&s->all_node);
 	stream_stop_reading(s);
 	write_wanted(s, false);
+	tls_free_session(s);
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
@@ -223,6 +241,20 @@ void stream_close(struct stream *s)
 	s->peer = NULL;
 	buffer_detach(s);
 	pktbuf_free(&s->out);
+}
+
+static void tls_free_session(struct stream *s)
+{
+	if (!s->tls)
+		return;
+	/* close_notify, best effort: the socket is non-blocking and about to close */
+	if (!s->tls_failed && !s->tls_handshake) {
+		ERR_clear_error();
+		SSL_shutdown(s->tls);
+	}
+	ERR_clear_error();
+	SSL_free(s->tls);
+	s->tls = NULL;
 }
 
 void stream_set_peer(struct stream *s, struct stream *peer)
@@ -245,11 +277,62 @@ bool stream_has_unread(const struct stream *s)
 	return s->rpos < s->wpos;
 }
 
+/* ---- socket I/O, plaintext or TLS: send()/recv() results and errno ---- */
+
+/* a TLS call that moved no data, as send()/recv() would have said it */
+static ssize_t tls_io_result(struct stream *s, int rc)
+{
+	int saved = errno;
+	switch (SSL_get_error(s->tls, rc)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0; /* close_notify: the peer ended the session */
+	case SSL_ERROR_SYSCALL:
+		s->tls_failed = true;
+		ERR_clear_error();
+		errno = saved ? saved : ECONNRESET;
+		return -1;
+	default: {
+		char why[256];
+		s->tls_failed = true;
+		tls_last_error(why, sizeof(why));
+		log_debug("TLS error on fd %d: %s", s->fd, why);
+		errno = EPROTO;
+		return -1;
+	}
+	}
+}
+
+static ssize_t io_send(struct stream *s, const void *buf, size_t len)
+{
+	if (!s->tls)
+		return send(s->fd, buf, len, MSG_NOSIGNAL);
+	size_t done = 0;
+	ERR_clear_error();
+	errno = 0;
+	int rc = SSL_write_ex(s->tls, buf, len, &done);
+	return rc == 1 ? (ssize_t)done : tls_io_result(s, rc);
+}
+
+static ssize_t io_recv(struct stream *s, void *buf, size_t len)
+{
+	if (!s->tls)
+		return recv(s->fd, buf, len, 0);
+	size_t got = 0;
+	ERR_clear_error();
+	errno = 0;
+	int rc = SSL_read_ex(s->tls, buf, len, &got);
+	return rc == 1 ? (ssize_t)got : tls_io_result(s, rc);
+}
+
 /* send the socket's own queued messages; false when the socket failed */
 static bool send_out_bytes(struct stream *s)
 {
 	while (s->out.len > 0) {
-		ssize_t n = send(s->fd, s->out.data, s->out.len, MSG_NOSIGNAL);
+		ssize_t n = io_send(s, s->out.data, s->out.len);
 		if (n > 0) {
 			s->bytes_out += (uint64_t)n;
 			pktbuf_consume(&s->out, (size_t)n);
@@ -272,11 +355,19 @@ bool stream_send_out(struct stream *s)
 {
 	if (s->dead)
 		return false;
+	if (s->tls_handshake)
+		return true; /* nothing may be written into a handshake; the messages wait */
 	if (!send_out_bytes(s)) {
 		s->ops->on_end(s, STREAM_ERROR);
 		return false;
 	}
 	return true;
+}
+
+void stream_send_out_quietly(struct stream *s)
+{
+	if (!s->dead && !s->tls_handshake && s->out.len > 0)
+		(void)send_out_bytes(s);
 }
 
 /*
@@ -302,7 +393,7 @@ static bool flush_forwarded(struct stream *s)
 			goto blocked;
 	}
 	while (s->spos < s->rpos) {
-		ssize_t n = send(dst->fd, s->buf + s->spos, s->rpos - s->spos, MSG_NOSIGNAL);
+		ssize_t n = io_send(dst, s->buf + s->spos, s->rpos - s->spos);
 		if (n > 0) {
 			s->spos += (uint32_t)n;
 			dst->bytes_out += (uint64_t)n;
@@ -340,10 +431,13 @@ static bool read_socket(struct stream *s)
 	if (s->wpos == s->cap)
 		return true; /* full of a packet being waited for: grown elsewhere */
 	for (;;) {
-		ssize_t n = recv(s->fd, s->buf + s->wpos, s->cap - s->wpos, 0);
+		ssize_t n = io_recv(s, s->buf + s->wpos, s->cap - s->wpos);
 		if (n > 0) {
 			s->wpos += (uint32_t)n;
 			s->bytes_in += (uint64_t)n;
+			/* a TLS read returns one record at most: take the rest of what it decrypted */
+			if (s->tls && s->wpos < s->cap && SSL_pending(s->tls) > 0)
+				continue;
 			return true;
 		}
 		if (n == 0) {
@@ -544,11 +638,99 @@ void stream_resume(struct stream *s)
 	stream_process(s);
 }
 
+/* ---- TLS: the SSLRequest answer and the handshake ---- */
+
+void stream_request_tls(struct stream *s)
+{
+	struct pktbuf *out = stream_out(s);
+	pkt_begin(out, 0);
+	pkt_put_u32(out, PROTO_SSL);
+	pkt_end(out);
+	if (!stream_send_out(s))
+		return;
+	s->tls_answer_due = true;
+	set_interest(s, true, s->write_on);
+}
+
+/* one byte, and not one more: what follows 'S' is the server's handshake */
+static void read_tls_answer(struct stream *s)
+{
+	uint8_t answer;
+	for (;;) {
+		ssize_t n = recv(s->fd, &answer, 1, 0);
+		if (n == 1)
+			break;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		s->ops->on_end(s, n == 0 ? STREAM_EOF : STREAM_ERROR);
+		return;
+	}
+	s->tls_answer_due = false;
+	set_interest(s, false, s->write_on);
+	s->ops->on_tls_answer(s, answer);
+}
+
+static void handshake_failure(struct stream *s, int ssl_error, char *why, size_t len)
+{
+	long verify = SSL_get_verify_result(s->tls);
+	if (verify != X509_V_OK) {
+		snprintf(why, len, "certificate verification failed: %s", X509_verify_cert_error_string(verify));
+		ERR_clear_error();
+	} else if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN) {
+		snprintf(why, len, "connection closed during the TLS handshake");
+		ERR_clear_error();
+	} else {
+		tls_last_error(why, len);
+	}
+}
+
+static void drive_handshake(struct stream *s)
+{
+	ERR_clear_error();
+	int rc = SSL_do_handshake(s->tls);
+	if (rc == 1) {
+		s->tls_handshake = false;
+		set_interest(s, false, false);
+		s->ops->on_tls_done(s, NULL);
+		return;
+	}
+	int e = SSL_get_error(s->tls, rc);
+	if (e == SSL_ERROR_WANT_READ) {
+		set_interest(s, true, false);
+		return;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		set_interest(s, false, true);
+		return;
+	}
+	char why[300];
+	handshake_failure(s, e, why, sizeof(why));
+	s->tls_failed = true;
+	s->ops->on_tls_done(s, why);
+}
+
+void stream_start_tls(struct stream *s, SSL *ssl)
+{
+	s->tls = ssl;
+	s->tls_handshake = true;
+	drive_handshake(s);
+}
+
 /* a writable socket first: draining it may let this stream read again */
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct stream *s = arg;
 	(void)fd;
+	if (s->tls_handshake) {
+		drive_handshake(s);
+		return;
+	}
+	if (s->tls_answer_due && (what & EV_READ)) {
+		read_tls_answer(s);
+		return;
+	}
 	if (what & EV_WRITE) {
 		on_write_event(s);
 		if (s->dead)

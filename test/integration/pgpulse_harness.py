@@ -505,6 +505,7 @@ class Pgpulse:
         self.env = env
         self.proc = None
         self.admin_db = "pgpulse"   # database admin()/show()/command() use
+        self.connect_defaults = {}  # psycopg keywords for every connect(), e.g. TLS ones
         self._conns = []
         self._admin_conns = {}
         self._userlist = {}
@@ -687,9 +688,12 @@ class Pgpulse:
         defaults apply (autocommit=False; prepared statements after 5
         executions of a query: pass prepare_threshold=None to stay on
         unnamed statements).  sslmode defaults to disable; password to
-        password_for(user).  Closed at teardown."""
+        password_for(user); connect_defaults fills in keywords not given.
+        Closed at teardown."""
         if password is None:
             password = self.password_for(user)
+        for key, value in self.connect_defaults.items():
+            kw.setdefault(key, value)
         kw.setdefault("host", "127.0.0.1")
         kw.setdefault("sslmode", "disable")
         kw.setdefault("connect_timeout", 10)

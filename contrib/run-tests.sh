@@ -27,12 +27,13 @@ jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 # etc/pgpulse.logrotate is run for real against a test's logfile.
 # pandoc, man-db: the man pages (make distcheck in .ci/run needs them; man
 # checks that they render).
+# openssl: the TLS tests make a throwaway certificate authority with it.
 PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libevent-dev libssl-dev libc-ares-dev libpq-dev libsystemd-dev
 	postgresql postgresql-client
 	python3 python3-pytest python3-psycopg
-	clang libclang-rt-dev ca-certificates
+	clang libclang-rt-dev ca-certificates openssl
 	prometheus
 	pgbouncer gnuplot-nox
 	systemd logrotate

@@ -75,7 +75,7 @@ class Workload:
     """One named workload: a pgbench command line, or N idle clients."""
 
     def __init__(self, name, what, *, pgbench=None, idle=None, dbname=DBNAME,
-                 targets=TARGETS):
+                 targets=TARGETS, env=None):
         self.name = name
         self.what = what
         self.pgbench = pgbench      # pgbench options, without -T, -h, -p, -U, dbname
@@ -83,6 +83,7 @@ class Workload:
         self.clients = idle
         self.dbname = dbname        # database name on the poolers
         self.targets = targets
+        self.env = env or {}        # pgbench environment on top of the defaults
 
     @property
     def is_idle(self):
@@ -108,6 +109,15 @@ WORKLOADS = [
              pgbench=["-S", "-c", "1", "-j", "1"]),
     Workload("clients-500", "pgbench -S, 500 clients, pool of 20",
              pgbench=["-S", "-c", "500", "-j", "2"]),
+    # TLS from the clients to the pooler (the scratch PostgreSQL has none, so
+    # there is no direct row): what encryption costs each pooler per query,
+    # and per connection with a handshake each
+    Workload("select-tls", "pgbench -S, simple protocol, 50 clients over TLS, pool of 20",
+             pgbench=["-S", "-M", "simple", "-c", "50", "-j", "2"], targets=POOLERS,
+             env={"PGSSLMODE": "require"}),
+    Workload("connect-tls", "pgbench -S -C over TLS: a handshake per transaction, 20 clients",
+             pgbench=["-S", "-C", "-c", "20", "-j", "2"], targets=POOLERS,
+             env={"PGSSLMODE": "require"}),
     Workload("idle-5000", "5,000 logged-in idle clients: pooler memory per client",
              idle=5000, targets=POOLERS),
     Workload("idle-10000", "10,000 logged-in idle clients: pooler memory per client",
@@ -142,6 +152,10 @@ log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
 ignore_startup_parameters = extra_float_digits
+;; TLS for clients that ask (the *-tls workloads); the others stay plaintext
+client_tls_sslmode = prefer
+client_tls_cert_file = @TLS_CERT@
+client_tls_key_file = @TLS_KEY@
 """
 
 RAW_FIELDS = ["workload", "round", "position", "target", "clients", "seconds", "tps", "xacts",
@@ -517,10 +531,24 @@ class Bench:
         auth_file = os.path.join(self.workdir, "userlist.txt")
         with open(auth_file, "w") as f:
             f.write(f'"{USER}" "{PASSWORD}"\n')
+        cert, key = self._make_tls_certificate()
         text = POOLER_INI.replace("@PG_PORT@", str(self.pg.port)).replace("@AUTH_FILE@", auth_file)
+        text = text.replace("@TLS_CERT@", cert).replace("@TLS_KEY@", key)
         with open(os.path.join(self.results, "pooler.ini"), "w") as f:
             f.write(text)
         return text
+
+    def _make_tls_certificate(self):
+        """A self-signed P-256 certificate both poolers present (the clients
+        use sslmode=require: encryption without verification)."""
+        cert = os.path.join(self.workdir, "pooler.crt")
+        key = os.path.join(self.workdir, "pooler.key")
+        run_step("make a TLS certificate",
+                 ["openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:prime256v1", "-keyout", key, "-out", cert, "-days", "2",
+                  "-subj", "/CN=localhost"])
+        os.chmod(key, 0o600)
+        return cert, key
 
     def check_ini_with_pgpulse(self):
         """Start pgpulse once without -q on the shared ini and keep what it
@@ -610,7 +638,7 @@ class Bench:
         row = dict(clients=wl.pgbench_clients(), seconds=secs)
         cpu0 = cpu_us(pooler.pid) if pooler else None
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, env=self.pgenv,
+            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(self.pgenv, **wl.env),
                                cwd=self.logdir, timeout=secs + PGBENCH_GRACE)
             out, rc = r.stdout + r.stderr, r.returncode
         except subprocess.TimeoutExpired as e:

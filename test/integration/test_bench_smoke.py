@@ -25,6 +25,7 @@ SRCDIR = os.environ.get("PGPULSE_SRCDIR") or os.path.normpath(
 BENCH = os.path.join(SRCDIR, "contrib", "bench", "bench.sh")
 PGBENCH_WORKLOADS = ["select-simple", "select-extended", "select-prepared", "tpcb", "connect",
                      "single", "clients-500"]
+TLS_WORKLOADS = ["select-tls", "connect-tls"]   # poolers only: PostgreSQL has no TLS here
 IDLE_WORKLOADS = ["idle-5000", "idle-10000"]
 TARGET_ROWS = {"direct": "direct (PostgreSQL)", "pgbouncer": "PgBouncer", "pgpulse": "pgpulse"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -104,6 +105,10 @@ def test_every_pgbench_workload_has_tps_for_direct_pgbouncer_and_pgpulse(smoke_r
             assert number(rows[label]["TPS"]) > 0, f"{wl}: {label} has no TPS"
         assert number(rows["pgpulse"]["CPU µs/xact"]) > 0, f"{wl}: pgpulse has no CPU/xact"
     assert "pgpulse telemetry on / off" in (out / "results.md").read_text()
+    for wl in TLS_WORKLOADS:
+        rows = {row["target"]: row for row in tables.get(wl, [])}
+        assert set(rows) == {"PgBouncer", "pgpulse"}, f"{wl}: {sorted(rows)}"
+        assert all(number(r["TPS"]) > 0 for r in rows.values()), f"{wl}: {rows}"
 
 
 @pytest.mark.slow
@@ -128,7 +133,7 @@ def test_targets_table_judges_every_goal(smoke_run):
 @pytest.mark.slow
 def test_each_workload_has_a_png_chart(smoke_run):
     out, _, _ = smoke_run
-    for wl in PGBENCH_WORKLOADS + IDLE_WORKLOADS:
+    for wl in PGBENCH_WORKLOADS + TLS_WORKLOADS + IDLE_WORKLOADS:
         png = out / f"{wl}.png"
         assert png.exists(), f"no chart {png.name}"
         assert png.read_bytes()[:8] == PNG_SIGNATURE, f"{png.name} is not a PNG"
@@ -142,12 +147,12 @@ def test_raw_csv_has_one_ok_row_per_run(smoke_run):
     runs = {(r["workload"], r["target"]) for r in rows}
     expected = {(wl, t) for wl in PGBENCH_WORKLOADS for t in TARGET_ROWS} | \
         {("select-simple", "pgpulse-notel")} | \
-        {(wl, t) for wl in IDLE_WORKLOADS for t in ("pgbouncer", "pgpulse")}
+        {(wl, t) for wl in TLS_WORKLOADS + IDLE_WORKLOADS for t in ("pgbouncer", "pgpulse")}
     assert runs == expected
     assert len(rows) == len(expected)
     assert all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"]
     for r in rows:
-        if r["workload"] in PGBENCH_WORKLOADS:
+        if r["workload"] in PGBENCH_WORKLOADS + TLS_WORKLOADS:
             assert float(r["tps"]) > 0 and int(r["xacts"]) > 0 and float(r["p99_ms"]) > 0
 
 

@@ -1,5 +1,6 @@
 #!/bin/bash
-# pgpulse refuses to run as root, and with -u it switches to that user first.
+# pgpulse refuses to run as root, and with -u it switches to that user first;
+# syslog = 1 sends its lines to /dev/log.
 # Only meaningful when run by root (as CI does); skipped (77) otherwise.
 set -euo pipefail
 bin=${PGPULSE_BIN:-$(dirname "$0")/../pgpulse}
@@ -9,10 +10,19 @@ id -u "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/
 
 dir=$(mktemp -d /tmp/pgpulse-root-test.XXXXXX)
 chmod 0755 "$dir"
-pid=
-cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$dir"; }
+pid= listener=
+cleanup() {
+	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+	if [ -n "$listener" ]; then
+		kill "$listener" 2>/dev/null
+		rm -f /dev/log
+	fi
+	rm -rf "$dir"
+}
 trap cleanup EXIT
-port=$((30000 + RANDOM % 20000))
+# a port the kernel says is free: a random one in the ephemeral range could be
+# some outgoing connection's (seen: "Address already in use")
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$dir/pgpulse.ini" <<INI
 [pgpulse]
 listen_addr = 127.0.0.1
@@ -48,6 +58,46 @@ kill -INT "$pid" 2>/dev/null || true
 for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
 check test ! -e "/proc/$pid"
 pid=
+
+# 3. syslog = 1: the lines reach /dev/log with syslog_ident and the facility's
+# priority. Only where nothing owns /dev/log (a container): the test plays the
+# syslog daemon there, and leaves a real one alone.
+if [ ! -e /dev/log ] && [ -x /usr/bin/python3 ]; then
+	/usr/bin/python3 - "$dir/syslog.txt" <<'PY' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log")
+os.chmod("/dev/log", 0o666)
+s.settimeout(20)
+with open(sys.argv[1], "ab", buffering=0) as f:
+    try:
+        while True:
+            f.write(s.recv(65536) + b"\n")
+    except socket.timeout:
+        pass
+PY
+	listener=$!
+	for _ in $(seq 1 250); do [ -S /dev/log ] && break; sleep 0.02; done
+	sed -e 's/^auth_type = trust$/auth_type = trust\nsyslog = 1\nsyslog_ident = pgpulse-root-test\nsyslog_facility = local3/' \
+		"$dir/pgpulse.ini" >"$dir/syslog.ini"
+	chmod 0644 "$dir/syslog.ini"
+	"$bin" -u "$user" -q "$dir/syslog.ini" >"$dir/log" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 250); do grep -q "started" "$dir/syslog.txt" 2>/dev/null && break; sleep 0.02; done
+	kill -INT "$pid" 2>/dev/null || true
+	for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+	pid=
+	for _ in $(seq 1 250); do grep -q "stopped" "$dir/syslog.txt" 2>/dev/null && break; sleep 0.02; done
+	kill "$listener" 2>/dev/null || true
+	wait "$listener" 2>/dev/null || true
+	listener=
+	rm -f /dev/log
+	# <158>: facility local3 (19) * 8 + info (6)
+	check grep -q "^<158>.*pgpulse-root-test\[[0-9]*\]: .*pgpulse .* started" "$dir/syslog.txt"
+	check grep -q "pgpulse-root-test\[[0-9]*\]: .*pgpulse stopped" "$dir/syslog.txt"
+else
+	echo "root-user: /dev/log exists (a syslog daemon owns it): syslog check skipped"
+fi
 
 echo "root-user: $passed passed, $failed failed"
 [ "$failed" = 0 ]

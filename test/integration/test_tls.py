@@ -520,3 +520,15 @@ client_tls_key_file = {{dir}}/server.key
     assert "number of failed transactions: 0" in r.stdout or "failed" not in r.stdout
     servers = [s for s in pp.show("SERVERS") if s["database"] == "appdb"]
     assert 1 <= len(servers) <= 3 and all(s["tls"] for s in servers), servers
+
+
+def test_a_stalled_handshake_ends_at_client_login_timeout(pgpulse, certs):
+    pp = start_client_tls(pgpulse, certs, extra="client_login_timeout = 1")
+    with socket.create_connection(("127.0.0.1", pp.port), timeout=15) as silent:
+        silent.sendall(SSL_REQUEST)
+        assert silent.recv(1) == b"S"
+        silent.sendall(b"\x16\x03\x01\x02\x00\x01")   # a ClientHello that never comes whole
+        # pgpulse closes it (a plaintext error would be garbage inside a handshake)
+        assert silent.recv(4096) == b""
+    with pp.connect() as conn:
+        conn.execute("select 1")

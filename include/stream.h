@@ -99,6 +99,7 @@ struct stream {
 	bool tls_handshake; /* the TLS handshake owns the socket's events */
 	bool tls_answer_due; /* an SSLRequest was sent: the next byte is its answer */
 	bool tls_failed;    /* a fatal TLS error: no close_notify on close */
+	bool tls_read_wants_write; /* a TLS read must write first: retry it when writable */
 
 	uint64_t bytes_in;
 	uint64_t bytes_out;

@@ -176,6 +176,9 @@ static void set_interest(struct stream *s, bool read, bool write)
 	short what = (short)((read ? EV_READ : 0) | (write ? EV_WRITE : 0) | EV_PERSIST);
 	event_assign(&s->ev, s->base, s->fd, what, on_socket_event, s);
 	event_add(&s->ev, NULL);
+	/* event_del dropped a read re-fired for decrypted bytes, if one was queued */
+	if (read && s->tls && !s->tls_handshake && SSL_pending(s->tls) > 0)
+		event_active(&s->ev, EV_READ, 1);
 }
 
 void stream_start_reading(struct stream *s)
@@ -222,8 +225,8 @@ void stream_close(struct stream *s)
 		return;
 	s->dead = true;
 	list_remove(&s->all_node);
-	stream_stop_reading(s);
-	write_wanted(s, false);
+	/* directly: the handshake's guard in write_wanted must not keep an event on a closed fd */
+	set_interest(s, false, false);
 	tls_free_session(s);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -279,13 +282,24 @@ bool stream_has_unread(const struct stream *s)
 
 /* ---- socket I/O, plaintext or TLS: send()/recv() results and errno ---- */
 
-/* a TLS call that moved no data, as send()/recv() would have said it */
-static ssize_t tls_io_result(struct stream *s, int rc)
+/*
+ * A TLS call that moved no data, as send()/recv() would have said it.
+ * With renegotiation off a write never waits for a read; a read can wait
+ * for a write, though, when TLS 1.3 answers a KeyUpdate into a full
+ * socket: the read is then retried on the write event (read_wants_write).
+ */
+static ssize_t tls_io_result(struct stream *s, int rc, bool reading)
 {
 	int saved = errno;
 	switch (SSL_get_error(s->tls, rc)) {
-	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
+		if (reading) {
+			s->tls_read_wants_write = true;
+			write_wanted(s, true);
+		}
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_WANT_READ:
 		errno = EAGAIN;
 		return -1;
 	case SSL_ERROR_ZERO_RETURN:
@@ -314,7 +328,7 @@ static ssize_t io_send(struct stream *s, const void *buf, size_t len)
 	ERR_clear_error();
 	errno = 0;
 	int rc = SSL_write_ex(s->tls, buf, len, &done);
-	return rc == 1 ? (ssize_t)done : tls_io_result(s, rc);
+	return rc == 1 ? (ssize_t)done : tls_io_result(s, rc, false);
 }
 
 static ssize_t io_recv(struct stream *s, void *buf, size_t len)
@@ -325,7 +339,7 @@ static ssize_t io_recv(struct stream *s, void *buf, size_t len)
 	ERR_clear_error();
 	errno = 0;
 	int rc = SSL_read_ex(s->tls, buf, len, &got);
-	return rc == 1 ? (ssize_t)got : tls_io_result(s, rc);
+	return rc == 1 ? (ssize_t)got : tls_io_result(s, rc, true);
 }
 
 /* send the socket's own queued messages; false when the socket failed */
@@ -584,7 +598,8 @@ void stream_set_suspended(bool suspended)
 	list_for_each(pos, &g_all_streams)
 	{
 		struct stream *s = container_of(pos, struct stream, all_node);
-		if (s->never_suspend)
+		/* a handshake or an SSLRequest answer carries no client data: let it finish */
+		if (s->never_suspend || s->tls_handshake || s->tls_answer_due)
 			continue;
 		if (suspended)
 			stream_stop_reading(s);
@@ -674,7 +689,8 @@ static void read_tls_answer(struct stream *s)
 
 static void handshake_failure(struct stream *s, int ssl_error, char *why, size_t len)
 {
-	long verify = SSL_get_verify_result(s->tls);
+	/* an unchecked certificate (prefer, require) has a verify result too: not the cause */
+	long verify = (SSL_get_verify_mode(s->tls) & SSL_VERIFY_PEER) ? SSL_get_verify_result(s->tls) : X509_V_OK;
 	if (verify != X509_V_OK) {
 		snprintf(why, len, "certificate verification failed: %s", X509_verify_cert_error_string(verify));
 		ERR_clear_error();
@@ -730,6 +746,10 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 	if (s->tls_answer_due && (what & EV_READ)) {
 		read_tls_answer(s);
 		return;
+	}
+	if ((what & EV_WRITE) && s->tls_read_wants_write) {
+		s->tls_read_wants_write = false;
+		what |= EV_READ; /* the writable socket is what the read waited for */
 	}
 	if (what & EV_WRITE) {
 		on_write_event(s);

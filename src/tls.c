@@ -5,7 +5,8 @@
  * Both contexts turn renegotiation and the session cache off: libpq never
  * resumes a session, and without renegotiation a write never has to wait
  * for a read, which keeps stream.c's event handling simple (a TLS write
- * waits for a writable socket, a TLS read for a readable one).
+ * waits for a writable socket; a read waits for a readable one, or for a
+ * writable one in the rare case that it must answer a TLS 1.3 KeyUpdate).
  */
 #include "tls.h"
 
@@ -419,7 +420,12 @@ bool tls_peer_common_name(SSL *ssl, char *buf, size_t len)
 	X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
 	if (!cert || SSL_get_verify_result(ssl) != X509_V_OK)
 		return false;
-	int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, (int)len);
+	X509_NAME *subject = X509_get_subject_name(cert);
+	/* the whole name or nothing: a cut one could match a shorter user */
+	int need = X509_NAME_get_text_by_NID(subject, NID_commonName, NULL, 0);
+	if (need <= 0 || (size_t)need >= len)
+		return false;
+	int n = X509_NAME_get_text_by_NID(subject, NID_commonName, buf, (int)len);
 	/* a name with a NUL inside could pass for a shorter one: refuse it */
-	return n > 0 && (size_t)n < len && strlen(buf) == (size_t)n;
+	return n == need && strlen(buf) == (size_t)n;
 }

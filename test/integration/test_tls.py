@@ -532,3 +532,18 @@ def test_a_stalled_handshake_ends_at_client_login_timeout(pgpulse, certs):
         assert silent.recv(4096) == b""
     with pp.connect() as conn:
         conn.execute("select 1")
+
+
+def test_suspend_and_resume_leave_a_handshake_alone(pgpulse, certs):
+    """SUSPEND stops reading every client; RESUME must not forget the ones
+    that were in the middle of a TLS handshake."""
+    pp = start_client_tls(pgpulse, certs)
+    admin = pp.admin()
+    with socket.create_connection(("127.0.0.1", pp.port), timeout=10) as sock:
+        sock.sendall(SSL_REQUEST)
+        assert sock.recv(1) == b"S"
+        admin.execute("SUSPEND")
+        admin.execute("RESUME")
+        ctx = ssl.create_default_context(cafile=certs.path("ca.crt"))
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            assert tls.version() == "TLSv1.3"

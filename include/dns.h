@@ -73,6 +73,9 @@ void dns_set_ttls(struct dns_resolver *r, int64_t max_ttl, int64_t negative_ttl)
 /* how long an answer with this TTL (seconds) is kept: the TTL, capped by max_ttl, at least 1 s (usec) */
 int64_t dns_cache_lifetime(int ttl_seconds, int64_t max_ttl);
 
+/* addresses of host in the cache (0 if it has none) */
+int dns_address_count(struct dns_resolver *r, const char *host);
+
 /* one cache entry, as SHOW DNS_HOSTS shows it */
 struct dns_host_info {
 	const char *hostname;

@@ -66,6 +66,7 @@ struct server {
 	bool counted_open;          /* in the pool's count of open servers (telemetry) */
 	int generation;             /* the database's generation at connect */
 	int host_index;             /* which entry of the database's host list it went to */
+	int spare_tries;            /* other addresses of its host name to try if the connect fails */
 	struct sockaddr_storage peer_addr; /* where it connected (cancel requests go there too) */
 	socklen_t peer_addr_len;
 

@@ -466,6 +466,12 @@ void dns_for_each_host(struct dns_resolver *r, void (*fn)(const struct dns_host_
 	}
 }
 
+int dns_address_count(struct dns_resolver *r, const char *host)
+{
+	struct dns_entry *e = find_entry(r, host);
+	return e->state == ENTRY_READY ? e->n_addrs : 0;
+}
+
 int dns_name_count(const struct dns_resolver *r)
 {
 	return r ? list_count(&r->entries) : 0;

@@ -235,7 +235,29 @@ static void add_to_list(struct server *s, enum server_state st, struct list *l)
 	list_append(l, &s->node);
 }
 
-struct server *server_connect(struct pool *p)
+/*
+ * A host name with several addresses is one server to the operator: when
+ * the TCP connect to one of them fails (a dead replica, IPv6 without a
+ * route), the next one is tried before the pool hears of a failure, as
+ * libpq does. spare_tries: how many more addresses may be tried after this
+ * one; -1 for a first attempt (the chosen name's address count - 1).
+ */
+static struct server *connect_next(struct pool *p, int spare_tries);
+
+static void connect_failed(struct server *s, const char *msg)
+{
+	struct pool *p = s->pool;
+	int spare = s->spare_tries;
+	server_close(s, msg);
+	if (spare > 0 && worker->shutdown == SHUTDOWN_NONE) {
+		log_info("%s/%s: %s; trying the next address", p->db->name, p->user->name, msg);
+		connect_next(p, spare - 1); /* it reports its own failure, or waits for a lookup */
+		return;
+	}
+	pool_server_failed(p, "08006", msg);
+}
+
+static struct server *connect_next(struct pool *p, int spare_tries)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -250,6 +272,10 @@ struct server *server_connect(struct pool *p)
 		note_host_failed(p->db, hi);
 		pool_server_failed(p, "08001", msg);
 		return NULL;
+	}
+	if (spare_tries < 0) {
+		const char *host = p->db->hosts.count ? p->db->hosts.name[hi] : NULL;
+		spare_tries = is_host_name(host) ? dns_address_count(worker->dns, host) - 1 : 0;
 	}
 	if (ss.ss_family == AF_UNIX)
 		snprintf(desc, sizeof(desc), "unix:%d", p->db->hosts.count ? p->db->hosts.port[hi] : p->db->port);
@@ -272,6 +298,7 @@ struct server *server_connect(struct pool *p)
 	s->xact_status = 'I';
 	s->generation = p->db->generation;
 	s->host_index = hi;
+	s->spare_tries = spare_tries;
 	s->peer_addr = ss;
 	s->peer_addr_len = len;
 	str_copy(s->addr, desc, sizeof(s->addr));
@@ -287,11 +314,15 @@ struct server *server_connect(struct pool *p)
 	SV_LOG(s, LOG_LVL_DEBUG, "connecting%s", "");
 	if (!stream_connect(&s->st, &ss, len)) {
 		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", desc, strerror(errno));
-		server_close(s, msg);
-		pool_server_failed(p, "08006", msg);
+		connect_failed(s, msg);
 		return NULL;
 	}
 	return s;
+}
+
+struct server *server_connect(struct pool *p)
+{
+	return connect_next(p, -1);
 }
 
 static void send_startup(struct server *s)
@@ -319,9 +350,7 @@ static void server_on_connected(struct stream *st, int err)
 	if (err) {
 		char msg[300];
 		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", s->addr, strerror(err));
-		struct pool *p = s->pool;
-		server_close(s, msg);
-		pool_server_failed(p, "08006", msg);
+		connect_failed(s, msg);
 		return;
 	}
 	send_startup(s);

@@ -203,6 +203,27 @@ def test_literal_addresses_and_unix_sockets_never_ask_the_resolver(pgpulse, pg, 
     assert lists["dns_names"] == 0
 
 
+def etc_hosts_first_address(name):
+    try:
+        with open("/etc/hosts") as f:
+            for line in f:
+                fields = line.split("#")[0].split()
+                if len(fields) > 1 and name in fields[1:]:
+                    return fields[0]
+    except OSError:
+        pass
+    return None
+
+
+def test_name_in_etc_hosts_is_answered_without_asking_the_name_server(pgpulse, pg, dns):
+    if etc_hosts_first_address("localhost") != "127.0.0.1":
+        pytest.skip("/etc/hosts does not map localhost to 127.0.0.1 first")
+    pp = start(pgpulse, dns, f"local = host=localhost port={pg.port} dbname=appdb")
+    hold_sessions(pp, "local", 1)
+    assert dns_hosts(pp)["localhost"]["addrs"].split(",")[0] == "127.0.0.1"
+    assert dns.queries("localhost") == 0 and dns.queries("localhost", 28) == 0
+
+
 # ---------------------------------------------------------------- never stalls
 
 def test_clients_arriving_during_a_lookup_share_it(pgpulse, pg, dns):
@@ -268,6 +289,15 @@ def test_addresses_of_one_name_are_used_round_robin(pgpulse, pg, dns, relay):
     assert relay.accepted == 2
 
 
+def test_refused_address_of_a_name_is_skipped_for_its_next_address(pgpulse, pg, dns):
+    # 127.0.0.3 has nothing listening: each connection sent there goes on to 127.0.0.1
+    dns.set("half.pgpulse.test", ["127.0.0.3", "127.0.0.1"], ttl=30)
+    pp = start(pgpulse, dns, f"half = host=half.pgpulse.test port={pg.port} dbname=appdb")
+    hold_sessions(pp, "half", 4)
+    assert server_addrs(pp, "half") == ["127.0.0.1"] * 4
+    assert "Connection refused; trying the next address" in pp.log()
+
+
 def test_host_list_round_robin_alternates_between_hosts(pgpulse, pg, dns, relay):
     pp = start(pgpulse, dns, f"both = host=127.0.0.1,127.0.0.2 port={pg.port} dbname=appdb")
     hold_sessions(pp, "both", 4)
@@ -293,6 +323,16 @@ def test_load_balance_hosts_disable_stays_on_one_host_and_moves_on_after_a_failu
     assert err["C"] == "08006" and "127.0.0.3" in err["M"], err
     hold_sessions(pp, "failover", 3)
     assert server_addrs(pp, "failover") == ["127.0.0.1"] * 3
+
+
+def test_load_balance_hosts_disable_moves_on_from_a_host_that_does_not_resolve(pgpulse, pg, dns):
+    pp = start(pgpulse, dns,
+               f"failover = host=gone.pgpulse.test,127.0.0.1 port={pg.port} dbname=appdb "
+               f"load_balance_hosts=disable")
+    err = startup_error(pp, "failover")
+    assert (err["C"], err["M"]) == ("08001", 'could not resolve host "gone.pgpulse.test": Domain name not found')
+    hold_sessions(pp, "failover", 2)
+    assert server_addrs(pp, "failover") == ["127.0.0.1"] * 2
 
 
 # ---------------------------------------------------------------- address change

@@ -320,18 +320,29 @@ static void note_failure(struct dns_entry *e, int status)
 	log_warning("dns: could not resolve %s: %s", e->name, e->error);
 }
 
-/* each waiter is unlinked before its call, so it may ask again (and start a new lookup) */
+/*
+ * The waiters of this lookup are taken off the entry first: a waiter may
+ * ask again (an uncached failure starts a new lookup), and whoever asks
+ * during the calls waits for that new lookup, not for this one.
+ */
 static void notify_waiters(struct dns_entry *e)
 {
 	bool ok = e->state == ENTRY_READY;
-	struct list *first;
+	char error[sizeof(e->error)];
+	struct list done, *first;
+	str_copy(error, e->error, sizeof(error));
+	list_init(&done);
 	while ((first = list_first(&e->waiters))) {
+		list_remove(first);
+		list_append(&done, first);
+	}
+	while ((first = list_first(&done))) {
 		struct dns_waiter *w = container_of(first, struct dns_waiter, node);
 		list_remove(&w->node);
 		dns_done_fn fn = w->fn;
 		void *arg = w->arg;
 		free(w);
-		fn(arg, e->name, ok, ok ? NULL : e->error);
+		fn(arg, e->name, ok, ok ? NULL : error);
 	}
 }
 

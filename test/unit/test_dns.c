@@ -52,15 +52,23 @@ struct done {
 	bool ok;
 	char error[128];
 	struct event_base *base;
+	struct dns_resolver *reask; /* ask again from inside the call, as a pool may */
+	enum dns_result reask_result;
 };
 
 static void on_done(void *arg, const char *host, bool ok, const char *error)
 {
 	struct done *d = arg;
-	(void)host;
 	d->calls++;
 	d->ok = ok;
 	snprintf(d->error, sizeof(d->error), "%s", error ? error : "");
+	if (d->reask) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		char why[128];
+		d->reask_result = dns_pick_address(d->reask, host, 5432, &ss, &len, why, sizeof(why), on_done, d);
+		d->reask = NULL;
+	}
 	event_base_loopbreak(d->base);
 }
 
@@ -110,6 +118,36 @@ static void test_unreachable_name_server_fails_waiters_once_from_the_loop(void)
 	event_base_free(base);
 }
 
+/* a waiter that asks again from its call waits for the new lookup: called once per lookup */
+static void test_waiter_asking_again_from_its_call_waits_for_the_next_lookup(void)
+{
+	char err[256], why[128], servers[64];
+	struct event_base *base = event_base_new();
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d", unused_udp_port());
+	struct dns_resolver *r = dns_new(base, NULL, servers, NULL, err, sizeof(err));
+	CHECK(r != NULL);
+	if (!r) {
+		event_base_free(base);
+		return;
+	}
+	struct done d = { .base = base, .reask = r };
+	struct sockaddr_storage ss;
+	socklen_t len;
+	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done, &d) == DNS_PENDING);
+	struct timeval limit = { 10, 0 };
+	event_base_loopexit(base, &limit);
+	event_base_dispatch(base);
+	CHECK_INT_EQ(d.calls, 1);
+	CHECK(d.reask_result == DNS_PENDING);
+	CHECK_INT_EQ(dns_pending_count(r), 1);
+	event_base_loopexit(base, &limit);
+	event_base_dispatch(base);
+	CHECK_INT_EQ(d.calls, 2);
+	CHECK_INT_EQ(dns_pending_count(r), 0);
+	dns_free(r);
+	event_base_free(base);
+}
+
 static void test_bad_nameserver_list_is_refused_by_dns_new(void)
 {
 	char err[256];
@@ -127,6 +165,7 @@ int main(void)
 	RUN(test_cache_lifetime_is_the_ttl_capped_by_dns_max_ttl);
 	RUN(test_cache_lifetime_is_at_least_one_second);
 	RUN(test_unreachable_name_server_fails_waiters_once_from_the_loop);
+	RUN(test_waiter_asking_again_from_its_call_waits_for_the_next_lookup);
 	RUN(test_bad_nameserver_list_is_refused_by_dns_new);
 	return UNIT_REPORT("dns");
 }

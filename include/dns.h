@@ -29,8 +29,9 @@ struct dns_resolver;
  * on_change(host) runs when a fresh answer for host no longer has the same
  * set of addresses as the one before. NULL (with a reason) on failure.
  */
-struct dns_resolver *dns_new(struct event_base *base, const char *resolv_conf, const char *nameservers,
-			     void (*on_change)(const char *host), char *err, size_t errlen);
+struct dns_resolver *dns_new(struct event_base *base, const char *resolv_conf,
+			     const char *nameservers, void (*on_change)(const char *host),
+			     char *err, size_t errlen);
 
 /* cancel what is in flight (waiters are not called), free everything */
 void dns_free(struct dns_resolver *r);
@@ -58,8 +59,9 @@ enum dns_result {
  * ttl limits are read per answer: max_ttl caps a positive answer's TTL,
  * negative_ttl is how long "no such name" is kept (microseconds).
  */
-enum dns_result dns_pick_address(struct dns_resolver *r, const char *host, int port, struct sockaddr_storage *ss,
-				 socklen_t *len, char *error, size_t errlen, dns_done_fn fn, void *arg);
+enum dns_result dns_pick_address(struct dns_resolver *r, const char *host, int port,
+				 struct sockaddr_storage *ss, socklen_t *len, char *error,
+				 size_t errlen, dns_done_fn fn, void *arg);
 
 /*
  * Look host up again, in the background, if its entry has expired (and
@@ -70,7 +72,8 @@ void dns_refresh(struct dns_resolver *r, const char *host);
 
 void dns_set_ttls(struct dns_resolver *r, int64_t max_ttl, int64_t negative_ttl);
 
-/* how long an answer with this TTL (seconds) is kept: the TTL, capped by max_ttl, at least 1 s (usec) */
+/* how long an answer with this TTL (seconds) is kept: the TTL, capped by max_ttl, at least 1 s
+ * (usec) */
 int64_t dns_cache_lifetime(int ttl_seconds, int64_t max_ttl);
 
 /* addresses of host in the cache (0 if it has none) */
@@ -79,12 +82,13 @@ int dns_address_count(struct dns_resolver *r, const char *host);
 /* one cache entry, as SHOW DNS_HOSTS shows it */
 struct dns_host_info {
 	const char *hostname;
-	int64_t ttl;        /* seconds until the entry expires, 0 if expired or pending */
-	const char *addrs;  /* comma-separated addresses, "" for a negative or pending entry */
+	int64_t ttl;       /* seconds until the entry expires, 0 if expired or pending */
+	const char *addrs; /* comma-separated addresses, "" for a negative or pending entry */
 };
 
 /* call fn once per cache entry; info is valid during the call only (r may be NULL: no entries) */
-void dns_for_each_host(struct dns_resolver *r, void (*fn)(const struct dns_host_info *info, void *arg), void *arg);
+void dns_for_each_host(struct dns_resolver *r,
+		       void (*fn)(const struct dns_host_info *info, void *arg), void *arg);
 
 /* names in the cache, and lookups in flight (SHOW LISTS) */
 int dns_name_count(const struct dns_resolver *r);

@@ -48,14 +48,14 @@ struct dns_entry {
 	struct dns_resolver *r;
 	char *name;
 	enum entry_state state;
-	int64_t expires;           /* monotonic usec */
+	int64_t expires; /* monotonic usec */
 	/* the last good answer; kept while a new lookup runs or after a failure */
 	struct sockaddr_storage addr[DNS_MAX_ADDRS];
 	int n_addrs;
 	bool have_answer;
-	unsigned next;             /* round robin: the address the next connection takes */
-	struct list waiters;       /* struct dns_waiter, while pending */
-	char error[96];            /* why the last lookup failed */
+	unsigned next;       /* round robin: the address the next connection takes */
+	struct list waiters; /* struct dns_waiter, while pending */
+	char error[96];      /* why the last lookup failed */
 };
 
 /* one c-ares socket and the event that watches it */
@@ -91,7 +91,8 @@ static void schedule_timeout(struct dns_resolver *r)
 static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
 {
 	struct dns_resolver *r = arg;
-	ares_process_fd(r->channel, (what & EV_READ) ? fd : ARES_SOCKET_BAD, (what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+	ares_process_fd(r->channel, (what & EV_READ) ? fd : ARES_SOCKET_BAD,
+			(what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
 	schedule_timeout(r);
 }
 
@@ -137,8 +138,9 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
 	event_add(s->ev, NULL);
 }
 
-struct dns_resolver *dns_new(struct event_base *base, const char *resolv_conf, const char *nameservers,
-			     void (*on_change)(const char *host), char *err, size_t errlen)
+struct dns_resolver *dns_new(struct event_base *base, const char *resolv_conf,
+			     const char *nameservers, void (*on_change)(const char *host),
+			     char *err, size_t errlen)
 {
 	struct ares_options opts;
 	int mask = ARES_OPT_SOCK_STATE_CB, rc;
@@ -160,14 +162,17 @@ struct dns_resolver *dns_new(struct event_base *base, const char *resolv_conf, c
 		mask |= ARES_OPT_RESOLVCONF;
 	}
 	if ((rc = ares_init_options(&r->channel, &opts, mask)) != ARES_SUCCESS) {
-		snprintf(err, errlen, "could not start the resolver%s%s: %s", mask & ARES_OPT_RESOLVCONF ? " with " : "",
+		snprintf(err, errlen, "could not start the resolver%s%s: %s",
+			 mask & ARES_OPT_RESOLVCONF ? " with " : "",
 			 mask & ARES_OPT_RESOLVCONF ? resolv_conf : "", ares_strerror(rc));
 		free(r);
 		ares_library_cleanup();
 		return NULL;
 	}
-	if (nameservers && *nameservers && (rc = ares_set_servers_ports_csv(r->channel, nameservers)) != ARES_SUCCESS) {
-		snprintf(err, errlen, "dns_nameservers: c-ares refuses \"%s\": %s", nameservers, ares_strerror(rc));
+	if (nameservers && *nameservers &&
+	    (rc = ares_set_servers_ports_csv(r->channel, nameservers)) != ARES_SUCCESS) {
+		snprintf(err, errlen, "dns_nameservers: c-ares refuses \"%s\": %s", nameservers,
+			 ares_strerror(rc));
 		ares_destroy(r->channel);
 		free(r);
 		ares_library_cleanup();
@@ -247,18 +252,21 @@ static bool address_in(const struct sockaddr_storage *a, const struct sockaddr_s
 		if (a->ss_family != set[i].ss_family)
 			continue;
 		if (a->ss_family == AF_INET &&
-		    ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)&set[i])->sin_addr.s_addr)
+		    ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+			    ((const struct sockaddr_in *)&set[i])->sin_addr.s_addr)
 			return true;
-		if (a->ss_family == AF_INET6 && memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-						       &((const struct sockaddr_in6 *)&set[i])->sin6_addr,
-						       sizeof(struct in6_addr)) == 0)
+		if (a->ss_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			   &((const struct sockaddr_in6 *)&set[i])->sin6_addr,
+			   sizeof(struct in6_addr)) == 0)
 			return true;
 	}
 	return false;
 }
 
 /* the same addresses, in any order: DNS servers rotate their answers */
-static bool same_address_set(const struct sockaddr_storage *a, int na, const struct sockaddr_storage *b, int nb)
+static bool same_address_set(const struct sockaddr_storage *a, int na,
+			     const struct sockaddr_storage *b, int nb)
 {
 	if (na != nb)
 		return false;
@@ -273,8 +281,8 @@ static int take_addresses(const struct ares_addrinfo *res, struct sockaddr_stora
 {
 	int n = 0;
 	*ttl = 0;
-	for (const struct ares_addrinfo_node *node = res ? res->nodes : NULL; node && n < DNS_MAX_ADDRS;
-	     node = node->ai_next) {
+	for (const struct ares_addrinfo_node *node = res ? res->nodes : NULL;
+	     node && n < DNS_MAX_ADDRS; node = node->ai_next) {
 		if ((node->ai_family != AF_INET && node->ai_family != AF_INET6) ||
 		    node->ai_addrlen > sizeof(struct sockaddr_storage))
 			continue;
@@ -303,7 +311,8 @@ static void note_answer(struct dns_entry *e, const struct sockaddr_storage *addr
 	log_debug("dns: %s has %d address%s, kept %d s", e->name, n, n == 1 ? "" : "es",
 		  (int)((e->expires - now_usec() + 500000) / 1000000));
 	if (changed) {
-		log_info("dns: the addresses of %s changed; server connections to the old ones close as they are released",
+		log_info("dns: the addresses of %s changed; server connections to the old ones "
+			 "close as they are released",
 			 e->name);
 		if (r->on_change)
 			r->on_change(e->name);
@@ -313,8 +322,11 @@ static void note_answer(struct dns_entry *e, const struct sockaddr_storage *addr
 /* "no such name" and "no address" are facts about the name: those are cached */
 static void note_failure(struct dns_entry *e, int status)
 {
-	bool negative = status == ARES_ENOTFOUND || status == ARES_ENODATA || status == ARES_SUCCESS;
-	str_copy(e->error, status == ARES_SUCCESS ? "no IPv4 or IPv6 address" : ares_strerror(status), sizeof(e->error));
+	bool negative =
+		status == ARES_ENOTFOUND || status == ARES_ENODATA || status == ARES_SUCCESS;
+	str_copy(e->error,
+		 status == ARES_SUCCESS ? "no IPv4 or IPv6 address" : ares_strerror(status),
+		 sizeof(e->error));
 	e->state = ENTRY_FAILED;
 	e->expires = now_usec() + (negative ? e->r->negative_ttl : 0);
 	log_warning("dns: could not resolve %s: %s", e->name, e->error);
@@ -371,12 +383,14 @@ static void start_lookup(struct dns_entry *e)
 {
 	struct dns_resolver *r = e->r;
 	/* NOSORT: keep the DNS server's order, and no probing connects to sort by */
-	struct ares_addrinfo_hints hints = { .ai_flags = ARES_AI_NOSORT, .ai_family = AF_UNSPEC,
+	struct ares_addrinfo_hints hints = { .ai_flags = ARES_AI_NOSORT,
+					     .ai_family = AF_UNSPEC,
 					     .ai_socktype = SOCK_STREAM };
 	e->state = ENTRY_PENDING;
 	r->pending++;
 	log_debug("dns: looking up %s", e->name);
-	/* may answer at once (e.g. from /etc/hosts): then the entry is no longer pending on return */
+	/* may answer at once (e.g. from /etc/hosts): then the entry is no longer pending on return
+	 */
 	ares_getaddrinfo(r->channel, e->name, NULL, &hints, on_lookup_done, e);
 	schedule_timeout(r);
 }
@@ -407,12 +421,14 @@ static void set_port(struct sockaddr_storage *ss, socklen_t *len, int port)
 	}
 }
 
-enum dns_result dns_pick_address(struct dns_resolver *r, const char *host, int port, struct sockaddr_storage *ss,
-				 socklen_t *len, char *error, size_t errlen, dns_done_fn fn, void *arg)
+enum dns_result dns_pick_address(struct dns_resolver *r, const char *host, int port,
+				 struct sockaddr_storage *ss, socklen_t *len, char *error,
+				 size_t errlen, dns_done_fn fn, void *arg)
 {
 	struct dns_entry *e = find_entry(r, host);
 	bool fresh = now_usec() < e->expires;
-	if (e->state != ENTRY_PENDING && !((e->state == ENTRY_READY || e->state == ENTRY_FAILED) && fresh))
+	if (e->state != ENTRY_PENDING &&
+	    !((e->state == ENTRY_READY || e->state == ENTRY_FAILED) && fresh))
 		start_lookup(e);
 	switch (e->state) {
 	case ENTRY_READY:
@@ -443,8 +459,11 @@ static void format_addresses(const struct dns_entry *e, char *buf, size_t len)
 	size_t used = 0;
 	buf[0] = '\0';
 	for (int i = 0; i < e->n_addrs && used + INET6_ADDRSTRLEN + 2 < len; i++) {
-		const void *a = e->addr[i].ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)&e->addr[i])->sin_addr
-								 : (const void *)&((const struct sockaddr_in6 *)&e->addr[i])->sin6_addr;
+		const void *a =
+			e->addr[i].ss_family == AF_INET
+				? (const void *)&((const struct sockaddr_in *)&e->addr[i])->sin_addr
+				: (const void *)&((const struct sockaddr_in6 *)&e->addr[i])
+					  ->sin6_addr;
 		if (i)
 			buf[used++] = ',';
 		if (!inet_ntop(e->addr[i].ss_family, a, buf + used, (socklen_t)(len - used)))
@@ -453,7 +472,8 @@ static void format_addresses(const struct dns_entry *e, char *buf, size_t len)
 	}
 }
 
-void dns_for_each_host(struct dns_resolver *r, void (*fn)(const struct dns_host_info *info, void *arg), void *arg)
+void dns_for_each_host(struct dns_resolver *r,
+		       void (*fn)(const struct dns_host_info *info, void *arg), void *arg)
 {
 	char addrs[DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 1) + 1];
 	int64_t now = now_usec();
@@ -466,7 +486,9 @@ void dns_for_each_host(struct dns_resolver *r, void (*fn)(const struct dns_host_
 		bool ready = e->state == ENTRY_READY;
 		struct dns_host_info info = {
 			.hostname = e->name,
-			.ttl = (e->state != ENTRY_PENDING && e->expires > now) ? (e->expires - now + 999999) / 1000000 : 0,
+			.ttl = (e->state != ENTRY_PENDING && e->expires > now)
+				       ? (e->expires - now + 999999) / 1000000
+				       : 0,
 			.addrs = addrs,
 		};
 		if (ready)

@@ -41,7 +41,8 @@ static int unused_udp_port(void)
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(a);
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) < 0)
 		return 0;
 	close(fd);
 	return ntohs(a.sin_port);
@@ -66,7 +67,8 @@ static void on_done(void *arg, const char *host, bool ok, const char *error)
 		struct sockaddr_storage ss;
 		socklen_t len;
 		char why[128];
-		d->reask_result = dns_pick_address(d->reask, host, 5432, &ss, &len, why, sizeof(why), on_done, d);
+		d->reask_result = dns_pick_address(d->reask, host, 5432, &ss, &len, why,
+						   sizeof(why), on_done, d);
 		d->reask = NULL;
 	}
 	event_base_loopbreak(d->base);
@@ -95,9 +97,11 @@ static void test_unreachable_name_server_fails_waiters_once_from_the_loop(void)
 	struct done d = { .base = base };
 	struct sockaddr_storage ss;
 	socklen_t len;
-	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done, &d) == DNS_PENDING);
+	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done,
+			       &d) == DNS_PENDING);
 	/* the same caller asking again is not called twice */
-	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done, &d) == DNS_PENDING);
+	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done,
+			       &d) == DNS_PENDING);
 	CHECK_INT_EQ(d.calls, 0);
 	CHECK_INT_EQ(dns_pending_count(r), 1);
 	struct timeval limit = { 10, 0 };
@@ -112,7 +116,8 @@ static void test_unreachable_name_server_fails_waiters_once_from_the_loop(void)
 	CHECK_INT_EQ(entries, 1);
 	CHECK_INT_EQ(dns_name_count(r), 1);
 	/* not a fact about the name: not cached, the next ask looks it up again */
-	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done, &d) == DNS_PENDING);
+	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done,
+			       &d) == DNS_PENDING);
 	dns_free(r); /* with a lookup in flight: its waiter is not called */
 	CHECK_INT_EQ(d.calls, 1);
 	event_base_free(base);
@@ -133,7 +138,8 @@ static void test_waiter_asking_again_from_its_call_waits_for_the_next_lookup(voi
 	struct done d = { .base = base, .reask = r };
 	struct sockaddr_storage ss;
 	socklen_t len;
-	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done, &d) == DNS_PENDING);
+	CHECK(dns_pick_address(r, "db.pgpulse.test", 5432, &ss, &len, why, sizeof(why), on_done,
+			       &d) == DNS_PENDING);
 	struct timeval limit = { 10, 0 };
 	event_base_loopexit(base, &limit);
 	event_base_dispatch(base);

@@ -26,11 +26,42 @@ enum auth_type {
 	AUTH_HBA,
 };
 
+/* how a database with several hosts picks one for a new server connection */
+enum load_balance { LB_ROUND_ROBIN = 0, LB_DISABLE };
+
+/*
+ * A [databases] host= value split into its hosts (host=a,b,c), each with
+ * its port (port=5432 for all, or port=5432,5433,5434 one per host). Each
+ * host is a name, an IP address, or a unix-socket directory ('/...').
+ */
+#define CFG_MAX_HOSTS 16
+struct cfg_hosts {
+	int count;                    /* 0: the default unix socket */
+	char *name[CFG_MAX_HOSTS];
+	int port[CFG_MAX_HOSTS];
+};
+
+/*
+ * Split a host list and its ports into `out` (which the caller frees with
+ * cfg_hosts_free). port_list NULL: every host has `port`. false with a
+ * reason: an empty host, more than CFG_MAX_HOSTS hosts, a bad port, or a
+ * port list whose length is neither 1 nor the number of hosts. host NULL or
+ * "" means the default unix socket (count 0).
+ */
+bool cfg_hosts_parse(const char *host, const char *port_list, int port, struct cfg_hosts *out, char *why,
+		     size_t whylen);
+void cfg_hosts_copy(struct cfg_hosts *dst, const struct cfg_hosts *src);
+bool cfg_hosts_equal(const struct cfg_hosts *a, const struct cfg_hosts *b);
+void cfg_hosts_free(struct cfg_hosts *h);
+
 /* one [databases] entry; "*" is the fallback entry */
 struct cfg_db {
 	char *name;
-	char *host;      /* NULL: unix socket in the default dir; starts with '/': unix dir */
-	int port;        /* default 5432 */
+	char *host;      /* as written: NULL (default unix socket), or one host or a comma list */
+	int port;        /* the first port; default 5432 */
+	char *port_list; /* port= as written when it is a list, else NULL */
+	struct cfg_hosts hosts;  /* host and port, split */
+	int load_balance_hosts;  /* enum load_balance */
 	char *dbname;    /* NULL: same as name */
 	char *user;      /* forced user, or NULL */
 	char *password;  /* password for the forced user, or NULL */
@@ -158,6 +189,7 @@ struct cfg {
 	int64_t dns_nxdomain_ttl;       /* 15 s */
 	int64_t dns_zone_check_period;  /* 0 */
 	char *resolv_conf;
+	char *dns_nameservers;          /* "": those of resolv.conf; else addr[:port],... */
 
 	/* network tuning */
 	int64_t pkt_buf;                /* 4096 */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "config.h"
 #include "proto.h"
 #include "scram.h"
 #include "util.h"
@@ -56,8 +57,11 @@ void param_list_free(struct param_list *pl);
 struct pool_db {
 	struct list node;           /* worker->databases */
 	char *name;
-	char *host;                 /* NULL or "/dir": unix socket */
-	int port;
+	char *host;                 /* as configured: NULL or "/dir" (unix socket), a host, or a list */
+	int port;                   /* the first host's */
+	struct cfg_hosts hosts;     /* host and port, one entry per host of the list */
+	int load_balance_hosts;     /* enum load_balance */
+	int host_cursor;            /* the host entry the next connection takes */
 	char *dbname;               /* the real database name on the server */
 	char *forced_user;          /* NULL: the client's user */
 	char *password;             /* for forced_user */

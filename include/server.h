@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "scram.h"
 #include "stream.h"
@@ -64,6 +65,10 @@ struct server {
 	bool ready;                 /* logged in */
 	bool counted_open;          /* in the pool's count of open servers (telemetry) */
 	int generation;             /* the database's generation at connect */
+	int host_index;             /* which entry of the database's host list it went to */
+	int spare_tries;            /* other addresses of its host name to try if the connect fails */
+	struct sockaddr_storage peer_addr; /* where it connected (cancel requests go there too) */
+	socklen_t peer_addr_len;
 
 	struct scram_client *scram;
 	int64_t connect_time;       /* wall usec */
@@ -88,6 +93,29 @@ struct server {
 
 /* open a new connection for the pool; it reports back through pool_* */
 struct server *server_connect(struct pool *p);
+
+/*
+ * The entry of the database's host list this connection went to: a name,
+ * an address or a unix-socket directory (NULL: the default socket). The
+ * name is what TLS sends as SNI and what verify-full checks.
+ */
+const char *server_host(const struct server *s);
+int server_port(const struct server *s);
+
+/*
+ * The addresses of host name `host` changed (dns): the server connections
+ * of every database that uses it close as they are released, as after a
+ * RELOAD that changed host=.
+ */
+void server_host_moved(const char *host);
+
+/*
+ * Names of databases that have server connections are looked up again
+ * when their cache entry expires, without waiting for a new connection to
+ * need them: that is how an address change is noticed by a pool that only
+ * reuses the connections it has. Called by the janitor.
+ */
+void server_refresh_host_names(void);
 
 /* link to a client: replies are forwarded to it */
 void server_link(struct server *s, struct client *c);

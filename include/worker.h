@@ -18,6 +18,7 @@
 
 struct cfg;
 struct auth_file;
+struct dns_resolver;
 
 enum shutdown_mode {
 	SHUTDOWN_NONE = 0,
@@ -30,6 +31,7 @@ struct worker {
 	struct event_base *base;
 	struct cfg *cfg;            /* in force; replaced whole on reload */
 	struct auth_file *auth;     /* the auth_file in force, or NULL */
+	struct dns_resolver *dns;   /* server host names, resolved in this loop */
 
 	struct list databases;      /* struct pool_db, by name */
 	struct list users;          /* struct pool_user */

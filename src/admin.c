@@ -37,6 +37,7 @@
 #include "client.h"
 #include "config.h"
 #include "control.h"
+#include "dns.h"
 #include "efficiency.h"
 #include "fingerprint.h"
 #include "health.h"
@@ -695,12 +696,13 @@ static void server_row(struct result *r, const struct server *s, const struct cl
 	if (sock_peer(s->st.fd, &ss)) {
 		addr_parts((const struct sockaddr *)&ss, host, sizeof(host), &port);
 		if (port < 0)
-			port = p->db->port;
+			port = server_port(s);
 	} else {
 		/* still connecting: say where to */
-		bool unix_dir = !p->db->host || p->db->host[0] == '/';
-		str_copy(host, unix_dir ? "unix" : p->db->host, sizeof(host));
-		port = p->db->port;
+		const char *to = server_host(s);
+		bool unix_dir = !to || to[0] == '/';
+		str_copy(host, unix_dir ? "unix" : to, sizeof(host));
+		port = server_port(s);
 	}
 	if (sock_local(s->st.fd, &ss) && ss.ss_family != AF_UNIX) {
 		addr_parts((const struct sockaddr *)&ss, lhost, sizeof(lhost), &lport);
@@ -1361,11 +1363,10 @@ static void show_lists(struct client *c, const char *arg)
 		{ "login_clients", count_login_clients() },
 		{ "free_servers", 0 },
 		{ "used_servers", worker->server_count },
-		/* no DNS cache yet: host names are resolved at connect */
-		{ "dns_names", 0 },
-		{ "dns_zones", 0 },
-		{ "dns_queries", 0 },
-		{ "dns_pending", 0 },
+		{ "dns_names", dns_name_count(worker->dns) },
+		{ "dns_zones", 0 }, /* no zone serial checks (dns_zone_check_period) */
+		{ "dns_queries", dns_pending_count(worker->dns) },
+		{ "dns_pending", 0 }, /* PgBouncer's is unused too */
 	};
 	struct result r;
 
@@ -1588,6 +1589,31 @@ static void show_peers(struct client *c, const char *arg)
 	result_end(&r);
 }
 
+static void dns_host_row(const struct dns_host_info *info, void *arg)
+{
+	struct result *r = arg;
+	row_text(r, info->hostname);
+	row_int(r, info->ttl);
+	row_text(r, info->addrs);
+	row_end(r);
+}
+
+/* PgBouncer's columns: the cache of server host names */
+static void show_dns_hosts(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "hostname", OID_TEXT },
+		{ "ttl", OID_INT8 },
+		{ "addrs", OID_TEXT },
+	};
+	struct result r;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	dns_for_each_host(worker->dns, dns_host_row, &r);
+	result_end(&r);
+}
+
 static void show_peer_pools(struct client *c, const char *arg)
 {
 	static const struct column cols[] = {
@@ -1609,7 +1635,7 @@ static void show_help(struct client *c, const char *arg)
 	static const char detail[] =
 		"\n"
 		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
-		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS\n"
+		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
 		"\tSHOW QUERIES [1m|5m|15m|all]\n"
@@ -1626,7 +1652,7 @@ static void show_help(struct client *c, const char *arg)
 		"\tSUSPEND\n"
 		"\tWAIT_CLOSE [<db>]\n"
 		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]\n"
-		"\tnot yet: SHOW FDS|SOCKETS|ACTIVE_SOCKETS|DNS_HOSTS|DNS_ZONES";
+		"\tnot yet: SHOW FDS|SOCKETS|ACTIVE_SOCKETS|DNS_ZONES";
 	struct pktbuf *out = stream_out(&c->st);
 
 	(void)arg;
@@ -2212,11 +2238,11 @@ static const struct show_entry show_table[] = {
 	{ "state", show_state, false },
 	{ "peers", show_peers, false },
 	{ "peer_pools", show_peer_pools, false },
+	{ "dns_hosts", show_dns_hosts, false },
 	/* PgBouncer has these; pgpulse not yet */
 	{ "fds", cmd_not_yet, false },
 	{ "sockets", cmd_not_yet, false },
 	{ "active_sockets", cmd_not_yet, false },
-	{ "dns_hosts", cmd_not_yet, false },
 	{ "dns_zones", cmd_not_yet, false },
 };
 

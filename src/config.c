@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -25,9 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "log.h"
+#include "util.h"
 
 #define MAX_INCLUDE_DEPTH 10
 #define USEC_PER_MSEC INT64_C(1000)
@@ -105,6 +109,12 @@ static const struct word sslmode_words[] = {
 };
 
 /* the facilities log.c knows; anything else would silently become "daemon" */
+static const struct word load_balance_words[] = {
+	{ "round-robin", LB_ROUND_ROBIN },
+	{ "disable", LB_DISABLE },
+	{ NULL, 0 },
+};
+
 static const struct word slow_text_words[] = {
 	{ "normalized", 0 }, { "full", 1 }, { NULL, 0 },
 };
@@ -197,6 +207,71 @@ static bool check_peer_id(const struct param_value *v, char *why, size_t whylen)
 	return check_range(v, 0, 16383, why, whylen);
 }
 
+/* one name server: an IPv4 address, or an IPv6 one in brackets, then an optional :port */
+static bool nameserver_ok(const char *item, size_t len)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *end = item + len, *port = NULL;
+	size_t alen;
+	unsigned char bin[sizeof(struct in6_addr)];
+	bool v6 = item[0] == '[';
+
+	if (v6) {
+		const char *close = memchr(item, ']', len);
+		if (!close)
+			return false;
+		alen = (size_t)(close - item - 1);
+		if (close + 1 < end && close[1] != ':')
+			return false;
+		port = close + 1 < end ? close + 2 : NULL;
+		item++;
+	} else {
+		const char *colon = memchr(item, ':', len);
+		alen = colon ? (size_t)(colon - item) : len;
+		port = colon ? colon + 1 : NULL;
+	}
+	if (alen == 0 || alen >= sizeof(addr))
+		return false;
+	memcpy(addr, item, alen);
+	addr[alen] = '\0';
+	if (inet_pton(v6 ? AF_INET6 : AF_INET, addr, bin) != 1)
+		return false;
+	if (port) {
+		long n = 0;
+		if (port >= end)
+			return false;
+		for (const char *d = port; d < end; d++) {
+			if (!isdigit((unsigned char)*d) || (n = n * 10 + (*d - '0')) > 65535)
+				return false;
+		}
+		if (n < 1)
+			return false;
+	}
+	return true;
+}
+
+/* "" (resolv.conf's servers) or a comma-separated list of addr[:port] */
+static bool check_nameservers(const struct param_value *v, char *why, size_t whylen)
+{
+	const char *p = v->str ? v->str : "";
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		size_t len = strcspn(p, ", ");
+		if (!nameserver_ok(p, len)) {
+			snprintf(why, whylen, "\"%.*s\" is not an IP address with an optional port "
+				 "(10.0.0.2, 10.0.0.2:5353, [2001:db8::1]:53)", (int)(len > 60 ? 60 : len), p);
+			return false;
+		}
+		p += len;
+		while (*p == ' ')
+			p++;
+		if (*p == ',')
+			p++;
+	}
+	return true;
+}
+
 /* a buffer must hold at least a startup packet; past 1 GB it is a typo */
 static bool check_pkt_buf(const struct param_value *v, char *why, size_t whylen)
 {
@@ -271,6 +346,7 @@ static const struct param params[] = {
 	{ "default_pool_size",         PT_INT,      "20",            NONE, RELOAD,  check_not_negative,      AT(default_pool_size, int), NULL },
 	{ "disable_pqexec",            PT_BOOL,     "0",             NONE, RESTART, NULL,                    AT(disable_pqexec, bool), NULL },
 	{ "dns_max_ttl",               PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_max_ttl, int64_t), NULL },
+	{ "dns_nameservers",           PT_STRING,   "",              NONE, RESTART, check_nameservers,       AT(dns_nameservers, char *), NULL },
 	{ "dns_nxdomain_ttl",          PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_nxdomain_ttl, int64_t), NULL },
 	{ "dns_zone_check_period",     PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(dns_zone_check_period, int64_t), NULL },
 	{ "health_query_p95_critical", PT_DURATION, "2",             S,    RELOAD,  NULL,                    AT(health_query_p95_critical, int64_t), NULL },
@@ -780,6 +856,8 @@ static const struct param *param_find(const char *name)
 enum entry_kind {
 	EK_STRING,    /* char *, NULL when absent */
 	EK_PORT,      /* int 1..65535 */
+	EK_PORTS,     /* a port, or a comma list of ports: the first in the int, the list kept as text */
+	EK_LOAD_BALANCE, /* int, enum load_balance */
 	EK_COUNT,     /* int >= 0 */
 	EK_POOL_MODE, /* int, enum pool_mode */
 	EK_DURATION,  /* int64_t usec; bare numbers are seconds */
@@ -798,7 +876,8 @@ struct entry_key {
 
 static const struct entry_key db_keys[] = {
 	{ "host", EK_STRING, DB_AT(host, char *) },
-	{ "port", EK_PORT, DB_AT(port, int) },
+	{ "port", EK_PORTS, DB_AT(port, int) },
+	{ "load_balance_hosts", EK_LOAD_BALANCE, DB_AT(load_balance_hosts, int) },
 	{ "dbname", EK_STRING, DB_AT(dbname, char *) },
 	{ "user", EK_STRING, DB_AT(user, char *) },
 	{ "password", EK_STRING, DB_AT(password, char *) },
@@ -842,6 +921,58 @@ static const struct entry_key *entry_key_find(const struct entry_key *keys, cons
 	return NULL;
 }
 
+/* one port of a port= list: 1 .. 65535 */
+static bool parse_port(const char *text, int *port, char *why, size_t whylen)
+{
+	int64_t num;
+	if (!parse_int(text, &num, why, whylen))
+		return false;
+	if (num < 1 || num > 65535) {
+		snprintf(why, whylen, "%" PRId64 " is out of range (1 .. 65535)", num);
+		return false;
+	}
+	*port = (int)num;
+	return true;
+}
+
+/*
+ * port=5432 or port=5432,5433: every port is checked here; the first goes
+ * into cfg_db.port and a list is kept as written for cfg_hosts_parse, which
+ * pairs it with the hosts once both keys are known.
+ */
+static bool assign_port_list(void *entry, const struct entry_key *k, const char *text, char *why, size_t whylen)
+{
+	struct cfg_db *db = entry;
+	char item[32];
+	const char *p = text;
+	int first = 0, port;
+
+	for (int i = 0;; i++) {
+		size_t len = strcspn(p, ",");
+		if (len == 0 || len >= sizeof(item)) {
+			snprintf(why, whylen, "\"%s\" is not a port or a comma-separated list of ports", text);
+			return false;
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (!parse_port(item, &port, why, whylen))
+			return false;
+		if (i == 0)
+			first = port;
+		if (!p[len])
+			break;
+		p += len + 1;
+	}
+	*(int *)((char *)entry + k->offset) = first;
+	free(db->port_list);
+	db->port_list = strchr(text, ',') ? strdup(text) : NULL;
+	if (strchr(text, ',') && !db->port_list) {
+		snprintf(why, whylen, "out of memory");
+		return false;
+	}
+	return true;
+}
+
 /* parse text into the field of `entry` (a struct cfg_db or cfg_user) that k names */
 static bool entry_assign(void *entry, const struct entry_key *k, const char *text, char *why, size_t whylen)
 {
@@ -869,6 +1000,15 @@ static bool entry_assign(void *entry, const struct entry_key *k, const char *tex
 			return false;
 		}
 		*(int *)f = (int)num;
+		return true;
+	case EK_PORTS:
+		return assign_port_list(entry, k, text, why, whylen);
+	case EK_LOAD_BALANCE:
+		if (!(w = word_by_name(load_balance_words, text))) {
+			explain_words(load_balance_words, text, why, whylen);
+			return false;
+		}
+		*(int *)f = w->value;
 		return true;
 	case EK_POOL_MODE:
 		if (!(w = word_by_name(pool_mode_words, text))) {
@@ -904,6 +1044,9 @@ static void db_init(struct cfg_db *db)
 static void db_free_fields(struct cfg_db *db)
 {
 	free(db->name);
+	free(db->port_list);
+	db->port_list = NULL;
+	cfg_hosts_free(&db->hosts);
 	for (const struct entry_key *k = db_keys; k->name; k++)
 		if (k->kind == EK_STRING) {
 			char **s = (char **)((char *)db + k->offset);
@@ -1133,6 +1276,14 @@ static bool load_database(struct loader *ld, const struct where *at, const char 
 	if (db.host && !db.host[0]) {
 		free(db.host);
 		db.host = NULL;
+	}
+	if (!cfg_hosts_parse(db.host, db.port_list, db.port, &db.hosts, why, sizeof(why))) {
+		db_free_fields(&db);
+		return fail(ld, at, "database \"%s\": %s", name, why);
+	}
+	if (db.hosts.count == 0 && db.port_list) {
+		db_free_fields(&db);
+		return fail(ld, at, "database \"%s\": port: a list of ports needs a list of hosts", name);
 	}
 	return add_database(ld, at, &db);
 }
@@ -1479,6 +1630,117 @@ bool cfg_list_contains(const char *list, const char *name)
 			list++;
 	}
 	return false;
+}
+
+/* ------------------------------------------------------------------------
+ * Host lists: host=a,b,c with port=p or port=p1,p2,p3
+ * ------------------------------------------------------------------------ */
+
+/* the next comma-separated item of list, blanks around it trimmed; NULL at the end */
+static const char *next_item(const char **list, size_t *len)
+{
+	const char *p = *list, *end;
+	if (!p)
+		return NULL;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	end = p + strcspn(p, ",");
+	*list = *end ? end + 1 : NULL;
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*len = (size_t)(end - p);
+	return p;
+}
+
+static bool split_host_names(const char *host, struct cfg_hosts *out, char *why, size_t whylen)
+{
+	const char *list = host, *item;
+	size_t len;
+	while ((item = next_item(&list, &len))) {
+		if (len == 0) {
+			snprintf(why, whylen, "host: \"%s\" has an empty host name", host);
+			return false;
+		}
+		if (out->count == CFG_MAX_HOSTS) {
+			snprintf(why, whylen, "host: more than %d hosts", CFG_MAX_HOSTS);
+			return false;
+		}
+		if (!(out->name[out->count] = strndup(item, len))) {
+			snprintf(why, whylen, "out of memory");
+			return false;
+		}
+		out->count++;
+	}
+	return true;
+}
+
+static bool pair_ports(const char *port, struct cfg_hosts *out, char *why, size_t whylen)
+{
+	const char *list = port, *item;
+	char text[32];
+	size_t len;
+	int n = 0, ports[CFG_MAX_HOSTS + 1];
+
+	while ((item = next_item(&list, &len))) {
+		if (n == CFG_MAX_HOSTS + 1 || len == 0 || len >= sizeof(text))
+			break;
+		memcpy(text, item, len);
+		text[len] = '\0';
+		if (!parse_port(text, &ports[n], why, whylen))
+			return false;
+		n++;
+	}
+	if (n != 1 && n != out->count) {
+		snprintf(why, whylen, "port: %s lists %d ports for %d hosts (give one port for all, or one per host)",
+			 port, n, out->count);
+		return false;
+	}
+	for (int i = 0; i < out->count; i++)
+		out->port[i] = ports[n == 1 ? 0 : i];
+	return true;
+}
+
+bool cfg_hosts_parse(const char *host, const char *port_list, int port, struct cfg_hosts *out, char *why,
+		     size_t whylen)
+{
+	memset(out, 0, sizeof(*out));
+	if (!host || !*host)
+		return true;
+	if (!split_host_names(host, out, why, whylen) || (port_list && !pair_ports(port_list, out, why, whylen))) {
+		cfg_hosts_free(out);
+		return false;
+	}
+	if (!port_list)
+		for (int i = 0; i < out->count; i++)
+			out->port[i] = port;
+	return true;
+}
+
+void cfg_hosts_copy(struct cfg_hosts *dst, const struct cfg_hosts *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	for (int i = 0; i < src->count; i++) {
+		dst->name[i] = xstrdup(src->name[i]);
+		dst->port[i] = src->port[i];
+	}
+	dst->count = src->count;
+}
+
+bool cfg_hosts_equal(const struct cfg_hosts *a, const struct cfg_hosts *b)
+{
+	if (a->count != b->count)
+		return false;
+	for (int i = 0; i < a->count; i++)
+		if (strcmp(a->name[i], b->name[i]) != 0 || a->port[i] != b->port[i])
+			return false;
+	return true;
+}
+
+void cfg_hosts_free(struct cfg_hosts *h)
+{
+	for (int i = 0; i < h->count; i++)
+		free(h->name[i]);
+	memset(h, 0, sizeof(*h));
 }
 
 static bool set_failed(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -15,6 +15,7 @@
 #include "fingerprint.h"
 #include "notify.h"
 #include "pool.h"
+#include "server.h"
 #include "util.h"
 #include "worker.h"
 
@@ -48,6 +49,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	close_clients_past_login_timeout(now);
+	server_refresh_host_names();
 	fp_rotate(now);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->pools)

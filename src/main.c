@@ -25,6 +25,7 @@
 #include "config.h"
 #include "notify.h"
 #include "control.h"
+#include "dns.h"
 #include "fingerprint.h"
 #include "janitor.h"
 #include "listener.h"
@@ -204,6 +205,7 @@ void worker_apply_config(void)
 			telemetry_restart_clock(container_of(pos, struct pool, node)->tm, now_usec());
 	}
 	telemetry_enabled = cfg->telemetry;
+	dns_set_ttls(worker->dns, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl);
 	pool_apply_config();
 }
 
@@ -378,6 +380,7 @@ static void free_everything(void)
 		list_remove(&db->node);
 		free(db->name);
 		free(db->host);
+		cfg_hosts_free(&db->hosts);
 		free(db->dbname);
 		free(db->forced_user);
 		free(db->password);
@@ -392,6 +395,7 @@ static void free_everything(void)
 		free(u->name);
 		free(u);
 	}
+	dns_free(worker->dns);
 	fp_table_free();
 	slowlog_free();
 	for (int i = 0; i < g_signal_count; i++)
@@ -508,6 +512,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	worker->reaper = event_new(worker->base, -1, 0, reap_dead, NULL);
+	worker->dns = dns_new(worker->base, cfg->resolv_conf, cfg->dns_nameservers, server_host_moved, err, sizeof(err));
+	if (!worker->dns) {
+		log_error("%s", err);
+		return 1;
+	}
+	dns_set_ttls(worker->dns, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl);
 	fp_table_init(now_usec());
 	pool_apply_config();
 	if (!listener_open_all(err, sizeof(err))) {

@@ -116,9 +116,15 @@ static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char
 {
 	const char *dbname = (e->dbname && *e->dbname) ? e->dbname : name;
 	bool moved = !same_str(db->host, e->host) || db->port != (e->port ? e->port : 5432) ||
-		     !same_str(db->dbname, dbname);
+		     !cfg_hosts_equal(&db->hosts, &e->hosts) || !same_str(db->dbname, dbname);
 	set_str(&db->host, e->host);
 	db->port = e->port ? e->port : 5432;
+	if (moved) {
+		cfg_hosts_free(&db->hosts);
+		cfg_hosts_copy(&db->hosts, &e->hosts);
+		db->host_cursor = 0;
+	}
+	db->load_balance_hosts = e->load_balance_hosts;
 	set_str(&db->dbname, dbname);
 	set_str(&db->forced_user, e->user);
 	set_str(&db->password, e->password);

@@ -16,7 +16,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "dns.h"
 #include "intern.h"
 #include "log.h"
 #include "pool.h"
@@ -74,49 +74,161 @@ const char *server_state_name(enum server_state s)
 
 /* ---- address ---- */
 
-static bool resolve_address(const struct pool_db *db, struct sockaddr_storage *ss, socklen_t *len, char *desc,
-			    size_t desclen)
+/*
+ * Where a new connection goes. A database has one host or a list of them
+ * (host=a,b); load_balance_hosts picks the entry: round-robin takes the
+ * next one each time, disable stays on one until a connection to it fails
+ * (see note_host_failed). A unix-socket directory or a literal address is
+ * used as it is; a name goes through the dns module, which may have to ask
+ * first: then no connection is made now, and on_host_resolved() brings the
+ * pool back once the answer is in.
+ */
+enum addr_result { ADDR_OK, ADDR_PENDING, ADDR_FAILED };
+
+static bool is_unix_dir(const char *host)
 {
-	memset(ss, 0, sizeof(*ss));
-	const char *host = db->host;
-	if (!host || !*host || host[0] == '/') {
-		const char *dir = (host && *host) ? host
-			: (worker->cfg->unix_socket_dir && *worker->cfg->unix_socket_dir ? worker->cfg->unix_socket_dir
-											   : "/tmp");
-		struct sockaddr_un *un = (struct sockaddr_un *)ss;
-		un->sun_family = AF_UNIX;
-		int n = snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", dir, db->port);
-		if (n < 0 || (size_t)n >= sizeof(un->sun_path))
-			return false;
-		*len = sizeof(*un);
-		snprintf(desc, desclen, "unix:%d", db->port);
-		return true;
-	}
+	return !host || !*host || host[0] == '/';
+}
+
+/* host entry of the next connection; the database's default unix socket when it has no host */
+static int pick_host(struct pool_db *db)
+{
+	if (db->hosts.count <= 1)
+		return 0;
+	int i = db->host_cursor % db->hosts.count;
+	if (db->load_balance_hosts == LB_ROUND_ROBIN)
+		db->host_cursor = (i + 1) % db->hosts.count;
+	return i;
+}
+
+/* load_balance_hosts = disable: a failed connection moves the database on to its next host */
+static void note_host_failed(struct pool_db *db, int host_index)
+{
+	if (db->load_balance_hosts == LB_DISABLE && db->hosts.count > 1 && db->host_cursor == host_index)
+		db->host_cursor = (host_index + 1) % db->hosts.count;
+}
+
+static bool unix_socket_address(const char *dir, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	if (!dir || !*dir)
+		dir = worker->cfg->unix_socket_dir && *worker->cfg->unix_socket_dir ? worker->cfg->unix_socket_dir : "/tmp";
+	struct sockaddr_un *un = (struct sockaddr_un *)ss;
+	un->sun_family = AF_UNIX;
+	int n = snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", dir, port);
+	if (n < 0 || (size_t)n >= sizeof(un->sun_path))
+		return false;
+	*len = sizeof(*un);
+	return true;
+}
+
+static bool literal_address(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
 	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
 	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
 		in4->sin_family = AF_INET;
-		in4->sin_port = htons((uint16_t)db->port);
+		in4->sin_port = htons((uint16_t)port);
 		*len = sizeof(*in4);
-	} else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)db->port);
-		*len = sizeof(*in6);
-	} else {
-		/* host names: resolved synchronously until the c-ares resolver lands */
-		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
-		if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
-			return false;
-		memcpy(ss, res->ai_addr, res->ai_addrlen);
-		*len = res->ai_addrlen;
-		if (ss->ss_family == AF_INET)
-			in4->sin_port = htons((uint16_t)db->port);
-		else
-			in6->sin6_port = htons((uint16_t)db->port);
-		freeaddrinfo(res);
+		return true;
 	}
-	addr_to_str(ss, desc, desclen);
-	return true;
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*in6);
+		return true;
+	}
+	return false;
+}
+
+/* a name for the resolver: not a unix-socket directory, not an IP address */
+static bool is_host_name(const char *host)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	memset(&ss, 0, sizeof(ss));
+	return !is_unix_dir(host) && !literal_address(host, 0, &ss, &len);
+}
+
+static void on_host_resolved(void *arg, const char *host, bool ok, const char *error);
+
+/* the address of host entry hi of the pool's database; msg says why on ADDR_FAILED */
+static enum addr_result server_address(struct pool *p, int hi, struct sockaddr_storage *ss, socklen_t *len,
+				       char *msg, size_t msglen)
+{
+	const struct pool_db *db = p->db;
+	const char *host = db->hosts.count ? db->hosts.name[hi] : NULL;
+	int port = db->hosts.count ? db->hosts.port[hi] : db->port;
+	memset(ss, 0, sizeof(*ss));
+	if (is_unix_dir(host)) {
+		if (unix_socket_address(host, port, ss, len))
+			return ADDR_OK;
+		snprintf(msg, msglen, "unix socket path for server \"%s\" is too long", host ? host : "(default)");
+		return ADDR_FAILED;
+	}
+	if (literal_address(host, port, ss, len))
+		return ADDR_OK;
+	char why[128];
+	switch (dns_pick_address(worker->dns, host, port, ss, len, why, sizeof(why), on_host_resolved, p)) {
+	case DNS_OK:
+		return ADDR_OK;
+	case DNS_PENDING:
+		return ADDR_PENDING;
+	case DNS_FAILED:
+		break;
+	}
+	snprintf(msg, msglen, "could not resolve host \"%s\": %s", host, why);
+	return ADDR_FAILED;
+}
+
+static int host_index_of(const struct pool_db *db, const char *host)
+{
+	for (int i = 0; i < db->hosts.count; i++)
+		if (strcasecmp(db->hosts.name[i], host) == 0)
+			return i;
+	return -1;
+}
+
+/* a lookup this pool waited for ended: connect now, or tell the waiting clients */
+static void on_host_resolved(void *arg, const char *host, bool ok, const char *error)
+{
+	struct pool *p = arg;
+	if (ok) {
+		pool_launch_if_needed(p);
+		pool_fill_min(p);
+		return;
+	}
+	int hi = host_index_of(p->db, host);
+	if (hi < 0)
+		return; /* the database moved to other hosts (RELOAD) meanwhile */
+	char msg[300];
+	snprintf(msg, sizeof(msg), "could not resolve host \"%s\": %s", host, error);
+	note_host_failed(p->db, hi);
+	pool_server_failed(p, "08001", msg);
+}
+
+void server_refresh_host_names(void)
+{
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		if (p->server_count == 0)
+			continue;
+		for (int i = 0; i < p->db->hosts.count; i++)
+			if (is_host_name(p->db->hosts.name[i]))
+				dns_refresh(worker->dns, p->db->hosts.name[i]);
+	}
+}
+
+void server_host_moved(const char *host)
+{
+	struct list *pos;
+	list_for_each(pos, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		if (!db->is_admin && host_index_of(db, host) >= 0)
+			db->generation++; /* as a RELOAD that changed host= does: see server_expired() */
+	}
 }
 
 /* ---- connect ---- */
@@ -128,18 +240,52 @@ static void add_to_list(struct server *s, enum server_state st, struct list *l)
 	list_append(l, &s->node);
 }
 
-struct server *server_connect(struct pool *p)
+/*
+ * A host name with several addresses is one server to the operator: when
+ * the TCP connect to one of them fails (a dead replica, IPv6 without a
+ * route), the next one is tried before the pool hears of a failure, as
+ * libpq does. spare_tries: how many more addresses may be tried after this
+ * one; -1 for a first attempt (the chosen name's address count - 1).
+ */
+static struct server *connect_next(struct pool *p, int spare_tries);
+
+static void connect_failed(struct server *s, const char *msg)
+{
+	struct pool *p = s->pool;
+	int spare = s->spare_tries;
+	server_close(s, msg);
+	if (spare > 0 && worker->shutdown == SHUTDOWN_NONE) {
+		log_info("%s/%s: %s; trying the next address", p->db->name, p->user->name, msg);
+		connect_next(p, spare - 1); /* it reports its own failure, or waits for a lookup */
+		return;
+	}
+	pool_server_failed(p, "08006", msg);
+}
+
+static struct server *connect_next(struct pool *p, int spare_tries)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	char desc[64];
-	if (!resolve_address(p->db, &ss, &len, desc, sizeof(desc))) {
-		char msg[300];
-		snprintf(msg, sizeof(msg), "could not resolve the address of server \"%s\"",
-			 p->db->host ? p->db->host : "(unix socket)");
+	char desc[64], msg[300];
+	int hi = pick_host(p->db);
+	switch (server_address(p, hi, &ss, &len, msg, sizeof(msg))) {
+	case ADDR_OK:
+		break;
+	case ADDR_PENDING:
+		return NULL; /* on_host_resolved() calls the pool back */
+	case ADDR_FAILED:
+		note_host_failed(p->db, hi);
 		pool_server_failed(p, "08001", msg);
 		return NULL;
 	}
+	if (spare_tries < 0) {
+		const char *host = p->db->hosts.count ? p->db->hosts.name[hi] : NULL;
+		spare_tries = is_host_name(host) ? dns_address_count(worker->dns, host) - 1 : 0;
+	}
+	if (ss.ss_family == AF_UNIX)
+		snprintf(desc, sizeof(desc), "unix:%d", p->db->hosts.count ? p->db->hosts.port[hi] : p->db->port);
+	else
+		addr_to_str(&ss, desc, sizeof(desc));
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		pool_server_failed(p, "08001", "could not create a socket for the server connection");
@@ -156,6 +302,10 @@ struct server *server_connect(struct pool *p)
 	s->pool = p;
 	s->xact_status = 'I';
 	s->generation = p->db->generation;
+	s->host_index = hi;
+	s->spare_tries = spare_tries;
+	s->peer_addr = ss;
+	s->peer_addr_len = len;
 	str_copy(s->addr, desc, sizeof(s->addr));
 	list_init(&s->node);
 	stream_init(&s->st, worker->base, fd, &server_ops, s);
@@ -168,13 +318,16 @@ struct server *server_connect(struct pool *p)
 	eff_note_opened(&p->tm->eff);
 	SV_LOG(s, LOG_LVL_DEBUG, "connecting%s", "");
 	if (!stream_connect(&s->st, &ss, len)) {
-		char msg[300];
 		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", desc, strerror(errno));
-		server_close(s, msg);
-		pool_server_failed(p, "08006", msg);
+		connect_failed(s, msg);
 		return NULL;
 	}
 	return s;
+}
+
+struct server *server_connect(struct pool *p)
+{
+	return connect_next(p, -1);
 }
 
 static void send_startup(struct server *s)
@@ -205,10 +358,20 @@ static void begin_startup(struct server *s)
 
 static void login_failed(struct server *s, const char *sqlstate, const char *msg);
 
-/* the name the connection was made to: SNI, and what verify-full checks */
-static const char *server_host(const struct server *s)
+const char *server_host(const struct server *s)
 {
-	return s->pool->db->host;
+	const struct pool_db *db = s->pool->db;
+	if (db->hosts.count == 0)
+		return NULL; /* the default unix socket */
+	return db->hosts.name[s->host_index < db->hosts.count ? s->host_index : 0];
+}
+
+int server_port(const struct server *s)
+{
+	const struct pool_db *db = s->pool->db;
+	if (db->hosts.count == 0)
+		return db->port;
+	return db->hosts.port[s->host_index < db->hosts.count ? s->host_index : 0];
 }
 
 /*
@@ -229,9 +392,7 @@ static void server_on_connected(struct stream *st, int err)
 	if (err) {
 		char msg[300];
 		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", s->addr, strerror(err));
-		struct pool *p = s->pool;
-		server_close(s, msg);
-		pool_server_failed(p, "08006", msg);
+		connect_failed(s, msg);
 		return;
 	}
 	if (server_wants_tls(s))
@@ -881,6 +1042,8 @@ void server_close(struct server *s, const char *reason)
 	 */
 	if (!was_logging_in)
 		pool_launch_if_needed(p);
+	else if (worker->shutdown == SHUTDOWN_NONE)
+		note_host_failed(p->db, s->host_index);
 	worker_check_shutdown();
 }
 
@@ -927,11 +1090,9 @@ static void on_cancel_writable(evutil_socket_t fd, short what, void *arg)
 
 void server_send_cancel(struct server *s)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	char desc[64];
-	if (!resolve_address(s->pool->db, &ss, &len, desc, sizeof(desc)))
-		return;
+	/* to the address this server connected to: no lookup, and the right host of a list */
+	const struct sockaddr_storage ss = s->peer_addr;
+	socklen_t len = s->peer_addr_len;
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return;

@@ -147,6 +147,17 @@ struct pool_db *pool_lookup_db(const char *name)
 	return NULL;
 }
 
+/* where a connection still being opened goes (SHOW SERVERS): the databases here have one host */
+const char *server_host(const struct server *s)
+{
+	return s->pool->db->host;
+}
+
+int server_port(const struct server *s)
+{
+	return s->pool->db->port;
+}
+
 void stream_buffer_stats(int *used, int *free_count, uint32_t *size)
 {
 	*used = 3;

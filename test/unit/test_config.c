@@ -541,6 +541,89 @@ static void test_database_bad_value_stops_loading_with_file_and_line(void)
 	CHECK(strstr(err, "pool_mode: invalid value \"bogus\" (expected session, transaction or statement)") != NULL);
 }
 
+static void test_host_list_pairs_each_host_with_its_port(void)
+{
+	char path[256], err[512];
+	struct cfg *c = load_text("hosts.ini",
+				  "[databases]\n"
+				  "one = host=db1 port=6000\n"
+				  "shared = host=db1,10.0.0.2,/var/run/postgresql port=6001 load_balance_hosts=disable\n"
+				  "each = host='db1, db2' port=6001,6002\n"
+				  "sock =\n",
+				  path, sizeof(path), err, sizeof(err));
+	CHECK(c != NULL);
+	if (!c) {
+		fprintf(stderr, "%s\n", err);
+		return;
+	}
+	const struct cfg_db *db = cfg_find_db(c, "one");
+	CHECK(db && db->hosts.count == 1 && strcmp(db->hosts.name[0], "db1") == 0 && db->hosts.port[0] == 6000);
+	CHECK(db && db->load_balance_hosts == LB_ROUND_ROBIN);
+	db = cfg_find_db(c, "shared");
+	CHECK(db && db->hosts.count == 3 && db->load_balance_hosts == LB_DISABLE);
+	if (db && db->hosts.count == 3) {
+		CHECK_STR_EQ(db->hosts.name[1], "10.0.0.2");
+		CHECK_STR_EQ(db->hosts.name[2], "/var/run/postgresql");
+		CHECK(db->hosts.port[0] == 6001 && db->hosts.port[1] == 6001 && db->hosts.port[2] == 6001);
+	}
+	db = cfg_find_db(c, "each");
+	CHECK(db && db->hosts.count == 2 && db->port == 6001);
+	if (db && db->hosts.count == 2) {
+		CHECK_STR_EQ(db->hosts.name[1], "db2"); /* blanks around an item are not part of it */
+		CHECK(db->hosts.port[0] == 6001 && db->hosts.port[1] == 6002);
+	}
+	db = cfg_find_db(c, "sock");
+	CHECK(db && db->hosts.count == 0 && db->port == 5432);
+	cfg_free(c);
+}
+
+static void expect_database_error(const char *line, const char *want)
+{
+	char path[256], err[512], text[1024];
+	snprintf(text, sizeof(text), "[databases]\n%s\n", line);
+	struct cfg *c = load_text("hostbad.ini", text, path, sizeof(path), err, sizeof(err));
+	CHECK(c == NULL);
+	cfg_free(c);
+	if (!strstr(err, want))
+		UNIT_FAIL_("for \"%s\": error \"%s\" does not say \"%s\"", line, err, want);
+}
+
+static void test_bad_host_lists_are_config_errors(void)
+{
+	expect_database_error("x = host=a,,b", "database \"x\": host: \"a,,b\" has an empty host name");
+	expect_database_error("x = host=a,", "has an empty host name");
+	expect_database_error("x = host=,a", "has an empty host name");
+	expect_database_error("x = host=h1,h2,h3,h4,h5,h6,h7,h8,h9,h10,h11,h12,h13,h14,h15,h16,h17",
+			      "host: more than 16 hosts");
+	expect_database_error("x = host=a,b,c port=1,2", "port: 1,2 lists 2 ports for 3 hosts");
+	expect_database_error("x = host=a,b port=1,,2", "is not a port or a comma-separated list of ports");
+	expect_database_error("x = host=a,b port=1,70000", "port: 70000 is out of range (1 .. 65535)");
+	expect_database_error("x = port=1,2", "port: a list of ports needs a list of hosts");
+	expect_database_error("x = host=a load_balance_hosts=random",
+			      "load_balance_hosts: invalid value \"random\" (expected round-robin or disable)");
+}
+
+static void test_dns_nameservers_takes_addresses_with_optional_ports(void)
+{
+	char path[256], err[512];
+	struct cfg *c = load_text("ns.ini", "[pgpulse]\ndns_nameservers = 10.0.0.2, 10.0.0.3:5353,[::1]:53\n", path,
+				  sizeof(path), err, sizeof(err));
+	CHECK(c != NULL);
+	if (c)
+		CHECK_STR_EQ(c->dns_nameservers, "10.0.0.2, 10.0.0.3:5353,[::1]:53");
+	cfg_free(c);
+	const char *bad[] = { "dns.example.com", "10.0.0.2:0", "10.0.0.2:99999", "[::1", "::1:53x", "10.0.0.2:" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256];
+		snprintf(text, sizeof(text), "[pgpulse]\ndns_nameservers = %s\n", bad[i]);
+		c = load_text("nsbad.ini", text, path, sizeof(path), err, sizeof(err));
+		if (c)
+			UNIT_FAIL_("dns_nameservers = %s was accepted", bad[i]);
+		cfg_free(c);
+		CHECK(strstr(err, "is not an IP address with an optional port") != NULL);
+	}
+}
+
 static void test_database_unknown_key_is_a_warning(void)
 {
 	char path[256], err[512], want[512];
@@ -1002,6 +1085,9 @@ int main(void)
 	RUN(test_star_entry_is_the_fallback_database);
 	RUN(test_quoted_database_name_may_hold_any_character);
 	RUN(test_database_bad_value_stops_loading_with_file_and_line);
+	RUN(test_host_list_pairs_each_host_with_its_port);
+	RUN(test_bad_host_lists_are_config_errors);
+	RUN(test_dns_nameservers_takes_addresses_with_optional_ports);
 	RUN(test_database_unknown_key_is_a_warning);
 	RUN(test_duplicate_database_last_definition_wins);
 	RUN(test_users_section_sets_per_user_limits);

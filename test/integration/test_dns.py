@@ -269,7 +269,8 @@ def test_hung_lookup_for_one_database_does_not_stall_the_others(pgpulse, pg, dns
         began = time.monotonic()
         with psycopg.connect(pp.dsn(dbname="fast" if i % 2 else "ip"), autocommit=True) as c:
             assert c.execute("SELECT 1").fetchone() == (1,)
-        assert time.monotonic() - began < 1.0
+        # generous for a loaded machine; a loop stalled by the lookup would wait it out (forever)
+        assert time.monotonic() - began < 5.0
     assert t.is_alive(), "the client of the hung database is still waiting"
     t.join(20)
     # the wait is bounded by the existing timeout for waiting clients

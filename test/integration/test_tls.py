@@ -130,10 +130,7 @@ def tls_pg(session_dir, certs):
 
 # ---------------------------------------------------------------- configurations
 
-def client_tls_ini(certs, sslmode="require", cert="pgpulse", extra=""):
-    return f"""\
-[databases]
-appdb = host={{pg_host}} port={{pg_port}} dbname=appdb
+MAIN_SECTION = """\
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {{port}}
@@ -141,7 +138,15 @@ unix_socket_dir = {{dir}}
 auth_type = scram-sha-256
 auth_file = {{auth_file}}
 admin_users = admin
-pool_mode = transaction
+pool_mode = {pool_mode}
+"""
+
+
+def client_tls_ini(certs, sslmode="require", extra=""):
+    return f"""\
+[databases]
+appdb = host={{pg_host}} port={{pg_port}} dbname=appdb
+{MAIN_SECTION.format(pool_mode="transaction")}\
 client_tls_sslmode = {sslmode}
 client_tls_cert_file = {{dir}}/server.crt
 client_tls_key_file = {{dir}}/server.key
@@ -170,17 +175,11 @@ def server_tls_ini(pg, host, sslmode, extra=""):
 [databases]
 appdb = host={host} port={pg.port} dbname=appdb
 certdb = host={host} port={pg.port} dbname=appdb user=certuser
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {{port}}
-unix_socket_dir = {{dir}}
-auth_type = scram-sha-256
-auth_file = {{auth_file}}
-admin_users = admin
-pool_mode = session
+{MAIN_SECTION.format(pool_mode="session")}\
 server_tls_sslmode = {sslmode}
 {extra}
 """
+
 
 
 def libpq_tls(certs, sslmode, rootcert="ca.crt", **extra):

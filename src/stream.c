@@ -144,6 +144,7 @@ static void on_read_event(struct stream *s);
 static void on_write_event(struct stream *s);
 static void stream_process(struct stream *s);
 static void tls_free_session(struct stream *s);
+static void refire_for_decrypted_bytes(struct stream *s);
 
 void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner)
 {
@@ -177,20 +178,28 @@ static void set_interest(struct stream *s, bool read, bool write)
 	event_assign(&s->ev, s->base, s->fd, what, on_socket_event, s);
 	event_add(&s->ev, NULL);
 	/* event_del dropped a read re-fired for decrypted bytes, if one was queued */
-	if (read && s->tls && !s->tls_handshake && SSL_pending(s->tls) > 0)
+	if (read && s->tls)
+		refire_for_decrypted_bytes(s);
+}
+
+/* decrypted bytes wait inside the session: the socket will not signal them */
+static void refire_for_decrypted_bytes(struct stream *s)
+{
+	if (!s->tls_handshake && SSL_pending(s->tls) > 0)
 		event_active(&s->ev, EV_READ, 1);
 }
 
 void stream_start_reading(struct stream *s)
 {
-	if (g_suspended && !s->never_suspend)
+	if (s->read_on) { /* the usual case, once per batch of packets: keep it short */
+		if (s->tls)
+			refire_for_decrypted_bytes(s);
 		return;
-	if (s->dead || s->connecting || s->tls_handshake || s->tls_answer_due)
+	}
+	if ((g_suspended && !s->never_suspend) || s->dead || s->connecting || s->tls_handshake ||
+	    s->tls_answer_due)
 		return;
-	if (!s->read_on)
-		set_interest(s, true, s->write_on);
-	if (s->tls && SSL_pending(s->tls) > 0)
-		event_active(&s->ev, EV_READ, 1); /* decrypted bytes the socket will not signal */
+	set_interest(s, true, s->write_on); /* re-fires for decrypted bytes itself */
 }
 
 void stream_stop_reading(struct stream *s)
@@ -320,10 +329,8 @@ static ssize_t tls_io_result(struct stream *s, int rc, bool reading)
 	}
 }
 
-static ssize_t io_send(struct stream *s, const void *buf, size_t len)
+static ssize_t tls_send(struct stream *s, const void *buf, size_t len)
 {
-	if (!s->tls)
-		return send(s->fd, buf, len, MSG_NOSIGNAL);
 	size_t done = 0;
 	ERR_clear_error();
 	errno = 0;
@@ -331,15 +338,24 @@ static ssize_t io_send(struct stream *s, const void *buf, size_t len)
 	return rc == 1 ? (ssize_t)done : tls_io_result(s, rc, false);
 }
 
-static ssize_t io_recv(struct stream *s, void *buf, size_t len)
+static ssize_t tls_recv(struct stream *s, void *buf, size_t len)
 {
-	if (!s->tls)
-		return recv(s->fd, buf, len, 0);
 	size_t got = 0;
 	ERR_clear_error();
 	errno = 0;
 	int rc = SSL_read_ex(s->tls, buf, len, &got);
 	return rc == 1 ? (ssize_t)got : tls_io_result(s, rc, true);
+}
+
+/* plaintext inline: the hot path pays one test for TLS */
+static inline ssize_t io_send(struct stream *s, const void *buf, size_t len)
+{
+	return s->tls ? tls_send(s, buf, len) : send(s->fd, buf, len, MSG_NOSIGNAL);
+}
+
+static inline ssize_t io_recv(struct stream *s, void *buf, size_t len)
+{
+	return s->tls ? tls_recv(s, buf, len) : recv(s->fd, buf, len, 0);
 }
 
 /* send the socket's own queued messages; false when the socket failed */
@@ -734,23 +750,32 @@ void stream_start_tls(struct stream *s, SSL *ssl)
 	drive_handshake(s);
 }
 
+/* the TLS states that take the socket's event; true when it was handled */
+static bool tls_takes_event(struct stream *s, short *what)
+{
+	if (s->tls_handshake) {
+		drive_handshake(s);
+		return true;
+	}
+	if (s->tls_answer_due && (*what & EV_READ)) {
+		read_tls_answer(s);
+		return true;
+	}
+	if ((*what & EV_WRITE) && s->tls_read_wants_write) {
+		s->tls_read_wants_write = false;
+		*what |= EV_READ; /* the writable socket is what the read waited for */
+	}
+	return false;
+}
+
 /* a writable socket first: draining it may let this stream read again */
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct stream *s = arg;
 	(void)fd;
-	if (s->tls_handshake) {
-		drive_handshake(s);
+	/* a handshake sets s->tls, an SSLRequest answer comes before it */
+	if ((s->tls || s->tls_answer_due) && tls_takes_event(s, &what))
 		return;
-	}
-	if (s->tls_answer_due && (what & EV_READ)) {
-		read_tls_answer(s);
-		return;
-	}
-	if ((what & EV_WRITE) && s->tls_read_wants_write) {
-		s->tls_read_wants_write = false;
-		what |= EV_READ; /* the writable socket is what the read waited for */
-	}
 	if (what & EV_WRITE) {
 		on_write_event(s);
 		if (s->dead)

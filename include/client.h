@@ -23,12 +23,27 @@ struct pool;
 struct pool_db;
 struct server;
 
+/*
+ * A client's state, and the list it sits on in that state. Only
+ * client_set_state() changes either, and with them every count that
+ * depends on them (worker->client_count, the database's and the user's
+ * client counts that max_*_client_connections check, the pool's waiting
+ * level), so closing twice or counting out twice cannot happen.
+ *
+ *   NEW -> LOGIN -> CANCEL                (a CancelRequest being forwarded)
+ *   LOGIN -> WELCOME -> ACTIVE <-> WAITING
+ *   LOGIN -> ACTIVE                       (the pool had its welcome; admin)
+ *   any but NEW -> CLOSED
+ */
 enum client_state {
+	CL_NEW,      /* allocated, on no list */
 	CL_LOGIN,    /* startup and authentication: worker->login_clients */
+	CL_CANCEL,   /* sent a CancelRequest; closed when it was delivered: worker->login_clients */
 	CL_WELCOME,  /* authenticated, waiting for the pool's first server: pool->waiting_clients */
-	CL_ACTIVE,   /* logged in, linked or between transactions: pool->active_clients */
+	CL_ACTIVE,   /* logged in, linked or between transactions: pool->active_clients
+			(admin consoles: worker->login_clients) */
 	CL_WAITING,  /* has a request and no server: pool->waiting_clients */
-	CL_CLOSED,   /* worker->dead_clients */
+	CL_CLOSED,   /* worker->dead_clients, freed on the next loop turn */
 };
 
 enum client_auth_step { CA_NONE, CA_CLEARTEXT, CA_MD5, CA_SCRAM_FIRST, CA_SCRAM_FINAL };
@@ -68,6 +83,7 @@ struct client {
 	/* what the client asked for at startup, and ParameterStatus since */
 	const char *params[6];      /* enum tracked_param; interned (intern.h) */
 
+	struct cancel_req *cancel;  /* CL_CANCEL: the cancel it waits for */
 	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it */
 	uint32_t cancel_key;
 
@@ -100,7 +116,6 @@ struct client {
 	struct stmt_fp *stmt_fp;    /* [STMT_FP_SLOTS], allocated at the first named Parse */
 	uint8_t stmt_fp_next;
 	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
-	bool counted_in_db;         /* included in db->client_count */
 	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */
 	uint64_t bytes_out_counted;
 };
@@ -125,8 +140,23 @@ void client_finish_login(struct client *c);
 /* close now, without a message */
 void client_close(struct client *c, const char *reason);
 
-/* the server linked to this client died or was closed */
-void client_server_lost(struct client *c, const char *sqlstate, const char *message);
+/*
+ * The one transition function (see enum client_state): moves the client
+ * to the list of its new state and keeps the counts that follow from it.
+ * An illegal transition is a bug and aborts.
+ */
+void client_set_state(struct client *c, enum client_state to);
+
+/*
+ * The server linked to this client died or was closed. The client gets
+ * the error, unless a reply was partly forwarded to it: an error message
+ * in the middle of a half-sent DataRow could not be read, so then the
+ * connection just closes.
+ */
+void client_server_lost(struct client *c, const char *sqlstate, const char *message, bool mid_packet);
+
+/* the cancel this client asked for was delivered (or gave up): close it, as PostgreSQL does */
+void client_cancel_done(struct client *c);
 
 /* find a client by the key it got in BackendKeyData */
 struct client *client_by_cancel_key(uint32_t pid, uint32_t key);

@@ -70,6 +70,9 @@ enum dns_result dns_pick_address(struct dns_resolver *r, const char *host, int p
  */
 void dns_refresh(struct dns_resolver *r, const char *host);
 
+/* the object `arg` of pending waiters is going away: they are not called */
+void dns_forget_waiter(struct dns_resolver *r, void *arg);
+
 void dns_set_ttls(struct dns_resolver *r, int64_t max_ttl, int64_t negative_ttl);
 
 /* how long an answer with this TTL (seconds) is kept: the TTL, capped by max_ttl, at least 1 s

@@ -80,7 +80,17 @@ struct pool_db {
 	bool paused;
 	bool disabled;
 	int generation;             /* bumped when host/port/dbname changed */
-	int client_count;           /* clients connected to this database */
+	int client_count;           /* clients logged in to this database (the client limits) */
+	/*
+	 * Lifetime of a database made from "*" (or removed from the config):
+	 * refs counts the clients whose startup named it, logged in or not;
+	 * once none is left and its servers are idle, it is freed with its
+	 * pools — at once if nobody ever logged in to it, else after
+	 * autodb_idle_timeout (pool_free_unused_databases).
+	 */
+	int refs;
+	bool had_login;             /* a client authenticated to it */
+	int64_t unused_since;       /* monotonic usec; 0 while in use */
 };
 
 /* a user, with its [users] overrides (-1: not set), refreshed on reload */
@@ -146,6 +156,8 @@ struct pool {
 	struct list used_servers;
 	/* servers connecting or logging in */
 	struct list new_servers;
+	/* servers released while a cancel to their backend is still travelling: they serve nobody yet */
+	struct list canceling_servers;
 	/* servers on the four lists above: kept, not counted, as the assignment path asks often */
 	int server_count;
 
@@ -174,6 +186,19 @@ struct pool {
 
 /* find or create (from the "*" entry) */
 struct pool_db *pool_find_db(const char *name);
+/* a client names the database (startup) until it closes: see pool_db.refs */
+void pool_db_hold(struct pool_db *db);
+void pool_db_release(struct pool_db *db);
+
+/* free the auto-created and removed databases that nobody uses any more (janitor) */
+void pool_free_unused_databases(int64_t now);
+
+/* free a pool and what it owns (its servers must be closed, its clients gone) */
+void pool_free(struct pool *p);
+
+/* free a database's own memory (it must have no pools left) */
+void pool_db_free(struct pool_db *db);
+
 /* find an existing, configured database only */
 struct pool_db *pool_lookup_db(const char *name);
 struct pool_user *pool_find_user(const char *name, bool create);
@@ -197,9 +222,6 @@ int64_t pool_user_setting(const struct pool_user *u, int64_t user_value, int64_t
  */
 bool pool_assign_server(struct client *c);
 
-/* a client no longer waits (it left, or got an error) */
-void pool_forget_waiting(struct client *c);
-
 /* the server finished what it was doing and can serve again */
 void pool_server_ready(struct server *s);
 
@@ -212,7 +234,7 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 /* open server connections when the pool is below what waiting clients need */
 void pool_launch_if_needed(struct pool *p);
 
-/* open connections up to min_pool_size */
+/* open connections up to min_pool_size, while the pool has clients or a forced user */
 void pool_fill_min(struct pool *p);
 
 /* close idle servers of a database (RECONNECT, config change) */

@@ -17,12 +17,24 @@
 struct pool;
 struct client;
 
+/*
+ * A server's state, and the pool list it sits on in that state. Only
+ * server_set_state() changes either, with the counts that follow (the
+ * pool's and the worker's server counts, the telemetry levels of open
+ * servers).
+ *
+ *   NEW -> LOGIN -> IDLE <-> ACTIVE <-> USED
+ *   ACTIVE, USED -> CANCELING -> IDLE, ACTIVE, USED
+ *   any but NEW -> CLOSED
+ */
 enum server_state {
-	SV_LOGIN,   /* connecting and logging in: pool->new_servers */
-	SV_IDLE,    /* ready: pool->idle_servers */
-	SV_ACTIVE,  /* linked to a client: pool->active_servers */
-	SV_USED,    /* running pgpulse's own query: pool->used_servers */
-	SV_CLOSED,  /* worker->dead_servers */
+	SV_NEW,       /* allocated, on no list */
+	SV_LOGIN,     /* connecting and logging in (and connect_query): pool->new_servers */
+	SV_IDLE,      /* ready: pool->idle_servers */
+	SV_ACTIVE,    /* linked to a client: pool->active_servers */
+	SV_USED,      /* running pgpulse's own query: pool->used_servers */
+	SV_CANCELING, /* released with a cancel still on its way: pool->canceling_servers */
+	SV_CLOSED,    /* worker->dead_servers */
 };
 
 /* why pgpulse is running its own query on the server */
@@ -63,7 +75,7 @@ struct server {
 	bool release_pending;       /* release once the reply is flushed to the client */
 	bool close_when_released;
 	bool ready;                 /* logged in */
-	bool counted_open;          /* in the pool's count of open servers (telemetry) */
+	int cancels_in_flight;      /* cancel connections to its backend not yet closed by PostgreSQL */
 	int generation;             /* the database's generation at connect */
 	int host_index;             /* which entry of the database's host list it went to */
 	int spare_tries;            /* other addresses of its host name to try if the connect fails */
@@ -90,6 +102,9 @@ struct server {
 	bool copy_sync_ignored;
 	char addr[64];
 };
+
+/* the one transition function (see enum server_state); an illegal one aborts */
+void server_set_state(struct server *s, enum server_state to);
 
 /* open a new connection for the pool; it reports back through pool_* */
 struct server *server_connect(struct pool *p);
@@ -134,8 +149,8 @@ void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_
 /* close the connection (sends Terminate when it is healthy) */
 void server_close(struct server *s, const char *reason);
 
-/* send a CancelRequest for this server's backend on a new connection */
-void server_send_cancel(struct server *s);
+/* a cancel connection to this server's backend was closed by PostgreSQL (or gave up) */
+void server_cancel_finished(struct server *s, bool delivered);
 
 void server_free_dead(void);
 

@@ -69,6 +69,7 @@ struct stream_ops {
 
 struct stream {
 	struct list all_node;       /* every open stream, for SUSPEND */
+	struct list resume_node;    /* on the queue of resumes the loop runs next */
 	int fd;
 	struct event ev;   /* one per socket; its flags follow read_on and write_on */
 	struct event_base *base;
@@ -147,8 +148,17 @@ int stream_close_unflushed(void);
 void stream_request_tls(struct stream *s);
 void stream_start_tls(struct stream *s, SSL *ssl);
 
-/* continue after PKT_PAUSE */
+/*
+ * Continue after PKT_PAUSE. Inside the stream's own callbacks this only
+ * clears the pause (the running loop goes on); from anywhere else the
+ * stream is queued and processed from the event loop once the current
+ * callbacks have unwound, so resuming one connection never runs its
+ * packets inside another connection's callback or list walk.
+ */
 void stream_resume(struct stream *s);
+
+/* free the loop's resume event (at exit, before the event base) */
+void stream_loop_free(void);
 
 /* forwarded bytes waiting to be sent, or a packet partly forwarded */
 bool stream_has_pending(const struct stream *s);

@@ -34,6 +34,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "cancel.h"
 #include "client.h"
 #include "config.h"
 #include "control.h"
@@ -496,8 +497,8 @@ static struct pool_db **sorted_databases(int *n)
 
 static int servers_of_pool(const struct pool *p)
 {
-	return list_count(&p->active_servers) + list_count(&p->idle_servers) +
-	       list_count(&p->used_servers) + list_count(&p->new_servers);
+	return list_count(&p->active_servers) + list_count(&p->idle_servers) + list_count(&p->used_servers) +
+	       list_count(&p->new_servers) + list_count(&p->canceling_servers);
 }
 
 /* a monotonic stamp as wall-clock time */
@@ -600,6 +601,8 @@ static const char *client_state_word(const struct client *c, const struct client
 	switch (c->state) {
 	case CL_LOGIN:
 		return "login";
+	case CL_CANCEL:
+		return "active_cancel_req"; /* PgBouncer's word for a cancel request being forwarded */
 	case CL_WELCOME:
 	case CL_WAITING:
 		return "waiting";
@@ -607,6 +610,7 @@ static const char *client_state_word(const struct client *c, const struct client
 		if (c->is_admin)
 			return c == asking ? "active" : "idle";
 		return c->server ? "active" : "idle";
+	case CL_NEW:
 	case CL_CLOSED:
 		break;
 	}
@@ -678,6 +682,9 @@ static const char *server_state_word(const struct server *s)
 		return s->client ? "active" : "idle";
 	case SV_USED:
 		return "tested";
+	case SV_CANCELING:
+		return "being_canceled";
+	case SV_NEW:
 	case SV_CLOSED:
 		break;
 	}
@@ -803,6 +810,7 @@ static void show_servers(struct client *c, const char *arg)
 		server_rows(&r, &pools[i]->idle_servers, &now);
 		server_rows(&r, &pools[i]->used_servers, &now);
 		server_rows(&r, &pools[i]->new_servers, &now);
+		server_rows(&r, &pools[i]->canceling_servers, &now);
 	}
 	free(pools);
 	result_end(&r);
@@ -856,11 +864,13 @@ static void show_pools(struct client *c, const char *arg)
 		/* cl_active: PgBouncer counts linked and idle clients alike */
 		row_int(&r, list_count(&p->active_clients));
 		row_int(&r, list_count(&p->waiting_clients));
-		row_int(&r, 0); /* cancel requests are not queued per pool in pgpulse */
-		row_int(&r, 0);
+		int cancel_clients, cancel_conns;
+		cancel_pool_counts(p, &cancel_clients, &cancel_conns);
+		row_int(&r, cancel_clients); /* cl_active_cancel_req: waiting for their cancel to land */
+		row_int(&r, 0);              /* cl_waiting_cancel_req: pgpulse forwards a cancel at once */
 		row_int(&r, list_count(&p->active_servers));
-		row_int(&r, 0); /* sv_active_cancel */
-		row_int(&r, 0); /* sv_being_canceled */
+		row_int(&r, cancel_conns);   /* sv_active_cancel: cancel connections in flight */
+		row_int(&r, list_count(&p->canceling_servers));
 		row_int(&r, list_count(&p->idle_servers));
 		row_int(&r, 0); /* sv_used: see server_state_word() */
 		row_int(&r, list_count(&p->used_servers));
@@ -1342,6 +1352,28 @@ static int count_login_clients(void)
 	return n;
 }
 
+/* what the lists hold: every open client connection (consoles and cancel requests included) */
+static int count_open_clients(void)
+{
+	int n = list_count(&worker->login_clients);
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		n += list_count(&p->active_clients) + list_count(&p->waiting_clients);
+	}
+	return n;
+}
+
+static int count_open_servers(void)
+{
+	int n = 0;
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+		n += servers_of_pool(container_of(pos, struct pool, node));
+	return n;
+}
+
 static void show_lists(struct client *c, const char *arg)
 {
 	static const struct column cols[] = {
@@ -1359,10 +1391,10 @@ static void show_lists(struct client *c, const char *arg)
 		{ "peer_pools", 0 },
 		/* pgpulse frees connection memory instead of keeping it on free lists */
 		{ "free_clients", 0 },
-		{ "used_clients", worker->client_count },
+		{ "used_clients", count_open_clients() },
 		{ "login_clients", count_login_clients() },
 		{ "free_servers", 0 },
-		{ "used_servers", worker->server_count },
+		{ "used_servers", count_open_servers() },
 		{ "dns_names", dns_name_count(worker->dns) },
 		{ "dns_zones", 0 }, /* no zone serial checks (dns_zone_check_period) */
 		{ "dns_queries", dns_pending_count(worker->dns) },
@@ -1412,8 +1444,8 @@ static void show_mem(struct client *c, const char *arg)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
 		const struct list *client_lists[] = { &p->active_clients, &p->waiting_clients };
-		const struct list *server_lists[] = { &p->active_servers, &p->idle_servers,
-						      &p->used_servers, &p->new_servers };
+		const struct list *server_lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers,
+						      &p->new_servers, &p->canceling_servers };
 		for (size_t i = 0; i < 2; i++)
 			list_for_each(q, client_lists[i])
 			{
@@ -1421,7 +1453,7 @@ static void show_mem(struct client *c, const char *arg)
 				out_bytes += (long long)out_buffer_bytes(&cl->st);
 				out_count += cl->st.out.cap > 0;
 			}
-		for (size_t i = 0; i < 4; i++)
+		for (size_t i = 0; i < 5; i++)
 			list_for_each(q, server_lists[i])
 			{
 				const struct server *s = container_of(q, struct server, node);

@@ -28,6 +28,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "cancel.h"
 #include "config.h"
 #include "intern.h"
 #include "fingerprint.h"
@@ -65,6 +66,8 @@ static bool client_is_unix(const struct client *c)
 const char *client_state_name(enum client_state s)
 {
 	switch (s) {
+	case CL_NEW: return "new";
+	case CL_CANCEL: return "cancel";
 	case CL_LOGIN: return "login";
 	case CL_WELCOME: return "login";
 	case CL_ACTIVE: return "active";
@@ -88,7 +91,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 	if (!is_unix)
 		tune_tcp_socket(fd);
 	c->id = ++worker->next_conn_id;
-	c->state = CL_LOGIN;
+	c->state = CL_NEW;
 	list_init(&c->node);
 	c->user = intern_get("");
 	c->dbname = intern_get("");
@@ -107,8 +110,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 	stream_init(&c->st, worker->base, fd, &client_ops, c);
 	c->st.startup = true;
 	c->st.max_packet = STARTUP_MAX_LEN;
-	list_append(&worker->login_clients, &c->node);
-	worker->client_count++;
+	client_set_state(c, CL_LOGIN);
 
 	if (worker->client_count > worker->cfg->max_client_conn) {
 		client_fatal(c, "53300", "no more connections allowed (max_client_conn = %d)",
@@ -155,7 +157,85 @@ void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 	stream_send_out(&c->st);
 }
 
-/* ---- close ---- */
+/* ---- the lifecycle ---- */
+
+/* states whose clients count toward max_db/max_user_client_connections */
+static bool is_logged_in(enum client_state st)
+{
+	return st == CL_WELCOME || st == CL_ACTIVE || st == CL_WAITING;
+}
+
+static bool transition_allowed(enum client_state from, enum client_state to)
+{
+	switch (to) {
+	case CL_NEW:
+		return false;
+	case CL_LOGIN:
+		return from == CL_NEW;
+	case CL_CANCEL:
+	case CL_WELCOME:
+		return from == CL_LOGIN;
+	case CL_ACTIVE:
+		return from == CL_LOGIN || from == CL_WELCOME || from == CL_WAITING;
+	case CL_WAITING:
+		return from == CL_ACTIVE;
+	case CL_CLOSED:
+		return from != CL_NEW;
+	}
+	return false;
+}
+
+static struct list *list_of_state(struct client *c, enum client_state st)
+{
+	switch (st) {
+	case CL_LOGIN:
+	case CL_CANCEL:
+		return &worker->login_clients;
+	case CL_WELCOME:
+	case CL_WAITING:
+		return &c->pool->waiting_clients;
+	case CL_ACTIVE:
+		return c->pool ? &c->pool->active_clients : &worker->login_clients; /* consoles have no pool */
+	case CL_CLOSED:
+		return &worker->dead_clients;
+	case CL_NEW:
+		break;
+	}
+	return NULL;
+}
+
+/* the database's and user's client counts: what the client limits compare */
+static void count_logged_in(struct client *c, int delta)
+{
+	c->db->client_count += delta;
+	if (!c->is_admin)
+		c->login_user->client_count += delta; /* console sessions are not the user's clients */
+}
+
+void client_set_state(struct client *c, enum client_state to)
+{
+	enum client_state from = c->state;
+	if (from == to)
+		return;
+	if (!transition_allowed(from, to)) {
+		log_error("C-%llu: illegal state change %s -> %s", (unsigned long long)c->id, client_state_name(from),
+			  client_state_name(to));
+		abort();
+	}
+	list_remove(&c->node);
+	if (from == CL_WAITING)
+		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, -1);
+	if (is_logged_in(from) != is_logged_in(to))
+		count_logged_in(c, is_logged_in(to) ? +1 : -1);
+	if (from == CL_NEW)
+		worker->client_count++;
+	if (to == CL_CLOSED)
+		worker->client_count--;
+	c->state = to;
+	if (to == CL_WAITING)
+		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, +1);
+	list_append(list_of_state(c, to), &c->node);
+}
 
 /* may the server linked to this leaving client serve someone else */
 static bool server_is_clean_after(const struct client *c, const struct server *s)
@@ -164,19 +244,14 @@ static bool server_is_clean_after(const struct client *c, const struct server *s
 	       !stream_has_pending(&c->st) && !stream_has_pending(&s->st) && !stream_has_unread(&s->st);
 }
 
-static void detach_server_of_leaving_client(struct client *c)
+static void release_server_of_leaving_client(struct server *s, bool clean)
 {
-	struct server *s = c->server;
-	if (!s)
-		return;
-	if (!server_is_clean_after(c, s)) {
+	if (!clean) {
 		/* closing the connection makes PostgreSQL roll the transaction back */
 		server_close(s, "client disconnected while the server was not idle");
 		return;
 	}
 	server_unlink(s);
-	if (s->state == SV_CLOSED)
-		return;
 	const char *reset = worker->cfg->server_reset_query;
 	bool want_reset = reset && *reset &&
 			  (s->pool->pool_mode == POOL_SESSION || worker->cfg->server_reset_query_always);
@@ -186,29 +261,32 @@ static void detach_server_of_leaving_client(struct client *c)
 		pool_server_ready(s);
 }
 
+/*
+ * The client is CL_CLOSED before anything else happens, so whatever its
+ * server's close calls back (client_server_lost, client_fatal) finds it
+ * closed and does nothing: no second count-out, no stray message.
+ */
 void client_close(struct client *c, const char *reason)
 {
 	if (c->state == CL_CLOSED)
 		return;
-	if (worker->cfg->log_disconnections && c->state != CL_LOGIN)
+	if (worker->cfg->log_disconnections && c->state != CL_LOGIN && c->state != CL_CANCEL)
 		log_info("C-%llu %s/%s %s: closing because: %s", (unsigned long long)c->id, c->dbname, c->user,
 			 c->addr, reason);
 	else
 		log_debug("C-%llu %s: closing because: %s", (unsigned long long)c->id, c->addr, reason);
-	if (c->state == CL_WAITING || c->state == CL_WELCOME)
-		pool_forget_waiting(c);
-	detach_server_of_leaving_client(c);
+	struct server *s = c->server;
+	bool clean = s && server_is_clean_after(c, s);
+	client_set_state(c, CL_CLOSED);
+	if (c->cancel)
+		cancel_forget_requester(c->cancel);
+	c->cancel = NULL;
+	if (s)
+		release_server_of_leaving_client(s, clean);
 	c->server = NULL;
-	if (c->counted_in_db) {
-		c->db->client_count--;
-		if (!c->is_admin)
-			c->login_user->client_count--;
-	}
-	list_remove(&c->node);
-	c->state = CL_CLOSED;
 	stream_close(&c->st);
-	list_append(&worker->dead_clients, &c->node);
-	worker->client_count--;
+	if (c->db)
+		pool_db_release(c->db);
 	worker_schedule_reap();
 }
 
@@ -234,10 +312,21 @@ void client_free_dead(void)
 	}
 }
 
-void client_server_lost(struct client *c, const char *sqlstate, const char *message)
+void client_server_lost(struct client *c, const char *sqlstate, const char *message, bool mid_packet)
 {
+	if (c->state == CL_CLOSED)
+		return;
 	c->server = NULL;
-	client_fatal(c, sqlstate, "%s", message);
+	if (mid_packet)
+		client_close(c, message);
+	else
+		client_fatal(c, sqlstate, "%s", message);
+}
+
+void client_cancel_done(struct client *c)
+{
+	c->cancel = NULL;
+	client_close(c, "cancel request delivered");
 }
 
 static void client_on_end(struct stream *st, enum stream_end why)
@@ -283,7 +372,14 @@ struct client *client_by_cancel_key(uint32_t pid, uint32_t key)
 	return NULL;
 }
 
-static void handle_cancel_request(struct client *c, const struct pkt *pkt)
+/*
+ * A CancelRequest is matched to the client that got the key; if that client
+ * has a query running, the cancel goes on to its server and this connection
+ * stays open until PostgreSQL has taken it (libpq's PQcancel waits for the
+ * close, and learns then that the signal went out). Otherwise it is closed
+ * at once: the protocol gives a cancel connection no answer.
+ */
+static enum pkt_action handle_cancel_request(struct client *c, const struct pkt *pkt)
 {
 	struct pkt_reader r;
 	pkt_reader_init(&r, pkt->body, pkt->body_len);
@@ -292,13 +388,18 @@ static void handle_cancel_request(struct client *c, const struct pkt *pkt)
 	uint32_t key = pkt_get_u32(&r);
 	if (!r.bad) {
 		struct client *target = client_by_cancel_key(pid, key);
-		if (target && target->server && target->server->state == SV_ACTIVE)
-			server_send_cancel(target->server);
-		else
+		if (target && target->server && target->server->state == SV_ACTIVE) {
+			c->cancel = cancel_send(target->server, c);
+			if (c->cancel) {
+				client_set_state(c, CL_CANCEL);
+				return PKT_CONSUMED;
+			}
+		} else {
 			log_debug("C-%llu: cancel request for no running query dropped", (unsigned long long)c->id);
+		}
 	}
-	/* the protocol says: a cancel connection gets no answer */
 	client_close(c, "cancel request handled");
+	return PKT_GONE;
 }
 
 /* ---- login ---- */
@@ -406,10 +507,7 @@ static void enter_pool(struct client *c)
 	c->secret = NULL;
 	if (!within_client_limits(c))
 		return;
-	c->db->client_count++;
-	if (!c->is_admin)
-		c->login_user->client_count++; /* console sessions are not the user's clients */
-	c->counted_in_db = true;
+	c->db->had_login = true;
 	if (c->is_admin) {
 		client_finish_login(c);
 		return;
@@ -430,10 +528,8 @@ static void enter_pool(struct client *c)
 			     p->last_error[0] ? p->last_error : "server login has been failing");
 		return;
 	}
-	list_remove(&c->node);
-	c->state = CL_WELCOME;
 	c->wait_start = now_usec();
-	list_append(&p->waiting_clients, &c->node);
+	client_set_state(c, CL_WELCOME);
 	stream_send_out(&c->st);
 	pool_launch_if_needed(p);
 }
@@ -593,11 +689,13 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 		client_fatal(c, "57P03", "pgpulse is shutting down");
 		return;
 	}
-	c->db = pool_find_db(c->dbname);
-	if (!c->db || c->db->removed) {
+	struct pool_db *db = pool_find_db(c->dbname);
+	if (!db) {
 		client_fatal(c, "3D000", "database \"%s\" does not exist", c->dbname);
 		return;
 	}
+	c->db = db;
+	pool_db_hold(db);
 	if (c->db->disabled) {
 		client_fatal(c, "57P03", "database \"%s\" is disabled", c->dbname);
 		return;
@@ -685,10 +783,8 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 		stream_send_out(&c->st);
 		return PKT_CONSUMED;
 	}
-	if (code == PROTO_CANCEL && pkt->len == 16) {
-		handle_cancel_request(c, pkt);
-		return PKT_GONE;
-	}
+	if (code == PROTO_CANCEL && pkt->len == 16)
+		return handle_cancel_request(c, pkt);
 	if ((code >> 16) != 3) {
 		client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: pgpulse supports 3.0", code >> 16,
 			     code & 0xffff);
@@ -866,14 +962,9 @@ void client_finish_login(struct client *c)
 
 	int64_t max_packet = c->is_admin ? ADMIN_QUERY_MAX_LEN : worker->cfg->max_packet_size;
 	c->st.max_packet = (uint32_t)(max_packet > 0x7fffffff ? 0x7fffffff : max_packet);
-	list_remove(&c->node);
-	c->state = CL_ACTIVE;
+	client_set_state(c, CL_ACTIVE);
 	c->request_time = now_usec();
 	c->idle_since = c->request_time;
-	if (c->pool)
-		list_append(&c->pool->active_clients, &c->node);
-	else
-		list_append(&worker->login_clients, &c->node); /* admin clients stay off the pools */
 	if (worker->cfg->log_connections)
 		log_info("C-%llu %s/%s %s: login ok", (unsigned long long)c->id, c->dbname, c->user, c->addr);
 	if (stream_send_out(&c->st))
@@ -1098,6 +1189,10 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 	struct client *c = st->owner;
 	if (c->state == CL_LOGIN)
 		return st->startup ? handle_startup_packet(c, pkt) : handle_password_packet(c, pkt);
+	if (c->state == CL_CANCEL) {
+		client_close(c, "data after a cancel request");
+		return PKT_GONE;
+	}
 	if (c->is_admin)
 		return handle_admin_packet(c, pkt);
 	if (pkt->type == 'X') {

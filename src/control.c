@@ -43,7 +43,8 @@ static int busy_servers(const struct pool_db *db)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
 		if (pool_matches(p, db))
-			n += list_count(&p->active_servers) + list_count(&p->used_servers) + list_count(&p->new_servers);
+			n += list_count(&p->active_servers) + list_count(&p->used_servers) + list_count(&p->new_servers) +
+			     list_count(&p->canceling_servers);
 	}
 	return n;
 }
@@ -178,8 +179,8 @@ void control_reconnect(struct pool_db *db)
 		struct pool *p = container_of(pos, struct pool, node);
 		if (!pool_matches(p, db))
 			continue;
-		struct list *lists[] = { &p->active_servers, &p->used_servers, &p->new_servers };
-		for (int i = 0; i < 3; i++)
+		struct list *lists[] = { &p->active_servers, &p->used_servers, &p->new_servers, &p->canceling_servers };
+		for (int i = 0; i < 4; i++)
 			list_for_each(sp, lists[i])
 				container_of(sp, struct server, node)->close_when_released = true;
 		pool_close_idle_servers(p, "RECONNECT");
@@ -204,8 +205,9 @@ void control_kill(struct pool_db *db)
 			list_for_each_safe(cp, ctmp, clists[i])
 				client_fatal(container_of(cp, struct client, node), "57P01",
 					     "terminating connection due to administrator command (KILL)");
-		struct list *slists[] = { &p->active_servers, &p->idle_servers, &p->used_servers, &p->new_servers };
-		for (int i = 0; i < 4; i++)
+		struct list *slists[] = { &p->active_servers, &p->idle_servers, &p->used_servers, &p->new_servers,
+					  &p->canceling_servers };
+		for (int i = 0; i < 5; i++)
 			list_for_each_safe(cp, ctmp, slists[i])
 				server_close(container_of(cp, struct server, node), "KILL");
 	}
@@ -257,8 +259,9 @@ static int servers_to_close(const struct pool_db *db)
 		struct pool *p = container_of(pos, struct pool, node);
 		if (!pool_matches(p, db))
 			continue;
-		struct list *lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers, &p->new_servers };
-		for (int i = 0; i < 4; i++)
+		struct list *lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers, &p->new_servers,
+					 &p->canceling_servers };
+		for (int i = 0; i < 5; i++)
 			list_for_each(sp, lists[i])
 			{
 				struct server *s = container_of(sp, struct server, node);

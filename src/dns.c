@@ -208,6 +208,25 @@ void dns_free(struct dns_resolver *r)
 	ares_library_cleanup();
 }
 
+void dns_forget_waiter(struct dns_resolver *r, void *arg)
+{
+	struct list *pos, *wp, *wtmp;
+	if (!r)
+		return;
+	list_for_each(pos, &r->entries)
+	{
+		struct dns_entry *e = container_of(pos, struct dns_entry, node);
+		list_for_each_safe(wp, wtmp, &e->waiters)
+		{
+			struct dns_waiter *w = container_of(wp, struct dns_waiter, node);
+			if (w->arg == arg) {
+				list_remove(&w->node);
+				free(w);
+			}
+		}
+	}
+}
+
 void dns_set_ttls(struct dns_resolver *r, int64_t max_ttl, int64_t negative_ttl)
 {
 	r->max_ttl = max_ttl;

@@ -22,6 +22,7 @@
 
 #include "auth.h"
 #include "client.h"
+#include "cancel.h"
 #include "config.h"
 #include "notify.h"
 #include "control.h"
@@ -57,6 +58,7 @@ static void reap_dead(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
+	cancel_free_all();
 	client_free_dead();
 	server_free_dead();
 }
@@ -352,8 +354,9 @@ static void close_everything(void)
 		for (int i = 0; i < 2; i++)
 			list_for_each_safe(cp, ctmp, client_lists[i])
 				client_close(container_of(cp, struct client, node), "pgpulse is shutting down");
-		struct list *server_lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers, &p->new_servers };
-		for (int i = 0; i < 4; i++)
+		struct list *server_lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers, &p->new_servers,
+						&p->canceling_servers };
+		for (int i = 0; i < 5; i++)
 			list_for_each_safe(cp, ctmp, server_lists[i])
 				server_close(container_of(cp, struct server, node), "pgpulse is shutting down");
 	}
@@ -367,27 +370,9 @@ static void free_everything(void)
 {
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->pools)
-	{
-		struct pool *p = container_of(pos, struct pool, node);
-		list_remove(&p->node);
-		pool_forget_welcome(p);
-		telemetry_free(p->tm);
-		free(p);
-	}
+		pool_free(container_of(pos, struct pool, node));
 	list_for_each_safe(pos, tmp, &worker->databases)
-	{
-		struct pool_db *db = container_of(pos, struct pool_db, node);
-		list_remove(&db->node);
-		free(db->name);
-		free(db->host);
-		cfg_hosts_free(&db->hosts);
-		free(db->dbname);
-		free(db->forced_user);
-		free(db->password);
-		free(db->connect_query);
-		param_list_free(&db->startup);
-		free(db);
-	}
+		pool_db_free(container_of(pos, struct pool_db, node));
 	list_for_each_safe(pos, tmp, &worker->users)
 	{
 		struct pool_user *u = container_of(pos, struct pool_user, node);
@@ -407,6 +392,7 @@ static void free_everything(void)
 	cfg_free(worker->cfg);
 	tls_config_release();
 	stream_buffers_release();
+	stream_loop_free();
 	event_base_free(worker->base);
 	log_close();
 }

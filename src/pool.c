@@ -21,8 +21,11 @@
 #include <strings.h>
 
 #include "admin.h"
+#include "cancel.h"
 #include "client.h"
 #include "config.h"
+#include "dns.h"
+#include "fingerprint.h"
 #include "log.h"
 #include "health.h"
 #include "intern.h"
@@ -191,6 +194,99 @@ struct pool_db *pool_find_db(const char *name)
 	return db;
 }
 
+void pool_db_hold(struct pool_db *db)
+{
+	db->refs++;
+}
+
+void pool_db_release(struct pool_db *db)
+{
+	db->refs--;
+}
+
+void pool_db_free(struct pool_db *db)
+{
+	list_remove(&db->node);
+	free(db->name);
+	free(db->host);
+	cfg_hosts_free(&db->hosts);
+	free(db->dbname);
+	free(db->forced_user);
+	free(db->password);
+	free(db->connect_query);
+	param_list_free(&db->startup);
+	free(db);
+}
+
+void pool_free(struct pool *p)
+{
+	pool_close_idle_servers(p, "the database's pool is freed");
+	dns_forget_waiter(worker->dns, p);
+	fp_forget_pool(p);
+	list_remove(&p->node);
+	pool_forget_welcome(p);
+	telemetry_free(p->tm);
+	free(p);
+}
+
+/* does anything still use the database: a client, a busy server, a console waiting on it */
+static bool db_in_use(const struct pool_db *db)
+{
+	if (db->refs > 0)
+		return true;
+	struct list *pos;
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		if (p->db == db && (p->server_count > list_count(&p->idle_servers) || !list_empty(&p->active_clients) ||
+				    !list_empty(&p->waiting_clients)))
+			return true;
+	}
+	list_for_each(pos, &worker->login_clients)
+	{
+		const struct client *c = container_of(pos, struct client, node);
+		if (c->admin_wait_db == db)
+			return true;
+	}
+	return false;
+}
+
+static void free_database(struct pool_db *db, const char *why)
+{
+	log_info("%s: freeing the database and its pools (%s)", db->name, why);
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->pools)
+	{
+		struct pool *p = container_of(pos, struct pool, node);
+		if (p->db == db)
+			pool_free(p);
+	}
+	pool_db_free(db);
+}
+
+void pool_free_unused_databases(int64_t now)
+{
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		if (db->is_admin || !(db->from_fallback || db->removed))
+			continue;
+		if (db_in_use(db)) {
+			db->unused_since = 0;
+			continue;
+		}
+		if (!db->unused_since)
+			db->unused_since = now;
+		if (db->removed)
+			free_database(db, "removed from the configuration");
+		else if (!db->had_login)
+			free_database(db, "nobody logged in to it");
+		else if (now - db->unused_since >= worker->cfg->autodb_idle_timeout)
+			free_database(db, "autodb_idle_timeout");
+	}
+}
+
 /* the [users] entry's overrides, or "not set" everywhere */
 static void user_take_entry(struct pool_user *u)
 {
@@ -268,6 +364,7 @@ struct pool *pool_get(struct pool_db *db, struct pool_user *user)
 	list_init(&p->idle_servers);
 	list_init(&p->used_servers);
 	list_init(&p->new_servers);
+	list_init(&p->canceling_servers);
 	p->pool_mode = resolve_pool_mode(db, user);
 	p->tm = telemetry_new(now_usec());
 	note_sizes_for_tier_time(p);
@@ -446,11 +543,7 @@ static bool room_under_caps(const struct pool *p, const struct pool_limits *l, b
 static bool hand_server_to(struct server *s, struct client *c)
 {
 	struct pool *p = c->pool;
-	if (c->state == CL_WAITING)
-		telemetry_level(p->tm, &p->tm->eff.waiting, -1);
-	list_remove(&c->node);
-	c->state = CL_ACTIVE;
-	list_append(&p->active_clients, &c->node);
+	client_set_state(c, CL_ACTIVE);
 	server_link(s, c);
 	p->stats.server_assignments++;
 	char *sql = server_param_sync_sql(s, c);
@@ -496,12 +589,8 @@ static bool pool_is_paused(const struct pool *p)
 
 static void start_waiting(struct client *c, int64_t now)
 {
-	if (c->state != CL_WAITING)
-		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, +1);
-	list_remove(&c->node);
-	c->state = CL_WAITING;
 	c->wait_start = now;
-	list_append(&c->pool->waiting_clients, &c->node);
+	client_set_state(c, CL_WAITING);
 }
 
 bool pool_assign_server(struct client *c)
@@ -546,17 +635,6 @@ bool pool_assign_server(struct client *c)
 	return false;
 }
 
-void pool_forget_waiting(struct client *c)
-{
-	if (c->state == CL_WAITING)
-		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, -1);
-	list_remove(&c->node);
-	if (c->pool) {
-		c->state = CL_ACTIVE;
-		list_append(&c->pool->active_clients, &c->node);
-	}
-}
-
 static struct client *first_waiting_for_server(struct pool *p)
 {
 	struct list *pos;
@@ -576,18 +654,22 @@ void pool_server_ready(struct server *s)
 		server_close(s, "server lifetime over or database changed");
 		return;
 	}
+	s->job = JOB_NONE;
+	if (s->cancels_in_flight > 0) {
+		/* a cancel still travelling could hit the next client's query: wait for it (cancel.h) */
+		server_set_state(s, SV_CANCELING);
+		stream_resume(&s->st);
+		return;
+	}
 	struct client *c = pool_is_paused(p) ? NULL : first_waiting_for_server(p);
 	if (c) {
 		if (hand_server_to(s, c))
 			client_linked(c);
 		return;
 	}
-	s->job = JOB_NONE;
 	s->client = NULL;
-	list_remove(&s->node);
-	s->state = SV_IDLE;
 	s->last_used = now_usec();
-	list_append(&p->idle_servers, &s->node);
+	server_set_state(s, SV_IDLE);
 	stream_resume(&s->st);
 	worker_check_shutdown();
 }
@@ -618,8 +700,6 @@ void pool_server_logged_in(struct server *s)
 {
 	struct pool *p = s->pool;
 	telemetry_record(p->tm, TK_CONNECT, now_usec() - s->connect_start);
-	s->counted_open = true;
-	telemetry_level(p->tm, &p->tm->eff.open, +1);
 	p->last_connect_failure = 0;
 	p->last_error[0] = '\0';
 	p->last_error_code[0] = '\0';
@@ -735,10 +815,20 @@ void pool_launch_if_needed(struct pool *p)
 	}
 }
 
+/*
+ * min_pool_size holds while the pool has clients, or a forced user (whose
+ * pool exists before any client), as in PgBouncer: a pool nobody uses any
+ * more neither reconnects to a database nor keeps sessions open on it.
+ */
+static bool keeps_min_size(const struct pool *p)
+{
+	return p->db->forced_user || !list_empty(&p->active_clients) || !list_empty(&p->waiting_clients);
+}
+
 void pool_fill_min(struct pool *p)
 {
 	int64_t now = now_usec();
-	if (!may_connect_now(p, now))
+	if (!keeps_min_size(p) || !may_connect_now(p, now))
 		return;
 	struct pool_limits l = pool_limits_of(p);
 	while (pool_server_count(p) < l.min && room_under_caps(p, &l, false))
@@ -775,7 +865,8 @@ static void close_idle_servers_past_timeouts(struct pool *p, int64_t now)
 		int64_t idle = now - s->last_used;
 		if (total > l.base && idle >= cfg->overflow_idle_timeout)
 			server_close(s, "overflow_idle_timeout: beyond the base pool size and idle");
-		else if (cfg->server_idle_timeout > 0 && idle >= cfg->server_idle_timeout && total > l.min)
+		else if (cfg->server_idle_timeout > 0 && idle >= cfg->server_idle_timeout &&
+			 (total > l.min || !keeps_min_size(p)))
 			server_close(s, "server_idle_timeout");
 		else if (server_expired(s))
 			server_close(s, "server lifetime over or database changed");
@@ -829,7 +920,7 @@ static void enforce_query_timeout(struct client *c, int64_t limit, int64_t now)
 		log_info("C-%llu %s/%s: query_timeout (%s s): cancelling the query on S-%llu",
 			 (unsigned long long)c->id, c->dbname, c->user, secs, (unsigned long long)s->id);
 		s->cancel_sent_at = now;
-		server_send_cancel(s);
+		cancel_send(s, NULL);
 		return;
 	}
 	if (now - s->cancel_sent_at > worker->cfg->cancel_wait_timeout)

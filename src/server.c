@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "cancel.h"
 #include "client.h"
 #include "config.h"
 #include "dns.h"
@@ -59,6 +60,8 @@ static const struct stream_ops server_ops = {
 const char *server_state_name(enum server_state s)
 {
 	switch (s) {
+	case SV_NEW: return "new";
+	case SV_CANCELING: return "canceling";
 	case SV_LOGIN: return "login";
 	case SV_IDLE: return "idle";
 	case SV_ACTIVE: return "active";
@@ -231,14 +234,71 @@ void server_host_moved(const char *host)
 	}
 }
 
-/* ---- connect ---- */
+/* ---- the lifecycle: one place changes a server's state, list and counts ---- */
 
-static void add_to_list(struct server *s, enum server_state st, struct list *l)
+static bool transition_allowed(enum server_state from, enum server_state to)
 {
-	list_remove(&s->node);
-	s->state = st;
-	list_append(l, &s->node);
+	if (from == SV_CLOSED || to == SV_NEW)
+		return false;
+	if ((from == SV_NEW) != (to == SV_LOGIN))
+		return false; /* a new server logs in first, and only a new one does */
+	if (to == SV_CANCELING)
+		return from == SV_ACTIVE || from == SV_USED; /* released with a cancel on its way */
+	return true;
 }
+
+static struct list *list_of_state(struct server *s, enum server_state st)
+{
+	struct pool *p = s->pool;
+	switch (st) {
+	case SV_LOGIN: return &p->new_servers;
+	case SV_IDLE: return &p->idle_servers;
+	case SV_ACTIVE: return &p->active_servers;
+	case SV_USED: return &p->used_servers;
+	case SV_CANCELING: return &p->canceling_servers;
+	case SV_CLOSED: return &worker->dead_servers;
+	case SV_NEW: break;
+	}
+	return NULL;
+}
+
+/*
+ * Counts: a server counts in its pool and the worker from NEW until
+ * CLOSED; it counts as open (telemetry) from when it leaves LOGIN.
+ */
+void server_set_state(struct server *s, enum server_state to)
+{
+	enum server_state from = s->state;
+	struct pool *p = s->pool;
+	if (from == to)
+		return;
+	if (!transition_allowed(from, to)) {
+		log_error("S-%llu: illegal state change %s -> %s", (unsigned long long)s->id, server_state_name(from),
+			  server_state_name(to));
+		abort();
+	}
+	list_remove(&s->node);
+	if (from == SV_NEW) {
+		p->server_count++;
+		worker->server_count++;
+		telemetry_level(p->tm, &p->tm->eff.servers, +1);
+		eff_note_opened(&p->tm->eff);
+	} else if (from == SV_LOGIN) {
+		telemetry_level(p->tm, &p->tm->eff.open, +1);
+	}
+	if (to == SV_CLOSED) {
+		p->server_count--;
+		worker->server_count--;
+		telemetry_level(p->tm, &p->tm->eff.servers, -1);
+		if (from != SV_LOGIN)
+			telemetry_level(p->tm, &p->tm->eff.open, -1);
+		eff_note_closed(&p->tm->eff);
+	}
+	s->state = to;
+	list_append(list_of_state(s, to), &s->node);
+}
+
+/* ---- connect ---- */
 
 /*
  * A host name with several addresses is one server to the operator: when
@@ -311,11 +371,7 @@ static struct server *connect_next(struct pool *p, int spare_tries)
 	stream_init(&s->st, worker->base, fd, &server_ops, s);
 	s->connect_time = wall_usec();
 	s->connect_start = now_usec();
-	add_to_list(s, SV_LOGIN, &p->new_servers);
-	p->server_count++;
-	worker->server_count++;
-	telemetry_level(p->tm, &p->tm->eff.servers, +1);
-	eff_note_opened(&p->tm->eff);
+	server_set_state(s, SV_LOGIN);
 	SV_LOG(s, LOG_LVL_DEBUG, "connecting%s", "");
 	if (!stream_connect(&s->st, &ss, len)) {
 		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", desc, strerror(errno));
@@ -678,7 +734,7 @@ void server_run_job(struct server *s, enum server_job job, const char *sql)
 	s->job_failed = false;
 	/* a connect_query is part of logging in: the server still counts as connecting */
 	if (s->state != SV_ACTIVE && job != JOB_CONNECT_QUERY)
-		add_to_list(s, SV_USED, &s->pool->used_servers);
+		server_set_state(s, SV_USED);
 	proto_put_query(stream_out(&s->st), sql);
 	if (stream_send_out(&s->st))
 		stream_resume(&s->st);
@@ -988,7 +1044,7 @@ void server_link(struct server *s, struct client *c)
 	s->client = c;
 	c->server = s;
 	s->link_time = now_usec();
-	add_to_list(s, SV_ACTIVE, &s->pool->active_servers);
+	server_set_state(s, SV_ACTIVE);
 	stream_set_peer(&s->st, &c->st);
 	stream_set_peer(&c->st, &s->st);
 	stream_resume(&s->st);
@@ -1014,6 +1070,8 @@ void server_close(struct server *s, const char *reason)
 	struct pool *p = s->pool;
 	struct client *c = s->client;
 	bool was_logging_in = s->state == SV_LOGIN;
+	/* a reply partly forwarded: the client's socket is mid-message */
+	bool client_mid_packet = c && stream_has_pending(&s->st);
 	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "closing because: %s",
 	       reason);
 	server_unlink(s);
@@ -1024,17 +1082,13 @@ void server_close(struct server *s, const char *reason)
 		pkt_end(out);
 		stream_send_out_quietly(&s->st);
 	}
-	add_to_list(s, SV_CLOSED, &worker->dead_servers);
+	server_set_state(s, SV_CLOSED);
+	if (s->cancels_in_flight)
+		cancel_forget_server(s);
 	stream_close(&s->st);
-	s->pool->server_count--;
-	worker->server_count--;
-	telemetry_level(p->tm, &p->tm->eff.servers, -1);
-	if (s->counted_open)
-		telemetry_level(p->tm, &p->tm->eff.open, -1);
-	eff_note_closed(&p->tm->eff);
 	worker_schedule_reap();
 	if (c)
-		client_server_lost(c, "08006", "server connection closed unexpectedly");
+		client_server_lost(c, "08006", "server connection closed unexpectedly", client_mid_packet);
 	/*
 	 * A connection that failed to log in is reported by pool_server_failed(),
 	 * which decides about retries: launching another here would double every
@@ -1070,42 +1124,11 @@ void server_free_dead(void)
 	}
 }
 
-/* a cancel travels on a connection of its own: connect, send 16 bytes, close */
-struct cancel_conn {
-	struct event ev;
-	int fd;
-	uint8_t msg[16];
-};
-
-static void on_cancel_writable(evutil_socket_t fd, short what, void *arg)
+void server_cancel_finished(struct server *s, bool settled)
 {
-	struct cancel_conn *cc = arg;
-	if (!(what & EV_WRITE))
-		log_debug("cancel request: connect timed out");
-	else if (send(fd, cc->msg, sizeof(cc->msg), MSG_NOSIGNAL) != (ssize_t)sizeof(cc->msg))
-		log_debug("cancel request could not be sent: %s", strerror(errno));
-	close(fd);
-	free(cc);
-}
-
-void server_send_cancel(struct server *s)
-{
-	/* to the address this server connected to: no lookup, and the right host of a list */
-	const struct sockaddr_storage ss = s->peer_addr;
-	socklen_t len = s->peer_addr_len;
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return;
-	if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
-		close(fd);
-		return;
-	}
-	struct cancel_conn *cc = xcalloc(1, sizeof(*cc));
-	cc->fd = fd;
-	uint32_t words[4] = { htonl(16), htonl(PROTO_CANCEL), htonl(s->backend_pid), htonl(s->backend_key) };
-	memcpy(cc->msg, words, sizeof(words));
-	struct timeval limit = { 5, 0 };
-	event_assign(&cc->ev, worker->base, fd, EV_WRITE, on_cancel_writable, cc);
-	event_add(&cc->ev, &limit);
-	SV_LOG(s, LOG_LVL_DEBUG, "cancel request sent to backend %u", s->backend_pid);
+	s->cancels_in_flight--;
+	if (!settled)
+		s->close_when_released = true; /* a signal may still be on its way: nobody else gets it */
+	if (s->cancels_in_flight == 0 && s->state == SV_CANCELING)
+		pool_server_ready(s);
 }

@@ -150,6 +150,7 @@ void stream_init(struct stream *s, struct event_base *base, int fd, const struct
 {
 	memset(s, 0, sizeof(*s));
 	list_append(&g_all_streams, &s->all_node);
+	list_init(&s->resume_node);
 	s->fd = fd;
 	s->ops = ops;
 	s->owner = owner;
@@ -234,6 +235,7 @@ void stream_close(struct stream *s)
 		return;
 	s->dead = true;
 	list_remove(&s->all_node);
+	list_remove(&s->resume_node);
 	/* directly: the handshake's guard in write_wanted must not keep an event on a closed fd */
 	set_interest(s, false, false);
 	tls_free_session(s);
@@ -659,14 +661,41 @@ int stream_close_unflushed(void)
 	return n;
 }
 
+/* ---- resumes, run from the loop ---- */
+
+static struct list g_resume_queue = { &g_resume_queue, &g_resume_queue };
+static struct event *g_resume_ev;
+
+static void run_queued_resumes(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while (!list_empty(&g_resume_queue)) {
+		struct stream *s = container_of(list_first(&g_resume_queue), struct stream, resume_node);
+		list_remove(&s->resume_node);
+		stream_process(s);
+	}
+}
+
 void stream_resume(struct stream *s)
 {
 	if (s->dead)
 		return;
 	s->paused = false;
-	if (s->in_process)
-		return; /* the running loop sees it */
-	stream_process(s);
+	if (s->in_process || list_linked(&s->resume_node))
+		return; /* the running loop, or the queued run, sees it */
+	if (!g_resume_ev)
+		g_resume_ev = event_new(s->base, -1, 0, run_queued_resumes, NULL);
+	list_append(&g_resume_queue, &s->resume_node);
+	event_active(g_resume_ev, 0, 0);
+}
+
+void stream_loop_free(void)
+{
+	if (g_resume_ev)
+		event_free(g_resume_ev);
+	g_resume_ev = NULL;
 }
 
 /* ---- TLS: the SSLRequest answer and the handshake ---- */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cancel.h"
 #include "unit.h"
 
 /* ---- stubs for the parts of the daemon this test does not run ---- */
@@ -55,6 +56,12 @@ void worker_request_shutdown(enum shutdown_mode mode)
 struct pktbuf *stream_out(struct stream *s)
 {
 	return &s->out;
+}
+
+void cancel_pool_counts(const struct pool *p, int *requesters, int *connections)
+{
+	(void)p;
+	*requesters = *connections = 0;
 }
 
 /* control: record what the console asked for */
@@ -403,6 +410,7 @@ static void setup(void)
 	list_init(&pool_app.idle_servers);
 	list_init(&pool_app.used_servers);
 	list_init(&pool_app.new_servers);
+	list_init(&pool_app.canceling_servers);
 	static struct pool_telemetry *tm;
 	telemetry_free(tm);
 	tm = telemetry_new(now_usec());

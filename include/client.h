@@ -123,6 +123,16 @@ struct client {
 /* fd comes non-blocking (the listener accepts with SOCK_NONBLOCK) */
 void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int local_port, bool is_unix);
 
+/*
+ * A ReadyForQuery for one of the client's requests came from its server:
+ * one request fewer is due, the transaction status is known, the bytes
+ * the client moved are added to its pool's stats. With status 'I', returns
+ * when the transaction that just ended started (0 if not known), and the
+ * next one starts at next_arrival (a request pipelined behind this one;
+ * 0: the request the client is sending, if any).
+ */
+int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival);
+
 /* a server was linked to the client: start (or continue) forwarding */
 void client_linked(struct client *c);
 

@@ -1222,6 +1222,25 @@ static void client_on_flushed(struct stream *st)
 	(void)st;
 }
 
+int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival)
+{
+	struct pool_stats *stats = &c->pool->stats;
+	int64_t ended = 0;
+	c->xact_status = status;
+	if (c->pending_syncs > 0)
+		c->pending_syncs--;
+	c->idle_since = now;
+	stats->bytes_received += c->st.bytes_in - c->bytes_in_counted;
+	stats->bytes_sent += c->st.bytes_out - c->bytes_out_counted;
+	c->bytes_in_counted = c->st.bytes_in;
+	c->bytes_out_counted = c->st.bytes_out;
+	if (status == 'I') {
+		ended = c->xact_start;
+		c->xact_start = next_arrival ? next_arrival : c->req_arrive;
+	}
+	return ended;
+}
+
 void client_linked(struct client *c)
 {
 	if (c->wait_start) {

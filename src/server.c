@@ -894,36 +894,23 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 {
 	struct client *c = s->client;
 	char status = pkt->body_len ? (char)pkt->body[0] : 'I';
-	s->xact_status = status;
-	c->xact_status = status;
-	if (c->pending_syncs > 0)
-		c->pending_syncs--;
 	struct pool *p = s->pool;
 	int64_t now = now_usec();
-	c->idle_since = now;
+	s->xact_status = status;
+	close_request(s, now);
+	p->stats.query_count++;
+	/* with requests pipelined behind this one, the next transaction began when the oldest arrived */
+	int64_t next_arrival = s->inflight_count ? s->inflight[s->inflight_head].arrive : 0;
+	int64_t xact_start = client_ready_for_query(c, status, now, next_arrival);
 	if (c->pending_syncs == 0)
 		s->cancel_sent_at = 0;
-	p->stats.query_count++;
-	p->stats.bytes_received += c->st.bytes_in - c->bytes_in_counted;
-	p->stats.bytes_sent += c->st.bytes_out - c->bytes_out_counted;
-	c->bytes_in_counted = c->st.bytes_in;
-	c->bytes_out_counted = c->st.bytes_out;
-	close_request(s, now);
 	if (status == 'I') {
 		p->stats.xact_count++;
-		if (c->xact_start) {
-			int64_t xact = now - c->xact_start;
+		if (xact_start) {
+			int64_t xact = now - xact_start;
 			p->stats.xact_time += (uint64_t)xact;
 			telemetry_record(p->tm, TK_XACT, xact);
 		}
-		/*
-		 * With requests pipelined behind this one, the next transaction
-		 * began when the oldest of them arrived, not when it is answered.
-		 */
-		if (s->inflight_count)
-			c->xact_start = s->inflight[s->inflight_head].arrive;
-		else
-			c->xact_start = c->req_arrive;
 	}
 	if (!should_release(s, c, status))
 		return PKT_FORWARD;

@@ -443,8 +443,10 @@ def test_kill_client_pipelined_behind_pause_does_not_stop_the_event_loop(pgpulse
         with RawConn(pp.port, user="admin", database="pgpulse", timeout=5) as console:
             assert console.query("RESUME") == []
     except (OSError, EOFError) as e:
+        state = f"running, {cpu_seconds(pp.pid):.1f}s of CPU so far" if pp.running \
+            else f"exited with status {pp.returncode}"
         pytest.fail(f"pgpulse no longer serves a new login after the pipelined "
-                    f"KILL_CLIENT: {e!r}")
+                    f"KILL_CLIENT: {e!r} (pgpulse {state})")
     # and does not spin
     t0 = cpu_seconds(pp.pid)
     time.sleep(2)  # letting time pass: CPU used while idle
@@ -739,9 +741,11 @@ def test_random_client_lifecycles_leave_counts_limits_and_shutdown_true(pgpulse,
 
         # max_client_conn still holds
         extra = fill_up(pp.port, CHAOS_MAX_CLIENT_CONN - expected)
-        assert_refused(pp.port)
-        for c in extra:
-            c.close()
+        try:
+            assert_refused(pp.port)
+        finally:
+            for c in extra:
+                c.close()
 
         # SIGTERM waits for the last client
         last, others = kept[0] if kept else RawConn(pp.port, database=DB), kept[1:]

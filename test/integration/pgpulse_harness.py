@@ -14,17 +14,22 @@ Fixtures built on this live in conftest.py; tests import helpers from here:
 Everything listens on 127.0.0.1 or on unix sockets in private temp dirs.
 """
 
+import base64
 import ctypes
 import glob
+import hashlib
+import hmac
 import os
 import random
 import re
+import selectors
 import shutil
 import signal
 import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 import psycopg
@@ -797,3 +802,510 @@ def raw_startup(sock, user="app", database="appdb"):
 def query_message(sql):
     body = sql.encode() + b"\0"
     return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+def message(mtype, body=b""):
+    return mtype.encode() + struct.pack("!I", len(body) + 4) + body
+
+
+def cstr(s):
+    return s.encode() + b"\0"
+
+
+def error_fields(body):
+    fields = {}
+    for part in body.split(b"\0"):
+        if part:
+            fields[chr(part[0])] = part[1:].decode()
+    return fields
+
+
+def data_row(body):
+    (n,) = struct.unpack_from("!H", body)
+    pos, values = 2, []
+    for _ in range(n):
+        (ln,) = struct.unpack_from("!i", body, pos)
+        pos += 4
+        if ln < 0:
+            values.append(None)
+        else:
+            values.append(body[pos:pos + ln].decode())
+            pos += ln
+    return values
+
+
+class ServerError(Exception):
+    def __init__(self, fields):
+        super().__init__(f"{fields.get('C')}: {fields.get('M')}")
+        self.fields = fields
+        self.sqlstate = fields.get("C")
+
+
+class RawConn:
+    """A protocol-3 client on a bare socket: logs in (SCRAM, md5, cleartext
+    or trust) and then lets the test write any messages and read replies one
+    message at a time."""
+
+    def __init__(self, port, user="app", password="app_pw", database="appdb", params=None,
+                 timeout=10.0, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            # before connect(), so the TCP window starts small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = bytearray()
+        self.params = {}
+        self.backend_key = None
+        self.status = None
+        body = struct.pack("!I", PROTO_V3)
+        for k, v in {"user": user, "database": database, **(params or {})}.items():
+            body += cstr(k) + cstr(v)
+        body += b"\0"
+        try:
+            self.sock.sendall(struct.pack("!I", len(body) + 4) + body)
+            self._login(user, password)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def close(self):
+        try:
+            self.sock.sendall(message("X"))
+        except OSError:
+            pass
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, *msgs):
+        self.sock.sendall(b"".join(msgs))
+
+    def _fill(self):
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise EOFError("pgpulse closed the connection")
+        self.buf += data
+
+    def recv_msg(self):
+        while len(self.buf) < 5:
+            self._fill()
+        mtype = chr(self.buf[0])
+        (n,) = struct.unpack_from("!I", self.buf, 1)
+        while len(self.buf) < 1 + n:
+            self._fill()
+        body = bytes(self.buf[5:1 + n])
+        del self.buf[:1 + n]
+        return mtype, body
+
+    def until_ready(self):
+        """Messages up to and including the next ReadyForQuery."""
+        msgs = []
+        while True:
+            m = self.recv_msg()
+            msgs.append(m)
+            if m[0] == "Z":
+                self.status = m[1].decode()
+                return msgs
+
+    def query(self, sql):
+        """Simple query; the rows of the last result (text), or ServerError."""
+        self.send(query_message(sql))
+        rows, err = [], None
+        for t, body in self.until_ready():
+            if t == "T":
+                rows = []
+            elif t == "D":
+                rows.append(data_row(body))
+            elif t == "E":
+                err = ServerError(error_fields(body))
+        if err:
+            raise err
+        return rows
+
+    def _login(self, user, password):
+        while True:
+            t, body = self.recv_msg()
+            if t == "R":
+                (code,) = struct.unpack_from("!I", body)
+                if code == 0:
+                    continue
+                if code == 3:
+                    self.send(message("p", cstr(password)))
+                elif code == 5:
+                    inner = hashlib.md5((password + user).encode()).hexdigest()
+                    outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
+                    self.send(message("p", cstr("md5" + outer)))
+                elif code == 10:
+                    self._scram(password)
+                else:
+                    raise AssertionError(f"unexpected authentication request {code}")
+            elif t == "S":
+                name, value = body.split(b"\0")[:2]
+                self.params[name.decode()] = value.decode()
+            elif t == "K":
+                self.backend_key = struct.unpack("!II", body)
+            elif t == "Z":
+                self.status = body.decode()
+                return
+            elif t == "E":
+                raise ServerError(error_fields(body))
+            elif t == "N":
+                continue
+            else:
+                raise AssertionError(f"unexpected message {t!r} during login")
+
+    def _scram(self, password):
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n=,r={nonce}"
+        first = ("n,," + first_bare).encode()
+        self.send(message("p", cstr("SCRAM-SHA-256") + struct.pack("!i", len(first)) + first))
+        t, body = self.recv_msg()
+        if t == "E":
+            raise ServerError(error_fields(body))
+        assert t == "R" and struct.unpack_from("!I", body)[0] == 11, (t, body)
+        server_first = body[4:].decode()
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+        assert attrs["r"].startswith(nonce)
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
+                                     int(attrs["i"]))
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        stored_key = hashlib.sha256(client_key).digest()
+        final_bare = f"c=biws,r={attrs['r']}"
+        auth_message = f"{first_bare},{server_first},{final_bare}".encode()
+        signature = hmac.new(stored_key, auth_message, "sha256").digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        self.send(message("p", f"{final_bare},p={base64.b64encode(proof).decode()}".encode()))
+        t, body = self.recv_msg()
+        if t == "E":
+            raise ServerError(error_fields(body))
+        assert t == "R" and struct.unpack_from("!I", body)[0] == 12, (t, body)
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        expected = hmac.new(server_key, auth_message, "sha256").digest()
+        assert body[4:].decode() == "v=" + base64.b64encode(expected).decode()
+
+    def stream_result(self, recv_size=1 << 20, pause=0.0, on_progress=None, row_len=None):
+        """Read the reply of a simple query returning one large result
+        without keeping it: returns (rows, bytes read).  Every DataRow must
+        have the declared length `row_len` when given.  on_progress(total)
+        is called after each recv()."""
+        buf, rows, total = self.buf, 0, 0
+        self.buf = bytearray()
+        while True:
+            pos = 0
+            while len(buf) - pos >= 5:
+                t = buf[pos]
+                (n,) = struct.unpack_from("!I", buf, pos + 1)
+                if len(buf) - pos < 1 + n:
+                    break
+                if t == 0x44:  # 'D'
+                    rows += 1
+                    if row_len is not None and n != row_len:
+                        raise AssertionError(f"DataRow {rows} has length {n}, expected {row_len}")
+                elif t == 0x45:  # 'E'
+                    raise ServerError(error_fields(bytes(buf[pos + 5:pos + 1 + n])))
+                elif t == 0x5A:  # 'Z'
+                    self.status = chr(buf[pos + 5])
+                    self.buf = buf[pos + 1 + n:]
+                    return rows, total
+                pos += 1 + n
+            if pos:
+                del buf[:pos]
+            data = self.sock.recv(recv_size)
+            if not data:
+                raise EOFError(f"connection closed after {rows} rows")
+            buf += data
+            total += len(data)
+            if on_progress:
+                on_progress(total)
+            if pause:
+                time.sleep(pause)
+
+    def cancel(self, port, host="127.0.0.1"):
+        """Send a CancelRequest with this connection's BackendKeyData on a
+        connection of its own; return that socket, still open (the caller
+        may wait for pgpulse to close it, then closes it)."""
+        return cancel_request(port, self.backend_key, host)
+
+    def abort(self, reset=False):
+        """Leave without Terminate: close the socket (reset=True: with an
+        RST instead of a FIN, as a crashed client's kernel may)."""
+        if reset:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def read_to_eof(self, timeout=10.0):
+        """Every byte pgpulse sends until it closes the connection (the
+        unparsed buffer first).  Fails after `timeout` seconds without EOF."""
+        data = bytes(self.buf)
+        self.buf = bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no EOF within {timeout:g}s; got {len(data)} bytes: "
+                                     f"{data[:200]!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except ConnectionResetError:
+                return data
+            except socket.timeout:
+                continue
+            if not chunk:
+                return data
+            data += chunk
+
+
+CANCEL_CODE = 80877102
+
+# Message types a PostgreSQL server (and so pgpulse) may send.
+BACKEND_MESSAGE_TYPES = frozenset(b"123ACDEGHIKNRSTVWZcdnstv")
+
+
+def cancel_request(port, key, host="127.0.0.1", timeout=10.0):
+    """Open a connection to host:port and send a CancelRequest for `key`
+    (pid, secret).  Returns the socket, still open."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.sendall(struct.pack("!IIII", 16, CANCEL_CODE, *key))
+    return s
+
+
+def wait_eof(sock, timeout=10.0):
+    """Read from sock until the peer closes it; return what was read.  Fails
+    after `timeout` seconds."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:
+        return data
+    except socket.timeout:
+        raise AssertionError(f"the connection was not closed within {timeout:g}s") from None
+
+
+def split_messages(data):
+    """Split bytes a server sent into whole protocol messages: returns
+    ([(type char, body), ...], the incomplete tail).  A message whose type
+    is not a backend message type or whose length is below 4 is garbage:
+    AssertionError, naming its offset."""
+    msgs, pos = [], 0
+    while len(data) - pos >= 5:
+        t = data[pos]
+        (n,) = struct.unpack_from("!I", data, pos + 1)
+        if t not in BACKEND_MESSAGE_TYPES or n < 4 or n > 1 << 30:
+            raise AssertionError(f"garbage at byte {pos}: type {bytes([t])!r}, length {n}; "
+                                 f"bytes there: {bytes(data[pos:pos + 40])!r}")
+        if len(data) - pos < 1 + n:
+            break
+        msgs.append((chr(t), bytes(data[pos + 5:pos + 1 + n])))
+        pos += 1 + n
+    return msgs, bytes(data[pos:])
+
+
+# ---------------------------------------------------------------- sockets and CPU
+
+_TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+
+
+def tcp_sockets(pid=None):
+    """TCP sockets on this host as dicts (local_port, remote_port, state
+    name or hex code, inode); with pid, only those process `pid` holds."""
+    inodes = None
+    if pid is not None:
+        inodes = set()
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                lines = f.readlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if inodes is not None and fields[9] not in inodes:
+                continue
+            out.append({"local_port": int(fields[1].rsplit(":", 1)[1], 16),
+                        "remote_port": int(fields[2].rsplit(":", 1)[1], 16),
+                        "state": _TCP_STATES.get(fields[3], fields[3]),
+                        "inode": fields[9]})
+    return out
+
+
+def cpu_seconds(pid):
+    """User + system CPU time process `pid` has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- a TCP proxy
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 in front of host:port (PostgreSQL), for
+    faults the real server will not produce on cue.  Point a [databases]
+    entry at proxy.port.
+
+    hold_cancels = True: a connection that opens with a CancelRequest is
+    accepted and read but not passed on until release_cancels() (a cancel
+    that is slow to reach PostgreSQL).  cancels_seen counts such
+    connections, cancels_done those PostgreSQL then closed.
+
+    cut_after(n): each connection open now forwards n more bytes from
+    PostgreSQL, then the proxy closes both of its ends (PostgreSQL dying
+    after n bytes of a reply).
+
+    Every socket and thread is closed by close()."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.hold_cancels = False
+        self.cancels_seen = 0
+        self.cancels_done = 0
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self._socks = []
+        self._budgets = {}   # upstream socket -> bytes left before the cut, or None
+        self._threads = []
+        self._closed = False
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(128)
+        self.port = self.lsock.getsockname()[1]
+        self._spawn(self._accept_loop)
+
+    def _spawn(self, fn, *args):
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(t)
+        t.start()
+
+    def _track(self, s):
+        with self._lock:
+            self._socks.append(s)
+
+    def release_cancels(self):
+        self._release.set()
+
+    def cut_after(self, nbytes):
+        with self._lock:
+            for up in self._budgets:
+                self._budgets[up] = nbytes
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self._track(c)
+            self._spawn(self._serve, c)
+
+    @staticmethod
+    def _recv_exact(s, n):
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def _serve(self, c):
+        up = None
+        is_cancel = False
+        try:
+            first = self._recv_exact(c, 8)
+            length, code = struct.unpack("!II", first)
+            if length == 16 and code == CANCEL_CODE:
+                is_cancel = True
+                first += self._recv_exact(c, 8)
+                with self._lock:
+                    self.cancels_seen += 1
+                if self.hold_cancels:
+                    while not self._release.wait(0.1):
+                        if self._closed:
+                            return
+            up = socket.create_connection(self.target, timeout=10)
+            up.settimeout(None)
+            self._track(up)
+            with self._lock:
+                self._budgets[up] = None
+            up.sendall(first)
+            sel = selectors.DefaultSelector()
+            sel.register(c, selectors.EVENT_READ, up)
+            sel.register(up, selectors.EVENT_READ, c)
+            while not self._closed:
+                for key, _ in sel.select(timeout=0.2):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    if key.fileobj is up:
+                        with self._lock:
+                            budget = self._budgets.get(up)
+                            if budget is not None:
+                                data = data[:budget]
+                                self._budgets[up] = budget - len(data)
+                        if data:
+                            key.data.sendall(data)
+                        if budget is not None and self._budgets[up] == 0:
+                            return
+                    else:
+                        key.data.sendall(data)
+        except (OSError, EOFError):
+            return
+        finally:
+            if is_cancel:
+                with self._lock:
+                    self.cancels_done += 1
+            for s in (c, up):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+            with self._lock:
+                self._budgets.pop(up, None)
+
+    def close(self):
+        self._closed = True
+        self._release.set()
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        with self._lock:
+            socks, threads = list(self._socks), list(self._threads)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+        for t in threads:
+            t.join(5)

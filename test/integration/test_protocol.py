@@ -4,13 +4,11 @@ FunctionCall message, large and slowly read results, session parameters,
 cancel requests, and what each pool mode means for them.
 
 Transaction pooling unless a test says otherwise.  Raw-protocol tests use
-RawConn below (a minimal protocol-3 client over a plain socket, with SCRAM);
-the others use psycopg like an application would.
+RawConn (pgpulse_harness: a minimal protocol-3 client over a plain socket,
+with SCRAM); the others use psycopg like an application would.
 """
 
-import base64
 import hashlib
-import hmac
 import os
 import random
 import select
@@ -23,7 +21,7 @@ import psycopg
 import psycopg.errors
 import pytest
 
-from pgpulse_harness import wait_until
+from pgpulse_harness import RawConn, cstr, data_row, error_fields, message, wait_until
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 
@@ -59,17 +57,8 @@ def connect(pp, **kw):
 
 # ------------------------------------------------------------ raw protocol
 
-PROTO_V3 = 196608
 CANCEL_CODE = 80877102
 INT4_OID = 23
-
-
-def message(mtype, body=b""):
-    return mtype.encode() + struct.pack("!I", len(body) + 4) + body
-
-
-def cstr(s):
-    return s.encode() + b"\0"
 
 
 def Query(sql):
@@ -115,220 +104,6 @@ def FunctionCall(oid, args):
 
 SYNC = message("S")
 FLUSH = message("H")
-
-
-def error_fields(body):
-    fields = {}
-    for part in body.split(b"\0"):
-        if part:
-            fields[chr(part[0])] = part[1:].decode()
-    return fields
-
-
-def data_row(body):
-    (n,) = struct.unpack_from("!H", body)
-    pos, values = 2, []
-    for _ in range(n):
-        (ln,) = struct.unpack_from("!i", body, pos)
-        pos += 4
-        if ln < 0:
-            values.append(None)
-        else:
-            values.append(body[pos:pos + ln].decode())
-            pos += ln
-    return values
-
-
-class ServerError(Exception):
-    def __init__(self, fields):
-        super().__init__(f"{fields.get('C')}: {fields.get('M')}")
-        self.fields = fields
-        self.sqlstate = fields.get("C")
-
-
-class RawConn:
-    """A protocol-3 client on a bare socket: logs in (SCRAM, md5, cleartext
-    or trust) and then lets the test write any messages and read replies one
-    message at a time."""
-
-    def __init__(self, port, user="app", password="app_pw", database="appdb", params=None,
-                 timeout=10.0, rcvbuf=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            # before connect(), so the TCP window starts small
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
-        self.buf = bytearray()
-        self.params = {}
-        self.backend_key = None
-        self.status = None
-        body = struct.pack("!I", PROTO_V3)
-        for k, v in {"user": user, "database": database, **(params or {})}.items():
-            body += cstr(k) + cstr(v)
-        body += b"\0"
-        try:
-            self.sock.sendall(struct.pack("!I", len(body) + 4) + body)
-            self._login(user, password)
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def close(self):
-        try:
-            self.sock.sendall(message("X"))
-        except OSError:
-            pass
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def send(self, *msgs):
-        self.sock.sendall(b"".join(msgs))
-
-    def _fill(self):
-        data = self.sock.recv(1 << 16)
-        if not data:
-            raise EOFError("pgpulse closed the connection")
-        self.buf += data
-
-    def recv_msg(self):
-        while len(self.buf) < 5:
-            self._fill()
-        mtype = chr(self.buf[0])
-        (n,) = struct.unpack_from("!I", self.buf, 1)
-        while len(self.buf) < 1 + n:
-            self._fill()
-        body = bytes(self.buf[5:1 + n])
-        del self.buf[:1 + n]
-        return mtype, body
-
-    def until_ready(self):
-        """Messages up to and including the next ReadyForQuery."""
-        msgs = []
-        while True:
-            m = self.recv_msg()
-            msgs.append(m)
-            if m[0] == "Z":
-                self.status = m[1].decode()
-                return msgs
-
-    def query(self, sql):
-        """Simple query; the rows of the last result (text), or ServerError."""
-        self.send(Query(sql))
-        rows, err = [], None
-        for t, body in self.until_ready():
-            if t == "T":
-                rows = []
-            elif t == "D":
-                rows.append(data_row(body))
-            elif t == "E":
-                err = ServerError(error_fields(body))
-        if err:
-            raise err
-        return rows
-
-    def _login(self, user, password):
-        while True:
-            t, body = self.recv_msg()
-            if t == "R":
-                (code,) = struct.unpack_from("!I", body)
-                if code == 0:
-                    continue
-                if code == 3:
-                    self.send(message("p", cstr(password)))
-                elif code == 5:
-                    inner = hashlib.md5((password + user).encode()).hexdigest()
-                    outer = hashlib.md5(inner.encode() + body[4:8]).hexdigest()
-                    self.send(message("p", cstr("md5" + outer)))
-                elif code == 10:
-                    self._scram(password)
-                else:
-                    raise AssertionError(f"unexpected authentication request {code}")
-            elif t == "S":
-                name, value = body.split(b"\0")[:2]
-                self.params[name.decode()] = value.decode()
-            elif t == "K":
-                self.backend_key = struct.unpack("!II", body)
-            elif t == "Z":
-                self.status = body.decode()
-                return
-            elif t == "E":
-                raise ServerError(error_fields(body))
-            elif t == "N":
-                continue
-            else:
-                raise AssertionError(f"unexpected message {t!r} during login")
-
-    def _scram(self, password):
-        nonce = base64.b64encode(os.urandom(18)).decode()
-        first_bare = f"n=,r={nonce}"
-        first = ("n,," + first_bare).encode()
-        self.send(message("p", cstr("SCRAM-SHA-256") + struct.pack("!i", len(first)) + first))
-        t, body = self.recv_msg()
-        if t == "E":
-            raise ServerError(error_fields(body))
-        assert t == "R" and struct.unpack_from("!I", body)[0] == 11, (t, body)
-        server_first = body[4:].decode()
-        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-        assert attrs["r"].startswith(nonce)
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
-                                     int(attrs["i"]))
-        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-        stored_key = hashlib.sha256(client_key).digest()
-        final_bare = f"c=biws,r={attrs['r']}"
-        auth_message = f"{first_bare},{server_first},{final_bare}".encode()
-        signature = hmac.new(stored_key, auth_message, "sha256").digest()
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
-        self.send(message("p", f"{final_bare},p={base64.b64encode(proof).decode()}".encode()))
-        t, body = self.recv_msg()
-        if t == "E":
-            raise ServerError(error_fields(body))
-        assert t == "R" and struct.unpack_from("!I", body)[0] == 12, (t, body)
-        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-        expected = hmac.new(server_key, auth_message, "sha256").digest()
-        assert body[4:].decode() == "v=" + base64.b64encode(expected).decode()
-
-    def stream_result(self, recv_size=1 << 20, pause=0.0, on_progress=None, row_len=None):
-        """Read the reply of a simple query returning one large result
-        without keeping it: returns (rows, bytes read).  Every DataRow must
-        have the declared length `row_len` when given.  on_progress(total)
-        is called after each recv()."""
-        buf, rows, total = self.buf, 0, 0
-        self.buf = bytearray()
-        while True:
-            pos = 0
-            while len(buf) - pos >= 5:
-                t = buf[pos]
-                (n,) = struct.unpack_from("!I", buf, pos + 1)
-                if len(buf) - pos < 1 + n:
-                    break
-                if t == 0x44:  # 'D'
-                    rows += 1
-                    if row_len is not None and n != row_len:
-                        raise AssertionError(f"DataRow {rows} has length {n}, expected {row_len}")
-                elif t == 0x45:  # 'E'
-                    raise ServerError(error_fields(bytes(buf[pos + 5:pos + 1 + n])))
-                elif t == 0x5A:  # 'Z'
-                    self.status = chr(buf[pos + 5])
-                    self.buf = buf[pos + 1 + n:]
-                    return rows, total
-                pos += 1 + n
-            if pos:
-                del buf[:pos]
-            data = self.sock.recv(recv_size)
-            if not data:
-                raise EOFError(f"connection closed after {rows} rows")
-            buf += data
-            total += len(data)
-            if on_progress:
-                on_progress(total)
-            if pause:
-                time.sleep(pause)
 
 
 def types_of(msgs):

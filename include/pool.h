@@ -190,8 +190,12 @@ struct pool_db *pool_find_db(const char *name);
 void pool_db_hold(struct pool_db *db);
 void pool_db_release(struct pool_db *db);
 
-/* free the auto-created and removed databases that nobody uses any more (janitor) */
-void pool_free_unused_databases(int64_t now);
+/*
+ * Free the auto-created and removed databases that nobody uses any more:
+ * the janitor, and (only_never_used) the reaper after a connection closed,
+ * so that a failed login leaves no database behind even for a moment.
+ */
+void pool_free_unused_databases(int64_t now, bool only_never_used);
 
 /* free a pool and what it owns (its servers must be closed, its clients gone) */
 void pool_free(struct pool *p);

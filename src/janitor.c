@@ -56,7 +56,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	{
 		pool_janitor(container_of(pos, struct pool, node), now);
 	}
-	pool_free_unused_databases(now);
+	pool_free_unused_databases(now, false);
 	control_poll();
 	notify_status_tick(now);
 	worker_check_shutdown();

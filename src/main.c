@@ -58,9 +58,9 @@ static void reap_dead(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	cancel_free_all();
 	client_free_dead();
 	server_free_dead();
+	pool_free_unused_databases(now_usec(), true);
 }
 
 void worker_schedule_reap(void)
@@ -362,6 +362,7 @@ static void close_everything(void)
 	}
 	list_for_each_safe(cp, ctmp, &worker->login_clients)
 		client_close(container_of(cp, struct client, node), "pgpulse is shutting down");
+	cancel_free_all();
 	client_free_dead();
 	server_free_dead();
 }

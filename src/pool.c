@@ -264,13 +264,13 @@ static void free_database(struct pool_db *db, const char *why)
 	pool_db_free(db);
 }
 
-void pool_free_unused_databases(int64_t now)
+void pool_free_unused_databases(int64_t now, bool only_never_used)
 {
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->databases)
 	{
 		struct pool_db *db = container_of(pos, struct pool_db, node);
-		if (db->is_admin || !(db->from_fallback || db->removed))
+		if (db->is_admin || !(db->from_fallback || db->removed) || (only_never_used && db->had_login))
 			continue;
 		if (db_in_use(db)) {
 			db->unused_since = 0;

@@ -772,13 +772,14 @@ def read_message(sock, buf):
         buf += chunk
 
 
-def raw_startup(sock, user="app", database="appdb"):
-    """Log in on a raw socket to a pgpulse with auth_type = trust.  Returns
-    ("ok", None) after ReadyForQuery, or ("error", fields) for an
-    ErrorResponse (fields keyed by their one-letter codes)."""
+def raw_startup(sock, user="app", database="appdb", params=None):
+    """Log in on a raw socket to a pgpulse with auth_type = trust.  params:
+    more startup parameters, {name: str or bytes}.  Returns ("ok", None)
+    after ReadyForQuery, or ("error", fields) for an ErrorResponse (fields
+    keyed by their one-letter codes)."""
     body = struct.pack("!I", PROTO_V3)
-    for k, v in (("user", user), ("database", database)):
-        body += k.encode() + b"\0" + v.encode() + b"\0"
+    for k, v in (("user", user), ("database", database), *(params or {}).items()):
+        body += k.encode() + b"\0" + (v if isinstance(v, bytes) else v.encode()) + b"\0"
     body += b"\0"
     sock.sendall(struct.pack("!I", len(body) + 4) + body)
     buf = b""

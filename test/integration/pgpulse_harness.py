@@ -798,3 +798,36 @@ def raw_startup(sock, user="app", database="appdb", params=None):
 def query_message(sql):
     body = sql.encode() + b"\0"
     return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+def parse_message(sql, name=""):
+    """Parse (extended protocol) of `sql` as statement `name`, no parameter types."""
+    body = name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", 0)
+    return b"P" + struct.pack("!I", len(body) + 4) + body
+
+
+def sync_message():
+    return b"S" + struct.pack("!I", 4)
+
+
+def error_fields(payload):
+    """The fields of an ErrorResponse/NoticeResponse payload, keyed by their
+    one-letter codes ('C' SQLSTATE, 'M' message, ...)."""
+    return {chr(part[0]): part[1:].decode() for part in payload.split(b"\0") if part}
+
+
+# ---------------------------------------------------------------- memory
+
+def rss_kb(pid):
+    """Resident set size of process `pid`, in kB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def built_with_asan(path):
+    """ASan's shadow memory and quarantine make RSS meaningless as a bound."""
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()

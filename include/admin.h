@@ -11,6 +11,13 @@
 
 struct client;
 
+/*
+ * A console client that has this many bytes of answers unsent gets no more
+ * of its pipelined commands run until they are: memory stays bounded
+ * whatever it sends without reading.
+ */
+#define ADMIN_OUT_HIGH_WATER (64 * 1024)
+
 /* the admin database names */
 bool admin_is_admin_db(const char *dbname);
 

@@ -91,7 +91,11 @@ static inline uint32_t proto_read_u32(const uint8_t *p)
  */
 const char *proto_error_field(const uint8_t *body, size_t len, char code);
 
-/* quote a string as an SQL literal ('...' with quotes doubled) into out */
-bool proto_quote_literal(const char *s, char *out, size_t outlen);
+/*
+ * Append s as an SQL string literal, E'...', that is safe to send whatever
+ * standard_conforming_strings and client_encoding the session has: at most
+ * four bytes out per byte in, no NUL appended.
+ */
+void proto_quote_literal(struct pktbuf *b, const char *s);
 
 #endif

@@ -284,21 +284,29 @@ const char *proto_error_field(const uint8_t *body, size_t len, char code)
 	return NULL;
 }
 
-bool proto_quote_literal(const char *s, char *out, size_t outlen)
+/*
+ * An escape-string literal means the same to PostgreSQL whatever the
+ * session's standard_conforming_strings, and text made only of printable
+ * ASCII reads the same in every client_encoding (in SJIS or GBK, a byte
+ * above 0x7f can swallow the backslash that follows it). So quotes and
+ * backslashes are doubled, and every other byte outside 0x20..0x7e is
+ * written as \xHH: the server rebuilds the exact bytes.
+ */
+void proto_quote_literal(struct pktbuf *b, const char *s)
 {
-	size_t o = 0;
-	if (outlen < 3)
-		return false;
-	out[o++] = '\'';
-	for (; *s; s++) {
-		size_t need = (*s == '\'') ? 2 : 1;
-		if (o + need + 2 > outlen)
-			return false;
-		if (*s == '\'')
-			out[o++] = '\'';
-		out[o++] = *s;
+	static const char hex[] = "0123456789abcdef";
+	pkt_put_bytes(b, "E'", 2);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\'' || *p == '\\') {
+			uint8_t twice[2] = { *p, *p };
+			pkt_put_bytes(b, twice, 2);
+		} else if (*p < 0x20 || *p > 0x7e) {
+			uint8_t esc[4] = { '\\', 'x', (uint8_t)hex[*p >> 4],
+					   (uint8_t)hex[*p & 15] };
+			pkt_put_bytes(b, esc, 4);
+		} else {
+			pkt_put_u8(b, *p);
+		}
 	}
-	out[o++] = '\'';
-	out[o] = '\0';
-	return true;
+	pkt_put_u8(b, '\'');
 }

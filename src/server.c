@@ -801,24 +801,34 @@ static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
 	return PKT_CONSUMED;
 }
 
+/*
+ * One query of SETs, sized to its values: nothing is left out for being long.
+ * The values need no cap here, they are bounded where they come in (the
+ * 10,000-byte startup packet, or a ParameterStatus PostgreSQL sent, itself
+ * under its 1 GB limit; a SET it then cannot take fails the server, and its
+ * client gets 08006). proto_quote_literal makes each value one literal
+ * whatever standard_conforming_strings or client_encoding an earlier client
+ * left on this server; the names are our own constants.
+ */
 char *server_param_sync_sql(const struct server *s, const struct client *c)
 {
-	char buf[2048];
-	size_t used = 0;
-	buf[0] = '\0';
+	struct pktbuf sql;
+	pktbuf_init(&sql);
 	for (int i = 0; i < TP_COUNT; i++) {
 		const char *want = c->params[i];
 		if (!want || want == s->params[i]) /* interned: equal text, same pointer */
 			continue;
-		char quoted[600];
-		if (!proto_quote_literal(want, quoted, sizeof(quoted)))
-			continue;
-		int n = snprintf(buf + used, sizeof(buf) - used, "SET %s = %s;", pool_tracked_param_name(i), quoted);
-		if (n < 0 || (size_t)n >= sizeof(buf) - used)
-			break;
-		used += (size_t)n;
+		const char *name = pool_tracked_param_name(i);
+		pkt_put_bytes(&sql, "SET ", 4);
+		pkt_put_bytes(&sql, name, strlen(name));
+		pkt_put_bytes(&sql, " = ", 3);
+		proto_quote_literal(&sql, want);
+		pkt_put_u8(&sql, ';');
 	}
-	return used ? xstrdup(buf) : NULL;
+	if (sql.len == 0)
+		return NULL;
+	pkt_put_u8(&sql, '\0');
+	return (char *)sql.data; /* the caller frees it */
 }
 
 /* ---- linked ---- */

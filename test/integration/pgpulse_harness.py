@@ -777,13 +777,14 @@ def read_message(sock, buf):
         buf += chunk
 
 
-def raw_startup(sock, user="app", database="appdb"):
-    """Log in on a raw socket to a pgpulse with auth_type = trust.  Returns
-    ("ok", None) after ReadyForQuery, or ("error", fields) for an
-    ErrorResponse (fields keyed by their one-letter codes)."""
+def raw_startup(sock, user="app", database="appdb", params=None):
+    """Log in on a raw socket to a pgpulse with auth_type = trust.  params:
+    more startup parameters, {name: str or bytes}.  Returns ("ok", None)
+    after ReadyForQuery, or ("error", fields) for an ErrorResponse (fields
+    keyed by their one-letter codes)."""
     body = struct.pack("!I", PROTO_V3)
-    for k, v in (("user", user), ("database", database)):
-        body += k.encode() + b"\0" + v.encode() + b"\0"
+    for k, v in (("user", user), ("database", database), *(params or {}).items()):
+        body += k.encode() + b"\0" + (v if isinstance(v, bytes) else v.encode()) + b"\0"
     body += b"\0"
     sock.sendall(struct.pack("!I", len(body) + 4) + body)
     buf = b""
@@ -1309,3 +1310,30 @@ class TcpProxy:
                 pass
         for t in threads:
             t.join(5)
+
+
+def parse_message(sql, name=""):
+    """Parse (extended protocol) of `sql` as statement `name`, no parameter types."""
+    body = name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", 0)
+    return b"P" + struct.pack("!I", len(body) + 4) + body
+
+
+def sync_message():
+    return b"S" + struct.pack("!I", 4)
+
+
+# ---------------------------------------------------------------- memory
+
+def rss_kb(pid):
+    """Resident set size of process `pid`, in kB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def built_with_asan(path):
+    """ASan's shadow memory and quarantine make RSS meaningless as a bound."""
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()

@@ -120,15 +120,119 @@ static void test_consume_keeps_the_rest_in_order(void)
 	pktbuf_free(&b);
 }
 
-static void test_literal_quoting_doubles_quotes(void)
+/* the literal proto_quote_literal writes for s, as a C string (freed by the caller) */
+static char *quoted(const char *s)
 {
-	char out[32];
-	CHECK(proto_quote_literal("it's", out, sizeof(out)));
-	CHECK_STR_EQ(out, "'it''s'");
-	CHECK(proto_quote_literal("", out, sizeof(out)));
-	CHECK_STR_EQ(out, "''");
-	char small[6];
-	CHECK(!proto_quote_literal("abcdef", small, sizeof(small)));
+	struct pktbuf b;
+	pktbuf_init(&b);
+	proto_quote_literal(&b, s);
+	pkt_put_u8(&b, 0);
+	return (char *)b.data;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/*
+ * Read an escape-string literal back as PostgreSQL's lexer does ('' and the
+ * backslash escapes it has), into out; the length read, or -1 when the
+ * literal ends early, has a lone quote inside, or text follows it.
+ */
+static int read_escape_literal(const char *lit, char *out)
+{
+	const char *p = lit;
+	int n = 0;
+	if (p[0] != 'E' || p[1] != '\'')
+		return -1;
+	for (p += 2;; p++) {
+		if (*p == '\0')
+			return -1; /* unterminated */
+		if (*p == '\'') {
+			if (p[1] != '\'')
+				return p[1] == '\0' ? n : -1;
+			out[n++] = *++p;
+		} else if (*p == '\\') {
+			p++;
+			if (*p == 'x' && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
+				out[n++] = (char)(hex_digit(p[1]) * 16 + hex_digit(p[2]));
+				p += 2;
+			} else if (*p == '\\' || *p == '\'') {
+				out[n++] = *p;
+			} else {
+				return -1; /* an escape we never write */
+			}
+		} else {
+			out[n++] = *p;
+		}
+	}
+}
+
+static void test_literal_doubles_quotes_and_backslashes(void)
+{
+	char *q = quoted("it's");
+	CHECK_STR_EQ(q, "E'it''s'");
+	free(q);
+	q = quoted("");
+	CHECK_STR_EQ(q, "E''");
+	free(q);
+	q = quoted("C:\\temp\\new");
+	CHECK_STR_EQ(q, "E'C:\\\\temp\\\\new'");
+	free(q);
+	q = quoted("ends in \\");
+	CHECK_STR_EQ(q, "E'ends in \\\\'");
+	free(q);
+	/* the attack that worked while a server had standard_conforming_strings = off */
+	q = quoted("x\\'; CREATE TABLE pwned(i int); --");
+	CHECK_STR_EQ(q, "E'x\\\\''; CREATE TABLE pwned(i int); --'");
+	free(q);
+}
+
+static void test_literal_is_printable_ascii_whatever_the_bytes(void)
+{
+	char *q = quoted("tab\there\x01\x7f\xe9\x95\\");
+	/* 0x95 0x5c is one character in SJIS: the backslash must not follow it raw */
+	CHECK_STR_EQ(q, "E'tab\\x09here\\x01\\x7f\\xe9\\x95\\\\'");
+	free(q);
+}
+
+static void test_literal_reads_back_byte_exact(void)
+{
+	char in[300], back[300];
+	unsigned seed = 12345;
+	for (int round = 0; round < 2000; round++) {
+		int len = (int)(seed % 64);
+		for (int i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			unsigned r = (seed >> 16) & 0x7fff;
+			/* quotes, backslashes, 'x' and hex digits are the interesting ones */
+			static const char pick[] = "'\\x0aF ";
+			in[i] = r % 2 ? pick[(r >> 1) % 7] : (char)(1 + (r >> 1) % 255);
+		}
+		in[len] = '\0';
+		char *q = quoted(in);
+		for (const char *p = q; *p; p++)
+			CHECK(*p >= 0x20 && *p <= 0x7e);
+		int n = read_escape_literal(q, back);
+		CHECK_INT_EQ(n, len);
+		CHECK(n == len && memcmp(back, in, (size_t)len) == 0);
+		free(q);
+	}
+}
+
+static void test_literal_grows_with_its_value(void)
+{
+	char in[2001];
+	memset(in, '\\', 2000);
+	in[2000] = '\0';
+	char *q = quoted(in);
+	CHECK_INT_EQ(strlen(q), 3 + 4000);
+	free(q);
 }
 
 static void test_many_messages_grow_the_buffer(void)
@@ -152,7 +256,10 @@ int main(void)
 	RUN(test_reader_walks_key_value_pairs);
 	RUN(test_row_description_and_data_row_layout);
 	RUN(test_consume_keeps_the_rest_in_order);
-	RUN(test_literal_quoting_doubles_quotes);
+	RUN(test_literal_doubles_quotes_and_backslashes);
+	RUN(test_literal_is_printable_ascii_whatever_the_bytes);
+	RUN(test_literal_reads_back_byte_exact);
+	RUN(test_literal_grows_with_its_value);
 	RUN(test_many_messages_grow_the_buffer);
 	return UNIT_REPORT("proto");
 }

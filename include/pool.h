@@ -102,6 +102,8 @@ struct pool_user {
 	uint8_t scram_client_key[SCRAM_KEY_LEN];
 	uint8_t scram_server_key[SCRAM_KEY_LEN];
 	bool have_scram_keys;
+	/* keys derived from the plaintext password for PostgreSQL's salt: one Hi() per role */
+	struct scram_key_cache scram_cache;
 };
 
 struct pool_stats {

@@ -52,6 +52,22 @@ bool scram_parse_secret(const char *text, struct scram_secret *out);
 bool scram_secret_from_password(const char *password, int iterations, struct scram_secret *out);
 
 /*
+ * A verifier derived from one plaintext password, kept for the next login
+ * while the password stays the same (it is remembered as a keyed hash, not
+ * kept). Zeroed memory is empty. For passwords outside the auth_file (a
+ * database's password= for its forced user); auth_file entries keep theirs.
+ */
+struct scram_verifier_cache {
+	uint8_t password_tag[SCRAM_KEY_LEN];
+	struct scram_secret secret;
+	bool valid;
+};
+
+/* the cached verifier for password, derived (one Hi()) when it changed */
+bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password,
+				 struct scram_secret *out);
+
+/*
  * does a plaintext password (cleartext auth) match a verifier? Costs one
  * Hi(); false when the verifier asks for more than SCRAM_MAX_ITERATIONS
  */

@@ -527,8 +527,9 @@ static void begin_authentication(struct client *c)
 			have = auth_file_scram_verifier(worker->auth, c->user, &sec);
 		else if (c->secret && kind == SECRET_SCRAM)
 			have = scram_parse_secret(c->secret, &sec);
-		else if (c->secret && kind == SECRET_PLAIN) /* a [databases] password: per login */
-			have = scram_secret_from_password(c->secret, SCRAM_DEFAULT_ITERATIONS, &sec);
+		else if (c->secret && kind == SECRET_PLAIN) /* a [databases] password, for its forced user */
+			have = scram_verifier_for_password(&pool_find_user(c->user, true)->db_password_verifier,
+							   c->secret, &sec);
 		if (have) {
 			begin_scram(c, &sec);
 		} else {

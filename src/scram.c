@@ -487,6 +487,28 @@ bool scram_secret_from_password(const char *password, int iterations, struct scr
 	return ok;
 }
 
+bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password,
+				 struct scram_secret *out)
+{
+	uint8_t tag[SCRAM_KEY_LEN];
+	if (!password || !keyed_hash("verifier password", password, tag))
+		return false;
+	bool same = cache->valid && CRYPTO_memcmp(cache->password_tag, tag, SCRAM_KEY_LEN) == 0;
+	if (!same) {
+		OPENSSL_cleanse(cache, sizeof(*cache));
+		memset(cache, 0, sizeof(*cache));
+		if (scram_secret_from_password(password, SCRAM_DEFAULT_ITERATIONS, &cache->secret)) {
+			memcpy(cache->password_tag, tag, SCRAM_KEY_LEN);
+			cache->valid = true;
+		}
+	}
+	OPENSSL_cleanse(tag, sizeof(tag));
+	if (!cache->valid)
+		return false;
+	*out = cache->secret;
+	return true;
+}
+
 bool scram_password_matches(const struct scram_secret *secret, const char *password)
 {
 	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];

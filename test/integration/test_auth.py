@@ -408,6 +408,20 @@ def test_scram_login_with_a_plaintext_password_follows_a_reload(pgpulse):
     assert scram_offer(pp.port, "other") == other_salt
 
 
+def test_forced_user_logs_in_with_its_database_password_and_a_stable_salt(pgpulse):
+    # app is not in the auth_file: its SCRAM login is checked against the
+    # database's password=, whose verifier is derived once.
+    db = "appdb = host={pg_host} port={pg_port} dbname=appdb user=app password=app_pw"
+    pp = pgpulse(ini("scram-sha-256", db), {"webuser": "web_pw"})
+    salt = scram_offer(pp.port, "app")
+    with RawClient(pp.port) as c:
+        c.login("app", "appdb", "app_pw")
+        assert c.query("SELECT current_user") == [["app"]]
+    err = raw_login_error(pp.port, "app", "appdb", "wrong_pw")
+    assert (err.sqlstate, err.message) == ("28P01", 'password authentication failed for user "app"')
+    assert scram_offer(pp.port, "app") == salt
+
+
 def test_unknown_user_is_offered_a_salt_like_a_known_one(pgpulse):
     pp = pgpulse(ini("scram-sha-256"), {"app": "app_pw"})
     known_salt, known_iterations = scram_offer(pp.port, "app")

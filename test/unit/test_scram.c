@@ -839,6 +839,23 @@ static void test_mock_verifier_costs_no_key_derivation(void)
 	CHECK_INT_EQ(mock.salt_len, real.salt_len);
 }
 
+static void test_verifier_for_a_password_is_derived_again_only_when_it_changes(void)
+{
+	struct scram_verifier_cache cache = { 0 };
+	struct scram_secret a, b, c;
+	unsigned long before = scram_test_hi_calls();
+	CHECK(scram_verifier_for_password(&cache, "db_pw", &a));
+	CHECK(scram_verifier_for_password(&cache, "db_pw", &b));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
+	CHECK(memcmp(a.salt, b.salt, 16) == 0 && memcmp(a.stored_key, b.stored_key, 32) == 0);
+	CHECK(password_logs_in(&b, "db_pw"));
+	CHECK(scram_verifier_for_password(&cache, "new_pw", &c));
+	CHECK(memcmp(a.salt, c.salt, 16) != 0);
+	CHECK(password_logs_in(&c, "new_pw"));
+	CHECK(!password_logs_in(&c, "db_pw"));
+	CHECK(!scram_verifier_for_password(&cache, NULL, &c));
+}
+
 int main(void)
 {
 	RUN(test_base64_matches_rfc4648_examples);
@@ -874,5 +891,6 @@ int main(void)
 	RUN(test_least_recently_used_keys_make_room);
 	RUN(test_server_asking_too_many_iterations_is_refused_without_computing);
 	RUN(test_mock_verifier_costs_no_key_derivation);
+	RUN(test_verifier_for_a_password_is_derived_again_only_when_it_changes);
 	return UNIT_REPORT("scram");
 }

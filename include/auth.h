@@ -5,6 +5,11 @@
  * plaintext password, an MD5 hash ("md5" + 32 hex digits) or a SCRAM secret
  * ("SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"). Which one it is
  * decides which exchanges it can serve.
+ *
+ * A scram-sha-256 login needs a verifier; for a plaintext password one is
+ * derived on the entry's first such login and kept with the entry, so Hi()
+ * runs once per password, not once per startup, and every client is shown
+ * the same salt (as PostgreSQL's stored verifier would).
  */
 #ifndef PGPULSE_AUTH_H
 #define PGPULSE_AUTH_H
@@ -15,9 +20,12 @@
 
 enum secret_kind { SECRET_PLAIN = 0, SECRET_MD5, SECRET_SCRAM };
 
+struct scram_secret;
+
 struct auth_entry {
 	char *user;
 	char *secret;
+	struct scram_secret *verifier; /* for SCRAM logins: NULL until first needed */
 };
 
 struct auth_file {
@@ -35,6 +43,22 @@ void auth_file_free(struct auth_file *af);
 
 /* the secret stored for user, or NULL */
 const char *auth_file_lookup(const struct auth_file *af, const char *user);
+
+/*
+ * The verifier a scram-sha-256 login as user is checked against: the
+ * entry's SCRAM secret parsed, or for a plaintext password the verifier
+ * derived from it (SCRAM_DEFAULT_ITERATIONS, a random salt) on the first
+ * call and kept with the entry. False (out untouched) when the user has no
+ * entry, or an md5 secret, which cannot serve SCRAM.
+ */
+bool auth_file_scram_verifier(struct auth_file *af, const char *user, struct scram_secret *out);
+
+/*
+ * Before fresh replaces old (a RELOAD): entries whose user and secret are
+ * unchanged keep the verifier derived for them, with its salt; a changed
+ * password gets a new one on its next login.
+ */
+void auth_file_keep_verifiers(struct auth_file *fresh, const struct auth_file *old);
 
 enum secret_kind auth_secret_kind(const char *secret);
 

@@ -112,6 +112,10 @@ struct pool_user {
 	uint8_t scram_client_key[SCRAM_KEY_LEN];
 	uint8_t scram_server_key[SCRAM_KEY_LEN];
 	bool have_scram_keys;
+	/* keys derived from the plaintext password for PostgreSQL's salt: one Hi() per role */
+	struct scram_key_cache scram_cache;
+	/* a database's password= checking this (forced) user's SCRAM logins, when not in the auth_file */
+	struct scram_verifier_cache db_password_verifier;
 };
 
 struct pool_stats {

@@ -17,12 +17,14 @@
 #define SCRAM_DEFAULT_ITERATIONS 4096
 
 /*
- * Hi() with more iterations than this is refused: a PostgreSQL server (or a
- * stored verifier checked against a cleartext password) asking for more would
- * stall the event loop for seconds per login. Exchanges that need no Hi() on
- * our side (server side, scram_client_first_keys) accept any count.
+ * Hi() with more iterations than this is refused: Hi() runs on the event
+ * loop, and 100,000 iterations already hold it for ~35 ms (1,000,000: ~0.35 s,
+ * stalling every client). A PostgreSQL server asking for more gets a login
+ * error naming the count; a stored verifier with more cannot check a
+ * cleartext password. Exchanges that need no Hi() on our side (the server
+ * side, scram_client_first_keys) accept any count.
  */
-#define SCRAM_MAX_ITERATIONS 1000000
+#define SCRAM_MAX_ITERATIONS 100000
 
 /*
  * Longest SCRAM message accepted from a peer. Every message this module
@@ -44,9 +46,26 @@ bool scram_parse_secret(const char *text, struct scram_secret *out);
 
 /*
  * derive a verifier from a plaintext password with a fresh random salt;
- * iterations must be 1..SCRAM_MAX_ITERATIONS
+ * iterations must be 1..SCRAM_MAX_ITERATIONS. Costs one Hi(): callers on
+ * the login path keep the result (auth_file_scram_verifier)
  */
 bool scram_secret_from_password(const char *password, int iterations, struct scram_secret *out);
+
+/*
+ * A verifier derived from one plaintext password, kept for the next login
+ * while the password stays the same (it is remembered as a keyed hash, not
+ * kept). Zeroed memory is empty. For passwords outside the auth_file (a
+ * database's password= for its forced user); auth_file entries keep theirs.
+ */
+struct scram_verifier_cache {
+	uint8_t password_tag[SCRAM_KEY_LEN];
+	struct scram_secret secret;
+	bool valid;
+};
+
+/* the cached verifier for password, derived (one Hi()) when it changed */
+bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password,
+				 struct scram_secret *out);
 
 /*
  * does a plaintext password (cleartext auth) match a verifier? Costs one
@@ -58,7 +77,9 @@ bool scram_password_matches(const struct scram_secret *secret, const char *passw
  * A stand-in verifier for a user that does not exist (or has no usable
  * secret): the exchange runs to the end and fails like a wrong password, and
  * the salt is stable per user name, so probing cannot tell unknown users
- * from known ones (PostgreSQL does the same).
+ * from known ones (PostgreSQL does the same). Its salt length and iteration
+ * count are those of a derived verifier; it costs three HMACs (keys that are
+ * hashes under a per-process key, so no proof can match), never a Hi().
  */
 bool scram_secret_mock(const char *user, struct scram_secret *out);
 
@@ -99,8 +120,38 @@ void scram_server_reset(struct scram_server *st);
 
 /* ---- client side: pgpulse authenticating to PostgreSQL ---- */
 
+/*
+ * ClientKey and ServerKey already derived from a password, for the next
+ * login with the same password, salt and iteration count. PostgreSQL sends
+ * the role's stored salt and count on every connection, so one Hi() serves
+ * every connection a pool opens. The password itself is not kept, only a
+ * keyed hash of it (per-process random key) to tell whether it changed. A
+ * few slots, for a role whose servers (hosts) hold different verifiers;
+ * the least recently used is replaced. Zeroed memory is an empty cache.
+ */
+#define SCRAM_KEY_CACHE_SLOTS 2
+
+struct scram_cached_keys {
+	uint8_t password_tag[SCRAM_KEY_LEN];
+	uint8_t salt[64];
+	int salt_len;               /* 0: slot unused */
+	int iterations;
+	uint8_t client_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+	uint64_t last_used;
+};
+
+struct scram_key_cache {
+	struct scram_cached_keys slot[SCRAM_KEY_CACHE_SLOTS];
+	uint64_t uses;              /* the clock for last_used */
+};
+
+/* forget every slot (wiping the keys) */
+void scram_key_cache_clear(struct scram_key_cache *cache);
+
 struct scram_client {
 	char *password;          /* plaintext, or NULL when client_key is used */
+	struct scram_key_cache *cache; /* the caller's, or NULL: Hi() every time */
 	uint8_t client_key[SCRAM_KEY_LEN]; /* when the password is not known */
 	uint8_t server_key[SCRAM_KEY_LEN];
 	bool have_keys;
@@ -111,8 +162,13 @@ struct scram_client {
 	char expected_server_signature[64];
 };
 
-/* begin with a plaintext password; writes client-first-message into out */
-bool scram_client_first(struct scram_client *st, const char *password, char *out, size_t outlen);
+/*
+ * begin with a plaintext password; writes client-first-message into out.
+ * cache (may be NULL) is consulted and filled when the server's salt and
+ * iteration count are known; it must outlive the exchange.
+ */
+bool scram_client_first(struct scram_client *st, const char *password,
+			struct scram_key_cache *cache, char *out, size_t outlen);
 
 /*
  * begin with keys instead of a password (a client that authenticated to
@@ -150,5 +206,7 @@ int scram_b64_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
 void scram_test_set_nonce(const char *nonce);
 void scram_test_set_salt(const uint8_t *salt, size_t len);
 void scram_test_set_client_user(const char *user);
+/* how many times Hi() (PBKDF2) has run in this process */
+unsigned long scram_test_hi_calls(void);
 
 #endif

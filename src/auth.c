@@ -9,6 +9,12 @@
  * digits, or a parseable "SCRAM-SHA-256$..." verifier; anything else is a
  * plaintext password.
  *
+ * A scram-sha-256 login needs a SCRAM verifier. For a plaintext password
+ * deriving one costs a Hi() (PBKDF2, ~1 ms at 4,096 iterations) on the event
+ * loop, which an unauthenticated startup must not be able to trigger again
+ * and again: the entry keeps the verifier made on its first use, and a
+ * reload hands it on to the new file while the password is the same.
+ *
  * Every comparison of a secret or a response goes through
  * auth_secure_equal, which takes the same time wherever the strings differ.
  */
@@ -59,6 +65,14 @@ static void free_secret(char *secret)
 	if (secret) {
 		OPENSSL_cleanse(secret, strlen(secret));
 		free(secret);
+	}
+}
+
+static void free_verifier(struct scram_secret *v)
+{
+	if (v) {
+		OPENSSL_cleanse(v, sizeof(*v));
+		free(v);
 	}
 }
 
@@ -230,7 +244,7 @@ static struct auth_file *build_auth_file(struct load_state *ls)
 			free_secret(e->secret);
 			continue;
 		}
-		af->entries[af->count++] = (struct auth_entry){ e->user, e->secret };
+		af->entries[af->count++] = (struct auth_entry){ e->user, e->secret, NULL };
 	}
 	/* ownership of the strings moved to af */
 	free(ls->entries);
@@ -268,6 +282,7 @@ void auth_file_free(struct auth_file *af)
 	for (int i = 0; i < af->count; i++) {
 		free(af->entries[i].user);
 		free_secret(af->entries[i].secret);
+		free_verifier(af->entries[i].verifier);
 	}
 	free(af->entries);
 	free(af);
@@ -278,13 +293,65 @@ static int compare_user_to_entry(const void *key, const void *entry)
 	return strcmp(key, ((const struct auth_entry *)entry)->user);
 }
 
-const char *auth_file_lookup(const struct auth_file *af, const char *user)
+static struct auth_entry *find_entry(const struct auth_file *af, const char *user)
 {
 	if (!af || !user || af->count == 0)
 		return NULL;
-	const struct auth_entry *e = bsearch(user, af->entries, (size_t)af->count,
-					     sizeof(*af->entries), compare_user_to_entry);
+	return bsearch(user, af->entries, (size_t)af->count, sizeof(*af->entries),
+		       compare_user_to_entry);
+}
+
+const char *auth_file_lookup(const struct auth_file *af, const char *user)
+{
+	const struct auth_entry *e = find_entry(af, user);
 	return e ? e->secret : NULL;
+}
+
+/* the entry's verifier into out, made (and kept) now if this is its first SCRAM login */
+static bool entry_verifier(struct auth_entry *e, struct scram_secret *out)
+{
+	if (e->verifier) {
+		*out = *e->verifier;
+		return true;
+	}
+	switch (auth_secret_kind(e->secret)) {
+	case SECRET_SCRAM:
+		if (!scram_parse_secret(e->secret, out))
+			return false;
+		break;
+	case SECRET_PLAIN:
+		if (!scram_secret_from_password(e->secret, SCRAM_DEFAULT_ITERATIONS, out))
+			return false;
+		break;
+	default:
+		return false;
+	}
+	/* out of memory: this login still works, the next one derives again */
+	e->verifier = malloc(sizeof(*e->verifier));
+	if (e->verifier)
+		*e->verifier = *out;
+	return true;
+}
+
+bool auth_file_scram_verifier(struct auth_file *af, const char *user, struct scram_secret *out)
+{
+	struct auth_entry *e = find_entry(af, user);
+	return e && entry_verifier(e, out);
+}
+
+void auth_file_keep_verifiers(struct auth_file *fresh, const struct auth_file *old)
+{
+	if (!fresh || !old)
+		return;
+	for (int i = 0; i < old->count; i++) {
+		const struct auth_entry *o = &old->entries[i];
+		struct auth_entry *e = o->verifier ? find_entry(fresh, o->user) : NULL;
+		if (!e || e->verifier || !auth_secure_equal(e->secret, o->secret))
+			continue;
+		e->verifier = malloc(sizeof(*e->verifier));
+		if (e->verifier)
+			*e->verifier = *o->verifier;
+	}
 }
 
 /* ---- secrets ---- */

@@ -582,6 +582,7 @@ static void begin_authentication(struct client *c)
 	const struct cfg *cfg = worker->cfg;
 	int type = cfg->auth_type;
 	const char *secret = worker->auth ? auth_file_lookup(worker->auth, c->user) : NULL;
+	bool from_auth_file = secret != NULL;
 	if (!secret && c->db->password && c->db->forced_user && strcmp(c->db->forced_user, c->user) == 0)
 		secret = c->db->password;
 	/* a copy: a RELOAD may replace the auth_file while this login runs */
@@ -617,10 +618,15 @@ static void begin_authentication(struct client *c)
 	case AUTH_SCRAM: {
 		struct scram_secret sec;
 		enum secret_kind kind = c->secret ? auth_secret_kind(c->secret) : SECRET_PLAIN;
-		if (c->secret && kind == SECRET_SCRAM && scram_parse_secret(c->secret, &sec)) {
-			begin_scram(c, &sec);
-		} else if (c->secret && kind == SECRET_PLAIN &&
-			   scram_secret_from_password(c->secret, SCRAM_DEFAULT_ITERATIONS, &sec)) {
+		bool have = false;
+		if (from_auth_file) /* a plaintext password's verifier is derived once and kept */
+			have = auth_file_scram_verifier(worker->auth, c->user, &sec);
+		else if (c->secret && kind == SECRET_SCRAM)
+			have = scram_parse_secret(c->secret, &sec);
+		else if (c->secret && kind == SECRET_PLAIN) /* a [databases] password, for its forced user */
+			have = scram_verifier_for_password(&pool_find_user(c->user, true)->db_password_verifier,
+							   c->secret, &sec);
+		if (have) {
 			begin_scram(c, &sec);
 		} else {
 			if (c->secret)

@@ -187,6 +187,7 @@ bool worker_reload(char *err, size_t errlen)
 	warn_about_restart_only_changes(worker->cfg, fresh);
 	cfg_free(worker->cfg);
 	worker->cfg = fresh;
+	auth_file_keep_verifiers(auth, worker->auth);
 	if (worker->auth)
 		auth_file_free(worker->auth);
 	worker->auth = auth;

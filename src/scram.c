@@ -11,6 +11,11 @@
  * lets pgpulse log into PostgreSQL afterwards without ever knowing the
  * password (scram_client_first_keys).
  *
+ * Hi() (PBKDF2) is the one costly step, and it runs on the event loop: it
+ * is capped at SCRAM_MAX_ITERATIONS, the keys pgpulse derives to log in to
+ * PostgreSQL are kept in a scram_key_cache (a role's salt never changes
+ * between connections), and a mock verifier needs none.
+ *
  * Every message is untrusted network data: its length comes from the caller
  * (no NUL terminator is assumed), attributes are read in the order the RFC
  * fixes through one bounded cursor, and nothing is copied without a bound.
@@ -54,6 +59,7 @@ static char test_nonce[128];
 static uint8_t test_salt[64];
 static size_t test_salt_len;
 static char test_client_user[128];
+static unsigned long hi_calls;
 
 void scram_test_set_nonce(const char *nonce)
 {
@@ -76,6 +82,11 @@ void scram_test_set_client_user(const char *user)
 	test_client_user[0] = '\0';
 	if (user)
 		snprintf(test_client_user, sizeof(test_client_user), "%s", user);
+}
+
+unsigned long scram_test_hi_calls(void)
+{
+	return hi_calls;
 }
 
 /* ---- small helpers ---- */
@@ -310,7 +321,10 @@ static bool hmac_sha256(const uint8_t *key, size_t keylen, const struct span *pa
 		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
 		OSSL_PARAM_construct_end(),
 	};
-	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	/* fetched once: a fetch per HMAC costs more than the HMAC (several a login) */
+	static EVP_MAC *mac;
+	if (!mac)
+		mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
 	size_t outlen = 0;
 	bool ok = ctx && EVP_MAC_init(ctx, key, keylen, params) == 1;
@@ -318,7 +332,6 @@ static bool hmac_sha256(const uint8_t *key, size_t keylen, const struct span *pa
 		ok = EVP_MAC_update(ctx, parts[i].p, parts[i].len) == 1;
 	ok = ok && EVP_MAC_final(ctx, out, &outlen, SCRAM_KEY_LEN) == 1 && outlen == SCRAM_KEY_LEN;
 	EVP_MAC_CTX_free(ctx);
-	EVP_MAC_free(mac);
 	return ok;
 }
 
@@ -355,6 +368,7 @@ static bool salt_password(const char *password, const uint8_t *salt, int salt_le
 	size_t pwlen = strlen(password);
 	if (pwlen > INT_MAX || iterations <= 0 || iterations > SCRAM_MAX_ITERATIONS)
 		return false;
+	hi_calls++;
 	return PKCS5_PBKDF2_HMAC(password, (int)pwlen, salt, salt_len, iterations, EVP_sha256(),
 				 SCRAM_KEY_LEN, out) == 1;
 }
@@ -390,6 +404,31 @@ static bool make_salt(uint8_t *salt, int *salt_len)
 	}
 	*salt_len = SALT_RANDOM_BYTES;
 	return RAND_bytes(salt, SALT_RANDOM_BYTES) == 1;
+}
+
+/*
+ * A per-process random key: mock salts differ between installations, and
+ * the key cache remembers passwords by a keyed hash that says nothing
+ * outside this process.
+ */
+static uint8_t process_key[SCRAM_KEY_LEN];
+static bool process_key_ok;
+static pthread_once_t process_key_once = PTHREAD_ONCE_INIT;
+
+static void make_process_key(void)
+{
+	process_key_ok = RAND_bytes(process_key, sizeof(process_key)) == 1;
+}
+
+/* HMAC(process key, purpose NUL text): one purpose's hashes say nothing of another's */
+static bool keyed_hash(const char *purpose, const char *text, uint8_t out[SCRAM_KEY_LEN])
+{
+	struct span parts[] = {
+		{ purpose, strlen(purpose) + 1 },
+		{ text, strlen(text) },
+	};
+	pthread_once(&process_key_once, make_process_key);
+	return process_key_ok && hmac_sha256(process_key, sizeof(process_key), parts, 2, out);
 }
 
 /* ---- verifiers ---- */
@@ -448,6 +487,28 @@ bool scram_secret_from_password(const char *password, int iterations, struct scr
 	return ok;
 }
 
+bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password,
+				 struct scram_secret *out)
+{
+	uint8_t tag[SCRAM_KEY_LEN];
+	if (!password || !keyed_hash("verifier password", password, tag))
+		return false;
+	bool same = cache->valid && CRYPTO_memcmp(cache->password_tag, tag, SCRAM_KEY_LEN) == 0;
+	if (!same) {
+		OPENSSL_cleanse(cache, sizeof(*cache));
+		memset(cache, 0, sizeof(*cache));
+		if (scram_secret_from_password(password, SCRAM_DEFAULT_ITERATIONS, &cache->secret)) {
+			memcpy(cache->password_tag, tag, SCRAM_KEY_LEN);
+			cache->valid = true;
+		}
+	}
+	OPENSSL_cleanse(tag, sizeof(tag));
+	if (!cache->valid)
+		return false;
+	*out = cache->secret;
+	return true;
+}
+
 bool scram_password_matches(const struct scram_secret *secret, const char *password)
 {
 	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
@@ -468,30 +529,23 @@ bool scram_password_matches(const struct scram_secret *secret, const char *passw
 	return ok;
 }
 
-/* a per-process random key, so mock salts differ between installations */
-static uint8_t mock_key[SCRAM_KEY_LEN];
-static bool mock_key_ok;
-static pthread_once_t mock_key_once = PTHREAD_ONCE_INIT;
-
-static void make_mock_key(void)
-{
-	mock_key_ok = RAND_bytes(mock_key, sizeof(mock_key)) == 1;
-}
-
 bool scram_secret_mock(const char *user, struct scram_secret *out)
 {
 	struct scram_secret s;
 	uint8_t digest[SCRAM_KEY_LEN];
-	pthread_once(&mock_key_once, make_mock_key);
-	if (!mock_key_ok)
-		return false;
 	memset(&s, 0, sizeof(s));
+	/* what scram_secret_from_password makes for a known user's plaintext */
 	s.iterations = SCRAM_DEFAULT_ITERATIONS;
 	s.salt_len = SALT_RANDOM_BYTES;
-	/* random keys: no proof can match, whatever the client knows */
-	bool ok = hmac_sha256_text(mock_key, user ? user : "", digest) &&
-		  RAND_bytes(s.stored_key, SCRAM_KEY_LEN) == 1 &&
-		  RAND_bytes(s.server_key, SCRAM_KEY_LEN) == 1;
+	/*
+	 * Keys that are hashes under the process key, not of any password: a
+	 * proof would need a preimage of StoredKey, so none can match, whatever
+	 * the client knows.
+	 */
+	const char *name = user ? user : "";
+	bool ok = keyed_hash("mock salt", name, digest) &&
+		  keyed_hash("mock StoredKey", name, s.stored_key) &&
+		  keyed_hash("mock ServerKey", name, s.server_key);
 	if (ok) {
 		memcpy(s.salt, digest, SALT_RANDOM_BYTES);
 		*out = s;
@@ -742,11 +796,13 @@ static bool begin_client_exchange(struct scram_client *st, char *out, size_t out
 	return st->client_first_bare != NULL;
 }
 
-bool scram_client_first(struct scram_client *st, const char *password, char *out, size_t outlen)
+bool scram_client_first(struct scram_client *st, const char *password,
+			struct scram_key_cache *cache, char *out, size_t outlen)
 {
 	scram_client_reset(st);
 	if (!password)
 		return false;
+	st->cache = cache;
 	st->password = copy_bytes(password, strlen(password));
 	if (st->password && begin_client_exchange(st, out, outlen))
 		return true;
@@ -805,24 +861,99 @@ static bool read_server_first(const struct scram_client *st, struct cursor *c,
 	return true;
 }
 
-/* ClientKey/ServerKey: from the password via Hi(), or as given */
+/* ---- the key cache ---- */
+
+void scram_key_cache_clear(struct scram_key_cache *cache)
+{
+	OPENSSL_cleanse(cache, sizeof(*cache));
+	memset(cache, 0, sizeof(*cache));
+}
+
+static bool slot_holds(const struct scram_cached_keys *k, const uint8_t tag[SCRAM_KEY_LEN],
+		       const struct server_first_fields *f)
+{
+	/* salt and count are public; the tag stands for the password */
+	return k->salt_len == f->salt_len && k->iterations == f->iterations &&
+	       memcmp(k->salt, f->salt, (size_t)f->salt_len) == 0 &&
+	       CRYPTO_memcmp(k->password_tag, tag, SCRAM_KEY_LEN) == 0;
+}
+
+static struct scram_cached_keys *cache_find(struct scram_key_cache *cache,
+					     const uint8_t tag[SCRAM_KEY_LEN],
+					     const struct server_first_fields *f)
+{
+	for (int i = 0; i < SCRAM_KEY_CACHE_SLOTS; i++)
+		if (slot_holds(&cache->slot[i], tag, f))
+			return &cache->slot[i];
+	return NULL;
+}
+
+/* an unused slot, or else the least recently used one */
+static struct scram_cached_keys *cache_victim(struct scram_key_cache *cache)
+{
+	struct scram_cached_keys *victim = &cache->slot[0];
+	for (int i = 0; i < SCRAM_KEY_CACHE_SLOTS; i++) {
+		struct scram_cached_keys *k = &cache->slot[i];
+		if (k->salt_len == 0)
+			return k;
+		if (k->last_used < victim->last_used)
+			victim = k;
+	}
+	return victim;
+}
+
+static void cache_store(struct scram_key_cache *cache, const uint8_t tag[SCRAM_KEY_LEN],
+			const struct server_first_fields *f, const uint8_t client_key[SCRAM_KEY_LEN],
+			const uint8_t server_key[SCRAM_KEY_LEN])
+{
+	struct scram_cached_keys *k = cache_victim(cache);
+	OPENSSL_cleanse(k, sizeof(*k));
+	memcpy(k->password_tag, tag, SCRAM_KEY_LEN);
+	memcpy(k->salt, f->salt, (size_t)f->salt_len);
+	k->salt_len = f->salt_len;
+	k->iterations = f->iterations;
+	memcpy(k->client_key, client_key, SCRAM_KEY_LEN);
+	memcpy(k->server_key, server_key, SCRAM_KEY_LEN);
+	k->last_used = ++cache->uses;
+}
+
+/*
+ * ClientKey/ServerKey: as given, from the cache, or from the password via
+ * Hi() (then cached). The iteration limit is checked before the cache: a
+ * count we refuse never reaches it.
+ */
 static bool client_keys(struct scram_client *st, const struct server_first_fields *f,
 			uint8_t client_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN],
 			char *err, size_t errlen)
 {
-	uint8_t salted[SCRAM_KEY_LEN];
+	uint8_t salted[SCRAM_KEY_LEN], tag[SCRAM_KEY_LEN];
 	if (st->have_keys) {
 		memcpy(client_key, st->client_key, SCRAM_KEY_LEN);
 		memcpy(server_key, st->server_key, SCRAM_KEY_LEN);
 		return true;
 	}
 	if (f->iterations > SCRAM_MAX_ITERATIONS)
-		return fail(err, errlen, "SCRAM iteration count %d is too large (limit %d)",
+		return fail(err, errlen,
+			    "server asks for %d SCRAM iterations, more than pgpulse computes "
+			    "(limit %d)",
 			    f->iterations, SCRAM_MAX_ITERATIONS);
-	bool ok = st->password &&
-		  salt_password(st->password, f->salt, f->salt_len, f->iterations, salted) &&
+	if (!st->password)
+		return fail(err, errlen, "SCRAM computation failed");
+	bool cacheable = st->cache && keyed_hash("password", st->password, tag);
+	struct scram_cached_keys *hit = cacheable ? cache_find(st->cache, tag, f) : NULL;
+	if (hit) {
+		memcpy(client_key, hit->client_key, SCRAM_KEY_LEN);
+		memcpy(server_key, hit->server_key, SCRAM_KEY_LEN);
+		hit->last_used = ++st->cache->uses;
+		OPENSSL_cleanse(tag, sizeof(tag));
+		return true;
+	}
+	bool ok = salt_password(st->password, f->salt, f->salt_len, f->iterations, salted) &&
 		  derive_keys(salted, client_key, server_key);
+	if (ok && cacheable)
+		cache_store(st->cache, tag, f, client_key, server_key);
 	OPENSSL_cleanse(salted, sizeof(salted));
+	OPENSSL_cleanse(tag, sizeof(tag));
 	return ok || fail(err, errlen, "SCRAM computation failed");
 }
 

@@ -567,7 +567,7 @@ static bool answer_sasl_start(struct server *s, const struct pkt *pkt)
 	s->scram = xcalloc(1, sizeof(*s->scram));
 	bool ok;
 	if (secret && auth_secret_kind(secret) == SECRET_PLAIN)
-		ok = scram_client_first(s->scram, secret, first, sizeof(first));
+		ok = scram_client_first(s->scram, secret, &u->scram_cache, first, sizeof(first));
 	else if (u->have_scram_keys)
 		ok = scram_client_first_keys(s->scram, u->scram_client_key, u->scram_server_key, first, sizeof(first));
 	else {

@@ -204,6 +204,32 @@ def raw_login_error(port, user, dbname, password=None, extra=None):
         return info.value
 
 
+def scram_offer(port, user, dbname="appdb"):
+    """The salt and iteration count pgpulse offers `user` in its
+    server-first-message (the exchange is then abandoned)."""
+    with RawClient(port) as c:
+        c.send_startup({"user": user, "database": dbname})
+        mtype, body = c.read_msg()
+        assert (mtype, struct.unpack("!I", body[:4])[0]) == (b"R", AUTH_SASL)
+        first = b"n,,n=,r=" + base64.b64encode(os.urandom(18))
+        c.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first)
+        mtype, body = c.read_msg()
+        assert (mtype, struct.unpack("!I", body[:4])[0]) == (b"R", AUTH_SASL_CONTINUE)
+        attrs = dict(kv.split("=", 1) for kv in body[4:].decode().split(","))
+        return attrs["s"], int(attrs["i"])
+
+
+def scram_verifier(password, iterations, salt=None):
+    """A verifier in pg_authid's form, computed here (PostgreSQL accepts it
+    pre-hashed in ALTER ROLE ... PASSWORD)."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}"
+
+
 # ----------------------------------------------------------------- set-up helpers
 
 BASE_INI = """\
@@ -358,6 +384,54 @@ def test_unknown_user_is_refused_like_a_wrong_password(pgpulse, auth_type):
     assert 'password authentication failed for user "nobody"' in r.stderr
 
 
+def test_scram_login_with_a_plaintext_password_follows_a_reload(pgpulse):
+    # The verifier pgpulse derives from a plaintext auth_file password is kept
+    # (every client sees the same salt) until a RELOAD changes the password.
+    db = "appdb = host={pg_host} port={pg_port} dbname=appdb user=app password=app_pw"
+    pp = pgpulse(ini("scram-sha-256", db), {"app": "first_pw", "other": "other_pw",
+                                            "admin": "admin_pw"})
+    with RawClient(pp.port) as c:
+        c.login("app", "appdb", "first_pw")
+    salt, iterations = scram_offer(pp.port, "app")
+    assert scram_offer(pp.port, "app") == (salt, iterations)
+
+    pp.write_config(userlist={"app": "second_pw", "other": "other_pw", "admin": "admin_pw"})
+    other_salt = scram_offer(pp.port, "other")
+    assert pp.command("RELOAD") == "RELOAD"
+    err = raw_login_error(pp.port, "app", "appdb", "first_pw")
+    assert (err.sqlstate, err.message) == ("28P01", 'password authentication failed for user "app"')
+    with RawClient(pp.port) as c:
+        c.login("app", "appdb", "second_pw")
+        assert c.query("SELECT current_user") == [["app"]]
+    assert scram_offer(pp.port, "app")[0] != salt
+    # an unchanged password keeps its salt across the reload
+    assert scram_offer(pp.port, "other") == other_salt
+
+
+def test_forced_user_logs_in_with_its_database_password_and_a_stable_salt(pgpulse):
+    # app is not in the auth_file: its SCRAM login is checked against the
+    # database's password=, whose verifier is derived once.
+    db = "appdb = host={pg_host} port={pg_port} dbname=appdb user=app password=app_pw"
+    pp = pgpulse(ini("scram-sha-256", db), {"webuser": "web_pw"})
+    salt = scram_offer(pp.port, "app")
+    with RawClient(pp.port) as c:
+        c.login("app", "appdb", "app_pw")
+        assert c.query("SELECT current_user") == [["app"]]
+    err = raw_login_error(pp.port, "app", "appdb", "wrong_pw")
+    assert (err.sqlstate, err.message) == ("28P01", 'password authentication failed for user "app"')
+    assert scram_offer(pp.port, "app") == salt
+
+
+def test_unknown_user_is_offered_a_salt_like_a_known_one(pgpulse):
+    pp = pgpulse(ini("scram-sha-256"), {"app": "app_pw"})
+    known_salt, known_iterations = scram_offer(pp.port, "app")
+    salt, iterations = scram_offer(pp.port, "nobody")
+    assert iterations == known_iterations
+    assert len(base64.b64decode(salt)) == len(base64.b64decode(known_salt))
+    assert scram_offer(pp.port, "nobody") == (salt, iterations)
+    assert scram_offer(pp.port, "somebody")[0] != salt
+
+
 def test_unknown_user_with_trust_is_refused_with_28000(pgpulse):
     pp = pgpulse(ini("trust"), {"app": "app_pw"})
     err = raw_login_error(pp.port, "nobody", "appdb")
@@ -485,6 +559,46 @@ def test_scram_verifier_alone_cannot_log_in_to_server_for_a_non_scram_client(
     err = raw_login_error(pp.port, "app", "appdb", "app_pw")
     assert err.sqlstate == "28P01"
     assert "SCRAM" in err.message
+
+
+@pytest.fixture
+def slow_role(pg):
+    """A role whose verifier asks for 1,000,000 SCRAM iterations (PostgreSQL
+    15 has no scram_iterations, so the verifier is computed here)."""
+    pg.query("CREATE ROLE slowrole LOGIN PASSWORD '{}'".format(
+        scram_verifier("slow_pw", 1000000)))
+    yield "slowrole"
+    pg.query("DROP ROLE slowrole")
+
+
+def test_server_asking_too_many_scram_iterations_is_refused_with_the_count(pgpulse, slow_role):
+    dbs = ("appdb = host={pg_host} port={pg_port} dbname=appdb user=app password=app_pw\n"
+           f"slow = host={{pg_host}} port={{pg_port}} dbname=appdb user={slow_role} "
+           "password=slow_pw")
+    pp = pgpulse(ini("scram-sha-256", dbs), {"webuser": "web_pw"})
+    err = raw_login_error(pp.port, "webuser", "slow", "web_pw")
+    assert err.sqlstate == "28000"
+    assert "1000000 SCRAM iterations" in err.message and "limit 100000" in err.message
+    # the other pool is served as before
+    with pp.connect(dbname="appdb", user="webuser", password="web_pw") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+
+
+def test_server_logins_with_a_plaintext_password_reuse_the_derived_keys(pgpulse, pg):
+    # Several server connections for one role: the keys pgpulse derives for
+    # PostgreSQL's salt serve them all, and every login still succeeds.
+    db = "appdb = host={pg_host} port={pg_port} dbname=appdb user=app password=app_pw"
+    pp = pgpulse(ini("scram-sha-256", db), {"webuser": "web_pw"})
+    mark = pg.log_mark()
+    # each keeps its transaction open, so each needs a server of its own
+    conns = [pp.connect(user="webuser", password="web_pw") for _ in range(2)]
+    pids = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in conns}
+    assert len(pids) == 2
+    for c in conns:
+        c.rollback()
+        c.close()
+    wait_until(lambda: pg.log(since=mark).count('identity="app" method=scram-sha-256') >= 2, 5,
+               "PostgreSQL's log to show two SCRAM logins as app")
 
 
 # ----------------------------------------------------------------- admin console

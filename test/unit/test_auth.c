@@ -1,15 +1,18 @@
 /*
  * test_auth: the auth_file loader as an operator meets it (quoting, comments,
- * mistakes reported by file and line), secret kinds, and MD5 hashing checked
- * against values computed outside pgpulse (md5sum).
+ * mistakes reported by file and line), secret kinds, MD5 hashing checked
+ * against values computed outside pgpulse (md5sum), and the SCRAM verifiers
+ * an entry keeps for scram-sha-256 logins.
  */
 #include "auth.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "scram.h"
 #include "unit.h"
 
 static char path[64];
@@ -248,6 +251,97 @@ static void test_secure_equal_compares_whole_strings(void)
 	CHECK(!auth_secure_equal("x", NULL));
 }
 
+#define SCRAM_OF_secret                                          \
+	"SCRAM-SHA-256$4096:WPYJt4J1/q7sdMG/We8pIA==$"          \
+	"S9zEOVjC3fSBv4R4PwtAn2GZS19vkuBSlZcZMoXBCLY=:"         \
+	"kRYJccqU8n4Nuplhdfa3RlEbqkAJy1r56IkTXhCbFmc="
+
+static bool same_verifier(const struct scram_secret *a, const struct scram_secret *b)
+{
+	return a->iterations == b->iterations && a->salt_len == b->salt_len &&
+	       memcmp(a->salt, b->salt, (size_t)a->salt_len) == 0 &&
+	       memcmp(a->stored_key, b->stored_key, SCRAM_KEY_LEN) == 0 &&
+	       memcmp(a->server_key, b->server_key, SCRAM_KEY_LEN) == 0;
+}
+
+static void test_plaintext_password_verifier_is_derived_once_and_kept(void)
+{
+	char err[256] = "";
+	struct auth_file *af = load_text("\"alice\" \"pw\"\n", err, sizeof(err));
+	struct scram_secret first, again;
+	CHECK(af != NULL);
+	unsigned long before = scram_test_hi_calls();
+	CHECK(auth_file_scram_verifier(af, "alice", &first));
+	for (int i = 0; i < 10; i++)
+		CHECK(auth_file_scram_verifier(af, "alice", &again));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
+	/* every client is shown the same salt */
+	CHECK(same_verifier(&first, &again));
+	CHECK_INT_EQ(first.iterations, SCRAM_DEFAULT_ITERATIONS);
+	CHECK(scram_password_matches(&first, "pw"));
+	CHECK(!scram_password_matches(&first, "other"));
+	auth_file_free(af);
+}
+
+static void test_scram_secret_entry_needs_no_derivation(void)
+{
+	char err[256] = "";
+	struct auth_file *af = load_text("\"bob\" \"" SCRAM_OF_secret "\"\n", err, sizeof(err));
+	struct scram_secret got, parsed;
+	CHECK(af != NULL);
+	unsigned long before = scram_test_hi_calls();
+	CHECK(auth_file_scram_verifier(af, "bob", &got));
+	CHECK(auth_file_scram_verifier(af, "bob", &got));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 0);
+	CHECK(scram_parse_secret(SCRAM_OF_secret, &parsed));
+	CHECK(same_verifier(&got, &parsed));
+	auth_file_free(af);
+}
+
+static void test_md5_secret_or_unknown_user_has_no_verifier(void)
+{
+	char err[256] = "";
+	struct auth_file *af =
+		load_text("\"carol\" \"md520eb1b22a92b5c573dc1eb4331fc49ee\"\n", err, sizeof(err));
+	struct scram_secret v;
+	CHECK(af != NULL);
+	CHECK(!auth_file_scram_verifier(af, "carol", &v));
+	CHECK(!auth_file_scram_verifier(af, "nobody", &v));
+	CHECK(!auth_file_scram_verifier(NULL, "carol", &v));
+	auth_file_free(af);
+}
+
+static void test_reload_keeps_verifiers_of_unchanged_passwords_only(void)
+{
+	char err[256] = "";
+	struct auth_file *old = load_text("\"alice\" \"pw\"\n\"bob\" \"old_pw\"\n"
+					  "\"dave\" \"never_used\"\n",
+					  err, sizeof(err));
+	struct auth_file *fresh = load_text("\"alice\" \"pw\"\n\"bob\" \"new_pw\"\n"
+					    "\"dave\" \"never_used\"\n\"erin\" \"pw\"\n",
+					    err, sizeof(err));
+	struct scram_secret alice, bob, v;
+	CHECK(old != NULL && fresh != NULL);
+	CHECK(auth_file_scram_verifier(old, "alice", &alice));
+	CHECK(auth_file_scram_verifier(old, "bob", &bob));
+	auth_file_keep_verifiers(fresh, old);
+	auth_file_free(old);
+
+	unsigned long before = scram_test_hi_calls();
+	CHECK(auth_file_scram_verifier(fresh, "alice", &v));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 0);
+	CHECK(same_verifier(&v, &alice));
+
+	/* bob's password changed: a new verifier that knows only the new password */
+	CHECK(auth_file_scram_verifier(fresh, "bob", &v));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
+	CHECK(!same_verifier(&v, &bob));
+	CHECK(scram_password_matches(&v, "new_pw"));
+	CHECK(!scram_password_matches(&v, "old_pw"));
+	auth_file_free(fresh);
+	auth_file_keep_verifiers(NULL, NULL);
+}
+
 int main(void)
 {
 	RUN(test_users_and_secrets_are_found);
@@ -263,5 +357,9 @@ int main(void)
 	RUN(test_md5_secret_matches_postgresql);
 	RUN(test_md5_response_uses_the_salt);
 	RUN(test_secure_equal_compares_whole_strings);
+	RUN(test_plaintext_password_verifier_is_derived_once_and_kept);
+	RUN(test_scram_secret_entry_needs_no_derivation);
+	RUN(test_md5_secret_or_unknown_user_has_no_verifier);
+	RUN(test_reload_keeps_verifiers_of_unchanged_passwords_only);
 	return UNIT_REPORT("auth");
 }

@@ -100,7 +100,7 @@ static bool password_logs_in(const struct scram_secret *secret, const char *pass
 	struct scram_server sv = { 0 };
 	struct scram_client cl = { 0 };
 	char first[BUF];
-	bool ok = scram_client_first(&cl, password, first, sizeof(first)) &&
+	bool ok = scram_client_first(&cl, password, NULL, first, sizeof(first)) &&
 		  finish_exchange(&sv, secret, &cl, first);
 	scram_server_reset(&sv);
 	scram_client_reset(&cl);
@@ -146,7 +146,7 @@ static void test_rfc7677_example_as_client(void)
 	char out[BUF], err[256] = "";
 	scram_test_set_client_user("user");
 	scram_test_set_nonce(RFC_CLIENT_NONCE);
-	CHECK(scram_client_first(&cl, "pencil", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pencil", NULL, out, sizeof(out)));
 	CHECK_STR_EQ(out, RFC_CLIENT_FIRST);
 	CHECK(client_final_of(&cl, RFC_SERVER_FIRST, out, err));
 	CHECK_STR_EQ(out, RFC_CLIENT_FINAL);
@@ -233,7 +233,7 @@ static void test_wrong_password_is_refused(void)
 	struct scram_client cl = { 0 };
 	char m0[BUF], m1[BUF], m2[BUF], m3[BUF], err[256] = "";
 	CHECK(scram_secret_from_password("right", 4096, &secret));
-	CHECK(scram_client_first(&cl, "wrong", m0, sizeof(m0)));
+	CHECK(scram_client_first(&cl, "wrong", NULL, m0, sizeof(m0)));
 	CHECK(server_first_of(&sv, &secret, m0, m1, err));
 	CHECK(client_final_of(&cl, m1, m2, err));
 	CHECK(!server_final_of(&sv, m2, m3, err));
@@ -250,7 +250,7 @@ static void test_server_allows_one_final_attempt(void)
 	struct scram_client cl = { 0 };
 	char m0[BUF], m1[BUF], m2[BUF], m3[BUF], err[256] = "";
 	CHECK(scram_secret_from_password("pw", 4096, &secret));
-	CHECK(scram_client_first(&cl, "pw", m0, sizeof(m0)));
+	CHECK(scram_client_first(&cl, "pw", NULL, m0, sizeof(m0)));
 	CHECK(server_first_of(&sv, &secret, m0, m1, err));
 	CHECK(client_final_of(&cl, m1, m2, err));
 	CHECK(server_final_of(&sv, m2, m3, err));
@@ -268,7 +268,7 @@ static void test_tampered_nonce_is_refused(void)
 	CHECK(scram_secret_from_password("pw", 4096, &secret));
 
 	/* client-final carries a nonce the server never issued */
-	CHECK(scram_client_first(&cl, "pw", m0, sizeof(m0)));
+	CHECK(scram_client_first(&cl, "pw", NULL, m0, sizeof(m0)));
 	CHECK(server_first_of(&sv, &secret, m0, m1, err));
 	CHECK(client_final_of(&cl, m1, m2, err));
 	char *r = strstr(m2, ",r=") + 3;
@@ -277,14 +277,14 @@ static void test_tampered_nonce_is_refused(void)
 	CHECK(strstr(err, "nonce") != NULL);
 
 	/* server-first does not extend the client's nonce */
-	CHECK(scram_client_first(&cl, "pw", m0, sizeof(m0)));
+	CHECK(scram_client_first(&cl, "pw", NULL, m0, sizeof(m0)));
 	CHECK(server_first_of(&sv, &secret, m0, m1, err));
 	m1[2] = m1[2] == 'A' ? 'B' : 'A';
 	CHECK(!client_final_of(&cl, m1, m2, err));
 	CHECK(strstr(err, "nonce") != NULL);
 
 	/* server-first merely echoes the client's nonce */
-	CHECK(scram_client_first(&cl, "pw", m0, sizeof(m0)));
+	CHECK(scram_client_first(&cl, "pw", NULL, m0, sizeof(m0)));
 	snprintf(m1, sizeof(m1), "r=%s,s=QSXCR+Q6sek8bf92,i=4096", cl.client_nonce);
 	CHECK(!client_final_of(&cl, m1, m2, err));
 	scram_server_reset(&sv);
@@ -298,7 +298,7 @@ static void test_wrong_server_signature_is_refused(void)
 	struct scram_client cl = { 0 };
 	char m0[BUF], m1[BUF], m2[BUF], m3[BUF], err[256] = "";
 	CHECK(scram_secret_from_password("pw", 4096, &secret));
-	CHECK(scram_client_first(&cl, "pw", m0, sizeof(m0)));
+	CHECK(scram_client_first(&cl, "pw", NULL, m0, sizeof(m0)));
 	CHECK(server_first_of(&sv, &secret, m0, m1, err));
 	CHECK(client_final_of(&cl, m1, m2, err));
 	CHECK(server_final_of(&sv, m2, m3, err));
@@ -314,7 +314,7 @@ static void test_server_error_is_reported_to_the_client(void)
 	struct scram_client cl = { 0 };
 	char out[BUF], err[256] = "";
 	scram_test_set_nonce(RFC_CLIENT_NONCE);
-	CHECK(scram_client_first(&cl, "pencil", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pencil", NULL, out, sizeof(out)));
 	scram_test_set_nonce(NULL);
 	/* the user name differs from the RFC's, so the server's v= would not match anyway */
 	CHECK(client_final_of(&cl, RFC_SERVER_FIRST, out, err));
@@ -412,7 +412,7 @@ static void test_truncated_client_final_is_refused(void)
 	struct scram_client cl = { 0 };
 	char m0[BUF], m1[BUF], m2[BUF], m3[BUF], err[256];
 	CHECK(scram_secret_from_password("pw", 4096, &secret));
-	CHECK(scram_client_first(&cl, "pw", m0, sizeof(m0)));
+	CHECK(scram_client_first(&cl, "pw", NULL, m0, sizeof(m0)));
 	CHECK(server_first_of(&sv, &secret, m0, m1, err));
 	CHECK(client_final_of(&cl, m1, m2, err));
 	size_t full = strlen(m2);
@@ -488,7 +488,7 @@ static void test_malformed_server_first_is_refused(void)
 	struct scram_client cl = { 0 };
 	char out[BUF], err[256], msg[BUF];
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		CHECK(scram_client_first(&cl, "pw", out, sizeof(out)));
+		CHECK(scram_client_first(&cl, "pw", NULL, out, sizeof(out)));
 		snprintf(msg, sizeof(msg), bad[i], cl.client_nonce);
 		err[0] = '\0';
 		bool ok = client_final_of(&cl, msg, out, err);
@@ -497,19 +497,19 @@ static void test_malformed_server_first_is_refused(void)
 			fprintf(stderr, "  accepted: \"%s\"\n", msg);
 	}
 	/* a salt too long to keep */
-	CHECK(scram_client_first(&cl, "pw", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pw", NULL, out, sizeof(out)));
 	int n = snprintf(msg, sizeof(msg), "r=%sSRV,s=", cl.client_nonce);
 	memset(msg + n, 'A', 100);
 	strcpy(msg + n + 100, ",i=4096");
 	CHECK(!client_final_of(&cl, msg, out, err));
 	/* huge iteration counts are refused before any work is done */
-	CHECK(scram_client_first(&cl, "pw", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pw", NULL, out, sizeof(out)));
 	snprintf(msg, sizeof(msg), "r=%sSRV,s=QSXCR+Q6sek8bf92,i=%d", cl.client_nonce,
 		 SCRAM_MAX_ITERATIONS + 1);
 	CHECK(!client_final_of(&cl, msg, out, err));
 	CHECK(strstr(err, "iteration") != NULL);
 	/* every prefix short of a complete iteration count fails */
-	CHECK(scram_client_first(&cl, "pw", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pw", NULL, out, sizeof(out)));
 	snprintf(msg, sizeof(msg), "r=%sSRV,s=QSXCR+Q6sek8bf92,i=4096", cl.client_nonce);
 	size_t upto = (size_t)(strstr(msg, ",i=") - msg) + 3;
 	int accepted = 0;
@@ -518,7 +518,7 @@ static void test_malformed_server_first_is_refused(void)
 			accepted++;
 	CHECK_INT_EQ(accepted, 0);
 	/* extensions after i= are ignored */
-	CHECK(scram_client_first(&cl, "pw", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pw", NULL, out, sizeof(out)));
 	snprintf(msg, sizeof(msg), "r=%sSRV,s=QSXCR+Q6sek8bf92,i=1,x=y", cl.client_nonce);
 	CHECK(client_final_of(&cl, msg, out, err));
 	scram_client_reset(&cl);
@@ -541,7 +541,7 @@ static void test_malformed_server_final_is_refused(void)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		scram_test_set_client_user("user");
 		scram_test_set_nonce(RFC_CLIENT_NONCE);
-		CHECK(scram_client_first(&cl, "pencil", out, sizeof(out)));
+		CHECK(scram_client_first(&cl, "pencil", NULL, out, sizeof(out)));
 		scram_test_set_client_user(NULL);
 		scram_test_set_nonce(NULL);
 		CHECK(client_final_of(&cl, RFC_SERVER_FIRST, out, err));
@@ -551,7 +551,7 @@ static void test_malformed_server_final_is_refused(void)
 	/* and the right one still passes after all that */
 	scram_test_set_client_user("user");
 	scram_test_set_nonce(RFC_CLIENT_NONCE);
-	CHECK(scram_client_first(&cl, "pencil", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pencil", NULL, out, sizeof(out)));
 	scram_test_set_client_user(NULL);
 	scram_test_set_nonce(NULL);
 	CHECK(client_final_of(&cl, RFC_SERVER_FIRST, out, err));
@@ -568,7 +568,7 @@ static void test_steps_out_of_order_are_refused(void)
 	CHECK(!server_final_of(&sv, RFC_CLIENT_FINAL, out, err));
 	CHECK(!client_final_of(&cl, RFC_SERVER_FIRST, out, err));
 	CHECK(!client_verify_of(&cl, RFC_SERVER_FINAL, err));
-	CHECK(scram_client_first(&cl, "pw", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pw", NULL, out, sizeof(out)));
 	CHECK(!client_verify_of(&cl, RFC_SERVER_FINAL, err));
 	scram_client_reset(&cl);
 }
@@ -580,12 +580,12 @@ static void test_small_output_buffers_fail_cleanly(void)
 	struct scram_client cl = { 0 };
 	char out[BUF], small[20], err[256];
 	CHECK(scram_secret_from_password("pw", 1, &secret));
-	CHECK(!scram_client_first(&cl, "pw", small, 10));
+	CHECK(!scram_client_first(&cl, "pw", NULL, small, 10));
 	CHECK(cl.password == NULL);
 	CHECK(!scram_server_first(&sv, &secret, "n,,n=,r=abc", 11, small, sizeof(small), err,
 				  sizeof(err)));
 	CHECK(sv.client_first_bare == NULL && sv.server_first == NULL);
-	CHECK(scram_client_first(&cl, "pw", out, sizeof(out)));
+	CHECK(scram_client_first(&cl, "pw", NULL, out, sizeof(out)));
 	CHECK(server_first_of(&sv, &secret, out, out, err));
 	CHECK(!scram_client_final(&cl, out, strlen(out), small, sizeof(small), err, sizeof(err)));
 	scram_server_reset(&sv);
@@ -604,7 +604,7 @@ static void test_recovered_client_key_logs_in_again(void)
 	uint8_t client_key[SCRAM_KEY_LEN];
 	char first[BUF];
 	CHECK(scram_parse_secret(PG_SECRET_FOR_secret, &secret));
-	CHECK(scram_client_first(&cl, "secret", first, sizeof(first)));
+	CHECK(scram_client_first(&cl, "secret", NULL, first, sizeof(first)));
 	CHECK(finish_exchange(&sv, &secret, &cl, first));
 	CHECK(sv.have_client_key);
 	memcpy(client_key, sv.client_key, SCRAM_KEY_LEN);
@@ -720,6 +720,142 @@ static void test_unknown_user_gets_a_stable_mock_salt_and_fails(void)
 	CHECK(!password_logs_in(&a, "nobody"));
 }
 
+/* a whole exchange with pgpulse as the client, its keys cache in use */
+static bool cached_login(struct scram_key_cache *cache, const struct scram_secret *secret,
+			 const char *password)
+{
+	struct scram_server sv = { 0 };
+	struct scram_client cl = { 0 };
+	char first[BUF];
+	bool ok = scram_client_first(&cl, password, cache, first, sizeof(first)) &&
+		  finish_exchange(&sv, secret, &cl, first);
+	scram_server_reset(&sv);
+	scram_client_reset(&cl);
+	return ok;
+}
+
+static void test_server_logins_with_the_same_salt_derive_keys_once(void)
+{
+	struct scram_key_cache cache = { 0 };
+	struct scram_secret secret;
+	CHECK(scram_parse_secret(PG_SECRET_FOR_secret, &secret));
+	unsigned long before = scram_test_hi_calls();
+	for (int i = 0; i < 5; i++)
+		CHECK(cached_login(&cache, &secret, "secret"));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
+	scram_key_cache_clear(&cache);
+	CHECK(cached_login(&cache, &secret, "secret"));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 2);
+}
+
+static void test_cached_keys_give_the_same_proof_as_fresh_ones(void)
+{
+	struct scram_key_cache cache = { 0 };
+	struct scram_client fresh = { 0 }, cached = { 0 };
+	char first[BUF], a[BUF], b[BUF], err[256] = "";
+	scram_test_set_client_user("user");
+	scram_test_set_nonce(RFC_CLIENT_NONCE);
+	/* fill the cache, then answer the RFC's server-first from it and without it */
+	CHECK(scram_client_first(&cached, "pencil", &cache, first, sizeof(first)));
+	CHECK(client_final_of(&cached, RFC_SERVER_FIRST, a, err));
+	unsigned long before = scram_test_hi_calls();
+	CHECK(scram_client_first(&cached, "pencil", &cache, first, sizeof(first)));
+	CHECK(client_final_of(&cached, RFC_SERVER_FIRST, a, err));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 0);
+	CHECK(client_verify_of(&cached, RFC_SERVER_FINAL, err));
+	CHECK(scram_client_first(&fresh, "pencil", NULL, first, sizeof(first)));
+	CHECK(client_final_of(&fresh, RFC_SERVER_FIRST, b, err));
+	CHECK_STR_EQ(a, b);
+	CHECK_STR_EQ(a, RFC_CLIENT_FINAL);
+	scram_test_set_client_user(NULL);
+	scram_test_set_nonce(NULL);
+	scram_client_reset(&fresh);
+	scram_client_reset(&cached);
+}
+
+static void test_changed_password_or_salt_is_not_served_from_the_cache(void)
+{
+	struct scram_key_cache cache = { 0 };
+	struct scram_secret old_pw, new_pw, other_host;
+	CHECK(scram_secret_from_password("old", 4096, &old_pw));
+	CHECK(scram_secret_from_password("new", 4096, &new_pw));
+	CHECK(scram_secret_from_password("old", 4096, &other_host)); /* another salt */
+	CHECK(cached_login(&cache, &old_pw, "old"));
+	unsigned long before = scram_test_hi_calls();
+	/* the server now holds a new password's verifier: the old keys must not answer */
+	CHECK(!cached_login(&cache, &new_pw, "old"));
+	CHECK(cached_login(&cache, &new_pw, "new"));
+	/* same password, another salt: derived, and not mistaken for the first */
+	CHECK(cached_login(&cache, &other_host, "old"));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 3);
+}
+
+static void test_least_recently_used_keys_make_room(void)
+{
+	struct scram_key_cache cache = { 0 };
+	struct scram_secret a, b, c;
+	CHECK(scram_secret_from_password("pw", 4096, &a));
+	CHECK(scram_secret_from_password("pw", 4096, &b));
+	CHECK(scram_secret_from_password("pw", 4096, &c));
+	CHECK(cached_login(&cache, &a, "pw"));
+	CHECK(cached_login(&cache, &b, "pw"));
+	CHECK(cached_login(&cache, &a, "pw")); /* a is now the more recent */
+	unsigned long before = scram_test_hi_calls();
+	CHECK(cached_login(&cache, &c, "pw")); /* replaces b */
+	CHECK(cached_login(&cache, &a, "pw"));
+	CHECK(cached_login(&cache, &c, "pw"));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
+	CHECK(cached_login(&cache, &b, "pw"));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 2);
+}
+
+static void test_server_asking_too_many_iterations_is_refused_without_computing(void)
+{
+	struct scram_key_cache cache = { 0 };
+	struct scram_client cl = { 0 };
+	char out[BUF], server_first[BUF], err[256] = "";
+	CHECK(scram_client_first(&cl, "pw", &cache, out, sizeof(out)));
+	snprintf(server_first, sizeof(server_first), "r=%sSRV,s=QSXCR+Q6sek8bf92,i=%d",
+		 cl.client_nonce, SCRAM_MAX_ITERATIONS + 1);
+	unsigned long before = scram_test_hi_calls();
+	CHECK(!client_final_of(&cl, server_first, out, err));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 0);
+	char want[128];
+	snprintf(want, sizeof(want), "server asks for %d SCRAM iterations", SCRAM_MAX_ITERATIONS + 1);
+	CHECK(strstr(err, want) != NULL);
+	scram_client_reset(&cl);
+}
+
+static void test_mock_verifier_costs_no_key_derivation(void)
+{
+	struct scram_secret mock, real;
+	unsigned long before = scram_test_hi_calls();
+	for (int i = 0; i < 100; i++)
+		CHECK(scram_secret_mock("nobody", &mock));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 0);
+	/* on the wire it looks like a plaintext password's verifier */
+	CHECK(scram_secret_from_password("pw", SCRAM_DEFAULT_ITERATIONS, &real));
+	CHECK_INT_EQ(mock.iterations, real.iterations);
+	CHECK_INT_EQ(mock.salt_len, real.salt_len);
+}
+
+static void test_verifier_for_a_password_is_derived_again_only_when_it_changes(void)
+{
+	struct scram_verifier_cache cache = { 0 };
+	struct scram_secret a, b, c;
+	unsigned long before = scram_test_hi_calls();
+	CHECK(scram_verifier_for_password(&cache, "db_pw", &a));
+	CHECK(scram_verifier_for_password(&cache, "db_pw", &b));
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
+	CHECK(memcmp(a.salt, b.salt, 16) == 0 && memcmp(a.stored_key, b.stored_key, 32) == 0);
+	CHECK(password_logs_in(&b, "db_pw"));
+	CHECK(scram_verifier_for_password(&cache, "new_pw", &c));
+	CHECK(memcmp(a.salt, c.salt, 16) != 0);
+	CHECK(password_logs_in(&c, "new_pw"));
+	CHECK(!password_logs_in(&c, "db_pw"));
+	CHECK(!scram_verifier_for_password(&cache, NULL, &c));
+}
+
 int main(void)
 {
 	RUN(test_base64_matches_rfc4648_examples);
@@ -749,5 +885,12 @@ int main(void)
 	RUN(test_cleartext_password_is_checked_against_a_verifier);
 	RUN(test_iteration_count_for_new_secrets_is_bounded);
 	RUN(test_unknown_user_gets_a_stable_mock_salt_and_fails);
+	RUN(test_server_logins_with_the_same_salt_derive_keys_once);
+	RUN(test_cached_keys_give_the_same_proof_as_fresh_ones);
+	RUN(test_changed_password_or_salt_is_not_served_from_the_cache);
+	RUN(test_least_recently_used_keys_make_room);
+	RUN(test_server_asking_too_many_iterations_is_refused_without_computing);
+	RUN(test_mock_verifier_costs_no_key_derivation);
+	RUN(test_verifier_for_a_password_is_derived_again_only_when_it_changes);
 	return UNIT_REPORT("scram");
 }

@@ -101,6 +101,7 @@ struct stream {
 	bool tls_answer_due; /* an SSLRequest was sent: the next byte is its answer */
 	bool tls_failed;    /* a fatal TLS error: no close_notify on close */
 	bool tls_read_wants_write; /* a TLS read must write first: retry it when writable */
+	bool resume_when_sent; /* paused until `out` is sent (stream_resume_when_sent) */
 
 	uint64_t bytes_in;
 	uint64_t bytes_out;
@@ -156,6 +157,12 @@ void stream_start_tls(struct stream *s, SSL *ssl);
  * packets inside another connection's callback or list walk.
  */
 void stream_resume(struct stream *s);
+
+/*
+ * The owner pauses because its own queued messages (stream_out) pile up
+ * unsent: resume the stream once they have all reached the socket.
+ */
+void stream_resume_when_sent(struct stream *s);
 
 /* free the loop's resume event (at exit, before the event base) */
 void stream_loop_free(void);

@@ -984,13 +984,8 @@ static enum pkt_action handle_admin_packet(struct client *c, struct pkt *pkt)
 	if (c->admin_wait)
 		return PKT_PAUSE; /* the previous command is not answered yet */
 	if (c->st.out.len >= ADMIN_OUT_HIGH_WATER) {
-		/*
-		 * The client is not reading its answers: take no more commands
-		 * until they are sent. The stream resumes a source when the socket
-		 * it waits on drains; here that socket is the console's own, and
-		 * client_on_flushed resumes it.
-		 */
-		c->st.blocked_src = &c->st;
+		/* the client is not reading its answers: take no more commands until they are sent */
+		stream_resume_when_sent(&c->st);
 		return PKT_PAUSE;
 	}
 	switch (pkt->type) {
@@ -1236,10 +1231,7 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 
 static void client_on_flushed(struct stream *st)
 {
-	struct client *c = st->owner;
-	/* the console paused in handle_admin_packet has had its answers sent */
-	if (c->is_admin && st->paused && !c->admin_wait && st->out.len == 0)
-		stream_resume(st);
+	(void)st;
 }
 
 int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival)

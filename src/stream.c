@@ -691,6 +691,13 @@ void stream_resume(struct stream *s)
 	event_active(g_resume_ev, 0, 0);
 }
 
+void stream_resume_when_sent(struct stream *s)
+{
+	/* the write event comes even when `out` has emptied meanwhile */
+	s->resume_when_sent = true;
+	write_wanted(s, true);
+}
+
 void stream_loop_free(void)
 {
 	if (g_resume_ev)
@@ -855,6 +862,10 @@ static void on_write_event(struct stream *s)
 	}
 	if (s->out.len > 0)
 		return;
+	if (s->resume_when_sent) {
+		s->resume_when_sent = false;
+		stream_resume(s);
+	}
 	struct stream *src = s->blocked_src;
 	if (!src) {
 		write_wanted(s, false);

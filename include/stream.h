@@ -31,6 +31,23 @@
 
 struct stream;
 
+/*
+ * What the streams of one event loop share: the event base, the cache of
+ * receive buffers, the list of open streams (SUSPEND), and the queue of
+ * resumes the loop runs once the current callbacks have unwound. One per
+ * worker; nothing of it is a global, so several loops can run side by side.
+ */
+struct stream_loop {
+	struct event_base *base;
+	struct list streams;      /* every open stream */
+	struct list resume_queue; /* streams to process next (stream_resume) */
+	struct event *resume_ev;  /* runs the queue; made at the first resume */
+	bool suspended;           /* SUSPEND: no stream reads */
+	uint32_t buf_size;        /* pkt_buf */
+	void **free_bufs;         /* receive buffers not in use */
+	int free_count, free_cap, used_count;
+};
+
 /* a packet as the owner sees it */
 struct pkt {
 	uint8_t type;        /* 0 for a startup-phase packet */
@@ -72,7 +89,7 @@ struct stream {
 	struct list resume_node;    /* on the queue of resumes the loop runs next */
 	int fd;
 	struct event ev;   /* one per socket; its flags follow read_on and write_on */
-	struct event_base *base;
+	struct stream_loop *loop;
 	const struct stream_ops *ops;
 	void *owner;
 
@@ -107,13 +124,17 @@ struct stream {
 	uint64_t bytes_out;
 };
 
-/* process-wide buffer settings, from pkt_buf */
-void stream_set_buffer_size(uint32_t size);
-/* buffers currently in use / free (for SHOW MEM) */
-void stream_buffer_stats(int *used, int *free_count, uint32_t *size);
-void stream_buffers_release(void);
+void stream_loop_init(struct stream_loop *l, struct event_base *base);
+/* at exit, before the event base: the cached buffers and the resume event */
+void stream_loop_free(struct stream_loop *l);
 
-void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner);
+/* the loop's buffer size, from pkt_buf */
+void stream_set_buffer_size(struct stream_loop *l, uint32_t size);
+/* buffers currently in use / free (for SHOW MEM) */
+void stream_buffer_stats(const struct stream_loop *l, int *used, int *free_count, uint32_t *size);
+void stream_buffers_release(struct stream_loop *l);
+
+void stream_init(struct stream *s, struct stream_loop *loop, int fd, const struct stream_ops *ops, void *owner);
 /* connect fd (already non-blocking) to addr; ops->on_connected fires later */
 bool stream_connect(struct stream *s, const void *addr, unsigned addrlen);
 /* stop all events, close the socket, release buffers; owner frees memory */
@@ -133,11 +154,11 @@ bool stream_send_out(struct stream *s);
 void stream_send_out_quietly(struct stream *s);
 
 /* SUSPEND: stop (or restart) reading every stream but the exempt ones */
-void stream_set_suspended(bool suspended);
+void stream_set_suspended(struct stream_loop *l, bool suspended);
 /* streams holding bytes not yet written to their sockets */
-int stream_pending_count(void);
+int stream_pending_count(const struct stream_loop *l);
 /* end every stream that still holds unwritten bytes; returns how many */
-int stream_close_unflushed(void);
+int stream_close_unflushed(struct stream_loop *l);
 
 /*
  * TLS. stream_request_tls sends an SSLRequest and reads the one-byte
@@ -164,8 +185,6 @@ void stream_resume(struct stream *s);
  */
 void stream_resume_when_sent(struct stream *s);
 
-/* free the loop's resume event (at exit, before the event base) */
-void stream_loop_free(void);
 
 /* forwarded bytes waiting to be sent, or a packet partly forwarded */
 bool stream_has_pending(const struct stream *s);

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "normalize.h"
+#include "stream.h"
 #include "util.h"
 
 struct cfg;
@@ -29,6 +31,7 @@ enum shutdown_mode {
 
 struct worker {
 	struct event_base *base;
+	struct stream_loop streams; /* buffer cache, open streams, resume queue */
 	struct cfg *cfg;            /* in force; replaced whole on reload */
 	struct auth_file *auth;     /* the auth_file in force, or NULL */
 	struct dns_resolver *dns;   /* server host names, resolved in this loop */
@@ -44,6 +47,12 @@ struct worker {
 	int client_count;           /* every client connection, admin included */
 	int server_count;
 	uint64_t next_conn_id;
+
+	struct list cancels;        /* struct cancel_req in flight (cancel.c) */
+	struct event *janitor;      /* the periodic sweep (janitor.c) */
+	bool suspended;             /* SUSPEND in force (control.c) */
+	int64_t suspend_started;    /* monotonic usec */
+	char normalized[NORMALIZE_MAX + 8]; /* a request's normalized text (client.c) */
 
 	enum shutdown_mode shutdown;
 	bool paused_all;            /* SIGINT shutdown: no new server work */

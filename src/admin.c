@@ -1431,7 +1431,7 @@ static void show_mem(struct client *c, const char *arg)
 	struct list *pos, *q;
 
 	(void)arg;
-	stream_buffer_stats(&bufs_used, &bufs_free, &buf_size);
+	stream_buffer_stats(&worker->streams, &bufs_used, &bufs_free, &buf_size);
 
 	/* the out buffers of every connection pgpulse can see */
 	list_for_each(pos, &worker->login_clients)

@@ -31,7 +31,7 @@
 #include "worker.h"
 
 struct cancel_req {
-	struct list node;        /* g_cancels */
+	struct list node;        /* worker->cancels */
 	struct event ev;
 	int fd;
 	uint8_t msg[16];
@@ -42,8 +42,6 @@ struct cancel_req {
 	struct client *requester; /* NULL for query_timeout, or once it left */
 	uint64_t server_id;      /* for logs */
 };
-
-static struct list g_cancels = { &g_cancels, &g_cancels };
 
 static void finish(struct cancel_req *cr, bool settled, const char *how)
 {
@@ -139,7 +137,7 @@ struct cancel_req *cancel_send(struct server *s, struct client *requester)
 	memcpy(cr->msg, words, sizeof(words));
 	int64_t limit = worker->cfg->cancel_wait_timeout;
 	cr->deadline = limit > 0 ? now_usec() + limit : 0;
-	list_append(&g_cancels, &cr->node);
+	list_append(&worker->cancels, &cr->node);
 	event_assign(&cr->ev, worker->base, fd, EV_WRITE | EV_PERSIST, on_cancel_event, cr);
 	struct timeval tv;
 	event_add(&cr->ev, time_left(cr, &tv));
@@ -151,7 +149,7 @@ struct cancel_req *cancel_send(struct server *s, struct client *requester)
 void cancel_forget_server(struct server *s)
 {
 	struct list *pos;
-	list_for_each(pos, &g_cancels)
+	list_for_each(pos, &worker->cancels)
 	{
 		struct cancel_req *cr = container_of(pos, struct cancel_req, node);
 		if (cr->server == s) {
@@ -170,7 +168,7 @@ void cancel_pool_counts(const struct pool *p, int *requesters, int *connections)
 {
 	*requesters = *connections = 0;
 	struct list *pos;
-	list_for_each(pos, &g_cancels)
+	list_for_each(pos, &worker->cancels)
 	{
 		const struct cancel_req *cr = container_of(pos, struct cancel_req, node);
 		if (cr->pool != p)
@@ -183,13 +181,13 @@ void cancel_pool_counts(const struct pool *p, int *requesters, int *connections)
 
 int cancel_count(void)
 {
-	return list_count(&g_cancels);
+	return list_count(&worker->cancels);
 }
 
 void cancel_free_all(void)
 {
-	while (!list_empty(&g_cancels)) {
-		struct cancel_req *cr = container_of(list_first(&g_cancels), struct cancel_req, node);
+	while (!list_empty(&worker->cancels)) {
+		struct cancel_req *cr = container_of(list_first(&worker->cancels), struct cancel_req, node);
 		cr->requester = NULL;
 		cr->server = NULL;
 		finish(cr, true, "pgpulse is exiting");

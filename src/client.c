@@ -107,7 +107,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 	c->connect_time = wall_usec();
 	c->request_time = now_usec();
 	c->xact_status = 'I';
-	stream_init(&c->st, worker->base, fd, &client_ops, c);
+	stream_init(&c->st, &worker->streams, fd, &client_ops, c);
 	c->st.startup = true;
 	c->st.max_packet = STARTUP_MAX_LEN;
 	client_set_state(c, CL_LOGIN);
@@ -1088,7 +1088,7 @@ static size_t bounded_strlen(const uint8_t *p, size_t n)
  */
 static void fingerprint_request(struct client *c, const char *text, size_t len, bool parsed)
 {
-	static char normalized[NORMALIZE_MAX + 8];
+	char *normalized = worker->normalized;
 	const struct cfg *cfg = worker->cfg;
 	bool slow_log = cfg->slow_query_threshold > 0;
 	bool full_text = slow_log && strcmp(cfg->slow_query_log_text, "full") == 0;
@@ -1097,7 +1097,7 @@ static void fingerprint_request(struct client *c, const char *text, size_t len, 
 	uint64_t key = use_cache ? textcache_hash(text, len) : 0;
 	uint64_t fp = use_cache ? textcache_find(key, text, len) : 0;
 	if (!fp || !fp_touch(c->pool, fp, NULL)) {
-		fp = normalize_sql(text, len, normalized, sizeof(normalized));
+		fp = normalize_sql(text, len, normalized, sizeof(worker->normalized));
 		fp = fp ? fp : 1;
 		fp_touch(c->pool, fp, normalized);
 		if (use_cache)

@@ -22,12 +22,9 @@
 #include "stream.h"
 #include "worker.h"
 
-static bool g_suspended;
-static int64_t g_suspend_started;
-
 bool control_is_suspended(void)
 {
-	return g_suspended;
+	return worker->suspended;
 }
 
 static bool pool_matches(const struct pool *p, const struct pool_db *db)
@@ -122,9 +119,9 @@ void control_resume(struct pool_db *db)
 			container_of(pos, struct pool_db, node)->paused = false;
 		if (worker->shutdown != SHUTDOWN_WAIT_SERVERS)
 			worker->paused_all = false;
-		if (g_suspended) {
-			g_suspended = false;
-			stream_set_suspended(false);
+		if (worker->suspended) {
+			worker->suspended = false;
+			stream_set_suspended(&worker->streams, false);
 			listener_set_accepting(true);
 		}
 	}
@@ -142,17 +139,17 @@ void control_resume(struct pool_db *db)
 
 static bool all_flushed(void)
 {
-	return stream_pending_count() == 0;
+	return stream_pending_count(&worker->streams) == 0;
 }
 
 bool control_suspend(struct client *admin)
 {
-	if (!g_suspended) {
-		g_suspended = true;
-		g_suspend_started = now_usec();
+	if (!worker->suspended) {
+		worker->suspended = true;
+		worker->suspend_started = now_usec();
 		/* the console that asked must still hear RESUME */
 		admin->st.never_suspend = true;
-		stream_set_suspended(true);
+		stream_set_suspended(&worker->streams, true);
 		listener_set_accepting(false);
 		log_info("SUSPEND: no socket is read until RESUME");
 	}
@@ -286,9 +283,9 @@ static bool suspend_done(int64_t now)
 {
 	if (all_flushed())
 		return true;
-	if (now - g_suspend_started < worker->cfg->suspend_timeout)
+	if (now - worker->suspend_started < worker->cfg->suspend_timeout)
 		return false;
-	int dropped = stream_close_unflushed();
+	int dropped = stream_close_unflushed(&worker->streams);
 	log_warning("SUSPEND: suspend_timeout passed; %d connection(s) with unflushed data dropped", dropped);
 	return true;
 }

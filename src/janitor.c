@@ -19,8 +19,6 @@
 #include "util.h"
 #include "worker.h"
 
-static struct event *g_timer;
-
 static void close_clients_past_login_timeout(int64_t now)
 {
 	int64_t limit = worker->cfg->client_login_timeout;
@@ -65,13 +63,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 void janitor_start(void)
 {
 	struct timeval tv = { 0, 200000 };
-	g_timer = event_new(worker->base, -1, EV_PERSIST, on_tick, NULL);
-	event_add(g_timer, &tv);
+	worker->janitor = event_new(worker->base, -1, EV_PERSIST, on_tick, NULL);
+	event_add(worker->janitor, &tv);
 }
 
 void janitor_stop(void)
 {
-	if (g_timer)
-		event_free(g_timer);
-	g_timer = NULL;
+	if (worker->janitor)
+		event_free(worker->janitor);
+	worker->janitor = NULL;
 }

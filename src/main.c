@@ -393,8 +393,7 @@ static void free_everything(void)
 		auth_file_free(worker->auth);
 	cfg_free(worker->cfg);
 	tls_config_release();
-	stream_buffers_release();
-	stream_loop_free();
+	stream_loop_free(&worker->streams);
 	event_base_free(worker->base);
 	log_close();
 }
@@ -411,6 +410,8 @@ static void worker_init(struct cfg *cfg, struct auth_file *auth)
 	list_init(&worker->login_clients);
 	list_init(&worker->dead_clients);
 	list_init(&worker->dead_servers);
+	list_init(&worker->cancels);
+	stream_loop_init(&worker->streams, NULL); /* the event base comes after a fork */
 	worker->started_at = wall_usec();
 }
 
@@ -486,7 +487,7 @@ int main(int argc, char **argv)
 	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
 
 	worker_init(cfg, auth);
-	stream_set_buffer_size((uint32_t)cfg->pkt_buf);
+	stream_set_buffer_size(&worker->streams, (uint32_t)cfg->pkt_buf);
 	telemetry_enabled = cfg->telemetry;
 
 	if (daemon_mode && !daemonize()) {
@@ -499,6 +500,7 @@ int main(int argc, char **argv)
 		log_error("could not create the event loop");
 		return 1;
 	}
+	worker->streams.base = worker->base;
 	worker->reaper = event_new(worker->base, -1, 0, reap_dead, NULL);
 	worker->dns = dns_new(worker->base, cfg->resolv_conf, cfg->dns_nameservers, server_host_moved, err, sizeof(err));
 	if (!worker->dns) {

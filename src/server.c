@@ -368,7 +368,7 @@ static struct server *connect_next(struct pool *p, int spare_tries)
 	s->peer_addr_len = len;
 	str_copy(s->addr, desc, sizeof(s->addr));
 	list_init(&s->node);
-	stream_init(&s->st, worker->base, fd, &server_ops, s);
+	stream_init(&s->st, &worker->streams, fd, &server_ops, s);
 	s->connect_time = wall_usec();
 	s->connect_start = now_usec();
 	server_set_state(s, SV_LOGIN);

@@ -40,59 +40,63 @@
 
 /* ---- buffer cache: idle connections hold no buffer ---- */
 
-static uint32_t g_buf_size = 8192;
-static struct list g_all_streams = { &g_all_streams, &g_all_streams };
-static bool g_suspended;
-static void **g_free_bufs;
-static int g_free_count, g_free_cap, g_used_count;
+void stream_loop_init(struct stream_loop *l, struct event_base *base)
+{
+	memset(l, 0, sizeof(*l));
+	l->base = base;
+	l->buf_size = 8192;
+	list_init(&l->streams);
+	list_init(&l->resume_queue);
+}
 
-void stream_set_buffer_size(uint32_t size)
+void stream_set_buffer_size(struct stream_loop *l, uint32_t size)
 {
 	if (size < 1024)
 		size = 1024;
-	if (size != g_buf_size) {
-		stream_buffers_release();
-		g_buf_size = size;
+	if (size != l->buf_size) {
+		stream_buffers_release(l);
+		l->buf_size = size;
 	}
 }
 
-void stream_buffer_stats(int *used, int *free_count, uint32_t *size)
+void stream_buffer_stats(const struct stream_loop *l, int *used, int *free_count, uint32_t *size)
 {
-	*used = g_used_count;
-	*free_count = g_free_count;
-	*size = g_buf_size;
+	*used = l->used_count;
+	*free_count = l->free_count;
+	*size = l->buf_size;
 }
 
-void stream_buffers_release(void)
+void stream_buffers_release(struct stream_loop *l)
 {
-	for (int i = 0; i < g_free_count; i++)
-		free(g_free_bufs[i]);
-	g_free_count = 0;
-	free(g_free_bufs);
-	g_free_bufs = NULL;
-	g_free_cap = 0;
+	for (int i = 0; i < l->free_count; i++)
+		free(l->free_bufs[i]);
+	l->free_count = 0;
+	free(l->free_bufs);
+	l->free_bufs = NULL;
+	l->free_cap = 0;
 }
 
 static void buffer_attach(struct stream *s)
 {
-	if (g_free_count > 0)
-		s->buf = g_free_bufs[--g_free_count];
+	struct stream_loop *l = s->loop;
+	if (l->free_count > 0)
+		s->buf = l->free_bufs[--l->free_count];
 	else
-		s->buf = xmalloc(g_buf_size);
-	s->cap = g_buf_size;
+		s->buf = xmalloc(l->buf_size);
+	s->cap = l->buf_size;
 	s->spos = s->rpos = s->wpos = 0;
-	g_used_count++;
+	l->used_count++;
 }
 
 /* oversized buffers (grown for one large packet) are not cached */
-static void buffer_recycle(uint8_t *buf, uint32_t cap)
+static void buffer_recycle(struct stream_loop *l, uint8_t *buf, uint32_t cap)
 {
-	if (cap == g_buf_size && g_free_count < 1024) {
-		if (g_free_count == g_free_cap) {
-			g_free_cap = g_free_cap ? g_free_cap * 2 : 64;
-			g_free_bufs = xrealloc(g_free_bufs, sizeof(void *) * (size_t)g_free_cap);
+	if (cap == l->buf_size && l->free_count < 1024) {
+		if (l->free_count == l->free_cap) {
+			l->free_cap = l->free_cap ? l->free_cap * 2 : 64;
+			l->free_bufs = xrealloc(l->free_bufs, sizeof(void *) * (size_t)l->free_cap);
 		}
-		g_free_bufs[g_free_count++] = buf;
+		l->free_bufs[l->free_count++] = buf;
 	} else {
 		free(buf);
 	}
@@ -102,8 +106,8 @@ static void buffer_detach(struct stream *s)
 {
 	if (!s->buf)
 		return;
-	g_used_count--;
-	buffer_recycle(s->buf, s->cap);
+	s->loop->used_count--;
+	buffer_recycle(s->loop, s->buf, s->cap);
 	s->buf = NULL;
 	s->cap = s->spos = s->rpos = s->wpos = 0;
 }
@@ -131,7 +135,7 @@ static bool buffer_grow(struct stream *s, uint32_t need)
 		return false;
 	uint8_t *nb = xmalloc(need);
 	memcpy(nb, s->buf, s->wpos);
-	buffer_recycle(s->buf, s->cap);
+	buffer_recycle(s->loop, s->buf, s->cap);
 	s->buf = nb;
 	s->cap = need;
 	return true;
@@ -146,17 +150,17 @@ static void stream_process(struct stream *s);
 static void tls_free_session(struct stream *s);
 static void refire_for_decrypted_bytes(struct stream *s);
 
-void stream_init(struct stream *s, struct event_base *base, int fd, const struct stream_ops *ops, void *owner)
+void stream_init(struct stream *s, struct stream_loop *loop, int fd, const struct stream_ops *ops, void *owner)
 {
 	memset(s, 0, sizeof(*s));
-	list_append(&g_all_streams, &s->all_node);
+	list_append(&loop->streams, &s->all_node);
 	list_init(&s->resume_node);
 	s->fd = fd;
 	s->ops = ops;
 	s->owner = owner;
 	s->max_packet = 0x7fffffff;
 	pktbuf_init(&s->out);
-	s->base = base;
+	s->loop = loop;
 }
 
 /*
@@ -176,7 +180,7 @@ static void set_interest(struct stream *s, bool read, bool write)
 	if (!read && !write)
 		return;
 	short what = (short)((read ? EV_READ : 0) | (write ? EV_WRITE : 0) | EV_PERSIST);
-	event_assign(&s->ev, s->base, s->fd, what, on_socket_event, s);
+	event_assign(&s->ev, s->loop->base, s->fd, what, on_socket_event, s);
 	event_add(&s->ev, NULL);
 	/* event_del dropped a read re-fired for decrypted bytes, if one was queued */
 	if (read && s->tls)
@@ -197,7 +201,7 @@ void stream_start_reading(struct stream *s)
 			refire_for_decrypted_bytes(s);
 		return;
 	}
-	if ((g_suspended && !s->never_suspend) || s->dead || s->connecting || s->tls_handshake ||
+	if ((s->loop->suspended && !s->never_suspend) || s->dead || s->connecting || s->tls_handshake ||
 	    s->tls_answer_due)
 		return;
 	set_interest(s, true, s->write_on); /* re-fires for decrypted bytes itself */
@@ -609,11 +613,11 @@ static void stream_process(struct stream *s)
 
 static bool is_blocked(const struct stream *s);
 
-void stream_set_suspended(bool suspended)
+void stream_set_suspended(struct stream_loop *l, bool suspended)
 {
 	struct list *pos;
-	g_suspended = suspended;
-	list_for_each(pos, &g_all_streams)
+	l->suspended = suspended;
+	list_for_each(pos, &l->streams)
 	{
 		struct stream *s = container_of(pos, struct stream, all_node);
 		/* a handshake or an SSLRequest answer carries no client data: let it finish */
@@ -631,23 +635,23 @@ static bool holds_unwritten(const struct stream *s)
 	return !s->never_suspend && (s->spos < s->rpos || s->out.len > 0);
 }
 
-int stream_pending_count(void)
+int stream_pending_count(const struct stream_loop *l)
 {
 	int n = 0;
 	struct list *pos;
-	list_for_each(pos, &g_all_streams)
+	list_for_each(pos, &l->streams)
 		n += holds_unwritten(container_of(pos, struct stream, all_node));
 	return n;
 }
 
-int stream_close_unflushed(void)
+int stream_close_unflushed(struct stream_loop *l)
 {
 	int n = 0;
 	/* closing one stream may close its peer too: rescan after each */
 	for (bool again = true; again;) {
 		again = false;
 		struct list *pos;
-		list_for_each(pos, &g_all_streams)
+		list_for_each(pos, &l->streams)
 		{
 			struct stream *s = container_of(pos, struct stream, all_node);
 			if (holds_unwritten(s)) {
@@ -663,16 +667,13 @@ int stream_close_unflushed(void)
 
 /* ---- resumes, run from the loop ---- */
 
-static struct list g_resume_queue = { &g_resume_queue, &g_resume_queue };
-static struct event *g_resume_ev;
-
 static void run_queued_resumes(evutil_socket_t fd, short what, void *arg)
 {
+	struct stream_loop *l = arg;
 	(void)fd;
 	(void)what;
-	(void)arg;
-	while (!list_empty(&g_resume_queue)) {
-		struct stream *s = container_of(list_first(&g_resume_queue), struct stream, resume_node);
+	while (!list_empty(&l->resume_queue)) {
+		struct stream *s = container_of(list_first(&l->resume_queue), struct stream, resume_node);
 		list_remove(&s->resume_node);
 		stream_process(s);
 	}
@@ -685,10 +686,11 @@ void stream_resume(struct stream *s)
 	s->paused = false;
 	if (s->in_process || list_linked(&s->resume_node))
 		return; /* the running loop, or the queued run, sees it */
-	if (!g_resume_ev)
-		g_resume_ev = event_new(s->base, -1, 0, run_queued_resumes, NULL);
-	list_append(&g_resume_queue, &s->resume_node);
-	event_active(g_resume_ev, 0, 0);
+	struct stream_loop *l = s->loop;
+	if (!l->resume_ev)
+		l->resume_ev = event_new(l->base, -1, 0, run_queued_resumes, l);
+	list_append(&l->resume_queue, &s->resume_node);
+	event_active(l->resume_ev, 0, 0);
 }
 
 void stream_resume_when_sent(struct stream *s)
@@ -698,11 +700,12 @@ void stream_resume_when_sent(struct stream *s)
 	write_wanted(s, true);
 }
 
-void stream_loop_free(void)
+void stream_loop_free(struct stream_loop *l)
 {
-	if (g_resume_ev)
-		event_free(g_resume_ev);
-	g_resume_ev = NULL;
+	stream_buffers_release(l);
+	if (l->resume_ev)
+		event_free(l->resume_ev);
+	l->resume_ev = NULL;
 }
 
 /* ---- TLS: the SSLRequest answer and the handshake ---- */

@@ -18,6 +18,7 @@
 /* the stream under test reads from src_pair[0]; its peer writes to dst_pair[0] */
 struct rig {
 	struct event_base *base;
+	struct stream_loop loop;
 	int src_pair[2];
 	int dst_pair[2];
 	struct stream in;
@@ -60,20 +61,27 @@ static void set_nonblock(int fd)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-static void rig_open(struct rig *r, enum pkt_action (*judge)(struct pkt *))
+static void rig_open_sized(struct rig *r, enum pkt_action (*judge)(struct pkt *), uint32_t buf_size)
 {
 	memset(r, 0, sizeof(*r));
 	g_rig = r;
 	r->judge = judge;
 	r->base = event_base_new();
+	stream_loop_init(&r->loop, r->base);
+	stream_set_buffer_size(&r->loop, buf_size);
 	socketpair(AF_UNIX, SOCK_STREAM, 0, r->src_pair);
 	socketpair(AF_UNIX, SOCK_STREAM, 0, r->dst_pair);
 	set_nonblock(r->src_pair[0]);
 	set_nonblock(r->dst_pair[0]);
-	stream_init(&r->in, r->base, r->src_pair[0], &in_ops, r);
-	stream_init(&r->out, r->base, r->dst_pair[0], &out_ops, r);
+	stream_init(&r->in, &r->loop, r->src_pair[0], &in_ops, r);
+	stream_init(&r->out, &r->loop, r->dst_pair[0], &out_ops, r);
 	stream_set_peer(&r->in, &r->out);
 	stream_start_reading(&r->in);
+}
+
+static void rig_open(struct rig *r, enum pkt_action (*judge)(struct pkt *))
+{
+	rig_open_sized(r, judge, 8192);
 }
 
 static void rig_close(struct rig *r)
@@ -82,8 +90,8 @@ static void rig_close(struct rig *r)
 	stream_close(&r->out);
 	close(r->src_pair[1]);
 	close(r->dst_pair[1]);
+	stream_loop_free(&r->loop);
 	event_base_free(r->base);
-	stream_buffers_release();
 }
 
 static void spin(struct rig *r, int rounds)
@@ -171,8 +179,7 @@ static void test_small_packets_arrive_intact_and_in_order(void)
 static void test_packet_larger_than_buffer_is_forwarded_in_pieces(void)
 {
 	struct rig r;
-	stream_set_buffer_size(4096);
-	rig_open(&r, forward_all);
+	rig_open_sized(&r, forward_all, 4096);
 	uint8_t *msg = NULL;
 	size_t len = 0;
 	append_message(&msg, &len, 'D', 3u << 20, 0xab);
@@ -190,8 +197,7 @@ static void test_packet_larger_than_buffer_is_forwarded_in_pieces(void)
 static void test_full_peer_stops_the_reader(void)
 {
 	struct rig r;
-	stream_set_buffer_size(4096);
-	rig_open(&r, forward_all);
+	rig_open_sized(&r, forward_all, 4096);
 	uint8_t *msg = NULL;
 	size_t len = 0;
 	for (int i = 0; i < 4000; i++)
@@ -284,8 +290,7 @@ static enum pkt_action need_full_then_consume(struct pkt *pkt)
 static void test_packet_needed_whole_grows_the_buffer_once(void)
 {
 	struct rig r;
-	stream_set_buffer_size(4096);
-	rig_open(&r, need_full_then_consume);
+	rig_open_sized(&r, need_full_then_consume, 4096);
 	uint8_t *msg = NULL;
 	size_t len = 0;
 	append_message(&msg, &len, 'Q', 100000, 0x5a);

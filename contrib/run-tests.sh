@@ -19,7 +19,8 @@ set -euo pipefail
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 jobs=${MAKE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
-# libclang-rt-dev: clang's sanitizer runtimes, only a Recommends of clang.
+# libclang-rt-dev: clang's sanitizer runtimes and libFuzzer (make fuzz), only a
+# Recommends of clang.
 # prometheus: for promtool, which checks the /metrics output and the alert rules.
 # pgbouncer, gnuplot-nox: the side-by-side benchmark (contrib/bench/bench.sh)
 # and its smoke run in the integration suite.

@@ -86,6 +86,22 @@ static inline uint32_t proto_read_u32(const uint8_t *p)
 }
 
 /*
+ * The body of a startup packet (after its length): the protocol version,
+ * then name/value string pairs, ended by an empty name (or by the end of
+ * the body). proto_startup_next yields one pair at a time, both strings
+ * NUL-terminated inside the body, and false at the end; `r.bad` then tells
+ * a malformed layout (a string without its NUL, no room for the version)
+ * from a clean end.
+ */
+struct proto_startup {
+	struct pkt_reader r;
+	uint32_t version;
+};
+
+void proto_startup_init(struct proto_startup *ps, const void *body, size_t len);
+bool proto_startup_next(struct proto_startup *ps, const char **name, const char **value);
+
+/*
  * Find field `code` (e.g. 'C' for SQLSTATE, 'M' for message, 'S' severity)
  * of an ErrorResponse/NoticeResponse body; NULL when absent or malformed.
  */

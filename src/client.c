@@ -421,19 +421,10 @@ static void set_name(const char **slot, const char *val)
 /* read the startup packet's key/value pairs; false after sending an error */
 static bool read_startup_params(struct client *c, const struct pkt *pkt)
 {
-	struct pkt_reader r;
-	pkt_reader_init(&r, pkt->body, pkt->body_len);
-	(void)pkt_get_u32(&r); /* protocol version */
-	const char *dbname = NULL;
-	while (pkt_remaining(&r) > 0) {
-		const char *key = pkt_get_str(&r);
-		if (!key)
-			break;
-		if (*key == '\0')
-			break;
-		const char *val = pkt_get_str(&r);
-		if (!val)
-			break;
+	struct proto_startup ps;
+	proto_startup_init(&ps, pkt->body, pkt->body_len);
+	const char *dbname = NULL, *key, *val;
+	while (proto_startup_next(&ps, &key, &val)) {
 		if (strcmp(key, "user") == 0) {
 			set_name(&c->user, val);
 		} else if (strcmp(key, "database") == 0) {
@@ -449,7 +440,7 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 			return false;
 		}
 	}
-	if (r.bad) {
+	if (ps.r.bad) {
 		client_fatal(c, "08P01", "invalid startup packet layout");
 		return false;
 	}

@@ -267,6 +267,27 @@ const char *pkt_get_str(struct pkt_reader *r)
 	return s;
 }
 
+void proto_startup_init(struct proto_startup *ps, const void *body, size_t len)
+{
+	pkt_reader_init(&ps->r, body, len);
+	ps->version = pkt_get_u32(&ps->r);
+}
+
+bool proto_startup_next(struct proto_startup *ps, const char **name, const char **value)
+{
+	if (pkt_remaining(&ps->r) == 0)
+		return false;
+	const char *key = pkt_get_str(&ps->r);
+	if (!key || !*key)
+		return false;
+	const char *val = pkt_get_str(&ps->r);
+	if (!val)
+		return false;
+	*name = key;
+	*value = val;
+	return true;
+}
+
 const char *proto_error_field(const uint8_t *body, size_t len, char code)
 {
 	struct pkt_reader r;

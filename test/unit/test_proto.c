@@ -86,6 +86,38 @@ static void test_reader_walks_key_value_pairs(void)
 	CHECK(!r.bad);
 }
 
+static void test_startup_walk_yields_pairs_until_the_empty_name(void)
+{
+	/* version 3.0, two pairs, the terminator, and bytes after it that are never read */
+	static const uint8_t body[] = "\x00\x03\x00\x00user\0app\0database\0appdb\0\0junk";
+	struct proto_startup ps;
+	const char *name, *value;
+	proto_startup_init(&ps, body, sizeof(body) - 1);
+	CHECK_INT_EQ(ps.version, PROTO_V3);
+	CHECK(proto_startup_next(&ps, &name, &value));
+	CHECK_STR_EQ(name, "user");
+	CHECK_STR_EQ(value, "app");
+	CHECK(proto_startup_next(&ps, &name, &value));
+	CHECK_STR_EQ(name, "database");
+	CHECK_STR_EQ(value, "appdb");
+	CHECK(!proto_startup_next(&ps, &name, &value));
+	CHECK(!ps.r.bad);
+}
+
+static void test_startup_walk_flags_a_value_without_its_nul(void)
+{
+	static const uint8_t body[] = { 0, 3, 0, 0, 'u', 's', 'e', 'r', 0, 'a', 'p', 'p' };
+	struct proto_startup ps;
+	const char *name, *value;
+	proto_startup_init(&ps, body, sizeof(body));
+	CHECK(!proto_startup_next(&ps, &name, &value));
+	CHECK(ps.r.bad);
+
+	proto_startup_init(&ps, body, 2); /* no room for the version */
+	CHECK(!proto_startup_next(&ps, &name, &value));
+	CHECK(ps.r.bad);
+}
+
 static void test_row_description_and_data_row_layout(void)
 {
 	struct pktbuf b;
@@ -254,6 +286,8 @@ int main(void)
 	RUN(test_error_field_lookup_stops_at_truncation);
 	RUN(test_reader_refuses_to_read_past_the_end);
 	RUN(test_reader_walks_key_value_pairs);
+	RUN(test_startup_walk_yields_pairs_until_the_empty_name);
+	RUN(test_startup_walk_flags_a_value_without_its_nul);
 	RUN(test_row_description_and_data_row_layout);
 	RUN(test_consume_keeps_the_rest_in_order);
 	RUN(test_literal_doubles_quotes_and_backslashes);

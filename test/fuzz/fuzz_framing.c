@@ -38,6 +38,7 @@
 
 struct rig {
 	struct event_base *base;
+	struct stream_loop loop;
 	int src[2], dst[2];
 	struct stream in, out;
 	const uint8_t *script;
@@ -141,7 +142,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static bool ready;
 	if (!ready) {
 		log_setup(0, true);
-		stream_set_buffer_size(1024);
 		ready = true;
 	}
 	if (size < 3)
@@ -163,6 +163,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bool slow_reader = settings & 16;
 
 	g.base = event_base_new();
+	stream_loop_init(&g.loop, g.base);
+	stream_set_buffer_size(&g.loop, 1024);
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, g.src) != 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, g.dst) != 0)
 		abort();
 	int small = 1; /* the kernel rounds it up to its minimum: the peer fills early */
@@ -171,8 +173,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	set_nonblock(g.src[1]);
 	set_nonblock(g.dst[0]);
 	set_nonblock(g.dst[1]);
-	stream_init(&g.in, g.base, g.src[0], &in_ops, &g);
-	stream_init(&g.out, g.base, g.dst[0], &out_ops, &g);
+	stream_init(&g.in, &g.loop, g.src[0], &in_ops, &g);
+	stream_init(&g.out, &g.loop, g.dst[0], &out_ops, &g);
 	g.in.startup = settings & 1;
 	/* as the daemon sets it (max_packet_size, or the login limit): a 2 GB NEED_FULL only tests malloc */
 	g.in.max_packet = settings & 8 ? 2000 : 65536;
@@ -207,8 +209,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	stream_close(&g.out);
 	close(g.src[1]);
 	close(g.dst[1]);
+	stream_loop_free(&g.loop);
 	event_base_free(g.base);
-	stream_buffers_release();
 	free(g.expect);
 	free(got);
 	return 0;

@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	bool with_keys = data[0] % 2 == 0 || asks_many_iterations(msg, sf_len);
 	bool started = with_keys ? scram_client_first_keys(&cl, g_client_key, g_server_key, first, sizeof(first))
-				 : scram_client_first(&cl, "pencil", first, sizeof(first));
+				 : scram_client_first(&cl, "pencil", NULL, first, sizeof(first));
 	assert(started && strcmp(first, "n,,n=,r=fuzzNonce") == 0);
 
 	if (scram_client_final(&cl, msg, sf_len, final, sizeof(final), err, sizeof(err))) {

@@ -35,7 +35,7 @@ static bool log_in(const char *password, struct scram_server *sv, bool *client_t
 	struct scram_client cl = { 0 };
 	char first[SCRAM_MAX_MESSAGE_LEN], reply[SCRAM_MAX_MESSAGE_LEN];
 	char final[SCRAM_MAX_MESSAGE_LEN], done[SCRAM_MAX_MESSAGE_LEN], err[256];
-	bool ok = scram_client_first(&cl, password, first, sizeof(first)) &&
+	bool ok = scram_client_first(&cl, password, NULL, first, sizeof(first)) &&
 		  scram_server_first(sv, &g_secret, first, strlen(first), reply, sizeof(reply), err,
 				     sizeof(err)) &&
 		  scram_client_final(&cl, reply, strlen(reply), final, sizeof(final), err, sizeof(err));

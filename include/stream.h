@@ -43,6 +43,7 @@ struct stream_loop {
 	struct list resume_queue; /* streams to process next (stream_resume) */
 	struct event *resume_ev;  /* runs the queue; made at the first resume */
 	bool suspended;           /* SUSPEND: no stream reads */
+	bool in_socket_event;     /* a stream's socket event is running: resumes wait for its end */
 	uint32_t buf_size;        /* pkt_buf */
 	void **free_bufs;         /* receive buffers not in use */
 	int free_count, free_cap, used_count;

@@ -236,16 +236,19 @@ void server_host_moved(const char *host)
 
 /* ---- the lifecycle: one place changes a server's state, list and counts ---- */
 
-static bool transition_allowed(enum server_state from, enum server_state to)
-{
-	if (from == SV_CLOSED || to == SV_NEW)
-		return false;
-	if ((from == SV_NEW) != (to == SV_LOGIN))
-		return false; /* a new server logs in first, and only a new one does */
-	if (to == SV_CANCELING)
-		return from == SV_ACTIVE || from == SV_USED; /* released with a cancel on its way */
-	return true;
-}
+#define SV_BIT(st) (1u << (st))
+#define SV_SERVING (SV_BIT(SV_IDLE) | SV_BIT(SV_ACTIVE) | SV_BIT(SV_USED) | SV_BIT(SV_CANCELING))
+
+/* for each state, the states a server may enter it from (enum server_state) */
+static const unsigned allowed_from[] = {
+	[SV_NEW] = 0,
+	[SV_LOGIN] = SV_BIT(SV_NEW),
+	[SV_IDLE] = SV_BIT(SV_LOGIN) | SV_SERVING,
+	[SV_ACTIVE] = SV_BIT(SV_LOGIN) | SV_SERVING,
+	[SV_USED] = SV_BIT(SV_LOGIN) | SV_SERVING,
+	[SV_CANCELING] = SV_BIT(SV_ACTIVE) | SV_BIT(SV_USED), /* released with a cancel on its way */
+	[SV_CLOSED] = SV_BIT(SV_LOGIN) | SV_SERVING,
+};
 
 static struct list *list_of_state(struct server *s, enum server_state st)
 {
@@ -272,7 +275,7 @@ void server_set_state(struct server *s, enum server_state to)
 	struct pool *p = s->pool;
 	if (from == to)
 		return;
-	if (!transition_allowed(from, to)) {
+	if (!(allowed_from[to] & SV_BIT(from))) {
 		log_error("S-%llu: illegal state change %s -> %s", (unsigned long long)s->id, server_state_name(from),
 			  server_state_name(to));
 		abort();

@@ -1207,6 +1207,7 @@ static bool load_main_param(struct loader *ld, const struct where *at, const cha
 	}
 	if (!param_assign(ld->cfg, p, value, why, sizeof(why)))
 		return fail(ld, at, "%s: %s", p->name, why);
+	ld->cfg->origins[p - params] = (struct cfg_origin){ at->file, at->line };
 	return true;
 }
 
@@ -1526,6 +1527,10 @@ struct cfg *cfg_new_default(void)
 
 	if (!c)
 		return NULL;
+	if (!(c->origins = calloc(N_PARAMS, sizeof(*c->origins)))) {
+		free(c);
+		return NULL;
+	}
 	for (int i = 0; i < N_PARAMS; i++) {
 		if (!param_assign(c, &params[i], params[i].default_text, why, sizeof(why))) {
 			/* only a broken table row or no memory gets here */
@@ -1579,6 +1584,7 @@ void cfg_free(struct cfg *c)
 	for (int i = 0; i < c->n_files; i++)
 		free(c->files[i]);
 	free(c->files);
+	free(c->origins);
 	free(c);
 }
 
@@ -1770,6 +1776,18 @@ bool cfg_set(struct cfg *c, const char *name, const char *value, char *err, size
 		return set_failed(err, errlen, "%s: no value given", p->name);
 	if (!param_assign(c, p, value, why, sizeof(why)))
 		return set_failed(err, errlen, "%s: %s", p->name, why);
+	c->origins[p - params] = (struct cfg_origin){ NULL, 0 };
+	return true;
+}
+
+bool cfg_param_origin(const struct cfg *c, const char *name, const char **file, int *line)
+{
+	const struct param *p = name ? param_find(name) : NULL;
+
+	if (!c || !p || !c->origins[p - params].file)
+		return false;
+	*file = c->origins[p - params].file;
+	*line = c->origins[p - params].line;
 	return true;
 }
 

@@ -126,13 +126,23 @@ void worker_request_shutdown(enum shutdown_mode mode)
 	worker_check_shutdown();
 }
 
+/* an error names the config line that set auth_file, and the auth_file's own reason */
 static bool load_auth_file(const struct cfg *cfg, struct auth_file **out, char *err, size_t errlen)
 {
+	char why[1024];
+	const char *file;
+	int line;
 	*out = NULL;
 	if (!cfg->auth_file || !*cfg->auth_file)
 		return true;
-	*out = auth_file_load(cfg->auth_file, err, errlen);
-	return *out != NULL;
+	*out = auth_file_load(cfg->auth_file, why, sizeof(why));
+	if (*out)
+		return true;
+	if (cfg_param_origin(cfg, "auth_file", &file, &line))
+		snprintf(err, errlen, "%s:%d: auth_file: %s", file, line, why);
+	else
+		snprintf(err, errlen, "auth_file: %s", why);
+	return false;
 }
 
 static void warn_about_restart_only_changes(const struct cfg *old, const struct cfg *fresh)
@@ -198,7 +208,11 @@ void worker_apply_config(void)
 {
 	const struct cfg *cfg = worker->cfg;
 	log_set_verbose(cfg->verbose);
-	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+	if (!log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility)) {
+		/* the old file stays in use (log_open said so): SHOW CONFIG tells the truth, the next RELOAD retries */
+		char err[256];
+		cfg_set(worker->cfg, "logfile", log_file_in_use(), err, sizeof(err));
+	}
 	if (cfg->telemetry && !telemetry_enabled) {
 		struct list *pos;
 		list_for_each(pos, &worker->pools)
@@ -473,7 +487,7 @@ int main(int argc, char **argv)
 		log_setup(cfg->verbose, quiet);
 	struct auth_file *auth;
 	if (!load_auth_file(cfg, &auth, err, sizeof(err))) {
-		fprintf(stderr, "pgpulse: auth_file: %s\n", err);
+		fprintf(stderr, "pgpulse: %s\n", err);
 		cfg_free(cfg);
 		return 1;
 	}
@@ -495,7 +509,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	tls_config_install(tls);
-	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+	/* before daemonizing, so the operator sees why on the terminal; PgBouncer refuses too */
+	if (!log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility)) {
+		log_close();
+		tls_config_release();
+		if (auth)
+			auth_file_free(auth);
+		cfg_free(cfg);
+		return 1;
+	}
 
 	worker_init(cfg, auth);
 	stream_set_buffer_size((uint32_t)cfg->pkt_buf);

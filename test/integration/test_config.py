@@ -392,6 +392,37 @@ def test_daemon_mode_without_logfile_is_refused(pgpulse, pgpulse_bin):
     assert not os.path.exists(pp.pidfile)
 
 
+def _kill_daemon_of(pp, pgpulse_bin):
+    """Stop, by its pidfile, a daemon that a run with -d left behind."""
+    pid = wait_until(lambda: os.path.exists(pp.pidfile) and
+                     int(open(pp.pidfile).read().strip() or 0), 10, "the daemon's pidfile")
+    if _is_our_daemon(pid, pgpulse_bin):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_unopenable_logfile_stops_startup_before_daemonizing(pgpulse, pgpulse_bin):
+    # PgBouncer refuses too: a daemon that cannot log runs blind
+    logfile = "{dir}/no-such-dir/pgpulse.log"
+    pp = pgpulse(MINIMAL + f"logfile = {logfile}\npidfile = {{pidfile}}\n", USERS, start=False)
+    logfile = pp.render(logfile)
+    r = run_bin(pgpulse_bin, "-d", pp.ini_path)
+    if r.returncode == 0:
+        _kill_daemon_of(pp, pgpulse_bin)
+    assert r.returncode != 0, "pgpulse started without a logfile it could open"
+    assert f'cannot open logfile "{logfile}": No such file or directory' in r.stderr, r.stderr
+    assert not port_accepts(pp.port)
+
+
+def test_missing_auth_file_stops_startup_naming_the_config_line_and_path(pgpulse, pgpulse_bin):
+    pp = pgpulse(MINIMAL.replace("auth_file = {auth_file}", "auth_file = {dir}/missing.txt"),
+                 USERS, start=False)
+    r = run_bin(pgpulse_bin, pp.ini_path)
+    assert r.returncode != 0
+    line = line_of(pp.ini_path, "auth_file")
+    says = f"{pp.ini_path}:{line}: auth_file: {pp.dir}/missing.txt: No such file or directory"
+    assert says in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------------- reload
 
 @pytest.mark.parametrize("how", ["RELOAD", "SIGHUP"])
@@ -456,6 +487,32 @@ def test_admin_reload_with_a_broken_file_fails_with_F0000(pgpulse):
     assert f'RELOAD failed: {pp.ini_path}:{line}: max_client_conn: invalid integer "many"' \
         in str(info.value)
     assert config_value(pp, "default_pool_size") == "2"
+
+
+def test_reload_with_an_unopenable_logfile_keeps_the_old_one(pgpulse):
+    # a running service does not die, nor go blind, on a RELOAD: the error
+    # lands in the file in use, and the next RELOAD tries the new path again
+    old_log = "{dir}/old.log"
+    pp = pgpulse(MINIMAL + f"logfile = {old_log}\n", USERS)
+    old_log = pp.render(old_log)
+    new_dir = os.path.join(pp.dir, "logs")
+    new_log = os.path.join(new_dir, "new.log")
+    pp.write_config(MINIMAL + f"logfile = {new_log}\n")
+    mark = os.path.getsize(old_log)
+    pp.reload()
+    wait_until(lambda: "configuration reloaded" in open(old_log).read()[mark:], 10,
+               "the reload to be logged in the old logfile")
+    logged = open(old_log).read()[mark:]
+    assert f'cannot open logfile "{new_log}": No such file or directory' in logged, logged
+    assert pp.running
+    assert config_value(pp, "logfile") == old_log
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    os.mkdir(new_dir)
+    pp.reload()
+    wait_until(lambda: os.path.exists(new_log) and "configuration reloaded" in open(new_log).read(),
+               10, "the next reload to switch to the new logfile")
+    assert config_value(pp, "logfile") == new_log
 
 
 # ---------------------------------------------------- ignore_startup_parameters

@@ -234,6 +234,7 @@ struct cfg {
 	char *slow_query_log_text;          /* "normalized" or "full" */
 	char *metrics_addr;                 /* 127.0.0.1 */
 	int metrics_port;                   /* 0 = no metrics endpoint */
+	int metrics_max_connections;        /* HTTP connections open at once; more wait in the kernel's queue */
 	char *metrics_buckets;              /* histogram bounds in seconds, comma separated */
 	char *service_name;
 	char *job_name;

@@ -172,6 +172,12 @@ static bool check_port_or_zero(const struct param_value *v, char *why, size_t wh
 	return check_range(v, 0, 65535, why, whylen);
 }
 
+/* each HTTP connection is a file descriptor the pooler cannot use */
+static bool check_metrics_connections(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 1, 1000, why, whylen);
+}
+
 /* histogram bounds in seconds: positive, increasing, comma-separated */
 static bool check_bucket_list(const struct param_value *v, char *why, size_t whylen)
 {
@@ -376,6 +382,7 @@ static const struct param params[] = {
 	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_connections, int), NULL },
 	{ "metrics_addr",              PT_STRING,   "127.0.0.1",     NONE, RESTART, NULL,                    AT(metrics_addr, char *), NULL },
 	{ "metrics_buckets",           PT_STRING,   "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30", NONE, RELOAD, check_bucket_list, AT(metrics_buckets, char *), NULL },
+	{ "metrics_max_connections",   PT_INT,      "16",            NONE, RESTART, check_metrics_connections, AT(metrics_max_connections, int), NULL },
 	{ "metrics_port",              PT_INT,      "0",             NONE, RESTART, check_port_or_zero,      AT(metrics_port, int), NULL },
 	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(min_pool_size, int), NULL },
 	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  NULL,                    AT(overflow_idle_timeout, int64_t), NULL },

@@ -5,6 +5,7 @@ the shutdown signals."""
 
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -513,6 +514,41 @@ def test_reload_with_an_unopenable_logfile_keeps_the_old_one(pgpulse):
     wait_until(lambda: os.path.exists(new_log) and "configuration reloaded" in open(new_log).read(),
                10, "the next reload to switch to the new logfile")
     assert config_value(pp, "logfile") == new_log
+
+
+# ------------------------------------------------------ file descriptor limit
+
+def _needs_hard_fd_limit(n):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n:
+        pytest.skip(f"the test needs a hard descriptor limit of {n}, has {hard}")
+
+
+def test_soft_fd_limit_is_raised_for_a_large_max_client_conn(pgpulse):
+    # a soft limit of 1,024 (the usual default) refused logins long before max_client_conn
+    _needs_hard_fd_limit(8192)
+    pp = pgpulse(MINIMAL + "max_client_conn = 3000\n", USERS, nofile=(256, 8192))
+    soft, hard = pp.fd_limits()
+    assert 3000 < soft <= 8192 and hard == 8192, (soft, hard)
+    assert "raised the file descriptor limit from 256" in pp.log()
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_hard_fd_limit_below_max_client_conn_is_a_warning(pgpulse):
+    pp = pgpulse(MINIMAL + "max_client_conn = 3000\n", USERS, nofile=(256, 512))
+    assert pp.fd_limits() == (512, 512)  # as far as it goes
+    assert re.search(r"WARNING the file descriptor limit \(hard 512\) is below the \d+ that "
+                     r"max_client_conn = 3000", pp.log()), pp.log()
+
+
+def test_reload_with_a_larger_max_client_conn_raises_the_soft_fd_limit(pgpulse):
+    _needs_hard_fd_limit(8192)
+    pp = pgpulse(MINIMAL, USERS, nofile=(256, 8192))
+    assert pp.fd_limits() == (256, 8192)  # 100 clients and a pool of 2 fit
+    pp.write_config(MINIMAL + "max_client_conn = 5000\n")
+    pp.reload()
+    wait_until(lambda: pp.fd_limits()[0] > 5000, 10, "the soft limit to follow max_client_conn")
 
 
 # ---------------------------------------------------- ignore_startup_parameters

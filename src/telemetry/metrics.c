@@ -577,8 +577,11 @@ static void sweep_stalled(evutil_socket_t fd, short what, void *arg)
 	{
 		struct http_conn *c = container_of(pos, struct http_conn, node);
 		struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
-		if (evbuffer_get_length(bufferevent_get_input(bev)) >= METRICS_READ_HIGH_WATER)
-			evhttp_connection_free(c->evcon); /* its close callback frees c */
+		if (evbuffer_get_length(bufferevent_get_input(bev)) < METRICS_READ_HIGH_WATER)
+			continue;
+		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+		evhttp_connection_free(c->evcon);
+		conn_gone(c);
 	}
 	if (g_conn_count > 0)
 		evtimer_add(g_sweep, &one_second);

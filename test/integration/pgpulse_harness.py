@@ -122,9 +122,14 @@ def port_accepts(port, host="127.0.0.1"):
         return False
 
 
-def _listens_on(pid, port):
-    """Whether process `pid` itself holds a TCP socket listening on `port`
-    (and not some other process that took the port)."""
+TCP_LISTEN = "0A"  # the st column of /proc/net/tcp
+
+
+def tcp_sockets(pid, port, listening=False):
+    """How many TCP sockets with local port `port` process `pid` itself
+    holds: its listening socket(s) with listening=True, else its
+    connections (those the kernel queued but pgpulse did not accept are not
+    counted)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -132,22 +137,30 @@ def _listens_on(pid, port):
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    if (fields[3] == TCP_LISTEN) == listening and \
+                            int(fields[1].rsplit(":", 1)[1], 16) == port:
                         inodes.add(fields[9])
         except OSError:
             continue
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return False
+        return 0
+    n = 0
     for fd in fds:
         try:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
         if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
+            n += 1
+    return n
+
+
+def _listens_on(pid, port):
+    """Whether process `pid` itself holds a TCP socket listening on `port`
+    (and not some other process that took the port)."""
+    return tcp_sockets(pid, port, listening=True) > 0
 
 
 def _version_key(path):

@@ -133,11 +133,31 @@ static void queue_error(struct client *c, const char *severity, const char *sqls
 			    severity, msg);
 }
 
+/*
+ * Part of a server message may already be on its way to the client (a
+ * large DataRow): an error written now would land inside it, where no
+ * client can read it.
+ */
+static bool output_mid_message(const struct client *c)
+{
+	return c->server && stream_peer_mid_packet(&c->server->st);
+}
+
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
 	va_list ap;
 	if (c->state == CL_CLOSED)
 		return;
+	if (output_mid_message(c)) {
+		char msg[1024];
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		log_info("C-%llu %s/%s %s: FATAL %s in the middle of a reply: closing without a message",
+			 (unsigned long long)c->id, c->dbname, c->user, c->addr, msg);
+		client_close(c, msg);
+		return;
+	}
 	va_start(ap, fmt);
 	queue_error(c, "FATAL", sqlstate, fmt, ap);
 	va_end(ap);
@@ -379,7 +399,8 @@ static enum pkt_action handle_cancel_request(struct client *c, const struct pkt 
 	uint32_t key = pkt_get_u32(&r);
 	if (!r.bad) {
 		struct client *target = client_by_cancel_key(pid, key);
-		if (target && target->server && target->server->state == SV_ACTIVE) {
+		/* only a request of the client's own: not pgpulse's parameter SETs that come before it */
+		if (target && target->server && target->server->state == SV_ACTIVE && target->server->job == JOB_NONE) {
 			c->cancel = cancel_send(target->server, c);
 			if (c->cancel) {
 				client_set_state(c, CL_CANCEL);

@@ -733,10 +733,19 @@ static enum pkt_action handle_login_packet(struct server *s, struct pkt *pkt)
 
 void server_run_job(struct server *s, enum server_job job, const char *sql)
 {
+	if (job == JOB_RESET && s->cancels_in_flight > 0) {
+		/* the cancel could land on the reset query: a new connection is cheaper than the doubt */
+		server_close(s, "released with a cancel on its way: closed rather than reset");
+		return;
+	}
 	s->job = job;
 	s->job_failed = false;
-	/* a connect_query is part of logging in: the server still counts as connecting */
-	if (s->state != SV_ACTIVE && job != JOB_CONNECT_QUERY)
+	/*
+	 * A connect_query is part of logging in: the server still counts as
+	 * connecting. The parameter SETs run for the linked client (active);
+	 * anything else runs on an unlinked server (used).
+	 */
+	if (!s->client && job != JOB_CONNECT_QUERY)
 		server_set_state(s, SV_USED);
 	proto_put_query(stream_out(&s->st), sql);
 	if (stream_send_out(&s->st))
@@ -1071,7 +1080,7 @@ void server_close(struct server *s, const char *reason)
 	struct client *c = s->client;
 	bool was_logging_in = s->state == SV_LOGIN;
 	/* a reply partly forwarded: the client's socket is mid-message */
-	bool client_mid_packet = c && stream_has_pending(&s->st);
+	bool client_mid_packet = c && stream_peer_mid_packet(&s->st);
 	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "closing because: %s",
 	       reason);
 	server_unlink(s);

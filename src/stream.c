@@ -414,6 +414,7 @@ void stream_send_out_quietly(struct stream *s)
 static bool flush_forwarded(struct stream *s)
 {
 	struct stream *dst = s->peer;
+	uint32_t start = s->spos;
 	if (s->spos == s->rpos)
 		return true;
 	if (!dst || dst->dead) {
@@ -445,8 +446,12 @@ static bool flush_forwarded(struct stream *s)
 		dst->ops->on_end(dst, STREAM_ERROR);
 		return !s->dead;
 	}
+	/* all sent: the peer is inside a packet only if its rest is still to arrive */
+	s->sent_mid_packet = s->fwd_left > 0;
 	return true;
 blocked:
+	if (s->spos != start)
+		s->sent_mid_packet = true; /* a short write may have stopped inside a packet */
 	dst->blocked_src = s;
 	write_wanted(dst, true);
 	stream_stop_reading(s);

@@ -440,14 +440,15 @@ log_line_prefix = '%m [%p] %q%u@%d '
         """Client backends now connected to PostgreSQL (the harness's own
         query connection excluded), as dicts of pg_stat_activity columns."""
         rows = self.query(
-            "SELECT pid, datname, usename, application_name, state, backend_start, query"
+            "SELECT pid, datname, usename, application_name, state, backend_start, query,"
+            " wait_event"
             " FROM pg_stat_activity WHERE backend_type = 'client backend'"
             " AND pid <> pg_backend_pid()"
             " AND (%(db)s::text IS NULL OR datname = %(db)s)"
             " AND (%(user)s::text IS NULL OR usename = %(user)s)",
             {"db": dbname, "user": user})
         cols = ["pid", "datname", "usename", "application_name", "state", "backend_start",
-                "query"]
+                "query", "wait_event"]
         return [dict(zip(cols, r)) for r in rows]
 
     def log_mark(self):
@@ -1193,6 +1194,7 @@ class TcpProxy:
     def __init__(self, host, port):
         self.target = (host, port)
         self.hold_cancels = False
+        self.stall = False
         self.cancels_seen = 0
         self.cancels_done = 0
         self._release = threading.Event()
@@ -1225,6 +1227,12 @@ class TcpProxy:
         with self._lock:
             for up in self._budgets:
                 self._budgets[up] = nbytes
+
+    def stall_after(self, nbytes):
+        """Like cut_after, but the connections stay open: PostgreSQL's
+        bytes past n are held back (a reply that stops in mid-message)."""
+        self.stall = True
+        self.cut_after(nbytes)
 
     def _accept_loop(self):
         while not self._closed:
@@ -1283,7 +1291,9 @@ class TcpProxy:
                         if data:
                             key.data.sendall(data)
                         if budget is not None and self._budgets[up] == 0:
-                            return
+                            if not self.stall:
+                                return
+                            sel.unregister(up)  # hold the rest back, keep both ends open
                     else:
                         key.data.sendall(data)
         except (OSError, EOFError):

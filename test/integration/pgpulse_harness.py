@@ -813,6 +813,27 @@ def raw_startup(sock, user="app", database="appdb", params=None):
             return "error", fields
 
 
+def build_ini(dbs, users=None, settings=None):
+    """An ini file's text.  dbs: {name: "key=value ..."}: an entry that does
+    not start with host= gets the scratch server's host and port first, and
+    dbname = its name unless it sets one (not for "*", which passes the
+    client's).  users: {name: "key=value ..."}.  settings: the [pgbouncer]
+    section, as {parameter: value}."""
+    lines = ["[databases]"]
+    for name, extra in dbs.items():
+        extra = extra or ""
+        if not extra.startswith("host="):
+            extra = "host={pg_host} port={pg_port} " + \
+                ("" if "dbname=" in extra or name == "*" else f"dbname={name} ") + extra
+        lines.append(f"{name} = {extra}".rstrip())
+    if users:
+        lines.append("[users]")
+        lines += [f"{name} = {extra}" for name, extra in users.items()]
+    lines.append("[pgbouncer]")
+    lines += [f"{k} = {v}" for k, v in (settings or {}).items()]
+    return "\n".join(lines) + "\n"
+
+
 def query_message(sql):
     body = sql.encode() + b"\0"
     return b"Q" + struct.pack("!I", len(body) + 4) + body
@@ -1296,7 +1317,7 @@ class TcpProxy:
                             sel.unregister(up)  # hold the rest back, keep both ends open
                     else:
                         key.data.sendall(data)
-        except (OSError, EOFError):
+        except (OSError, EOFError, ValueError):  # ValueError: a socket close() closed meanwhile
             return
         finally:
             if is_cancel:

@@ -30,7 +30,7 @@ import time
 import psycopg
 import pytest
 
-from pgpulse_harness import RawConn, ServerError, TcpProxy, cpu_seconds, error_fields, \
+from pgpulse_harness import build_ini, RawConn, ServerError, TcpProxy, cpu_seconds, error_fields, \
     message, query_message, split_messages, tcp_sockets, wait_eof, wait_until
 
 DB = "lifecycle"
@@ -49,25 +49,10 @@ BASE_SETTINGS = {
 
 
 def make_ini(dbs=None, users=None, **settings):
-    """dbs: {name: "key=value ..."}; an entry not starting with host= gets
-    the scratch server's host and port (and dbname = name unless given).
-    users: {name: "key=value ..."}.  settings go to [pgbouncer]."""
-    if dbs is None:
-        dbs = {DB: ""}
+    """build_ini with this file's databases and settings as defaults."""
     merged = dict(BASE_SETTINGS)
     merged.update({k: str(v) for k, v in settings.items()})
-    lines = ["[databases]"]
-    for name, extra in dbs.items():
-        if not extra.startswith("host="):
-            extra = "host={pg_host} port={pg_port} " + \
-                ("" if "dbname=" in extra or name == "*" else f"dbname={name} ") + extra
-        lines.append(f"{name} = {extra}".rstrip())
-    if users:
-        lines.append("[users]")
-        lines += [f"{name} = {extra}" for name, extra in users.items()]
-    lines.append("[pgbouncer]")
-    lines += [f"{k} = {v}" for k, v in merged.items()]
-    return "\n".join(lines) + "\n"
+    return build_ini({DB: ""} if dbs is None else dbs, users, merged)
 
 
 def start(pgpulse, dbs=None, users=None, **settings):

@@ -126,6 +126,8 @@ struct cfg {
 	int auth_type;          /* enum auth_type, default md5 */
 	char *auth_file;
 	char *auth_hba_file;
+	char *auth_ident_file;
+	char *auth_dbname;
 	char *auth_user;
 	char *auth_query;
 	char *admin_users;
@@ -265,6 +267,7 @@ struct cfg_param_info {
 	const char *value;    /* current value, formatted (valid until the next call) */
 	const char *default_value;
 	bool reloadable;
+	bool in_effect; /* false: accepted so PgBouncer files load; loading a file that sets it warns */
 };
 
 /*

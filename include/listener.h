@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* open every configured socket; false (with a reason) when none could be */
 bool listener_open_all(char *err, size_t errlen);
@@ -20,6 +21,13 @@ void listener_close_all(void);
 
 /* the same, after accepting every connection already queued (WAIT_FOR_CLIENTS) */
 void listener_drain_and_close_all(void);
+
+/*
+ * make the unix socket files belong to the user pgpulse is about to switch
+ * to (user = in the file), so that it can remove them at exit as it could
+ * had it made them itself
+ */
+void listener_give_to(uid_t uid, gid_t gid);
 
 /* stop or restart accepting new connections (SUSPEND), sockets stay open */
 void listener_set_accepting(bool accepting);

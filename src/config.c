@@ -74,6 +74,7 @@ struct param {
 	const char *default_text;
 	enum param_unit unit;
 	bool reloadable;
+	bool in_effect;           /* false: accepted so PgBouncer files load, but nothing reads it yet */
 	param_check_fn check;     /* NULL: any value the type accepts */
 	size_t offset;            /* into struct cfg */
 	const struct word *words; /* PT_ENUM and PT_KEYWORD only */
@@ -89,6 +90,11 @@ struct param {
 
 #define RELOAD true   /* RELOAD and SET may change it */
 #define RESTART false /* takes effect only when pgpulse starts */
+#define LIVE true     /* pgpulse does what the parameter says */
+#define NOT_YET false /* accepted, not in effect: a file that sets it gets a warning naming it */
+
+/* a word of PgBouncer's that pgpulse knows and refuses: its row's check says why */
+#define WORD_REFUSED -1
 
 static const struct word pool_mode_words[] = {
 	{ "session", POOL_SESSION },
@@ -100,7 +106,8 @@ static const struct word pool_mode_words[] = {
 static const struct word auth_type_words[] = {
 	{ "trust", AUTH_TRUST },  { "any", AUTH_ANY },   { "plain", AUTH_PLAIN },
 	{ "md5", AUTH_MD5 },      { "scram-sha-256", AUTH_SCRAM },
-	{ "cert", AUTH_CERT },    { "hba", AUTH_HBA },   { NULL, 0 },
+	{ "cert", AUTH_CERT },    { "hba", AUTH_HBA },   { "pam", WORD_REFUSED },
+	{ "ldap", WORD_REFUSED }, { NULL, 0 },
 };
 
 static const struct word sslmode_words[] = {
@@ -305,6 +312,16 @@ static bool check_positive_duration(const struct param_value *v, char *why, size
 	return false;
 }
 
+/* PgBouncer's pam and ldap: refused when the file is read, never at a client's login */
+static bool check_auth_type(const struct param_value *v, char *why, size_t whylen)
+{
+	if (v->num != WORD_REFUSED)
+		return true;
+	snprintf(why, whylen, "\"%s\" is not supported: pgpulse has no PAM or LDAP authentication "
+		 "(use scram-sha-256, md5, cert, hba or trust)", v->str);
+	return false;
+}
+
 static bool check_file_mode(const struct param_value *v, char *why, size_t whylen)
 {
 	return check_range(v, 0, 07777, why, whylen);
@@ -327,118 +344,120 @@ static bool check_file_mode(const struct param_value *v, char *why, size_t whyle
 #define NONE UNIT_NONE
 
 static const struct param params[] = {
-	/* name                        type         default          unit  reload   check                    field */
-	{ "admin_users",               PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(admin_users, char *), NULL },
-	{ "application_name_add_host", PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(application_name_add_host, bool), NULL },
-	{ "auth_file",                 PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_file, char *), NULL },
-	{ "auth_hba_file",             PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_hba_file, char *), NULL },
+	/* name                        type         default          unit  reload   effect   check                    field */
+	{ "admin_users",               PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(admin_users, char *), NULL },
+	{ "application_name_add_host", PT_BOOL,     "0",             NONE, RELOAD,  NOT_YET, NULL,                    AT(application_name_add_host, bool), NULL },
+	{ "auth_dbname",               PT_STRING,   "",              NONE, RELOAD,  NOT_YET, NULL,                    AT(auth_dbname, char *), NULL },
+	{ "auth_file",                 PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(auth_file, char *), NULL },
+	{ "auth_hba_file",             PT_STRING,   "",              NONE, RELOAD,  NOT_YET, NULL,                    AT(auth_hba_file, char *), NULL },
+	{ "auth_ident_file",           PT_STRING,   "",              NONE, RELOAD,  NOT_YET, NULL,                    AT(auth_ident_file, char *), NULL },
 	{ "auth_query",                PT_STRING,   "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
-	                                                             NONE, RELOAD,  NULL,                    AT(auth_query, char *), NULL },
-	{ "auth_type",                 PT_ENUM,     "md5",           NONE, RELOAD,  NULL,                    AT(auth_type, int), auth_type_words },
-	{ "auth_user",                 PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_user, char *), NULL },
-	{ "autodb_idle_timeout",       PT_DURATION, "3600",          S,    RELOAD,  NULL,                    AT(autodb_idle_timeout, int64_t), NULL },
-	{ "cancel_wait_timeout",       PT_DURATION, "10",            S,    RELOAD,  NULL,                    AT(cancel_wait_timeout, int64_t), NULL },
-	{ "client_idle_timeout",       PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(client_idle_timeout, int64_t), NULL },
-	{ "client_login_timeout",      PT_DURATION, "60",            S,    RELOAD,  NULL,                    AT(client_login_timeout, int64_t), NULL },
-	{ "client_tls_ca_file",        PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(client_tls_ca_file, char *), NULL },
-	{ "client_tls_cert_file",      PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(client_tls_cert_file, char *), NULL },
-	{ "client_tls_ciphers",        PT_STRING,   "default",       NONE, RELOAD,  NULL,                    AT(client_tls_ciphers, char *), NULL },
-	{ "client_tls_dheparams",      PT_STRING,   "auto",          NONE, RELOAD,  NULL,                    AT(client_tls_dheparams, char *), NULL },
-	{ "client_tls_ecdhcurve",      PT_STRING,   "auto",          NONE, RELOAD,  NULL,                    AT(client_tls_ecdhcurve, char *), NULL },
-	{ "client_tls_key_file",       PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(client_tls_key_file, char *), NULL },
-	{ "client_tls_protocols",      PT_STRING,   "secure",        NONE, RELOAD,  NULL,                    AT(client_tls_protocols, char *), NULL },
-	{ "client_tls_sslmode",        PT_KEYWORD,  "disable",       NONE, RELOAD,  NULL,                    AT(client_tls_sslmode, char *), sslmode_words },
-	{ "conffile",                  PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(conffile, char *), NULL },
-	{ "default_pool_size",         PT_INT,      "20",            NONE, RELOAD,  check_not_negative,      AT(default_pool_size, int), NULL },
-	{ "disable_pqexec",            PT_BOOL,     "0",             NONE, RESTART, NULL,                    AT(disable_pqexec, bool), NULL },
-	{ "dns_max_ttl",               PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_max_ttl, int64_t), NULL },
-	{ "dns_nameservers",           PT_STRING,   "",              NONE, RESTART, check_nameservers,       AT(dns_nameservers, char *), NULL },
-	{ "dns_nxdomain_ttl",          PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(dns_nxdomain_ttl, int64_t), NULL },
-	{ "dns_zone_check_period",     PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(dns_zone_check_period, int64_t), NULL },
-	{ "health_query_p95_critical", PT_DURATION, "2",             S,    RELOAD,  NULL,                    AT(health_query_p95_critical, int64_t), NULL },
-	{ "health_query_p95_warning",  PT_DURATION, "0.5",           S,    RELOAD,  NULL,                    AT(health_query_p95_warning, int64_t), NULL },
-	{ "health_utilization_critical", PT_INT,    "95",            NONE, RELOAD,  check_percent,           AT(health_utilization_critical, int), NULL },
-	{ "health_utilization_warning", PT_INT,     "80",            NONE, RELOAD,  check_percent,           AT(health_utilization_warning, int), NULL },
-	{ "health_wait_p95_critical",  PT_DURATION, "0.5",           S,    RELOAD,  NULL,                    AT(health_wait_p95_critical, int64_t), NULL },
-	{ "health_wait_p95_warning",   PT_DURATION, "0.05",          S,    RELOAD,  NULL,                    AT(health_wait_p95_warning, int64_t), NULL },
-	{ "idle_transaction_timeout",  PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(idle_transaction_timeout, int64_t), NULL },
-	{ "ignore_startup_parameters", PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(ignore_startup_parameters, char *), NULL },
-	{ "job_name",                  PT_STRING,   "pgpulse",       NONE, RESTART, NULL,                    AT(job_name, char *), NULL },
-	{ "listen_addr",               PT_STRING,   "",              NONE, RESTART, NULL,                    AT(listen_addr, char *), NULL },
-	{ "listen_backlog",            PT_INT,      "128",           NONE, RESTART, check_at_least_one,      AT(listen_backlog, int), NULL },
-	{ "listen_port",               PT_INT,      "6432",          NONE, RESTART, check_port,              AT(listen_port, int), NULL },
-	{ "log_connections",           PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_connections, bool), NULL },
-	{ "log_disconnections",        PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_disconnections, bool), NULL },
-	{ "log_pooler_errors",         PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_pooler_errors, bool), NULL },
-	{ "log_stats",                 PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(log_stats, bool), NULL },
-	{ "logfile",                   PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(logfile, char *), NULL },
-	{ "max_client_conn",           PT_INT,      "100",           NONE, RELOAD,  check_at_least_one,      AT(max_client_conn, int), NULL },
-	{ "max_db_client_connections", PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_db_client_connections, int), NULL },
-	{ "max_db_connections",        PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_db_connections, int), NULL },
-	{ "max_packet_size",           PT_SIZE,     "2147483647",    B,    RELOAD,  check_packet_size,       AT(max_packet_size, int64_t), NULL },
-	{ "max_prepared_statements",   PT_INT,      "0"  ,           NONE, RELOAD,  check_not_negative,      AT(max_prepared_statements, int), NULL },
-	{ "max_query_fingerprints",    PT_INT,      "5000",          NONE, RELOAD,  check_not_negative,      AT(max_query_fingerprints, int), NULL },
-	{ "max_user_client_connections", PT_INT,    "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_client_connections, int), NULL },
-	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_connections, int), NULL },
-	{ "metrics_addr",              PT_STRING,   "127.0.0.1",     NONE, RESTART, NULL,                    AT(metrics_addr, char *), NULL },
-	{ "metrics_buckets",           PT_STRING,   "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30", NONE, RELOAD, check_bucket_list, AT(metrics_buckets, char *), NULL },
-	{ "metrics_max_connections",   PT_INT,      "16",            NONE, RESTART, check_metrics_connections, AT(metrics_max_connections, int), NULL },
-	{ "metrics_port",              PT_INT,      "0",             NONE, RESTART, check_port_or_zero,      AT(metrics_port, int), NULL },
-	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(min_pool_size, int), NULL },
-	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  NULL,                    AT(overflow_idle_timeout, int64_t), NULL },
-	{ "overflow_pool_size",        PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(overflow_pool_size, int), NULL },
-	{ "peer_id",                   PT_INT,      "0",             NONE, RESTART, check_peer_id,           AT(peer_id, int), NULL },
-	{ "pidfile",                   PT_STRING,   "",              NONE, RESTART, NULL,                    AT(pidfile, char *), NULL },
-	{ "pkt_buf",                   PT_SIZE,     "4096",          B,    RESTART, check_pkt_buf,           AT(pkt_buf, int64_t), NULL },
-	{ "pool_mode",                 PT_ENUM,     "session",       NONE, RELOAD,  NULL,                    AT(pool_mode, int), pool_mode_words },
-	{ "query_timeout",             PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(query_timeout, int64_t), NULL },
-	{ "query_wait_timeout",        PT_DURATION, "120",           S,    RELOAD,  NULL,                    AT(query_wait_timeout, int64_t), NULL },
-	{ "reserve_pool_size",         PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(reserve_pool_size, int), NULL },
-	{ "reserve_pool_timeout",      PT_DURATION, "5",             S,    RELOAD,  NULL,                    AT(reserve_pool_timeout, int64_t), NULL },
-	{ "resolv_conf",               PT_STRING,   "",              NONE, RESTART, NULL,                    AT(resolv_conf, char *), NULL },
-	{ "sbuf_loopcnt",              PT_INT,      "5",             NONE, RELOAD,  check_not_negative,      AT(sbuf_loopcnt, int), NULL },
-	{ "server_check_delay",        PT_DURATION, "30",            S,    RELOAD,  NULL,                    AT(server_check_delay, int64_t), NULL },
-	{ "server_check_query",        PT_STRING,   "select 1",      NONE, RELOAD,  NULL,                    AT(server_check_query, char *), NULL },
-	{ "server_connect_timeout",    PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(server_connect_timeout, int64_t), NULL },
-	{ "server_fast_close",         PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(server_fast_close, bool), NULL },
-	{ "server_idle_timeout",       PT_DURATION, "600",           S,    RELOAD,  NULL,                    AT(server_idle_timeout, int64_t), NULL },
-	{ "server_lifetime",           PT_DURATION, "3600",          S,    RELOAD,  NULL,                    AT(server_lifetime, int64_t), NULL },
-	{ "server_login_retry",        PT_DURATION, "15",            S,    RELOAD,  NULL,                    AT(server_login_retry, int64_t), NULL },
-	{ "server_reset_query",        PT_STRING,   "DISCARD ALL",   NONE, RELOAD,  NULL,                    AT(server_reset_query, char *), NULL },
-	{ "server_reset_query_always", PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(server_reset_query_always, bool), NULL },
-	{ "server_round_robin",        PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(server_round_robin, bool), NULL },
-	{ "server_tls_ca_file",        PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(server_tls_ca_file, char *), NULL },
-	{ "server_tls_cert_file",      PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(server_tls_cert_file, char *), NULL },
-	{ "server_tls_ciphers",        PT_STRING,   "default",       NONE, RELOAD,  NULL,                    AT(server_tls_ciphers, char *), NULL },
-	{ "server_tls_key_file",       PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(server_tls_key_file, char *), NULL },
-	{ "server_tls_protocols",      PT_STRING,   "secure",        NONE, RELOAD,  NULL,                    AT(server_tls_protocols, char *), NULL },
-	{ "server_tls_sslmode",        PT_KEYWORD,  "prefer",        NONE, RELOAD,  NULL,                    AT(server_tls_sslmode, char *), sslmode_words },
-	{ "service_name",              PT_STRING,   "pgpulse",       NONE, RESTART, NULL,                    AT(service_name, char *), NULL },
-	{ "slow_query_log_size",       PT_INT,      "100",           NONE, RELOAD,  check_not_negative,      AT(slow_query_log_size, int), NULL },
-	{ "slow_query_log_text",       PT_KEYWORD,  "normalized",    NONE, RELOAD,  NULL,                    AT(slow_query_log_text, char *), slow_text_words },
-	{ "slow_query_threshold",      PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(slow_query_threshold, int64_t), NULL },
-	{ "so_reuseport",              PT_BOOL,     "0",             NONE, RESTART, NULL,                    AT(so_reuseport, bool), NULL },
-	{ "stats_period",              PT_DURATION, "60",            S,    RELOAD,  check_positive_duration, AT(stats_period, int64_t), NULL },
-	{ "stats_users",               PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(stats_users, char *), NULL },
-	{ "suspend_timeout",           PT_DURATION, "10",            S,    RELOAD,  NULL,                    AT(suspend_timeout, int64_t), NULL },
-	{ "syslog",                    PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(syslog, bool), NULL },
-	{ "syslog_facility",           PT_KEYWORD,  "daemon",        NONE, RELOAD,  NULL,                    AT(syslog_facility, char *), syslog_facility_words },
-	{ "syslog_ident",              PT_STRING,   "pgpulse",       NONE, RELOAD,  NULL,                    AT(syslog_ident, char *), NULL },
-	{ "tcp_defer_accept",          PT_INT,      DEFAULT_TCP_DEFER_ACCEPT, NONE, RELOAD, check_not_negative, AT(tcp_defer_accept, int), NULL },
-	{ "tcp_keepalive",             PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(tcp_keepalive, bool), NULL },
-	{ "tcp_keepcnt",               PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(tcp_keepcnt, int), NULL },
-	{ "tcp_keepidle",              PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(tcp_keepidle, int), NULL },
-	{ "tcp_keepintvl",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(tcp_keepintvl, int), NULL },
-	{ "tcp_socket_buffer",         PT_SIZE,     "0",             B,    RELOAD,  check_socket_buffer,     AT(tcp_socket_buffer, int64_t), NULL },
-	{ "tcp_user_timeout",          PT_DURATION, "0",             MS,   RELOAD,  NULL,                    AT(tcp_user_timeout, int64_t), NULL },
-	{ "telemetry",                 PT_BOOL,     "1",             NONE, RELOAD,  NULL,                    AT(telemetry, bool), NULL },
-	{ "track_extra_parameters",    PT_STRING,   "IntervalStyle", NONE, RELOAD,  NULL,                    AT(track_extra_parameters, char *), NULL },
-	{ "transaction_timeout",       PT_DURATION, "0",             S,    RELOAD,  NULL,                    AT(transaction_timeout, int64_t), NULL },
-	{ "unix_socket_dir",           PT_STRING,   "/tmp",          NONE, RESTART, NULL,                    AT(unix_socket_dir, char *), NULL },
-	{ "unix_socket_group",         PT_STRING,   "",              NONE, RESTART, NULL,                    AT(unix_socket_group, char *), NULL },
-	{ "unix_socket_mode",          PT_OCTAL,    "0777",          NONE, RESTART, check_file_mode,         AT(unix_socket_mode, int), NULL },
-	{ "user",                      PT_STRING,   "",              NONE, RESTART, NULL,                    AT(user, char *), NULL },
-	{ "verbose",                   PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(verbose, int), NULL },
+	                                                             NONE, RELOAD,  NOT_YET, NULL,                    AT(auth_query, char *), NULL },
+	{ "auth_type",                 PT_ENUM,     "md5",           NONE, RELOAD,  LIVE,    check_auth_type,         AT(auth_type, int), auth_type_words },
+	{ "auth_user",                 PT_STRING,   "",              NONE, RELOAD,  NOT_YET, NULL,                    AT(auth_user, char *), NULL },
+	{ "autodb_idle_timeout",       PT_DURATION, "3600",          S,    RELOAD,  LIVE,    NULL,                    AT(autodb_idle_timeout, int64_t), NULL },
+	{ "cancel_wait_timeout",       PT_DURATION, "10",            S,    RELOAD,  LIVE,    NULL,                    AT(cancel_wait_timeout, int64_t), NULL },
+	{ "client_idle_timeout",       PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(client_idle_timeout, int64_t), NULL },
+	{ "client_login_timeout",      PT_DURATION, "60",            S,    RELOAD,  LIVE,    NULL,                    AT(client_login_timeout, int64_t), NULL },
+	{ "client_tls_ca_file",        PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_ca_file, char *), NULL },
+	{ "client_tls_cert_file",      PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_cert_file, char *), NULL },
+	{ "client_tls_ciphers",        PT_STRING,   "default",       NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_ciphers, char *), NULL },
+	{ "client_tls_dheparams",      PT_STRING,   "auto",          NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_dheparams, char *), NULL },
+	{ "client_tls_ecdhcurve",      PT_STRING,   "auto",          NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_ecdhcurve, char *), NULL },
+	{ "client_tls_key_file",       PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_key_file, char *), NULL },
+	{ "client_tls_protocols",      PT_STRING,   "secure",        NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_protocols, char *), NULL },
+	{ "client_tls_sslmode",        PT_KEYWORD,  "disable",       NONE, RELOAD,  LIVE,    NULL,                    AT(client_tls_sslmode, char *), sslmode_words },
+	{ "conffile",                  PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(conffile, char *), NULL },
+	{ "default_pool_size",         PT_INT,      "20",            NONE, RELOAD,  LIVE,    check_not_negative,      AT(default_pool_size, int), NULL },
+	{ "disable_pqexec",            PT_BOOL,     "0",             NONE, RESTART, NOT_YET, NULL,                    AT(disable_pqexec, bool), NULL },
+	{ "dns_max_ttl",               PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(dns_max_ttl, int64_t), NULL },
+	{ "dns_nameservers",           PT_STRING,   "",              NONE, RESTART, LIVE,    check_nameservers,       AT(dns_nameservers, char *), NULL },
+	{ "dns_nxdomain_ttl",          PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(dns_nxdomain_ttl, int64_t), NULL },
+	{ "dns_zone_check_period",     PT_DURATION, "0",             S,    RELOAD,  NOT_YET, NULL,                    AT(dns_zone_check_period, int64_t), NULL },
+	{ "health_query_p95_critical", PT_DURATION, "2",             S,    RELOAD,  LIVE,    NULL,                    AT(health_query_p95_critical, int64_t), NULL },
+	{ "health_query_p95_warning",  PT_DURATION, "0.5",           S,    RELOAD,  LIVE,    NULL,                    AT(health_query_p95_warning, int64_t), NULL },
+	{ "health_utilization_critical", PT_INT,    "95",            NONE, RELOAD,  LIVE,    check_percent,           AT(health_utilization_critical, int), NULL },
+	{ "health_utilization_warning", PT_INT,     "80",            NONE, RELOAD,  LIVE,    check_percent,           AT(health_utilization_warning, int), NULL },
+	{ "health_wait_p95_critical",  PT_DURATION, "0.5",           S,    RELOAD,  LIVE,    NULL,                    AT(health_wait_p95_critical, int64_t), NULL },
+	{ "health_wait_p95_warning",   PT_DURATION, "0.05",          S,    RELOAD,  LIVE,    NULL,                    AT(health_wait_p95_warning, int64_t), NULL },
+	{ "idle_transaction_timeout",  PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(idle_transaction_timeout, int64_t), NULL },
+	{ "ignore_startup_parameters", PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(ignore_startup_parameters, char *), NULL },
+	{ "job_name",                  PT_STRING,   "pgpulse",       NONE, RESTART, NOT_YET, NULL,                    AT(job_name, char *), NULL },
+	{ "listen_addr",               PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(listen_addr, char *), NULL },
+	{ "listen_backlog",            PT_INT,      "128",           NONE, RESTART, LIVE,    check_at_least_one,      AT(listen_backlog, int), NULL },
+	{ "listen_port",               PT_INT,      "6432",          NONE, RESTART, LIVE,    check_port,              AT(listen_port, int), NULL },
+	{ "log_connections",           PT_BOOL,     "1",             NONE, RELOAD,  LIVE,    NULL,                    AT(log_connections, bool), NULL },
+	{ "log_disconnections",        PT_BOOL,     "1",             NONE, RELOAD,  LIVE,    NULL,                    AT(log_disconnections, bool), NULL },
+	{ "log_pooler_errors",         PT_BOOL,     "1",             NONE, RELOAD,  LIVE,    NULL,                    AT(log_pooler_errors, bool), NULL },
+	{ "log_stats",                 PT_BOOL,     "1",             NONE, RELOAD,  NOT_YET, NULL,                    AT(log_stats, bool), NULL },
+	{ "logfile",                   PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(logfile, char *), NULL },
+	{ "max_client_conn",           PT_INT,      "100",           NONE, RELOAD,  LIVE,    check_at_least_one,      AT(max_client_conn, int), NULL },
+	{ "max_db_client_connections", PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_db_client_connections, int), NULL },
+	{ "max_db_connections",        PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_db_connections, int), NULL },
+	{ "max_packet_size",           PT_SIZE,     "2147483647",    B,    RELOAD,  LIVE,    check_packet_size,       AT(max_packet_size, int64_t), NULL },
+	{ "max_prepared_statements",   PT_INT,      "0"  ,           NONE, RELOAD,  NOT_YET, check_not_negative,      AT(max_prepared_statements, int), NULL },
+	{ "max_query_fingerprints",    PT_INT,      "5000",          NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_query_fingerprints, int), NULL },
+	{ "max_user_client_connections", PT_INT,    "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_user_client_connections, int), NULL },
+	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_user_connections, int), NULL },
+	{ "metrics_addr",              PT_STRING,   "127.0.0.1",     NONE, RESTART, LIVE,    NULL,                    AT(metrics_addr, char *), NULL },
+	{ "metrics_buckets",           PT_STRING,   "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30", NONE, RELOAD, LIVE, check_bucket_list, AT(metrics_buckets, char *), NULL },
+	{ "metrics_max_connections",   PT_INT,      "16",            NONE, RESTART, LIVE,    check_metrics_connections, AT(metrics_max_connections, int), NULL },
+	{ "metrics_port",              PT_INT,      "0",             NONE, RESTART, LIVE,    check_port_or_zero,      AT(metrics_port, int), NULL },
+	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(min_pool_size, int), NULL },
+	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  LIVE,    NULL,                    AT(overflow_idle_timeout, int64_t), NULL },
+	{ "overflow_pool_size",        PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(overflow_pool_size, int), NULL },
+	{ "peer_id",                   PT_INT,      "0",             NONE, RESTART, NOT_YET, check_peer_id,           AT(peer_id, int), NULL },
+	{ "pidfile",                   PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(pidfile, char *), NULL },
+	{ "pkt_buf",                   PT_SIZE,     "4096",          B,    RESTART, LIVE,    check_pkt_buf,           AT(pkt_buf, int64_t), NULL },
+	{ "pool_mode",                 PT_ENUM,     "session",       NONE, RELOAD,  LIVE,    NULL,                    AT(pool_mode, int), pool_mode_words },
+	{ "query_timeout",             PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(query_timeout, int64_t), NULL },
+	{ "query_wait_timeout",        PT_DURATION, "120",           S,    RELOAD,  LIVE,    NULL,                    AT(query_wait_timeout, int64_t), NULL },
+	{ "reserve_pool_size",         PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(reserve_pool_size, int), NULL },
+	{ "reserve_pool_timeout",      PT_DURATION, "5",             S,    RELOAD,  LIVE,    NULL,                    AT(reserve_pool_timeout, int64_t), NULL },
+	{ "resolv_conf",               PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(resolv_conf, char *), NULL },
+	{ "sbuf_loopcnt",              PT_INT,      "5",             NONE, RELOAD,  NOT_YET, check_not_negative,      AT(sbuf_loopcnt, int), NULL },
+	{ "server_check_delay",        PT_DURATION, "30",            S,    RELOAD,  LIVE,    NULL,                    AT(server_check_delay, int64_t), NULL },
+	{ "server_check_query",        PT_STRING,   "select 1",      NONE, RELOAD,  LIVE,    NULL,                    AT(server_check_query, char *), NULL },
+	{ "server_connect_timeout",    PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(server_connect_timeout, int64_t), NULL },
+	{ "server_fast_close",         PT_BOOL,     "0",             NONE, RELOAD,  NOT_YET, NULL,                    AT(server_fast_close, bool), NULL },
+	{ "server_idle_timeout",       PT_DURATION, "600",           S,    RELOAD,  LIVE,    NULL,                    AT(server_idle_timeout, int64_t), NULL },
+	{ "server_lifetime",           PT_DURATION, "3600",          S,    RELOAD,  LIVE,    NULL,                    AT(server_lifetime, int64_t), NULL },
+	{ "server_login_retry",        PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(server_login_retry, int64_t), NULL },
+	{ "server_reset_query",        PT_STRING,   "DISCARD ALL",   NONE, RELOAD,  LIVE,    NULL,                    AT(server_reset_query, char *), NULL },
+	{ "server_reset_query_always", PT_BOOL,     "0",             NONE, RELOAD,  LIVE,    NULL,                    AT(server_reset_query_always, bool), NULL },
+	{ "server_round_robin",        PT_BOOL,     "0",             NONE, RELOAD,  LIVE,    NULL,                    AT(server_round_robin, bool), NULL },
+	{ "server_tls_ca_file",        PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(server_tls_ca_file, char *), NULL },
+	{ "server_tls_cert_file",      PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(server_tls_cert_file, char *), NULL },
+	{ "server_tls_ciphers",        PT_STRING,   "default",       NONE, RELOAD,  LIVE,    NULL,                    AT(server_tls_ciphers, char *), NULL },
+	{ "server_tls_key_file",       PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(server_tls_key_file, char *), NULL },
+	{ "server_tls_protocols",      PT_STRING,   "secure",        NONE, RELOAD,  LIVE,    NULL,                    AT(server_tls_protocols, char *), NULL },
+	{ "server_tls_sslmode",        PT_KEYWORD,  "prefer",        NONE, RELOAD,  LIVE,    NULL,                    AT(server_tls_sslmode, char *), sslmode_words },
+	{ "service_name",              PT_STRING,   "pgpulse",       NONE, RESTART, NOT_YET, NULL,                    AT(service_name, char *), NULL },
+	{ "slow_query_log_size",       PT_INT,      "100",           NONE, RELOAD,  LIVE,    check_not_negative,      AT(slow_query_log_size, int), NULL },
+	{ "slow_query_log_text",       PT_KEYWORD,  "normalized",    NONE, RELOAD,  LIVE,    NULL,                    AT(slow_query_log_text, char *), slow_text_words },
+	{ "slow_query_threshold",      PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(slow_query_threshold, int64_t), NULL },
+	{ "so_reuseport",              PT_BOOL,     "0",             NONE, RESTART, LIVE,    NULL,                    AT(so_reuseport, bool), NULL },
+	{ "stats_period",              PT_DURATION, "60",            S,    RELOAD,  LIVE,    check_positive_duration, AT(stats_period, int64_t), NULL },
+	{ "stats_users",               PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(stats_users, char *), NULL },
+	{ "suspend_timeout",           PT_DURATION, "10",            S,    RELOAD,  LIVE,    NULL,                    AT(suspend_timeout, int64_t), NULL },
+	{ "syslog",                    PT_BOOL,     "0",             NONE, RELOAD,  LIVE,    NULL,                    AT(syslog, bool), NULL },
+	{ "syslog_facility",           PT_KEYWORD,  "daemon",        NONE, RELOAD,  LIVE,    NULL,                    AT(syslog_facility, char *), syslog_facility_words },
+	{ "syslog_ident",              PT_STRING,   "pgpulse",       NONE, RELOAD,  LIVE,    NULL,                    AT(syslog_ident, char *), NULL },
+	{ "tcp_defer_accept",          PT_INT,      DEFAULT_TCP_DEFER_ACCEPT, NONE, RELOAD, NOT_YET, check_not_negative, AT(tcp_defer_accept, int), NULL },
+	{ "tcp_keepalive",             PT_BOOL,     "1",             NONE, RELOAD,  LIVE,    NULL,                    AT(tcp_keepalive, bool), NULL },
+	{ "tcp_keepcnt",               PT_INT,      "0",             NONE, RELOAD,  NOT_YET, check_not_negative,      AT(tcp_keepcnt, int), NULL },
+	{ "tcp_keepidle",              PT_INT,      "0",             NONE, RELOAD,  NOT_YET, check_not_negative,      AT(tcp_keepidle, int), NULL },
+	{ "tcp_keepintvl",             PT_INT,      "0",             NONE, RELOAD,  NOT_YET, check_not_negative,      AT(tcp_keepintvl, int), NULL },
+	{ "tcp_socket_buffer",         PT_SIZE,     "0",             B,    RELOAD,  NOT_YET, check_socket_buffer,     AT(tcp_socket_buffer, int64_t), NULL },
+	{ "tcp_user_timeout",          PT_DURATION, "0",             MS,   RELOAD,  NOT_YET, NULL,                    AT(tcp_user_timeout, int64_t), NULL },
+	{ "telemetry",                 PT_BOOL,     "1",             NONE, RELOAD,  LIVE,    NULL,                    AT(telemetry, bool), NULL },
+	{ "track_extra_parameters",    PT_STRING,   "IntervalStyle", NONE, RELOAD,  NOT_YET, NULL,                    AT(track_extra_parameters, char *), NULL },
+	{ "transaction_timeout",       PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(transaction_timeout, int64_t), NULL },
+	{ "unix_socket_dir",           PT_STRING,   "/tmp",          NONE, RESTART, LIVE,    NULL,                    AT(unix_socket_dir, char *), NULL },
+	{ "unix_socket_group",         PT_STRING,   "",              NONE, RESTART, NOT_YET, NULL,                    AT(unix_socket_group, char *), NULL },
+	{ "unix_socket_mode",          PT_OCTAL,    "0777",          NONE, RESTART, LIVE,    check_file_mode,         AT(unix_socket_mode, int), NULL },
+	{ "user",                      PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(user, char *), NULL },
+	{ "verbose",                   PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(verbose, int), NULL },
 };
 
 #undef S
@@ -481,14 +500,20 @@ static const char *word_by_value(const struct word *words, int value)
 	return NULL;
 }
 
-/* "invalid value "x" (expected a, b or c)" */
+/* "invalid value "x" (expected a, b or c)"; refused words are not offered */
 static void explain_words(const struct word *words, const char *text, char *why, size_t whylen)
 {
 	size_t used = (size_t)snprintf(why, whylen, "invalid value \"%s\" (expected ", text);
+	int n = 0, shown = 0;
 
+	for (const struct word *w = words; w->name; w++)
+		n += w->value != WORD_REFUSED;
 	for (const struct word *w = words; w->name && used < whylen; w++) {
-		const char *sep = w == words ? "" : w[1].name ? ", " : " or ";
+		if (w->value == WORD_REFUSED)
+			continue;
+		const char *sep = shown == 0 ? "" : shown < n - 1 ? ", " : " or ";
 		used += (size_t)snprintf(why + used, whylen - used, "%s%s", sep, w->name);
+		shown++;
 	}
 	if (used < whylen)
 		snprintf(why + used, whylen - used, ")");
@@ -1549,6 +1574,21 @@ struct cfg *cfg_new_default(void)
 	return c;
 }
 
+/*
+ * No silent skip: each parameter the file sets (to any value, the default
+ * included) that pgpulse accepts without acting on it is named, once, at
+ * the line that set it last. cfg_load runs at startup and at every RELOAD.
+ */
+static void warn_not_in_effect(const struct cfg *c)
+{
+	for (int i = 0; i < N_PARAMS; i++) {
+		const struct cfg_origin *o = &c->origins[i];
+		if (!params[i].in_effect && o->file)
+			log_warning("%s:%d: %s is accepted but not in effect in this release: pgpulse ignores it",
+				    o->file, o->line, params[i].name);
+	}
+}
+
 struct cfg *cfg_load(const char *path, char *err, size_t errlen)
 {
 	struct loader ld = { .err = err, .errlen = errlen };
@@ -1572,6 +1612,7 @@ struct cfg *cfg_load(const char *path, char *err, size_t errlen)
 		cfg_free(ld.cfg);
 		return NULL;
 	}
+	warn_not_in_effect(ld.cfg);
 	return ld.cfg;
 }
 
@@ -1816,6 +1857,7 @@ bool cfg_param_get(const struct cfg *c, int i, struct cfg_param_info *out)
 	out->default_value = param_format_default(p, default_buf, sizeof(default_buf));
 	out->value = c ? param_format_current(c, p, value_buf, sizeof(value_buf)) : out->default_value;
 	out->reloadable = p->reloadable;
+	out->in_effect = p->in_effect;
 	return true;
 }
 

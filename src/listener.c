@@ -313,6 +313,16 @@ void listener_close_all(void)
 	g_count = 0;
 }
 
+void listener_give_to(uid_t uid, gid_t gid)
+{
+	for (int i = 0; i < g_count; i++) {
+		struct listener *l = &g_listeners[i];
+		if (l->is_unix && l->unix_path[0] && chown(l->unix_path, uid, gid) < 0)
+			log_warning("could not hand %s to uid %d: %s; it may be left behind at exit", l->unix_path,
+				    (int)uid, strerror(errno));
+	}
+}
+
 void listener_set_accepting(bool accepting)
 {
 	for (int i = 0; i < g_count; i++) {

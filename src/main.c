@@ -49,6 +49,7 @@ struct worker *worker;
 
 static struct worker g_worker;
 static char *g_pidfile;
+static char g_user_name[256]; /* the user to switch to, out of getpwnam's reused buffer */
 static struct event *g_signal_events[8];
 static int g_signal_count;
 
@@ -339,21 +340,82 @@ static void usage(FILE *f)
 		   "  -d, --daemon    run in the background (needs logfile or syslog)\n"
 		   "  -v, --verbose   more logging (repeat for more)\n"
 		   "  -q, --quiet     log only errors to stderr\n"
-		   "  -u, --user=USER switch to USER (required when started as root)\n"
+		   "  -u, --user=USER switch to USER first (as root: this or user = in the file)\n"
 		   "  -V, --version   print the version and exit\n"
 		   "  -h, --help      print this help and exit\n",
 		PACKAGE_VERSION);
 }
 
-static bool switch_user(const char *name)
+/*
+ * Become `pw`: supplementary groups first, then the group, then the user,
+ * since after setuid() the other two are no longer allowed. `how` names
+ * what asked for it (-u or the config line) in the error.
+ */
+static bool switch_user(const struct passwd *pw, const char *how)
 {
-	struct passwd *pw = getpwnam(name);
-	if (!pw) {
-		fprintf(stderr, "pgpulse: user \"%s\" does not exist\n", name);
+	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		log_error("%s: could not switch to user \"%s\": %s", how, pw->pw_name, strerror(errno));
 		return false;
 	}
-	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-		fprintf(stderr, "pgpulse: could not switch to user \"%s\": %s\n", name, strerror(errno));
+	/* setuid() from root drops the saved id too; make sure no way back is left */
+	if (pw->pw_uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
+		log_error("%s: switched to user \"%s\" but could still become root again", how, pw->pw_name);
+		return false;
+	}
+	return true;
+}
+
+/* the password-file entry of `name`, copied (its name into g_user_name), or false with the error logged */
+static bool find_user(const char *name, const char *how, struct passwd *out)
+{
+	errno = 0;
+	struct passwd *pw = getpwnam(name);
+	if (!pw) {
+		if (errno)
+			log_error("%s: cannot look up user \"%s\": %s", how, name, strerror(errno));
+		else
+			log_error("%s: user \"%s\" does not exist", how, name);
+		return false;
+	}
+	if (strlen(pw->pw_name) >= sizeof(g_user_name)) {
+		log_error("%s: user name \"%s\" is too long", how, name);
+		return false;
+	}
+	*out = *pw;
+	/* getpwnam's buffer is reused by the next lookup (initgroups does one) */
+	str_copy(g_user_name, pw->pw_name, sizeof(g_user_name));
+	out->pw_name = g_user_name;
+	return true;
+}
+
+/*
+ * user = NAME in the config: resolved before anything is opened, so a user
+ * that does not exist, or a switch that cannot happen (pgpulse started as
+ * someone else than root or NAME), stops startup before it binds a port.
+ * *late is true when the switch must still be made, after the listeners,
+ * the log file and the pidfile are open.
+ */
+static bool plan_config_user(const struct cfg *cfg, struct passwd *pw, char *how, size_t howlen, bool *late)
+{
+	const char *file;
+	int line;
+	*late = false;
+	if (!cfg->user[0])
+		return true;
+	if (cfg_param_origin(cfg, "user", &file, &line))
+		snprintf(how, howlen, "%s:%d: user", file, line);
+	else
+		snprintf(how, howlen, "user");
+	if (!find_user(cfg->user, how, pw))
+		return false;
+	if (geteuid() == 0) {
+		*late = pw->pw_uid != 0;
+		return true;
+	}
+	if (geteuid() != pw->pw_uid) {
+		struct passwd *me = getpwuid(geteuid());
+		log_error("%s: cannot switch to user \"%s\": pgpulse runs as \"%s\" (uid %d), not as root",
+			  how, cfg->user, me ? me->pw_name : "?", (int)geteuid());
 		return false;
 	}
 	return true;
@@ -515,17 +577,26 @@ int main(int argc, char **argv)
 	const char *conffile = argv[optind];
 	log_setup(verbose, quiet);
 
-	if (run_as && !switch_user(run_as))
+	struct passwd pw;
+	if (run_as && !(find_user(run_as, "-u", &pw) && switch_user(&pw, "-u")))
 		return 1;
-	if (geteuid() == 0) {
-		fprintf(stderr, "pgpulse: refusing to run as root; use -u USER to switch to an unprivileged user\n");
-		return 1;
-	}
 
 	char err[1024];
 	struct cfg *cfg = cfg_load(conffile, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "pgpulse: %s\n", err);
+		return 1;
+	}
+	char user_how[4200];
+	bool switch_late;
+	if (!plan_config_user(cfg, &pw, user_how, sizeof(user_how), &switch_late)) {
+		cfg_free(cfg);
+		return 1;
+	}
+	if (geteuid() == 0 && !switch_late) {
+		log_error("refusing to run as root; set user = USER in the config file, or use -u USER, to switch to an "
+			  "unprivileged user");
+		cfg_free(cfg);
 		return 1;
 	}
 	if (cfg->verbose > verbose)
@@ -604,6 +675,31 @@ int main(int argc, char **argv)
 		listener_close_all();
 		free_everything();
 		return 1;
+	}
+	/*
+	 * The switch comes after everything that may need root (a port below
+	 * 1024, a pidfile in /run); what a RELOAD opens again — the config file,
+	 * the auth_file, certificates, the log file — must be readable (the log
+	 * writable) by the user too.
+	 */
+	if (switch_late) {
+		listener_give_to(pw.pw_uid, pw.pw_gid);
+		if (g_pidfile && chown(g_pidfile, pw.pw_uid, pw.pw_gid) < 0)
+			log_warning("could not hand the pidfile %s to user \"%s\": %s", g_pidfile, pw.pw_name,
+				    strerror(errno));
+		if (switch_user(&pw, user_how)) {
+			log_info("switched to user \"%s\" (uid %d, gid %d)", pw.pw_name, (int)pw.pw_uid, (int)pw.pw_gid);
+		} else {
+			metrics_stop();
+			listener_close_all();
+			if (g_pidfile) {
+				unlink(g_pidfile);
+				free(g_pidfile);
+				g_pidfile = NULL;
+			}
+			free_everything();
+			return 1;
+		}
 	}
 	install_signals();
 	janitor_start();

@@ -1,6 +1,7 @@
 #!/bin/bash
 # pgpulse refuses to run as root, and with -u it switches to that user first;
-# syslog = 1 sends its lines to /dev/log.
+# user = in the file switches once the sockets are bound; syslog = 1 sends
+# its lines to /dev/log.
 # Only meaningful when run by root (as CI does); skipped (77) otherwise.
 set -euo pipefail
 bin=${PGPULSE_BIN:-$(dirname "$0")/../pgpulse}
@@ -59,7 +60,57 @@ for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
 check test ! -e "/proc/$pid"
 pid=
 
-# 3. syslog = 1: the lines reach /dev/log with syslog_ident and the facility's
+# 3. user = in the file (PgBouncer's setting): started as root, pgpulse binds,
+# then runs as that user and its groups, and serves a login
+sed -e "s/^auth_type = trust\$/auth_type = trust\nadmin_users = $user\nuser = $user\npidfile = \/run\/pgpulse-root-test-$port.pid/" \
+	"$dir/pgpulse.ini" >"$dir/user.ini"
+chmod 0644 "$dir/user.ini"
+"$bin" "$dir/user.ini" >"$dir/log" 2>&1 &
+pid=$!
+for _ in $(seq 1 250); do
+	grep -q "switched to user" "$dir/log" 2>/dev/null && break
+	kill -0 "$pid" 2>/dev/null || break
+	sleep 0.02
+done
+uid=$(id -u "$user") gid=$(id -g "$user")
+check grep -q "^Uid:[[:space:]]*$uid[[:space:]]*$uid[[:space:]]*$uid[[:space:]]*$uid\$" "/proc/$pid/status"
+check grep -q "^Gid:[[:space:]]*$gid[[:space:]]*$gid[[:space:]]*$gid[[:space:]]*$gid\$" "/proc/$pid/status"
+check test "$(grep '^Groups:' "/proc/$pid/status" | wc -w)" -ge 1
+check sh -c "! grep -q '^Groups:.*\b0\b' /proc/$pid/status"
+# a login: the admin console answers SHOW VERSION (auth_type trust, no server needed)
+login() {
+	/usr/bin/python3 - "$port" "$user" <<'PY'
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+body = struct.pack("!I", 196608) + b"user\0" + sys.argv[2].encode() + b"\0database\0pgpulse\0\0"
+s.sendall(struct.pack("!I", len(body) + 4) + body)
+buf = b""
+while b"Z\0\0\0\x05" not in buf:
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit(1)
+    buf += chunk
+sys.exit(0 if buf[:1] == b"R" and b"E" not in buf[:1] else 1)
+PY
+}
+check login
+check test -O "/run/pgpulse-root-test-$port.pid" -o "$(stat -c %u "/run/pgpulse-root-test-$port.pid")" = "$uid"
+kill -INT "$pid" 2>/dev/null || true
+for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+check test ! -e "/proc/$pid"
+pid=
+rm -f "/run/pgpulse-root-test-$port.pid"
+
+# a user that does not exist: refused before anything is opened, naming the line
+sed -e 's/^auth_type = trust$/auth_type = trust\nuser = pgpulse-no-such-user/' "$dir/pgpulse.ini" >"$dir/nouser.ini"
+set +e
+out=$("$bin" "$dir/nouser.ini" 2>&1)
+rc=$?
+set -e
+check test "$rc" = 1
+check grep -q "nouser.ini:[0-9]*: user: user \"pgpulse-no-such-user\" does not exist" <<<"$out"
+
+# 4. syslog = 1: the lines reach /dev/log with syslog_ident and the facility's
 # priority. Only where nothing owns /dev/log (a container): the test plays the
 # syslog daemon there, and leaves a real one alone.
 if [ ! -e /dev/log ] && [ -x /usr/bin/python3 ]; then

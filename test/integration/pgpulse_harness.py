@@ -76,6 +76,17 @@ os.environ["PGPASSFILE"] = os.path.join(tempfile.gettempdir(), "pgpulse-tests-no
 
 # --------------------------------------------------------------- helpers
 
+def not_in_effect_parameters():
+    """The parameters doc/config.md lists under "Accepted but not in effect"
+    (the unit test test_config_md_lists_exactly_the_parameters_not_in_effect
+    holds that list to the parameter table that gives the warning)."""
+    top = os.environ.get("PGPULSE_SRCDIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(top, "doc", "config.md")) as f:
+        text = f.read()
+    section = text.split("\n## Accepted but not in effect\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^- `([a-z_0-9]+)`", section, re.M)
+
+
 def wait_until(predicate, timeout=10.0, what=None, interval=POLL_INTERVAL, ignore=()):
     """Call predicate() every `interval` seconds until it returns something
     truthy, and return that.  After `timeout` seconds fail the test, naming

@@ -16,7 +16,7 @@ import time
 import psycopg
 import pytest
 
-from pgpulse_harness import port_accepts, wait_until
+from pgpulse_harness import not_in_effect_parameters, port_accepts, wait_until
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 
@@ -200,7 +200,7 @@ def test_relative_include_is_relative_to_the_including_file(pgpulse):
 BAD_VALUES = [
     # (line to add to the main section, or a [databases] line, what stderr must say)
     ("default_pool_size = abc", 'default_pool_size: invalid integer "abc"'),
-    ("auth_type = pam", 'auth_type: invalid value "pam"'),
+    ("auth_type = radius", 'auth_type: invalid value "radius"'),
     ("listen_backlog = 0", "listen_backlog: "),
     ("query_wait_timeout = -5", "query_wait_timeout: "),
     ("query_wait_timeout = 5 fortnights", "query_wait_timeout: "),
@@ -244,6 +244,104 @@ def test_unknown_parameter_is_a_warning_and_pgpulse_starts(pgpulse, where):
     assert f"{pp.ini_path}:{line_of(pp.ini_path, line)}: {says}" in pp.log()
     with pp.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# values PgBouncer files write for the parameters that are not in effect (a
+# parameter missing here is written empty, its default)
+DEFAULTS_AS_WRITTEN = {
+    "application_name_add_host": "0", "disable_pqexec": "0", "dns_zone_check_period": "0",
+    "job_name": "pgpulse", "log_stats": "1", "max_prepared_statements": "0", "peer_id": "0",
+    "sbuf_loopcnt": "5", "server_fast_close": "0", "service_name": "pgpulse",
+    "tcp_defer_accept": "1", "tcp_keepcnt": "0", "tcp_keepidle": "0", "tcp_keepintvl": "0",
+    "tcp_socket_buffer": "0", "tcp_user_timeout": "0", "track_extra_parameters": "IntervalStyle",
+    "auth_query": "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
+}
+
+
+def _not_in_effect_warning(pp, name):
+    return re.escape(f"{pp.ini_path}:{line_of(pp.ini_path, name + ' =')}: {name} is accepted but not "
+                     "in effect in this release")
+
+
+def test_every_parameter_not_in_effect_is_a_warning_at_start_and_at_each_reload(pgpulse):
+    names = not_in_effect_parameters()
+    assert "tcp_keepcnt" in names and "auth_user" in names
+    # each at its default, as a PgBouncer file often writes them: still not in effect
+    text = MINIMAL + "".join(f"{n} = {DEFAULTS_AS_WRITTEN.get(n, '')}\n" for n in names)
+    pp = pgpulse(text, USERS)
+    for name in names:
+        pp.wait_log(_not_in_effect_warning(pp, name))
+    for how in ("RELOAD", "SIGHUP"):
+        mark = pp.log_mark()
+        if how == "RELOAD":
+            assert pp.command("RELOAD") == "RELOAD"
+        else:
+            pp.reload()
+        pp.wait_log(re.escape(f"configuration reloaded from {pp.ini_path}"), since=mark)
+        for name in names:
+            pp.wait_log(_not_in_effect_warning(pp, name), since=mark)
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_file_that_sets_no_such_parameter_gets_no_such_warning(pgpulse):
+    pp = pgpulse(MINIMAL, USERS)
+    mark = pp.log_mark()
+    assert pp.command("RELOAD") == "RELOAD"
+    assert "not in effect" not in pp.log()
+    assert "not in effect" not in pp.log(since=mark)
+
+
+@pytest.mark.parametrize("method", ["pam", "ldap"])
+def test_pam_and_ldap_stop_startup_naming_the_setting(pgpulse, pgpulse_bin, method):
+    pp = pgpulse(MINIMAL.replace("auth_type = scram-sha-256", f"auth_type = {method}"), USERS, start=False)
+    r = run_bin(pgpulse_bin, pp.ini_path)
+    assert r.returncode == 1, r.stderr
+    line = line_of(pp.ini_path, "auth_type")
+    assert (f'{pp.ini_path}:{line}: auth_type: "{method}" is not supported: pgpulse has no PAM or LDAP '
+            "authentication") in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("method", ["pam", "ldap"])
+def test_reload_to_pam_or_ldap_is_refused_and_logins_go_on(pgpulse, method):
+    pp = pgpulse(MINIMAL, USERS)
+    mark = pp.log_mark()
+    pp.write_config(MINIMAL.replace("auth_type = scram-sha-256", f"auth_type = {method}"))
+    pp.reload()
+    pp.wait_log(re.escape(f'reload failed, keeping the running configuration: {pp.ini_path}:'
+                          f'{line_of(pp.ini_path, "auth_type")}: auth_type: "{method}" is not supported'),
+                since=mark)
+    assert pp.running
+    assert config_value(pp, "auth_type") == "scram-sha-256"
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_user_that_is_the_running_user_is_accepted(pgpulse):
+    import pwd
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    if os.geteuid() == 0:
+        pytest.skip("as root, user = root is refused; test/root-user.sh covers the switch")
+    pp = pgpulse(MINIMAL + f"user = {me}\n", USERS)
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_user_that_does_not_exist_stops_startup(pgpulse, pgpulse_bin):
+    pp = pgpulse(MINIMAL + "user = no_such_user_pgpulse\n", USERS, start=False)
+    r = run_bin(pgpulse_bin, pp.ini_path)
+    assert r.returncode == 1, r.stderr
+    line = line_of(pp.ini_path, "user =")
+    assert f'{pp.ini_path}:{line}: user: user "no_such_user_pgpulse" does not exist' in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may switch to any user")
+def test_user_another_unprivileged_user_cannot_become_is_refused(pgpulse, pgpulse_bin):
+    pp = pgpulse(MINIMAL + "user = root\n", USERS, start=False)
+    r = run_bin(pgpulse_bin, pp.ini_path)
+    assert r.returncode == 1, r.stderr
+    assert 'user: cannot switch to user "root": pgpulse runs as' in r.stderr, r.stderr
+    assert "not as root" in r.stderr, r.stderr
 
 
 def test_quiet_mode_still_writes_config_warnings_to_the_logfile(pgpulse):

@@ -757,11 +757,11 @@ static void test_out_of_range_values_are_refused(void)
 static void test_unknown_enum_value_is_an_error(void)
 {
 	char path[256], err[512];
-	struct cfg *c = load_text("enum.ini", "[pgpulse]\nauth_type = pam\n", path, sizeof(path), err, sizeof(err));
+	struct cfg *c = load_text("enum.ini", "[pgpulse]\nauth_type = kerberos\n", path, sizeof(path), err, sizeof(err));
 	CHECK(c == NULL);
 	cfg_free(c);
-	CHECK(strstr(err, "auth_type: invalid value \"pam\" (expected trust, any, plain, md5, scram-sha-256, cert or hba)") !=
-	      NULL);
+	CHECK(strstr(err, "auth_type: invalid value \"kerberos\" (expected trust, any, plain, md5, scram-sha-256, cert or "
+			  "hba)") != NULL);
 
 	c = load_text("enum2.ini", "[pgpulse]\nauth_type = HBA\npool_mode = STATEMENT\n", path, sizeof(path), err,
 		      sizeof(err));
@@ -771,6 +771,52 @@ static void test_unknown_enum_value_is_an_error(void)
 		CHECK_INT_EQ(c->pool_mode, POOL_STATEMENT);
 	}
 	cfg_free(c);
+}
+
+static void test_pam_and_ldap_are_refused_when_the_file_is_read(void)
+{
+	static const char *const methods[] = { "pam", "LDAP" };
+	char path[256], err[512];
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		char text[128];
+		snprintf(text, sizeof(text), "[pgpulse]\n\nauth_type = %s\n", methods[i]);
+		struct cfg *c = load_text("pam.ini", text, path, sizeof(path), err, sizeof(err));
+		CHECK(c == NULL);
+		cfg_free(c);
+		CHECK(strstr(err, "pam.ini:3: auth_type: \"") != NULL);
+		CHECK(strstr(err, "\" is not supported: pgpulse has no PAM or LDAP authentication") != NULL);
+	}
+	/* SET on the console is refused the same way, and changes nothing */
+	struct cfg *c = cfg_new_default();
+	CHECK(!cfg_set(c, "auth_type", "ldap", err, sizeof(err)));
+	CHECK(strstr(err, "no PAM or LDAP") != NULL);
+	CHECK_INT_EQ(c->auth_type, AUTH_MD5);
+	cfg_free(c);
+}
+
+static void test_parameter_not_in_effect_is_a_warning_naming_it(void)
+{
+	char path[256], err[512];
+	capture_begin();
+	struct cfg *c = load_text("noskip.ini",
+				  "[pgpulse]\ntcp_keepcnt = 0\nauth_user = pgbouncer\ntcp_keepcnt = 5\npool_mode = session\n",
+				  path, sizeof(path), err, sizeof(err));
+	const char *out = capture_end();
+	CHECK(c != NULL);
+	cfg_free(c);
+	/* once per parameter, at the line that set it last, whatever the value */
+	CHECK(strstr(out, "noskip.ini:4: tcp_keepcnt is accepted but not in effect") != NULL);
+	CHECK(strstr(out, "noskip.ini:2: tcp_keepcnt") == NULL);
+	CHECK(strstr(out, "noskip.ini:3: auth_user is accepted but not in effect") != NULL);
+	CHECK(strstr(out, "pool_mode") == NULL);
+
+	/* a default nobody wrote down is not a warning */
+	capture_begin();
+	c = load_text("quiet.ini", "[pgpulse]\npool_mode = session\n", path, sizeof(path), err, sizeof(err));
+	out = capture_end();
+	CHECK(c != NULL);
+	cfg_free(c);
+	CHECK(strstr(out, "not in effect") == NULL);
 }
 
 static void test_unknown_parameter_is_a_warning_not_an_error(void)
@@ -1057,6 +1103,70 @@ static void test_example_config_lists_every_parameter_with_its_default(void)
 	}
 }
 
+/*
+ * doc/config.md's list of parameters accepted but not in effect is the
+ * table's: every row marked NOT_YET is a "- `name`" line of that section,
+ * and every such line names a NOT_YET row. The warning comes from the same
+ * rows, so the doc and what pgpulse says cannot drift.
+ */
+static void test_config_md_lists_exactly_the_parameters_not_in_effect(void)
+{
+	char path[4096];
+	const char *top = getenv("PGPULSE_SRCDIR");
+	if (!top)
+		top = getenv("srcdir");
+	snprintf(path, sizeof(path), "%s/doc/config.md", top ? top : ".");
+	FILE *f = fopen(path, "r");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	static char text[256 * 1024];
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	char *section = strstr(text, "\n## Accepted but not in effect\n");
+	CHECK(section != NULL);
+	if (!section)
+		return;
+	section++;
+	char *end = strstr(section, "\n## ");
+	if (end)
+		end[1] = '\0';
+
+	int listed = 0;
+	for (const char *l = strstr(section, "\n- `"); l; l = strstr(l + 1, "\n- `")) {
+		char name[128];
+		size_t len = strcspn(l + 4, "`");
+		if (len == 0 || len >= sizeof(name))
+			continue;
+		memcpy(name, l + 4, len);
+		name[len] = '\0';
+		bool not_yet = false;
+		for (int i = 0; i < cfg_param_count(); i++) {
+			struct cfg_param_info p;
+			if (cfg_param_get(NULL, i, &p) && strcmp(p.name, name) == 0)
+				not_yet = !p.in_effect;
+		}
+		if (!not_yet)
+			UNIT_FAIL_("doc/config.md lists \"%s\" as not in effect; the parameter table does not", name);
+		listed++;
+	}
+	int rows = 0;
+	for (int i = 0; i < cfg_param_count(); i++) {
+		struct cfg_param_info p;
+		if (!cfg_param_get(NULL, i, &p) || p.in_effect)
+			continue;
+		rows++;
+		char line[160];
+		snprintf(line, sizeof(line), "\n- `%s`", p.name);
+		if (!strstr(section, line))
+			UNIT_FAIL_("%s is not in effect, and doc/config.md's \"Accepted but not in effect\" does not say so",
+				   p.name);
+	}
+	CHECK(rows > 0);
+	CHECK_INT_EQ(listed, rows);
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/pgpulse-test-config-XXXXXX");
@@ -1094,6 +1204,8 @@ int main(void)
 	RUN(test_bad_value_error_names_file_line_and_parameter);
 	RUN(test_out_of_range_values_are_refused);
 	RUN(test_unknown_enum_value_is_an_error);
+	RUN(test_pam_and_ldap_are_refused_when_the_file_is_read);
+	RUN(test_parameter_not_in_effect_is_a_warning_naming_it);
 	RUN(test_unknown_parameter_is_a_warning_not_an_error);
 	RUN(test_unknown_section_is_a_warning_and_skipped);
 	RUN(test_line_without_equals_is_a_syntax_error);
@@ -1105,6 +1217,7 @@ int main(void)
 	RUN(test_enum_names_round_trip);
 	RUN(test_shipped_example_files_load);
 	RUN(test_example_config_lists_every_parameter_with_its_default);
+	RUN(test_config_md_lists_exactly_the_parameters_not_in_effect);
 
 	remove_tmpdir();
 	return UNIT_REPORT("config");

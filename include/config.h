@@ -126,6 +126,7 @@ struct cfg {
 	int auth_type;          /* enum auth_type, default md5 */
 	char *auth_file;
 	char *auth_hba_file;
+	char *auth_ident_file;
 	char *auth_user;
 	char *auth_query;
 	char *admin_users;

@@ -332,6 +332,7 @@ static const struct param params[] = {
 	{ "application_name_add_host", PT_BOOL,     "0",             NONE, RELOAD,  NULL,                    AT(application_name_add_host, bool), NULL },
 	{ "auth_file",                 PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_file, char *), NULL },
 	{ "auth_hba_file",             PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_hba_file, char *), NULL },
+	{ "auth_ident_file",           PT_STRING,   "",              NONE, RELOAD,  NULL,                    AT(auth_ident_file, char *), NULL },
 	{ "auth_query",                PT_STRING,   "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
 	                                                             NONE, RELOAD,  NULL,                    AT(auth_query, char *), NULL },
 	{ "auth_type",                 PT_ENUM,     "md5",           NONE, RELOAD,  NULL,                    AT(auth_type, int), auth_type_words },

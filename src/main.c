@@ -581,6 +581,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pgpulse: %s\n", err);
 		if (auth)
 			auth_file_free(auth);
+		hba_free(hba);
 		cfg_free(cfg);
 		return 1;
 	}
@@ -591,6 +592,7 @@ int main(int argc, char **argv)
 		tls_config_release();
 		if (auth)
 			auth_file_free(auth);
+		hba_free(hba);
 		cfg_free(cfg);
 		return 1;
 	}

@@ -20,6 +20,7 @@
 
 struct cfg;
 struct auth_file;
+struct hba;
 struct dns_resolver;
 
 enum shutdown_mode {
@@ -34,6 +35,7 @@ struct worker {
 	struct stream_loop streams; /* buffer cache, open streams, resume queue */
 	struct cfg *cfg;            /* in force; replaced whole on reload */
 	struct auth_file *auth;     /* the auth_file in force, or NULL */
+	struct hba *hba;            /* auth_type = hba: the auth_hba_file's rules, else NULL */
 	struct dns_resolver *dns;   /* server host names, resolved in this loop */
 
 	struct list databases;      /* struct pool_db, by name */

@@ -19,11 +19,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -32,6 +34,7 @@
 #include "config.h"
 #include "intern.h"
 #include "fingerprint.h"
+#include "hba.h"
 #include "log.h"
 #include "normalize.h"
 #include "pool.h"
@@ -580,10 +583,122 @@ static bool certificate_names_user(struct client *c)
 	return true;
 }
 
+/* the operating-system user at the other end of a unix socket (SO_PEERCRED); name may be NULL */
+static bool peer_os_user(const struct client *c, uid_t *uid, char *name, size_t len)
+{
+	struct ucred cred;
+	socklen_t cred_len = sizeof(cred);
+	if (!client_is_unix(c) || getsockopt(c->st.fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0)
+		return false;
+	*uid = cred.uid;
+	if (!name)
+		return true;
+	struct passwd pw, *found = NULL;
+	char buf[4096];
+	if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) != 0 || !found)
+		return false;
+	str_copy(name, pw.pw_name, len);
+	return true;
+}
+
+/*
+ * PgBouncer's rule: over the unix socket, the operating-system user the
+ * pooler runs as opens the admin console as user "pgbouncer" (here also
+ * "pgpulse") without a password, whatever auth_type says.
+ */
+static bool console_from_own_os_user(const struct client *c)
+{
+	uid_t uid;
+	return c->is_admin && (strcmp(c->user, "pgbouncer") == 0 || strcmp(c->user, "pgpulse") == 0) &&
+	       peer_os_user(c, &uid, NULL, 0) && uid == geteuid();
+}
+
+/* hba's cert: a verified certificate whose common name is the user, or maps to it */
+static bool hba_certificate_allows(struct client *c, const char *map)
+{
+	char cn[256];
+	if (!c->st.tls || !tls_peer_common_name(c->st.tls, cn, sizeof(cn))) {
+		client_fatal(c, "28000", "connection requires a valid client certificate");
+		return false;
+	}
+	if (map ? hba_ident_allows(worker->hba, map, cn, c->user) : strcmp(cn, c->user) == 0)
+		return true;
+	log_info("C-%llu %s: certificate common name \"%s\" may not log in as \"%s\"%s%s",
+		 (unsigned long long)c->id, c->addr, cn, c->user, map ? " by ident map " : "", map ? map : "");
+	client_fatal(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+	return false;
+}
+
+/* hba's peer: the socket's operating-system user is the user, or maps to it */
+static bool hba_peer_allows(struct client *c, const char *map)
+{
+	char name[256];
+	uid_t uid;
+	if (!peer_os_user(c, &uid, name, sizeof(name))) {
+		client_fatal(c, "28000", "could not get the peer's operating-system user name");
+		return false;
+	}
+	if (map ? hba_ident_allows(worker->hba, map, name, c->user) : strcmp(name, c->user) == 0)
+		return true;
+	if (map)
+		log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"",
+			 (unsigned long long)c->id, map, c->user, name);
+	else
+		log_info("C-%llu: peer \"%s\" is not user \"%s\"", (unsigned long long)c->id, name, c->user);
+	client_fatal(c, "28000", "peer authentication failed for user \"%s\"", c->user);
+	return false;
+}
+
+/*
+ * auth_type = hba: the first matching rule decides. Its password methods
+ * become the auth_type whose exchange runs below (true); reject, no rule,
+ * peer and cert are settled here (false: the client is closed or has
+ * entered its pool).
+ */
+static bool hba_method_as_auth_type(struct client *c, int *type)
+{
+	struct hba_client hc = { client_is_unix(c), c->st.tls != NULL, &c->peer_addr.sa, c->dbname, c->user };
+	struct hba_verdict v;
+	char host[64];
+	const char *enc = c->st.tls ? "SSL encryption" : "no encryption";
+	if (!hba_match(worker->hba, &hc, &v)) {
+		client_fatal(c, "28000", "no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", %s",
+			     hba_host_text(&hc, host, sizeof(host)), c->user, c->dbname, enc);
+		return false;
+	}
+	log_debug("C-%llu %s/%s %s: %s:%d: %s", (unsigned long long)c->id, c->dbname, c->user, c->addr, v.file,
+		  v.line, hba_method_name(v.method));
+	switch (v.method) {
+	case HBA_TRUST: *type = AUTH_TRUST; return true;
+	case HBA_MD5: *type = AUTH_MD5; return true;
+	case HBA_PASSWORD: *type = AUTH_PLAIN; return true;
+	case HBA_SCRAM: *type = AUTH_SCRAM; return true;
+	case HBA_REJECT:
+		client_fatal(c, "28000", "pg_hba.conf rejects connection for host \"%s\", user \"%s\", database \"%s\", %s",
+			     hba_host_text(&hc, host, sizeof(host)), c->user, c->dbname, enc);
+		return false;
+	case HBA_CERT:
+		if (hba_certificate_allows(c, v.map))
+			enter_pool(c);
+		return false;
+	case HBA_PEER:
+		if (hba_peer_allows(c, v.map))
+			enter_pool(c);
+		return false;
+	}
+	return false;
+}
+
 static void begin_authentication(struct client *c)
 {
 	const struct cfg *cfg = worker->cfg;
 	int type = cfg->auth_type;
+	if (console_from_own_os_user(c)) {
+		enter_pool(c);
+		return;
+	}
+	if (type == AUTH_HBA && !hba_method_as_auth_type(c, &type))
+		return;
 	const char *secret = worker->auth ? auth_file_lookup(worker->auth, c->user) : NULL;
 	bool from_auth_file = secret != NULL;
 	if (!secret && c->db->password && c->db->forced_user && strcmp(c->db->forced_user, c->user) == 0)
@@ -652,6 +767,10 @@ static void begin_authentication(struct client *c)
 static bool check_admin_access(struct client *c)
 {
 	const struct cfg *cfg = worker->cfg;
+	if (console_from_own_os_user(c)) {
+		c->admin_may_change = true;
+		return true;
+	}
 	if (cfg_list_contains(cfg->admin_users, c->user)) {
 		c->admin_may_change = true;
 		return true;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "hba.h"
 #include "client.h"
 #include "cancel.h"
 #include "config.h"
@@ -203,6 +204,20 @@ static bool load_auth_file(const struct cfg *cfg, struct auth_file **out, char *
 	return false;
 }
 
+/* auth_type = hba: the auth_hba_file's rules (and auth_ident_file's maps), else NULL */
+static bool load_hba(const struct cfg *cfg, struct hba **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (cfg->auth_type != AUTH_HBA)
+		return true;
+	if (!cfg->auth_hba_file || !*cfg->auth_hba_file) {
+		snprintf(err, errlen, "auth_type = hba needs auth_hba_file");
+		return false;
+	}
+	*out = hba_load(cfg->auth_hba_file, cfg->auth_ident_file, err, errlen);
+	return *out != NULL;
+}
+
 static void warn_about_restart_only_changes(const struct cfg *old, const struct cfg *fresh)
 {
 	for (int i = 0; i < cfg_param_count(); i++) {
@@ -246,9 +261,14 @@ bool worker_reload(char *err, size_t errlen)
 	struct auth_file *auth;
 	if (!load_auth_file(fresh, &auth, err, errlen))
 		return reload_refused(fresh, NULL, err);
-	struct tls_config *tls = tls_config_build(fresh, err, errlen);
-	if (!tls)
+	struct hba *hba;
+	if (!load_hba(fresh, &hba, err, errlen))
 		return reload_refused(fresh, auth, err);
+	struct tls_config *tls = tls_config_build(fresh, err, errlen);
+	if (!tls) {
+		hba_free(hba);
+		return reload_refused(fresh, auth, err);
+	}
 	tls_config_install(tls);
 	warn_about_restart_only_changes(worker->cfg, fresh);
 	cfg_free(worker->cfg);
@@ -257,6 +277,8 @@ bool worker_reload(char *err, size_t errlen)
 	if (worker->auth)
 		auth_file_free(worker->auth);
 	worker->auth = auth;
+	hba_free(worker->hba);
+	worker->hba = hba;
 	worker_apply_config();
 	raise_fd_limit(worker->cfg);
 	log_info("configuration reloaded from %s", path);
@@ -523,6 +545,7 @@ static void free_everything(void)
 	event_free(worker->reaper);
 	if (worker->auth)
 		auth_file_free(worker->auth);
+	hba_free(worker->hba);
 	cfg_free(worker->cfg);
 	tls_config_release();
 	stream_loop_free(&worker->streams);
@@ -607,6 +630,14 @@ int main(int argc, char **argv)
 		cfg_free(cfg);
 		return 1;
 	}
+	struct hba *hba;
+	if (!load_hba(cfg, &hba, err, sizeof(err))) {
+		fprintf(stderr, "pgpulse: %s\n", err);
+		if (auth)
+			auth_file_free(auth);
+		cfg_free(cfg);
+		return 1;
+	}
 	if (daemon_mode && (!cfg->logfile || !*cfg->logfile) && !cfg->syslog) {
 		fprintf(stderr, "pgpulse: -d needs logfile or syslog, or nothing would be logged\n");
 		cfg_free(cfg);
@@ -621,6 +652,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pgpulse: %s\n", err);
 		if (auth)
 			auth_file_free(auth);
+		hba_free(hba);
 		cfg_free(cfg);
 		return 1;
 	}
@@ -631,12 +663,14 @@ int main(int argc, char **argv)
 		tls_config_release();
 		if (auth)
 			auth_file_free(auth);
+		hba_free(hba);
 		cfg_free(cfg);
 		return 1;
 	}
 	raise_fd_limit(cfg);
 
 	worker_init(cfg, auth);
+	worker->hba = hba;
 	stream_set_buffer_size(&worker->streams, (uint32_t)cfg->pkt_buf);
 	telemetry_enabled = cfg->telemetry;
 

@@ -893,13 +893,20 @@ class RawConn:
     message at a time."""
 
     def __init__(self, port, user="app", password="app_pw", database="appdb", params=None,
-                 timeout=10.0, rcvbuf=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                 timeout=10.0, rcvbuf=None, unix_dir=None):
+        if unix_dir:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             # before connect(), so the TCP window starts small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
+        if unix_dir:
+            self.sock.connect(os.path.join(unix_dir, f".s.PGSQL.{port}"))
+        else:
+            self.sock.connect(("127.0.0.1", port))
+        self.auth_codes = []  # every authentication request received, AuthenticationOk (0) included
         self.buf = bytearray()
         self.params = {}
         self.backend_key = None
@@ -978,6 +985,7 @@ class RawConn:
             t, body = self.recv_msg()
             if t == "R":
                 (code,) = struct.unpack_from("!I", body)
+                self.auth_codes.append(code)
                 if code == 0:
                     continue
                 if code == 3:
@@ -1391,3 +1399,42 @@ def built_with_asan(path):
     """ASan's shadow memory and quarantine make RSS meaningless as a bound."""
     with open(path, "rb") as f:
         return b"__asan_init" in f.read()
+
+
+# ---------------------------------------------------------------- certificates
+
+class Certs:
+    """Files of the throwaway PKI, by name: ca, other_ca (crt, key) and
+    leaf certificates signed by one of them."""
+
+    def __init__(self, directory):
+        self.dir = directory
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _openssl(self, *args):
+        r = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=self.dir)
+        assert r.returncode == 0, f"openssl {' '.join(args)}: {r.stderr}"
+
+    def make_ca(self, name, cn):
+        self._openssl("req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:prime256v1", "-keyout", f"{name}.key", "-out",
+                      f"{name}.crt", "-days", "2", "-subj", f"/CN={cn}")
+        os.chmod(self.path(f"{name}.key"), 0o600)
+
+    def make_leaf(self, name, cn, ca="ca", san=None):
+        ext = self.path(f"{name}.ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\n"
+                    "keyUsage=digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n")
+            if san:
+                f.write(f"subjectAltName={san}\n")
+        self._openssl("req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:prime256v1", "-keyout", f"{name}.key", "-out",
+                      f"{name}.csr", "-subj", f"/CN={cn}")
+        self._openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey",
+                      f"{ca}.key", "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+                      "-extfile", f"{name}.ext")
+        os.chmod(self.path(f"{name}.key"), 0o600)

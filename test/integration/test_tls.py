@@ -20,7 +20,7 @@ import threading
 import psycopg
 import pytest
 
-from pgpulse_harness import PostgreSQL, query_message, raw_startup, read_message, wait_until
+from pgpulse_harness import Certs, PostgreSQL, query_message, raw_startup, read_message, wait_until
 
 USERS = {"app": "app_pw", "admin": "admin_pw", "md5user": "md5_pw"}
 
@@ -28,43 +28,6 @@ SSL_REQUEST = struct.pack("!II", 8, 80877103)
 
 
 # ---------------------------------------------------------------- certificates
-
-class Certs:
-    """Files of the throwaway PKI, by name: ca, other_ca (crt, key) and
-    leaf certificates signed by one of them."""
-
-    def __init__(self, directory):
-        self.dir = directory
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-    def _openssl(self, *args):
-        r = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=self.dir)
-        assert r.returncode == 0, f"openssl {' '.join(args)}: {r.stderr}"
-
-    def make_ca(self, name, cn):
-        self._openssl("req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
-                      "ec_paramgen_curve:prime256v1", "-keyout", f"{name}.key", "-out",
-                      f"{name}.crt", "-days", "2", "-subj", f"/CN={cn}")
-        os.chmod(self.path(f"{name}.key"), 0o600)
-
-    def make_leaf(self, name, cn, ca="ca", san=None):
-        ext = self.path(f"{name}.ext")
-        with open(ext, "w") as f:
-            f.write("basicConstraints=CA:FALSE\n"
-                    "keyUsage=digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=serverAuth,clientAuth\n")
-            if san:
-                f.write(f"subjectAltName={san}\n")
-        self._openssl("req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
-                      "ec_paramgen_curve:prime256v1", "-keyout", f"{name}.key", "-out",
-                      f"{name}.csr", "-subj", f"/CN={cn}")
-        self._openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey",
-                      f"{ca}.key", "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
-                      "-extfile", f"{name}.ext")
-        os.chmod(self.path(f"{name}.key"), 0o600)
-
 
 @pytest.fixture(scope="module")
 def certs(session_dir):

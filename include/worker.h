@@ -21,6 +21,7 @@
 struct cfg;
 struct auth_file;
 struct dns_resolver;
+struct ps_table;
 
 enum shutdown_mode {
 	SHUTDOWN_NONE = 0,
@@ -53,6 +54,7 @@ struct worker {
 	bool suspended;             /* SUSPEND in force (control.c) */
 	int64_t suspend_started;    /* monotonic usec */
 	char normalized[NORMALIZE_MAX + 8]; /* a request's normalized text (client.c) */
+	struct ps_table *prepared;  /* shared prepared statements (prepared.c), made at first use */
 
 	enum shutdown_mode shutdown;
 	bool paused_all;            /* SIGINT shutdown: no new server work */

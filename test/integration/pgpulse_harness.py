@@ -1312,14 +1312,48 @@ class TcpProxy:
             t.join(5)
 
 
-def parse_message(sql, name=""):
-    """Parse (extended protocol) of `sql` as statement `name`, no parameter types."""
-    body = name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", 0)
+def parse_message(sql, name="", types=()):
+    """Parse (extended protocol) of `sql` as statement `name`; `types`: parameter type OIDs."""
+    body = (name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", len(types))
+            + b"".join(struct.pack("!I", t) for t in types))
     return b"P" + struct.pack("!I", len(body) + 4) + body
 
 
 def sync_message():
     return b"S" + struct.pack("!I", 4)
+
+
+def bind_message(params=(), stmt="", portal=""):
+    """Bind with every parameter and result in text format (None is NULL)."""
+    body = cstr(portal) + cstr(stmt) + struct.pack("!H", 0) + struct.pack("!H", len(params))
+    for p in params:
+        if p is None:
+            body += struct.pack("!i", -1)
+        else:
+            b = str(p).encode()
+            body += struct.pack("!i", len(b)) + b
+    return message("B", body + struct.pack("!H", 0))
+
+
+def describe_message(kind, name=""):
+    return message("D", kind.encode() + cstr(name))
+
+
+def execute_message(portal="", max_rows=0):
+    return message("E", cstr(portal) + struct.pack("!I", max_rows))
+
+
+def close_message(kind, name=""):
+    return message("C", kind.encode() + cstr(name))
+
+
+def flush_message():
+    return message("H")
+
+
+def message_types(msgs):
+    """'1' + '2' + ... for a list of (type, body) as RawConn returns them."""
+    return "".join(t for t, _ in msgs)
 
 
 # ---------------------------------------------------------------- memory

@@ -15,6 +15,7 @@ Everything listens on 127.0.0.1 or on unix sockets in private temp dirs.
 """
 
 import base64
+import contextlib
 import ctypes
 import glob
 import hashlib
@@ -1349,6 +1350,21 @@ def close_message(kind, name=""):
 
 def flush_message():
     return message("H")
+
+
+@contextlib.contextmanager
+def holding_server(pp):
+    """In transaction pooling, keep the server most recently released (the
+    one an idle pool hands out next) busy in a transaction of another client
+    while the block runs: the next request of any other client goes to a
+    different server connection."""
+    holder = pp.connect(prepare_threshold=None)
+    try:
+        holder.execute("SELECT 1")
+        yield holder
+    finally:
+        holder.rollback()
+        holder.close()
 
 
 def message_types(msgs):

@@ -19,8 +19,8 @@ import pytest
 
 from pgpulse_harness import (RawConn, bind_message, close_message, cstr, data_row,
                              describe_message, error_fields, execute_message, flush_message,
-                             message, message_types, parse_message, pgbench, query_message,
-                             sync_message, wait_until)
+                             holding_server, message, message_types, parse_message, pgbench,
+                             query_message, sync_message)
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 SYNC = sync_message()
@@ -57,21 +57,9 @@ def table(pg):
     pg.query(f"DROP TABLE IF EXISTS {name}", dbname="appdb")
 
 
-def server_statements(pg):
-    """Names of the protocol-level statements prepared on appdb's backends, per backend."""
-    return pg.query("SELECT count(*) FROM pg_stat_activity WHERE datname = 'appdb'")
-
-
 def stats(pp):
     rows = pp.show("STATS")
     return next(r for r in rows if r["database"] == "appdb")
-
-
-def hold_server(pp):
-    """A client inside a transaction: one server is taken until rollback()."""
-    conn = pp.connect(prepare_threshold=None)
-    conn.execute("SELECT 1")
-    return conn
 
 
 # ------------------------------------------------------------ drivers' defaults
@@ -187,14 +175,17 @@ def test_max_prepared_statements_2_evicts_under_load(pgpulse):
 # ------------------------------------------------------------ protocol corners
 
 def test_duplicate_name_gets_42P05_and_the_rest_of_the_batch_is_skipped(pgpulse, table):
-    pp = start(pgpulse, pool_size=1)
+    """The name is the client's, whichever server it gets: a second Parse of
+    it fails as on PostgreSQL, on a server that never saw the first."""
+    pp = start(pgpulse, pool_size=2)
     with RawConn(pp.port) as c:
         c.send(parse_message("SELECT 1", "dup"), SYNC)
         assert message_types(c.until_ready()) == "1Z"
-        # an insert before the error is rolled back with the batch's implicit transaction
-        c.send(parse_message(f"INSERT INTO {table} VALUES (1, 'one')"), bind_message(), execute_message(),
+        with holding_server(pp):
+            # an insert before the error is rolled back with the batch's implicit transaction
+            c.send(parse_message(f"INSERT INTO {table} VALUES (1, 'one')"), bind_message(), execute_message(),
                parse_message("SELECT 2", "dup"), bind_message(stmt="dup"), execute_message(), SYNC)
-        msgs = c.until_ready()
+            msgs = c.until_ready()
         assert message_types(msgs) == "12CEZ", msgs
         err = error_fields(msgs[3][1])
         assert err["C"] == "42P05" and err["M"] == 'prepared statement "dup" already exists', err
@@ -208,12 +199,13 @@ def test_duplicate_name_gets_42P05_and_the_rest_of_the_batch_is_skipped(pgpulse,
 
 
 def test_duplicate_name_inside_a_transaction_block_aborts_it(pgpulse):
-    pp = start(pgpulse, pool_size=1)
+    pp = start(pgpulse, pool_size=2)
     with RawConn(pp.port) as c:
         c.send(parse_message("SELECT 1", "d2"), SYNC)
         assert message_types(c.until_ready()) == "1Z"
-        c.send(query_message("BEGIN"))
-        c.until_ready()
+        with holding_server(pp):
+            c.send(query_message("BEGIN"))
+            c.until_ready()
         c.send(parse_message("SELECT 1", "d2"), SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "EZ"
@@ -227,6 +219,10 @@ def test_duplicate_name_inside_a_transaction_block_aborts_it(pgpulse):
 def test_unknown_statement_gets_26000_for_bind_and_describe(pgpulse):
     pp = start(pgpulse)
     with RawConn(pp.port) as c:
+        c.send(parse_message("SELECT 'known'", "known"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        hold = holding_server(pp)
+        hold.__enter__()
         c.send(bind_message(stmt="nope"), execute_message(), SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "EZ"
@@ -239,7 +235,11 @@ def test_unknown_statement_gets_26000_for_bind_and_describe(pgpulse):
         # Close of an unknown statement is no error, as in PostgreSQL
         c.send(close_message("S", "nope"), SYNC)
         assert message_types(c.until_ready()) == "3Z"
-        assert c.query("SELECT 'usable'") == [["usable"]]
+        # on this other server, the known name works
+        c.send(bind_message(stmt="known"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "2DCZ" and data_row(msgs[1][1]) == ["known"]
+        hold.__exit__(None, None, None)
 
 
 def test_close_then_parse_the_same_name_again(pgpulse):
@@ -248,8 +248,9 @@ def test_close_then_parse_the_same_name_again(pgpulse):
         c.send(parse_message("SELECT 'first'", "s"), bind_message(stmt="s"), execute_message(), SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "12DCZ"
-        c.send(close_message("S", "s"), SYNC)
-        assert message_types(c.until_ready()) == "3Z"
+        with holding_server(pp):
+            c.send(close_message("S", "s"), SYNC)
+            assert message_types(c.until_ready()) == "3Z"
         c.send(parse_message("SELECT 'second'", "s"), bind_message(stmt="s"), execute_message(), SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "12DCZ"
@@ -264,11 +265,13 @@ def test_deallocate_all_and_discard_all_clear_the_clients_statements(pgpulse):
         for command in ("DEALLOCATE ALL", "DISCARD ALL"):
             c.send(parse_message("SELECT 1", "a"), SYNC)
             assert message_types(c.until_ready()) == "1Z"
-            c.send(query_message(command))
-            msgs = c.until_ready()
+            with holding_server(pp):  # on the other server: this client's statements go all the same
+                c.send(query_message(command))
+                msgs = c.until_ready()
             assert message_types(msgs) == "CZ", msgs
-            c.send(bind_message(stmt="a"), execute_message(), SYNC)
-            msgs = c.until_ready()
+            with holding_server(pp):
+                c.send(bind_message(stmt="a"), execute_message(), SYNC)
+                msgs = c.until_ready()
             assert message_types(msgs) == "EZ", (command, msgs)
             assert error_fields(msgs[0][1])["C"] == "26000"
         # and the servers prepare their statements again when asked
@@ -280,10 +283,12 @@ def test_error_mid_pipeline_skips_to_sync_and_names_stay_true(pgpulse):
     """Pipelined batches; the second fails at its Execute: its Parse of s2
     is skipped by PostgreSQL, so s2 must not exist for the client; the third
     batch runs."""
-    pp = start(pgpulse, pool_size=1)
+    pp = start(pgpulse, pool_size=2)
     with RawConn(pp.port) as c:
         c.send(parse_message("SELECT 10 / ($1::int + (random() * 0)::int)", "div"), SYNC)
         assert message_types(c.until_ready()) == "1Z"
+        hold = holding_server(pp)
+        hold.__enter__()  # the pipeline runs on the other server
         c.send(bind_message([2], stmt="div"), execute_message(), SYNC,
                bind_message([0], stmt="div"), execute_message(), parse_message("SELECT 2", "s2"),
                bind_message(stmt="s2"), execute_message(), SYNC,
@@ -298,22 +303,23 @@ def test_error_mid_pipeline_skips_to_sync_and_names_stay_true(pgpulse):
         c.send(bind_message(stmt="s2"), execute_message(), SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000"
+        hold.__exit__(None, None, None)
 
 
 def test_answered_parse_complete_after_a_server_error_is_dropped(pgpulse):
     """The server has 'SELECT 3' already (another client prepared it), so
     pgpulse would answer this client's Parse itself; but an error earlier in
     the batch means PostgreSQL would not have sent that ParseComplete."""
-    pp = start(pgpulse, pool_size=1)
-    with RawConn(pp.port) as a:
-        a.send(parse_message("SELECT 3", "three"), SYNC)
-        assert message_types(a.until_ready()) == "1Z"
-    with RawConn(pp.port) as c:
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port) as a, RawConn(pp.port) as c:
         c.send(parse_message("SELECT 1 / ($1::int + (random() * 0)::int)", "bad"), SYNC)
         assert message_types(c.until_ready()) == "1Z"
-        c.send(bind_message([0], stmt="bad"), execute_message(), parse_message("SELECT 3", "mine"),
-               bind_message(stmt="mine"), execute_message(), SYNC)
-        msgs = c.until_ready()
+        with holding_server(pp):  # both on the other server, which gets 'SELECT 3' first
+            a.send(parse_message("SELECT 3", "three"), SYNC)
+            assert message_types(a.until_ready()) == "1Z"
+            c.send(bind_message([0], stmt="bad"), execute_message(), parse_message("SELECT 3", "mine"),
+                   bind_message(stmt="mine"), execute_message(), SYNC)
+            msgs = c.until_ready()
         assert message_types(msgs) == "2EZ", msgs
         c.send(describe_message("S", "mine"), SYNC)
         msgs = c.until_ready()
@@ -329,19 +335,23 @@ def test_answered_parse_complete_after_a_server_error_is_dropped(pgpulse):
 def test_parse_failing_on_the_server_leaves_no_name_behind(pgpulse):
     pp = start(pgpulse)
     with RawConn(pp.port) as c:
-        c.send(parse_message("SELEC 1", "typo"), SYNC)
+        c.send(parse_message("SELECT 'good'", "good"), parse_message("SELEC 1", "typo"), SYNC)
         msgs = c.until_ready()
-        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "42601"
-        c.send(bind_message(stmt="typo"), execute_message(), SYNC)
-        msgs = c.until_ready()
-        assert error_fields(msgs[0][1])["C"] == "26000", msgs
+        assert message_types(msgs) == "1EZ" and error_fields(msgs[1][1])["C"] == "42601"
+        with holding_server(pp):
+            c.send(bind_message(stmt="typo"), execute_message(), SYNC)
+            msgs = c.until_ready()
+            assert error_fields(msgs[0][1])["C"] == "26000", msgs
+            c.send(bind_message(stmt="good"), execute_message(), SYNC)
+            msgs = c.until_ready()
+            assert message_types(msgs) == "2DCZ" and data_row(msgs[1][1]) == ["good"]
         c.send(parse_message("SELECT 'fixed'", "typo"), bind_message(stmt="typo"), execute_message(), SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "12DCZ" and data_row(msgs[2][1]) == ["fixed"]
 
 
 def test_copy_from_stdin_through_a_named_statement(pgpulse, table):
-    pp = start(pgpulse, pool_size=1, extra="query_wait_timeout = 5")
+    pp = start(pgpulse, pool_size=2, extra="query_wait_timeout = 5")
     with RawConn(pp.port) as c:
         c.send(parse_message(f"COPY {table} FROM STDIN", "cp"), bind_message(stmt="cp"), execute_message(), SYNC)
         seen = []
@@ -352,16 +362,17 @@ def test_copy_from_stdin_through_a_named_statement(pgpulse, table):
         msgs = c.until_ready()
         assert message_types(msgs) == "CZ", msgs
         assert c.query(f"SELECT count(*) FROM {table}") == [["2"]]
-        # and again, on a server that has the statement already
-        c.send(bind_message(stmt="cp"), execute_message(), SYNC)
-        assert c.recv_msg()[0] == "2" and c.recv_msg()[0] == "G"
-        c.send(message("d", b"3\tthree\n"), message("c"), SYNC)
-        assert message_types(c.until_ready()) == "CZ"
+        # and again, on a server that must prepare it first
+        with holding_server(pp):
+            c.send(bind_message(stmt="cp"), execute_message(), SYNC)
+            assert c.recv_msg()[0] == "2" and c.recv_msg()[0] == "G"
+            c.send(message("d", b"3\tthree\n"), message("c"), SYNC)
+            assert message_types(c.until_ready()) == "CZ"
         assert c.query(f"SELECT count(*) FROM {table}") == [["3"]]
 
 
 def test_flush_gets_the_answered_parse_complete_without_sync(pgpulse):
-    pp = start(pgpulse, pool_size=1)
+    pp = start(pgpulse, pool_size=2)
     with RawConn(pp.port, timeout=5) as c:
         c.send(parse_message("SELECT $1::text", "f1"), SYNC)
         assert message_types(c.until_ready()) == "1Z"
@@ -371,33 +382,43 @@ def test_flush_gets_the_answered_parse_complete_without_sync(pgpulse):
         c.send(bind_message(["hi"], stmt="f2"), execute_message(), SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "2DCZ" and data_row(msgs[1][1]) == ["hi"]
+        with holding_server(pp):
+            c.send(bind_message(["there"], stmt="f2"), execute_message(), SYNC)
+            msgs = c.until_ready()
+            assert message_types(msgs) == "2DCZ" and data_row(msgs[1][1]) == ["there"]
 
 
 def test_client_leaving_mid_batch_leaves_pgpulse_healthy(pgpulse):
     pp = start(pgpulse, pool_size=1, extra="query_wait_timeout = 5")
-    c = RawConn(pp.port)
-    c.send(parse_message("SELECT pg_sleep(0.2)", "zz"), bind_message(stmt="zz"), execute_message())
-    time.sleep(0.05)
-    c.sock.close()
     with RawConn(pp.port) as d:
-        d.send(parse_message("SELECT pg_sleep(0.2)", "zz"), bind_message(stmt="zz"), execute_message(), SYNC)
-        assert message_types(d.until_ready()) == "12DCZ"
+        d.send(parse_message("SELECT 'mine'", "mine"), SYNC)
+        assert message_types(d.until_ready()) == "1Z"
+        c = RawConn(pp.port)
+        c.send(parse_message("SELECT pg_sleep(0.2)", "zz"), bind_message(stmt="zz"), execute_message())
+        time.sleep(0.05)
+        c.sock.close()  # its server is closed: it was mid-batch
+        d.send(bind_message(stmt="mine"), execute_message(), SYNC)
+        msgs = d.until_ready()
+        assert message_types(msgs) == "2DCZ" and data_row(msgs[1][1]) == ["mine"]
 
 
 def test_deep_pipeline_of_named_statements(pgpulse):
-    pp = start(pgpulse, pool_size=1, extra="max_prepared_statements = 3")
+    """Seven statements prepared on one server, then 50 pipelined batches on
+    the other, which may hold three: each batch's statement is prepared
+    there (evicting another) ahead of its Bind."""
+    pp = start(pgpulse, pool_size=2, extra="max_prepared_statements = 3")
     with RawConn(pp.port) as c:
-        msgs = []
-        for i in range(50):
-            name = f"p{i % 7}"
-            if i < 7:
-                msgs.append(parse_message(f"SELECT {i % 7} + $1::int", name))
-            msgs += [bind_message([i], stmt=name), execute_message(), SYNC]
-        c.send(*msgs)
-        for i in range(50):
-            got = c.until_ready()
-            rows = [data_row(b) for t, b in got if t == "D"]
-            assert rows == [[str(i % 7 + i)]], (i, got)
+        c.send(*[parse_message(f"SELECT {k} + $1::int", f"p{k}") for k in range(7)], SYNC)
+        assert message_types(c.until_ready()) == "1111111Z"
+        with holding_server(pp):
+            msgs = []
+            for i in range(50):
+                msgs += [bind_message([i], stmt=f"p{i % 7}"), execute_message(), SYNC]
+            c.send(*msgs)
+            for i in range(50):
+                got = c.until_ready()
+                rows = [data_row(b) for t, b in got if t == "D"]
+                assert rows == [[str(i % 7 + i)]], (i, got)
 
 
 def test_statement_changing_result_type_is_prepared_again(pgpulse, pg, table):

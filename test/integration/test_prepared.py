@@ -465,6 +465,49 @@ def test_statement_changing_result_type_is_prepared_again(pgpulse, pg, table):
                                 prepare=True).fetchone() == (1, "one", 7)
 
 
+def test_pipeline_deeper_than_the_reply_queue_holds(pgpulse):
+    """6,000 Bind/Execute/Sync batches written at once (18,000 replies due):
+    pgpulse stops reading the client while 16,384 are queued and goes on as
+    they come back; every batch gets its own row."""
+    pp = start(pgpulse, pool_size=2)
+    n = 6000
+    with RawConn(pp.port, timeout=60) as c:
+        c.send(parse_message("SELECT $1::int", "n"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        blob = b"".join(bind_message([i], stmt="n") + execute_message() + SYNC for i in range(n))
+        with holding_server(pp):  # on the server that does not have it yet
+            sender = threading.Thread(target=c.send, args=(blob,))
+            sender.start()
+            for i in range(n):
+                got = c.until_ready()
+                assert message_types(got) == "2DCZ" and data_row(got[1][1]) == [str(i)], (i, got)
+            sender.join(30)
+        assert c.query("SELECT 'after'") == [["after"]]
+
+
+def test_statement_mode_carries_named_statements(pgpulse):
+    pp = start(pgpulse, pool_mode="statement", pool_size=2)
+    with pp.connect(autocommit=True) as a, pp.connect(autocommit=True) as b:
+        for i in range(10):
+            assert a.execute("SELECT %s::int * 3", (i,), prepare=True).fetchone() == (3 * i,)
+            assert b.execute("SELECT %s::int * 3", (i,), prepare=True).fetchone() == (3 * i,)
+    assert int(stats(pp)["total_server_parse_count"]) <= 2
+
+
+def test_bind_only_requests_count_for_their_statement_beyond_eight(pgpulse):
+    """Twelve statements, each prepared once and then only bound: SHOW
+    QUERIES gives each its own calls, whichever server ran them."""
+    pp = start(pgpulse, pool_size=2)
+    with pp.connect(autocommit=True) as conn:
+        for rep in range(3):
+            for k in range(12):
+                assert conn.execute(f"SELECT %s::int AS c{k}", (rep,), prepare=True).fetchone() == (rep,)
+    rows = {r["query"]: int(r["calls"]) for r in pp.show("QUERIES")}
+    # psycopg's Parse + Sync is a request of its own, then three Bind-only ones
+    for k in range(12):
+        assert rows.get(f"select ?::int as c{k}") == 4, rows
+
+
 # ------------------------------------------------------------ visibility and modes
 
 def test_show_commands_report_statements_and_reuse(pgpulse):

@@ -27,10 +27,12 @@
  */
 #include "prepared.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "client.h"
 #include "config.h"
@@ -48,6 +50,7 @@
 #define PS_QUEUE_MAX 16384                 /* replies expected from one server at a time */
 #define PS_CLIENT_MIN_NAMES 1000           /* names one client may keep, at least */
 #define PS_CLIENT_FACTOR 4                 /* ... or this many times max_prepared_statements */
+#define PS_DEALLOCATE_MAX 300              /* longest "DEALLOCATE name" worth reading whole */
 
 /* one distinct (query text, parameter types); servers know it as PGPULSE_<id> */
 struct ps_stmt {
@@ -101,7 +104,7 @@ enum ps_kind {
 struct ps_reply {
 	uint8_t kind;
 	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's */
-	bool got_params;      /* Describe statement: its ParameterDescription came */
+	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
 };
@@ -411,7 +414,8 @@ static struct ps_reply *q_at(const struct ps_server *sp, uint32_t i)
 	return &sp->q[(sp->q_head + i) & (sp->q_cap - 1)];
 }
 
-static void q_push(struct ps_server *sp, enum ps_kind kind, bool swallow, struct ps_stmt *st, char *text)
+static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swallow, struct ps_stmt *st,
+			       char *text)
 {
 	if (sp->q_len == sp->q_cap) {
 		uint32_t cap = sp->q_cap ? sp->q_cap * 2 : 16;
@@ -426,6 +430,7 @@ static void q_push(struct ps_server *sp, enum ps_kind kind, bool swallow, struct
 	struct ps_reply *e = q_at(sp, sp->q_len++);
 	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text };
 	stmt_hold(st);
+	return e;
 }
 
 static void reply_free(struct ps_reply *e)
@@ -509,7 +514,7 @@ static void undo(struct server *s, const struct ps_reply *e)
 			name_remove(m, e->text, e->stmt);
 		break;
 	case RQ_CLOSE:
-		if (e->swallow && e->stmt)
+		if (e->restore)
 			held_add(sp, e->stmt);
 		break;
 	case SY_PARSE_COMPLETE:
@@ -600,7 +605,7 @@ static bool evict_one(struct server *s)
 	if (!victim)
 		return false;
 	put_close(stream_out(&s->st), victim);
-	q_push(sp, RQ_CLOSE, true, victim, NULL);
+	q_push(sp, RQ_CLOSE, true, victim, NULL)->restore = true;
 	victim->evictions++;
 	sp->evictions++;
 	held_remove(sp, victim);
@@ -608,20 +613,22 @@ static bool evict_one(struct server *s)
 }
 
 /*
- * Prepare st on the server: a stale copy is closed first, the least recently
- * used statement goes when the set is full. client_name: the client's own
- * Parse (its ParseComplete is the client's); NULL: pgpulse's (swallowed).
+ * Prepare st on the server, the least recently used statement going when the
+ * set is full. A Close goes first, always: it drops a stale copy, and it
+ * makes the Parse safe even if the server's statements drifted from the set
+ * (a DEALLOCATE that failed in an aborted transaction); closing a statement
+ * that does not exist is no error, and the few bytes ride in the same write.
+ * client_name: the client's own Parse (its ParseComplete is the client's);
+ * NULL: pgpulse's (swallowed).
  */
 static void prepare_on_server(struct client *c, struct server *s, struct ps_stmt *st, const char *client_name)
 {
 	struct ps_server *sp = s->ps;
 	struct pktbuf *out = stream_out(&s->st);
-	struct ps_held *h = held_find(sp, st);
-	if (h) { /* stale */
-		put_close(out, st);
-		q_push(sp, RQ_CLOSE, true, st, NULL);
-		held_remove(sp, st);
-	}
+	bool had_it = held_find(sp, st) != NULL; /* stale */
+	put_close(out, st);
+	q_push(sp, RQ_CLOSE, true, st, NULL)->restore = had_it;
+	held_remove(sp, st);
 	uint32_t max = worker->cfg->max_prepared_statements > 0 ? (uint32_t)worker->cfg->max_prepared_statements : 1;
 	while (sp->count >= max && evict_one(s))
 		;
@@ -705,11 +712,125 @@ static uint64_t text_fingerprint(const struct ps_stmt *st)
 	return textcache_find(textcache_hash((const char *)st->blob, len), (const char *)st->blob, len);
 }
 
+/*
+ * The statement name of "DEALLOCATE [PREPARE] name" (the whole text, an
+ * optional ';'), folded as PostgreSQL folds identifiers; false for anything
+ * else, and for DEALLOCATE ALL.
+ */
+static bool deallocate_target(const char *sql, char *name, size_t size)
+{
+	const char *p = sql;
+	size_t n = 0;
+	while (isspace((unsigned char)*p))
+		p++;
+	if (strncasecmp(p, "DEALLOCATE", 10) != 0 || !isspace((unsigned char)p[10]))
+		return false;
+	for (p += 10; isspace((unsigned char)*p); p++)
+		;
+	if (strncasecmp(p, "PREPARE", 7) == 0 && isspace((unsigned char)p[7]))
+		for (p += 7; isspace((unsigned char)*p); p++)
+			;
+	if (*p == '"') {
+		for (p++; *p && n + 1 < size; p++) {
+			if (*p == '"' && p[1] != '"')
+				break;
+			if (*p == '"')
+				p++; /* "" is one quote */
+			name[n++] = *p;
+		}
+		if (*p++ != '"')
+			return false;
+	} else {
+		for (; (isalnum((unsigned char)*p) || *p == '_' || *p == '$' || (unsigned char)*p >= 0x80) && n + 1 < size; p++)
+			name[n++] = (char)tolower((unsigned char)*p);
+		if (n == 0 || (n == 3 && strncmp(name, "all", 3) == 0))
+			return false;
+	}
+	name[n] = '\0';
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == ';')
+		for (p++; isspace((unsigned char)*p); p++)
+			;
+	return *p == '\0';
+}
+
+/*
+ * SQL DEALLOCATE of a name the client prepared with Parse (psycopg drops
+ * statements from its cache that way): the client forgets the name, and
+ * the statement runs as DEALLOCATE PGPULSE_<n>, prepared first if this
+ * server lacks it, so that it succeeds with the tag the client expects.
+ * NULL when the text is not that; then it goes as it is.
+ */
+static struct ps_name *deallocate_of_client_name(struct client *c, const char *sql)
+{
+	char name[256];
+	return deallocate_target(sql, name, sizeof(name)) ? name_find(c->ps, name) : NULL;
+}
+
+static enum ps_result rewrite_deallocate(struct client *c, struct server *s, struct ps_name *n, bool as_query)
+{
+	enum ps_result room = make_room(c, s);
+	if (room != PS_SENT)
+		return room;
+	struct ps_stmt *st = n->stmt;
+	char sql[64];
+	snprintf(sql, sizeof(sql), "DEALLOCATE \"" PS_NAME_PREFIX "%llu\"", (unsigned long long)st->id);
+	ensure_on_server(c, s, st);
+	struct pktbuf *out = stream_out(&s->st);
+	if (as_query) {
+		proto_put_query(out, sql);
+	} else {
+		pkt_begin(out, 'P');
+		pkt_put_str(out, "");
+		pkt_put_str(out, sql);
+		pkt_put_u16(out, 0);
+		pkt_end(out);
+	}
+	q_push(s->ps, as_query ? RQ_QUERY : RQ_PARSE, false, NULL, NULL);
+	held_remove(s->ps, st); /* the server drops it (a failure is harmless: see prepare_on_server) */
+	name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
+	return PS_SENT;
+}
+
+/* a simple Query: DEALLOCATE of a client's name is rewritten, anything else goes as it is */
+static enum ps_result on_query(struct client *c, struct server *s, struct pkt *pkt)
+{
+	if (pkt->type == 'Q' && c->ps && c->ps->count && pkt->len <= PS_DEALLOCATE_MAX) {
+		if (!pkt->complete)
+			return PS_NEED_FULL;
+		if (pkt->body_len && pkt->body[pkt->body_len - 1] == '\0') {
+			struct ps_name *n = deallocate_of_client_name(c, (const char *)pkt->body);
+			if (n)
+				return rewrite_deallocate(c, s, n, true);
+		}
+	}
+	return queue_forward(s, RQ_QUERY);
+}
+
+/* the unnamed statement goes as it is, unless it is a DEALLOCATE of a client's name */
+static enum ps_result on_unnamed_parse(struct client *c, struct server *s, struct pkt *pkt)
+{
+	if (c->ps && c->ps->count && pkt->len <= PS_DEALLOCATE_MAX) {
+		if (!pkt->complete)
+			return PS_NEED_FULL;
+		struct pkt_reader r;
+		pkt_reader_init(&r, pkt->body, pkt->body_len);
+		(void)pkt_get_str(&r);
+		const char *sql = pkt_get_str(&r);
+		uint16_t ntypes = pkt_get_u16(&r);
+		struct ps_name *n = (!r.bad && ntypes == 0) ? deallocate_of_client_name(c, sql) : NULL;
+		if (n)
+			return rewrite_deallocate(c, s, n, false);
+	}
+	return queue_forward(s, RQ_PARSE);
+}
+
 static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *pkt)
 {
 	const char *name = visible_str(pkt, pkt->body);
 	if (name && !*name)
-		return queue_forward(s, RQ_PARSE); /* the unnamed statement: as it is */
+		return on_unnamed_parse(c, s, pkt);
 	if (!pkt->complete)
 		return PS_NEED_FULL;
 	struct pkt_reader r;
@@ -879,7 +1000,7 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 		return sp->copy_in ? PS_FORWARD : queue_forward(s, RQ_SYNC);
 	case 'Q':
 	case 'F':
-		return queue_forward(s, RQ_QUERY);
+		return on_query(c, s, pkt);
 	case 'c':
 	case 'f':
 		return on_copy_end(s);
@@ -1026,9 +1147,7 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 	case '3':
 		return complete_head(s, RQ_CLOSE, pkt->type);
 	case 't':
-		if (e->kind == RQ_DESCRIBE_STMT)
-			e->got_params = true;
-		return PKT_FORWARD;
+		return PKT_FORWARD; /* Describe statement: its RowDescription or NoData ends it */
 	case 'T':
 	case 'n':
 		if (e->kind == RQ_DESCRIBE_STMT || e->kind == RQ_DESCRIBE_PORTAL)

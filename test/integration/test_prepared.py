@@ -279,6 +279,47 @@ def test_deallocate_all_and_discard_all_clear_the_clients_statements(pgpulse):
         assert message_types(c.until_ready()) == "12DCZ"
 
 
+def test_sql_deallocate_of_a_protocol_statement_name(pgpulse):
+    """DEALLOCATE name (simple Query, or extended as psycopg sends it) of a
+    name the client prepared with Parse: the name is gone, as on
+    PostgreSQL, whichever server runs it."""
+    pp = start(pgpulse)
+    with RawConn(pp.port) as c:
+        c.send(parse_message("SELECT 1", "s1"), parse_message("SELECT 2", "Mixed"), SYNC)
+        assert message_types(c.until_ready()) == "11Z"
+        with holding_server(pp):
+            c.send(query_message("deallocate S1;"))
+            msgs = c.until_ready()
+            assert message_types(msgs) == "CZ" and msgs[0][1] == b"DEALLOCATE\0", msgs
+            c.send(parse_message('DEALLOCATE PREPARE "Mixed"'), bind_message(), execute_message(), SYNC)
+            msgs = c.until_ready()
+            assert message_types(msgs) == "12CZ" and msgs[2][1] == b"DEALLOCATE\0", msgs
+        for name in ("s1", "Mixed"):
+            c.send(bind_message(stmt=name), execute_message(), SYNC)
+            msgs = c.until_ready()
+            assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+        # a name the client does not have: PostgreSQL's own answer
+        c.send(query_message("DEALLOCATE nothing"))
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+
+
+def test_psycopg_cache_rotation_deallocates_through_pgpulse(pgpulse):
+    """psycopg keeps prepared_max statements and DEALLOCATEs the oldest: with
+    a small cache and many distinct queries, that runs all the time."""
+    pp = start(pgpulse, pool_size=2)
+    with pp.connect(autocommit=True, application_name="rotating") as conn, \
+            pp.connect(autocommit=True) as other:
+        conn.prepared_max = 3
+        for rep in range(4):
+            for k in range(8):
+                assert conn.execute(f"SELECT %s::int AS q{k}", (rep,), prepare=True).fetchone() == (rep,)
+                assert other.execute("SELECT %s::int", (k,), prepare=True).fetchone() == (k,)
+        # the client's map follows psycopg's cache: at most prepared_max names
+        row = next(r for r in pp.show("CLIENTS") if r["application_name"] == "rotating")
+        assert 1 <= int(row["prepared_statements"]) <= 3, row
+
+
 def test_error_mid_pipeline_skips_to_sync_and_names_stay_true(pgpulse):
     """Pipelined batches; the second fails at its Execute: its Parse of s2
     is skipped by PostgreSQL, so s2 must not exist for the client; the third

@@ -1018,10 +1018,14 @@ void prepared_client_flushed(struct client *c)
 
 /* ---- replies ---- */
 
+/* log lines name the server as server.c's do */
+#define PS_LOG(lvl, s, fmt, ...)                                                                         \
+	log_msg(lvl, "S-%llu %s/%s %s: " fmt, (unsigned long long)(s)->id, (s)->pool->db->name,         \
+		(s)->pool->user->name, (s)->addr, __VA_ARGS__)
+
 static void note_desync(struct server *s, uint8_t type)
 {
-	log_warning("S-%llu: reply '%c' does not match the request queue; forwarded as it is",
-		    (unsigned long long)s->id, type);
+	PS_LOG(LOG_LVL_WARNING, s, "reply '%c' does not match the request queue; forwarded as it is", type);
 }
 
 /* the reply that completes the head, when the head is of kind `kind` */
@@ -1068,8 +1072,8 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 		struct ps_held *h = held_find(sp, e->stmt);
 		if (h)
 			h->stale = true;
-		log_info("S-%llu: %s%llu changed result type; it is prepared again on next use",
-			 (unsigned long long)s->id, PS_NAME_PREFIX, (unsigned long long)e->stmt->id);
+		PS_LOG(LOG_LVL_INFO, s, "%s%llu changed result type; it is prepared again on next use", PS_NAME_PREFIX,
+		       (unsigned long long)e->stmt->id);
 	}
 	sp->copy_in = false;
 	skip_to_sync(s);

@@ -68,6 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct worker w;
 	static struct cfg cfg;
 	static struct pool pool;
+	static struct pool_db db = { .name = "appdb" };
+	static struct pool_user user = { .name = "app" };
 	static struct client c;
 	static struct server s;
 	static const int maxes[] = { 1, 2, 3, 200 };
@@ -82,6 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	w.cfg = &cfg;
 	cfg.max_prepared_statements = 200;
 	pool.pool_mode = POOL_TRANSACTION;
+	pool.db = &db;
+	pool.user = &user;
 	c.pool = &pool;
 	c.server = &s;
 	c.state = CL_ACTIVE;

@@ -49,6 +49,8 @@ void stream_wait_for_peer_out(struct stream *s)
 static struct worker w;
 static struct cfg cfg;
 static struct pool pool;
+static struct pool_db db = { .name = "appdb" };
+static struct pool_user user = { .name = "app" };
 static struct client cl;
 static struct server sv;
 
@@ -69,6 +71,8 @@ static void setup(int max_prepared)
 	w.cfg = &cfg;
 	cfg.max_prepared_statements = max_prepared;
 	pool.pool_mode = POOL_TRANSACTION;
+	pool.db = &db;
+	pool.user = &user;
 	cl.pool = &pool;
 	cl.server = &sv;
 	cl.state = CL_ACTIVE;

@@ -234,6 +234,7 @@ struct cfg {
 	char *slow_query_log_text;          /* "normalized" or "full" */
 	char *metrics_addr;                 /* 127.0.0.1 */
 	int metrics_port;                   /* 0 = no metrics endpoint */
+	int metrics_max_connections;        /* HTTP connections open at once; more wait in the kernel's queue */
 	char *metrics_buckets;              /* histogram bounds in seconds, comma separated */
 	char *service_name;
 	char *job_name;
@@ -249,6 +250,13 @@ struct cfg {
 	 * cfg_db.file and cfg_user.file point at these strings */
 	char **files;
 	int n_files;
+
+	/* where each main-section parameter was last set, indexed like the
+	 * parameter table: file points into files; NULL for a default or SET */
+	struct cfg_origin {
+		const char *file;
+		int line;
+	} *origins;
 };
 
 /* one row of the parameter table, as SHOW CONFIG reports it */
@@ -292,6 +300,9 @@ bool cfg_parse_size(const char *text, int64_t *bytes);
  * bad, or the parameter needs a restart.
  */
 bool cfg_set(struct cfg *c, const char *name, const char *value, char *err, size_t errlen);
+
+/* the file and line that set parameter `name`; false when the value is a default or came from SET */
+bool cfg_param_origin(const struct cfg *c, const char *name, const char **file, int *line);
 
 /* number of parameters in the table, and the i-th one's description */
 int cfg_param_count(void);

@@ -17,8 +17,14 @@ void log_setup(int verbose, bool quiet);
 /* change the verbosity alone (RELOAD, SET verbose): -q stays as given */
 void log_set_verbose(int verbose);
 
-/* (re)open the log file, set syslog use; stderr stays on unless quiet or daemon */
+/*
+ * (Re)open the log file, set syslog use; stderr stays on unless quiet or
+ * daemon. False (the reason logged) when logfile cannot be opened: the file
+ * in use before, if any, stays in use.
+ */
 bool log_open(const char *logfile, bool use_syslog, const char *ident, const char *facility);
+/* the path being written to, "" when none */
+const char *log_file_in_use(void);
 void log_close(void);
 
 /* after daemonizing: stop writing to stderr */

@@ -90,6 +90,7 @@ struct pool_db {
 	 */
 	int refs;
 	bool had_login;             /* a client authenticated to it */
+	bool in_use;                /* scratch of pool_free_unused_databases */
 	int64_t unused_since;       /* monotonic usec; 0 while in use */
 };
 

@@ -43,6 +43,7 @@ struct stream_loop {
 	struct list resume_queue; /* streams to process next (stream_resume) */
 	struct event *resume_ev;  /* runs the queue; made at the first resume */
 	bool suspended;           /* SUSPEND: no stream reads */
+	bool in_socket_event;     /* a stream's socket event is running: resumes wait for its end */
 	uint32_t buf_size;        /* pkt_buf */
 	void **free_bufs;         /* receive buffers not in use */
 	int free_count, free_cap, used_count;
@@ -119,6 +120,7 @@ struct stream {
 	bool tls_failed;    /* a fatal TLS error: no close_notify on close */
 	bool tls_read_wants_write; /* a TLS read must write first: retry it when writable */
 	bool resume_when_sent; /* paused until `out` is sent (stream_resume_when_sent) */
+	bool sent_mid_packet;  /* the peer's socket got part of a packet and not yet the rest */
 
 	uint64_t bytes_in;
 	uint64_t bytes_out;
@@ -198,6 +200,17 @@ void stream_wait_for_peer_out(struct stream *s);
 bool stream_has_pending(const struct stream *s);
 /* bytes received but not yet processed */
 bool stream_has_unread(const struct stream *s);
+/*
+ * Has the peer been sent part of a forwarded packet and not its rest: then
+ * a message pgpulse writes to the peer would land inside that packet.
+ * Whole packets forwarded and not yet sent do not count (they can be
+ * dropped cleanly).
+ */
+static inline bool stream_peer_mid_packet(const struct stream *s)
+{
+	return s->sent_mid_packet;
+}
+
 /* is a forwarded packet still arriving (mid-packet) */
 static inline bool stream_mid_packet(const struct stream *s)
 {

@@ -52,6 +52,7 @@ struct worker {
 	struct list cancels;        /* struct cancel_req in flight (cancel.c) */
 	struct event *janitor;      /* the periodic sweep (janitor.c) */
 	bool suspended;             /* SUSPEND in force (control.c) */
+	bool db_sweep_due;          /* a database nobody logged in to lost its last client (pool.c) */
 	int64_t suspend_started;    /* monotonic usec */
 	char normalized[NORMALIZE_MAX + 8]; /* a request's normalized text (client.c) */
 	struct ps_table *prepared;  /* shared prepared statements (prepared.c), made at first use */

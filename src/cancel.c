@@ -30,13 +30,16 @@
 #include "util.h"
 #include "worker.h"
 
+/* the least time a cancel connection gets, whatever cancel_wait_timeout says */
+#define CANCEL_MIN_WAIT 1000000
+
 struct cancel_req {
 	struct list node;        /* worker->cancels */
 	struct event ev;
 	int fd;
 	uint8_t msg[16];
 	uint8_t sent;            /* bytes of msg written so far */
-	int64_t deadline;        /* monotonic usec; 0: no limit */
+	int64_t deadline;        /* monotonic usec */
 	struct server *server;   /* NULL once the server closed */
 	struct pool *pool;       /* the server's, for SHOW POOLS; NULL with it */
 	struct client *requester; /* NULL for query_timeout, or once it left */
@@ -59,10 +62,8 @@ static void finish(struct cancel_req *cr, bool settled, const char *how)
 }
 
 /* the time left before the deadline, for event_add */
-static const struct timeval *time_left(const struct cancel_req *cr, struct timeval *tv)
+static struct timeval *time_left(const struct cancel_req *cr, struct timeval *tv)
 {
-	if (!cr->deadline)
-		return NULL;
 	int64_t left = cr->deadline - now_usec();
 	if (left < 1000)
 		left = 1000;
@@ -135,8 +136,9 @@ struct cancel_req *cancel_send(struct server *s, struct client *requester)
 	cr->server_id = s->id;
 	uint32_t words[4] = { htonl(16), htonl(PROTO_CANCEL), htonl(s->backend_pid), htonl(s->backend_key) };
 	memcpy(cr->msg, words, sizeof(words));
+	/* never unbounded: a cancel connection nobody closes would hold its server for ever */
 	int64_t limit = worker->cfg->cancel_wait_timeout;
-	cr->deadline = limit > 0 ? now_usec() + limit : 0;
+	cr->deadline = now_usec() + (limit > CANCEL_MIN_WAIT ? limit : CANCEL_MIN_WAIT);
 	list_append(&worker->cancels, &cr->node);
 	event_assign(&cr->ev, worker->base, fd, EV_WRITE | EV_PERSIST, on_cancel_event, cr);
 	struct timeval tv;

@@ -134,11 +134,31 @@ static void queue_error(struct client *c, const char *severity, const char *sqls
 			    severity, msg);
 }
 
+/*
+ * Part of a server message may already be on its way to the client (a
+ * large DataRow): an error written now would land inside it, where no
+ * client can read it.
+ */
+static bool output_mid_message(const struct client *c)
+{
+	return c->server && stream_peer_mid_packet(&c->server->st);
+}
+
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
 	va_list ap;
 	if (c->state == CL_CLOSED)
 		return;
+	if (output_mid_message(c)) {
+		char msg[1024];
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		log_info("C-%llu %s/%s %s: FATAL %s in the middle of a reply: closing without a message",
+			 (unsigned long long)c->id, c->dbname, c->user, c->addr, msg);
+		client_close(c, msg);
+		return;
+	}
 	va_start(ap, fmt);
 	queue_error(c, "FATAL", sqlstate, fmt, ap);
 	va_end(ap);
@@ -160,31 +180,21 @@ void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 
 /* ---- the lifecycle ---- */
 
-/* states whose clients count toward max_db/max_user_client_connections */
-static bool is_logged_in(enum client_state st)
-{
-	return st == CL_WELCOME || st == CL_ACTIVE || st == CL_WAITING;
-}
+#define CL_BIT(st) (1u << (st))
 
-static bool transition_allowed(enum client_state from, enum client_state to)
-{
-	switch (to) {
-	case CL_NEW:
-		return false;
-	case CL_LOGIN:
-		return from == CL_NEW;
-	case CL_CANCEL:
-	case CL_WELCOME:
-		return from == CL_LOGIN;
-	case CL_ACTIVE:
-		return from == CL_LOGIN || from == CL_WELCOME || from == CL_WAITING;
-	case CL_WAITING:
-		return from == CL_ACTIVE;
-	case CL_CLOSED:
-		return from != CL_NEW;
-	}
-	return false;
-}
+/* states whose clients count toward max_db/max_user_client_connections */
+#define CL_LOGGED_IN (CL_BIT(CL_WELCOME) | CL_BIT(CL_ACTIVE) | CL_BIT(CL_WAITING))
+
+/* for each state, the states a client may enter it from (enum client_state) */
+static const unsigned allowed_from[] = {
+	[CL_NEW] = 0,
+	[CL_LOGIN] = CL_BIT(CL_NEW),
+	[CL_CANCEL] = CL_BIT(CL_LOGIN),
+	[CL_WELCOME] = CL_BIT(CL_LOGIN),
+	[CL_ACTIVE] = CL_BIT(CL_LOGIN) | CL_BIT(CL_WELCOME) | CL_BIT(CL_WAITING),
+	[CL_WAITING] = CL_BIT(CL_ACTIVE),
+	[CL_CLOSED] = ~0u & ~CL_BIT(CL_NEW) & ~CL_BIT(CL_CLOSED),
+};
 
 static struct list *list_of_state(struct client *c, enum client_state st)
 {
@@ -218,7 +228,7 @@ void client_set_state(struct client *c, enum client_state to)
 	enum client_state from = c->state;
 	if (from == to)
 		return;
-	if (!transition_allowed(from, to)) {
+	if (!(allowed_from[to] & CL_BIT(from))) {
 		log_error("C-%llu: illegal state change %s -> %s", (unsigned long long)c->id, client_state_name(from),
 			  client_state_name(to));
 		abort();
@@ -226,8 +236,9 @@ void client_set_state(struct client *c, enum client_state to)
 	list_remove(&c->node);
 	if (from == CL_WAITING)
 		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, -1);
-	if (is_logged_in(from) != is_logged_in(to))
-		count_logged_in(c, is_logged_in(to) ? +1 : -1);
+	bool was_in = CL_LOGGED_IN & CL_BIT(from), now_in = CL_LOGGED_IN & CL_BIT(to);
+	if (was_in != now_in)
+		count_logged_in(c, now_in ? +1 : -1);
 	if (from == CL_NEW)
 		worker->client_count++;
 	if (to == CL_CLOSED)
@@ -391,7 +402,8 @@ static enum pkt_action handle_cancel_request(struct client *c, const struct pkt 
 	uint32_t key = pkt_get_u32(&r);
 	if (!r.bad) {
 		struct client *target = client_by_cancel_key(pid, key);
-		if (target && target->server && target->server->state == SV_ACTIVE) {
+		/* only a request of the client's own: not pgpulse's parameter SETs that come before it */
+		if (target && target->server && target->server->state == SV_ACTIVE && target->server->job == JOB_NONE) {
 			c->cancel = cancel_send(target->server, c);
 			if (c->cancel) {
 				client_set_state(c, CL_CANCEL);

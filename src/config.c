@@ -172,6 +172,12 @@ static bool check_port_or_zero(const struct param_value *v, char *why, size_t wh
 	return check_range(v, 0, 65535, why, whylen);
 }
 
+/* each HTTP connection is a file descriptor the pooler cannot use */
+static bool check_metrics_connections(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 1, 1000, why, whylen);
+}
+
 /* histogram bounds in seconds: positive, increasing, comma-separated */
 static bool check_bucket_list(const struct param_value *v, char *why, size_t whylen)
 {
@@ -376,6 +382,7 @@ static const struct param params[] = {
 	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(max_user_connections, int), NULL },
 	{ "metrics_addr",              PT_STRING,   "127.0.0.1",     NONE, RESTART, NULL,                    AT(metrics_addr, char *), NULL },
 	{ "metrics_buckets",           PT_STRING,   "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30", NONE, RELOAD, check_bucket_list, AT(metrics_buckets, char *), NULL },
+	{ "metrics_max_connections",   PT_INT,      "16",            NONE, RESTART, check_metrics_connections, AT(metrics_max_connections, int), NULL },
 	{ "metrics_port",              PT_INT,      "0",             NONE, RESTART, check_port_or_zero,      AT(metrics_port, int), NULL },
 	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  check_not_negative,      AT(min_pool_size, int), NULL },
 	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  NULL,                    AT(overflow_idle_timeout, int64_t), NULL },
@@ -1207,6 +1214,7 @@ static bool load_main_param(struct loader *ld, const struct where *at, const cha
 	}
 	if (!param_assign(ld->cfg, p, value, why, sizeof(why)))
 		return fail(ld, at, "%s: %s", p->name, why);
+	ld->cfg->origins[p - params] = (struct cfg_origin){ at->file, at->line };
 	return true;
 }
 
@@ -1526,6 +1534,10 @@ struct cfg *cfg_new_default(void)
 
 	if (!c)
 		return NULL;
+	if (!(c->origins = calloc(N_PARAMS, sizeof(*c->origins)))) {
+		free(c);
+		return NULL;
+	}
 	for (int i = 0; i < N_PARAMS; i++) {
 		if (!param_assign(c, &params[i], params[i].default_text, why, sizeof(why))) {
 			/* only a broken table row or no memory gets here */
@@ -1579,6 +1591,7 @@ void cfg_free(struct cfg *c)
 	for (int i = 0; i < c->n_files; i++)
 		free(c->files[i]);
 	free(c->files);
+	free(c->origins);
 	free(c);
 }
 
@@ -1770,6 +1783,18 @@ bool cfg_set(struct cfg *c, const char *name, const char *value, char *err, size
 		return set_failed(err, errlen, "%s: no value given", p->name);
 	if (!param_assign(c, p, value, why, sizeof(why)))
 		return set_failed(err, errlen, "%s: %s", p->name, why);
+	c->origins[p - params] = (struct cfg_origin){ NULL, 0 };
+	return true;
+}
+
+bool cfg_param_origin(const struct cfg *c, const char *name, const char **file, int *line)
+{
+	const struct param *p = name ? param_find(name) : NULL;
+
+	if (!c || !p || !c->origins[p - params].file)
+		return false;
+	*file = c->origins[p - params].file;
+	*line = c->origins[p - params].line;
 	return true;
 }
 

@@ -279,18 +279,34 @@ bool control_wait_close(struct client *admin, struct pool_db *db)
 
 /* ---- answering the waiting ---- */
 
-static bool suspend_done(int64_t now)
+static bool console_waits_for(enum control_wait kind)
 {
-	if (all_flushed())
-		return true;
-	if (now - worker->suspend_started < worker->cfg->suspend_timeout)
-		return false;
-	int dropped = stream_close_unflushed(&worker->streams);
-	log_warning("SUSPEND: suspend_timeout passed; %d connection(s) with unflushed data dropped", dropped);
-	return true;
+	struct list *pos;
+	list_for_each(pos, &worker->login_clients)
+	{
+		const struct client *c = container_of(pos, struct client, node);
+		if (c->is_admin && c->admin_wait == (int)kind)
+			return true;
+	}
+	return false;
 }
 
-static bool wait_is_over(struct client *c, int64_t now)
+/*
+ * A SUSPEND that has waited suspend_timeout drops the connections still
+ * holding unflushed data. That closes clients, consoles among them, so it
+ * runs before control_poll walks the consoles, never inside the walk.
+ */
+static void drop_unflushed_past_suspend_timeout(int64_t now)
+{
+	if (!worker->suspended || all_flushed() || now - worker->suspend_started < worker->cfg->suspend_timeout ||
+	    !console_waits_for(CW_SUSPEND))
+		return;
+	int dropped = stream_close_unflushed(&worker->streams);
+	log_warning("SUSPEND: suspend_timeout passed; %d connection(s) with unflushed data dropped", dropped);
+}
+
+/* has a console's wait ended; closes nothing but idle servers (PAUSE), so a walk over consoles stays valid */
+static bool wait_is_over(struct client *c)
 {
 	switch (c->admin_wait) {
 	case CW_PAUSE:
@@ -298,7 +314,7 @@ static bool wait_is_over(struct client *c, int64_t now)
 	case CW_WAIT_CLOSE:
 		return servers_to_close(c->admin_wait_db) == 0;
 	case CW_SUSPEND:
-		return suspend_done(now);
+		return all_flushed();
 	case CW_NONE:
 		break;
 	}
@@ -339,10 +355,11 @@ void control_poll(void)
 	int64_t now = now_usec();
 	struct list *pos, *tmp;
 	close_idle_servers_of_paused_pools();
+	drop_unflushed_past_suspend_timeout(now);
 	list_for_each_safe(pos, tmp, &worker->login_clients)
 	{
 		struct client *c = container_of(pos, struct client, node);
-		if (!c->is_admin || c->admin_wait == CW_NONE || !wait_is_over(c, now))
+		if (!c->is_admin || c->admin_wait == CW_NONE || !wait_is_over(c))
 			continue;
 		enum control_wait kind = c->admin_wait;
 		c->admin_wait = CW_NONE;

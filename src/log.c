@@ -25,6 +25,7 @@ static int g_verbose;
 static bool g_quiet;
 static bool g_stderr = true;
 static int g_file_fd = -1;
+static char g_file_path[4096]; /* the file g_file_fd writes to */
 static bool g_syslog;
 
 /* early lines: [level byte][line, newline included]..., until the first log_open */
@@ -93,20 +94,35 @@ static void replay_early_lines(void)
 	g_early_len = 0;
 }
 
+/*
+ * The new file is opened before the old one is closed: a RELOAD that names a
+ * file pgpulse cannot open keeps logging to the file it has (a running service
+ * does not go blind on reload), and reopening the same path after logrotate
+ * moved it never leaves a gap.
+ */
 bool log_open(const char *logfile, bool use_syslog, const char *ident, const char *facility)
 {
 	bool ok = true;
-	if (g_file_fd >= 0) {
+	if (logfile && *logfile) {
+		int fd = open(logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			int e = errno;
+			if (g_file_fd >= 0)
+				log_error("cannot open logfile \"%s\": %s; still logging to \"%s\"", logfile,
+					  strerror(e), g_file_path);
+			else
+				log_error("cannot open logfile \"%s\": %s", logfile, strerror(e));
+			ok = false;
+		} else {
+			if (g_file_fd >= 0)
+				close(g_file_fd);
+			g_file_fd = fd;
+			snprintf(g_file_path, sizeof(g_file_path), "%s", logfile);
+		}
+	} else if (g_file_fd >= 0) {
 		close(g_file_fd);
 		g_file_fd = -1;
-	}
-	if (logfile && *logfile) {
-		g_file_fd = open(logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-		if (g_file_fd < 0) {
-			int e = errno;
-			log_error("cannot open logfile \"%s\": %s", logfile, strerror(e));
-			ok = false;
-		}
+		g_file_path[0] = '\0';
 	}
 	if (g_syslog)
 		closelog();
@@ -120,11 +136,17 @@ bool log_open(const char *logfile, bool use_syslog, const char *ident, const cha
 	return ok;
 }
 
+const char *log_file_in_use(void)
+{
+	return g_file_fd >= 0 ? g_file_path : "";
+}
+
 void log_close(void)
 {
 	if (g_file_fd >= 0)
 		close(g_file_fd);
 	g_file_fd = -1;
+	g_file_path[0] = '\0';
 	if (g_syslog)
 		closelog();
 	g_syslog = false;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,13 +130,77 @@ void worker_request_shutdown(enum shutdown_mode mode)
 	worker_check_shutdown();
 }
 
+/*
+ * Descriptors the configuration can use at once, PgBouncer's rule of thumb:
+ * every client, the servers of every [databases] entry (its pool with the
+ * overflow and reserve tiers, for one user, or max_db_connections when that
+ * is lower), the metrics endpoint, and a margin for listeners, the log, DNS
+ * and the event loop. A database used by several users needs more; the
+ * warning below names max_client_conn, the term that usually dominates.
+ */
+static rlim_t fd_need(const struct cfg *cfg)
+{
+	rlim_t need = (rlim_t)cfg->max_client_conn + 64;
+	if (cfg->metrics_port > 0)
+		need += (rlim_t)cfg->metrics_max_connections;
+	for (int i = 0; i < cfg->n_dbs; i++) {
+		const struct cfg_db *db = &cfg->dbs[i];
+		int size = (db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size) +
+			   (db->overflow_pool_size >= 0 ? db->overflow_pool_size : cfg->overflow_pool_size) +
+			   (db->reserve_pool_size >= 0 ? db->reserve_pool_size : cfg->reserve_pool_size);
+		int cap = db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+		need += (rlim_t)(cap > 0 && cap < size ? cap : size);
+	}
+	return need;
+}
+
+/*
+ * Raise the soft RLIMIT_NOFILE to what the configuration needs (never
+ * lower it): a default soft limit of 1,024 would refuse logins long before
+ * max_client_conn. Called at startup and after each RELOAD.
+ */
+static void raise_fd_limit(const struct cfg *cfg)
+{
+	struct rlimit lim;
+	rlim_t need = fd_need(cfg);
+	if (getrlimit(RLIMIT_NOFILE, &lim) < 0)
+		return;
+	rlim_t target = need;
+	if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < need) {
+		log_warning("the file descriptor limit (hard %llu) is below the %llu that max_client_conn = %d and the "
+			    "pools need: connections beyond it will fail; raise it (LimitNOFILE=, ulimit -Hn)",
+			    (unsigned long long)lim.rlim_max, (unsigned long long)need, cfg->max_client_conn);
+		target = lim.rlim_max;
+	}
+	if (lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= target)
+		return;
+	rlim_t was = lim.rlim_cur;
+	lim.rlim_cur = target;
+	if (setrlimit(RLIMIT_NOFILE, &lim) < 0)
+		log_warning("could not raise the file descriptor limit from %llu to %llu: %s", (unsigned long long)was,
+			    (unsigned long long)target, strerror(errno));
+	else
+		log_info("raised the file descriptor limit from %llu to %llu (max_client_conn = %d)",
+			 (unsigned long long)was, (unsigned long long)target, cfg->max_client_conn);
+}
+
+/* an error names the config line that set auth_file, and the auth_file's own reason */
 static bool load_auth_file(const struct cfg *cfg, struct auth_file **out, char *err, size_t errlen)
 {
+	char why[1024];
+	const char *file;
+	int line;
 	*out = NULL;
 	if (!cfg->auth_file || !*cfg->auth_file)
 		return true;
-	*out = auth_file_load(cfg->auth_file, err, errlen);
-	return *out != NULL;
+	*out = auth_file_load(cfg->auth_file, why, sizeof(why));
+	if (*out)
+		return true;
+	if (cfg_param_origin(cfg, "auth_file", &file, &line))
+		snprintf(err, errlen, "%s:%d: auth_file: %s", file, line, why);
+	else
+		snprintf(err, errlen, "auth_file: %s", why);
+	return false;
 }
 
 static void warn_about_restart_only_changes(const struct cfg *old, const struct cfg *fresh)
@@ -193,6 +258,7 @@ bool worker_reload(char *err, size_t errlen)
 		auth_file_free(worker->auth);
 	worker->auth = auth;
 	worker_apply_config();
+	raise_fd_limit(worker->cfg);
 	log_info("configuration reloaded from %s", path);
 	notify_ready();
 	return true;
@@ -202,7 +268,11 @@ void worker_apply_config(void)
 {
 	const struct cfg *cfg = worker->cfg;
 	log_set_verbose(cfg->verbose);
-	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+	if (!log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility)) {
+		/* the old file stays in use (log_open said so): SHOW CONFIG tells the truth, the next RELOAD retries */
+		char err[256];
+		cfg_set(worker->cfg, "logfile", log_file_in_use(), err, sizeof(err));
+	}
 	if (cfg->telemetry && !telemetry_enabled) {
 		struct list *pos;
 		list_for_each(pos, &worker->pools)
@@ -464,7 +534,7 @@ int main(int argc, char **argv)
 		log_setup(cfg->verbose, quiet);
 	struct auth_file *auth;
 	if (!load_auth_file(cfg, &auth, err, sizeof(err))) {
-		fprintf(stderr, "pgpulse: auth_file: %s\n", err);
+		fprintf(stderr, "pgpulse: %s\n", err);
 		cfg_free(cfg);
 		return 1;
 	}
@@ -486,7 +556,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	tls_config_install(tls);
-	log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
+	/* before daemonizing, so the operator sees why on the terminal; PgBouncer refuses too */
+	if (!log_open(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility)) {
+		log_close();
+		tls_config_release();
+		if (auth)
+			auth_file_free(auth);
+		cfg_free(cfg);
+		return 1;
+	}
+	raise_fd_limit(cfg);
 
 	worker_init(cfg, auth);
 	stream_set_buffer_size(&worker->streams, (uint32_t)cfg->pkt_buf);

@@ -201,7 +201,8 @@ void pool_db_hold(struct pool_db *db)
 
 void pool_db_release(struct pool_db *db)
 {
-	db->refs--;
+	if (--db->refs == 0 && !db->had_login)
+		worker->db_sweep_due = true; /* the reaper frees it, if it was made for this client */
 }
 
 void pool_db_free(struct pool_db *db)
@@ -229,26 +230,33 @@ void pool_free(struct pool *p)
 	free(p);
 }
 
-/* does anything still use the database: a client, a busy server, a console waiting on it */
-static bool db_in_use(const struct pool_db *db)
+/*
+ * Which databases something still uses: a client that named it, a pool
+ * with a busy server or a client, a console waiting on it, or an operator's
+ * PAUSE or DISABLE (freeing would forget them). One pass over the pools and
+ * consoles, so a sweep costs databases + pools, not their product.
+ */
+static void mark_databases_in_use(void)
 {
-	if (db->refs > 0)
-		return true;
 	struct list *pos;
+	list_for_each(pos, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		db->in_use = db->refs > 0 || db->paused || db->disabled;
+	}
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
-		if (p->db == db && (p->server_count > list_count(&p->idle_servers) || !list_empty(&p->active_clients) ||
-				    !list_empty(&p->waiting_clients)))
-			return true;
+		if (p->server_count > list_count(&p->idle_servers) || !list_empty(&p->active_clients) ||
+		    !list_empty(&p->waiting_clients))
+			p->db->in_use = true;
 	}
 	list_for_each(pos, &worker->login_clients)
 	{
 		const struct client *c = container_of(pos, struct client, node);
-		if (c->admin_wait_db == db)
-			return true;
+		if (c->admin_wait_db)
+			c->admin_wait_db->in_use = true;
 	}
-	return false;
 }
 
 static void free_database(struct pool_db *db, const char *why)
@@ -266,13 +274,17 @@ static void free_database(struct pool_db *db, const char *why)
 
 void pool_free_unused_databases(int64_t now, bool only_never_used)
 {
+	if (only_never_used && !worker->db_sweep_due)
+		return;
+	worker->db_sweep_due = false;
+	mark_databases_in_use();
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->databases)
 	{
 		struct pool_db *db = container_of(pos, struct pool_db, node);
 		if (db->is_admin || !(db->from_fallback || db->removed) || (only_never_used && db->had_login))
 			continue;
-		if (db_in_use(db)) {
+		if (db->in_use) {
 			db->unused_since = 0;
 			continue;
 		}
@@ -396,6 +408,8 @@ void pool_apply_config(void)
 			db->removed = true;
 			continue;
 		}
+		/* a RELOAD can list a database that "*" made, or leave one only "*" covers */
+		db->from_fallback = strcmp(e->name, "*") == 0;
 		db->removed = false;
 		if (db_take_entry(db, e, db->name))
 			db->generation++;
@@ -938,6 +952,8 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 		struct client *c = container_of(pos, struct client, node);
 		const struct pool_user *u = c->login_user;
 		bool running = c->pending_syncs > 0 || c->mid_batch;
+		/* a request that arrived is no idleness, also while it waits for its server's SETs */
+		bool idle = !running && c->req_arrive == 0;
 		bool in_xact = c->xact_status != 'I';
 		int64_t idle_limit = pool_user_setting(u, u ? u->client_idle_timeout : -1, cfg->client_idle_timeout);
 		int64_t itx_limit = pool_user_setting(u, u ? u->idle_transaction_timeout : -1, cfg->idle_transaction_timeout);
@@ -952,10 +968,10 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 		if (in_xact && tx_limit > 0 && c->xact_start && now - c->xact_start > tx_limit)
 			client_fatal(c, "25P04", "transaction_timeout: transaction open longer than %s s",
 				     usec_to_seconds_text(tx_limit, secs, sizeof(secs)));
-		else if (!running && in_xact && itx_limit > 0 && now - c->idle_since > itx_limit)
+		else if (idle && in_xact && itx_limit > 0 && now - c->idle_since > itx_limit)
 			client_fatal(c, "25P03", "idle_transaction_timeout: idle in transaction longer than %s s",
 				     usec_to_seconds_text(itx_limit, secs, sizeof(secs)));
-		else if (!running && !in_xact && idle_limit > 0 && now - c->idle_since > idle_limit)
+		else if (idle && !in_xact && idle_limit > 0 && now - c->idle_since > idle_limit)
 			client_fatal(c, "57P05", "client_idle_timeout: idle longer than %s s",
 				     usec_to_seconds_text(idle_limit, secs, sizeof(secs)));
 	}

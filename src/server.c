@@ -237,16 +237,19 @@ void server_host_moved(const char *host)
 
 /* ---- the lifecycle: one place changes a server's state, list and counts ---- */
 
-static bool transition_allowed(enum server_state from, enum server_state to)
-{
-	if (from == SV_CLOSED || to == SV_NEW)
-		return false;
-	if ((from == SV_NEW) != (to == SV_LOGIN))
-		return false; /* a new server logs in first, and only a new one does */
-	if (to == SV_CANCELING)
-		return from == SV_ACTIVE || from == SV_USED; /* released with a cancel on its way */
-	return true;
-}
+#define SV_BIT(st) (1u << (st))
+#define SV_SERVING (SV_BIT(SV_IDLE) | SV_BIT(SV_ACTIVE) | SV_BIT(SV_USED) | SV_BIT(SV_CANCELING))
+
+/* for each state, the states a server may enter it from (enum server_state) */
+static const unsigned allowed_from[] = {
+	[SV_NEW] = 0,
+	[SV_LOGIN] = SV_BIT(SV_NEW),
+	[SV_IDLE] = SV_BIT(SV_LOGIN) | SV_SERVING,
+	[SV_ACTIVE] = SV_BIT(SV_LOGIN) | SV_SERVING,
+	[SV_USED] = SV_BIT(SV_LOGIN) | SV_SERVING,
+	[SV_CANCELING] = SV_BIT(SV_ACTIVE) | SV_BIT(SV_USED), /* released with a cancel on its way */
+	[SV_CLOSED] = SV_BIT(SV_LOGIN) | SV_SERVING,
+};
 
 static struct list *list_of_state(struct server *s, enum server_state st)
 {
@@ -273,7 +276,7 @@ void server_set_state(struct server *s, enum server_state to)
 	struct pool *p = s->pool;
 	if (from == to)
 		return;
-	if (!transition_allowed(from, to)) {
+	if (!(allowed_from[to] & SV_BIT(from))) {
 		log_error("S-%llu: illegal state change %s -> %s", (unsigned long long)s->id, server_state_name(from),
 			  server_state_name(to));
 		abort();
@@ -731,12 +734,21 @@ static enum pkt_action handle_login_packet(struct server *s, struct pkt *pkt)
 
 void server_run_job(struct server *s, enum server_job job, const char *sql)
 {
+	if (job == JOB_RESET && s->cancels_in_flight > 0) {
+		/* the cancel could land on the reset query: a new connection is cheaper than the doubt */
+		server_close(s, "released with a cancel on its way: closed rather than reset");
+		return;
+	}
 	s->job = job;
 	s->job_failed = false;
 	if (job == JOB_RESET)
 		prepared_server_reset(s, sql);
-	/* a connect_query is part of logging in: the server still counts as connecting */
-	if (s->state != SV_ACTIVE && job != JOB_CONNECT_QUERY)
+	/*
+	 * A connect_query is part of logging in: the server still counts as
+	 * connecting. The parameter SETs run for the linked client (active);
+	 * anything else runs on an unlinked server (used).
+	 */
+	if (!s->client && job != JOB_CONNECT_QUERY)
 		server_set_state(s, SV_USED);
 	proto_put_query(stream_out(&s->st), sql);
 	if (stream_send_out(&s->st))
@@ -1077,7 +1089,7 @@ void server_close(struct server *s, const char *reason)
 	struct client *c = s->client;
 	bool was_logging_in = s->state == SV_LOGIN;
 	/* a reply partly forwarded: the client's socket is mid-message */
-	bool client_mid_packet = c && stream_has_pending(&s->st);
+	bool client_mid_packet = c && stream_peer_mid_packet(&s->st);
 	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "closing because: %s",
 	       reason);
 	server_unlink(s);

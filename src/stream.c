@@ -149,6 +149,7 @@ static void on_write_event(struct stream *s);
 static void stream_process(struct stream *s);
 static void tls_free_session(struct stream *s);
 static void refire_for_decrypted_bytes(struct stream *s);
+static void run_resumes(struct stream_loop *l);
 
 void stream_init(struct stream *s, struct stream_loop *loop, int fd, const struct stream_ops *ops, void *owner)
 {
@@ -413,6 +414,7 @@ void stream_send_out_quietly(struct stream *s)
 static bool flush_forwarded(struct stream *s)
 {
 	struct stream *dst = s->peer;
+	uint32_t start = s->spos;
 	if (s->spos == s->rpos)
 		return true;
 	if (!dst || dst->dead) {
@@ -444,8 +446,12 @@ static bool flush_forwarded(struct stream *s)
 		dst->ops->on_end(dst, STREAM_ERROR);
 		return !s->dead;
 	}
+	/* all sent: the peer is inside a packet only if its rest is still to arrive */
+	s->sent_mid_packet = s->fwd_left > 0;
 	return true;
 blocked:
+	if (s->spos != start)
+		s->sent_mid_packet = true; /* a short write may have stopped inside a packet */
 	dst->blocked_src = s;
 	write_wanted(dst, true);
 	stream_stop_reading(s);
@@ -667,16 +673,20 @@ int stream_close_unflushed(struct stream_loop *l)
 
 /* ---- resumes, run from the loop ---- */
 
-static void run_queued_resumes(evutil_socket_t fd, short what, void *arg)
+static void run_resumes(struct stream_loop *l)
 {
-	struct stream_loop *l = arg;
-	(void)fd;
-	(void)what;
 	while (!list_empty(&l->resume_queue)) {
 		struct stream *s = container_of(list_first(&l->resume_queue), struct stream, resume_node);
 		list_remove(&s->resume_node);
 		stream_process(s);
 	}
+}
+
+static void run_queued_resumes(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	run_resumes(arg);
 }
 
 void stream_resume(struct stream *s)
@@ -687,9 +697,11 @@ void stream_resume(struct stream *s)
 	if (s->in_process || list_linked(&s->resume_node))
 		return; /* the running loop, or the queued run, sees it */
 	struct stream_loop *l = s->loop;
+	list_append(&l->resume_queue, &s->resume_node);
+	if (l->in_socket_event)
+		return; /* on_socket_event runs the queue when the event's work is done */
 	if (!l->resume_ev)
 		l->resume_ev = event_new(l->base, -1, 0, run_queued_resumes, l);
-	list_append(&l->resume_queue, &s->resume_node);
 	event_active(l->resume_ev, 0, 0);
 }
 
@@ -819,10 +831,8 @@ static bool tls_takes_event(struct stream *s, short *what)
 }
 
 /* a writable socket first: draining it may let this stream read again */
-static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+static void handle_socket_event(struct stream *s, short what)
 {
-	struct stream *s = arg;
-	(void)fd;
 	/* a handshake sets s->tls, an SSLRequest answer comes before it */
 	if ((s->tls || s->tls_answer_due) && tls_takes_event(s, &what))
 		return;
@@ -833,6 +843,23 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 	}
 	if ((what & EV_READ) && s->read_on)
 		on_read_event(s);
+}
+
+/*
+ * Resumes asked for during a socket's event run when the event's work is
+ * done, before control returns to libevent: the callbacks that asked have
+ * unwound, and the hand-off to a waiting client costs no trip through the
+ * loop's active queue.
+ */
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct stream *s = arg;
+	struct stream_loop *l = s->loop;
+	(void)fd;
+	l->in_socket_event = true;
+	handle_socket_event(s, what);
+	l->in_socket_event = false;
+	run_resumes(l);
 }
 
 static void on_read_event(struct stream *s)

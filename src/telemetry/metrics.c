@@ -7,11 +7,26 @@
  * under `le` when its fine bucket's midpoint is at or below the bound, so a
  * bound is honoured to within the fine histogram's 0.8 %. Beside them,
  * per-instance quantile gauges give the exact windows of SHOW LATENCY.
+ *
+ * The endpoint shares the pooler's process, so nothing a peer sends may cost
+ * it unbounded memory or file descriptors: requests are cut at
+ * METRICS_MAX_HEADERS / METRICS_MAX_BODY (answered 413 and closed), a
+ * connection idle for METRICS_TIMEOUT_SECS is closed (or, if it stopped
+ * being read because it holds METRICS_READ_HIGH_WATER unparsed bytes, within
+ * a second), and at most
+ * metrics_max_connections are open at once. libevent 2.1 has no connection
+ * cap, so we count: every connection's bufferevent is made by our bevcb,
+ * and once evhttp has wrapped it we hang a close callback on its
+ * evhttp_connection. At the cap the listener stops accepting; further
+ * connections wait in the kernel's queue, holding no descriptor of ours.
  */
 #include "metrics.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +44,38 @@
 #include "util.h"
 #include "worker.h"
 
+/* requests are GET and HEAD: headers fit in 8 kB, and a body is never needed */
+#define METRICS_MAX_HEADERS 8192
+#define METRICS_MAX_BODY 4096
+/* a read or write that makes no progress for this long closes the connection */
+#define METRICS_TIMEOUT_SECS 10
+/* what one connection may hold unparsed (a line without its end, say): reading stops there */
+#define METRICS_READ_HIGH_WATER 65536
+
 static struct evhttp *g_http;
+static struct evhttp_bound_socket *g_bound; /* NULL while evhttp_free runs */
+
+/*
+ * One HTTP connection, counted from the moment its bufferevent is made.
+ * `fresh`: made in this loop turn, evhttp's connection not yet known; we hold
+ * a reference on the bufferevent so it outlives evhttp dropping it meanwhile.
+ * `open`: adopted, a close callback on its evhttp_connection.
+ */
+struct http_conn {
+	struct list node;
+	struct bufferevent *bev;           /* fresh only */
+	struct evhttp_connection *evcon;   /* open only */
+};
+
+static struct list g_fresh = { &g_fresh, &g_fresh };
+static struct list g_open = { &g_open, &g_open };
+static int g_conn_count;       /* fresh + open: descriptors the endpoint holds */
+static int g_conn_max;
+static bool g_accept_paused;
+static struct event *g_adopt;  /* made active when a connection is fresh */
+static struct event *g_sweep;  /* every second while connections are open */
+static const struct timeval one_second = { 1, 0 };
+static int64_t g_full_logged;  /* when the cap was last reported */
 
 /* ---- helpers ---- */
 
@@ -445,6 +491,121 @@ static void on_request(struct evhttp_request *req, void *arg)
 	evbuffer_free(body);
 }
 
+/* ---- connection accounting ---- */
+
+static void set_accepting(bool on)
+{
+	if (!g_bound || on == !g_accept_paused)
+		return;
+	struct evconnlistener *lev = evhttp_bound_socket_get_listener(g_bound);
+	if (on) {
+		evconnlistener_enable(lev);
+	} else {
+		evconnlistener_disable(lev);
+		int64_t now = now_usec();
+		if (!g_full_logged || now - g_full_logged >= 60 * INT64_C(1000000)) {
+			log_warning("metrics: %d HTTP connections open (metrics_max_connections): "
+				    "new ones wait until one closes",
+				    g_conn_count);
+			g_full_logged = now;
+		}
+	}
+	g_accept_paused = !on;
+}
+
+static void conn_gone(struct http_conn *c)
+{
+	list_remove(&c->node);
+	free(c);
+	g_conn_count--;
+	if (g_conn_count < g_conn_max)
+		set_accepting(true);
+}
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	conn_gone(arg);
+}
+
+/*
+ * evhttp made its connection around each fresh bufferevent in the same
+ * accept callback, and set the bufferevent's callbacks with that
+ * connection as their argument; a bufferevent whose callbacks are gone was
+ * freed by evhttp already (bufferevent_free clears them), and our
+ * reference is all that is left of it.
+ */
+static void adopt_fresh(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &g_fresh)
+	{
+		struct http_conn *c = container_of(pos, struct http_conn, node);
+		struct bufferevent *bev = c->bev;
+		bufferevent_event_cb eventcb = NULL;
+		void *cbarg = NULL;
+		bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+		c->bev = NULL;
+		if (eventcb && cbarg) {
+			list_remove(&c->node);
+			list_append(&g_open, &c->node);
+			c->evcon = cbarg;
+			evhttp_connection_set_closecb(c->evcon, on_conn_close, c);
+		} else {
+			conn_gone(c);
+		}
+		bufferevent_decref(bev); /* closes the socket if evhttp is done with it */
+	}
+}
+
+/*
+ * A connection that filled METRICS_READ_HIGH_WATER with bytes evhttp cannot
+ * parse yet (a chunk-size line without its end: the one line evhttp 2.1 does
+ * not bound) is no longer read, and a connection not being read has no read
+ * timeout either: without this sweep it would hold its slot for good.
+ */
+static void sweep_stalled(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &g_open)
+	{
+		struct http_conn *c = container_of(pos, struct http_conn, node);
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+		if (evbuffer_get_length(bufferevent_get_input(bev)) < METRICS_READ_HIGH_WATER)
+			continue;
+		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+		evhttp_connection_free(c->evcon);
+		conn_gone(c);
+	}
+	if (g_conn_count > 0)
+		evtimer_add(g_sweep, &one_second);
+}
+
+static struct bufferevent *make_conn_bev(struct event_base *base, void *arg)
+{
+	(void)arg;
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	struct http_conn *c = bev ? malloc(sizeof(*c)) : NULL;
+	if (!c)
+		return bev; /* out of memory: served uncounted, or dropped by evhttp */
+	bufferevent_setwatermark(bev, EV_READ, 0, METRICS_READ_HIGH_WATER);
+	bufferevent_incref(bev);
+	c->bev = bev;
+	list_append(&g_fresh, &c->node);
+	event_active(g_adopt, 0, 0);
+	if (!evtimer_pending(g_sweep, NULL))
+		evtimer_add(g_sweep, &one_second);
+	if (++g_conn_count >= g_conn_max)
+		set_accepting(false);
+	return bev;
+}
+
 bool metrics_start(char *err, size_t errlen)
 {
 	const struct cfg *cfg = worker->cfg;
@@ -455,22 +616,41 @@ bool metrics_start(char *err, size_t errlen)
 		snprintf(err, errlen, "could not create the metrics HTTP server");
 		return false;
 	}
+	/* POST is let through to be answered 405 (it is a known method, just not
+	 * one these resources take); its body, like any, stops at METRICS_MAX_BODY */
 	evhttp_set_allowed_methods(g_http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+	evhttp_set_max_headers_size(g_http, METRICS_MAX_HEADERS);
+	evhttp_set_max_body_size(g_http, METRICS_MAX_BODY);
+	evhttp_set_timeout(g_http, METRICS_TIMEOUT_SECS);
+	evhttp_set_bevcb(g_http, make_conn_bev, NULL);
 	evhttp_set_gencb(g_http, on_request, NULL);
+	g_adopt = event_new(worker->base, -1, 0, adopt_fresh, NULL);
+	g_sweep = evtimer_new(worker->base, sweep_stalled, NULL);
+	g_conn_max = cfg->metrics_max_connections;
 	const char *addr = cfg->metrics_addr && *cfg->metrics_addr ? cfg->metrics_addr : "127.0.0.1";
-	if (!evhttp_bind_socket_with_handle(g_http, addr, (uint16_t)cfg->metrics_port)) {
+	if (g_adopt && g_sweep)
+		g_bound = evhttp_bind_socket_with_handle(g_http, addr, (uint16_t)cfg->metrics_port);
+	if (!g_bound) {
 		snprintf(err, errlen, "could not listen for metrics on %s:%d", addr, cfg->metrics_port);
-		evhttp_free(g_http);
-		g_http = NULL;
+		metrics_stop();
 		return false;
 	}
-	log_info("metrics on http://%s:%d/metrics", addr, cfg->metrics_port);
+	log_info("metrics on http://%s:%d/metrics (at most %d connections)", addr, cfg->metrics_port, g_conn_max);
 	return true;
 }
 
 void metrics_stop(void)
 {
+	g_bound = NULL; /* evhttp_free frees the listener before the connections it closes */
 	if (g_http)
 		evhttp_free(g_http);
 	g_http = NULL;
+	adopt_fresh(-1, 0, NULL); /* fresh ones evhttp has just freed */
+	if (g_adopt)
+		event_free(g_adopt);
+	g_adopt = NULL;
+	if (g_sweep)
+		event_free(g_sweep);
+	g_sweep = NULL;
+	g_accept_paused = false;
 }

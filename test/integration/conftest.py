@@ -77,7 +77,7 @@ def pgpulse_bin():
 @pytest.fixture
 def pgpulse(request, pg, pgpulse_bin, session_dir):
     """Factory: pgpulse(ini_text, userlist=None, *, port=None, args=(),
-    env=None, start=True, wait=True) -> Pgpulse.
+    env=None, nofile=None, start=True, wait=True) -> Pgpulse.
 
     Every instance is stopped at the end of the test (SIGINT, SIGKILL after
     5 s); its exit status is not checked, but sanitizer reports in its log
@@ -85,10 +85,10 @@ def pgpulse(request, pg, pgpulse_bin, session_dir):
     started = []
     request.node._pgpulse_instances = started
 
-    def factory(ini_text, userlist=None, *, port=None, args=(), env=None, start=True,
-                wait=True):
+    def factory(ini_text, userlist=None, *, port=None, args=(), env=None, nofile=None,
+                start=True, wait=True):
         p = Pgpulse(ini_text, base_dir=session_dir, bin=pgpulse_bin, pg=pg,
-                    userlist=userlist, port=port, args=args, env=env)
+                    userlist=userlist, port=port, args=args, env=env, nofile=nofile)
         started.append(p)
         if start:
             p.start(wait=wait)

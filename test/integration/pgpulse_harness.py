@@ -24,6 +24,7 @@ import os
 import random
 import re
 import selectors
+import resource
 import shutil
 import signal
 import socket
@@ -127,32 +128,19 @@ def port_accepts(port, host="127.0.0.1"):
         return False
 
 
+def count_tcp_sockets(pid, port, listening=False):
+    """How many TCP sockets with local port `port` process `pid` itself
+    holds: its listening socket(s) with listening=True, else its
+    connections (those the kernel queued but pgpulse did not accept are not
+    counted)."""
+    return sum(1 for s in tcp_sockets(pid)
+               if s["local_port"] == port and (s["state"] == "LISTEN") == listening)
+
+
 def _listens_on(pid, port):
     """Whether process `pid` itself holds a TCP socket listening on `port`
     (and not some other process that took the port)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(fields[9])
-        except OSError:
-            continue
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
+    return count_tcp_sockets(pid, port, listening=True) > 0
 
 
 def _version_key(path):
@@ -453,14 +441,15 @@ log_line_prefix = '%m [%p] %q%u@%d '
         """Client backends now connected to PostgreSQL (the harness's own
         query connection excluded), as dicts of pg_stat_activity columns."""
         rows = self.query(
-            "SELECT pid, datname, usename, application_name, state, backend_start, query"
+            "SELECT pid, datname, usename, application_name, state, backend_start, query,"
+            " wait_event"
             " FROM pg_stat_activity WHERE backend_type = 'client backend'"
             " AND pid <> pg_backend_pid()"
             " AND (%(db)s::text IS NULL OR datname = %(db)s)"
             " AND (%(user)s::text IS NULL OR usename = %(user)s)",
             {"db": dbname, "user": user})
         cols = ["pid", "datname", "usename", "application_name", "state", "backend_start",
-                "query"]
+                "query", "wait_event"]
         return [dict(zip(cols, r)) for r in rows]
 
     def log_mark(self):
@@ -493,12 +482,14 @@ class Pgpulse:
     Placeholders in ini_text (replaced literally; other braces are left
     alone): {pg_host} {pg_port} {pg_socket_dir} {port} {dir} {auth_file}
     {pidfile}.  userlist: a dict {user: password-or-hash} or the file's text;
-    written to {auth_file} when given.
+    written to {auth_file} when given.  nofile: (soft, hard) file descriptor
+    limits to start the process with.
     """
 
     def __init__(self, ini_text, *, base_dir, bin, pg=None, userlist=None, port=None,
-                 args=(), env=None):
+                 args=(), env=None, nofile=None):
         self.bin = bin
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE to start pgpulse with
         self.pg = pg
         self.dir = tempfile.mkdtemp(prefix="pp", dir=base_dir)
         self._port_given = port is not None
@@ -575,7 +566,7 @@ class Pgpulse:
                     [self.bin, *self.args, self.ini_path], stdin=subprocess.DEVNULL,
                     stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir,
                     env=dict(os.environ, **(self.env or {})),
-                    start_new_session=True, preexec_fn=_die_with_parent)
+                    start_new_session=True, preexec_fn=self._preexec)
             if not wait:
                 return self
             try:
@@ -589,6 +580,11 @@ class Pgpulse:
                 self.port = free_port()
                 self.write_config(self._ini_template)
         raise AssertionError("unreachable")
+
+    def _preexec(self):
+        _die_with_parent()
+        if self.nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def wait_ready(self, timeout=READY_TIMEOUT, since=0):
         """Poll until 127.0.0.1:port accepts a connection (see start())."""
@@ -624,6 +620,23 @@ class Pgpulse:
 
     def signal(self, sig):
         self.proc.send_signal(sig)
+
+    def rss(self):
+        """Resident memory of the process in bytes (VmRSS)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
+
+    def fd_limits(self):
+        """(soft, hard) "Max open files" of the running process; None for unlimited."""
+        with open(f"/proc/{self.pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft, hard = line[len("Max open files"):].split()[:2]
+                    return tuple(None if v == "unlimited" else int(v) for v in (soft, hard))
+        raise AssertionError(f"no Max open files in /proc/{self.pid}/limits")
 
     def reload(self):
         """SIGHUP: reread the configuration."""
@@ -799,6 +812,27 @@ def raw_startup(sock, user="app", database="appdb", params=None):
                 if part:
                     fields[chr(part[0])] = part[1:].decode()
             return "error", fields
+
+
+def build_ini(dbs, users=None, settings=None):
+    """An ini file's text.  dbs: {name: "key=value ..."}: an entry that does
+    not start with host= gets the scratch server's host and port first, and
+    dbname = its name unless it sets one (not for "*", which passes the
+    client's).  users: {name: "key=value ..."}.  settings: the [pgbouncer]
+    section, as {parameter: value}."""
+    lines = ["[databases]"]
+    for name, extra in dbs.items():
+        extra = extra or ""
+        if not extra.startswith("host="):
+            extra = "host={pg_host} port={pg_port} " + \
+                ("" if "dbname=" in extra or name == "*" else f"dbname={name} ") + extra
+        lines.append(f"{name} = {extra}".rstrip())
+    if users:
+        lines.append("[users]")
+        lines += [f"{name} = {extra}" for name, extra in users.items()]
+    lines.append("[pgbouncer]")
+    lines += [f"{k} = {v}" for k, v in (settings or {}).items()]
+    return "\n".join(lines) + "\n"
 
 
 def query_message(sql):
@@ -1182,6 +1216,7 @@ class TcpProxy:
     def __init__(self, host, port):
         self.target = (host, port)
         self.hold_cancels = False
+        self.stall = False
         self.cancels_seen = 0
         self.cancels_done = 0
         self._release = threading.Event()
@@ -1214,6 +1249,12 @@ class TcpProxy:
         with self._lock:
             for up in self._budgets:
                 self._budgets[up] = nbytes
+
+    def stall_after(self, nbytes):
+        """Like cut_after, but the connections stay open: PostgreSQL's
+        bytes past n are held back (a reply that stops in mid-message)."""
+        self.stall = True
+        self.cut_after(nbytes)
 
     def _accept_loop(self):
         while not self._closed:
@@ -1272,10 +1313,12 @@ class TcpProxy:
                         if data:
                             key.data.sendall(data)
                         if budget is not None and self._budgets[up] == 0:
-                            return
+                            if not self.stall:
+                                return
+                            sel.unregister(up)  # hold the rest back, keep both ends open
                     else:
                         key.data.sendall(data)
-        except (OSError, EOFError):
+        except (OSError, EOFError, ValueError):  # ValueError: a socket close() closed meanwhile
             return
         finally:
             if is_cancel:

@@ -5,6 +5,7 @@ the shutdown signals."""
 
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -392,6 +393,37 @@ def test_daemon_mode_without_logfile_is_refused(pgpulse, pgpulse_bin):
     assert not os.path.exists(pp.pidfile)
 
 
+def _kill_daemon_of(pp, pgpulse_bin):
+    """Stop, by its pidfile, a daemon that a run with -d left behind."""
+    pid = wait_until(lambda: os.path.exists(pp.pidfile) and
+                     int(open(pp.pidfile).read().strip() or 0), 10, "the daemon's pidfile")
+    if _is_our_daemon(pid, pgpulse_bin):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_unopenable_logfile_stops_startup_before_daemonizing(pgpulse, pgpulse_bin):
+    # PgBouncer refuses too: a daemon that cannot log runs blind
+    logfile = "{dir}/no-such-dir/pgpulse.log"
+    pp = pgpulse(MINIMAL + f"logfile = {logfile}\npidfile = {{pidfile}}\n", USERS, start=False)
+    logfile = pp.render(logfile)
+    r = run_bin(pgpulse_bin, "-d", pp.ini_path)
+    if r.returncode == 0:
+        _kill_daemon_of(pp, pgpulse_bin)
+    assert r.returncode != 0, "pgpulse started without a logfile it could open"
+    assert f'cannot open logfile "{logfile}": No such file or directory' in r.stderr, r.stderr
+    assert not port_accepts(pp.port)
+
+
+def test_missing_auth_file_stops_startup_naming_the_config_line_and_path(pgpulse, pgpulse_bin):
+    pp = pgpulse(MINIMAL.replace("auth_file = {auth_file}", "auth_file = {dir}/missing.txt"),
+                 USERS, start=False)
+    r = run_bin(pgpulse_bin, pp.ini_path)
+    assert r.returncode != 0
+    line = line_of(pp.ini_path, "auth_file")
+    says = f"{pp.ini_path}:{line}: auth_file: {pp.dir}/missing.txt: No such file or directory"
+    assert says in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------------- reload
 
 @pytest.mark.parametrize("how", ["RELOAD", "SIGHUP"])
@@ -456,6 +488,67 @@ def test_admin_reload_with_a_broken_file_fails_with_F0000(pgpulse):
     assert f'RELOAD failed: {pp.ini_path}:{line}: max_client_conn: invalid integer "many"' \
         in str(info.value)
     assert config_value(pp, "default_pool_size") == "2"
+
+
+def test_reload_with_an_unopenable_logfile_keeps_the_old_one(pgpulse):
+    # a running service does not die, nor go blind, on a RELOAD: the error
+    # lands in the file in use, and the next RELOAD tries the new path again
+    old_log = "{dir}/old.log"
+    pp = pgpulse(MINIMAL + f"logfile = {old_log}\n", USERS)
+    old_log = pp.render(old_log)
+    new_dir = os.path.join(pp.dir, "logs")
+    new_log = os.path.join(new_dir, "new.log")
+    pp.write_config(MINIMAL + f"logfile = {new_log}\n")
+    mark = os.path.getsize(old_log)
+    pp.reload()
+    wait_until(lambda: "configuration reloaded" in open(old_log).read()[mark:], 10,
+               "the reload to be logged in the old logfile")
+    logged = open(old_log).read()[mark:]
+    assert f'cannot open logfile "{new_log}": No such file or directory' in logged, logged
+    assert pp.running
+    assert config_value(pp, "logfile") == old_log
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    os.mkdir(new_dir)
+    pp.reload()
+    wait_until(lambda: os.path.exists(new_log) and "configuration reloaded" in open(new_log).read(),
+               10, "the next reload to switch to the new logfile")
+    assert config_value(pp, "logfile") == new_log
+
+
+# ------------------------------------------------------ file descriptor limit
+
+def _needs_hard_fd_limit(n):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n:
+        pytest.skip(f"the test needs a hard descriptor limit of {n}, has {hard}")
+
+
+def test_soft_fd_limit_is_raised_for_a_large_max_client_conn(pgpulse):
+    # a soft limit of 1,024 (the usual default) refused logins long before max_client_conn
+    _needs_hard_fd_limit(8192)
+    pp = pgpulse(MINIMAL + "max_client_conn = 3000\n", USERS, nofile=(256, 8192))
+    soft, hard = pp.fd_limits()
+    assert 3000 < soft <= 8192 and hard == 8192, (soft, hard)
+    assert "raised the file descriptor limit from 256" in pp.log()
+    with pp.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_hard_fd_limit_below_max_client_conn_is_a_warning(pgpulse):
+    pp = pgpulse(MINIMAL + "max_client_conn = 3000\n", USERS, nofile=(256, 512))
+    assert pp.fd_limits() == (512, 512)  # as far as it goes
+    assert re.search(r"WARNING the file descriptor limit \(hard 512\) is below the \d+ that "
+                     r"max_client_conn = 3000", pp.log()), pp.log()
+
+
+def test_reload_with_a_larger_max_client_conn_raises_the_soft_fd_limit(pgpulse):
+    _needs_hard_fd_limit(8192)
+    pp = pgpulse(MINIMAL, USERS, nofile=(256, 8192))
+    assert pp.fd_limits() == (256, 8192)  # 100 clients and a pool of 2 fit
+    pp.write_config(MINIMAL + "max_client_conn = 5000\n")
+    pp.reload()
+    wait_until(lambda: pp.fd_limits()[0] > 5000, 10, "the soft limit to follow max_client_conn")
 
 
 # ---------------------------------------------------- ignore_startup_parameters

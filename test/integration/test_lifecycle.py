@@ -30,7 +30,7 @@ import time
 import psycopg
 import pytest
 
-from pgpulse_harness import RawConn, ServerError, TcpProxy, cpu_seconds, error_fields, \
+from pgpulse_harness import build_ini, RawConn, ServerError, TcpProxy, cpu_seconds, error_fields, \
     message, query_message, split_messages, tcp_sockets, wait_eof, wait_until
 
 DB = "lifecycle"
@@ -49,25 +49,10 @@ BASE_SETTINGS = {
 
 
 def make_ini(dbs=None, users=None, **settings):
-    """dbs: {name: "key=value ..."}; an entry not starting with host= gets
-    the scratch server's host and port (and dbname = name unless given).
-    users: {name: "key=value ..."}.  settings go to [pgbouncer]."""
-    if dbs is None:
-        dbs = {DB: ""}
+    """build_ini with this file's databases and settings as defaults."""
     merged = dict(BASE_SETTINGS)
     merged.update({k: str(v) for k, v in settings.items()})
-    lines = ["[databases]"]
-    for name, extra in dbs.items():
-        if not extra.startswith("host="):
-            extra = "host={pg_host} port={pg_port} " + \
-                ("" if "dbname=" in extra or name == "*" else f"dbname={name} ") + extra
-        lines.append(f"{name} = {extra}".rstrip())
-    if users:
-        lines.append("[users]")
-        lines += [f"{name} = {extra}" for name, extra in users.items()]
-    lines.append("[pgbouncer]")
-    lines += [f"{k} = {v}" for k, v in merged.items()]
-    return "\n".join(lines) + "\n"
+    return build_ini({DB: ""} if dbs is None else dbs, users, merged)
 
 
 def start(pgpulse, dbs=None, users=None, **settings):
@@ -764,3 +749,86 @@ def test_random_client_lifecycles_leave_counts_limits_and_shutdown_true(pgpulse,
             t.join(30)
         for c in chaos.kept:
             c.sock.close()
+
+
+# ============================================================ found in review
+
+def test_kill_client_in_the_middle_of_a_large_row_closes_without_a_garbled_message(pgpulse,
+                                                                                    proxy, raw):
+    pp = start(pgpulse, dbs=via(proxy))
+    c = raw(pp.port)
+    assert c.query("SELECT 1") == [["1"]]
+    victim = client_id(pp, c)
+    # PostgreSQL's reply stops half way through the second row, and the
+    # client has read all pgpulse forwarded: its socket has room for an error
+    proxy.stall_after(ROW_DESC_LEN + len(DATA_ROW) + 50000)
+    c.send(query_message(BIG_QUERY))
+    got = bytearray()
+    while len(got) < ROW_DESC_LEN + len(DATA_ROW) + 50000:
+        got += c.sock.recv(1 << 16)
+    pp.command(f"KILL_CLIENT {victim}")
+    msgs, tail = messages_of(bytes(got) + c.read_to_eof(timeout=20))
+    assert_whole_rows(msgs, tail)
+    assert not errors_in(msgs), errors_in(msgs)
+
+
+def test_suspend_timeout_dropping_a_console_behind_the_waiting_one_keeps_pgpulse_serving(pgpulse,
+                                                                                          raw):
+    pp = start(pgpulse, suspend_timeout=1)
+    suspender = raw(pp.port, user="admin", database="pgpulse")
+    stuck = raw(pp.port, user="admin", database="pgpulse", rcvbuf=65536)
+    stuck.send(query_message("SHOW CONFIG") * 5000)  # and never reads the answers
+
+    def answers_wait_in_pgpulse():
+        return [r for r in pp.show("MEM") if r["name"] == "outbuf" and r["memtotal"] > 0]
+    wait_until(answers_wait_in_pgpulse, 20, "the stuck console's answers to wait in pgpulse")
+    # SUSPEND waits for them, then drops the stuck console at suspend_timeout
+    suspender.send(query_message("SUSPEND"))
+    tags = [body.rstrip(b"\0").decode() for t, body in suspender.until_ready() if t == "C"]
+    assert tags == ["SUSPEND"], tags
+    wait_eof(stuck.sock, 10)
+    assert suspender.query("RESUME") == []
+    # pgpulse still logs clients in, and is not spinning
+    with RawConn(pp.port, database=DB, timeout=5) as c:
+        assert c.query("SELECT 2") == [["2"]]
+    t0 = cpu_seconds(pp.pid)
+    time.sleep(2)  # letting time pass: CPU used while idle
+    used = cpu_seconds(pp.pid) - t0
+    assert used < 0.5, f"pgpulse used {used:.2f}s of CPU in 2s while idle"
+
+
+def test_a_cancel_nobody_closes_frees_its_server_even_with_cancel_wait_timeout_0(pgpulse, pg,
+                                                                                 proxy, raw):
+    pp = start(pgpulse, dbs=via(proxy), default_pool_size=1, cancel_wait_timeout=0)
+    a = raw(pp.port)
+    a.query("SELECT 1")
+    proxy.hold_cancels = True  # the cancel reaches a proxy that never passes it on nor closes
+    a.send(query_message("SELECT pg_sleep(0.5), 'a done'"))
+    wait_until(lambda: running(pg, "pg_sleep"), 10, "A's query to run")
+    canceller = a.cancel(pp.port)
+    try:
+        wait_until(lambda: proxy.cancels_seen == 1, 10, "the cancel to leave pgpulse")
+        assert [t for t, _ in a.until_ready() if t in "DE"] == ["D"]
+        # the server waits for the cancel, but not for ever: B is served
+        b = raw(pp.port)
+        assert b.query("SELECT 'b done'") == [["b done"]]
+        wait_eof(canceller, 10)
+    finally:
+        canceller.close()
+        proxy.release_cancels()
+
+
+def test_a_database_listed_after_the_fallback_made_it_stays_configured(pgpulse, pg, raw):
+    ini = make_ini(FALLBACK, autodb_idle_timeout=1)
+    pp = pgpulse(ini, USERLIST)
+    c = raw(pp.port)
+    assert c.query("SELECT 1") == [["1"]]
+    c.close()
+    # the operator lists it, with a pool kept open for it
+    pp.write_config(make_ini({"*": "", DB: "min_pool_size=1 user=app"}, autodb_idle_timeout=1))
+    pp.reload()
+    wait_until(lambda: len(pg.backends(dbname=DB)) == 1, 10, "the listed database's min_pool_size")
+    # autodb_idle_timeout no longer applies to it
+    poll_for(lambda: DB not in [r["name"] for r in pp.show("DATABASES")], 3)
+    assert DB in [r["name"] for r in pp.show("DATABASES")]
+    assert len(pg.backends(dbname=DB)) == 1

@@ -23,16 +23,19 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
+import time
 
 import psycopg
 import pytest
 
-from pgpulse_harness import free_port, wait_until
+from pgpulse_harness import count_tcp_sockets, free_port, wait_until
 
 USERLIST = {"app": "app_pw", "admin": "admin_pw", "md5user": "md5_pw"}
 
@@ -83,11 +86,11 @@ def make_ini(databases=None, **settings):
     return "\n".join(lines) + "\n"
 
 
-def start(pgpulse, databases=None, metrics=True, **settings):
+def start(pgpulse, databases=None, metrics=True, nofile=None, **settings):
     """A pgpulse with the metrics endpoint on a port of its own (pp.metrics_port)."""
     mport = free_port() if metrics else 0
     settings.setdefault("metrics_port", mport)
-    pp = pgpulse(make_ini(databases, **settings), USERLIST)
+    pp = pgpulse(make_ini(databases, **settings), USERLIST, nofile=nofile)
     pp.metrics_port = mport
     return pp
 
@@ -683,6 +686,143 @@ def test_metrics_port_in_use_stops_startup_with_a_message(pgpulse):
         rc = pp.wait_exit(10)
     assert rc != 0
     assert re.search(rf"could not listen for metrics on 127\.0\.0\.1:{mport}", pp.log()), pp.log()
+
+
+# ------------------------------------------- limits: what a peer may cost pgpulse
+
+MB = 1024 * 1024
+
+
+def send_oversized(port, head, filler=b"a", total=100 * MB):
+    """Send `head`, then up to `total` bytes of filler, to the metrics port;
+    stop when pgpulse stops taking them (it answered and closed, or stopped
+    reading). Returns the status line pgpulse answered, None when it closed
+    the connection without one, "no answer" when it kept it open."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        chunk = filler * (256 * 1024 // len(filler))
+        try:
+            s.sendall(head)
+            sent = 0
+            while sent < total:
+                s.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+        try:
+            s.settimeout(10)
+            reply = s.recv(4096)
+        except ConnectionResetError:
+            return None
+        except socket.timeout:
+            return "no answer"
+    return reply.split(b"\r\n", 1)[0].decode() or None
+
+
+def assert_refused(status_line, what):
+    assert status_line is None or re.match(r"HTTP/1\.[01] 4\d\d ", status_line), \
+        f"{what}: pgpulse answered {status_line!r}"
+
+
+CHUNKED_POST = b"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+OVERSIZED_BODIES = {
+    # what is sent before the 100 MB, and what the 100 MB are made of
+    "POST with Content-Length": (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                                 % (100 * MB), b"a"),
+    "GET with Content-Length": (b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                                % (100 * MB), b"a"),
+    "POST chunked": (CHUNKED_POST + b"%x\r\n" % (100 * MB), b"a"),
+    "POST chunked, endless chunk size": (CHUNKED_POST, b"f"),
+}
+
+
+@pytest.mark.parametrize("kind", list(OVERSIZED_BODIES))
+def test_100_mb_request_body_is_refused_without_growing_memory(pgpulse, kind):
+    # it was buffered whole: 512 MB took pgpulse from 8 MB to 540 MB, for good
+    pp = start(pgpulse)
+    before = pp.rss()
+    head, filler = OVERSIZED_BODIES[kind]
+    status = send_oversized(pp.metrics_port, head, filler)
+    grown = pp.rss() - before
+    assert grown < 50 * MB, f"{kind}: pgpulse grew by {grown / MB:.0f} MB"
+    assert_refused(status, kind)
+    assert http_request(pp.metrics_port)[0] == 200
+
+
+@pytest.mark.parametrize("where", ["header", "request line"])
+def test_100_mb_of_headers_is_refused_without_growing_memory(pgpulse, where):
+    pp = start(pgpulse)
+    before = pp.rss()
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: " if where == "header" else b"GET /"
+    status = send_oversized(pp.metrics_port, head)
+    grown = pp.rss() - before
+    assert grown < 50 * MB, f"{where}: pgpulse grew by {grown / MB:.0f} MB"
+    assert_refused(status, where)
+    assert http_request(pp.metrics_port)[0] == 200
+
+
+def open_idle_sockets(port, n):
+    """n connections to 127.0.0.1:port that send nothing (connects beyond the
+    listen queue stay pending; that is fine)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def test_idle_http_connections_do_not_stop_pooler_logins(pgpulse):
+    # 1,100 idle HTTP connections used up 1,024 descriptors and logins timed
+    # out; here pgpulse gets 128 descriptors and 200 idle HTTP connections
+    pp = start(pgpulse, nofile=(128, 128))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 400:
+        pytest.skip(f"the test needs 400 descriptors of its own, has {soft}")
+    socks = open_idle_sockets(pp.metrics_port, 200)
+    try:
+        # the default metrics_max_connections
+        wait_until(lambda: count_tcp_sockets(pp.pid, pp.metrics_port) >= 16, 5,
+                   "pgpulse to accept HTTP connections")
+        with psycopg.connect(pp.dsn(), connect_timeout=5) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert count_tcp_sockets(pp.pid, pp.metrics_port) == 16
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connection_cap_frees_its_slots_however_connections_end(pgpulse):
+    # refused, reset mid-request, served, timed out: each closed connection
+    # gives its slot back, or the endpoint would stop accepting for good
+    pp = start(pgpulse, metrics_max_connections=2)
+    for _ in range(5):
+        for kind in ("POST with Content-Length", "POST chunked, endless chunk size"):
+            assert_refused(send_oversized(pp.metrics_port, *OVERSIZED_BODIES[kind]), kind)
+        assert_refused(send_oversized(pp.metrics_port, b"GET /", total=MB), "request line")
+        with socket.create_connection(("127.0.0.1", pp.metrics_port)) as s:
+            s.sendall(b"GET /metr")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        assert http_request(pp.metrics_port)[0] == 200
+    for s in open_idle_sockets(pp.metrics_port, 6):
+        s.close()
+    wait_until(lambda: http_request(pp.metrics_port, path="/health")[0] == 200, 15,
+               "a request to be served after idle connections closed", ignore=(OSError,))
+
+
+@pytest.mark.slow
+def test_idle_http_connection_is_closed_by_pgpulse(pgpulse):
+    pp = start(pgpulse)
+    with socket.create_connection(("127.0.0.1", pp.metrics_port)) as s:
+        s.settimeout(20)
+        started = time.monotonic()
+        assert s.recv(1) == b""  # pgpulse closed it
+        assert time.monotonic() - started < 15
 
 
 # ----------------------------------------------------------------- alert rules

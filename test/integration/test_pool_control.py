@@ -13,11 +13,9 @@ login is spoken on a raw socket against a pgpulse with auth_type = trust.
 """
 
 import re
-import selectors
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -25,7 +23,7 @@ import time
 import psycopg
 import pytest
 
-from pgpulse_harness import query_message, raw_startup, wait_until
+from pgpulse_harness import build_ini, TcpProxy, query_message, raw_startup, wait_until
 
 DBS = ("pctl", "pctl2")
 USERLIST = {"app": "app_pw", "md5user": "md5_pw", "admin": "admin_pw"}
@@ -43,25 +41,10 @@ BASE_SETTINGS = {
 
 
 def make_ini(dbs=None, users=None, **settings):
-    """dbs: {name: "key=value ..."}: the scratch server's host and port are
-    put first (dbname defaults to the name) unless the entry starts with
-    host=.  users: {name: "key=value ..."}.  settings go to [pgbouncer]."""
-    if dbs is None:
-        dbs = {name: "" for name in DBS}
+    """build_ini with this file's databases and settings as defaults."""
     merged = dict(BASE_SETTINGS)
     merged.update({k: str(v) for k, v in settings.items()})
-    lines = ["[databases]"]
-    for name, extra in dbs.items():
-        if not isinstance(extra, str) or not extra.startswith("host="):
-            extra = "host={pg_host} port={pg_port} " + \
-                ("" if "dbname=" in (extra or "") else f"dbname={name} ") + (extra or "")
-        lines.append(f"{name} = {extra}".rstrip())
-    if users:
-        lines.append("[users]")
-        lines += [f"{name} = {extra}" for name, extra in users.items()]
-    lines.append("[pgbouncer]")
-    lines += [f"{k} = {v}" for k, v in merged.items()]
-    return "\n".join(lines) + "\n"
+    return build_ini({name: "" for name in DBS} if dbs is None else dbs, users, merged)
 
 
 def start(pgpulse, dbs=None, users=None, **settings):
@@ -287,97 +270,6 @@ class Blackhole:
         with self._lock:
             for c in self.conns:
                 c.close()
-
-
-class CancelDroppingProxy:
-    """A TCP proxy in front of PostgreSQL that passes every connection
-    through except cancel requests, which it swallows: a server that does
-    not answer a cancel."""
-
-    CANCEL_CODE = 80877102
-
-    def __init__(self, host, port):
-        self.target = (host, port)
-        self.cancels_dropped = 0
-        self._lock = threading.Lock()
-        self._socks = []
-        self._closed = False
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
-        threading.Thread(target=self._accept_loop, daemon=True).start()
-
-    def _track(self, s):
-        with self._lock:
-            self._socks.append(s)
-
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            self._track(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _recv_exact(s, n):
-        data = b""
-        while len(data) < n:
-            chunk = s.recv(n - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
-
-    def _serve(self, c):
-        up = None
-        try:
-            first = self._recv_exact(c, 8)
-            length, code = struct.unpack("!II", first)
-            if length == 16 and code == self.CANCEL_CODE:
-                self._recv_exact(c, 8)
-                with self._lock:
-                    self.cancels_dropped += 1
-                return
-            up = socket.create_connection(self.target, timeout=10)
-            up.settimeout(None)
-            self._track(up)
-            up.sendall(first)
-            sel = selectors.DefaultSelector()
-            sel.register(c, selectors.EVENT_READ, up)
-            sel.register(up, selectors.EVENT_READ, c)
-            while not self._closed:
-                for key, _ in sel.select(timeout=0.5):
-                    data = key.fileobj.recv(65536)
-                    if not data:
-                        return
-                    key.data.sendall(data)
-        except (OSError, EOFError):
-            return
-        finally:
-            for s in (c, up):
-                if s is not None:
-                    try:
-                        s.close()
-                    except OSError:
-                        pass
-
-    def close(self):
-        self._closed = True
-        close_listener(self.lsock)
-        with self._lock:
-            for s in self._socks:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                try:
-                    s.close()
-                except OSError:
-                    pass
 
 
 @pytest.fixture
@@ -698,7 +590,8 @@ def test_query_timeout_does_not_count_the_time_spent_waiting_for_a_server(pgpuls
 
 
 def test_query_timeout_closes_the_server_when_the_cancel_is_not_answered(pgpulse, pg):
-    proxy = CancelDroppingProxy(pg.host, pg.port)
+    proxy = TcpProxy(pg.host, pg.port)
+    proxy.hold_cancels = True  # a server that does not answer a cancel
     try:
         pp = start(pgpulse, dbs={"pctl": f"host=127.0.0.1 port={proxy.port} dbname=pctl"},
                    query_timeout=1, cancel_wait_timeout=1)
@@ -712,7 +605,7 @@ def test_query_timeout_closes_the_server_when_the_cancel_is_not_answered(pgpulse
         assert 1.8 <= elapsed < 8, f"the client was failed after {elapsed:.2f}s with " \
                                    "query_timeout = 1 and cancel_wait_timeout = 1"
         assert "query_timeout" in str(err.value), str(err.value)
-        assert proxy.cancels_dropped >= 1, "pgpulse did not try a cancel first"
+        assert proxy.cancels_seen >= 1, "pgpulse did not try a cancel first"
         assert conn.closed or conn.broken
         wait_until(lambda: pool_row(pp)["sv_active"] == 0, 10,
                    "the server that ignored the cancel to be closed")

@@ -21,7 +21,8 @@ import psycopg
 import psycopg.errors
 import pytest
 
-from pgpulse_harness import RawConn, cstr, data_row, error_fields, message, wait_until
+from pgpulse_harness import RawConn, built_with_asan, cstr, data_row, error_fields, message, rss_kb, \
+    wait_until
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 
@@ -111,20 +112,6 @@ def types_of(msgs):
 
 
 # ------------------------------------------------------------ helpers
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def built_with_asan(path):
-    """ASan's shadow memory makes RSS meaningless as a bound."""
-    with open(path, "rb") as f:
-        return b"__asan_init" in f.read()
-
 
 def app_backend_running(pg, fragment):
     """The app backend now running a query that contains `fragment`."""

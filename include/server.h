@@ -101,7 +101,7 @@ struct server {
 	 * the client's next Sync (after CopyDone or CopyFail) takes its place.
 	 */
 	bool copy_sync_ignored;
-	struct ps_server *ps;       /* prepared statements and expected replies (prepared.c) */
+	struct ps_server *ps;       /* prepared statements and expected replies (src/prepared/) */
 	char addr[64];
 };
 

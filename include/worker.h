@@ -55,7 +55,7 @@ struct worker {
 	bool db_sweep_due;          /* a database nobody logged in to lost its last client (pool.c) */
 	int64_t suspend_started;    /* monotonic usec */
 	char normalized[NORMALIZE_MAX + 8]; /* a request's normalized text (client.c) */
-	struct ps_table *prepared;  /* shared prepared statements (prepared.c), made at first use */
+	struct ps_table *prepared;  /* shared prepared statements (src/prepared/), made at first use */
 
 	enum shutdown_mode shutdown;
 	bool paused_all;            /* SIGINT shutdown: no new server work */

@@ -1232,7 +1232,7 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 	    capture_request_text(c, pkt) == PKT_NEED_FULL)
 		return PKT_NEED_FULL;
 	if (prepared_tracking(c)) {
-		/* named statements: rewritten, answered or skipped by prepared.c */
+		/* named statements: rewritten, answered or skipped by src/prepared/ */
 		switch (prepared_on_request(c, pkt)) {
 		case PS_FORWARD:
 			break;
@@ -1260,7 +1260,7 @@ static void client_on_flushed(struct stream *st)
 {
 	struct client *c = st->owner;
 	if (c->server)
-		prepared_client_flushed(c); /* messages prepared.c wrote for the server */
+		prepared_client_flushed(c); /* messages src/prepared/ wrote for the server */
 }
 
 int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival)

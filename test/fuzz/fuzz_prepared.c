@@ -1,6 +1,6 @@
 /*
  * fuzz_prepared: the named-statement tracking of transaction mode
- * (src/prepared.c) fed any sequence of client messages (Parse, Bind,
+ * (src/prepared/) fed any sequence of client messages (Parse, Bind,
  * Describe, Close, Execute, Sync, Query, COPY ends...) and server replies,
  * in any order, with the server stream's "bytes in flight" flag flipping.
  * Stream calls are stubbed: what pgpulse sends lands in the streams' out
@@ -17,7 +17,8 @@
  *   - once the client and the server are gone, no shared statement is
  *     left: every reference taken was dropped.
  */
-#include "../../src/prepared.c"
+#include "../../src/prepared/statements.c"
+#include "../../src/prepared/protocol.c"
 
 #include <assert.h>
 #include <stdint.h>

@@ -1,10 +1,11 @@
 /*
  * test_prepared: the named-statement maps and the reply queue without
- * sockets. prepared.c is included to reach its static parts; the stream
- * calls it makes are stubbed, so what pgpulse "sent" is read back from the
- * streams' out buffers.
+ * sockets. The two files of src/prepared/ are included to reach their
+ * static parts; the stream calls they make are stubbed, so what pgpulse
+ * "sent" is read back from the streams' out buffers.
  */
-#include "../../src/prepared.c"
+#include "../../src/prepared/statements.c"
+#include "../../src/prepared/protocol.c"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,25 +174,25 @@ static void test_names_survive_deletes_in_collision_chains(void)
 	char name[32];
 	setup(200);
 	uint8_t blob[] = "SELECT 1\0\0";
-	struct ps_stmt *st = stmt_create(blob, sizeof(blob) - 1, 1, 0);
-	stmt_hold(st);
+	struct ps_stmt *st = ps_stmt_create(blob, sizeof(blob) - 1, 1, 0);
+	ps_stmt_hold(st);
 	for (int i = 0; i < 500; i++) {
 		snprintf(name, sizeof(name), "n%d", i);
-		name_add(&cl, name, st);
+		ps_name_add(&cl, name, st);
 	}
 	for (int i = 0; i < 500; i += 2) {
 		snprintf(name, sizeof(name), "n%d", i);
-		name_remove(cl.ps, name, NULL);
+		ps_name_remove(cl.ps, name, NULL);
 	}
 	CHECK_INT_EQ(cl.ps->count, 250);
 	CHECK_INT_EQ(st->clients, 250);
 	for (int i = 0; i < 500; i++) {
 		snprintf(name, sizeof(name), "n%d", i);
-		CHECK((name_find(cl.ps, name) != NULL) == (i % 2 == 1));
+		CHECK((ps_name_find(cl.ps, name) != NULL) == (i % 2 == 1));
 	}
 	prepared_client_free(&cl);
 	CHECK_INT_EQ(st->refs, 1);
-	stmt_drop(st);
+	ps_stmt_drop(st);
 }
 
 static void test_server_set_evicts_the_least_recently_used(void)

@@ -1,6 +1,8 @@
 /*
- * prepared: named prepared statements that follow their client from one
- * server connection to the next (transaction and statement mode).
+ * prepared/protocol: named prepared statements that follow their client
+ * from one server connection to the next (transaction and statement mode):
+ * the hooks client.c and server.c call, rewriting, answering, the reply
+ * queue. What is remembered lives in prepared/statements.c.
  *
  * A client's Parse "s1" is remembered in the client's map as a shared
  * statement, which servers know as PGPULSE_<id>; the Parse goes to the
@@ -38,53 +40,17 @@
 #include "config.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared_store.h"
 #include "proto.h"
 #include "server.h"
 #include "textcache.h"
 #include "util.h"
 #include "worker.h"
 
-#define PS_NAME_PREFIX "PGPULSE_"
 #define PS_PROBE_NAME "PGPULSE_NONE"       /* never prepared: describing it fails with 26000 */
 #define PS_OUT_HIGH_WATER (64 * 1024)      /* rewritten messages waiting for the server's socket */
 #define PS_QUEUE_MAX 16384                 /* replies expected from one server at a time */
-#define PS_CLIENT_MIN_NAMES 1000           /* names one client may keep, at least */
-#define PS_CLIENT_FACTOR 4                 /* ... or this many times max_prepared_statements */
 #define PS_DEALLOCATE_MAX 300              /* longest "DEALLOCATE name" worth reading whole */
-
-/* one distinct (query text, parameter types); servers know it as PGPULSE_<id> */
-struct ps_stmt {
-	struct ps_stmt *next; /* hash chain */
-	uint64_t hash;
-	uint64_t id;
-	uint64_t fp;          /* telemetry fingerprint of the text, 0 if not known */
-	uint32_t refs;        /* client names + servers holding it + queue entries */
-	uint32_t clients;     /* client names that map to it */
-	uint32_t servers;     /* server connections that have it */
-	uint64_t client_parses, server_parses, binds, evictions;
-	uint32_t blob_len;    /* the Parse body after the name: text, NUL, types */
-	uint16_t ntypes;
-	uint8_t blob[];
-};
-
-struct ps_table {
-	struct ps_stmt **buckets;
-	uint32_t nbuckets; /* a power of two */
-	uint32_t count;
-	uint64_t next_id;
-};
-
-struct ps_name {
-	char *name; /* NULL: a free slot */
-	uint32_t hash;
-	struct ps_stmt *stmt;
-};
-
-struct ps_held {
-	struct ps_stmt *stmt; /* NULL: a free slot */
-	uint64_t last_use;
-	bool stale;           /* its plan no longer fits the table: prepare it again before use */
-};
 
 enum ps_kind {
 	RQ_PARSE,
@@ -109,304 +75,6 @@ struct ps_reply {
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
 };
 
-/* ---- the shared statements ---- */
-
-static struct ps_table *table(void)
-{
-	if (!worker->prepared) {
-		worker->prepared = xcalloc(1, sizeof(struct ps_table));
-		worker->prepared->nbuckets = 64;
-		worker->prepared->buckets = xcalloc(64, sizeof(struct ps_stmt *));
-	}
-	return worker->prepared;
-}
-
-static uint64_t hash_bytes(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	uint64_t h = 14695981039346656037ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 1099511628211ull;
-	return h;
-}
-
-static struct ps_stmt *stmt_find(const uint8_t *blob, uint32_t len, uint64_t h)
-{
-	struct ps_table *t = table();
-	for (struct ps_stmt *st = t->buckets[h & (t->nbuckets - 1)]; st; st = st->next)
-		if (st->hash == h && st->blob_len == len && memcmp(st->blob, blob, len) == 0)
-			return st;
-	return NULL;
-}
-
-static void table_grow(struct ps_table *t)
-{
-	uint32_t n = t->nbuckets * 2;
-	struct ps_stmt **b = xcalloc(n, sizeof(*b));
-	for (uint32_t i = 0; i < t->nbuckets; i++) {
-		struct ps_stmt *st = t->buckets[i], *next;
-		for (; st; st = next) {
-			next = st->next;
-			st->next = b[st->hash & (n - 1)];
-			b[st->hash & (n - 1)] = st;
-		}
-	}
-	free(t->buckets);
-	t->buckets = b;
-	t->nbuckets = n;
-}
-
-static struct ps_stmt *stmt_create(const uint8_t *blob, uint32_t len, uint64_t h, uint16_t ntypes)
-{
-	struct ps_table *t = table();
-	if (t->count >= t->nbuckets)
-		table_grow(t);
-	struct ps_stmt *st = xcalloc(1, sizeof(*st) + len);
-	st->hash = h;
-	st->id = ++t->next_id;
-	st->blob_len = len;
-	st->ntypes = ntypes;
-	memcpy(st->blob, blob, len);
-	st->next = t->buckets[h & (t->nbuckets - 1)];
-	t->buckets[h & (t->nbuckets - 1)] = st;
-	t->count++;
-	return st;
-}
-
-static void stmt_hold(struct ps_stmt *st)
-{
-	if (st)
-		st->refs++;
-}
-
-static void stmt_drop(struct ps_stmt *st)
-{
-	if (!st || --st->refs > 0)
-		return;
-	struct ps_table *t = table();
-	struct ps_stmt **pp = &t->buckets[st->hash & (t->nbuckets - 1)];
-	while (*pp && *pp != st)
-		pp = &(*pp)->next;
-	if (*pp)
-		*pp = st->next;
-	t->count--;
-	free(st);
-}
-
-static void put_server_name(struct pktbuf *b, const struct ps_stmt *st)
-{
-	char name[40];
-	snprintf(name, sizeof(name), PS_NAME_PREFIX "%llu", (unsigned long long)st->id);
-	pkt_put_str(b, name);
-}
-
-/* ---- a client's names ---- */
-
-static uint32_t name_hash(const char *s)
-{
-	uint32_t h = (uint32_t)hash_bytes(s, strlen(s));
-	return h ? h : 1;
-}
-
-static struct ps_client *client_map(struct client *c)
-{
-	if (!c->ps)
-		c->ps = xcalloc(1, sizeof(*c->ps));
-	return c->ps;
-}
-
-static struct ps_name *name_find(const struct ps_client *m, const char *name)
-{
-	if (!m || !m->count)
-		return NULL;
-	uint32_t h = name_hash(name), mask = m->cap - 1;
-	for (uint32_t i = h & mask;; i = (i + 1) & mask) {
-		struct ps_name *n = &m->slots[i];
-		if (!n->name)
-			return NULL;
-		if (n->hash == h && strcmp(n->name, name) == 0)
-			return n;
-	}
-}
-
-static void name_insert(struct ps_client *m, char *name, uint32_t h, struct ps_stmt *st)
-{
-	uint32_t mask = m->cap - 1, i = h & mask;
-	while (m->slots[i].name)
-		i = (i + 1) & mask;
-	m->slots[i] = (struct ps_name){ name, h, st };
-	m->count++;
-}
-
-/* the map takes a reference on st */
-static void name_add(struct client *c, const char *name, struct ps_stmt *st)
-{
-	struct ps_client *m = client_map(c);
-	if ((m->count + 1) * 2 > m->cap) {
-		struct ps_name *old = m->slots;
-		uint32_t old_cap = m->cap;
-		m->cap = m->cap ? m->cap * 2 : 16;
-		m->slots = xcalloc(m->cap, sizeof(*m->slots));
-		m->count = 0;
-		for (uint32_t i = 0; i < old_cap; i++)
-			if (old[i].name)
-				name_insert(m, old[i].name, old[i].hash, old[i].stmt);
-		free(old);
-	}
-	name_insert(m, xstrdup(name), name_hash(name), st);
-	stmt_hold(st);
-	st->clients++;
-}
-
-/* linear probing: close the gap so that later entries stay reachable */
-static void name_delete_slot(struct ps_client *m, uint32_t i)
-{
-	uint32_t mask = m->cap - 1;
-	struct ps_stmt *st = m->slots[i].stmt;
-	free(m->slots[i].name);
-	m->slots[i].name = NULL;
-	m->count--;
-	for (uint32_t j = (i + 1) & mask; m->slots[j].name; j = (j + 1) & mask) {
-		uint32_t home = m->slots[j].hash & mask;
-		bool movable = (j > i) ? (home <= i || home > j) : (home <= i && home > j);
-		if (movable) {
-			m->slots[i] = m->slots[j];
-			m->slots[j].name = NULL;
-			i = j;
-		}
-	}
-	st->clients--;
-	stmt_drop(st);
-}
-
-/* remove name; only when it maps to only_if, if that is given */
-static void name_remove(struct ps_client *m, const char *name, const struct ps_stmt *only_if)
-{
-	struct ps_name *n = name_find(m, name);
-	if (n && (!only_if || n->stmt == only_if))
-		name_delete_slot(m, (uint32_t)(n - m->slots));
-}
-
-static void names_clear(struct ps_client *m)
-{
-	for (uint32_t i = 0; m && i < m->cap; i++) {
-		if (m->slots[i].name) {
-			free(m->slots[i].name);
-			m->slots[i].name = NULL;
-			m->slots[i].stmt->clients--;
-			stmt_drop(m->slots[i].stmt);
-		}
-	}
-	if (m)
-		m->count = 0;
-}
-
-static uint32_t client_name_limit(void)
-{
-	uint64_t n = (uint64_t)worker->cfg->max_prepared_statements * PS_CLIENT_FACTOR;
-	return n < PS_CLIENT_MIN_NAMES ? PS_CLIENT_MIN_NAMES : (uint32_t)(n > 1000000 ? 1000000 : n);
-}
-
-/* ---- a server's statements ---- */
-
-static struct ps_server *server_ps(struct server *s)
-{
-	if (!s->ps)
-		s->ps = xcalloc(1, sizeof(*s->ps));
-	return s->ps;
-}
-
-static uint32_t held_home(const struct ps_stmt *st, uint32_t mask)
-{
-	return (uint32_t)((st->id * 0x9E3779B97F4A7C15ull) >> 32) & mask;
-}
-
-static struct ps_held *held_find(const struct ps_server *sp, const struct ps_stmt *st)
-{
-	if (!sp->count)
-		return NULL;
-	uint32_t mask = sp->cap - 1;
-	for (uint32_t i = held_home(st, mask);; i = (i + 1) & mask) {
-		if (!sp->slots[i].stmt)
-			return NULL;
-		if (sp->slots[i].stmt == st)
-			return &sp->slots[i];
-	}
-}
-
-static void held_insert(struct ps_server *sp, struct ps_held h)
-{
-	uint32_t mask = sp->cap - 1, i = held_home(h.stmt, mask);
-	while (sp->slots[i].stmt)
-		i = (i + 1) & mask;
-	sp->slots[i] = h;
-	sp->count++;
-}
-
-static void held_add(struct ps_server *sp, struct ps_stmt *st)
-{
-	if (held_find(sp, st))
-		return;
-	if ((sp->count + 1) * 2 > sp->cap) {
-		struct ps_held *old = sp->slots;
-		uint32_t old_cap = sp->cap;
-		sp->cap = sp->cap ? sp->cap * 2 : 16;
-		sp->slots = xcalloc(sp->cap, sizeof(*sp->slots));
-		sp->count = 0;
-		for (uint32_t i = 0; i < old_cap; i++)
-			if (old[i].stmt)
-				held_insert(sp, old[i]);
-		free(old);
-	}
-	held_insert(sp, (struct ps_held){ st, ++sp->clock, false });
-	stmt_hold(st);
-	st->servers++;
-}
-
-static void held_remove(struct ps_server *sp, struct ps_stmt *st)
-{
-	struct ps_held *h = held_find(sp, st);
-	if (!h)
-		return;
-	uint32_t mask = sp->cap - 1, i = (uint32_t)(h - sp->slots);
-	sp->slots[i].stmt = NULL;
-	sp->count--;
-	for (uint32_t j = (i + 1) & mask; sp->slots[j].stmt; j = (j + 1) & mask) {
-		uint32_t home = held_home(sp->slots[j].stmt, mask);
-		bool movable = (j > i) ? (home <= i || home > j) : (home <= i && home > j);
-		if (movable) {
-			sp->slots[i] = sp->slots[j];
-			sp->slots[j].stmt = NULL;
-			i = j;
-		}
-	}
-	st->servers--;
-	stmt_drop(st);
-}
-
-static void held_clear(struct ps_server *sp)
-{
-	for (uint32_t i = 0; i < sp->cap; i++) {
-		struct ps_stmt *st = sp->slots[i].stmt;
-		if (st) {
-			sp->slots[i].stmt = NULL;
-			st->servers--;
-			stmt_drop(st);
-		}
-	}
-	sp->count = 0;
-}
-
-/* eviction is rare (a miss with a full set, which costs a round trip anyway): a scan will do */
-static struct ps_stmt *held_lru(const struct ps_server *sp)
-{
-	const struct ps_held *best = NULL;
-	for (uint32_t i = 0; i < sp->cap; i++)
-		if (sp->slots[i].stmt && (!best || sp->slots[i].last_use < best->last_use))
-			best = &sp->slots[i];
-	return best ? best->stmt : NULL;
-}
-
 /* ---- the reply queue ---- */
 
 static struct ps_reply *q_at(const struct ps_server *sp, uint32_t i)
@@ -429,13 +97,13 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 	}
 	struct ps_reply *e = q_at(sp, sp->q_len++);
 	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text };
-	stmt_hold(st);
+	ps_stmt_hold(st);
 	return e;
 }
 
 static void reply_free(struct ps_reply *e)
 {
-	stmt_drop(e->stmt);
+	ps_stmt_drop(e->stmt);
 	free(e->text);
 	e->stmt = NULL;
 	e->text = NULL;
@@ -509,21 +177,21 @@ static void undo(struct server *s, const struct ps_reply *e)
 	switch (e->kind) {
 	case RQ_PARSE:
 		if (e->stmt)
-			held_remove(sp, e->stmt);
+			ps_held_remove(sp, e->stmt);
 		if (e->text && m)
-			name_remove(m, e->text, e->stmt);
+			ps_name_remove(m, e->text, e->stmt);
 		break;
 	case RQ_CLOSE:
 		if (e->restore)
-			held_add(sp, e->stmt);
+			ps_held_add(sp, e->stmt);
 		break;
 	case SY_PARSE_COMPLETE:
 		if (e->text && m)
-			name_remove(m, e->text, e->stmt);
+			ps_name_remove(m, e->text, e->stmt);
 		break;
 	case SY_CLOSE_COMPLETE:
-		if (e->text && e->stmt && s->client && !name_find(m, e->text))
-			name_add(s->client, e->text, e->stmt);
+		if (e->text && e->stmt && s->client && !ps_name_find(m, e->text))
+			ps_name_add(s->client, e->text, e->stmt);
 		break;
 	default:
 		break;
@@ -549,7 +217,7 @@ static void skip_to_sync(struct server *s)
 		sp->q_len--;
 	}
 	if (!sp->q_len && s->client)
-		client_map(s->client)->skipping = true;
+		ps_client_map(s->client)->skipping = true;
 	if (s->client && s->client->ps && s->client->ps->paused && sp->q_len <= PS_QUEUE_MAX / 2) {
 		s->client->ps->paused = false;
 		stream_resume(&s->client->st);
@@ -570,7 +238,7 @@ bool prepared_tracking(const struct client *c)
 
 static enum ps_result queue_forward(struct server *s, enum ps_kind kind)
 {
-	q_push(server_ps(s), kind, false, NULL, NULL);
+	q_push(ps_server_of(s), kind, false, NULL, NULL);
 	return PS_FORWARD;
 }
 
@@ -594,21 +262,21 @@ static void put_close(struct pktbuf *out, const struct ps_stmt *st)
 {
 	pkt_begin(out, 'C');
 	pkt_put_u8(out, 'S');
-	put_server_name(out, st);
+	ps_put_server_name(out, st);
 	pkt_end(out);
 }
 
 static bool evict_one(struct server *s)
 {
 	struct ps_server *sp = s->ps;
-	struct ps_stmt *victim = held_lru(sp);
+	struct ps_stmt *victim = ps_held_lru(sp);
 	if (!victim)
 		return false;
 	put_close(stream_out(&s->st), victim);
 	q_push(sp, RQ_CLOSE, true, victim, NULL)->restore = true;
 	victim->evictions++;
 	sp->evictions++;
-	held_remove(sp, victim);
+	ps_held_remove(sp, victim);
 	return true;
 }
 
@@ -625,19 +293,19 @@ static void prepare_on_server(struct client *c, struct server *s, struct ps_stmt
 {
 	struct ps_server *sp = s->ps;
 	struct pktbuf *out = stream_out(&s->st);
-	bool had_it = held_find(sp, st) != NULL; /* stale */
+	bool had_it = ps_held_find(sp, st) != NULL; /* stale */
 	put_close(out, st);
 	q_push(sp, RQ_CLOSE, true, st, NULL)->restore = had_it;
-	held_remove(sp, st);
+	ps_held_remove(sp, st);
 	uint32_t max = worker->cfg->max_prepared_statements > 0 ? (uint32_t)worker->cfg->max_prepared_statements : 1;
 	while (sp->count >= max && evict_one(s))
 		;
 	pkt_begin(out, 'P');
-	put_server_name(out, st);
+	ps_put_server_name(out, st);
 	pkt_put_bytes(out, st->blob, st->blob_len);
 	pkt_end(out);
 	q_push(sp, RQ_PARSE, client_name == NULL, st, client_name ? xstrdup(client_name) : NULL);
-	held_add(sp, st);
+	ps_held_add(sp, st);
 	st->server_parses++;
 	c->pool->stats.server_parse_count++;
 }
@@ -645,7 +313,7 @@ static void prepare_on_server(struct client *c, struct server *s, struct ps_stmt
 /* make sure the server has st, fresh, before a message that uses it */
 static void ensure_on_server(struct client *c, struct server *s, struct ps_stmt *st)
 {
-	struct ps_held *h = held_find(s->ps, st);
+	struct ps_held *h = ps_held_find(s->ps, st);
 	if (h && !h->stale) {
 		h->last_use = ++s->ps->clock;
 		return;
@@ -680,8 +348,8 @@ static enum ps_result fail_request(struct client *c, struct server *s, const cha
 	pkt_put_u8(out, 'S');
 	pkt_put_str(out, PS_PROBE_NAME);
 	pkt_end(out);
-	q_push(server_ps(s), RQ_FAIL, false, NULL, text);
-	client_map(c)->skipping = true;
+	q_push(ps_server_of(s), RQ_FAIL, false, NULL, text);
+	ps_client_map(c)->skipping = true;
 	return PS_SKIPPED;
 }
 
@@ -689,7 +357,7 @@ static enum ps_result fail_request(struct client *c, struct server *s, const cha
 static enum ps_result answer(struct client *c, struct server *s, enum ps_kind kind, struct ps_stmt *st,
 			     const char *name)
 {
-	struct ps_server *sp = server_ps(s);
+	struct ps_server *sp = ps_server_of(s);
 	q_push(sp, kind, false, st, name ? xstrdup(name) : NULL);
 	if (sp->q_len == 1 && !stream_has_pending(&s->st) && !emit_answers(s))
 		return PS_GONE;
@@ -765,7 +433,7 @@ static bool deallocate_target(const char *sql, char *name, size_t size)
 static struct ps_name *deallocate_of_client_name(struct client *c, const char *sql)
 {
 	char name[256];
-	return deallocate_target(sql, name, sizeof(name)) ? name_find(c->ps, name) : NULL;
+	return deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
 }
 
 static enum ps_result rewrite_deallocate(struct client *c, struct server *s, struct ps_name *n, bool as_query)
@@ -788,8 +456,8 @@ static enum ps_result rewrite_deallocate(struct client *c, struct server *s, str
 		pkt_end(out);
 	}
 	q_push(s->ps, as_query ? RQ_QUERY : RQ_PARSE, false, NULL, NULL);
-	held_remove(s->ps, st); /* the server drops it (a failure is harmless: see prepare_on_server) */
-	name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
+	ps_held_remove(s->ps, st); /* the server drops it (a failure is harmless: see prepare_on_server) */
+	ps_name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
 	return PS_SENT;
 }
 
@@ -843,17 +511,17 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	(void)query;
 	if (r.bad || pkt_remaining(&r) != 0)
 		return queue_forward(s, RQ_PARSE); /* malformed: PostgreSQL says so */
-	if (name_find(c->ps, name))
+	if (ps_name_find(c->ps, name))
 		return fail_request(c, s, "42P05", "prepared statement \"%s\" already exists", name);
-	if (c->ps && c->ps->count >= client_name_limit())
+	if (c->ps && c->ps->count >= ps_client_name_limit())
 		return fail_request(c, s, "53400",
 				    "too many prepared statements on this connection (%u; the limit follows max_prepared_statements)",
 				    c->ps->count);
 	uint32_t len = (uint32_t)(r.end - blob);
-	uint64_t h = hash_bytes(blob, len);
-	struct ps_stmt *st = stmt_find(blob, len, h);
-	struct ps_server *sp = server_ps(s);
-	struct ps_held *held = st ? held_find(sp, st) : NULL;
+	uint64_t h = ps_hash_bytes(blob, len);
+	struct ps_stmt *st = ps_stmt_find(blob, len, h);
+	struct ps_server *sp = ps_server_of(s);
+	struct ps_held *held = st ? ps_held_find(sp, st) : NULL;
 	bool send = !held || held->stale;
 	if (send) {
 		enum ps_result room = make_room(c, s);
@@ -861,10 +529,10 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 			return room;
 	}
 	if (!st)
-		st = stmt_create(blob, len, h, ntypes);
+		st = ps_stmt_create(blob, len, h, ntypes);
 	if (!st->fp)
 		st->fp = text_fingerprint(st);
-	name_add(c, name, st);
+	ps_name_add(c, name, st);
 	st->client_parses++;
 	c->pool->stats.client_parse_count++;
 	if (send) {
@@ -889,7 +557,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	stmt = pkt_get_str(&r);
 	if (r.bad)
 		return queue_forward(s, RQ_BIND);
-	struct ps_name *n = name_find(c->ps, stmt);
+	struct ps_name *n = ps_name_find(c->ps, stmt);
 	if (!n)
 		return fail_request(c, s, "26000", "prepared statement \"%s\" does not exist", stmt);
 	enum ps_result room = make_room(c, s);
@@ -900,7 +568,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	struct pktbuf *out = stream_out(&s->st);
 	pkt_begin(out, 'B');
 	pkt_put_str(out, portal);
-	put_server_name(out, st);
+	ps_put_server_name(out, st);
 	pkt_put_bytes(out, r.p, pkt_remaining(&r));
 	pkt_end(out);
 	q_push(s->ps, RQ_BIND, false, st, NULL);
@@ -923,7 +591,7 @@ static enum ps_result on_describe(struct client *c, struct server *s, struct pkt
 		return queue_forward(s, RQ_DESCRIBE_PORTAL);
 	if (!*name)
 		return queue_forward(s, RQ_DESCRIBE_STMT);
-	struct ps_name *n = name_find(c->ps, name);
+	struct ps_name *n = ps_name_find(c->ps, name);
 	if (!n)
 		return fail_request(c, s, "26000", "prepared statement \"%s\" does not exist", name);
 	enum ps_result room = make_room(c, s);
@@ -933,7 +601,7 @@ static enum ps_result on_describe(struct client *c, struct server *s, struct pkt
 	struct pktbuf *out = stream_out(&s->st);
 	pkt_begin(out, 'D');
 	pkt_put_u8(out, 'S');
-	put_server_name(out, n->stmt);
+	ps_put_server_name(out, n->stmt);
 	pkt_end(out);
 	q_push(s->ps, RQ_DESCRIBE_STMT, false, n->stmt, NULL);
 	return PS_SENT;
@@ -950,21 +618,21 @@ static enum ps_result on_close(struct client *c, struct server *s, struct pkt *p
 	const char *name = pkt_get_str(&r);
 	if (r.bad || kind != 'S' || !*name)
 		return queue_forward(s, RQ_CLOSE);
-	struct ps_name *n = name_find(c->ps, name);
+	struct ps_name *n = ps_name_find(c->ps, name);
 	if (!n) /* closing a statement that does not exist is no error in PostgreSQL */
 		return answer(c, s, SY_CLOSE_COMPLETE, NULL, NULL);
 	struct ps_stmt *st = n->stmt;
-	stmt_hold(st);
-	name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
+	ps_stmt_hold(st);
+	ps_name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
 	enum ps_result res = answer(c, s, SY_CLOSE_COMPLETE, st, name);
-	stmt_drop(st);
+	ps_stmt_drop(st);
 	return res;
 }
 
 /* the client ended its COPY data; Syncs sent before that are ignored by PostgreSQL */
 static enum ps_result on_copy_end(struct server *s)
 {
-	struct ps_server *sp = server_ps(s);
+	struct ps_server *sp = ps_server_of(s);
 	if (sp->copy_in)
 		sp->copy_in = false;
 	else if (sp->q_len)
@@ -975,9 +643,9 @@ static enum ps_result on_copy_end(struct server *s)
 enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 {
 	struct server *s = c->server;
-	struct ps_server *sp = server_ps(s);
+	struct ps_server *sp = ps_server_of(s);
 	if (sp->q_len >= PS_QUEUE_MAX) {
-		client_map(c)->paused = true; /* q_pop resumes it */
+		ps_client_map(c)->paused = true; /* q_pop resumes it */
 		return PS_PAUSE;
 	}
 	if (c->ps && c->ps->skipping) {
@@ -1069,7 +737,7 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 	}
 	if (e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT) && is_cached_plan_error(pkt)) {
 		/* ALTER TABLE changed the result: prepare it afresh next time it is used here */
-		struct ps_held *h = held_find(sp, e->stmt);
+		struct ps_held *h = ps_held_find(sp, e->stmt);
 		if (h)
 			h->stale = true;
 		PS_LOG(LOG_LVL_INFO, s, "%s%llu changed result type; it is prepared again on next use", PS_NAME_PREFIX,
@@ -1092,9 +760,9 @@ static void note_command_tag(struct server *s, const struct pkt *pkt)
 		return;
 	if (strcmp(tag, "DEALLOCATE ALL") != 0 && strcmp(tag, "DISCARD ALL") != 0)
 		return;
-	held_clear(s->ps);
+	ps_held_clear(s->ps);
 	if (s->client && s->client->ps)
-		names_clear(s->client->ps);
+		ps_names_clear(s->client->ps);
 }
 
 /* COPY FROM STDIN began: Syncs the client sent since are ignored by PostgreSQL */
@@ -1189,7 +857,7 @@ bool prepared_server_busy(const struct server *s)
 void prepared_server_reset(struct server *s, const char *sql)
 {
 	if (s->ps && sql && (strcasestr(sql, "DISCARD ALL") || strcasestr(sql, "DEALLOCATE ALL")))
-		held_clear(s->ps);
+		ps_held_clear(s->ps);
 }
 
 void prepared_server_free(struct server *s)
@@ -1202,67 +870,9 @@ void prepared_server_free(struct server *s)
 		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
 		sp->q_len--;
 	}
-	held_clear(sp);
+	ps_held_clear(sp);
 	free(sp->slots);
 	free(sp->q);
 	free(sp);
 	s->ps = NULL;
-}
-
-void prepared_client_free(struct client *c)
-{
-	if (!c->ps)
-		return;
-	names_clear(c->ps);
-	free(c->ps->slots);
-	free(c->ps);
-	c->ps = NULL;
-}
-
-int prepared_client_count(const struct client *c)
-{
-	return c->ps ? (int)c->ps->count : 0;
-}
-
-int prepared_server_count(const struct server *s)
-{
-	return s->ps ? (int)s->ps->count : 0;
-}
-
-void prepared_each(void (*fn)(const struct ps_info *info, void *arg), void *arg)
-{
-	struct ps_table *t = worker->prepared;
-	for (uint32_t i = 0; t && i < t->nbuckets; i++) {
-		for (const struct ps_stmt *st = t->buckets[i]; st; st = st->next) {
-			struct ps_info info = {
-				.id = st->id,
-				.query = (const char *)st->blob,
-				.param_types = st->ntypes,
-				.clients = st->clients,
-				.servers = st->servers,
-				.client_parses = st->client_parses,
-				.server_parses = st->server_parses,
-				.binds = st->binds,
-				.evictions = st->evictions,
-			};
-			fn(&info, arg);
-		}
-	}
-}
-
-void prepared_shutdown(void)
-{
-	struct ps_table *t = worker->prepared;
-	if (!t)
-		return;
-	for (uint32_t i = 0; i < t->nbuckets; i++) {
-		struct ps_stmt *st = t->buckets[i], *next;
-		for (; st; st = next) {
-			next = st->next;
-			free(st);
-		}
-	}
-	free(t->buckets);
-	free(t);
-	worker->prepared = NULL;
 }

@@ -21,6 +21,7 @@
 
 struct pool;
 struct pool_db;
+struct ps_client;
 struct server;
 
 /*
@@ -115,6 +116,7 @@ struct client {
 	/* fingerprints of named prepared statements, for batches that only Bind them */
 	struct stmt_fp *stmt_fp;    /* [STMT_FP_SLOTS], allocated at the first named Parse */
 	uint8_t stmt_fp_next;
+	struct ps_client *ps;       /* named statements (src/prepared/), allocated at the first one */
 	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
 	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */
 	uint64_t bytes_out_counted;

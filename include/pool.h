@@ -132,6 +132,9 @@ struct pool_stats {
 	uint64_t servers_closed;
 	uint64_t overflow_opened;    /* connections opened beyond the base size */
 	uint64_t reserve_opened;     /* ... beyond base + overflow, after reserve_pool_timeout */
+	uint64_t client_parse_count; /* named Parse messages from clients (transaction, statement mode) */
+	uint64_t server_parse_count; /* ... Parse messages pgpulse sent to servers for them */
+	uint64_t bind_count;         /* Bind messages of named statements */
 };
 
 /* the sizes in force for a pool: overrides resolved, 0 = none */

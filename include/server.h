@@ -16,6 +16,7 @@
 
 struct pool;
 struct client;
+struct ps_server;
 
 /*
  * A server's state, and the pool list it sits on in that state. Only
@@ -100,6 +101,7 @@ struct server {
 	 * the client's next Sync (after CopyDone or CopyFail) takes its place.
 	 */
 	bool copy_sync_ignored;
+	struct ps_server *ps;       /* prepared statements and expected replies (src/prepared/) */
 	char addr[64];
 };
 

@@ -188,6 +188,14 @@ void stream_resume(struct stream *s);
 void stream_resume_when_sent(struct stream *s);
 
 
+/*
+ * The owner queued messages on the peer's `out` faster than the peer's
+ * socket takes them: stop reading and judging s until that out is sent.
+ * Return PKT_FLUSH_FIRST from on_packet after calling it; the packet is
+ * judged again once the peer has drained.
+ */
+void stream_wait_for_peer_out(struct stream *s);
+
 /* forwarded bytes waiting to be sent, or a packet partly forwarded */
 bool stream_has_pending(const struct stream *s);
 /* bytes received but not yet processed */

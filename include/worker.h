@@ -22,6 +22,7 @@ struct cfg;
 struct auth_file;
 struct hba;
 struct dns_resolver;
+struct ps_table;
 
 enum shutdown_mode {
 	SHUTDOWN_NONE = 0,
@@ -56,6 +57,7 @@ struct worker {
 	bool db_sweep_due;          /* a database nobody logged in to lost its last client (pool.c) */
 	int64_t suspend_started;    /* monotonic usec */
 	char normalized[NORMALIZE_MAX + 8]; /* a request's normalized text (client.c) */
+	struct ps_table *prepared;  /* shared prepared statements (src/prepared/), made at first use */
 
 	enum shutdown_mode shutdown;
 	bool paused_all;            /* SIGINT shutdown: no new server work */

@@ -44,6 +44,7 @@
 #include "health.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "server.h"
 #include "series.h"
@@ -660,7 +661,7 @@ static void client_row(struct result *r, const struct client *c, const struct cl
 	tls_describe(c->st.tls, tls, sizeof(tls));
 	row_text(r, tls);
 	row_text(r, app ? app : "");
-	row_int(r, 0); /* prepared_statements: not tracked yet */
+	row_int(r, prepared_client_count(c));
 	row_uint(r, c->id);
 	row_end(r);
 }
@@ -739,7 +740,7 @@ static void server_row(struct result *r, const struct server *s, const struct cl
 	tls_describe(s->st.tls, tls, sizeof(tls));
 	row_text(r, tls);
 	row_text(r, app ? app : "");
-	row_int(r, 0); /* prepared_statements: not tracked yet */
+	row_int(r, prepared_server_count(s));
 	row_uint(r, s->id);
 	row_end(r);
 }
@@ -1087,6 +1088,9 @@ static void stats_add(struct pool_stats *sum, const struct pool_stats *st)
 	sum->query_time += st->query_time;
 	sum->wait_time += st->wait_time;
 	sum->server_assignments += st->server_assignments;
+	sum->client_parse_count += st->client_parse_count;
+	sum->server_parse_count += st->server_parse_count;
+	sum->bind_count += st->bind_count;
 }
 
 /* the counters per database, by name: only databases with a pool; free() the array */
@@ -1191,6 +1195,9 @@ static void stats_average(struct pool_stats *avg, const struct pool_stats *cur,
 	avg->query_count = per_second(queries, dur);
 	avg->bytes_received = per_second(grown(cur->bytes_received, old->bytes_received), dur);
 	avg->bytes_sent = per_second(grown(cur->bytes_sent, old->bytes_sent), dur);
+	avg->client_parse_count = per_second(grown(cur->client_parse_count, old->client_parse_count), dur);
+	avg->server_parse_count = per_second(grown(cur->server_parse_count, old->server_parse_count), dur);
+	avg->bind_count = per_second(grown(cur->bind_count, old->bind_count), dur);
 	if (xacts > 0)
 		avg->xact_time = grown(cur->xact_time, old->xact_time) / xacts;
 	if (queries > 0)
@@ -1199,7 +1206,7 @@ static void stats_average(struct pool_stats *avg, const struct pool_stats *cur,
 		avg->wait_time = grown(cur->wait_time, old->wait_time) / assigns;
 }
 
-/* the eight figures in PgBouncer's order */
+/* the eleven figures in PgBouncer 1.21's order */
 static void row_stats(struct result *r, const struct pool_stats *st)
 {
 	row_uint(r, st->server_assignments);
@@ -1210,6 +1217,9 @@ static void row_stats(struct result *r, const struct pool_stats *st)
 	row_uint(r, st->xact_time);
 	row_uint(r, st->query_time);
 	row_uint(r, st->wait_time);
+	row_uint(r, st->client_parse_count);
+	row_uint(r, st->server_parse_count);
+	row_uint(r, st->bind_count);
 }
 
 enum stats_view { STATS_BOTH, STATS_TOTALS, STATS_AVERAGES };
@@ -1226,6 +1236,9 @@ static void show_stats_view(struct client *c, enum stats_view view)
 		{ "total_xact_time", OID_NUMERIC },
 		{ "total_query_time", OID_NUMERIC },
 		{ "total_wait_time", OID_NUMERIC },
+		{ "total_client_parse_count", OID_NUMERIC },
+		{ "total_server_parse_count", OID_NUMERIC },
+		{ "total_bind_count", OID_NUMERIC },
 		{ "avg_server_assignment_count", OID_NUMERIC },
 		{ "avg_xact_count", OID_NUMERIC },
 		{ "avg_query_count", OID_NUMERIC },
@@ -1234,6 +1247,9 @@ static void show_stats_view(struct client *c, enum stats_view view)
 		{ "avg_xact_time", OID_NUMERIC },
 		{ "avg_query_time", OID_NUMERIC },
 		{ "avg_wait_time", OID_NUMERIC },
+		{ "avg_client_parse_count", OID_NUMERIC },
+		{ "avg_server_parse_count", OID_NUMERIC },
+		{ "avg_bind_count", OID_NUMERIC },
 	};
 	/* STATS_TOTALS and STATS_AVERAGES share these names */
 	static const struct column one_cols[] = {
@@ -1241,7 +1257,8 @@ static void show_stats_view(struct client *c, enum stats_view view)
 		{ "xact_count", OID_NUMERIC },     { "query_count", OID_NUMERIC },
 		{ "bytes_received", OID_NUMERIC }, { "bytes_sent", OID_NUMERIC },
 		{ "xact_time", OID_NUMERIC },      { "query_time", OID_NUMERIC },
-		{ "wait_time", OID_NUMERIC },
+		{ "wait_time", OID_NUMERIC },      { "client_parse_count", OID_NUMERIC },
+		{ "server_parse_count", OID_NUMERIC }, { "bind_count", OID_NUMERIC },
 	};
 	struct result r;
 	int64_t now = now_usec();
@@ -1321,6 +1338,10 @@ static void show_totals(struct client *c, const char *arg)
 		{ "xact_time", cur.xact_time, avg.xact_time },
 		{ "query_time", cur.query_time, avg.query_time },
 		{ "wait_time", cur.wait_time, avg.wait_time },
+		/* PgBouncer's SHOW TOTALS spells these with ps_ */
+		{ "ps_client_parse_count", cur.client_parse_count, avg.client_parse_count },
+		{ "ps_server_parse_count", cur.server_parse_count, avg.server_parse_count },
+		{ "ps_bind_count", cur.bind_count, avg.bind_count },
 	};
 	const size_t nrows = sizeof(rows) / sizeof(rows[0]);
 
@@ -1667,7 +1688,7 @@ static void show_help(struct client *c, const char *arg)
 	static const char detail[] =
 		"\n"
 		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
-		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS\n"
+		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|PREPARED_STATEMENTS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
 		"\tSHOW QUERIES [1m|5m|15m|all]\n"
@@ -2247,6 +2268,38 @@ struct show_entry {
 	bool takes_arg; /* a third word: SHOW LATENCY 5m */
 };
 
+/* SHOW PREPARED_STATEMENTS: the shared statements, their reuse and evictions */
+static void prepared_row(const struct ps_info *info, void *arg)
+{
+	struct result *r = arg;
+	row_uint(r, info->id);
+	row_printf(r, "PGPULSE_%llu", (unsigned long long)info->id);
+	row_text(r, info->query);
+	row_int(r, info->param_types);
+	row_uint(r, info->clients);
+	row_uint(r, info->servers);
+	row_uint(r, info->client_parses);
+	row_uint(r, info->server_parses);
+	row_uint(r, info->binds);
+	row_uint(r, info->evictions);
+	row_end(r);
+}
+
+static void show_prepared_statements(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "id", OID_INT8 },           { "server_name", OID_TEXT },   { "query", OID_TEXT },
+		{ "param_types", OID_INT4 },  { "clients", OID_INT8 },       { "servers", OID_INT8 },
+		{ "client_parses", OID_INT8 }, { "server_parses", OID_INT8 }, { "binds", OID_INT8 },
+		{ "evictions", OID_INT8 },
+	};
+	struct result r;
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	prepared_each(prepared_row, &r);
+	result_end(&r);
+}
+
 static const struct show_entry show_table[] = {
 	{ "latency", show_latency, true },
 	{ "efficiency", show_efficiency, true },
@@ -2271,6 +2324,7 @@ static const struct show_entry show_table[] = {
 	{ "peers", show_peers, false },
 	{ "peer_pools", show_peer_pools, false },
 	{ "dns_hosts", show_dns_hosts, false },
+	{ "prepared_statements", show_prepared_statements, false },
 	/* PgBouncer has these; pgpulse not yet */
 	{ "fds", cmd_not_yet, false },
 	{ "sockets", cmd_not_yet, false },

@@ -38,6 +38,7 @@
 #include "log.h"
 #include "normalize.h"
 #include "pool.h"
+#include "prepared.h"
 #include "proto.h"
 #include "server.h"
 #include "telemetry.h"
@@ -255,7 +256,8 @@ void client_set_state(struct client *c, enum client_state to)
 static bool server_is_clean_after(const struct client *c, const struct server *s)
 {
 	return s->xact_status == 'I' && s->job == JOB_NONE && c->pending_syncs <= 0 && !c->mid_batch &&
-	       !stream_has_pending(&c->st) && !stream_has_pending(&s->st) && !stream_has_unread(&s->st);
+	       !stream_has_pending(&c->st) && !stream_has_pending(&s->st) && !stream_has_unread(&s->st) &&
+	       !prepared_server_busy(s);
 }
 
 static void release_server_of_leaving_client(struct server *s, bool clean)
@@ -316,6 +318,7 @@ void client_free_dead(void)
 		intern_drop(c->user);
 		intern_drop(c->dbname);
 		free(c->stmt_fp);
+		prepared_client_free(c);
 		free(c->secret);
 		free(c->req_text);
 		if (c->scram) {
@@ -1347,13 +1350,36 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 	if ((pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'B') && wants_query_text() &&
 	    capture_request_text(c, pkt) == PKT_NEED_FULL)
 		return PKT_NEED_FULL;
+	if (prepared_tracking(c)) {
+		/* named statements: rewritten, answered or skipped by src/prepared/ */
+		switch (prepared_on_request(c, pkt)) {
+		case PS_FORWARD:
+			break;
+		case PS_SENT:
+			note_forwarded_request(c, pkt->type);
+			return PKT_CONSUMED;
+		case PS_SKIPPED:
+			c->mid_batch = true;
+			return PKT_CONSUMED;
+		case PS_NEED_FULL:
+			return PKT_NEED_FULL;
+		case PS_FLUSH_FIRST:
+			return PKT_FLUSH_FIRST;
+		case PS_PAUSE:
+			return PKT_PAUSE;
+		case PS_GONE:
+			return PKT_GONE;
+		}
+	}
 	note_forwarded_request(c, pkt->type);
 	return PKT_FORWARD;
 }
 
 static void client_on_flushed(struct stream *st)
 {
-	(void)st;
+	struct client *c = st->owner;
+	if (c->server)
+		prepared_client_flushed(c); /* messages src/prepared/ wrote for the server */
 }
 
 int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival)

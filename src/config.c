@@ -395,7 +395,7 @@ static const struct param params[] = {
 	{ "max_db_client_connections", PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_db_client_connections, int), NULL },
 	{ "max_db_connections",        PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_db_connections, int), NULL },
 	{ "max_packet_size",           PT_SIZE,     "2147483647",    B,    RELOAD,  LIVE,    check_packet_size,       AT(max_packet_size, int64_t), NULL },
-	{ "max_prepared_statements",   PT_INT,      "0"  ,           NONE, RELOAD,  NOT_YET, check_not_negative,      AT(max_prepared_statements, int), NULL },
+	{ "max_prepared_statements",   PT_INT,      "200",           NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_prepared_statements, int), NULL },
 	{ "max_query_fingerprints",    PT_INT,      "5000",          NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_query_fingerprints, int), NULL },
 	{ "max_user_client_connections", PT_INT,    "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_user_client_connections, int), NULL },
 	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_user_connections, int), NULL },

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
+#include "prepared.h"
 #include "server.h"
 #include "slowlog.h"
 #include "stream.h"
@@ -538,6 +539,7 @@ static void free_everything(void)
 	}
 	dns_free(worker->dns);
 	fp_table_free();
+	prepared_shutdown();
 	slowlog_free();
 	for (int i = 0; i < g_signal_count; i++)
 		event_free(g_signal_events[i]);

@@ -34,6 +34,7 @@
 #include "intern.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared.h"
 #include "fingerprint.h"
 #include "proto.h"
 #include "slowlog.h"
@@ -740,6 +741,8 @@ void server_run_job(struct server *s, enum server_job job, const char *sql)
 	}
 	s->job = job;
 	s->job_failed = false;
+	if (job == JOB_RESET)
+		prepared_server_reset(s, sql);
 	/*
 	 * A connect_query is part of logging in: the server still counts as
 	 * connecting. The parameter SETs run for the linked client (active);
@@ -847,7 +850,8 @@ char *server_param_sync_sql(const struct server *s, const struct client *c)
 
 static bool should_release(const struct server *s, const struct client *c, char status)
 {
-	if (c->pending_syncs > 0 || c->mid_batch || stream_mid_packet(&c->st) || stream_has_pending(&c->st))
+	if (c->pending_syncs > 0 || c->mid_batch || stream_mid_packet(&c->st) || stream_has_pending(&c->st) ||
+	    prepared_server_busy(s))
 		return false;
 	int mode = s->pool->pool_mode;
 	if (mode == POOL_STATEMENT)
@@ -947,6 +951,10 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 
 static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 {
+	/* named statements: pgpulse's own replies swallowed, its answers put in place */
+	enum pkt_action act = prepared_on_reply(s, pkt);
+	if (act != PKT_FORWARD)
+		return act;
 	switch (pkt->type) {
 	case 'E':
 		s->reply_error = true;
@@ -1010,7 +1018,8 @@ static enum pkt_action server_on_packet(struct stream *st, struct pkt *pkt)
 static void server_on_flushed(struct stream *st)
 {
 	struct server *s = st->owner;
-	if (!s->release_pending)
+	prepared_server_flushed(s); /* answers pgpulse owes after what was just forwarded */
+	if (s->state == SV_CLOSED || !s->release_pending)
 		return;
 	s->release_pending = false;
 	struct client *c = s->client;
@@ -1129,6 +1138,7 @@ void server_free_dead(void)
 		}
 		for (uint32_t i = 0; i < s->inflight_count; i++)
 			free(s->inflight[(s->inflight_head + i) % SERVER_INFLIGHT].text);
+		prepared_server_free(s);
 		free(s);
 	}
 }

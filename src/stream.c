@@ -712,6 +712,17 @@ void stream_resume_when_sent(struct stream *s)
 	write_wanted(s, true);
 }
 
+void stream_wait_for_peer_out(struct stream *s)
+{
+	struct stream *dst = s->peer;
+	if (!dst || dst->dead)
+		return;
+	/* the peer's write event flushes its out, then resumes us as any blocked source */
+	dst->blocked_src = s;
+	write_wanted(dst, true);
+	stream_stop_reading(s);
+}
+
 void stream_loop_free(struct stream_loop *l)
 {
 	stream_buffers_release(l);

@@ -15,6 +15,7 @@ Everything listens on 127.0.0.1 or on unix sockets in private temp dirs.
 """
 
 import base64
+import contextlib
 import ctypes
 import glob
 import hashlib
@@ -1374,14 +1375,63 @@ class TcpProxy:
             t.join(5)
 
 
-def parse_message(sql, name=""):
-    """Parse (extended protocol) of `sql` as statement `name`, no parameter types."""
-    body = name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", 0)
+def parse_message(sql, name="", types=()):
+    """Parse (extended protocol) of `sql` as statement `name`; `types`: parameter type OIDs."""
+    body = (name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", len(types))
+            + b"".join(struct.pack("!I", t) for t in types))
     return b"P" + struct.pack("!I", len(body) + 4) + body
 
 
 def sync_message():
     return b"S" + struct.pack("!I", 4)
+
+
+def bind_message(params=(), stmt="", portal=""):
+    """Bind with every parameter and result in text format (None is NULL)."""
+    body = cstr(portal) + cstr(stmt) + struct.pack("!H", 0) + struct.pack("!H", len(params))
+    for p in params:
+        if p is None:
+            body += struct.pack("!i", -1)
+        else:
+            b = str(p).encode()
+            body += struct.pack("!i", len(b)) + b
+    return message("B", body + struct.pack("!H", 0))
+
+
+def describe_message(kind, name=""):
+    return message("D", kind.encode() + cstr(name))
+
+
+def execute_message(portal="", max_rows=0):
+    return message("E", cstr(portal) + struct.pack("!I", max_rows))
+
+
+def close_message(kind, name=""):
+    return message("C", kind.encode() + cstr(name))
+
+
+def flush_message():
+    return message("H")
+
+
+@contextlib.contextmanager
+def holding_server(pp):
+    """In transaction pooling, keep the server most recently released (the
+    one an idle pool hands out next) busy in a transaction of another client
+    while the block runs: the next request of any other client goes to a
+    different server connection."""
+    holder = pp.connect(prepare_threshold=None)
+    try:
+        holder.execute("SELECT 1")
+        yield holder
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def message_types(msgs):
+    """'1' + '2' + ... for a list of (type, body) as RawConn returns them."""
+    return "".join(t for t, _ in msgs)
 
 
 # ---------------------------------------------------------------- memory

@@ -173,6 +173,25 @@ void stream_buffer_stats(const struct stream_loop *l, int *used, int *free_count
 	*size = 4096;
 }
 
+/* prepared.c is not linked: one client with statements, none on servers */
+int prepared_client_count(const struct client *c)
+{
+	return c->id == 4 ? 2 : 0;
+}
+
+int prepared_server_count(const struct server *s)
+{
+	(void)s;
+	return 0;
+}
+
+void prepared_each(void (*fn)(const struct ps_info *info, void *arg), void *arg)
+{
+	struct ps_info info = { .id = 7, .query = "SELECT $1", .param_types = 1, .clients = 2, .servers = 1,
+				.client_parses = 2, .server_parses = 1, .binds = 10 };
+	fn(&info, arg);
+}
+
 /* ---- decoding what admin.c wrote ---- */
 
 #define MAX_MSGS 512
@@ -464,6 +483,9 @@ static void setup(void)
 	pool_app.stats.query_time = 300 * 500;
 	pool_app.stats.wait_time = 40 * 250;
 	pool_app.stats.server_assignments = 40;
+	pool_app.stats.client_parse_count = 30;
+	pool_app.stats.server_parse_count = 4;
+	pool_app.stats.bind_count = 300;
 
 	reload_should_fail = false;
 	reload_calls = 0;
@@ -656,6 +678,7 @@ static void test_show_clients_lists_pool_and_admin_clients_not_logins(void)
 	CHECK_STR_EQ(a.rows[0][col(&a, "addr")], "10.0.0.5");
 	CHECK_STR_EQ(a.rows[0][col(&a, "port")], "5004");
 	CHECK_STR_EQ(a.rows[0][col(&a, "id")], "4");
+	CHECK_STR_EQ(a.rows[0][col(&a, "prepared_statements")], "2");
 	CHECK_STR_EQ(a.rows[0][col(&a, "replication")], "none");
 	CHECK_STR_EQ(a.rows[1][col(&a, "state")], "idle");
 	CHECK_STR_EQ(a.rows[1][col(&a, "link")], "");
@@ -747,15 +770,18 @@ static void test_show_stats_totals_and_averages_since_start(void)
 		"total_xact_count", "total_query_count",
 		"total_received",   "total_sent",
 		"total_xact_time",  "total_query_time",
-		"total_wait_time",  "avg_server_assignment_count",
+		"total_wait_time",  "total_client_parse_count",
+		"total_server_parse_count", "total_bind_count",
+		"avg_server_assignment_count",
 		"avg_xact_count",   "avg_query_count",
 		"avg_recv",         "avg_sent",
 		"avg_xact_time",    "avg_query_time",
-		"avg_wait_time",
+		"avg_wait_time",    "avg_client_parse_count",
+		"avg_server_parse_count", "avg_bind_count",
 	};
 	setup();
 	ask(&admin_cl, "SHOW STATS", &a);
-	check_columns(&a, want, 17);
+	check_columns(&a, want, 23);
 	CHECK_INT_EQ(a.types[1], OID_NUMERIC);
 	CHECK_INT_EQ(a.nrows, 1);
 	CHECK_STR_EQ(cell(&a, "app", "total_xact_count"), "100");
@@ -769,17 +795,32 @@ static void test_show_stats_totals_and_averages_since_start(void)
 	CHECK_STR_EQ(cell(&a, "app", "avg_query_time"), "500");
 	CHECK_STR_EQ(cell(&a, "app", "avg_wait_time"), "250");
 
+	CHECK_STR_EQ(cell(&a, "app", "total_client_parse_count"), "30");
+	CHECK_STR_EQ(cell(&a, "app", "total_server_parse_count"), "4");
+	CHECK_STR_EQ(cell(&a, "app", "total_bind_count"), "300");
+	CHECK_ABOUT(cell(&a, "app", "avg_bind_count"), 30);
+
 	ask(&admin_cl, "SHOW STATS_TOTALS", &a);
-	CHECK_INT_EQ(a.ncols, 9);
+	CHECK_INT_EQ(a.ncols, 12);
+	CHECK_STR_EQ(a.cols[9], "client_parse_count");
+	CHECK_STR_EQ(a.cols[11], "bind_count");
+	CHECK_STR_EQ(cell(&a, "app", "server_parse_count"), "4");
 	CHECK_STR_EQ(a.cols[1], "server_assignment_count");
 	CHECK_STR_EQ(a.cols[4], "bytes_received");
 	CHECK_STR_EQ(cell(&a, "app", "xact_count"), "100");
 
 	ask(&admin_cl, "SHOW STATS_AVERAGES", &a);
-	CHECK_INT_EQ(a.ncols, 9);
+	CHECK_INT_EQ(a.ncols, 12);
 	CHECK_ABOUT(cell(&a, "app", "xact_count"), 10);
 
+	ask(&admin_cl, "SHOW PREPARED_STATEMENTS", &a);
+	CHECK_INT_EQ(a.nrows, 1);
+	CHECK_STR_EQ(a.rows[0][col(&a, "server_name")], "PGPULSE_7");
+	CHECK_STR_EQ(a.rows[0][col(&a, "query")], "SELECT $1");
+	CHECK_STR_EQ(a.rows[0][col(&a, "binds")], "10");
+
 	ask(&admin_cl, "SHOW TOTALS", &a);
+	CHECK_STR_EQ(cell(&a, "total_ps_bind_count", "value"), "300");
 	CHECK_STR_EQ(cell(&a, "total_xact_count", "value"), "100");
 	CHECK_STR_EQ(cell(&a, "total_client_bytes", "value"), "10000");
 	CHECK_ABOUT(cell(&a, "avg_query_count", "value"), 30);

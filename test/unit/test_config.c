@@ -124,7 +124,7 @@ static void test_defaults_follow_pgbouncer(void)
 	CHECK_INT_EQ(c->pkt_buf, 4096);
 	CHECK_INT_EQ(c->max_packet_size, 2147483647);
 	CHECK_INT_EQ(c->sbuf_loopcnt, 5);
-	CHECK_INT_EQ(c->max_prepared_statements, 0);
+	CHECK_INT_EQ(c->max_prepared_statements, 200);
 	CHECK(c->tcp_keepalive);
 	CHECK(c->log_connections && c->log_disconnections && c->log_pooler_errors && c->log_stats);
 	CHECK(!c->syslog && !c->so_reuseport && !c->server_round_robin);

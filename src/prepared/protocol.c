@@ -1,0 +1,878 @@
+/*
+ * prepared/protocol: named prepared statements that follow their client
+ * from one server connection to the next (transaction and statement mode):
+ * the hooks client.c and server.c call, rewriting, answering, the reply
+ * queue. What is remembered lives in prepared/statements.c.
+ *
+ * A client's Parse "s1" is remembered in the client's map as a shared
+ * statement, which servers know as PGPULSE_<id>; the Parse goes to the
+ * server only if that server does not have the statement yet (else
+ * pgpulse answers ParseComplete itself). Bind and Describe of "s1" are
+ * rewritten to PGPULSE_<id>, after pgpulse has prepared it on the server
+ * when the server lacks it. A client's Close is answered by pgpulse: the
+ * statement stays on the servers for whoever uses it next.
+ *
+ * The one idea that keeps this correct is the server's reply queue: every
+ * message sent to a server that will be answered has an entry, in order,
+ * and so does every answer pgpulse owes the client in the server's stead.
+ * Replies are matched to entries as they come; answers go out when their
+ * turn comes, and never ahead of server bytes still in flight to the
+ * client. Maps change when a message is sent (the next message of a
+ * pipeline needs the change), so when PostgreSQL skips messages after an
+ * error, the queue undoes the changes of the skipped ones, newest first.
+ *
+ * Errors pgpulse owes the client mid-batch (a duplicate name, an unknown
+ * one) are made real on the server: pgpulse sends a Describe of a
+ * statement that never exists and puts the client's error in place of the
+ * server's. So PostgreSQL enters its skip-to-Sync state and rolls back
+ * the implicit transaction exactly as it would have for the client.
+ */
+#include "prepared.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "prepared_store.h"
+#include "proto.h"
+#include "server.h"
+#include "textcache.h"
+#include "util.h"
+#include "worker.h"
+
+#define PS_PROBE_NAME "PGPULSE_NONE"       /* never prepared: describing it fails with 26000 */
+#define PS_OUT_HIGH_WATER (64 * 1024)      /* rewritten messages waiting for the server's socket */
+#define PS_QUEUE_MAX 16384                 /* replies expected from one server at a time */
+#define PS_DEALLOCATE_MAX 300              /* longest "DEALLOCATE name" worth reading whole */
+
+enum ps_kind {
+	RQ_PARSE,
+	RQ_BIND,
+	RQ_DESCRIBE_STMT,
+	RQ_DESCRIBE_PORTAL,
+	RQ_EXECUTE,
+	RQ_CLOSE,
+	RQ_SYNC,
+	RQ_QUERY,          /* Query or FunctionCall: everything up to ReadyForQuery */
+	RQ_FAIL,           /* a Describe of PS_PROBE_NAME: its error is replaced by `text` */
+	RQ_COPY_END,       /* the client ended a COPY: no reply; bounds the Syncs COPY made ignored */
+	SY_PARSE_COMPLETE, /* answered by pgpulse when its turn comes */
+	SY_CLOSE_COMPLETE,
+};
+
+struct ps_reply {
+	uint8_t kind;
+	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's */
+	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it */
+	struct ps_stmt *stmt; /* a reference, or NULL */
+	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
+};
+
+/* ---- the reply queue ---- */
+
+static struct ps_reply *q_at(const struct ps_server *sp, uint32_t i)
+{
+	return &sp->q[(sp->q_head + i) & (sp->q_cap - 1)];
+}
+
+static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swallow, struct ps_stmt *st,
+			       char *text)
+{
+	if (sp->q_len == sp->q_cap) {
+		uint32_t cap = sp->q_cap ? sp->q_cap * 2 : 16;
+		struct ps_reply *q = xcalloc(cap, sizeof(*q));
+		for (uint32_t i = 0; i < sp->q_len; i++)
+			q[i] = *q_at(sp, i);
+		free(sp->q);
+		sp->q = q;
+		sp->q_cap = cap;
+		sp->q_head = 0;
+	}
+	struct ps_reply *e = q_at(sp, sp->q_len++);
+	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text };
+	ps_stmt_hold(st);
+	return e;
+}
+
+static void reply_free(struct ps_reply *e)
+{
+	ps_stmt_drop(e->stmt);
+	free(e->text);
+	e->stmt = NULL;
+	e->text = NULL;
+}
+
+/* the head's reply is complete; a client held back by a long queue may go on */
+static void q_pop(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	reply_free(q_at(sp, 0));
+	sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
+	sp->q_len--;
+	while (sp->q_len && q_at(sp, 0)->kind == RQ_COPY_END) {
+		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
+		sp->q_len--;
+	}
+	struct client *c = s->client;
+	if (c && c->ps && c->ps->paused && sp->q_len <= PS_QUEUE_MAX / 2) {
+		c->ps->paused = false;
+		stream_resume(&c->st);
+	}
+}
+
+/* drop entry i from the middle (a Sync that PostgreSQL ignored during COPY) */
+static void q_remove_at(struct ps_server *sp, uint32_t i)
+{
+	reply_free(q_at(sp, i));
+	for (; i + 1 < sp->q_len; i++)
+		*q_at(sp, i) = *q_at(sp, i + 1);
+	sp->q_len--;
+}
+
+static bool is_answer(const struct ps_reply *e)
+{
+	return e->kind == SY_PARSE_COMPLETE || e->kind == SY_CLOSE_COMPLETE;
+}
+
+static bool head_is_answer(const struct ps_server *sp)
+{
+	return sp->q_len && is_answer(q_at(sp, 0));
+}
+
+/*
+ * The answers pgpulse owes at the head of the queue go to the client. Only
+ * when the server's stream has nothing in flight to the client: the client's
+ * `out` is sent before forwarded bytes. False when a connection closed.
+ */
+static bool emit_answers(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	struct client *c = s->client;
+	bool wrote = false;
+	while (head_is_answer(sp)) {
+		pkt_begin(stream_out(&c->st), q_at(sp, 0)->kind == SY_PARSE_COMPLETE ? '1' : '3');
+		pkt_end(stream_out(&c->st));
+		q_pop(s);
+		wrote = true;
+	}
+	if (!wrote)
+		return true;
+	stream_send_out(&c->st);
+	return s->state != SV_CLOSED && c->state != CL_CLOSED;
+}
+
+/* ---- undoing what skipped messages were going to do ---- */
+
+static void undo(struct server *s, const struct ps_reply *e)
+{
+	struct ps_server *sp = s->ps;
+	struct ps_client *m = s->client ? s->client->ps : NULL;
+	switch (e->kind) {
+	case RQ_PARSE:
+		if (e->stmt)
+			ps_held_remove(sp, e->stmt);
+		if (e->text && m)
+			ps_name_remove(m, e->text, e->stmt);
+		break;
+	case RQ_CLOSE:
+		if (e->restore)
+			ps_held_add(sp, e->stmt);
+		break;
+	case SY_PARSE_COMPLETE:
+		if (e->text && m)
+			ps_name_remove(m, e->text, e->stmt);
+		break;
+	case SY_CLOSE_COMPLETE:
+		if (e->text && e->stmt && s->client && !ps_name_find(m, e->text))
+			ps_name_add(s->client, e->text, e->stmt);
+		break;
+	default:
+		break;
+	}
+}
+
+/*
+ * The head failed: PostgreSQL skips everything up to the next Sync. Undo
+ * the head and the skipped entries, newest first, and drop them. With no
+ * Sync queued yet, the client's next messages are skipped here too.
+ */
+static void skip_to_sync(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	uint32_t n = 0;
+	while (n < sp->q_len && q_at(sp, n)->kind != RQ_SYNC)
+		n++;
+	for (uint32_t i = n; i-- > 0;)
+		undo(s, q_at(sp, i));
+	for (uint32_t i = 0; i < n; i++) {
+		reply_free(q_at(sp, 0));
+		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
+		sp->q_len--;
+	}
+	if (!sp->q_len && s->client)
+		ps_client_map(s->client)->skipping = true;
+	if (s->client && s->client->ps && s->client->ps->paused && sp->q_len <= PS_QUEUE_MAX / 2) {
+		s->client->ps->paused = false;
+		stream_resume(&s->client->st);
+	}
+}
+
+/* ---- requests ---- */
+
+bool prepared_tracking(const struct client *c)
+{
+	if (!c->pool || c->pool->pool_mode == POOL_SESSION)
+		return false;
+	if (worker->cfg->max_prepared_statements > 0)
+		return true;
+	/* turned off by a RELOAD: finish what is queued consistently */
+	return c->server && c->server->ps && c->server->ps->q_len > 0;
+}
+
+static enum ps_result queue_forward(struct server *s, enum ps_kind kind)
+{
+	q_push(ps_server_of(s), kind, false, NULL, NULL);
+	return PS_FORWARD;
+}
+
+/*
+ * pgpulse is about to write into the server's out: what the client stream
+ * forwarded must reach the server first, and the out must not grow without
+ * bound while the server does not read.
+ */
+static enum ps_result make_room(struct client *c, struct server *s)
+{
+	if (stream_has_pending(&c->st))
+		return PS_FLUSH_FIRST;
+	if (s->st.out.len >= PS_OUT_HIGH_WATER) {
+		stream_wait_for_peer_out(&c->st);
+		return PS_FLUSH_FIRST;
+	}
+	return PS_SENT;
+}
+
+static void put_close(struct pktbuf *out, const struct ps_stmt *st)
+{
+	pkt_begin(out, 'C');
+	pkt_put_u8(out, 'S');
+	ps_put_server_name(out, st);
+	pkt_end(out);
+}
+
+static bool evict_one(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	struct ps_stmt *victim = ps_held_lru(sp);
+	if (!victim)
+		return false;
+	put_close(stream_out(&s->st), victim);
+	q_push(sp, RQ_CLOSE, true, victim, NULL)->restore = true;
+	victim->evictions++;
+	sp->evictions++;
+	ps_held_remove(sp, victim);
+	return true;
+}
+
+/*
+ * Prepare st on the server, the least recently used statement going when the
+ * set is full. A Close goes first, always: it drops a stale copy, and it
+ * makes the Parse safe even if the server's statements drifted from the set
+ * (a DEALLOCATE that failed in an aborted transaction); closing a statement
+ * that does not exist is no error, and the few bytes ride in the same write.
+ * client_name: the client's own Parse (its ParseComplete is the client's);
+ * NULL: pgpulse's (swallowed).
+ */
+static void prepare_on_server(struct client *c, struct server *s, struct ps_stmt *st, const char *client_name)
+{
+	struct ps_server *sp = s->ps;
+	struct pktbuf *out = stream_out(&s->st);
+	bool had_it = ps_held_find(sp, st) != NULL; /* stale */
+	put_close(out, st);
+	q_push(sp, RQ_CLOSE, true, st, NULL)->restore = had_it;
+	ps_held_remove(sp, st);
+	uint32_t max = worker->cfg->max_prepared_statements > 0 ? (uint32_t)worker->cfg->max_prepared_statements : 1;
+	while (sp->count >= max && evict_one(s))
+		;
+	pkt_begin(out, 'P');
+	ps_put_server_name(out, st);
+	pkt_put_bytes(out, st->blob, st->blob_len);
+	pkt_end(out);
+	q_push(sp, RQ_PARSE, client_name == NULL, st, client_name ? xstrdup(client_name) : NULL);
+	ps_held_add(sp, st);
+	st->server_parses++;
+	c->pool->stats.server_parse_count++;
+}
+
+/* make sure the server has st, fresh, before a message that uses it */
+static void ensure_on_server(struct client *c, struct server *s, struct ps_stmt *st)
+{
+	struct ps_held *h = ps_held_find(s->ps, st);
+	if (h && !h->stale) {
+		h->last_use = ++s->ps->clock;
+		return;
+	}
+	prepare_on_server(c, s, st, NULL);
+}
+
+/*
+ * An error pgpulse owes the client in the middle of a batch: a Describe of
+ * a statement that does not exist makes PostgreSQL fail there too (and
+ * skip to Sync, and roll back), and its error is replaced by this one.
+ */
+static enum ps_result fail_request(struct client *c, struct server *s, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static enum ps_result fail_request(struct client *c, struct server *s, const char *sqlstate, const char *fmt, ...)
+{
+	enum ps_result r = make_room(c, s);
+	if (r != PS_SENT)
+		return r;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	size_t n = strlen(msg);
+	char *text = xmalloc(5 + n + 1);
+	memcpy(text, sqlstate, 5);
+	memcpy(text + 5, msg, n + 1);
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 'D');
+	pkt_put_u8(out, 'S');
+	pkt_put_str(out, PS_PROBE_NAME);
+	pkt_end(out);
+	q_push(ps_server_of(s), RQ_FAIL, false, NULL, text);
+	ps_client_map(c)->skipping = true;
+	return PS_SKIPPED;
+}
+
+/* an answer pgpulse gives in the server's stead; it goes out at once when its turn has come */
+static enum ps_result answer(struct client *c, struct server *s, enum ps_kind kind, struct ps_stmt *st,
+			     const char *name)
+{
+	struct ps_server *sp = ps_server_of(s);
+	q_push(sp, kind, false, st, name ? xstrdup(name) : NULL);
+	if (sp->q_len == 1 && !stream_has_pending(&s->st) && !emit_answers(s))
+		return PS_GONE;
+	return c->state == CL_CLOSED ? PS_GONE : PS_SENT;
+}
+
+/* the first string of an incomplete packet, if it has arrived whole */
+static const char *visible_str(const struct pkt *pkt, const uint8_t *from)
+{
+	size_t have = pkt->avail > 5 ? pkt->avail - 5 : 0;
+	size_t off = (size_t)(from - pkt->body);
+	if (off >= have)
+		return NULL;
+	return memchr(from, 0, have - off) ? (const char *)from : NULL;
+}
+
+static uint64_t text_fingerprint(const struct ps_stmt *st)
+{
+	size_t len = strlen((const char *)st->blob);
+	return textcache_find(textcache_hash((const char *)st->blob, len), (const char *)st->blob, len);
+}
+
+/*
+ * The statement name of "DEALLOCATE [PREPARE] name" (the whole text, an
+ * optional ';'), folded as PostgreSQL folds identifiers; false for anything
+ * else, and for DEALLOCATE ALL.
+ */
+static bool deallocate_target(const char *sql, char *name, size_t size)
+{
+	const char *p = sql;
+	size_t n = 0;
+	while (isspace((unsigned char)*p))
+		p++;
+	if (strncasecmp(p, "DEALLOCATE", 10) != 0 || !isspace((unsigned char)p[10]))
+		return false;
+	for (p += 10; isspace((unsigned char)*p); p++)
+		;
+	if (strncasecmp(p, "PREPARE", 7) == 0 && isspace((unsigned char)p[7]))
+		for (p += 7; isspace((unsigned char)*p); p++)
+			;
+	if (*p == '"') {
+		for (p++; *p && n + 1 < size; p++) {
+			if (*p == '"' && p[1] != '"')
+				break;
+			if (*p == '"')
+				p++; /* "" is one quote */
+			name[n++] = *p;
+		}
+		if (*p++ != '"')
+			return false;
+	} else {
+		for (; (isalnum((unsigned char)*p) || *p == '_' || *p == '$' || (unsigned char)*p >= 0x80) && n + 1 < size; p++)
+			name[n++] = (char)tolower((unsigned char)*p);
+		if (n == 0 || (n == 3 && strncmp(name, "all", 3) == 0))
+			return false;
+	}
+	name[n] = '\0';
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == ';')
+		for (p++; isspace((unsigned char)*p); p++)
+			;
+	return *p == '\0';
+}
+
+/*
+ * SQL DEALLOCATE of a name the client prepared with Parse (psycopg drops
+ * statements from its cache that way): the client forgets the name, and
+ * the statement runs as DEALLOCATE PGPULSE_<n>, prepared first if this
+ * server lacks it, so that it succeeds with the tag the client expects.
+ * NULL when the text is not that; then it goes as it is.
+ */
+static struct ps_name *deallocate_of_client_name(struct client *c, const char *sql)
+{
+	char name[256];
+	return deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
+}
+
+static enum ps_result rewrite_deallocate(struct client *c, struct server *s, struct ps_name *n, bool as_query)
+{
+	enum ps_result room = make_room(c, s);
+	if (room != PS_SENT)
+		return room;
+	struct ps_stmt *st = n->stmt;
+	char sql[64];
+	snprintf(sql, sizeof(sql), "DEALLOCATE \"" PS_NAME_PREFIX "%llu\"", (unsigned long long)st->id);
+	ensure_on_server(c, s, st);
+	struct pktbuf *out = stream_out(&s->st);
+	if (as_query) {
+		proto_put_query(out, sql);
+	} else {
+		pkt_begin(out, 'P');
+		pkt_put_str(out, "");
+		pkt_put_str(out, sql);
+		pkt_put_u16(out, 0);
+		pkt_end(out);
+	}
+	q_push(s->ps, as_query ? RQ_QUERY : RQ_PARSE, false, NULL, NULL);
+	ps_held_remove(s->ps, st); /* the server drops it (a failure is harmless: see prepare_on_server) */
+	ps_name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
+	return PS_SENT;
+}
+
+/* a simple Query: DEALLOCATE of a client's name is rewritten, anything else goes as it is */
+static enum ps_result on_query(struct client *c, struct server *s, struct pkt *pkt)
+{
+	if (pkt->type == 'Q' && c->ps && c->ps->count && pkt->len <= PS_DEALLOCATE_MAX) {
+		if (!pkt->complete)
+			return PS_NEED_FULL;
+		if (pkt->body_len && pkt->body[pkt->body_len - 1] == '\0') {
+			struct ps_name *n = deallocate_of_client_name(c, (const char *)pkt->body);
+			if (n)
+				return rewrite_deallocate(c, s, n, true);
+		}
+	}
+	return queue_forward(s, RQ_QUERY);
+}
+
+/* the unnamed statement goes as it is, unless it is a DEALLOCATE of a client's name */
+static enum ps_result on_unnamed_parse(struct client *c, struct server *s, struct pkt *pkt)
+{
+	if (c->ps && c->ps->count && pkt->len <= PS_DEALLOCATE_MAX) {
+		if (!pkt->complete)
+			return PS_NEED_FULL;
+		struct pkt_reader r;
+		pkt_reader_init(&r, pkt->body, pkt->body_len);
+		(void)pkt_get_str(&r);
+		const char *sql = pkt_get_str(&r);
+		uint16_t ntypes = pkt_get_u16(&r);
+		struct ps_name *n = (!r.bad && ntypes == 0) ? deallocate_of_client_name(c, sql) : NULL;
+		if (n)
+			return rewrite_deallocate(c, s, n, false);
+	}
+	return queue_forward(s, RQ_PARSE);
+}
+
+static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *pkt)
+{
+	const char *name = visible_str(pkt, pkt->body);
+	if (name && !*name)
+		return on_unnamed_parse(c, s, pkt);
+	if (!pkt->complete)
+		return PS_NEED_FULL;
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	name = pkt_get_str(&r);
+	const uint8_t *blob = r.p;
+	const char *query = pkt_get_str(&r);
+	uint16_t ntypes = pkt_get_u16(&r);
+	(void)pkt_get_bytes(&r, (size_t)ntypes * 4);
+	(void)query;
+	if (r.bad || pkt_remaining(&r) != 0)
+		return queue_forward(s, RQ_PARSE); /* malformed: PostgreSQL says so */
+	if (ps_name_find(c->ps, name))
+		return fail_request(c, s, "42P05", "prepared statement \"%s\" already exists", name);
+	if (c->ps && c->ps->count >= ps_client_name_limit())
+		return fail_request(c, s, "53400",
+				    "too many prepared statements on this connection (%u; the limit follows max_prepared_statements)",
+				    c->ps->count);
+	uint32_t len = (uint32_t)(r.end - blob);
+	uint64_t h = ps_hash_bytes(blob, len);
+	struct ps_stmt *st = ps_stmt_find(blob, len, h);
+	struct ps_server *sp = ps_server_of(s);
+	struct ps_held *held = st ? ps_held_find(sp, st) : NULL;
+	bool send = !held || held->stale;
+	if (send) {
+		enum ps_result room = make_room(c, s);
+		if (room != PS_SENT)
+			return room;
+	}
+	if (!st)
+		st = ps_stmt_create(blob, len, h, ntypes);
+	if (!st->fp)
+		st->fp = text_fingerprint(st);
+	ps_name_add(c, name, st);
+	st->client_parses++;
+	c->pool->stats.client_parse_count++;
+	if (send) {
+		prepare_on_server(c, s, st, name);
+		return PS_SENT;
+	}
+	held->last_use = ++sp->clock;
+	return answer(c, s, SY_PARSE_COMPLETE, st, name);
+}
+
+static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pkt)
+{
+	const char *portal = visible_str(pkt, pkt->body);
+	const char *stmt = portal ? visible_str(pkt, (const uint8_t *)portal + strlen(portal) + 1) : NULL;
+	if (stmt && !*stmt)
+		return queue_forward(s, RQ_BIND);
+	if (!pkt->complete)
+		return PS_NEED_FULL;
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	portal = pkt_get_str(&r);
+	stmt = pkt_get_str(&r);
+	if (r.bad)
+		return queue_forward(s, RQ_BIND);
+	struct ps_name *n = ps_name_find(c->ps, stmt);
+	if (!n)
+		return fail_request(c, s, "26000", "prepared statement \"%s\" does not exist", stmt);
+	enum ps_result room = make_room(c, s);
+	if (room != PS_SENT)
+		return room;
+	struct ps_stmt *st = n->stmt;
+	ensure_on_server(c, s, st);
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 'B');
+	pkt_put_str(out, portal);
+	ps_put_server_name(out, st);
+	pkt_put_bytes(out, r.p, pkt_remaining(&r));
+	pkt_end(out);
+	q_push(s->ps, RQ_BIND, false, st, NULL);
+	st->binds++;
+	c->pool->stats.bind_count++;
+	if (!c->req_fp)
+		c->req_fp = st->fp; /* a request that only Binds counts for the statement's text */
+	return PS_SENT;
+}
+
+static enum ps_result on_describe(struct client *c, struct server *s, struct pkt *pkt)
+{
+	if (!pkt->complete)
+		return PS_NEED_FULL;
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	uint8_t kind = pkt_get_u8(&r);
+	const char *name = pkt_get_str(&r);
+	if (r.bad || kind != 'S')
+		return queue_forward(s, RQ_DESCRIBE_PORTAL);
+	if (!*name)
+		return queue_forward(s, RQ_DESCRIBE_STMT);
+	struct ps_name *n = ps_name_find(c->ps, name);
+	if (!n)
+		return fail_request(c, s, "26000", "prepared statement \"%s\" does not exist", name);
+	enum ps_result room = make_room(c, s);
+	if (room != PS_SENT)
+		return room;
+	ensure_on_server(c, s, n->stmt);
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 'D');
+	pkt_put_u8(out, 'S');
+	ps_put_server_name(out, n->stmt);
+	pkt_end(out);
+	q_push(s->ps, RQ_DESCRIBE_STMT, false, n->stmt, NULL);
+	return PS_SENT;
+}
+
+/* Close of a named statement: the client forgets it; the servers keep it for whoever comes next */
+static enum ps_result on_close(struct client *c, struct server *s, struct pkt *pkt)
+{
+	if (!pkt->complete)
+		return PS_NEED_FULL;
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	uint8_t kind = pkt_get_u8(&r);
+	const char *name = pkt_get_str(&r);
+	if (r.bad || kind != 'S' || !*name)
+		return queue_forward(s, RQ_CLOSE);
+	struct ps_name *n = ps_name_find(c->ps, name);
+	if (!n) /* closing a statement that does not exist is no error in PostgreSQL */
+		return answer(c, s, SY_CLOSE_COMPLETE, NULL, NULL);
+	struct ps_stmt *st = n->stmt;
+	ps_stmt_hold(st);
+	ps_name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
+	enum ps_result res = answer(c, s, SY_CLOSE_COMPLETE, st, name);
+	ps_stmt_drop(st);
+	return res;
+}
+
+/* the client ended its COPY data; Syncs sent before that are ignored by PostgreSQL */
+static enum ps_result on_copy_end(struct server *s)
+{
+	struct ps_server *sp = ps_server_of(s);
+	if (sp->copy_in)
+		sp->copy_in = false;
+	else if (sp->q_len)
+		q_push(sp, RQ_COPY_END, false, NULL, NULL);
+	return PS_FORWARD;
+}
+
+enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
+{
+	struct server *s = c->server;
+	struct ps_server *sp = ps_server_of(s);
+	if (sp->q_len >= PS_QUEUE_MAX) {
+		ps_client_map(c)->paused = true; /* q_pop resumes it */
+		return PS_PAUSE;
+	}
+	if (c->ps && c->ps->skipping) {
+		if (pkt->type != 'S')
+			return pkt->complete ? PS_SKIPPED : PS_NEED_FULL;
+		c->ps->skipping = false;
+	}
+	switch (pkt->type) {
+	case 'P':
+		return on_parse(c, s, pkt);
+	case 'B':
+		return on_bind(c, s, pkt);
+	case 'D':
+		return on_describe(c, s, pkt);
+	case 'C':
+		return on_close(c, s, pkt);
+	case 'E':
+		return queue_forward(s, RQ_EXECUTE);
+	case 'S':
+		return sp->copy_in ? PS_FORWARD : queue_forward(s, RQ_SYNC);
+	case 'Q':
+	case 'F':
+		return on_query(c, s, pkt);
+	case 'c':
+	case 'f':
+		return on_copy_end(s);
+	default:
+		return PS_FORWARD; /* Flush, CopyData: no reply of their own */
+	}
+}
+
+void prepared_client_flushed(struct client *c)
+{
+	struct server *s = c->server;
+	if (s && s->ps && s->st.out.len > 0)
+		stream_send_out(&s->st);
+}
+
+/* ---- replies ---- */
+
+/* log lines name the server as server.c's do */
+#define PS_LOG(lvl, s, fmt, ...)                                                                         \
+	log_msg(lvl, "S-%llu %s/%s %s: " fmt, (unsigned long long)(s)->id, (s)->pool->db->name,         \
+		(s)->pool->user->name, (s)->addr, __VA_ARGS__)
+
+static void note_desync(struct server *s, uint8_t type)
+{
+	PS_LOG(LOG_LVL_WARNING, s, "reply '%c' does not match the request queue; forwarded as it is", type);
+}
+
+/* the reply that completes the head, when the head is of kind `kind` */
+static enum pkt_action complete_head(struct server *s, enum ps_kind kind, uint8_t type)
+{
+	struct ps_reply *e = q_at(s->ps, 0);
+	if (e->kind != kind) {
+		note_desync(s, type);
+		return PKT_FORWARD;
+	}
+	bool swallow = e->swallow;
+	q_pop(s);
+	return swallow ? PKT_CONSUMED : PKT_FORWARD;
+}
+
+static bool is_cached_plan_error(const struct pkt *pkt)
+{
+	const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
+	const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
+	return code && msg && strcmp(code, "0A000") == 0 && strstr(msg, "cached plan must not change result type");
+}
+
+static enum pkt_action on_error(struct server *s, struct pkt *pkt)
+{
+	struct ps_server *sp = s->ps;
+	struct ps_reply *e = q_at(sp, 0);
+	if (e->kind == RQ_QUERY || e->kind == RQ_SYNC)
+		return PKT_FORWARD; /* a simple query's, or the commit at Sync: ReadyForQuery follows */
+	bool replace = false;
+	if (e->kind == RQ_FAIL) {
+		const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
+		replace = code && strcmp(code, "26000") == 0 && e->text;
+		if (replace && stream_has_pending(&s->st))
+			return PKT_FLUSH_FIRST;
+		if (replace) {
+			char sqlstate[6];
+			memcpy(sqlstate, e->text, 5);
+			sqlstate[5] = '\0';
+			proto_put_error(stream_out(&s->client->st), "ERROR", sqlstate, e->text + 5);
+		}
+	}
+	if (e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT) && is_cached_plan_error(pkt)) {
+		/* ALTER TABLE changed the result: prepare it afresh next time it is used here */
+		struct ps_held *h = ps_held_find(sp, e->stmt);
+		if (h)
+			h->stale = true;
+		PS_LOG(LOG_LVL_INFO, s, "%s%llu changed result type; it is prepared again on next use", PS_NAME_PREFIX,
+		       (unsigned long long)e->stmt->id);
+	}
+	sp->copy_in = false;
+	skip_to_sync(s);
+	if (!replace)
+		return PKT_FORWARD;
+	s->reply_error = true;
+	stream_send_out(&s->client->st);
+	return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
+}
+
+/* DEALLOCATE ALL and DISCARD ALL drop every statement of the session */
+static void note_command_tag(struct server *s, const struct pkt *pkt)
+{
+	const char *tag = (const char *)pkt->body;
+	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
+		return;
+	if (strcmp(tag, "DEALLOCATE ALL") != 0 && strcmp(tag, "DISCARD ALL") != 0)
+		return;
+	ps_held_clear(s->ps);
+	if (s->client && s->client->ps)
+		ps_names_clear(s->client->ps);
+}
+
+/* COPY FROM STDIN began: Syncs the client sent since are ignored by PostgreSQL */
+static void on_copy_in(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	uint32_t i = 1;
+	while (i < sp->q_len && q_at(sp, i)->kind != RQ_COPY_END) {
+		if (q_at(sp, i)->kind == RQ_SYNC)
+			q_remove_at(sp, i);
+		else
+			i++;
+	}
+	if (i >= sp->q_len)
+		sp->copy_in = true;
+}
+
+/* replies whose whole body is read, or that move the queue: judged only when complete */
+static bool needs_whole(uint8_t type)
+{
+	return strchr("EZC123tTnIs", type) != NULL;
+}
+
+enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
+{
+	struct ps_server *sp = s->ps;
+	if (!sp || !sp->q_len || !s->client)
+		return PKT_FORWARD;
+	if (!pkt->complete && needs_whole(pkt->type))
+		return PKT_NEED_FULL;
+	if (head_is_answer(sp)) {
+		if (stream_has_pending(&s->st))
+			return PKT_FLUSH_FIRST;
+		if (!emit_answers(s))
+			return PKT_GONE;
+		if (!sp->q_len)
+			return PKT_FORWARD;
+	}
+	struct ps_reply *e = q_at(sp, 0);
+	switch (pkt->type) {
+	case 'E':
+		return on_error(s, pkt);
+	case 'Z':
+		sp->copy_in = false;
+		if (e->kind == RQ_SYNC || e->kind == RQ_QUERY)
+			q_pop(s);
+		else
+			note_desync(s, pkt->type);
+		return PKT_FORWARD;
+	case '1':
+		return complete_head(s, RQ_PARSE, pkt->type);
+	case '2':
+		return complete_head(s, RQ_BIND, pkt->type);
+	case '3':
+		return complete_head(s, RQ_CLOSE, pkt->type);
+	case 't':
+		return PKT_FORWARD; /* Describe statement: its RowDescription or NoData ends it */
+	case 'T':
+	case 'n':
+		if (e->kind == RQ_DESCRIBE_STMT || e->kind == RQ_DESCRIBE_PORTAL)
+			q_pop(s);
+		return PKT_FORWARD;
+	case 'C':
+		note_command_tag(s, pkt);
+		if (e->kind == RQ_EXECUTE)
+			q_pop(s);
+		return PKT_FORWARD;
+	case 'I':
+	case 's':
+		if (e->kind == RQ_EXECUTE)
+			q_pop(s);
+		return PKT_FORWARD;
+	case 'G':
+		on_copy_in(s);
+		return PKT_FORWARD;
+	default:
+		return PKT_FORWARD; /* rows, copy data, notices, notifications, parameters */
+	}
+}
+
+void prepared_server_flushed(struct server *s)
+{
+	if (s->ps && s->client && head_is_answer(s->ps) && !stream_has_pending(&s->st))
+		emit_answers(s);
+}
+
+bool prepared_server_busy(const struct server *s)
+{
+	return s->ps && s->ps->q_len > 0;
+}
+
+void prepared_server_reset(struct server *s, const char *sql)
+{
+	if (s->ps && sql && (strcasestr(sql, "DISCARD ALL") || strcasestr(sql, "DEALLOCATE ALL")))
+		ps_held_clear(s->ps);
+}
+
+void prepared_server_free(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	if (!sp)
+		return;
+	while (sp->q_len) {
+		reply_free(q_at(sp, 0));
+		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
+		sp->q_len--;
+	}
+	ps_held_clear(sp);
+	free(sp->slots);
+	free(sp->q);
+	free(sp);
+	s->ps = NULL;
+}

@@ -1,0 +1,324 @@
+/*
+ * test_prepared: the named-statement maps and the reply queue without
+ * sockets. The two files of src/prepared/ are included to reach their
+ * static parts; the stream calls they make are stubbed, so what pgpulse
+ * "sent" is read back from the streams' out buffers.
+ */
+#include "../../src/prepared/statements.c"
+#include "../../src/prepared/protocol.c"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit.h"
+
+/* ---- stubs: no sockets ---- */
+
+struct worker *worker;
+static bool pending; /* what stream_has_pending answers */
+
+bool stream_has_pending(const struct stream *s)
+{
+	(void)s;
+	return pending;
+}
+
+struct pktbuf *stream_out(struct stream *s)
+{
+	return &s->out;
+}
+
+bool stream_send_out(struct stream *s)
+{
+	(void)s;
+	return true;
+}
+
+void stream_resume(struct stream *s)
+{
+	s->paused = false;
+}
+
+void stream_wait_for_peer_out(struct stream *s)
+{
+	(void)s;
+}
+
+/* ---- a client linked to a server ---- */
+
+static struct worker w;
+static struct cfg cfg;
+static struct pool pool;
+static struct pool_db db = { .name = "appdb" };
+static struct pool_user user = { .name = "app" };
+static struct client cl;
+static struct server sv;
+
+static void setup(int max_prepared)
+{
+	worker = &w;
+	prepared_client_free(&cl);
+	prepared_server_free(&sv);
+	prepared_shutdown();
+	memset(&w, 0, sizeof(w));
+	memset(&cfg, 0, sizeof(cfg));
+	memset(&pool, 0, sizeof(pool));
+	pktbuf_free(&cl.st.out);
+	pktbuf_free(&sv.st.out);
+	memset(&cl, 0, sizeof(cl));
+	memset(&sv, 0, sizeof(sv));
+	worker = &w;
+	w.cfg = &cfg;
+	cfg.max_prepared_statements = max_prepared;
+	pool.pool_mode = POOL_TRANSACTION;
+	pool.db = &db;
+	pool.user = &user;
+	cl.pool = &pool;
+	cl.server = &sv;
+	cl.state = CL_ACTIVE;
+	sv.pool = &pool;
+	sv.client = &cl;
+	sv.state = SV_ACTIVE;
+	pending = false;
+}
+
+/* one message as the stream would show it */
+static struct pkt packet(uint8_t type, const void *body, size_t len, uint8_t *store)
+{
+	store[0] = type;
+	uint32_t n = (uint32_t)len + 4;
+	store[1] = (uint8_t)(n >> 24);
+	store[2] = (uint8_t)(n >> 16);
+	store[3] = (uint8_t)(n >> 8);
+	store[4] = (uint8_t)n;
+	memcpy(store + 5, body, len);
+	return (struct pkt){ .type = type, .len = n + 1, .body = store + 5, .body_len = (uint32_t)len,
+			     .complete = true, .avail = n + 1 };
+}
+
+static uint8_t buf[4096];
+
+static enum ps_result request(uint8_t type, const void *body, size_t len)
+{
+	struct pkt p = packet(type, body, len, buf);
+	return prepared_on_request(&cl, &p);
+}
+
+static enum pkt_action reply(uint8_t type, const void *body, size_t len)
+{
+	struct pkt p = packet(type, body, len, buf);
+	return prepared_on_reply(&sv, &p);
+}
+
+static size_t parse_body(uint8_t *b, const char *name, const char *sql)
+{
+	size_t n = 0;
+	memcpy(b + n, name, strlen(name) + 1);
+	n += strlen(name) + 1;
+	memcpy(b + n, sql, strlen(sql) + 1);
+	n += strlen(sql) + 1;
+	b[n++] = 0;
+	b[n++] = 0;
+	return n;
+}
+
+static size_t bind_body(uint8_t *b, const char *stmt)
+{
+	size_t n = 0;
+	b[n++] = 0; /* unnamed portal */
+	memcpy(b + n, stmt, strlen(stmt) + 1);
+	n += strlen(stmt) + 1;
+	memset(b + n, 0, 6); /* no formats, no parameters, no result formats */
+	return n + 6;
+}
+
+/* the message types in a buffer, and drop them */
+static void types_of(struct pktbuf *out, char *types, size_t size)
+{
+	size_t pos = 0, k = 0;
+	while (pos + 5 <= out->len && k + 1 < size) {
+		types[k++] = (char)out->data[pos];
+		pos += 1 + proto_read_u32(out->data + pos + 1);
+	}
+	types[k] = '\0';
+	pktbuf_reset(out);
+}
+
+static bool out_has(const struct pktbuf *out, const char *s)
+{
+	return out->len && memmem(out->data, out->len, s, strlen(s)) != NULL;
+}
+
+/* ---- tests ---- */
+
+static void test_deallocate_target_folds_like_postgresql(void)
+{
+	char name[64];
+	CHECK(deallocate_target("DEALLOCATE _pg3_0", name, sizeof(name)));
+	CHECK_STR_EQ(name, "_pg3_0");
+	CHECK(deallocate_target("  deallocate prepare  S1 ; ", name, sizeof(name)));
+	CHECK_STR_EQ(name, "s1");
+	CHECK(deallocate_target("DEALLOCATE \"Mi\"\"xed\"", name, sizeof(name)));
+	CHECK_STR_EQ(name, "Mi\"xed");
+	CHECK(!deallocate_target("DEALLOCATE ALL", name, sizeof(name)));
+	CHECK(deallocate_target("DEALLOCATE \"all\"", name, sizeof(name)));
+	CHECK(!deallocate_target("DEALLOCATE a; SELECT 1", name, sizeof(name)));
+	CHECK(!deallocate_target("DEALLOCATE \"open", name, sizeof(name)));
+	CHECK(!deallocate_target("DEALLOCATEx", name, sizeof(name)));
+	CHECK(!deallocate_target("SELECT 1", name, sizeof(name)));
+}
+
+static void test_names_survive_deletes_in_collision_chains(void)
+{
+	char name[32];
+	setup(200);
+	uint8_t blob[] = "SELECT 1\0\0";
+	struct ps_stmt *st = ps_stmt_create(blob, sizeof(blob) - 1, 1, 0);
+	ps_stmt_hold(st);
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof(name), "n%d", i);
+		ps_name_add(&cl, name, st);
+	}
+	for (int i = 0; i < 500; i += 2) {
+		snprintf(name, sizeof(name), "n%d", i);
+		ps_name_remove(cl.ps, name, NULL);
+	}
+	CHECK_INT_EQ(cl.ps->count, 250);
+	CHECK_INT_EQ(st->clients, 250);
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof(name), "n%d", i);
+		CHECK((ps_name_find(cl.ps, name) != NULL) == (i % 2 == 1));
+	}
+	prepared_client_free(&cl);
+	CHECK_INT_EQ(st->refs, 1);
+	ps_stmt_drop(st);
+}
+
+static void test_server_set_evicts_the_least_recently_used(void)
+{
+	setup(2);
+	uint8_t b[256];
+	char types[32];
+	const char *sql[] = { "SELECT 1", "SELECT 2", "SELECT 3" };
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "s%d", i);
+		CHECK_INT_EQ(request('P', b, parse_body(b, name, sql[i])), PS_SENT);
+	}
+	/* each Parse preceded by its Close; the third evicts PGPULSE_1 */
+	types_of(&sv.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "CPCPCCP");
+	CHECK_INT_EQ(sv.ps->count, 2);
+	CHECK_INT_EQ(sv.ps->evictions, 1);
+	/* s0 is used again: prepared again, evicting the least recently used (PGPULSE_2) */
+	CHECK_INT_EQ(request('B', b, bind_body(b, "s0")), PS_SENT);
+	CHECK(out_has(&sv.st.out, "PGPULSE_2"));
+	types_of(&sv.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "CCPB");
+}
+
+static void test_same_text_from_another_client_is_answered_by_pgpulse(void)
+{
+	setup(200);
+	uint8_t b[256];
+	char types[16];
+	CHECK_INT_EQ(request('P', b, parse_body(b, "a", "SELECT 42")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(reply('3', "", 0), PKT_CONSUMED); /* pgpulse's Close */
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);  /* the client's ParseComplete */
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+	pktbuf_reset(&sv.st.out);
+	/* a second name for the same statement: nothing goes to the server */
+	CHECK_INT_EQ(request('P', b, parse_body(b, "b", "SELECT 42")), PS_SENT);
+	CHECK_INT_EQ(sv.st.out.len, 0);
+	types_of(&cl.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "1");
+	CHECK_INT_EQ(pool.stats.client_parse_count, 2);
+	CHECK_INT_EQ(pool.stats.server_parse_count, 1);
+}
+
+static void test_error_undoes_what_the_skipped_messages_did(void)
+{
+	setup(200);
+	uint8_t b[256];
+	char types[16];
+	/* Parse x (sent), Bind x, Parse y of the same text (answered later), Sync */
+	CHECK_INT_EQ(request('P', b, parse_body(b, "x", "SELECT 7")), PS_SENT);
+	CHECK_INT_EQ(request('B', b, bind_body(b, "x")), PS_SENT);
+	CHECK_INT_EQ(request('P', b, parse_body(b, "y", "SELECT 7")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(cl.ps->count, 2);
+	CHECK_INT_EQ(reply('3', "", 0), PKT_CONSUMED);
+	/* the Parse fails on the server */
+	uint8_t err[] = "SERROR\0C42601\0Msyntax error\0";
+	CHECK_INT_EQ(reply('E', err, sizeof(err)), PKT_FORWARD);
+	/* neither name exists, the server has nothing, the answered ParseComplete is gone */
+	CHECK_INT_EQ(cl.ps->count, 0);
+	CHECK_INT_EQ(sv.ps->count, 0);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	types_of(&cl.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "");
+	CHECK(!prepared_server_busy(&sv));
+}
+
+static void test_unknown_name_is_made_a_real_error_and_replaced(void)
+{
+	setup(200);
+	uint8_t b[256];
+	char types[16];
+	CHECK_INT_EQ(request('B', b, bind_body(b, "ghost")), PS_SKIPPED);
+	CHECK(out_has(&sv.st.out, PS_PROBE_NAME));
+	CHECK_INT_EQ(request('E', "\0\0\0\0", 5), PS_SKIPPED); /* skipped until Sync */
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	uint8_t err[] = "SERROR\0C26000\0Mprepared statement \"PGPULSE_NONE\" does not exist\0";
+	CHECK_INT_EQ(reply('E', err, sizeof(err)), PKT_CONSUMED);
+	CHECK(out_has(&cl.st.out, "prepared statement \"ghost\" does not exist"));
+	types_of(&cl.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "E");
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+}
+
+static void test_answers_wait_for_bytes_in_flight_to_the_client(void)
+{
+	setup(200);
+	uint8_t b[256];
+	char types[16];
+	CHECK_INT_EQ(request('P', b, parse_body(b, "a", "SELECT 5")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	reply('3', "", 0);
+	reply('1', "", 0);
+	reply('Z', "I", 1);
+	pending = true; /* the server stream still has bytes for the client */
+	CHECK_INT_EQ(request('C', "Sa", 3), PS_SENT);
+	CHECK_INT_EQ(cl.st.out.len, 0);
+	prepared_server_flushed(&sv); /* still pending: nothing */
+	CHECK_INT_EQ(cl.st.out.len, 0);
+	pending = false;
+	prepared_server_flushed(&sv);
+	types_of(&cl.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "3");
+	/* the statement stays on the server for whoever comes next */
+	CHECK_INT_EQ(sv.ps->count, 1);
+	CHECK_INT_EQ(cl.ps->count, 0);
+}
+
+int main(void)
+{
+	RUN(test_deallocate_target_folds_like_postgresql);
+	RUN(test_names_survive_deletes_in_collision_chains);
+	RUN(test_server_set_evicts_the_least_recently_used);
+	RUN(test_same_text_from_another_client_is_answered_by_pgpulse);
+	RUN(test_error_undoes_what_the_skipped_messages_did);
+	RUN(test_unknown_name_is_made_a_real_error_and_replaced);
+	RUN(test_answers_wait_for_bytes_in_flight_to_the_client);
+	setup(0);
+	prepared_client_free(&cl);
+	prepared_server_free(&sv);
+	prepared_shutdown();
+	pktbuf_free(&cl.st.out);
+	pktbuf_free(&sv.st.out);
+	return UNIT_REPORT("prepared");
+}

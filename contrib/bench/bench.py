@@ -75,7 +75,7 @@ class Workload:
     """One named workload: a pgbench command line, or N idle clients."""
 
     def __init__(self, name, what, *, pgbench=None, idle=None, dbname=DBNAME,
-                 targets=TARGETS, env=None):
+                 targets=TARGETS, env=None, pgbouncer_since=None):
         self.name = name
         self.what = what
         self.pgbench = pgbench      # pgbench options, without -T, -h, -p, -U, dbname
@@ -84,6 +84,8 @@ class Workload:
         self.dbname = dbname        # database name on the poolers
         self.targets = targets
         self.env = env or {}        # pgbench environment on top of the defaults
+        self.pgbouncer_since = pgbouncer_since  # (major, minor): older PgBouncers cannot run it
+        self.note = None            # why a target was left out
 
     @property
     def is_idle(self):
@@ -101,6 +103,11 @@ WORKLOADS = [
              pgbench=["-S", "-M", "extended", "-c", "50", "-j", "2"]),
     Workload("select-prepared", "pgbench -S, prepared protocol, 50 clients, session pool of 50",
              pgbench=["-S", "-M", "prepared", "-c", "50", "-j", "2"], dbname=SESSION_DB),
+    # issue 12: the drivers' named statements in transaction mode; PgBouncer
+    # runs them from 1.21 on (max_prepared_statements): an older one (Debian
+    # 12's 1.18) is left out of this workload, PGBOUNCER= selects a newer one
+    Workload("select-prepared-tx", "pgbench -S, prepared protocol, 50 clients, transaction pool of 20",
+             pgbench=["-S", "-M", "prepared", "-c", "50", "-j", "2"], pgbouncer_since=(1, 21)),
     Workload("tpcb", "pgbench TPC-B-like (default script), 20 clients, pool of 20",
              pgbench=["-c", "20", "-j", "2"]),
     Workload("connect", "pgbench -S -C (a new connection per transaction), 20 clients",
@@ -752,10 +759,33 @@ def make_plan(opts):
     if plan["rounds"] < 1 or plan["seconds"] < 1:
         raise StepFailed("read options", "--rounds and --seconds must be at least 1")
     plan["workloads"] = [w for w in WORKLOADS if w.name in wanted]
+    leave_out_old_pgbouncer(plan["workloads"], opts.pgbouncer)
     for w in plan["workloads"]:
         if w.is_idle:
             w.clients = base["idle"][w.idle]
     return plan
+
+
+def pgbouncer_version(path):
+    """(major, minor) of the PgBouncer binary, or None if it does not say."""
+    m = re.search(r"(\d+)\.(\d+)", tool_version([path, "-V"]) if path else "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def leave_out_old_pgbouncer(workloads, path):
+    """A workload PgBouncer runs only from some version on loses its PgBouncer
+    target (and says why) when the one selected is older."""
+    version = None
+    for w in workloads:
+        if not w.pgbouncer_since or "pgbouncer" not in w.targets:
+            continue
+        version = version or pgbouncer_version(path)
+        if version and version >= w.pgbouncer_since:
+            continue
+        w.targets = tuple(t for t in w.targets if t != "pgbouncer")
+        have = ".".join(map(str, version)) if version else "of unknown version"
+        w.note = (f"PgBouncer {have} cannot run it (needs {'.'.join(map(str, w.pgbouncer_since))}+; "
+                  f"select one with PGBOUNCER=): left out")
 
 
 def ensure_fd_limit(plan):
@@ -822,7 +852,7 @@ def describe_run(opts, plan, bench):
         pgbench=tool_version([os.path.join(bindir, "pgbench"), "-V"]),
         kernel=platform.release(), loadavg_start=loadavg(),
         workloads={w.name: dict(what=w.what, clients=w.clients, canonical=w.idle,
-                                targets=list(w.targets)) for w in plan["workloads"]},
+                                targets=list(w.targets), note=w.note) for w in plan["workloads"]},
     )
 
 

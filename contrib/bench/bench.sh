@@ -23,6 +23,8 @@
 #
 # Environment:
 #   PGPULSE_BIN       measure this binary (no build)
+#   PGBOUNCER         compare with this PgBouncer binary (default: the one on
+#                     PATH; 1.21+ also runs select-prepared-tx)
 #   PGPULSE_BUILDDIR  build here instead of build-bench/ (a VPATH build)
 #   PGPULSE_BENCH_USER  the user everything runs as when started by root
 #                     (default pgpulse-test; PostgreSQL refuses root)
@@ -202,6 +204,13 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/pgpulse-bench.XXXXXX")
 mkdir "$work/bin" "$work/bench" "$work/results"
 cp "$bin" "$work/bin/pgpulse"
 cp "$here/bench.py" "$here/report.py" "$here/pgwire.py" "$work/bench/"
+# PGBOUNCER=/path/to/pgbouncer: that PgBouncer instead of the one on PATH
+# (1.21+ also runs select-prepared-tx); staged like pgpulse, so the bench
+# user can run it wherever it lies
+if [ -n "${PGBOUNCER:-}" ]; then
+	cp "$PGBOUNCER" "$work/bin/pgbouncer"
+	py_args+=(--pgbouncer "$work/bin/pgbouncer")
+fi
 py=(/usr/bin/python3 "$work/bench/bench.py"
 	--pgpulse "$work/bin/pgpulse" --workdir "$work" --results "$work/results"
 	--commit "$(commit_id)" --started "$(date +%s)" "${py_args[@]}")

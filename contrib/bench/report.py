@@ -39,6 +39,9 @@ GOALS = [
     ("select-simple: CPU/xact", "select-simple", "cpu_us_per_xact", "pgpulse", "pgbouncer", "<=", 0.8),
     ("select-extended: TPS", "select-extended", "tps", "pgpulse", "pgbouncer", ">=", 1.0),
     ("select-extended: CPU/xact", "select-extended", "cpu_us_per_xact", "pgpulse", "pgbouncer", "<=", 0.8),
+    ("select-prepared-tx: TPS", "select-prepared-tx", "tps", "pgpulse", "pgbouncer", ">=", 1.0),
+    ("select-prepared-tx: CPU/xact", "select-prepared-tx", "cpu_us_per_xact", "pgpulse", "pgbouncer", "<=", 1.0),
+    ("select-prepared-tx: TPS vs direct", "select-prepared-tx", "tps", "pgpulse", "direct", ">=", 0.8),
     ("tpcb: TPS", "tpcb", "tps", "pgpulse", "pgbouncer", ">=", 1.0),
     ("clients-500: TPS", "clients-500", "tps", "pgpulse", "pgbouncer", ">=", 1.0),
     ("connect: TPS", "connect", "tps", "pgpulse", "pgbouncer", ">=", 1.0),
@@ -184,7 +187,8 @@ def judge(rows, goal):
     """(measured text, goal text, verdict, rounds text) for one goal."""
     label, wl, metric, num, den, op, want = goal
     ok = (lambda x: x >= want) if op == ">=" else (lambda x: x <= want)
-    goal_text = f"{op} {want:g}" + (" (pgpulse / PgBouncer)" if den == "pgbouncer" else " (on / off)")
+    goal_text = f"{op} {want:g}" + {"pgbouncer": " (pgpulse / PgBouncer)", "direct": " (pgpulse / direct)"}.get(
+        den, " (on / off)")
     if metric == "added_ms":
         # per round, pgpulse's added latency minus PgBouncer's (= the
         # difference of their mean latencies: direct's cancels out)
@@ -221,8 +225,9 @@ def header(meta):
         "- Figures: median over rounds [min–max]. CPU µs/xact is the pooler process's user+system "
         "time (/proc/PID/stat) over the run divided by the transactions pgbench counted; latencies "
         "come from pgbench's per-transaction log. Ratios are per round, then median [min–max].",
-        "- select-prepared runs against a session-mode pool of 50 on both poolers (`bench_session`): "
-        "neither pooler carries protocol-level prepared statements across servers in transaction mode.",
+        "- select-prepared runs against a session-mode pool of 50 on both poolers (`bench_session`); "
+        "select-prepared-tx runs the same in transaction mode (pool of 20), where the poolers carry "
+        "the named statements across servers (PgBouncer from 1.21).",
     ]
     warnings = meta.get("pgpulse_warnings")
     if warnings is not None:
@@ -240,6 +245,8 @@ def markdown(rows, meta):
         if info.get("canonical") and info["clients"] != info["canonical"]:
             title += f" (reduced to {info['clients']:,} clients in {meta.get('mode')} mode)"
         out += [title, ""]
+        if info.get("note"):
+            out += [f"PgBouncer: {info['note']}.", ""]
         table = idle_table(rows, name, targets) if info.get("canonical") else \
             pgbench_table(rows, name, targets)
         out += table + ["", f"![{name}]({name}.png)", ""]

@@ -55,6 +55,7 @@ struct ps_server {
 	struct ps_reply *q;    /* ring */
 	uint32_t q_cap, q_head, q_len;
 	bool copy_in;          /* a COPY FROM STDIN is running: PostgreSQL ignores Sync */
+	uint32_t untracked;    /* simple Queries forwarded while the queue was empty, their Z still due */
 	uint64_t evictions;
 };
 

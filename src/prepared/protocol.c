@@ -82,9 +82,28 @@ static struct ps_reply *q_at(const struct ps_server *sp, uint32_t i)
 	return &sp->q[(sp->q_head + i) & (sp->q_cap - 1)];
 }
 
+static void q_grow(struct ps_server *sp)
+{
+	uint32_t cap = sp->q_cap ? sp->q_cap * 2 : 16;
+	struct ps_reply *q = xcalloc(cap, sizeof(*q));
+	for (uint32_t i = 0; i < sp->q_len; i++)
+		q[i] = *q_at(sp, i);
+	free(sp->q);
+	sp->q = q;
+	sp->q_cap = cap;
+	sp->q_head = 0;
+}
+
 static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swallow, struct ps_stmt *st,
 			       char *text)
 {
+	/* simple Queries let through untracked come first: their replies end before this one's */
+	while (sp->untracked) {
+		if (sp->q_len == sp->q_cap)
+			q_grow(sp);
+		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, NULL, NULL };
+		sp->untracked--;
+	}
 	if (sp->q_len == sp->q_cap) {
 		uint32_t cap = sp->q_cap ? sp->q_cap * 2 : 16;
 		struct ps_reply *q = xcalloc(cap, sizeof(*q));
@@ -97,16 +116,22 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 	}
 	struct ps_reply *e = q_at(sp, sp->q_len++);
 	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text };
-	ps_stmt_hold(st);
+	if (st)
+		ps_stmt_hold(st);
 	return e;
 }
 
 static void reply_free(struct ps_reply *e)
 {
-	ps_stmt_drop(e->stmt);
-	free(e->text);
-	e->stmt = NULL;
-	e->text = NULL;
+	/* most entries hold neither: no calls on the per-message path */
+	if (e->stmt) {
+		ps_stmt_drop(e->stmt);
+		e->stmt = NULL;
+	}
+	if (e->text) {
+		free(e->text);
+		e->text = NULL;
+	}
 }
 
 /* the head's reply is complete; a client held back by a long queue may go on */
@@ -667,6 +692,16 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 	case 'S':
 		return sp->copy_in ? PS_FORWARD : queue_forward(s, RQ_SYNC);
 	case 'Q':
+		if (sp->q_len == 0 && !(c->ps && c->ps->count)) {
+			/*
+			 * Nothing queued and no name of the client's it could
+			 * deallocate: its reply needs no tracking, only counting, so
+			 * that a later queued entry knows this Query's Z comes first.
+			 */
+			sp->untracked++;
+			return PS_FORWARD;
+		}
+		return on_query(c, s, pkt);
 	case 'F':
 		return on_query(c, s, pkt);
 	case 'c':
@@ -783,14 +818,42 @@ static void on_copy_in(struct server *s)
 /* replies whose whole body is read, or that move the queue: judged only when complete */
 static bool needs_whole(uint8_t type)
 {
-	return strchr("EZC123tTnIs", type) != NULL;
+	switch (type) {
+	case 'E': case 'Z': case 'C': case '1': case '2': case '3': case 't': case 'T': case 'n': case 'I':
+	case 's':
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * A reply while nothing is queued: a simple Query let through untracked.
+ * Its ReadyForQuery ends it; its DISCARD ALL or DEALLOCATE ALL still empties
+ * the server's statements.
+ */
+static enum pkt_action on_untracked_reply(struct server *s, struct pkt *pkt)
+{
+	struct ps_server *sp = s->ps;
+	if (pkt->type == 'Z' && sp->untracked) {
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		sp->untracked--;
+	} else if (pkt->type == 'C' && sp->count) {
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		note_command_tag(s, pkt);
+	}
+	return PKT_FORWARD;
 }
 
 enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 {
 	struct ps_server *sp = s->ps;
-	if (!sp || !sp->q_len || !s->client)
+	if (!sp || !s->client)
 		return PKT_FORWARD;
+	if (!sp->q_len)
+		return on_untracked_reply(s, pkt);
 	if (!pkt->complete && needs_whole(pkt->type))
 		return PKT_NEED_FULL;
 	if (head_is_answer(sp)) {
@@ -826,7 +889,8 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			q_pop(s);
 		return PKT_FORWARD;
 	case 'C':
-		note_command_tag(s, pkt);
+		if (sp->count || (s->client->ps && s->client->ps->count))
+			note_command_tag(s, pkt); /* only statements there are can be dropped */
 		if (e->kind == RQ_EXECUTE)
 			q_pop(s);
 		return PKT_FORWARD;
@@ -851,7 +915,7 @@ void prepared_server_flushed(struct server *s)
 
 bool prepared_server_busy(const struct server *s)
 {
-	return s->ps && s->ps->q_len > 0;
+	return s->ps && (s->ps->q_len > 0 || s->ps->untracked > 0);
 }
 
 void prepared_server_reset(struct server *s, const char *sql)

@@ -336,7 +336,7 @@ def running(pg, fragment):
             if b["state"] == "active" and fragment in (b["query"] or "")]
 
 
-def run_late_cancel_scenario(pp, pg, proxy, raw, send_cancel, b_sql):
+def run_late_cancel_scenario(pp, pg, proxy, raw, send_cancel, b_sql, requester=True):
     """Client A's query waits on a lock; a cancel for it is sent (by
     send_cancel(a), or by pgpulse itself) and held in the proxy; B queues
     behind A on the pool's single server; A's query then finishes normally,
@@ -352,12 +352,17 @@ def run_late_cancel_scenario(pp, pg, proxy, raw, send_cancel, b_sql):
         wait_until(lambda: lock_waiters(pg), 10, "A's query to wait on the lock")
         canceller = send_cancel(a)
         wait_until(lambda: proxy.cancels_seen == 1, 10, "the cancel to leave pgpulse")
+        row = pool_rows(pp)[0]
+        assert (row["cl_active_cancel_req"], row["sv_active_cancel"]) == (int(requester), 1), row
         b.send(query_message(b_sql))
         wait_until(lambda: sum(r["cl_waiting"] for r in pool_rows(pp)) == 1, 10,
                    "B to wait for the server A uses")
         locker.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     a_msgs = a.until_ready()
     assert [t for t, _ in a_msgs if t in "DE"] in (["D"], ["E"]), a_msgs
+    # A's server waits for the cancel in flight: SHOW POOLS and SHOW SERVERS say so
+    wait_until(lambda: pool_rows(pp)[0]["sv_being_canceled"] == 1, 10, "A's server to wait for its cancel")
+    assert [r["state"] for r in pp.show("SERVERS") if r["database"] == DB] == ["being_canceled"]
     # With the bug, B gets A's server at once and is running when the cancel
     # lands; give it that chance before the cancel goes on to PostgreSQL.
     poll_for(lambda: running(pg, "pg_sleep"), 1.5)
@@ -387,7 +392,7 @@ def test_a_late_query_timeout_cancel_does_not_cancel_the_next_clients_query(pgpu
                cancel_wait_timeout=30)
     # pgpulse sends this cancel itself, once A's query has run for a second
     b_msgs, _ = run_late_cancel_scenario(pp, pg, proxy, raw, lambda a: None,
-                                         "SELECT pg_sleep(0.6), 'b done'")
+                                         "SELECT pg_sleep(0.6), 'b done'", requester=False)
     assert not errors_in(b_msgs), \
         f"B's query failed: the query_timeout cancel of A's query, delivered after it " \
         f"ended, hit B: {errors_in(b_msgs)}"

@@ -51,6 +51,8 @@
 #define PS_OUT_HIGH_WATER (64 * 1024)      /* rewritten messages waiting for the server's socket */
 #define PS_QUEUE_MAX 16384                 /* replies expected from one server at a time */
 #define PS_DEALLOCATE_MAX 300              /* longest "DEALLOCATE name" worth reading whole */
+#define PS_DEALLOCATE_Q PS_NAME_PREFIX "DQ" /* the stand-in a client's simple-Query DEALLOCATE runs on */
+#define PS_DEALLOCATE_P PS_NAME_PREFIX "DP" /* ... and its extended-protocol DEALLOCATE */
 
 enum ps_kind {
 	RQ_PARSE,
@@ -69,7 +71,8 @@ enum ps_kind {
 
 struct ps_reply {
 	uint8_t kind;
-	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's */
+	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's; RQ_QUERY:
+			       * its first CommandComplete is not */
 	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
@@ -450,10 +453,8 @@ static bool deallocate_target(const char *sql, char *name, size_t size)
 
 /*
  * SQL DEALLOCATE of a name the client prepared with Parse (psycopg drops
- * statements from its cache that way): the client forgets the name, and
- * the statement runs as DEALLOCATE PGPULSE_<n>, prepared first if this
- * server lacks it, so that it succeeds with the tag the client expects.
- * NULL when the text is not that; then it goes as it is.
+ * statements from its cache that way). NULL when the text is not that;
+ * then it goes as it is.
  */
 static struct ps_name *deallocate_of_client_name(struct client *c, const char *sql)
 {
@@ -461,27 +462,48 @@ static struct ps_name *deallocate_of_client_name(struct client *c, const char *s
 	return deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
 }
 
+/*
+ * The client forgets the name; the statement stays on the servers for
+ * whoever uses it next, as after a Close. What runs on the server is a
+ * DEALLOCATE of a stand-in prepared just before it, from "SELECT", which
+ * cannot fail but in an aborted transaction, where PostgreSQL fails the
+ * client's DEALLOCATE with the same 25P02: so the reply is PostgreSQL's
+ * own, with its tag and transaction status, whatever became of the
+ * statement's tables. Only simple-protocol messages go in front of a
+ * simple Query: an extended one that failed would make PostgreSQL drop
+ * the Query while it skips to Sync.
+ */
 static enum ps_result rewrite_deallocate(struct client *c, struct server *s, struct ps_name *n, bool as_query)
 {
 	enum ps_result room = make_room(c, s);
 	if (room != PS_SENT)
 		return room;
-	struct ps_stmt *st = n->stmt;
-	char sql[64];
-	snprintf(sql, sizeof(sql), "DEALLOCATE \"" PS_NAME_PREFIX "%llu\"", (unsigned long long)st->id);
-	ensure_on_server(c, s, st);
+	struct ps_server *sp = ps_server_of(s);
 	struct pktbuf *out = stream_out(&s->st);
 	if (as_query) {
-		proto_put_query(out, sql);
+		/* one implicit transaction: the stand-in never outlives it; its PREPARE's tag is swallowed */
+		proto_put_query(out, "PREPARE \"" PS_DEALLOCATE_Q "\" AS SELECT; DEALLOCATE \"" PS_DEALLOCATE_Q "\"");
+		q_push(sp, RQ_QUERY, true, NULL, NULL);
 	} else {
+		/* a stand-in left by a Parse never executed is closed first (no error when absent) */
+		pkt_begin(out, 'C');
+		pkt_put_u8(out, 'S');
+		pkt_put_str(out, PS_DEALLOCATE_P);
+		pkt_end(out);
+		q_push(sp, RQ_CLOSE, true, NULL, NULL);
 		pkt_begin(out, 'P');
-		pkt_put_str(out, "");
-		pkt_put_str(out, sql);
+		pkt_put_str(out, PS_DEALLOCATE_P);
+		pkt_put_str(out, "SELECT");
 		pkt_put_u16(out, 0);
 		pkt_end(out);
+		q_push(sp, RQ_PARSE, true, NULL, NULL);
+		pkt_begin(out, 'P');
+		pkt_put_str(out, "");
+		pkt_put_str(out, "DEALLOCATE \"" PS_DEALLOCATE_P "\"");
+		pkt_put_u16(out, 0);
+		pkt_end(out);
+		q_push(sp, RQ_PARSE, false, NULL, NULL);
 	}
-	q_push(s->ps, as_query ? RQ_QUERY : RQ_PARSE, false, NULL, NULL);
-	ps_held_remove(s->ps, st); /* the server drops it (a failure is harmless: see prepare_on_server) */
 	ps_name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
 	return PS_SENT;
 }
@@ -889,6 +911,10 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			q_pop(s);
 		return PKT_FORWARD;
 	case 'C':
+		if (e->swallow) { /* the stand-in's PREPARE of a client's DEALLOCATE (rewrite_deallocate) */
+			e->swallow = false;
+			return PKT_CONSUMED;
+		}
 		if (sp->count || (s->client->ps && s->client->ps->count))
 			note_command_tag(s, pkt); /* only statements there are can be dropped */
 		if (e->kind == RQ_EXECUTE)

@@ -590,3 +590,60 @@ def test_max_prepared_statements_0_turns_tracking_off(pgpulse):
         assert message_types(c.until_ready()) == "1Z"
         # passed through: the server knows the client's own name
         assert c.query("SELECT name FROM pg_prepared_statements") == [["raw"]]
+
+
+def test_simple_deallocate_answers_after_the_statements_table_was_dropped(pgpulse, pg, table):
+    """DEALLOCATE s1 as a simple Query on a server that never prepared s1,
+    whose table is gone: PostgreSQL direct answers DEALLOCATE; so must
+    pgpulse, without hanging the client."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message(f"SELECT id FROM {table}", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        pg.query(f"DROP TABLE {table}", dbname="appdb")
+        with holding_server(pp):
+            c.send(query_message("DEALLOCATE s1"))
+            msgs = c.until_ready()
+            assert message_types(msgs) == "CZ" and msgs[0][1] == b"DEALLOCATE\0", msgs
+        c.send(query_message("SELECT 1"))
+        assert message_types(c.until_ready()) == "TDCZ"
+
+
+def test_psycopg_deallocate_answers_after_the_statements_table_was_dropped(pgpulse, pg, table):
+    """psycopg's DEALLOCATE (an unnamed Parse, Bind, Execute, Sync) of a
+    statement whose table is gone: 1 2 C Z as PostgreSQL direct gives, not
+    the old statement's error."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message(f"SELECT id FROM {table}", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        pg.query(f"DROP TABLE {table}", dbname="appdb")
+        with holding_server(pp):
+            c.send(parse_message("DEALLOCATE s1"), bind_message(), execute_message(), SYNC)
+            msgs = c.until_ready()
+            assert message_types(msgs) == "12CZ" and msgs[2][1] == b"DEALLOCATE\0", msgs
+        c.send(bind_message(stmt="s1"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+
+
+def test_simple_deallocate_in_a_failed_transaction_gets_postgresqls_error(pgpulse):
+    """DEALLOCATE s1 inside an aborted transaction, on a server that never
+    prepared s1: 25P02 and ReadyForQuery as PostgreSQL direct; the client's
+    next Query is answered."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT 'x'", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        with holding_server(pp):
+            c.send(query_message("BEGIN"))
+            c.until_ready()
+            c.send(query_message("SELECT 1/0"))
+            c.until_ready()
+            c.send(query_message("DEALLOCATE s1"))
+            msgs = c.until_ready()
+            assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "25P02", msgs
+            assert c.status == "E"
+            c.send(query_message("ROLLBACK"))
+            assert message_types(c.until_ready()) == "CZ" and c.status == "I"
+

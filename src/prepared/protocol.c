@@ -73,7 +73,9 @@ struct ps_reply {
 	uint8_t kind;
 	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's; RQ_QUERY:
 			       * its first CommandComplete is not */
-	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it */
+	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it;
+			       * a client's DEALLOCATE (RQ_QUERY, RQ_PARSE): failed or skipped, the
+			       * client keeps the name `text` of `stmt` */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
 };
@@ -198,12 +200,27 @@ static bool emit_answers(struct server *s)
 
 /* ---- undoing what skipped messages were going to do ---- */
 
-static void undo(struct server *s, const struct ps_reply *e)
+/* a client's DEALLOCATE failed or was skipped: the name is the client's again */
+static void restore_name(struct server *s, struct ps_reply *e)
+{
+	if (s->client && e->text && e->stmt && !ps_name_find(s->client->ps, e->text))
+		ps_name_add(s->client, e->text, e->stmt);
+}
+
+static void undo(struct server *s, struct ps_reply *e)
 {
 	struct ps_server *sp = s->ps;
 	struct ps_client *m = s->client ? s->client->ps : NULL;
 	switch (e->kind) {
+	case RQ_QUERY:
+		if (e->restore)
+			restore_name(s, e);
+		break;
 	case RQ_PARSE:
+		if (e->restore) {
+			restore_name(s, e);
+			break;
+		}
 		if (e->stmt)
 			ps_held_remove(sp, e->stmt);
 		if (e->text && m)
@@ -483,7 +500,7 @@ static enum ps_result rewrite_deallocate(struct client *c, struct server *s, str
 	if (as_query) {
 		/* one implicit transaction: the stand-in never outlives it; its PREPARE's tag is swallowed */
 		proto_put_query(out, "PREPARE \"" PS_DEALLOCATE_Q "\" AS SELECT; DEALLOCATE \"" PS_DEALLOCATE_Q "\"");
-		q_push(sp, RQ_QUERY, true, NULL, NULL);
+		q_push(sp, RQ_QUERY, true, n->stmt, xstrdup(n->name))->restore = true;
 	} else {
 		/* a stand-in left by a Parse never executed is closed first (no error when absent) */
 		pkt_begin(out, 'C');
@@ -502,7 +519,7 @@ static enum ps_result rewrite_deallocate(struct client *c, struct server *s, str
 		pkt_put_str(out, "DEALLOCATE \"" PS_DEALLOCATE_P "\"");
 		pkt_put_u16(out, 0);
 		pkt_end(out);
-		q_push(sp, RQ_PARSE, false, NULL, NULL);
+		q_push(sp, RQ_PARSE, false, n->stmt, xstrdup(n->name))->restore = true;
 	}
 	ps_name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
 	return PS_SENT;
@@ -777,8 +794,13 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 {
 	struct ps_server *sp = s->ps;
 	struct ps_reply *e = q_at(sp, 0);
-	if (e->kind == RQ_QUERY || e->kind == RQ_SYNC)
-		return PKT_FORWARD; /* a simple query's, or the commit at Sync: ReadyForQuery follows */
+	if (e->kind == RQ_QUERY || e->kind == RQ_SYNC) {
+		if (e->restore) { /* a client's DEALLOCATE failed (aborted transaction) */
+			restore_name(s, e);
+			e->restore = false;
+		}
+		return PKT_FORWARD;
+	} /* a simple query's, or the commit at Sync: ReadyForQuery follows */
 	bool replace = false;
 	if (e->kind == RQ_FAIL) {
 		const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');

@@ -647,3 +647,18 @@ def test_simple_deallocate_in_a_failed_transaction_gets_postgresqls_error(pgpuls
             c.send(query_message("ROLLBACK"))
             assert message_types(c.until_ready()) == "CZ" and c.status == "I"
 
+
+def test_a_deallocate_that_failed_in_a_failed_transaction_keeps_the_statement(pgpulse):
+    """BEGIN; an error; DEALLOCATE s1 fails with 25P02; ROLLBACK: s1 still
+    exists, as on PostgreSQL direct."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT 'x'", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        for sql in ("BEGIN", "SELECT 1/0", "DEALLOCATE s1", "ROLLBACK"):
+            c.send(query_message(sql))
+            c.until_ready()
+        c.send(bind_message(stmt="s1"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "2DCZ", msgs
+

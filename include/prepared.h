@@ -57,6 +57,7 @@ struct ps_server {
 	bool copy_in;          /* a COPY FROM STDIN is running: PostgreSQL ignores Sync */
 	uint32_t untracked;    /* simple Queries forwarded while the queue was empty, their Z still due */
 	uint64_t evictions;
+	uint64_t syncs;        /* Syncs queued: the batch a message is in */
 };
 
 /* what the request hook did with a client's packet */

@@ -350,16 +350,26 @@ static void prepare_on_server(struct client *c, struct server *s, struct ps_stmt
 	pkt_put_bytes(out, st->blob, st->blob_len);
 	pkt_end(out);
 	q_push(sp, RQ_PARSE, client_name == NULL, st, client_name ? xstrdup(client_name) : NULL);
-	ps_held_add(sp, st);
+	ps_held_add(sp, st)->pending = sp->syncs + 1;
 	st->server_parses++;
 	c->pool->stats.server_parse_count++;
+}
+
+/*
+ * The server has it, fresh, for a message of the batch being sent: a
+ * statement whose Parse is still unanswered may fail, and PostgreSQL skips
+ * only to the Sync of that Parse's batch; a later batch prepares it again.
+ */
+static bool held_usable(const struct ps_server *sp, const struct ps_held *h)
+{
+	return h && !h->stale && (!h->pending || h->pending == sp->syncs + 1);
 }
 
 /* make sure the server has st, fresh, before a message that uses it */
 static void ensure_on_server(struct client *c, struct server *s, struct ps_stmt *st)
 {
 	struct ps_held *h = ps_held_find(s->ps, st);
-	if (h && !h->stale) {
+	if (held_usable(s->ps, h)) {
 		h->last_use = ++s->ps->clock;
 		return;
 	}
@@ -586,7 +596,7 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	struct ps_stmt *st = ps_stmt_find(blob, len, h);
 	struct ps_server *sp = ps_server_of(s);
 	struct ps_held *held = st ? ps_held_find(sp, st) : NULL;
-	bool send = !held || held->stale;
+	bool send = !held_usable(sp, held);
 	if (send) {
 		enum ps_result room = make_room(c, s);
 		if (room != PS_SENT)
@@ -729,7 +739,10 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 	case 'E':
 		return queue_forward(s, RQ_EXECUTE);
 	case 'S':
-		return sp->copy_in ? PS_FORWARD : queue_forward(s, RQ_SYNC);
+		if (sp->copy_in)
+			return PS_FORWARD;
+		sp->syncs++;
+		return queue_forward(s, RQ_SYNC);
 	case 'Q':
 		if (sp->q_len == 0 && !(c->ps && c->ps->count)) {
 			/*
@@ -920,6 +933,11 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			note_desync(s, pkt->type);
 		return PKT_FORWARD;
 	case '1':
+		if (e->stmt && e->kind == RQ_PARSE && !e->restore) { /* the server has it now */
+			struct ps_held *h = ps_held_find(sp, e->stmt);
+			if (h)
+				h->pending = 0;
+		}
 		return complete_head(s, RQ_PARSE, pkt->type);
 	case '2':
 		return complete_head(s, RQ_BIND, pkt->type);

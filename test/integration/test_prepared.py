@@ -662,3 +662,21 @@ def test_a_deallocate_that_failed_in_a_failed_transaction_keeps_the_statement(pg
         msgs = c.until_ready()
         assert message_types(msgs) == "2DCZ", msgs
 
+
+def test_a_failed_parse_fails_the_same_text_in_the_next_pipelined_batch_too(pgpulse):
+    """Parse s1 (a missing table), Sync, then Parse s2 of the same text, Bind,
+    Execute, Sync in the same write: both batches fail with 42P01 as on
+    PostgreSQL direct; pgpulse's own statement names never show."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT * FROM nosuch_pipelined", "s1"), SYNC,
+               parse_message("SELECT * FROM nosuch_pipelined", "s2"), bind_message(stmt="s2"), execute_message(), SYNC)
+        for _ in range(2):
+            msgs = c.until_ready()
+            assert message_types(msgs) == "EZ", msgs
+            assert error_fields(msgs[0][1])["C"] == "42P01", msgs
+            assert b"PGPULSE" not in msgs[0][1], msgs
+        c.send(bind_message(stmt="s2"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+

@@ -76,6 +76,7 @@ struct ps_reply {
 	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it;
 			       * a client's DEALLOCATE (RQ_QUERY, RQ_PARSE): failed or skipped, the
 			       * client keeps the name `text` of `stmt` */
+	uint64_t seq;         /* worker->prepared_seq: names and statements added after it are newer */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
 };
@@ -106,7 +107,7 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 	while (sp->untracked) {
 		if (sp->q_len == sp->q_cap)
 			q_grow(sp);
-		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, NULL, NULL };
+		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, ++worker->prepared_seq, NULL, NULL };
 		sp->untracked--;
 	}
 	if (sp->q_len == sp->q_cap) {
@@ -120,7 +121,7 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 		sp->q_head = 0;
 	}
 	struct ps_reply *e = q_at(sp, sp->q_len++);
-	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text };
+	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, ++worker->prepared_seq, st, text };
 	if (st)
 		ps_stmt_hold(st);
 	return e;
@@ -844,7 +845,10 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 	return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
 }
 
-/* DEALLOCATE ALL and DISCARD ALL drop every statement of the session */
+/*
+ * DEALLOCATE ALL and DISCARD ALL drop every statement of the session that
+ * exists when they run: those added before the queue's head was sent.
+ */
 static void note_command_tag(struct server *s, const struct pkt *pkt)
 {
 	const char *tag = (const char *)pkt->body;
@@ -852,9 +856,10 @@ static void note_command_tag(struct server *s, const struct pkt *pkt)
 		return;
 	if (strcmp(tag, "DEALLOCATE ALL") != 0 && strcmp(tag, "DISCARD ALL") != 0)
 		return;
-	ps_held_clear(s->ps);
+	uint64_t seq = s->ps->q_len ? q_at(s->ps, 0)->seq : UINT64_MAX;
+	ps_held_clear(s->ps, seq);
 	if (s->client && s->client->ps)
-		ps_names_clear(s->client->ps);
+		ps_names_clear(s->client->ps, seq);
 }
 
 /* COPY FROM STDIN began: Syncs the client sent since are ignored by PostgreSQL */
@@ -987,7 +992,7 @@ bool prepared_server_busy(const struct server *s)
 void prepared_server_reset(struct server *s, const char *sql)
 {
 	if (s->ps && sql && (strcasestr(sql, "DISCARD ALL") || strcasestr(sql, "DEALLOCATE ALL")))
-		ps_held_clear(s->ps);
+		ps_held_clear(s->ps, UINT64_MAX);
 }
 
 void prepared_server_free(struct server *s)
@@ -1000,7 +1005,7 @@ void prepared_server_free(struct server *s)
 		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
 		sp->q_len--;
 	}
-	ps_held_clear(sp);
+	ps_held_clear(sp, UINT64_MAX);
 	free(sp->slots);
 	free(sp->q);
 	free(sp);

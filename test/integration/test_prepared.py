@@ -680,3 +680,21 @@ def test_a_failed_parse_fails_the_same_text_in_the_next_pipelined_batch_too(pgpu
         msgs = c.until_ready()
         assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
 
+
+def test_deallocate_all_keeps_a_statement_prepared_after_it_in_the_same_pipeline(pgpulse):
+    """DEALLOCATE ALL, then Parse s2, in one write: s2 is prepared after the
+    DEALLOCATE ALL ran, and can be used."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT 1", "a"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        c.send(query_message("DEALLOCATE ALL"), parse_message("SELECT 2", "s2"), SYNC)
+        assert message_types(c.until_ready()) == "CZ"
+        assert message_types(c.until_ready()) == "1Z"
+        c.send(bind_message(stmt="s2"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "2DCZ", msgs
+        c.send(bind_message(stmt="a"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+

@@ -720,6 +720,17 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 	struct server *s = c->server;
 	struct ps_server *sp = ps_server_of(s);
 	if (sp->q_len >= PS_QUEUE_MAX) {
+		/*
+		 * The server may hold its replies until a Sync or Flush that the
+		 * client has yet to send, while answers pgpulse owes wait behind
+		 * them: ask for them with a Flush (it has no reply), or the queue
+		 * might never shrink. It goes out after the bytes forwarded so far
+		 * (client_on_flushed).
+		 */
+		if (stream_has_pending(&c->st))
+			return PS_FLUSH_FIRST;
+		pkt_begin(stream_out(&s->st), 'H');
+		pkt_end(stream_out(&s->st));
 		ps_client_map(c)->paused = true; /* q_pop resumes it */
 		return PS_PAUSE;
 	}

@@ -698,3 +698,15 @@ def test_deallocate_all_keeps_a_statement_prepared_after_it_in_the_same_pipeline
         msgs = c.until_ready()
         assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
 
+
+def test_a_pipeline_of_many_closes_is_answered(pgpulse):
+    """Parse, Bind, then 17,000 Closes of unknown names (each answered by
+    pgpulse), then Sync, in one write: every reply comes, nothing stalls."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=10) as c:
+        c.send(parse_message("SELECT 1", "one"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        n = 17000
+        c.send(parse_message("SELECT 2"), bind_message(), *[close_message("S", f"nope{i}") for i in range(n)], SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "12" + "3" * n + "Z"

@@ -69,6 +69,7 @@ enum ps_result {
 	PS_FLUSH_FIRST, /* as PKT_FLUSH_FIRST (also while the server's out drains) */
 	PS_PAUSE,      /* as PKT_PAUSE: the reply queue is full; the server side resumes it */
 	PS_GONE,       /* the client was closed */
+	PS_FORWARD_REST, /* as PKT_FORWARD_REST: pkt->cut set, the rewritten head is in the server's out */
 };
 
 /* are named statements tracked for this client's requests now */

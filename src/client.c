@@ -1369,6 +1369,9 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 			return PKT_PAUSE;
 		case PS_GONE:
 			return PKT_GONE;
+		case PS_FORWARD_REST:
+			note_forwarded_request(c, pkt->type);
+			return PKT_FORWARD_REST;
 		}
 	}
 	note_forwarded_request(c, pkt->type);

@@ -528,6 +528,7 @@ static void judge_packets(struct stream *s)
 			return;
 		}
 		pkt.complete = avail >= pkt.len;
+		pkt.cut = 0;
 		pkt.avail = pkt.complete ? pkt.len : avail;
 		pkt.body = p + hdr;
 		pkt.body_len = pkt.len - hdr;
@@ -579,6 +580,21 @@ static void judge_packets(struct stream *s)
 			return;
 		case PKT_GONE:
 			return;
+		case PKT_FORWARD_REST: {
+			uint32_t cut = pkt.cut <= pkt.avail ? pkt.cut : pkt.avail;
+			if (s->spos == s->rpos) {
+				s->rpos += cut;
+				s->spos = s->rpos;
+			} else {
+				memmove(s->buf + s->rpos, s->buf + s->rpos + cut, s->wpos - s->rpos - cut);
+				s->wpos -= cut;
+			}
+			uint32_t have = avail - cut, rest = pkt.len - cut;
+			uint32_t take = have < rest ? have : rest;
+			s->rpos += take;
+			s->fwd_left = rest - take;
+			break;
+		}
 		}
 	}
 }

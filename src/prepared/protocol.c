@@ -618,6 +618,43 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	return answer(c, s, SY_PARSE_COMPLETE, st, name);
 }
 
+/*
+ * A named Bind that has not arrived whole (large parameters): only its head,
+ * up to the statement name, is rewritten; the parameters are forwarded as
+ * they come, never held in memory whole. An unknown name is read whole and
+ * fails as usual.
+ */
+static enum ps_result on_big_bind(struct client *c, struct server *s, struct pkt *pkt, const char *portal,
+				  const char *stmt)
+{
+	struct ps_name *n = ps_name_find(c->ps, stmt);
+	if (!n)
+		return PS_NEED_FULL;
+	enum ps_result room = make_room(c, s);
+	if (room != PS_SENT)
+		return room;
+	struct ps_stmt *st = n->stmt;
+	ensure_on_server(c, s, st);
+	uint32_t cut = (uint32_t)((const uint8_t *)stmt + strlen(stmt) + 1 - pkt->body) + 5;
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 'B');
+	pkt_put_str(out, portal);
+	ps_put_server_name(out, st);
+	uint32_t len = (uint32_t)(out->len - out->msg_start) + (pkt->len - cut);
+	uint8_t *p = out->data + out->msg_start;
+	p[0] = (uint8_t)(len >> 24);
+	p[1] = (uint8_t)(len >> 16);
+	p[2] = (uint8_t)(len >> 8);
+	p[3] = (uint8_t)len;
+	q_push(s->ps, RQ_BIND, false, st, NULL);
+	st->binds++;
+	c->pool->stats.bind_count++;
+	if (!c->req_fp)
+		c->req_fp = st->fp;
+	pkt->cut = cut;
+	return PS_FORWARD_REST;
+}
+
 static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pkt)
 {
 	const char *portal = visible_str(pkt, pkt->body);
@@ -625,7 +662,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	if (stmt && !*stmt)
 		return queue_forward(s, RQ_BIND);
 	if (!pkt->complete)
-		return PS_NEED_FULL;
+		return stmt ? on_big_bind(c, s, pkt, portal, stmt) : PS_NEED_FULL;
 	struct pkt_reader r;
 	pkt_reader_init(&r, pkt->body, pkt->body_len);
 	portal = pkt_get_str(&r);

@@ -20,7 +20,7 @@ import pytest
 from pgpulse_harness import (RawConn, bind_message, close_message, cstr, data_row,
                              describe_message, error_fields, execute_message, flush_message,
                              holding_server, message, message_types, parse_message, pgbench,
-                             query_message, sync_message)
+                             query_message, sync_message, built_with_asan, rss_kb)
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 SYNC = sync_message()
@@ -710,3 +710,35 @@ def test_a_pipeline_of_many_closes_is_answered(pgpulse):
         c.send(parse_message("SELECT 2"), bind_message(), *[close_message("S", f"nope{i}") for i in range(n)], SYNC)
         msgs = c.until_ready()
         assert message_types(msgs) == "12" + "3" * n + "Z"
+
+
+def test_a_large_parameter_of_a_named_statement_is_not_held_in_memory(pgpulse, pgpulse_bin):
+    """Bind of a named statement with a 48 MB parameter: the parameters are
+    forwarded as they come (only the head with the name is rewritten), so
+    pgpulse's memory does not grow by the size of the Bind."""
+    if built_with_asan(pgpulse_bin):
+        pytest.skip("RSS is not meaningful under AddressSanitizer")
+    pp = start(pgpulse, pool_size=2)
+    size = 48 << 20
+    with RawConn(pp.port, timeout=60) as c:
+        c.send(parse_message("SELECT length($1::text)", "len"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        base = rss_kb(pp.pid)
+        peak = [base]
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_kb(pp.pid))
+                time.sleep(0.002)
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            c.send(bind_message(["x" * size], stmt="len"), execute_message(), SYNC)
+            msgs = c.until_ready()
+        finally:
+            done.set()
+            t.join()
+        assert message_types(msgs) == "2DCZ", message_types(msgs)
+        assert data_row(msgs[1][1]) == [str(size)], msgs[1][1][:40]
+        assert peak[0] - base < (size >> 10) // 2, (base, peak[0])

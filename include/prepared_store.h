@@ -48,14 +48,12 @@ struct ps_name {
 	char *name; /* NULL: a free slot */
 	uint32_t hash;
 	struct ps_stmt *stmt;
-	uint64_t since; /* worker->prepared_seq when added: a DEALLOCATE ALL queued after it drops it */
 };
 
 struct ps_held {
 	struct ps_stmt *stmt; /* NULL: a free slot */
 	uint64_t last_use;
 	bool stale;           /* its plan no longer fits the table: prepare it again before use */
-	uint64_t since;       /* worker->prepared_seq when added (as ps_name's) */
 	uint64_t pending;     /* its Parse awaits ParseComplete: the batch (ps_server.syncs + 1) it was
 			       * sent in, which may use it; a later batch prepares it again; 0: confirmed */
 };
@@ -75,8 +73,7 @@ void ps_name_add(struct client *c, const char *name, struct ps_stmt *st);
 void ps_name_delete_slot(struct ps_client *m, uint32_t i);
 /* remove name; only when it maps to only_if, if that is given */
 void ps_name_remove(struct ps_client *m, const char *name, const struct ps_stmt *only_if);
-/* drop the names added before queued message `seq` (UINT64_MAX: all) */
-void ps_names_clear(struct ps_client *m, uint64_t seq);
+void ps_names_clear(struct ps_client *m);
 uint32_t ps_client_name_limit(void);
 
 /* a server's statements; each holds a reference */
@@ -84,7 +81,7 @@ struct ps_server *ps_server_of(struct server *s); /* made at first use */
 struct ps_held *ps_held_find(const struct ps_server *sp, const struct ps_stmt *st);
 struct ps_held *ps_held_add(struct ps_server *sp, struct ps_stmt *st); /* confirmed, unless told */
 void ps_held_remove(struct ps_server *sp, struct ps_stmt *st);
-void ps_held_clear(struct ps_server *sp, uint64_t seq); /* as ps_names_clear */
+void ps_held_clear(struct ps_server *sp);
 struct ps_stmt *ps_held_lru(const struct ps_server *sp);
 
 #endif

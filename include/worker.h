@@ -58,7 +58,6 @@ struct worker {
 	int64_t suspend_started;    /* monotonic usec */
 	char normalized[NORMALIZE_MAX + 8]; /* a request's normalized text (client.c) */
 	struct ps_table *prepared;  /* shared prepared statements (src/prepared/), made at first use */
-	uint64_t prepared_seq;      /* messages queued to servers by src/prepared/: their order */
 
 	enum shutdown_mode shutdown;
 	bool paused_all;            /* SIGINT shutdown: no new server work */

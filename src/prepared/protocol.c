@@ -76,7 +76,6 @@ struct ps_reply {
 	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it;
 			       * a client's DEALLOCATE (RQ_QUERY, RQ_PARSE): failed or skipped, the
 			       * client keeps the name `text` of `stmt` */
-	uint64_t seq;         /* worker->prepared_seq: names and statements added after it are newer */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
 };
@@ -107,7 +106,7 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 	while (sp->untracked) {
 		if (sp->q_len == sp->q_cap)
 			q_grow(sp);
-		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, ++worker->prepared_seq, NULL, NULL };
+		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, NULL, NULL };
 		sp->untracked--;
 	}
 	if (sp->q_len == sp->q_cap) {
@@ -121,7 +120,7 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 		sp->q_head = 0;
 	}
 	struct ps_reply *e = q_at(sp, sp->q_len++);
-	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, ++worker->prepared_seq, st, text };
+	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text };
 	if (st)
 		ps_stmt_hold(st);
 	return e;
@@ -624,7 +623,7 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
  * they come, never held in memory whole. An unknown name is read whole and
  * fails as usual.
  */
-static enum ps_result on_big_bind(struct client *c, struct server *s, struct pkt *pkt, const char *portal,
+static __attribute__((noinline)) enum ps_result on_big_bind(struct client *c, struct server *s, struct pkt *pkt, const char *portal,
 				  const char *stmt)
 {
 	struct ps_name *n = ps_name_find(c->ps, stmt);
@@ -895,7 +894,8 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 
 /*
  * DEALLOCATE ALL and DISCARD ALL drop every statement of the session that
- * exists when they run: those added before the queue's head was sent.
+ * exists when they run. What was sent after them (a Parse pipelined behind
+ * the command) is still queued behind the head: replay it, in order.
  */
 static void note_command_tag(struct server *s, const struct pkt *pkt)
 {
@@ -904,10 +904,25 @@ static void note_command_tag(struct server *s, const struct pkt *pkt)
 		return;
 	if (strcmp(tag, "DEALLOCATE ALL") != 0 && strcmp(tag, "DISCARD ALL") != 0)
 		return;
-	uint64_t seq = s->ps->q_len ? q_at(s->ps, 0)->seq : UINT64_MAX;
-	ps_held_clear(s->ps, seq);
-	if (s->client && s->client->ps)
-		ps_names_clear(s->client->ps, seq);
+	struct ps_server *sp = s->ps;
+	struct client *c = s->client;
+	ps_held_clear(sp);
+	if (c && c->ps)
+		ps_names_clear(c->ps);
+	for (uint32_t i = 1; i < sp->q_len; i++) {
+		struct ps_reply *e = q_at(sp, i);
+		bool name_goes = e->restore && (e->kind == RQ_PARSE || e->kind == RQ_QUERY); /* a DEALLOCATE */
+		if (e->kind == RQ_PARSE && e->stmt && !e->restore)
+			ps_held_add(sp, e->stmt)->pending = UINT64_MAX; /* usable once its ParseComplete comes */
+		else if (e->kind == RQ_CLOSE && e->stmt)
+			ps_held_remove(sp, e->stmt); /* an eviction, or the Close before a Parse */
+		if (!c || !e->text || !e->stmt)
+			continue;
+		if (name_goes || e->kind == SY_CLOSE_COMPLETE)
+			ps_name_remove(c->ps, e->text, NULL);
+		else if ((e->kind == RQ_PARSE || e->kind == SY_PARSE_COMPLETE) && !ps_name_find(c->ps, e->text))
+			ps_name_add(c, e->text, e->stmt);
+	}
 }
 
 /* COPY FROM STDIN began: Syncs the client sent since are ignored by PostgreSQL */
@@ -1040,7 +1055,7 @@ bool prepared_server_busy(const struct server *s)
 void prepared_server_reset(struct server *s, const char *sql)
 {
 	if (s->ps && sql && (strcasestr(sql, "DISCARD ALL") || strcasestr(sql, "DEALLOCATE ALL")))
-		ps_held_clear(s->ps, UINT64_MAX);
+		ps_held_clear(s->ps);
 }
 
 void prepared_server_free(struct server *s)
@@ -1053,7 +1068,7 @@ void prepared_server_free(struct server *s)
 		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
 		sp->q_len--;
 	}
-	ps_held_clear(sp, UINT64_MAX);
+	ps_held_clear(sp);
 	free(sp->slots);
 	free(sp->q);
 	free(sp);

@@ -146,7 +146,7 @@ static void name_insert(struct ps_client *m, char *name, uint32_t h, struct ps_s
 	uint32_t mask = m->cap - 1, i = h & mask;
 	while (m->slots[i].name)
 		i = (i + 1) & mask;
-	m->slots[i] = (struct ps_name){ name, h, st, worker->prepared_seq };
+	m->slots[i] = (struct ps_name){ name, h, st };
 	m->count++;
 }
 
@@ -199,33 +199,18 @@ void ps_name_remove(struct ps_client *m, const char *name, const struct ps_stmt 
 		ps_name_delete_slot(m, (uint32_t)(n - m->slots));
 }
 
-void ps_names_clear(struct ps_client *m, uint64_t seq)
+void ps_names_clear(struct ps_client *m)
 {
-	uint32_t kept = 0;
 	for (uint32_t i = 0; m && i < m->cap; i++) {
-		if (m->slots[i].name && m->slots[i].since >= seq) {
-			kept++;
-		} else if (m->slots[i].name) {
+		if (m->slots[i].name) {
 			free(m->slots[i].name);
 			m->slots[i].name = NULL;
 			m->slots[i].stmt->clients--;
 			ps_stmt_drop(m->slots[i].stmt);
 		}
 	}
-	if (!m)
-		return;
-	m->count = 0;
-	if (!kept)
-		return;
-	/* names prepared later in the pipeline stay: probe anew, the gaps would hide them */
-	struct ps_name *old = m->slots;
-	m->slots = xcalloc(m->cap, sizeof(*m->slots));
-	for (uint32_t i = 0; i < m->cap; i++)
-		if (old[i].name) {
-			name_insert(m, old[i].name, old[i].hash, old[i].stmt);
-			m->slots[(uint32_t)(ps_name_find(m, old[i].name) - m->slots)].since = old[i].since;
-		}
-	free(old);
+	if (m)
+		m->count = 0;
 }
 
 uint32_t ps_client_name_limit(void)
@@ -286,7 +271,7 @@ struct ps_held *ps_held_add(struct ps_server *sp, struct ps_stmt *st)
 				held_insert(sp, old[i]);
 		free(old);
 	}
-	held_insert(sp, (struct ps_held){ st, ++sp->clock, false, worker->prepared_seq, 0 });
+	held_insert(sp, (struct ps_held){ st, ++sp->clock, false, 0 });
 	ps_stmt_hold(st);
 	st->servers++;
 	return ps_held_find(sp, st);
@@ -313,28 +298,17 @@ void ps_held_remove(struct ps_server *sp, struct ps_stmt *st)
 	ps_stmt_drop(st);
 }
 
-void ps_held_clear(struct ps_server *sp, uint64_t seq)
+void ps_held_clear(struct ps_server *sp)
 {
-	uint32_t kept = 0;
 	for (uint32_t i = 0; i < sp->cap; i++) {
 		struct ps_stmt *st = sp->slots[i].stmt;
-		if (st && sp->slots[i].since >= seq) {
-			kept++;
-		} else if (st) {
+		if (st) {
 			sp->slots[i].stmt = NULL;
 			st->servers--;
 			ps_stmt_drop(st);
 		}
 	}
 	sp->count = 0;
-	if (!kept)
-		return;
-	struct ps_held *old = sp->slots;
-	sp->slots = xcalloc(sp->cap, sizeof(*sp->slots));
-	for (uint32_t i = 0; i < sp->cap; i++)
-		if (old[i].stmt)
-			held_insert(sp, old[i]);
-	free(old);
 }
 
 /* eviction is rare (a miss with a full set, which costs a round trip anyway): a scan will do */
@@ -353,7 +327,7 @@ void prepared_client_free(struct client *c)
 {
 	if (!c->ps)
 		return;
-	ps_names_clear(c->ps, UINT64_MAX);
+	ps_names_clear(c->ps);
 	free(c->ps->slots);
 	free(c->ps);
 	c->ps = NULL;

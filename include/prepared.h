@@ -57,6 +57,7 @@ struct ps_server {
 	bool copy_in;          /* a COPY FROM STDIN is running: PostgreSQL ignores Sync */
 	uint32_t untracked;    /* simple Queries forwarded while the queue was empty, their Z still due */
 	uint64_t evictions;
+	uint64_t syncs;        /* Syncs queued: the batch a message is in */
 };
 
 /* what the request hook did with a client's packet */
@@ -68,6 +69,7 @@ enum ps_result {
 	PS_FLUSH_FIRST, /* as PKT_FLUSH_FIRST (also while the server's out drains) */
 	PS_PAUSE,      /* as PKT_PAUSE: the reply queue is full; the server side resumes it */
 	PS_GONE,       /* the client was closed */
+	PS_FORWARD_REST, /* as PKT_FORWARD_REST: pkt->cut set, the rewritten head is in the server's out */
 };
 
 /* are named statements tracked for this client's requests now */

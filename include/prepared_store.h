@@ -54,6 +54,8 @@ struct ps_held {
 	struct ps_stmt *stmt; /* NULL: a free slot */
 	uint64_t last_use;
 	bool stale;           /* its plan no longer fits the table: prepare it again before use */
+	uint64_t pending;     /* its Parse awaits ParseComplete: the batch (ps_server.syncs + 1) it was
+			       * sent in, which may use it; a later batch prepares it again; 0: confirmed */
 };
 
 /* shared statements: a new one has no reference; hold it at once */
@@ -77,7 +79,7 @@ uint32_t ps_client_name_limit(void);
 /* a server's statements; each holds a reference */
 struct ps_server *ps_server_of(struct server *s); /* made at first use */
 struct ps_held *ps_held_find(const struct ps_server *sp, const struct ps_stmt *st);
-void ps_held_add(struct ps_server *sp, struct ps_stmt *st);
+struct ps_held *ps_held_add(struct ps_server *sp, struct ps_stmt *st); /* confirmed, unless told */
 void ps_held_remove(struct ps_server *sp, struct ps_stmt *st);
 void ps_held_clear(struct ps_server *sp);
 struct ps_stmt *ps_held_lru(const struct ps_server *sp);

@@ -57,6 +57,7 @@ struct pkt {
 	uint32_t body_len;
 	bool complete;       /* the whole packet is in the buffer */
 	uint32_t avail;      /* bytes of it in the buffer, header included */
+	uint32_t cut;        /* PKT_FORWARD_REST: the leading bytes the owner consumed (<= avail) */
 };
 
 enum pkt_action {
@@ -67,6 +68,8 @@ enum pkt_action {
 	PKT_FLUSH_FIRST, /* send pending forwarded bytes, then call again */
 	PKT_PAUSE,       /* stop here; the owner calls stream_resume() later */
 	PKT_GONE,        /* the owner freed the stream: do not touch it */
+	PKT_FORWARD_REST, /* the owner consumed the first pkt.cut bytes (and wrote their stand-in to the
+			   * peer's out, which is sent first): forward the rest, in pieces if large */
 };
 
 enum stream_end { STREAM_EOF, STREAM_ERROR, STREAM_BAD_PACKET, STREAM_TOO_BIG };

@@ -1352,12 +1352,14 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		return PKT_NEED_FULL;
 	if (prepared_tracking(c)) {
 		/* named statements: rewritten, answered or skipped by src/prepared/ */
-		switch (prepared_on_request(c, pkt)) {
+		enum ps_result r = prepared_on_request(c, pkt);
+		switch (r) {
 		case PS_FORWARD:
 			break;
 		case PS_SENT:
+		case PS_FORWARD_REST: /* a large named Bind: its head rewritten, the rest forwarded */
 			note_forwarded_request(c, pkt->type);
-			return PKT_CONSUMED;
+			return r == PS_SENT ? PKT_CONSUMED : PKT_FORWARD_REST;
 		case PS_SKIPPED:
 			c->mid_batch = true;
 			return PKT_CONSUMED;

@@ -495,6 +495,23 @@ static bool read_socket(struct stream *s)
 	}
 }
 
+/* the owner consumed the packet's first pkt->cut bytes: drop them, forward the rest (rare: kept apart) */
+static __attribute__((noinline)) void forward_rest(struct stream *s, const struct pkt *pkt)
+{
+	uint32_t cut = pkt->cut <= pkt->avail ? pkt->cut : pkt->avail;
+	if (s->spos == s->rpos) {
+		s->rpos += cut;
+		s->spos = s->rpos;
+	} else {
+		memmove(s->buf + s->rpos, s->buf + s->rpos + cut, s->wpos - s->rpos - cut);
+		s->wpos -= cut;
+	}
+	uint32_t have = s->wpos - s->rpos, rest = pkt->len - cut;
+	uint32_t take = have < rest ? have : rest;
+	s->rpos += take;
+	s->fwd_left = rest - take;
+}
+
 /* judge packets at rpos until the data runs out or the owner stops us */
 static void judge_packets(struct stream *s)
 {
@@ -527,7 +544,7 @@ static void judge_packets(struct stream *s)
 			s->ops->on_end(s, declared < 4 ? STREAM_BAD_PACKET : STREAM_TOO_BIG);
 			return;
 		}
-		pkt.complete = avail >= pkt.len;
+		pkt.complete = avail >= pkt.len; /* pkt.cut is read only after PKT_FORWARD_REST, which sets it */
 		pkt.avail = pkt.complete ? pkt.len : avail;
 		pkt.body = p + hdr;
 		pkt.body_len = pkt.len - hdr;
@@ -579,6 +596,9 @@ static void judge_packets(struct stream *s)
 			return;
 		case PKT_GONE:
 			return;
+		case PKT_FORWARD_REST:
+			forward_rest(s, &pkt);
+			break;
 		}
 	}
 }

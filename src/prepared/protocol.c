@@ -51,6 +51,8 @@
 #define PS_OUT_HIGH_WATER (64 * 1024)      /* rewritten messages waiting for the server's socket */
 #define PS_QUEUE_MAX 16384                 /* replies expected from one server at a time */
 #define PS_DEALLOCATE_MAX 300              /* longest "DEALLOCATE name" worth reading whole */
+#define PS_DEALLOCATE_Q PS_NAME_PREFIX "DQ" /* the stand-in a client's simple-Query DEALLOCATE runs on */
+#define PS_DEALLOCATE_P PS_NAME_PREFIX "DP" /* ... and its extended-protocol DEALLOCATE */
 
 enum ps_kind {
 	RQ_PARSE,
@@ -69,8 +71,11 @@ enum ps_kind {
 
 struct ps_reply {
 	uint8_t kind;
-	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's */
-	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it */
+	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's; RQ_QUERY:
+			       * its first CommandComplete is not */
+	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it;
+			       * a client's DEALLOCATE (RQ_QUERY, RQ_PARSE): failed or skipped, the
+			       * client keeps the name `text` of `stmt` */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
 };
@@ -195,12 +200,27 @@ static bool emit_answers(struct server *s)
 
 /* ---- undoing what skipped messages were going to do ---- */
 
-static void undo(struct server *s, const struct ps_reply *e)
+/* a client's DEALLOCATE failed or was skipped: the name is the client's again */
+static void restore_name(struct server *s, struct ps_reply *e)
+{
+	if (s->client && e->text && e->stmt && !ps_name_find(s->client->ps, e->text))
+		ps_name_add(s->client, e->text, e->stmt);
+}
+
+static void undo(struct server *s, struct ps_reply *e)
 {
 	struct ps_server *sp = s->ps;
 	struct ps_client *m = s->client ? s->client->ps : NULL;
 	switch (e->kind) {
+	case RQ_QUERY:
+		if (e->restore)
+			restore_name(s, e);
+		break;
 	case RQ_PARSE:
+		if (e->restore) {
+			restore_name(s, e);
+			break;
+		}
 		if (e->stmt)
 			ps_held_remove(sp, e->stmt);
 		if (e->text && m)
@@ -330,16 +350,26 @@ static void prepare_on_server(struct client *c, struct server *s, struct ps_stmt
 	pkt_put_bytes(out, st->blob, st->blob_len);
 	pkt_end(out);
 	q_push(sp, RQ_PARSE, client_name == NULL, st, client_name ? xstrdup(client_name) : NULL);
-	ps_held_add(sp, st);
+	ps_held_add(sp, st)->pending = sp->syncs + 1;
 	st->server_parses++;
 	c->pool->stats.server_parse_count++;
+}
+
+/*
+ * The server has it, fresh, for a message of the batch being sent: a
+ * statement whose Parse is still unanswered may fail, and PostgreSQL skips
+ * only to the Sync of that Parse's batch; a later batch prepares it again.
+ */
+static bool held_usable(const struct ps_server *sp, const struct ps_held *h)
+{
+	return h && !h->stale && (!h->pending || h->pending == sp->syncs + 1);
 }
 
 /* make sure the server has st, fresh, before a message that uses it */
 static void ensure_on_server(struct client *c, struct server *s, struct ps_stmt *st)
 {
 	struct ps_held *h = ps_held_find(s->ps, st);
-	if (h && !h->stale) {
+	if (held_usable(s->ps, h)) {
 		h->last_use = ++s->ps->clock;
 		return;
 	}
@@ -450,10 +480,8 @@ static bool deallocate_target(const char *sql, char *name, size_t size)
 
 /*
  * SQL DEALLOCATE of a name the client prepared with Parse (psycopg drops
- * statements from its cache that way): the client forgets the name, and
- * the statement runs as DEALLOCATE PGPULSE_<n>, prepared first if this
- * server lacks it, so that it succeeds with the tag the client expects.
- * NULL when the text is not that; then it goes as it is.
+ * statements from its cache that way). NULL when the text is not that;
+ * then it goes as it is.
  */
 static struct ps_name *deallocate_of_client_name(struct client *c, const char *sql)
 {
@@ -461,27 +489,48 @@ static struct ps_name *deallocate_of_client_name(struct client *c, const char *s
 	return deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
 }
 
+/*
+ * The client forgets the name; the statement stays on the servers for
+ * whoever uses it next, as after a Close. What runs on the server is a
+ * DEALLOCATE of a stand-in prepared just before it, from "SELECT", which
+ * cannot fail but in an aborted transaction, where PostgreSQL fails the
+ * client's DEALLOCATE with the same 25P02: so the reply is PostgreSQL's
+ * own, with its tag and transaction status, whatever became of the
+ * statement's tables. Only simple-protocol messages go in front of a
+ * simple Query: an extended one that failed would make PostgreSQL drop
+ * the Query while it skips to Sync.
+ */
 static enum ps_result rewrite_deallocate(struct client *c, struct server *s, struct ps_name *n, bool as_query)
 {
 	enum ps_result room = make_room(c, s);
 	if (room != PS_SENT)
 		return room;
-	struct ps_stmt *st = n->stmt;
-	char sql[64];
-	snprintf(sql, sizeof(sql), "DEALLOCATE \"" PS_NAME_PREFIX "%llu\"", (unsigned long long)st->id);
-	ensure_on_server(c, s, st);
+	struct ps_server *sp = ps_server_of(s);
 	struct pktbuf *out = stream_out(&s->st);
 	if (as_query) {
-		proto_put_query(out, sql);
+		/* one implicit transaction: the stand-in never outlives it; its PREPARE's tag is swallowed */
+		proto_put_query(out, "PREPARE \"" PS_DEALLOCATE_Q "\" AS SELECT; DEALLOCATE \"" PS_DEALLOCATE_Q "\"");
+		q_push(sp, RQ_QUERY, true, n->stmt, xstrdup(n->name))->restore = true;
 	} else {
+		/* a stand-in left by a Parse never executed is closed first (no error when absent) */
+		pkt_begin(out, 'C');
+		pkt_put_u8(out, 'S');
+		pkt_put_str(out, PS_DEALLOCATE_P);
+		pkt_end(out);
+		q_push(sp, RQ_CLOSE, true, NULL, NULL);
 		pkt_begin(out, 'P');
-		pkt_put_str(out, "");
-		pkt_put_str(out, sql);
+		pkt_put_str(out, PS_DEALLOCATE_P);
+		pkt_put_str(out, "SELECT");
 		pkt_put_u16(out, 0);
 		pkt_end(out);
+		q_push(sp, RQ_PARSE, true, NULL, NULL);
+		pkt_begin(out, 'P');
+		pkt_put_str(out, "");
+		pkt_put_str(out, "DEALLOCATE \"" PS_DEALLOCATE_P "\"");
+		pkt_put_u16(out, 0);
+		pkt_end(out);
+		q_push(sp, RQ_PARSE, false, n->stmt, xstrdup(n->name))->restore = true;
 	}
-	q_push(s->ps, as_query ? RQ_QUERY : RQ_PARSE, false, NULL, NULL);
-	ps_held_remove(s->ps, st); /* the server drops it (a failure is harmless: see prepare_on_server) */
 	ps_name_delete_slot(c->ps, (uint32_t)(n - c->ps->slots));
 	return PS_SENT;
 }
@@ -547,7 +596,7 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	struct ps_stmt *st = ps_stmt_find(blob, len, h);
 	struct ps_server *sp = ps_server_of(s);
 	struct ps_held *held = st ? ps_held_find(sp, st) : NULL;
-	bool send = !held || held->stale;
+	bool send = !held_usable(sp, held);
 	if (send) {
 		enum ps_result room = make_room(c, s);
 		if (room != PS_SENT)
@@ -568,6 +617,43 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	return answer(c, s, SY_PARSE_COMPLETE, st, name);
 }
 
+/*
+ * A named Bind that has not arrived whole (large parameters): only its head,
+ * up to the statement name, is rewritten; the parameters are forwarded as
+ * they come, never held in memory whole. An unknown name is read whole and
+ * fails as usual.
+ */
+static __attribute__((noinline)) enum ps_result on_big_bind(struct client *c, struct server *s, struct pkt *pkt, const char *portal,
+				  const char *stmt)
+{
+	struct ps_name *n = ps_name_find(c->ps, stmt);
+	if (!n)
+		return PS_NEED_FULL;
+	enum ps_result room = make_room(c, s);
+	if (room != PS_SENT)
+		return room;
+	struct ps_stmt *st = n->stmt;
+	ensure_on_server(c, s, st);
+	uint32_t cut = (uint32_t)((const uint8_t *)stmt + strlen(stmt) + 1 - pkt->body) + 5;
+	struct pktbuf *out = stream_out(&s->st);
+	pkt_begin(out, 'B');
+	pkt_put_str(out, portal);
+	ps_put_server_name(out, st);
+	uint32_t len = (uint32_t)(out->len - out->msg_start) + (pkt->len - cut);
+	uint8_t *p = out->data + out->msg_start;
+	p[0] = (uint8_t)(len >> 24);
+	p[1] = (uint8_t)(len >> 16);
+	p[2] = (uint8_t)(len >> 8);
+	p[3] = (uint8_t)len;
+	q_push(s->ps, RQ_BIND, false, st, NULL);
+	st->binds++;
+	c->pool->stats.bind_count++;
+	if (!c->req_fp)
+		c->req_fp = st->fp;
+	pkt->cut = cut;
+	return PS_FORWARD_REST;
+}
+
 static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pkt)
 {
 	const char *portal = visible_str(pkt, pkt->body);
@@ -575,7 +661,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	if (stmt && !*stmt)
 		return queue_forward(s, RQ_BIND);
 	if (!pkt->complete)
-		return PS_NEED_FULL;
+		return stmt ? on_big_bind(c, s, pkt, portal, stmt) : PS_NEED_FULL;
 	struct pkt_reader r;
 	pkt_reader_init(&r, pkt->body, pkt->body_len);
 	portal = pkt_get_str(&r);
@@ -670,6 +756,17 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 	struct server *s = c->server;
 	struct ps_server *sp = ps_server_of(s);
 	if (sp->q_len >= PS_QUEUE_MAX) {
+		/*
+		 * The server may hold its replies until a Sync or Flush that the
+		 * client has yet to send, while answers pgpulse owes wait behind
+		 * them: ask for them with a Flush (it has no reply), or the queue
+		 * might never shrink. It goes out after the bytes forwarded so far
+		 * (client_on_flushed).
+		 */
+		if (stream_has_pending(&c->st))
+			return PS_FLUSH_FIRST;
+		pkt_begin(stream_out(&s->st), 'H');
+		pkt_end(stream_out(&s->st));
 		ps_client_map(c)->paused = true; /* q_pop resumes it */
 		return PS_PAUSE;
 	}
@@ -690,7 +787,10 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 	case 'E':
 		return queue_forward(s, RQ_EXECUTE);
 	case 'S':
-		return sp->copy_in ? PS_FORWARD : queue_forward(s, RQ_SYNC);
+		if (sp->copy_in)
+			return PS_FORWARD;
+		sp->syncs++;
+		return queue_forward(s, RQ_SYNC);
 	case 'Q':
 		if (sp->q_len == 0 && !(c->ps && c->ps->count)) {
 			/*
@@ -755,8 +855,13 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 {
 	struct ps_server *sp = s->ps;
 	struct ps_reply *e = q_at(sp, 0);
-	if (e->kind == RQ_QUERY || e->kind == RQ_SYNC)
-		return PKT_FORWARD; /* a simple query's, or the commit at Sync: ReadyForQuery follows */
+	if (e->kind == RQ_QUERY || e->kind == RQ_SYNC) {
+		if (e->restore) { /* a client's DEALLOCATE failed (aborted transaction) */
+			restore_name(s, e);
+			e->restore = false;
+		}
+		return PKT_FORWARD;
+	} /* a simple query's, or the commit at Sync: ReadyForQuery follows */
 	bool replace = false;
 	if (e->kind == RQ_FAIL) {
 		const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
@@ -787,7 +892,11 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 	return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
 }
 
-/* DEALLOCATE ALL and DISCARD ALL drop every statement of the session */
+/*
+ * DEALLOCATE ALL and DISCARD ALL drop every statement of the session that
+ * exists when they run. What was sent after them (a Parse pipelined behind
+ * the command) is still queued behind the head: replay it, in order.
+ */
 static void note_command_tag(struct server *s, const struct pkt *pkt)
 {
 	const char *tag = (const char *)pkt->body;
@@ -795,9 +904,25 @@ static void note_command_tag(struct server *s, const struct pkt *pkt)
 		return;
 	if (strcmp(tag, "DEALLOCATE ALL") != 0 && strcmp(tag, "DISCARD ALL") != 0)
 		return;
-	ps_held_clear(s->ps);
-	if (s->client && s->client->ps)
-		ps_names_clear(s->client->ps);
+	struct ps_server *sp = s->ps;
+	struct client *c = s->client;
+	ps_held_clear(sp);
+	if (c && c->ps)
+		ps_names_clear(c->ps);
+	for (uint32_t i = 1; i < sp->q_len; i++) {
+		struct ps_reply *e = q_at(sp, i);
+		bool name_goes = e->restore && (e->kind == RQ_PARSE || e->kind == RQ_QUERY); /* a DEALLOCATE */
+		if (e->kind == RQ_PARSE && e->stmt && !e->restore)
+			ps_held_add(sp, e->stmt)->pending = UINT64_MAX; /* usable once its ParseComplete comes */
+		else if (e->kind == RQ_CLOSE && e->stmt)
+			ps_held_remove(sp, e->stmt); /* an eviction, or the Close before a Parse */
+		if (!c || !e->text || !e->stmt)
+			continue;
+		if (name_goes || e->kind == SY_CLOSE_COMPLETE)
+			ps_name_remove(c->ps, e->text, NULL);
+		else if ((e->kind == RQ_PARSE || e->kind == SY_PARSE_COMPLETE) && !ps_name_find(c->ps, e->text))
+			ps_name_add(c, e->text, e->stmt);
+	}
 }
 
 /* COPY FROM STDIN began: Syncs the client sent since are ignored by PostgreSQL */
@@ -876,6 +1001,11 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			note_desync(s, pkt->type);
 		return PKT_FORWARD;
 	case '1':
+		if (e->stmt && e->kind == RQ_PARSE && !e->restore) { /* the server has it now */
+			struct ps_held *h = ps_held_find(sp, e->stmt);
+			if (h)
+				h->pending = 0;
+		}
 		return complete_head(s, RQ_PARSE, pkt->type);
 	case '2':
 		return complete_head(s, RQ_BIND, pkt->type);
@@ -889,6 +1019,10 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			q_pop(s);
 		return PKT_FORWARD;
 	case 'C':
+		if (e->swallow) { /* the stand-in's PREPARE of a client's DEALLOCATE (rewrite_deallocate) */
+			e->swallow = false;
+			return PKT_CONSUMED;
+		}
 		if (sp->count || (s->client->ps && s->client->ps->count))
 			note_command_tag(s, pkt); /* only statements there are can be dropped */
 		if (e->kind == RQ_EXECUTE)

@@ -255,10 +255,11 @@ static void held_insert(struct ps_server *sp, struct ps_held h)
 	sp->count++;
 }
 
-void ps_held_add(struct ps_server *sp, struct ps_stmt *st)
+struct ps_held *ps_held_add(struct ps_server *sp, struct ps_stmt *st)
 {
-	if (ps_held_find(sp, st))
-		return;
+	struct ps_held *h = ps_held_find(sp, st);
+	if (h)
+		return h;
 	if ((sp->count + 1) * 2 > sp->cap) {
 		struct ps_held *old = sp->slots;
 		uint32_t old_cap = sp->cap;
@@ -270,9 +271,10 @@ void ps_held_add(struct ps_server *sp, struct ps_stmt *st)
 				held_insert(sp, old[i]);
 		free(old);
 	}
-	held_insert(sp, (struct ps_held){ st, ++sp->clock, false });
+	held_insert(sp, (struct ps_held){ st, ++sp->clock, false, 0 });
 	ps_stmt_hold(st);
 	st->servers++;
+	return ps_held_find(sp, st);
 }
 
 void ps_held_remove(struct ps_server *sp, struct ps_stmt *st)

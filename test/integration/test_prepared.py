@@ -20,7 +20,7 @@ import pytest
 from pgpulse_harness import (RawConn, bind_message, close_message, cstr, data_row,
                              describe_message, error_fields, execute_message, flush_message,
                              holding_server, message, message_types, parse_message, pgbench,
-                             query_message, sync_message)
+                             query_message, sync_message, built_with_asan, rss_kb)
 
 USERS = {"app": "app_pw", "admin": "admin_pw"}
 SYNC = sync_message()
@@ -590,3 +590,155 @@ def test_max_prepared_statements_0_turns_tracking_off(pgpulse):
         assert message_types(c.until_ready()) == "1Z"
         # passed through: the server knows the client's own name
         assert c.query("SELECT name FROM pg_prepared_statements") == [["raw"]]
+
+
+def test_simple_deallocate_answers_after_the_statements_table_was_dropped(pgpulse, pg, table):
+    """DEALLOCATE s1 as a simple Query on a server that never prepared s1,
+    whose table is gone: PostgreSQL direct answers DEALLOCATE; so must
+    pgpulse, without hanging the client."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message(f"SELECT id FROM {table}", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        pg.query(f"DROP TABLE {table}", dbname="appdb")
+        with holding_server(pp):
+            c.send(query_message("DEALLOCATE s1"))
+            msgs = c.until_ready()
+            assert message_types(msgs) == "CZ" and msgs[0][1] == b"DEALLOCATE\0", msgs
+        c.send(query_message("SELECT 1"))
+        assert message_types(c.until_ready()) == "TDCZ"
+
+
+def test_psycopg_deallocate_answers_after_the_statements_table_was_dropped(pgpulse, pg, table):
+    """psycopg's DEALLOCATE (an unnamed Parse, Bind, Execute, Sync) of a
+    statement whose table is gone: 1 2 C Z as PostgreSQL direct gives, not
+    the old statement's error."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message(f"SELECT id FROM {table}", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        pg.query(f"DROP TABLE {table}", dbname="appdb")
+        with holding_server(pp):
+            c.send(parse_message("DEALLOCATE s1"), bind_message(), execute_message(), SYNC)
+            msgs = c.until_ready()
+            assert message_types(msgs) == "12CZ" and msgs[2][1] == b"DEALLOCATE\0", msgs
+        c.send(bind_message(stmt="s1"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+
+
+def test_simple_deallocate_in_a_failed_transaction_gets_postgresqls_error(pgpulse):
+    """DEALLOCATE s1 inside an aborted transaction, on a server that never
+    prepared s1: 25P02 and ReadyForQuery as PostgreSQL direct; the client's
+    next Query is answered."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT 'x'", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        with holding_server(pp):
+            c.send(query_message("BEGIN"))
+            c.until_ready()
+            c.send(query_message("SELECT 1/0"))
+            c.until_ready()
+            c.send(query_message("DEALLOCATE s1"))
+            msgs = c.until_ready()
+            assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "25P02", msgs
+            assert c.status == "E"
+            c.send(query_message("ROLLBACK"))
+            assert message_types(c.until_ready()) == "CZ" and c.status == "I"
+
+
+def test_a_deallocate_that_failed_in_a_failed_transaction_keeps_the_statement(pgpulse):
+    """BEGIN; an error; DEALLOCATE s1 fails with 25P02; ROLLBACK: s1 still
+    exists, as on PostgreSQL direct."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT 'x'", "s1"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        for sql in ("BEGIN", "SELECT 1/0", "DEALLOCATE s1", "ROLLBACK"):
+            c.send(query_message(sql))
+            c.until_ready()
+        c.send(bind_message(stmt="s1"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "2DCZ", msgs
+
+
+def test_a_failed_parse_fails_the_same_text_in_the_next_pipelined_batch_too(pgpulse):
+    """Parse s1 (a missing table), Sync, then Parse s2 of the same text, Bind,
+    Execute, Sync in the same write: both batches fail with 42P01 as on
+    PostgreSQL direct; pgpulse's own statement names never show."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT * FROM nosuch_pipelined", "s1"), SYNC,
+               parse_message("SELECT * FROM nosuch_pipelined", "s2"), bind_message(stmt="s2"), execute_message(), SYNC)
+        for _ in range(2):
+            msgs = c.until_ready()
+            assert message_types(msgs) == "EZ", msgs
+            assert error_fields(msgs[0][1])["C"] == "42P01", msgs
+            assert b"PGPULSE" not in msgs[0][1], msgs
+        c.send(bind_message(stmt="s2"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+
+
+def test_deallocate_all_keeps_a_statement_prepared_after_it_in_the_same_pipeline(pgpulse):
+    """DEALLOCATE ALL, then Parse s2, in one write: s2 is prepared after the
+    DEALLOCATE ALL ran, and can be used."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT 1", "a"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        c.send(query_message("DEALLOCATE ALL"), parse_message("SELECT 2", "s2"), SYNC)
+        assert message_types(c.until_ready()) == "CZ"
+        assert message_types(c.until_ready()) == "1Z"
+        c.send(bind_message(stmt="s2"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "2DCZ", msgs
+        c.send(bind_message(stmt="a"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000", msgs
+
+
+def test_a_pipeline_of_many_closes_is_answered(pgpulse):
+    """Parse, Bind, then 17,000 Closes of unknown names (each answered by
+    pgpulse), then Sync, in one write: every reply comes, nothing stalls."""
+    pp = start(pgpulse, pool_size=2)
+    with RawConn(pp.port, timeout=10) as c:
+        c.send(parse_message("SELECT 1", "one"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        n = 17000
+        c.send(parse_message("SELECT 2"), bind_message(), *[close_message("S", f"nope{i}") for i in range(n)], SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "12" + "3" * n + "Z"
+
+
+def test_a_large_parameter_of_a_named_statement_is_not_held_in_memory(pgpulse, pgpulse_bin):
+    """Bind of a named statement with a 48 MB parameter: the parameters are
+    forwarded as they come (only the head with the name is rewritten), so
+    pgpulse's memory does not grow by the size of the Bind."""
+    if built_with_asan(pgpulse_bin):
+        pytest.skip("RSS is not meaningful under AddressSanitizer")
+    pp = start(pgpulse, pool_size=2)
+    size = 48 << 20
+    with RawConn(pp.port, timeout=60) as c:
+        c.send(parse_message("SELECT length($1::text)", "len"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        base = rss_kb(pp.pid)
+        peak = [base]
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_kb(pp.pid))
+                time.sleep(0.002)
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            c.send(bind_message(["x" * size], stmt="len"), execute_message(), SYNC)
+            msgs = c.until_ready()
+        finally:
+            done.set()
+            t.join()
+        assert message_types(msgs) == "2DCZ", message_types(msgs)
+        assert data_row(msgs[1][1]) == [str(size)], msgs[1][1][:40]
+        assert peak[0] - base < (size >> 10) // 2, (base, peak[0])

@@ -274,6 +274,46 @@ static void test_consumed_packet_is_cut_out_of_a_forwarded_run(void)
 	rig_close(&r);
 }
 
+/* 'X': its header and 3 body bytes are replaced by a 'Y' header in the peer's out; the rest is forwarded */
+static enum pkt_action rewrite_x_head(struct pkt *pkt)
+{
+	if (pkt->type != 'X')
+		return PKT_FORWARD;
+	if (stream_has_pending(&g_rig->in))
+		return PKT_FLUSH_FIRST;
+	g_rig->consumed++;
+	struct pktbuf *out = stream_out(&g_rig->out);
+	pkt_put_u8(out, 'Y');
+	pkt_put_u32(out, pkt->len - 1 - 3);
+	pkt->cut = 5 + 3;
+	return PKT_FORWARD_REST;
+}
+
+static void test_rewritten_head_of_a_large_packet_goes_first_and_the_rest_is_forwarded(void)
+{
+	struct rig r;
+	rig_open_sized(&r, rewrite_x_head, 4096);
+	uint8_t *msg = NULL, *want = NULL;
+	size_t len = 0, want_len = 0, body = 1u << 20;
+	append_message(&msg, &len, 'A', 10, 1);
+	append_message(&want, &want_len, 'A', 10, 1);
+	append_message(&msg, &len, 'X', body, 0x77);
+	memset(msg + len - body, 0x11, 3);
+	append_message(&want, &want_len, 'Y', body - 3, 0x77);
+	append_message(&msg, &len, 'B', 30, 3);
+	append_message(&want, &want_len, 'B', 30, 3);
+	uint8_t *got = malloc(want_len + 16);
+	size_t n = pump(&r, msg, len, got, want_len + 16);
+	CHECK_INT_EQ(r.consumed, 1);
+	CHECK_INT_EQ(n, want_len);
+	CHECK(memcmp(got, want, want_len) == 0);
+	CHECK(r.max_cap_seen <= 4096); /* never buffered whole */
+	free(got);
+	free(msg);
+	free(want);
+	rig_close(&r);
+}
+
 static enum pkt_action need_full_then_consume(struct pkt *pkt)
 {
 	if (!pkt->complete)
@@ -347,6 +387,7 @@ int main(void)
 	RUN(test_packet_larger_than_buffer_is_forwarded_in_pieces);
 	RUN(test_full_peer_stops_the_reader);
 	RUN(test_consumed_packet_is_cut_out_of_a_forwarded_run);
+	RUN(test_rewritten_head_of_a_large_packet_goes_first_and_the_rest_is_forwarded);
 	RUN(test_packet_needed_whole_grows_the_buffer_once);
 	RUN(test_impossible_length_ends_the_stream);
 	RUN(test_length_over_the_limit_ends_the_stream);

@@ -605,6 +605,40 @@ struct ident_build {
 	int cap;
 };
 
+
+/*
+ * glibc's regcomp expands a bounded repetition into copies of its atom, and
+ * nested ones multiply: "((a{1,100}){1,100}){1,100}" takes gigabytes. An
+ * ident map needs nothing of the kind, so a few small bounds are allowed and
+ * anything more is refused at load (the fuzzer found it).
+ */
+#define REGEX_MAX_BRACES 4
+#define REGEX_MAX_BOUND 16
+
+static bool regex_cost_bounded(const char *re)
+{
+	int braces = 0;
+	for (const char *p = re; *p; p++) {
+		if (*p == '\\' && p[1]) {
+			p++;
+			continue;
+		}
+		if (*p != '{')
+			continue;
+		if (++braces > REGEX_MAX_BRACES)
+			return false;
+		for (p++; *p && *p != '}'; p++) {
+			if (*p >= '0' && *p <= '9' && strtol(p, NULL, 10) > REGEX_MAX_BOUND)
+				return false;
+			while (p[1] >= '0' && p[1] <= '9')
+				p++;
+		}
+		if (!*p)
+			break;
+	}
+	return true;
+}
+
 static bool ident_line(void *vctx, const char *line, const struct where *at)
 {
 	struct ident_build *b = vctx;
@@ -631,6 +665,12 @@ static bool ident_line(void *vctx, const char *line, const struct where *at)
 	if (sys->s[0] == '/') {
 		r.is_regex = true;
 		r.system_user = xstrdup(sys->s + 1);
+		if (!regex_cost_bounded(r.system_user)) {
+			ok = fail(at, "regular expression \"%s\" is too costly to compile: at most %d bounded "
+				      "repetitions, each at most {%d}",
+				  r.system_user, REGEX_MAX_BRACES, REGEX_MAX_BOUND);
+			goto out;
+		}
 		int rc = regcomp(&r.re, r.system_user, REG_EXTENDED);
 		if (rc != 0) {
 			char why[256];

@@ -608,24 +608,33 @@ struct ident_build {
 
 /*
  * glibc's regcomp expands a bounded repetition into copies of its atom, and
- * nested ones multiply: "((a{1,100}){1,100}){1,100}" takes gigabytes. An
- * ident map needs nothing of the kind, so a few small bounds are allowed and
- * anything more is refused at load (the fuzzer found it).
+ * nested or stacked quantifiers multiply its work: "((a{100}){100}){100}" or
+ * "a++++...+" takes gigabytes. An ident map needs nothing of the kind, so a
+ * short expression with a few quantifiers and small bounds is allowed, and
+ * anything more is refused at load (fuzz_hba_file found both).
  */
-#define REGEX_MAX_BRACES 4
+#define REGEX_MAX_LEN 256
+#define REGEX_MAX_QUANTIFIERS 16
 #define REGEX_MAX_BOUND 16
 
 static bool regex_cost_bounded(const char *re)
 {
-	int braces = 0;
+	int quantifiers = 0;
+	if (strlen(re) > REGEX_MAX_LEN)
+		return false;
 	for (const char *p = re; *p; p++) {
 		if (*p == '\\' && p[1]) {
 			p++;
 			continue;
 		}
+		if (*p == '*' || *p == '+' || *p == '?') {
+			if (++quantifiers > REGEX_MAX_QUANTIFIERS)
+				return false;
+			continue;
+		}
 		if (*p != '{')
 			continue;
-		if (++braces > REGEX_MAX_BRACES)
+		if (++quantifiers > REGEX_MAX_QUANTIFIERS)
 			return false;
 		for (p++; *p && *p != '}'; p++) {
 			if (*p >= '0' && *p <= '9' && strtol(p, NULL, 10) > REGEX_MAX_BOUND)
@@ -666,9 +675,9 @@ static bool ident_line(void *vctx, const char *line, const struct where *at)
 		r.is_regex = true;
 		r.system_user = xstrdup(sys->s + 1);
 		if (!regex_cost_bounded(r.system_user)) {
-			ok = fail(at, "regular expression \"%s\" is too costly to compile: at most %d bounded "
-				      "repetitions, each at most {%d}",
-				  r.system_user, REGEX_MAX_BRACES, REGEX_MAX_BOUND);
+			ok = fail(at, "regular expression \"%.40s\" is too costly to compile: at most %d "
+				      "characters and %d quantifiers, bounds at most {%d}",
+				  r.system_user, REGEX_MAX_LEN, REGEX_MAX_QUANTIFIERS, REGEX_MAX_BOUND);
 			goto out;
 		}
 		int rc = regcomp(&r.re, r.system_user, REG_EXTENDED);

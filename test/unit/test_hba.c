@@ -230,7 +230,10 @@ static void test_malformed_and_unsupported_lines_name_file_and_line(void)
 		     "D/ident.conf:1: invalid regular expression \"a(\": Unmatched ( or \\(");
 	CHECK_STR_EQ(error_of("local all all trust\n", "m /((a{100}){100}){100} b\n"),
 		     "D/ident.conf:1: regular expression \"((a{100}){100}){100}\" is too costly to compile: "
-		     "at most 4 bounded repetitions, each at most {16}");
+		     "at most 256 characters and 16 quantifiers, bounds at most {16}");
+	CHECK_STR_EQ(error_of("local all all trust\n", "m /a+++++++++++++++++ b\n"),
+		     "D/ident.conf:1: regular expression \"a+++++++++++++++++\" is too costly to compile: "
+		     "at most 256 characters and 16 quantifiers, bounds at most {16}");
 	CHECK_STR_EQ(error_of("local all all trust\n", "m /^a{16}(b{3})$ b\n"), "(loaded)");
 	CHECK_STR_EQ(error_of("local all all trust\n", "m alice \\1x\n"),
 		     "D/ident.conf:1: \"\\1x\" uses \\1 but \"alice\" has no parenthesized subexpression");

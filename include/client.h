@@ -22,6 +22,7 @@
 struct pool;
 struct pool_db;
 struct ps_client;
+struct auth_lookup;
 struct server;
 
 /*
@@ -47,7 +48,7 @@ enum client_state {
 	CL_CLOSED,   /* worker->dead_clients, freed on the next loop turn */
 };
 
-enum client_auth_step { CA_NONE, CA_CLEARTEXT, CA_MD5, CA_SCRAM_FIRST, CA_SCRAM_FINAL };
+enum client_auth_step { CA_NONE, CA_LOOKUP, CA_CLEARTEXT, CA_MD5, CA_SCRAM_FIRST, CA_SCRAM_FINAL };
 
 /* a named prepared statement's fingerprint, for batches that only Bind it */
 #define STMT_FP_SLOTS 8
@@ -90,7 +91,10 @@ struct client {
 
 	/* authentication */
 	enum client_auth_step auth_step;
-	char *secret;               /* copy of the auth_file secret, during login */
+	char *secret;               /* copy of the auth_file (or looked-up) secret, during login */
+	struct auth_lookup *lookup; /* CA_LOOKUP: the auth_query lookup it waits for */
+	int auth_method;            /* enum auth_type: the exchange hba or auth_type chose */
+	bool secret_looked_up;      /* c->secret came from auth_query */
 	uint8_t md5_salt[4];
 	struct scram_server *scram;
 	bool is_admin;
@@ -145,6 +149,13 @@ void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 /* send an ERROR (not fatal) followed by ReadyForQuery */
 void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/*
+ * The auth_query lookup the client waited for is over: secret is the
+ * user's (NULL: no such user, or no valid password), or error says why
+ * the lookup failed. The login goes on (or fails) from here.
+ */
+void client_lookup_done(struct client *c, const char *secret, const char *error);
 
 /* authentication finished and the pool knows its server parameters: say hello */
 void client_finish_login(struct client *c);

@@ -65,7 +65,9 @@ struct cfg_db {
 	char *dbname;    /* NULL: same as name */
 	char *user;      /* forced user, or NULL */
 	char *password;  /* password for the forced user, or NULL */
-	char *auth_user;
+	char *auth_user;         /* NULL: the global auth_user, auth_query, auth_dbname */
+	char *auth_query;
+	char *auth_dbname;
 	int pool_size;           /* -1: not set, use default_pool_size */
 	int min_pool_size;       /* -1: not set */
 	int reserve_pool_size;   /* -1: not set */
@@ -130,6 +132,7 @@ struct cfg {
 	char *auth_dbname;
 	char *auth_user;
 	char *auth_query;
+	int64_t auth_cache_lifetime; /* usec a secret auth_query found is reused for */
 	char *admin_users;
 	char *stats_users;
 

@@ -73,6 +73,9 @@ struct pool_db {
 	int max_db_client_connections;
 	int pool_mode;              /* -1: user's or global */
 	char *connect_query;
+	char *auth_user;            /* this entry's auth_user, auth_query, auth_dbname (NULL: the global ones) */
+	char *auth_query;
+	char *auth_dbname;
 	struct param_list startup;  /* client_encoding, datestyle, ... sent at connect */
 	bool is_admin;              /* the admin console's pseudo database */
 	bool from_fallback;         /* made from the "*" entry */
@@ -117,6 +120,8 @@ struct pool_user {
 	struct scram_key_cache scram_cache;
 	/* a database's password= checking this (forced) user's SCRAM logins, when not in the auth_file */
 	struct scram_verifier_cache db_password_verifier;
+	/* the secret auth_query found at this user's last login, for logging in to PostgreSQL */
+	char *looked_up_secret;
 };
 
 struct pool_stats {
@@ -233,6 +238,9 @@ int64_t pool_user_setting(const struct pool_user *u, int64_t user_value, int64_t
  * true); otherwise queues the client and opens a connection if allowed.
  */
 bool pool_assign_server(struct client *c);
+
+/* an idle server of p for pgpulse's own work (expired ones are closed on the way), or NULL */
+struct server *pool_idle_server(struct pool *p);
 
 /* the server finished what it was doing and can serve again */
 void pool_server_ready(struct server *s);

@@ -72,6 +72,13 @@ bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char 
  * Hi(); false when the verifier asks for more than SCRAM_MAX_ITERATIONS
  */
 bool scram_password_matches(const struct scram_secret *secret, const char *password);
+/*
+ * The same check, and on a match the ClientKey the password gives for this
+ * verifier: with it (and the verifier's ServerKey) pgpulse can log in to a
+ * PostgreSQL that stores the same verifier, for a client that sent its
+ * password in cleartext.
+ */
+bool scram_password_keys(const struct scram_secret *secret, const char *password, uint8_t client_key[SCRAM_KEY_LEN]);
 
 /*
  * A stand-in verifier for a user that does not exist (or has no usable

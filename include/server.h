@@ -17,6 +17,7 @@
 struct pool;
 struct client;
 struct ps_server;
+struct auth_lookup;
 
 /*
  * A server's state, and the pool list it sits on in that state. Only
@@ -39,7 +40,7 @@ enum server_state {
 };
 
 /* why pgpulse is running its own query on the server */
-enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CHECK };
+enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CHECK, JOB_AUTH_QUERY };
 
 /*
  * Requests in flight on a server, oldest first, so that each ReadyForQuery
@@ -102,6 +103,7 @@ struct server {
 	 */
 	bool copy_sync_ignored;
 	struct ps_server *ps;       /* prepared statements and expected replies (src/prepared/) */
+	struct auth_lookup *lookup; /* JOB_AUTH_QUERY: the lookup it runs (auth_query.c) */
 	char addr[64];
 };
 
@@ -141,6 +143,8 @@ void server_unlink(struct server *s);
 
 /* run pgpulse's own query; pool_server_ready() follows when it is done */
 void server_run_job(struct server *s, enum server_job job, const char *sql);
+/* the job's messages are in the server's out already: mark the job and send them */
+void server_start_job(struct server *s, enum server_job job);
 
 /* the SETs needed to make this server's parameters match the client's; NULL if none */
 char *server_param_sync_sql(const struct server *s, const struct client *c);

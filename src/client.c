@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "auth_query.h"
 #include "cancel.h"
 #include "config.h"
 #include "intern.h"
@@ -294,6 +296,7 @@ void client_close(struct client *c, const char *reason)
 	struct server *s = c->server;
 	bool clean = s && server_is_clean_after(c, s);
 	client_set_state(c, CL_CLOSED);
+	auth_query_forget_client(c);
 	if (c->cancel)
 		cancel_forget_requester(c->cancel);
 	c->cancel = NULL;
@@ -479,6 +482,8 @@ static void send_auth_request(struct client *c, uint32_t code, const void *data,
 
 static void fail_password(struct client *c)
 {
+	if (c->secret_looked_up)
+		auth_query_drop_cached(c); /* perhaps the password changed: the next login looks again */
 	client_fatal(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -506,16 +511,36 @@ static bool within_client_limits(struct client *c)
 	return true;
 }
 
+/*
+ * A secret auth_query found is how pgpulse logs in to PostgreSQL as that
+ * user (an md5 hash, or a SCRAM secret with the keys the client proved):
+ * kept with the user, replaced at each such login.
+ */
+static void keep_looked_up_secret(struct client *c)
+{
+	if (!c->secret_looked_up || !c->secret || c->is_admin)
+		return;
+	struct pool_user *u = c->login_user;
+	if (u->looked_up_secret && strcmp(u->looked_up_secret, c->secret) == 0)
+		return;
+	free(u->looked_up_secret);
+	u->looked_up_secret = xstrdup(c->secret);
+}
+
 /* everything after authentication: the pool, and the hello when it can be said */
 static void enter_pool(struct client *c)
 {
 	const struct cfg *cfg = worker->cfg;
 	proto_put_auth(stream_out(&c->st), AUTH_REQ_OK, NULL, 0);
 	c->auth_step = CA_NONE;
+	if (!within_client_limits(c)) {
+		free(c->secret);
+		c->secret = NULL;
+		return;
+	}
+	keep_looked_up_secret(c);
 	free(c->secret);
 	c->secret = NULL;
-	if (!within_client_limits(c))
-		return;
 	c->db->had_login = true;
 	if (c->is_admin) {
 		client_finish_login(c);
@@ -692,29 +717,43 @@ static bool hba_method_as_auth_type(struct client *c, int *type)
 	return false;
 }
 
-static void begin_authentication(struct client *c)
+/* the exchanges that check a password against a secret (trust checks that the user has one) */
+static bool method_needs_secret(int type)
 {
-	const struct cfg *cfg = worker->cfg;
-	int type = cfg->auth_type;
-	if (console_from_own_os_user(c)) {
-		enter_pool(c);
-		return;
-	}
-	if (type == AUTH_HBA && !hba_method_as_auth_type(c, &type))
-		return;
-	const char *secret = worker->auth ? auth_file_lookup(worker->auth, c->user) : NULL;
-	bool from_auth_file = secret != NULL;
-	if (!secret && c->db->password && c->db->forced_user && strcmp(c->db->forced_user, c->user) == 0)
-		secret = c->db->password;
-	/* a copy: a RELOAD may replace the auth_file while this login runs */
-	c->secret = xstrdup(secret);
+	return type == AUTH_TRUST || type == AUTH_PLAIN || type == AUTH_MD5 || type == AUTH_SCRAM;
+}
 
-	switch (type) {
+/* the verifier a scram-sha-256 exchange checks the client against, if the secret can give one */
+static bool scram_verifier_of(struct client *c, bool from_auth_file, struct scram_secret *sec)
+{
+	if (!c->secret)
+		return false;
+	switch (auth_secret_kind(c->secret)) {
+	case SECRET_SCRAM:
+		return scram_parse_secret(c->secret, sec);
+	case SECRET_PLAIN:
+		if (from_auth_file) /* a plaintext password's verifier is derived once and kept */
+			return auth_file_scram_verifier(worker->auth, c->user, sec);
+		/* a [databases] password for its forced user, or a plaintext auth_query value */
+		return scram_verifier_for_password(&pool_find_user(c->user, true)->db_password_verifier, c->secret,
+						   sec);
+	case SECRET_MD5:
+		log_warning("C-%llu: the secret of \"%s\" is md5: it cannot serve scram-sha-256",
+			    (unsigned long long)c->id, c->user);
+		return false;
+	}
+	return false;
+}
+
+/* with c->secret known (or known to be missing), run the exchange c->auth_method names */
+static void run_exchange(struct client *c, bool from_auth_file)
+{
+	switch (c->auth_method) {
 	case AUTH_ANY:
 		enter_pool(c);
 		return;
 	case AUTH_TRUST:
-		if (worker->auth && !c->secret) {
+		if ((worker->auth || c->secret_looked_up) && !c->secret) {
 			client_fatal(c, "28000", "role \"%s\" does not exist", c->user);
 			return;
 		}
@@ -725,6 +764,15 @@ static void begin_authentication(struct client *c)
 		send_auth_request(c, AUTH_REQ_CLEARTEXT, NULL, 0);
 		return;
 	case AUTH_MD5:
+		if (!c->secret && c->secret_looked_up) {
+			/*
+			 * As PostgreSQL does for a role it cannot find: go through the
+			 * motions with the mechanism a new password would be stored
+			 * with today (SCRAM), so that md5 is not the tell of a miss.
+			 */
+			begin_mock_scram(c);
+			return;
+		}
 		if (c->secret && auth_secret_kind(c->secret) == SECRET_SCRAM) {
 			struct scram_secret sec;
 			if (scram_parse_secret(c->secret, &sec)) {
@@ -738,23 +786,10 @@ static void begin_authentication(struct client *c)
 		return;
 	case AUTH_SCRAM: {
 		struct scram_secret sec;
-		enum secret_kind kind = c->secret ? auth_secret_kind(c->secret) : SECRET_PLAIN;
-		bool have = false;
-		if (from_auth_file) /* a plaintext password's verifier is derived once and kept */
-			have = auth_file_scram_verifier(worker->auth, c->user, &sec);
-		else if (c->secret && kind == SECRET_SCRAM)
-			have = scram_parse_secret(c->secret, &sec);
-		else if (c->secret && kind == SECRET_PLAIN) /* a [databases] password, for its forced user */
-			have = scram_verifier_for_password(&pool_find_user(c->user, true)->db_password_verifier,
-							   c->secret, &sec);
-		if (have) {
+		if (scram_verifier_of(c, from_auth_file, &sec))
 			begin_scram(c, &sec);
-		} else {
-			if (c->secret)
-				log_warning("C-%llu: the auth_file secret of \"%s\" is md5: it cannot serve scram-sha-256",
-					    (unsigned long long)c->id, c->user);
+		else
 			begin_mock_scram(c);
-		}
 		return;
 	}
 	case AUTH_CERT:
@@ -762,9 +797,53 @@ static void begin_authentication(struct client *c)
 			enter_pool(c);
 		return;
 	default:
-		client_fatal(c, "28000", "auth_type \"%s\" is not supported yet", cfg_auth_type_name(type));
+		client_fatal(c, "28000", "auth_type \"%s\" is not supported yet", cfg_auth_type_name(c->auth_method));
 		return;
 	}
+}
+
+static void begin_authentication(struct client *c)
+{
+	const struct cfg *cfg = worker->cfg;
+	int type = cfg->auth_type;
+	if (console_from_own_os_user(c)) {
+		enter_pool(c);
+		return;
+	}
+	if (type == AUTH_HBA && !hba_method_as_auth_type(c, &type))
+		return;
+	c->auth_method = type;
+	const char *secret = worker->auth ? auth_file_lookup(worker->auth, c->user) : NULL;
+	bool from_auth_file = secret != NULL;
+	if (!secret && c->db->password && c->db->forced_user && strcmp(c->db->forced_user, c->user) == 0)
+		secret = c->db->password;
+	if (!secret && method_needs_secret(type) && auth_query_user_for(c->db)) {
+		/* not in the auth_file: ask PostgreSQL (the answer may come later, see client_lookup_done) */
+		c->auth_step = CA_LOOKUP;
+		if (!auth_query_find(c, &secret))
+			return;
+		c->auth_step = CA_NONE;
+		c->secret_looked_up = true;
+	}
+	/* a copy: a RELOAD may replace the auth_file (or the cache) while this login runs */
+	c->secret = xstrdup(secret);
+	run_exchange(c, from_auth_file);
+}
+
+void client_lookup_done(struct client *c, const char *secret, const char *error)
+{
+	if (c->state != CL_LOGIN || c->auth_step != CA_LOOKUP)
+		return;
+	c->auth_step = CA_NONE;
+	if (error) {
+		/* the same for every user: a broken lookup must not tell who exists */
+		client_fatal(c, "28000", "authentication failed for user \"%s\": the auth_query lookup failed",
+			     c->user);
+		return;
+	}
+	c->secret_looked_up = true;
+	c->secret = xstrdup(secret);
+	run_exchange(c, false);
 }
 
 static bool check_admin_access(struct client *c)
@@ -927,7 +1006,20 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 
 /* ---- password exchanges ---- */
 
-static bool cleartext_matches(const struct client *c, const char *password)
+/* the SCRAM keys a client proved it has also let pgpulse log in to PostgreSQL as it */
+static void keep_scram_keys(struct client *c, const uint8_t client_key[SCRAM_KEY_LEN],
+			    const uint8_t server_key[SCRAM_KEY_LEN])
+{
+	const char *server_user = c->db->forced_user ? c->db->forced_user : c->user;
+	if (strcmp(server_user, c->user) != 0)
+		return;
+	struct pool_user *u = pool_find_user(c->user, true);
+	memcpy(u->scram_client_key, client_key, SCRAM_KEY_LEN);
+	memcpy(u->scram_server_key, server_key, SCRAM_KEY_LEN);
+	u->have_scram_keys = true;
+}
+
+static bool cleartext_matches(struct client *c, const char *password)
 {
 	if (!c->secret)
 		return false;
@@ -940,8 +1032,14 @@ static bool cleartext_matches(const struct client *c, const char *password)
 		return auth_secure_equal(c->secret, md5);
 	}
 	case SECRET_SCRAM: {
+		/* the password gives the keys: the server login can do SCRAM too */
 		struct scram_secret stored;
-		return scram_parse_secret(c->secret, &stored) && scram_password_matches(&stored, password);
+		uint8_t client_key[SCRAM_KEY_LEN];
+		if (!scram_parse_secret(c->secret, &stored) || !scram_password_keys(&stored, password, client_key))
+			return false;
+		keep_scram_keys(c, client_key, stored.server_key);
+		OPENSSL_cleanse(client_key, sizeof(client_key));
+		return true;
 	}
 	}
 	return false;
@@ -966,18 +1064,11 @@ static bool md5_matches(const struct client *c, const char *response)
 	return auth_secure_equal(expected, response);
 }
 
-/* the SCRAM keys a client proved it has also let pgpulse log in to PostgreSQL */
+/* a SCRAM login proved the ClientKey of a stored verifier */
 static void remember_scram_keys(struct client *c)
 {
-	if (!c->scram->have_client_key || !c->secret || auth_secret_kind(c->secret) != SECRET_SCRAM)
-		return;
-	const char *server_user = c->db->forced_user ? c->db->forced_user : c->user;
-	if (strcmp(server_user, c->user) != 0)
-		return;
-	struct pool_user *u = pool_find_user(c->user, true);
-	memcpy(u->scram_client_key, c->scram->client_key, SCRAM_KEY_LEN);
-	memcpy(u->scram_server_key, c->scram->secret.server_key, SCRAM_KEY_LEN);
-	u->have_scram_keys = true;
+	if (c->scram->have_client_key && c->secret && auth_secret_kind(c->secret) == SECRET_SCRAM)
+		keep_scram_keys(c, c->scram->client_key, c->scram->secret.server_key);
 }
 
 static void handle_scram_message(struct client *c, const struct pkt *pkt)
@@ -1050,6 +1141,7 @@ static enum pkt_action handle_password_packet(struct client *c, struct pkt *pkt)
 		handle_scram_message(c, pkt);
 		break;
 	case CA_NONE:
+	case CA_LOOKUP:
 		client_fatal(c, "08P01", "unexpected password message");
 		return PKT_GONE;
 	}

@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 
+#include "auth_query.h"
 #include "client.h"
 #include "config.h"
 #include "control.h"
@@ -47,6 +48,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	close_clients_past_login_timeout(now);
+	auth_query_expire(now);
 	server_refresh_host_names();
 	fp_rotate(now);
 	struct list *pos, *tmp;

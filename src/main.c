@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "auth_query.h"
 #include "hba.h"
 #include "client.h"
 #include "cancel.h"
@@ -278,6 +279,7 @@ bool worker_reload(char *err, size_t errlen)
 	if (worker->auth)
 		auth_file_free(worker->auth);
 	worker->auth = auth;
+	auth_query_clear_cache(); /* auth_user, auth_query or a password may have changed */
 	hba_free(worker->hba);
 	worker->hba = hba;
 	worker_apply_config();
@@ -526,6 +528,7 @@ static void close_everything(void)
 static void free_everything(void)
 {
 	struct list *pos, *tmp;
+	auth_query_shutdown(); /* before the pools its lookups name */
 	list_for_each_safe(pos, tmp, &worker->pools)
 		pool_free(container_of(pos, struct pool, node));
 	list_for_each_safe(pos, tmp, &worker->databases)
@@ -535,6 +538,7 @@ static void free_everything(void)
 		struct pool_user *u = container_of(pos, struct pool_user, node);
 		list_remove(&u->node);
 		free(u->name);
+		free(u->looked_up_secret);
 		free(u);
 	}
 	dns_free(worker->dns);

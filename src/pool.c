@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "admin.h"
+#include "auth_query.h"
 #include "cancel.h"
 #include "client.h"
 #include "config.h"
@@ -132,6 +133,9 @@ static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char
 	set_str(&db->forced_user, e->user);
 	set_str(&db->password, e->password);
 	set_str(&db->connect_query, e->connect_query);
+	set_str(&db->auth_user, e->auth_user);
+	set_str(&db->auth_query, e->auth_query);
+	set_str(&db->auth_dbname, e->auth_dbname);
 	db->pool_size = e->pool_size;
 	db->min_pool_size = e->min_pool_size;
 	db->reserve_pool_size = e->reserve_pool_size;
@@ -215,6 +219,9 @@ void pool_db_free(struct pool_db *db)
 	free(db->forced_user);
 	free(db->password);
 	free(db->connect_query);
+	free(db->auth_user);
+	free(db->auth_query);
+	free(db->auth_dbname);
 	param_list_free(&db->startup);
 	free(db);
 }
@@ -596,6 +603,14 @@ static bool server_needs_check(const struct server *s, int64_t now)
 	       now - s->last_used >= cfg->server_check_delay;
 }
 
+struct server *pool_idle_server(struct pool *p)
+{
+	struct server *s;
+	while ((s = take_idle_server(p)) && server_expired(s))
+		server_close(s, "server lifetime over or database changed");
+	return s;
+}
+
 static bool pool_is_paused(const struct pool *p)
 {
 	return p->db->paused || worker->paused_all;
@@ -675,6 +690,9 @@ void pool_server_ready(struct server *s)
 		stream_resume(&s->st);
 		return;
 	}
+	/* a login waits for a lookup: it goes first, and is over in one round trip */
+	if (auth_query_take_server(s))
+		return;
 	struct client *c = pool_is_paused(p) ? NULL : first_waiting_for_server(p);
 	if (c) {
 		if (hand_server_to(s, c))
@@ -741,6 +759,7 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 	log_warning("%s/%s: server login failed: %s", p->db->name, p->user->name, message);
 	if (pool_server_count(p) > 0)
 		return; /* the servers still open will serve the waiting clients */
+	auth_query_pool_failed(p, p->last_error);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &p->waiting_clients)
 	{
@@ -808,7 +827,8 @@ static bool open_connection(struct pool *p, enum tier tier)
 
 void pool_launch_if_needed(struct pool *p)
 {
-	if (list_empty(&p->waiting_clients))
+	int lookups = auth_query_waiting(p);
+	if (list_empty(&p->waiting_clients) && lookups == 0)
 		return;
 	int64_t now = now_usec();
 	if (!may_connect_now(p, now))
@@ -818,7 +838,7 @@ void pool_launch_if_needed(struct pool *p)
 	/* a full pool is the usual case under load: see that before walking the queue */
 	if (next_tier(p, &l, connecting, now) == TIER_NONE)
 		return;
-	int waiting = list_count(&p->waiting_clients);
+	int waiting = list_count(&p->waiting_clients) + lookups;
 	while (connecting < waiting) {
 		enum tier tier = next_tier(p, &l, connecting, now);
 		if (tier == TIER_NONE || !room_under_caps(p, &l, true))

@@ -509,9 +509,9 @@ bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char 
 	return true;
 }
 
-bool scram_password_matches(const struct scram_secret *secret, const char *password)
+bool scram_password_keys(const struct scram_secret *secret, const char *password, uint8_t client_key[SCRAM_KEY_LEN])
 {
-	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	uint8_t salted[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
 	uint8_t stored[SCRAM_KEY_LEN];
 	if (!secret || !password || secret->salt_len <= 0 || secret->salt_len > MAX_SALT_LEN)
 		return false;
@@ -523,9 +523,18 @@ bool scram_password_matches(const struct scram_secret *secret, const char *passw
 	ok = ok && (CRYPTO_memcmp(stored, secret->stored_key, SCRAM_KEY_LEN) |
 		    CRYPTO_memcmp(server_key, secret->server_key, SCRAM_KEY_LEN)) == 0;
 	OPENSSL_cleanse(salted, sizeof(salted));
-	OPENSSL_cleanse(client_key, sizeof(client_key));
 	OPENSSL_cleanse(server_key, sizeof(server_key));
 	OPENSSL_cleanse(stored, sizeof(stored));
+	if (!ok)
+		OPENSSL_cleanse(client_key, SCRAM_KEY_LEN);
+	return ok;
+}
+
+bool scram_password_matches(const struct scram_secret *secret, const char *password)
+{
+	uint8_t client_key[SCRAM_KEY_LEN];
+	bool ok = scram_password_keys(secret, password, client_key);
+	OPENSSL_cleanse(client_key, sizeof(client_key));
 	return ok;
 }
 

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "auth_query.h"
 #include "cancel.h"
 #include "client.h"
 #include "config.h"
@@ -502,9 +503,12 @@ static void server_on_tls_done(struct stream *st, const char *error)
 static const char *login_secret(const struct server *s)
 {
 	const struct pool_db *db = s->pool->db;
-	if (db->password)
+	const struct pool_user *u = s->pool->user;
+	/* a database's password= is its forced user's; an auth_user pool on it logs in with its own */
+	if (db->password && (!db->forced_user || strcmp(db->forced_user, u->name) == 0))
 		return db->password;
-	return worker->auth ? auth_file_lookup(worker->auth, s->pool->user->name) : NULL;
+	const char *secret = worker->auth ? auth_file_lookup(worker->auth, u->name) : NULL;
+	return secret ? secret : u->looked_up_secret;
 }
 
 static void send_password_message(struct server *s, const void *data, size_t len)
@@ -739,10 +743,16 @@ void server_run_job(struct server *s, enum server_job job, const char *sql)
 		server_close(s, "released with a cancel on its way: closed rather than reset");
 		return;
 	}
-	s->job = job;
-	s->job_failed = false;
 	if (job == JOB_RESET)
 		prepared_server_reset(s, sql);
+	proto_put_query(stream_out(&s->st), sql);
+	server_start_job(s, job);
+}
+
+void server_start_job(struct server *s, enum server_job job)
+{
+	s->job = job;
+	s->job_failed = false;
 	/*
 	 * A connect_query is part of logging in: the server still counts as
 	 * connecting. The parameter SETs run for the linked client (active);
@@ -750,7 +760,6 @@ void server_run_job(struct server *s, enum server_job job, const char *sql)
 	 */
 	if (!s->client && job != JOB_CONNECT_QUERY)
 		server_set_state(s, SV_USED);
-	proto_put_query(stream_out(&s->st), sql);
 	if (stream_send_out(&s->st))
 		stream_resume(&s->st);
 }
@@ -759,6 +768,17 @@ static void finish_job(struct server *s)
 {
 	enum server_job job = s->job;
 	s->job = JOB_NONE;
+	if (job == JOB_AUTH_QUERY) {
+		/* the answer first: it detaches the lookup, so the server is free for the next one */
+		auth_query_finished(s, false);
+		if (s->state == SV_CLOSED)
+			return;
+		if (s->job_failed)
+			server_close(s, "auth_query left a transaction open");
+		else
+			pool_server_ready(s);
+		return;
+	}
 	if (s->job_failed) {
 		if (job == JOB_SET_PARAMS && s->client) {
 			/* the client's close takes the server with it (its job did not finish) */
@@ -794,6 +814,10 @@ static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
 {
 	if (!pkt->complete)
 		return PKT_NEED_FULL;
+	if (s->job == JOB_AUTH_QUERY && pkt->type != 'Z' && pkt->type != 'S') {
+		auth_query_on_reply(s, pkt); /* its errors are the lookup's, not the server's */
+		return PKT_CONSUMED;
+	}
 	switch (pkt->type) {
 	case 'E': {
 		const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
@@ -1103,6 +1127,8 @@ void server_close(struct server *s, const char *reason)
 	server_set_state(s, SV_CLOSED);
 	if (s->cancels_in_flight)
 		cancel_forget_server(s);
+	if (s->lookup)
+		auth_query_finished(s, true);
 	stream_close(&s->st);
 	worker_schedule_reap();
 	if (c)

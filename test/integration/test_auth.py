@@ -100,6 +100,10 @@ class RawClient:
         params = {"user": user, "database": dbname}
         params.update(extra or {})
         self.send_startup(params)
+        return self.login_continue(user, password)
+
+    def login_continue(self, user, password=None):
+        """The rest of login() once the startup packet is sent."""
         scram = None
         while True:
             mtype, body = self.read_msg()
@@ -550,15 +554,28 @@ def test_scram_passthrough_logs_in_with_the_clients_keys(pgpulse, pg, app_scram_
     pg_log_shows_login(pg, mark, "app", "scram-sha-256")
 
 
-def test_scram_verifier_alone_cannot_log_in_to_server_for_a_non_scram_client(
-        pgpulse, app_scram_verifier):
-    # With a cleartext client login pgpulse learns no SCRAM keys, and the
-    # verifier alone cannot answer the server: the client gets an error
-    # saying so instead of hanging.
+def test_cleartext_login_against_a_scram_verifier_gives_the_keys_for_the_server_login(
+        pgpulse, pg, app_scram_verifier):
+    # The password checked against the verifier yields its ClientKey: the
+    # server login does SCRAM with it, though no plaintext password is stored.
     pp = pgpulse(ini("plain"), {"app": app_scram_verifier})
+    mark = pg.log_mark()
+    with RawClient(pp.port) as c:
+        c.login("app", "appdb", "app_pw")
+        assert c.auth_codes[0] == AUTH_CLEARTEXT
+        assert c.query("SELECT current_user") == [["app"]]
+    pg_log_shows_login(pg, mark, "app", "scram-sha-256")
+
+
+def test_scram_verifier_alone_cannot_log_in_to_server_for_an_md5_client(pgpulse, app_scram_verifier):
+    # An md5 client login against an md5 secret teaches pgpulse no SCRAM
+    # keys; a SCRAM-only verifier cannot answer the server: the client gets
+    # an error saying so instead of hanging.
+    db = "appdb = host={pg_host} port={pg_port} dbname=appdb user=app"
+    pp = pgpulse(ini("md5", db), {"app": md5_secret("app_pw", "app")})
     err = raw_login_error(pp.port, "app", "appdb", "app_pw")
     assert err.sqlstate == "28P01"
-    assert "SCRAM" in err.message
+    assert "md5" in err.message or "SCRAM" in err.message
 
 
 @pytest.fixture

@@ -429,7 +429,8 @@ static void test_database_connect_string_is_parsed(void)
 				  "password='a b\\'c' pool_size=30 min_pool_size=2 reserve_pool=4 "
 				  "overflow_pool_size=5 max_db_connections=50 max_db_client_connections=400 "
 				  "pool_mode=transaction connect_query='SELECT 1' client_encoding=UTF8 "
-				  "datestyle=ISO timezone=UTC application_name=web auth_user=authr\n"
+				  "datestyle=ISO timezone=UTC application_name=web auth_user=authr "
+				  "auth_dbname=authdb auth_query='SELECT u, p FROM lookup($1)'\n"
 				  "sock = host=/var/run/postgresql\n"
 				  "plain =\n"
 				  "spaced = host = 10.0.0.1   port = 6000\n",
@@ -460,6 +461,8 @@ static void test_database_connect_string_is_parsed(void)
 		CHECK_STR_EQ(db->timezone, "UTC");
 		CHECK_STR_EQ(db->application_name, "web");
 		CHECK_STR_EQ(db->auth_user, "authr");
+		CHECK_STR_EQ(db->auth_dbname, "authdb");
+		CHECK_STR_EQ(db->auth_query, "SELECT u, p FROM lookup($1)");
 		CHECK_INT_EQ(db->line, 2);
 		CHECK_STR_EQ(db->file, path);
 	}
@@ -799,7 +802,7 @@ static void test_parameter_not_in_effect_is_a_warning_naming_it(void)
 	char path[256], err[512];
 	capture_begin();
 	struct cfg *c = load_text("noskip.ini",
-				  "[pgpulse]\ntcp_keepcnt = 0\nauth_user = pgbouncer\ntcp_keepcnt = 5\npool_mode = session\n",
+				  "[pgpulse]\ntcp_keepcnt = 0\nlog_stats = 1\ntcp_keepcnt = 5\npool_mode = session\n",
 				  path, sizeof(path), err, sizeof(err));
 	const char *out = capture_end();
 	CHECK(c != NULL);
@@ -807,7 +810,7 @@ static void test_parameter_not_in_effect_is_a_warning_naming_it(void)
 	/* once per parameter, at the line that set it last, whatever the value */
 	CHECK(strstr(out, "noskip.ini:4: tcp_keepcnt is accepted but not in effect") != NULL);
 	CHECK(strstr(out, "noskip.ini:2: tcp_keepcnt") == NULL);
-	CHECK(strstr(out, "noskip.ini:3: auth_user is accepted but not in effect") != NULL);
+	CHECK(strstr(out, "noskip.ini:3: log_stats is accepted but not in effect") != NULL);
 	CHECK(strstr(out, "pool_mode") == NULL);
 
 	/* a default nobody wrote down is not a warning */

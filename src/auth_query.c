@@ -1,0 +1,494 @@
+/*
+ * auth_query: secrets of users missing from the auth_file, looked up in
+ * PostgreSQL (see auth_query.h for the contract).
+ *
+ * A lookup lives from the first client that needs it until its
+ * ReadyForQuery: queued on its pool (pool_launch_if_needed counts it like
+ * a waiting client, pool_server_ready offers it the next free server),
+ * then running on one server as that server's job. Clients that wait for
+ * it point at it (c->lookup) and are found again by a walk of the login
+ * list when it ends, so a lookup holds no pointers to clients that could
+ * dangle; a client that leaves only lowers its count of waiters.
+ *
+ * Found secrets go to a small cache keyed by (auth database, auth_user,
+ * user). Only real roles with a secret are cached — an unknown name is
+ * never kept — and the cache is bounded (AUTH_CACHE_MAX, oldest first out).
+ */
+#include "auth_query.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "proto.h"
+#include "server.h"
+#include "stream.h"
+#include "util.h"
+#include "worker.h"
+
+/* secrets kept at once: more than a cluster has roles that log in through one pooler */
+#define AUTH_CACHE_MAX 4096
+/* the longest secret accepted from auth_query (a SCRAM secret is about 130 bytes) */
+#define AUTH_SECRET_MAX 1024
+
+struct auth_lookup {
+	struct list node;       /* aq.lookups: every lookup queued or running, oldest first */
+	struct pool *pool;      /* (auth database, auth_user) */
+	char *user;
+	char *query;            /* auth_query in force when it started */
+	int waiters;            /* clients waiting for the answer */
+	struct server *server;  /* running on, or NULL while queued */
+	int64_t started;        /* monotonic usec it began running */
+	/* the answer */
+	int rows;
+	bool have_secret;
+	char *secret;
+	bool failed;
+	char error[256];
+};
+
+struct auth_cached {
+	struct list node;       /* aq.cache, oldest first */
+	char *db, *auth_user, *user, *secret;
+	int64_t found_at;       /* monotonic usec */
+};
+
+/* queues are per pool but few: kept here, keyed by pool, rather than in struct pool */
+static struct {
+	struct list lookups;
+	struct list cache;
+	int cached;
+	bool ready;
+} aq;
+
+static void aq_init(void)
+{
+	if (aq.ready)
+		return;
+	list_init(&aq.lookups);
+	list_init(&aq.cache);
+	aq.ready = true;
+}
+
+/* ---- settings: a [databases] entry's own, else the global ones ---- */
+
+static const char *nonempty(const char *s)
+{
+	return s && *s ? s : NULL;
+}
+
+const char *auth_query_user_for(const struct pool_db *db)
+{
+	if (db->is_admin)
+		return NULL; /* the console's users are in the auth_file, as in PgBouncer */
+	const char *u = nonempty(db->auth_user);
+	return u ? u : nonempty(worker->cfg->auth_user);
+}
+
+static const char *query_for(const struct pool_db *db)
+{
+	const char *q = nonempty(db->auth_query);
+	return q ? q : worker->cfg->auth_query;
+}
+
+/* the database the lookup runs in: auth_dbname, else the one the client asked for */
+static const char *dbname_for(const struct pool_db *db)
+{
+	const char *d = nonempty(db->auth_dbname);
+	if (!d)
+		d = nonempty(worker->cfg->auth_dbname);
+	return d ? d : db->name;
+}
+
+/* ---- the cache ---- */
+
+static void forget_secret(char *secret)
+{
+	if (secret)
+		OPENSSL_cleanse(secret, strlen(secret));
+	free(secret);
+}
+
+static void cached_free(struct auth_cached *e)
+{
+	list_remove(&e->node);
+	free(e->db);
+	free(e->auth_user);
+	free(e->user);
+	forget_secret(e->secret);
+	free(e);
+	aq.cached--;
+}
+
+static struct auth_cached *cache_find(const char *db, const char *auth_user, const char *user)
+{
+	struct list *pos;
+	list_for_each(pos, &aq.cache)
+	{
+		struct auth_cached *e = container_of(pos, struct auth_cached, node);
+		if (strcmp(e->user, user) == 0 && strcmp(e->auth_user, auth_user) == 0 && strcmp(e->db, db) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+static void cache_put(const struct auth_lookup *lk)
+{
+	const char *db = lk->pool->db->name, *auth_user = lk->pool->user->name;
+	struct auth_cached *e = cache_find(db, auth_user, lk->user);
+	if (e)
+		cached_free(e);
+	if (worker->cfg->auth_cache_lifetime <= 0)
+		return;
+	if (aq.cached >= AUTH_CACHE_MAX)
+		cached_free(container_of(list_first(&aq.cache), struct auth_cached, node));
+	e = xcalloc(1, sizeof(*e));
+	e->db = xstrdup(db);
+	e->auth_user = xstrdup(auth_user);
+	e->user = xstrdup(lk->user);
+	e->secret = xstrdup(lk->secret);
+	e->found_at = now_usec();
+	list_append(&aq.cache, &e->node);
+	aq.cached++;
+}
+
+void auth_query_drop_cached(const struct client *c)
+{
+	aq_init();
+	const char *auth_user = auth_query_user_for(c->db);
+	if (!auth_user)
+		return;
+	struct auth_cached *e = cache_find(dbname_for(c->db), auth_user, c->user);
+	if (e)
+		cached_free(e);
+}
+
+void auth_query_clear_cache(void)
+{
+	aq_init();
+	while (!list_empty(&aq.cache))
+		cached_free(container_of(list_first(&aq.cache), struct auth_cached, node));
+}
+
+/*
+ * A lookup PostgreSQL does not answer (a lock on pg_authid, a hung
+ * function) would hold its server for good: past client_login_timeout
+ * (60 s when that is off) nobody waits for it any more, and closing the
+ * server fails it.
+ */
+static void close_lookups_past_timeout(int64_t now)
+{
+	int64_t limit = worker->cfg->client_login_timeout > 0 ? worker->cfg->client_login_timeout : 60 * 1000000LL;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &aq.lookups)
+	{
+		struct auth_lookup *lk = container_of(pos, struct auth_lookup, node);
+		if (lk->server && now - lk->started > limit)
+			server_close(lk->server, "auth_query did not finish within client_login_timeout");
+	}
+}
+
+void auth_query_expire(int64_t now)
+{
+	aq_init();
+	close_lookups_past_timeout(now);
+	int64_t lifetime = worker->cfg->auth_cache_lifetime;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &aq.cache)
+	{
+		struct auth_cached *e = container_of(pos, struct auth_cached, node);
+		if (lifetime > 0 && now - e->found_at < lifetime)
+			break; /* oldest first: the rest are younger */
+		cached_free(e);
+	}
+}
+
+/* ---- lookups ---- */
+
+static void lookup_free(struct auth_lookup *lk)
+{
+	list_remove(&lk->node);
+	pool_db_release(lk->pool->db);
+	free(lk->user);
+	free(lk->query);
+	forget_secret(lk->secret);
+	free(lk);
+}
+
+static struct auth_lookup *lookup_find(const struct pool *p, const char *user)
+{
+	struct list *pos;
+	list_for_each(pos, &aq.lookups)
+	{
+		struct auth_lookup *lk = container_of(pos, struct auth_lookup, node);
+		if (lk->pool == p && strcmp(lk->user, user) == 0)
+			return lk;
+	}
+	return NULL;
+}
+
+int auth_query_waiting(const struct pool *p)
+{
+	if (!aq.ready)
+		return 0;
+	int n = 0;
+	struct list *pos;
+	list_for_each(pos, &aq.lookups)
+	{
+		struct auth_lookup *lk = container_of(pos, struct auth_lookup, node);
+		n += lk->pool == p && !lk->server;
+	}
+	return n;
+}
+
+/*
+ * Parse, Bind (the user name as the one text parameter), Execute, Sync:
+ * the name reaches PostgreSQL as a value, so no name can change the query.
+ */
+static void put_lookup_messages(struct pktbuf *out, const struct auth_lookup *lk)
+{
+	pkt_begin(out, 'P');
+	pkt_put_str(out, "");
+	pkt_put_str(out, lk->query);
+	pkt_put_u16(out, 0);
+	pkt_end(out);
+	pkt_begin(out, 'B');
+	pkt_put_str(out, "");
+	pkt_put_str(out, "");
+	pkt_put_u16(out, 0);
+	pkt_put_u16(out, 1);
+	pkt_put_u32(out, (uint32_t)strlen(lk->user));
+	pkt_put_bytes(out, lk->user, strlen(lk->user));
+	pkt_put_u16(out, 0);
+	pkt_end(out);
+	pkt_begin(out, 'E');
+	pkt_put_str(out, "");
+	pkt_put_u32(out, 0);
+	pkt_end(out);
+	pkt_begin(out, 'S');
+	pkt_end(out);
+}
+
+static void run_on(struct auth_lookup *lk, struct server *s)
+{
+	lk->server = s;
+	lk->started = now_usec();
+	s->lookup = lk;
+	log_debug("%s/%s: auth_query for user \"%s\" on S-%llu", lk->pool->db->name, lk->pool->user->name, lk->user,
+		  (unsigned long long)s->id);
+	put_lookup_messages(stream_out(&s->st), lk);
+	server_start_job(s, JOB_AUTH_QUERY);
+}
+
+static void fail_lookup(struct auth_lookup *lk, const char *fmt, const char *detail)
+{
+	lk->failed = true;
+	snprintf(lk->error, sizeof(lk->error), fmt, detail);
+}
+
+/* every client waiting for lk gets its answer; lk is freed */
+static void answer_waiters(struct auth_lookup *lk)
+{
+	const char *secret = lk->have_secret ? lk->secret : NULL;
+	if (lk->failed)
+		log_warning("%s/%s: auth_query for user \"%s\" failed: %s", lk->pool->db->name, lk->pool->user->name,
+			    lk->user, lk->error);
+	else if (lk->have_secret)
+		cache_put(lk);
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->login_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		if (c->lookup != lk)
+			continue;
+		c->lookup = NULL;
+		client_lookup_done(c, secret, lk->failed ? lk->error : NULL);
+	}
+	lookup_free(lk);
+}
+
+static struct auth_lookup *lookup_new(struct pool *p, const char *user, const char *query)
+{
+	struct auth_lookup *lk = xcalloc(1, sizeof(*lk));
+	lk->pool = p;
+	lk->user = xstrdup(user);
+	lk->query = xstrdup(query);
+	pool_db_hold(p->db);
+	list_append(&aq.lookups, &lk->node);
+	return lk;
+}
+
+/* on an idle server now, or queued for the next; either may answer the waiters at once (a failure) */
+static void lookup_begin(struct auth_lookup *lk)
+{
+	struct server *s = pool_idle_server(lk->pool);
+	if (s)
+		run_on(lk, s);
+	else
+		pool_launch_if_needed(lk->pool);
+}
+
+bool auth_query_find(struct client *c, const char **secret)
+{
+	aq_init();
+	const char *auth_user = auth_query_user_for(c->db);
+	const char *dbname = dbname_for(c->db);
+	struct auth_cached *e = cache_find(dbname, auth_user, c->user);
+	if (e && now_usec() - e->found_at < worker->cfg->auth_cache_lifetime) {
+		*secret = e->secret;
+		return true;
+	}
+	struct pool_db *db = pool_find_db(dbname);
+	if (!db || db->is_admin) {
+		log_warning("C-%llu: auth_dbname \"%s\" is not a database in [databases]", (unsigned long long)c->id,
+			    dbname);
+		client_fatal(c, "28000", "authentication failed for user \"%s\": the auth_query lookup is misconfigured",
+			     c->user);
+		return false;
+	}
+	struct pool *p = pool_get(db, pool_find_user(auth_user, true));
+	int64_t now = now_usec();
+	if (pool_server_count(p) == 0 && p->last_connect_failure &&
+	    now - p->last_connect_failure < worker->cfg->server_login_retry) {
+		log_warning("C-%llu: auth_query cannot run: %s/%s: %s", (unsigned long long)c->id, db->name, auth_user,
+			    p->last_error);
+		client_fatal(c, "28000", "authentication failed for user \"%s\": the auth_query lookup failed",
+			     c->user);
+		return false;
+	}
+	struct auth_lookup *lk = lookup_find(p, c->user);
+	bool fresh = !lk;
+	if (fresh)
+		lk = lookup_new(p, c->user, query_for(c->db));
+	/* waiting before it begins: a lookup that fails at once answers this client too */
+	lk->waiters++;
+	c->lookup = lk;
+	if (fresh)
+		lookup_begin(lk);
+	return false;
+}
+
+void auth_query_forget_client(struct client *c)
+{
+	struct auth_lookup *lk = c->lookup;
+	if (!lk)
+		return;
+	c->lookup = NULL;
+	if (--lk->waiters == 0 && !lk->server)
+		lookup_free(lk); /* nobody wants it and it holds no server: drop it from the queue */
+}
+
+bool auth_query_take_server(struct server *s)
+{
+	if (!aq.ready)
+		return false;
+	struct list *pos;
+	list_for_each(pos, &aq.lookups)
+	{
+		struct auth_lookup *lk = container_of(pos, struct auth_lookup, node);
+		if (lk->pool == s->pool && !lk->server) {
+			run_on(lk, s);
+			return true;
+		}
+	}
+	return false;
+}
+
+void auth_query_pool_failed(struct pool *p, const char *message)
+{
+	if (!aq.ready)
+		return;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &aq.lookups)
+	{
+		struct auth_lookup *lk = container_of(pos, struct auth_lookup, node);
+		if (lk->pool != p || lk->server)
+			continue;
+		fail_lookup(lk, "could not log in as auth_user: %s", message);
+		answer_waiters(lk);
+	}
+}
+
+/* DataRow: (user name, secret); the secret may be NULL (no valid password) */
+static void take_row(struct auth_lookup *lk, const struct pkt *pkt)
+{
+	struct pkt_reader r;
+	pkt_reader_init(&r, pkt->body, pkt->body_len);
+	uint16_t cols = pkt_get_u16(&r);
+	if (++lk->rows > 1) {
+		fail_lookup(lk, "auth_query returned more than one row%s", "");
+		return;
+	}
+	if (r.bad || cols != 2) {
+		fail_lookup(lk, "auth_query must return two columns (user name, password)%s", "");
+		return;
+	}
+	uint32_t len = pkt_get_u32(&r);
+	if (len != 0xffffffffu)
+		pkt_get_bytes(&r, len);
+	len = pkt_get_u32(&r);
+	if (r.bad) {
+		fail_lookup(lk, "malformed DataRow from auth_query%s", "");
+		return;
+	}
+	if (len == 0xffffffffu)
+		return; /* no password, or rolvaliduntil in the past: the login fails as a wrong password would */
+	const uint8_t *data = pkt_get_bytes(&r, len);
+	if (r.bad || len == 0 || len > AUTH_SECRET_MAX || memchr(data, '\0', len)) {
+		fail_lookup(lk, "auth_query returned an unusable password value%s", "");
+		return;
+	}
+	lk->secret = xmalloc(len + 1);
+	memcpy(lk->secret, data, len);
+	lk->secret[len] = '\0';
+	lk->have_secret = true;
+}
+
+void auth_query_on_reply(struct server *s, const struct pkt *pkt)
+{
+	struct auth_lookup *lk = s->lookup;
+	if (!lk || lk->failed)
+		return;
+	switch (pkt->type) {
+	case 'D':
+		take_row(lk, pkt);
+		break;
+	case 'E': {
+		const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
+		fail_lookup(lk, "%s", msg ? msg : "error without a message");
+		break;
+	}
+	default:
+		break; /* ParseComplete, BindComplete, CommandComplete, notices */
+	}
+}
+
+void auth_query_finished(struct server *s, bool lost)
+{
+	struct auth_lookup *lk = s->lookup;
+	if (!lk)
+		return;
+	s->lookup = NULL;
+	lk->server = NULL;
+	if (lost && !lk->failed)
+		fail_lookup(lk, "the server connection closed during the lookup%s", "");
+	if (lk->failed) {
+		lk->have_secret = false;
+		lk->rows = 0;
+	}
+	answer_waiters(lk);
+}
+
+void auth_query_shutdown(void)
+{
+	if (!aq.ready)
+		return;
+	auth_query_clear_cache();
+	while (!list_empty(&aq.lookups))
+		lookup_free(container_of(list_first(&aq.lookups), struct auth_lookup, node));
+}

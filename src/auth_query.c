@@ -82,8 +82,15 @@ static const char *nonempty(const char *s)
 	return s && *s ? s : NULL;
 }
 
+/*
+ * db is NULL when the client named a database that does not exist: the
+ * login still runs to its end (client.c says 3D000 only after it), and the
+ * user can be looked up only where a global auth_dbname says.
+ */
 const char *auth_query_user_for(const struct pool_db *db)
 {
+	if (!db)
+		return nonempty(worker->cfg->auth_dbname) ? nonempty(worker->cfg->auth_user) : NULL;
 	if (db->is_admin)
 		return NULL; /* the console's users are in the auth_file, as in PgBouncer */
 	const char *u = nonempty(db->auth_user);
@@ -92,17 +99,17 @@ const char *auth_query_user_for(const struct pool_db *db)
 
 static const char *query_for(const struct pool_db *db)
 {
-	const char *q = nonempty(db->auth_query);
+	const char *q = db ? nonempty(db->auth_query) : NULL;
 	return q ? q : worker->cfg->auth_query;
 }
 
 /* the database the lookup runs in: auth_dbname, else the one the client asked for */
 static const char *dbname_for(const struct pool_db *db)
 {
-	const char *d = nonempty(db->auth_dbname);
+	const char *d = db ? nonempty(db->auth_dbname) : NULL;
 	if (!d)
 		d = nonempty(worker->cfg->auth_dbname);
-	return d ? d : db->name;
+	return d ? d : db ? db->name : "";
 }
 
 /* ---- the cache ---- */

@@ -527,13 +527,27 @@ static void keep_looked_up_secret(struct client *c)
 	u->looked_up_secret = xstrdup(c->secret);
 }
 
+/* after AuthenticationOk, as PostgreSQL checks its database only then; false after the error */
+static bool database_accepts_login(struct client *c)
+{
+	if (!c->db) {
+		client_fatal(c, "3D000", "database \"%s\" does not exist", c->dbname);
+		return false;
+	}
+	if (c->db->disabled) {
+		client_fatal(c, "57P03", "database \"%s\" is disabled", c->dbname);
+		return false;
+	}
+	return true;
+}
+
 /* everything after authentication: the pool, and the hello when it can be said */
 static void enter_pool(struct client *c)
 {
 	const struct cfg *cfg = worker->cfg;
 	proto_put_auth(stream_out(&c->st), AUTH_REQ_OK, NULL, 0);
 	c->auth_step = CA_NONE;
-	if (!within_client_limits(c)) {
+	if (!database_accepts_login(c) || !within_client_limits(c)) {
 		free(c->secret);
 		c->secret = NULL;
 		return;
@@ -815,7 +829,7 @@ static void begin_authentication(struct client *c)
 	c->auth_method = type;
 	const char *secret = worker->auth ? auth_file_lookup(worker->auth, c->user) : NULL;
 	bool from_auth_file = secret != NULL;
-	if (!secret && c->db->password && c->db->forced_user && strcmp(c->db->forced_user, c->user) == 0)
+	if (!secret && c->db && c->db->password && c->db->forced_user && strcmp(c->db->forced_user, c->user) == 0)
 		secret = c->db->password;
 	if (!secret && method_needs_secret(type) && auth_query_user_for(c->db)) {
 		/* not in the auth_file: ask PostgreSQL (the answer may come later, see client_lookup_done) */
@@ -899,18 +913,16 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 		client_fatal(c, "57P03", "pgpulse is shutting down");
 		return;
 	}
+	/*
+	 * A database that does not exist (or is disabled) is said only after
+	 * authentication, as PostgreSQL does: before it, a stranger learns
+	 * nothing about which databases exist (enter_pool).
+	 */
 	struct pool_db *db = pool_find_db(c->dbname);
-	if (!db) {
-		client_fatal(c, "3D000", "database \"%s\" does not exist", c->dbname);
-		return;
-	}
 	c->db = db;
-	pool_db_hold(db);
-	if (c->db->disabled) {
-		client_fatal(c, "57P03", "database \"%s\" is disabled", c->dbname);
-		return;
-	}
-	if (c->db->is_admin) {
+	if (db)
+		pool_db_hold(db);
+	if (db && db->is_admin) {
 		c->is_admin = true;
 		if (!check_admin_access(c))
 			return;
@@ -1010,6 +1022,8 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 static void keep_scram_keys(struct client *c, const uint8_t client_key[SCRAM_KEY_LEN],
 			    const uint8_t server_key[SCRAM_KEY_LEN])
 {
+	if (!c->db)
+		return; /* the login ends in 3D000 */
 	const char *server_user = c->db->forced_user ? c->db->forced_user : c->user;
 	if (strcmp(server_user, c->user) != 0)
 		return;

@@ -449,10 +449,39 @@ def test_unknown_user_with_trust_is_refused_with_28000(pgpulse):
 
 def test_unknown_database_is_refused_with_3D000(pgpulse):
     pp = pgpulse(ini(), {"app": "app_pw"})
-    err = raw_login_error(pp.port, "app", "nodb", "app_pw")
+    with RawClient(pp.port) as c:
+        with pytest.raises(PgError) as info:
+            c.login("app", "nodb", "app_pw")
+        # as PostgreSQL: the database is looked at only once the password was right
+        assert c.auth_codes == [AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL, AUTH_OK]
+    err = info.value
     assert (err.sqlstate, err.message) == ("3D000", 'database "nodb" does not exist')
     r = run_psql(pp.port, "-Atc", "SELECT 1", dbname="nodb", check=False)
     assert r.returncode != 0 and 'database "nodb" does not exist' in r.stderr
+
+
+@pytest.mark.parametrize("auth_type", ["scram-sha-256", "md5", "plain", "trust"])
+def test_a_stranger_cannot_tell_which_databases_exist(pgpulse, auth_type):
+    pp = pgpulse(ini(auth_type), {"app": "app_pw"})
+    seen = {}
+    users = [("nobody", "some_pw")] + ([("app", "wrong_pw")] if auth_type != "trust" else [])
+    for dbname in ("appdb", "nodb"):
+        for user, password in users:
+            with RawClient(pp.port) as c:
+                with pytest.raises(PgError) as info:
+                    c.login(user, dbname, password if auth_type != "trust" else None)
+                seen[(dbname, user)] = (c.auth_codes, info.value.sqlstate,
+                                        info.value.message.replace(user, "U"))
+    # what a wrong password (or an unknown user) gets does not depend on the database
+    for user, _ in users:
+        assert seen[("appdb", user)] == seen[("nodb", user)], seen
+
+
+def test_disabled_database_is_said_after_authentication(pgpulse):
+    pp = pgpulse(ini(), {"app": "app_pw", "admin": "admin_pw"})
+    pp.command("DISABLE appdb")
+    assert raw_login_error(pp.port, "app", "appdb", "wrong_pw").sqlstate == "28P01"
+    assert raw_login_error(pp.port, "app", "appdb", "app_pw").sqlstate == "57P03"
 
 
 FALLBACK = "* = host={pg_host} port={pg_port}"

@@ -52,6 +52,7 @@ void pkt_end(struct pktbuf *b);                    /* fills in the length */
 /* whole messages */
 void proto_put_error(struct pktbuf *b, const char *severity, const char *sqlstate, const char *msg);
 void proto_put_notice(struct pktbuf *b, const char *sqlstate, const char *msg);
+void proto_put_warning(struct pktbuf *b, const char *sqlstate, const char *msg); /* a NoticeResponse of severity WARNING */
 void proto_put_auth(struct pktbuf *b, uint32_t code, const void *data, size_t len);
 void proto_put_param_status(struct pktbuf *b, const char *name, const char *value);
 void proto_put_backend_key(struct pktbuf *b, uint32_t pid, uint32_t key);

@@ -1942,6 +1942,15 @@ static bool rebuild_tls(char *err, size_t errlen)
 	return true;
 }
 
+/* no silent skip on the console either: the same words as the warning a file gets */
+static void warn_set_not_in_effect(struct client *c, const char *key)
+{
+	char msg[256];
+	snprintf(msg, sizeof(msg), "%s is accepted but not in effect in this release: pgpulse ignores it", key);
+	log_warning("C-%llu %s: SET %s", (unsigned long long)c->id, c->user, msg);
+	proto_put_warning(stream_out(&c->st), "01000", msg);
+}
+
 static void cmd_set(struct client *c, const struct admin_cmd *cmd)
 {
 	char key[sizeof(cmd->key)];
@@ -1986,6 +1995,8 @@ static void cmd_set(struct client *c, const struct admin_cmd *cmd)
 	snprintf(what, sizeof(what), "SET %s = %s", key, cmd->value);
 	log_admin_action(c, what);
 	worker_apply_config(); /* pool modes, sizes and logging follow at once */
+	if (cfg_param_get(NULL, idx, &info) && !info.in_effect)
+		warn_set_not_in_effect(c, key);
 	command_done(stream_out(&c->st), "SET");
 }
 

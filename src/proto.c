@@ -129,6 +129,11 @@ void proto_put_notice(struct pktbuf *b, const char *sqlstate, const char *msg)
 	put_error_fields(b, 'N', "NOTICE", sqlstate, msg);
 }
 
+void proto_put_warning(struct pktbuf *b, const char *sqlstate, const char *msg)
+{
+	put_error_fields(b, 'N', "WARNING", sqlstate, msg);
+}
+
 void proto_put_auth(struct pktbuf *b, uint32_t code, const void *data, size_t len)
 {
 	pkt_begin(b, 'R');

@@ -283,6 +283,21 @@ def test_every_parameter_not_in_effect_is_a_warning_at_start_and_at_each_reload(
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_console_set_of_a_parameter_not_in_effect_warns_the_operator(pgpulse):
+    pp = pgpulse(MINIMAL, USERS)
+    conn = pp.admin()
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append((d.severity, d.sqlstate, d.message_primary)))
+    mark = pp.log_mark()
+    assert conn.execute("SET tcp_keepcnt = 5").statusmessage == "SET"
+    assert notices == [("WARNING", "01000",
+                        "tcp_keepcnt is accepted but not in effect in this release: pgpulse ignores it")]
+    pp.wait_log(r"SET tcp_keepcnt is accepted but not in effect", since=mark)
+    # a parameter in effect says nothing more
+    conn.execute("SET default_pool_size = 7")
+    assert len(notices) == 1
+
+
 def test_a_file_that_sets_no_such_parameter_gets_no_such_warning(pgpulse):
     pp = pgpulse(MINIMAL, USERS)
     mark = pp.log_mark()

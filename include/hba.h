@@ -55,6 +55,9 @@ void hba_free(struct hba *hba);
 /* the first matching rule; false when none matches */
 bool hba_match(const struct hba *hba, const struct hba_client *cl, struct hba_verdict *out);
 
+/* the first rule with this method, if any (file and line for a load-time error) */
+bool hba_first_rule_with(const struct hba *hba, enum hba_method method, const char **file, int *line);
+
 /*
  * Whether ident map `map` lets the operating-system (or certificate) user
  * system_user log in as database user db_user.

@@ -851,6 +851,18 @@ static bool conn_matches(enum conn_type t, const struct hba_client *cl)
 	return false;
 }
 
+bool hba_first_rule_with(const struct hba *hba, enum hba_method method, const char **file, int *line)
+{
+	for (int i = 0; hba && i < hba->nrules; i++) {
+		if (hba->rules[i].method == method) {
+			*file = hba->rules[i].file;
+			*line = hba->rules[i].line;
+			return true;
+		}
+	}
+	return false;
+}
+
 bool hba_match(const struct hba *hba, const struct hba_client *cl, struct hba_verdict *out)
 {
 	for (int i = 0; hba && i < hba->nrules; i++) {

@@ -207,6 +207,27 @@ static bool load_auth_file(const struct cfg *cfg, struct auth_file **out, char *
 }
 
 /* auth_type = hba: the auth_hba_file's rules (and auth_ident_file's maps), else NULL */
+/*
+ * A cert line needs what auth_type = cert needs: client TLS, and a CA to
+ * verify certificates with. Said at load, naming the line, rather than as
+ * a refusal at every login that reaches it.
+ */
+static bool hba_cert_rules_can_work(const struct cfg *cfg, const struct hba *hba, char *err, size_t errlen)
+{
+	const char *file;
+	int line;
+	if (!hba_first_rule_with(hba, HBA_CERT, &file, &line))
+		return true;
+	bool tls_off = !cfg->client_tls_sslmode || !*cfg->client_tls_sslmode ||
+		       strcmp(cfg->client_tls_sslmode, "disable") == 0;
+	if (tls_off || !cfg->client_tls_ca_file || !*cfg->client_tls_ca_file) {
+		snprintf(err, errlen, "%s:%d: cert needs client TLS (client_tls_sslmode) and client_tls_ca_file to "
+			 "verify client certificates", file, line);
+		return false;
+	}
+	return true;
+}
+
 static bool load_hba(const struct cfg *cfg, struct hba **out, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -217,6 +238,10 @@ static bool load_hba(const struct cfg *cfg, struct hba **out, char *err, size_t 
 		return false;
 	}
 	*out = hba_load(cfg->auth_hba_file, cfg->auth_ident_file, err, errlen);
+	if (*out && !hba_cert_rules_can_work(cfg, *out, err, errlen)) {
+		hba_free(*out);
+		*out = NULL;
+	}
 	return *out != NULL;
 }
 

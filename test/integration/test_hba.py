@@ -170,6 +170,25 @@ def test_a_broken_file_stops_startup_with_file_and_line(pgpulse):
     assert "hba.conf:2: connection type \"hostgssenc\" is not supported" in pp.log()
 
 
+def test_a_cert_line_without_client_tls_stops_startup_naming_the_line(pgpulse):
+    pp = pgpulse(HBA_INI, USERS, start=False)
+    write(pp, "hba.conf", "local all all trust\nhostssl all all all cert\n")
+    write(pp, "ident.conf", "")
+    pp.start(wait=False)
+    assert pp.wait_exit() != 0
+    assert "hba.conf:2: cert needs client TLS (client_tls_sslmode) and client_tls_ca_file" in pp.log()
+
+
+def test_reload_adding_a_cert_line_without_a_ca_keeps_the_old_rules(pgpulse):
+    pp = start_hba(pgpulse, "host all all 127.0.0.1/32 password\n")
+    mark = pp.log_mark()
+    write(pp, "hba.conf", "host all all 127.0.0.1/32 password\nhostssl all all all cert\n")
+    pp.reload()
+    pp.wait_log(r"reload failed, keeping the running configuration: .*hba\.conf:2: cert needs client TLS",
+                since=mark)
+    assert login(pp) == [AUTH_CLEARTEXT, AUTH_OK]
+
+
 # ---------------------------------------------------------------- peer
 
 def test_peer_with_an_ident_map_lets_the_os_user_in_as_a_role(pgpulse):

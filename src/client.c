@@ -880,7 +880,8 @@ static bool check_admin_access(struct client *c)
 /*
  * client_tls_sslmode = require and stricter refuse plaintext over TCP;
  * unix sockets are exempt, as in PostgreSQL, which offers no TLS there.
- * verify-full also wants the certificate to name the user.
+ * verify-full is verify-ca, as in PgBouncer: which user a certificate
+ * may log in as is for auth_type = cert and hba's cert lines (with map=).
  */
 static bool meets_tls_requirement(struct client *c)
 {
@@ -891,8 +892,6 @@ static bool meets_tls_requirement(struct client *c)
 		client_fatal(c, "28000", "SSL required: pgpulse accepts TCP connections with TLS only (sslmode=require)");
 		return false;
 	}
-	if (mode == TLS_VERIFY_FULL && worker->cfg->auth_type != AUTH_CERT)
-		return certificate_names_user(c);
 	return true;
 }
 

@@ -347,6 +347,16 @@ def test_set_of_a_tls_parameter_is_checked(pgpulse, certs):
         assert [r["tls"] for r in pp.show("CLIENTS") if r["tls"].startswith("TLSv1.2/")]
 
 
+def test_client_verify_full_wants_a_valid_certificate_not_one_naming_the_user(pgpulse, certs):
+    # PgBouncer's client verify-full is verify-ca: a PgBouncer file with it
+    # and password logins keeps working when the certificate names a host
+    pp = start_client_tls(pgpulse, certs, sslmode="verify-full")
+    with pp.connect(user="md5user", **libpq_tls(certs, "verify-full", **client_cert(certs, "client_app"))) as conn:
+        assert conn.execute("select current_user").fetchone() == ("md5user",)
+    with pytest.raises(psycopg.OperationalError):
+        pp.connect(user="md5user", **libpq_tls(certs, "verify-full"))  # no certificate at all
+
+
 # ---------------------------------------------------------------- auth_type = cert
 
 def cert_ini(certs):

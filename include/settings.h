@@ -1,0 +1,67 @@
+/*
+ * settings: the run-time settings a client asks for in its startup packet
+ * (any parameter PostgreSQL accepts there, and the -c / -- switches of its
+ * `options` parameter), kept as one canonical, interned text per distinct
+ * set, so that "does this server already have this client's settings" is
+ * a pointer compare and clients that all send the same values cost one
+ * copy and no SET at all.
+ *
+ * The canonical text is the pairs sorted by name, each "name=value\n" with
+ * the value's backslashes and newlines escaped (\\ and \n): names are
+ * lower-case GUC names (letters, digits, '_', '.'), so the text is
+ * unambiguous and two sets are equal exactly when their texts are.
+ */
+#ifndef PGPULSE_SETTINGS_H
+#define PGPULSE_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct pktbuf;
+
+/* the longest GUC name PostgreSQL takes (NAMEDATALEN - 1) */
+#define SETTING_NAME_MAX 63
+
+/* a set being collected from one startup packet: later values of a name win */
+struct settings_builder {
+	struct {
+		char name[SETTING_NAME_MAX + 1];
+		char *value;
+	} *items;
+	int count, cap;
+};
+
+void settings_builder_init(struct settings_builder *b);
+void settings_builder_free(struct settings_builder *b);
+
+/*
+ * Add name=value. The name is folded to lower case, with '-' read as '_'
+ * as PostgreSQL reads --work-mem. False (with why) for a name PostgreSQL
+ * could not have (empty, too long, other characters).
+ */
+bool settings_add(struct settings_builder *b, const char *name, const char *value, char *why, size_t whylen);
+
+/*
+ * PostgreSQL's `options` startup parameter: words split on white space,
+ * a backslash taking the next character literally; `-c name=value`,
+ * `-cname=value` and `--name=value` each set one parameter (through fn).
+ * Other switches are refused (false, why naming it): pgpulse cannot give
+ * a pooled session what a server's command line would.
+ */
+typedef bool (*settings_fn)(const char *name, const char *value, void *arg, char *why, size_t whylen);
+bool settings_parse_options(const char *options, settings_fn fn, void *arg, char *why, size_t whylen);
+
+/* the canonical text of the set, interned (intern.h), or NULL for an empty set */
+const char *settings_intern(const struct settings_builder *b);
+
+/*
+ * The SQL that turns a server whose settings are `have` into one with
+ * `want` (either may be NULL: none): RESET for what only `have` sets,
+ * SET for what `want` sets differently. Appended to sql (no terminator).
+ */
+void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want);
+
+/* call fn for each pair of a canonical text, decoded; stops when fn returns false */
+void settings_each(const char *set, bool (*fn)(const char *name, const char *value, void *arg), void *arg);
+
+#endif

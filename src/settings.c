@@ -1,0 +1,265 @@
+/*
+ * settings: a client's startup settings as one canonical, interned text
+ * (see settings.h).
+ *
+ * The builder collects pairs as they come (later ones win, as PostgreSQL
+ * applies the packet's parameters after the `options` switches), then
+ * sorts them by name into the canonical text. Turning one set into another
+ * on a server is a merge of two sorted lists: RESET what only the old set
+ * has, set_config() what the new one sets differently. set_config(), not
+ * SET, because it takes the value as raw text exactly as the startup
+ * packet does (SET would read `a, b` of a list setting as one quoted name).
+ */
+#include "settings.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "intern.h"
+#include "proto.h"
+#include "util.h"
+
+void settings_builder_init(struct settings_builder *b)
+{
+	memset(b, 0, sizeof(*b));
+}
+
+void settings_builder_free(struct settings_builder *b)
+{
+	for (int i = 0; i < b->count; i++)
+		free(b->items[i].value);
+	free(b->items);
+	memset(b, 0, sizeof(*b));
+}
+
+/* PostgreSQL's GUC names: letters, digits, '_', '$' and '.' for custom ones; folded to lower case */
+static bool fold_name(const char *name, char out[SETTING_NAME_MAX + 1])
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > SETTING_NAME_MAX)
+		return false;
+	for (size_t i = 0; i <= n; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		if (ch == '-')
+			ch = '_';
+		if (ch && !isalnum(ch) && ch != '_' && ch != '.' && ch != '$')
+			return false;
+		out[i] = (char)tolower(ch);
+	}
+	return true;
+}
+
+bool settings_add(struct settings_builder *b, const char *name, const char *value, char *why, size_t whylen)
+{
+	char folded[SETTING_NAME_MAX + 1];
+	if (!fold_name(name, folded)) {
+		snprintf(why, whylen, "invalid configuration parameter name \"%.*s\"", SETTING_NAME_MAX, name);
+		return false;
+	}
+	for (int i = 0; i < b->count; i++) {
+		if (strcmp(b->items[i].name, folded) == 0) {
+			free(b->items[i].value);
+			b->items[i].value = xstrdup(value);
+			return true;
+		}
+	}
+	if (b->count == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 8;
+		b->items = xrealloc(b->items, (size_t)b->cap * sizeof(*b->items));
+	}
+	memcpy(b->items[b->count].name, folded, sizeof(folded));
+	b->items[b->count].value = xstrdup(value);
+	b->count++;
+	return true;
+}
+
+/* ---- options ---- */
+
+/* the next white-space separated word of options, backslash escapes undone; false at the end */
+static bool next_word(const char **pos, char *word, size_t cap)
+{
+	const char *p = *pos;
+	while (*p && isspace((unsigned char)*p))
+		p++;
+	if (!*p)
+		return false;
+	size_t n = 0;
+	while (*p && !isspace((unsigned char)*p)) {
+		if (*p == '\\' && p[1])
+			p++;
+		if (n + 1 < cap)
+			word[n++] = *p;
+		p++;
+	}
+	word[n] = '\0';
+	*pos = p;
+	return true;
+}
+
+/* "name=value" of a -c or -- switch: one setting */
+static bool take_assignment(char *text, settings_fn fn, void *arg, char *why, size_t whylen)
+{
+	char *eq = strchr(text, '=');
+	if (!eq) {
+		/* PostgreSQL's own words for "-c name" without a value */
+		snprintf(why, whylen, "--%s requires a value", text);
+		return false;
+	}
+	*eq = '\0';
+	return fn(text, eq + 1, arg, why, whylen);
+}
+
+bool settings_parse_options(const char *options, settings_fn fn, void *arg, char *why, size_t whylen)
+{
+	size_t cap = strlen(options) + 1; /* no word is longer than the whole */
+	char *word = xmalloc(cap);
+	const char *pos = options;
+	bool ok = true;
+	while (ok && next_word(&pos, word, cap)) {
+		if (strcmp(word, "-c") == 0) {
+			if (!next_word(&pos, word, cap)) {
+				snprintf(why, whylen, "option requires an argument -- 'c'");
+				ok = false;
+			} else {
+				ok = take_assignment(word, fn, arg, why, whylen);
+			}
+		} else if (strncmp(word, "-c", 2) == 0) {
+			ok = take_assignment(word + 2, fn, arg, why, whylen);
+		} else if (strncmp(word, "--", 2) == 0 && word[2]) {
+			ok = take_assignment(word + 2, fn, arg, why, whylen);
+		} else {
+			snprintf(why, whylen,
+				 "options: \"%.64s\" is not supported by pgpulse (only -c name=value and --name=value)",
+				 word);
+			ok = false;
+		}
+	}
+	free(word);
+	return ok;
+}
+
+/* ---- the canonical text ---- */
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp((const char *)a, (const char *)b); /* each item starts with its name */
+}
+
+static void put_escaped(struct pktbuf *t, const char *value)
+{
+	for (const char *p = value; *p; p++) {
+		if (*p == '\\')
+			pkt_put_bytes(t, "\\\\", 2);
+		else if (*p == '\n')
+			pkt_put_bytes(t, "\\n", 2);
+		else
+			pkt_put_u8(t, (uint8_t)*p);
+	}
+}
+
+const char *settings_intern(const struct settings_builder *b)
+{
+	if (b->count == 0)
+		return NULL;
+	qsort(b->items, (size_t)b->count, sizeof(*b->items), by_name);
+	struct pktbuf t;
+	pktbuf_init(&t);
+	for (int i = 0; i < b->count; i++) {
+		pkt_put_bytes(&t, b->items[i].name, strlen(b->items[i].name));
+		pkt_put_u8(&t, '=');
+		put_escaped(&t, b->items[i].value);
+		pkt_put_u8(&t, '\n');
+	}
+	pkt_put_u8(&t, '\0');
+	const char *set = intern_get((const char *)t.data);
+	pktbuf_free(&t);
+	return set;
+}
+
+/* one pair of a canonical text at *pos, decoded into name/value (value: malloc'd); false at the end */
+struct pair {
+	char name[SETTING_NAME_MAX + 1];
+	char *value;
+};
+
+static bool next_pair(const char **pos, struct pair *out)
+{
+	const char *p = *pos;
+	if (!p || !*p)
+		return false;
+	const char *eq = strchr(p, '=');
+	size_t n = (size_t)(eq - p);
+	memcpy(out->name, p, n);
+	out->name[n] = '\0';
+	const char *v = eq + 1, *end = strchr(v, '\n');
+	out->value = xmalloc((size_t)(end - v) + 1);
+	size_t len = 0;
+	for (const char *q = v; q < end; q++) {
+		if (*q == '\\' && q + 1 < end) {
+			q++;
+			out->value[len++] = *q == 'n' ? '\n' : *q;
+		} else {
+			out->value[len++] = *q;
+		}
+	}
+	out->value[len] = '\0';
+	*pos = end + 1;
+	return true;
+}
+
+void settings_each(const char *set, bool (*fn)(const char *name, const char *value, void *arg), void *arg)
+{
+	struct pair pr;
+	const char *pos = set;
+	while (next_pair(&pos, &pr)) {
+		bool go_on = fn(pr.name, pr.value, arg);
+		free(pr.value);
+		if (!go_on)
+			return;
+	}
+}
+
+static void put_reset(struct pktbuf *sql, const char *name)
+{
+	pkt_put_bytes(sql, "RESET ", 6);
+	pkt_put_bytes(sql, name, strlen(name)); /* folded: [a-z0-9_.$] only */
+	pkt_put_u8(sql, ';');
+}
+
+static void put_set_config(struct pktbuf *sql, const char *name, const char *value)
+{
+	pkt_put_bytes(sql, "SELECT pg_catalog.set_config(", 29);
+	proto_quote_literal(sql, name);
+	pkt_put_u8(sql, ',');
+	proto_quote_literal(sql, value);
+	pkt_put_bytes(sql, ",false);", 8);
+}
+
+void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want)
+{
+	if (have == want)
+		return; /* interned: the same set */
+	struct pair h, w;
+	const char *hp = have, *wp = want;
+	bool more_h = next_pair(&hp, &h), more_w = next_pair(&wp, &w);
+	while (more_h || more_w) {
+		int cmp = !more_h ? 1 : !more_w ? -1 : strcmp(h.name, w.name);
+		if (cmp < 0) {
+			put_reset(sql, h.name);
+		} else if (cmp > 0) {
+			put_set_config(sql, w.name, w.value);
+		} else if (strcmp(h.value, w.value) != 0) {
+			put_set_config(sql, w.name, w.value);
+		}
+		if (cmp <= 0) {
+			free(h.value);
+			more_h = next_pair(&hp, &h);
+		}
+		if (cmp >= 0) {
+			free(w.value);
+			more_w = next_pair(&wp, &w);
+		}
+	}
+}

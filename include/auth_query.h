@@ -3,10 +3,11 @@
  * in PostgreSQL by running auth_query over a server connection logged in
  * as auth_user (PgBouncer's auth_user / auth_query / auth_dbname).
  *
- * A lookup is an ordinary pool customer: it waits in the pool of
- * (auth database, auth_user) for an idle server, runs one extended-protocol
- * query on it (the user name is a parameter, never spliced into the text)
- * and gives the server back. The login stays asynchronous: the client
+ * A lookup is a pool customer: it waits in the lookups-only pool of
+ * (auth database, auth_user) (pool.for_lookups: no client's session state
+ * can reach it) for an idle server, runs one extended-protocol query on it
+ * (the user name is a parameter, never spliced into the text) and gives
+ * the server back. The login stays asynchronous: the client
  * waits in CL_LOGIN and is resumed with client_lookup_done().
  *
  * Two things keep a login storm cheap:

@@ -195,6 +195,12 @@ struct pool {
 	char health_reason[160];
 	int64_t health_checked_at;
 	int pool_mode;              /* resolved: db, then user, then global */
+	/*
+	 * auth_query's own pool of (database, auth_user): its servers run
+	 * lookups and nothing else, so no client's session state (a temp
+	 * table named pg_authid, a search_path, an encoding) reaches a lookup.
+	 */
+	bool for_lookups;
 };
 
 /* find or create (from the "*" entry) */
@@ -220,6 +226,8 @@ void pool_db_free(struct pool_db *db);
 struct pool_db *pool_lookup_db(const char *name);
 struct pool_user *pool_find_user(const char *name, bool create);
 struct pool *pool_get(struct pool_db *db, struct pool_user *user);
+/* the lookups-only pool of (db, user) (see pool.for_lookups) */
+struct pool *pool_get_for_lookups(struct pool_db *db, struct pool_user *user);
 
 /* create admin + configured databases from the configuration in force */
 void pool_apply_config(void);
@@ -239,7 +247,7 @@ int64_t pool_user_setting(const struct pool_user *u, int64_t user_value, int64_t
  */
 bool pool_assign_server(struct client *c);
 
-/* an idle server of p for pgpulse's own work (expired ones are closed on the way), or NULL */
+/* an idle server of p for pgpulse's own work (expired ones are closed on the way), or NULL (none, or paused) */
 struct server *pool_idle_server(struct pool *p);
 
 /* the server finished what it was doing and can serve again */

@@ -878,7 +878,8 @@ static void show_pools(struct client *c, const char *arg)
 		row_int(&r, list_count(&p->new_servers));
 		row_int(&r, maxwait / 1000000);
 		row_int(&r, maxwait % 1000000);
-		row_text(&r, cfg_pool_mode_name(p->pool_mode));
+		/* auth_query's own pool (pool.h): its row must not pass for auth_user's clients' pool */
+		row_text(&r, p->for_lookups ? "auth_query" : cfg_pool_mode_name(p->pool_mode));
 		int overflow_in_use, reserve_in_use;
 		pool_tier_use(p, &overflow_in_use, &reserve_in_use);
 		row_int(&r, overflow_in_use);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth_query.h"
 #include "client.h"
 #include "config.h"
 #include "listener.h"
@@ -102,7 +103,7 @@ static void serve_waiting_clients(struct pool *p)
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &p->idle_servers)
 	{
-		if (list_empty(&p->waiting_clients))
+		if (list_empty(&p->waiting_clients) && auth_query_waiting(p) == 0)
 			break;
 		pool_server_ready(container_of(pos, struct server, node));
 	}

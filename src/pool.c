@@ -365,18 +365,19 @@ static void note_sizes_for_tier_time(struct pool *p)
 	e->overflow = l.overflow;
 }
 
-struct pool *pool_get(struct pool_db *db, struct pool_user *user)
+static struct pool *find_or_make_pool(struct pool_db *db, struct pool_user *user, bool for_lookups)
 {
 	struct list *pos;
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
-		if (p->db == db && p->user == user)
+		if (p->db == db && p->user == user && p->for_lookups == for_lookups)
 			return p;
 	}
 	struct pool *p = xcalloc(1, sizeof(*p));
 	p->db = db;
 	p->user = user;
+	p->for_lookups = for_lookups;
 	list_init(&p->active_clients);
 	list_init(&p->waiting_clients);
 	list_init(&p->active_servers);
@@ -389,6 +390,16 @@ struct pool *pool_get(struct pool_db *db, struct pool_user *user)
 	note_sizes_for_tier_time(p);
 	list_append(&worker->pools, &p->node);
 	return p;
+}
+
+struct pool *pool_get(struct pool_db *db, struct pool_user *user)
+{
+	return find_or_make_pool(db, user, false);
+}
+
+struct pool *pool_get_for_lookups(struct pool_db *db, struct pool_user *user)
+{
+	return find_or_make_pool(db, user, true);
 }
 
 /* make the databases match the configuration in force (startup and reload) */
@@ -603,9 +614,13 @@ static bool server_needs_check(const struct server *s, int64_t now)
 	       now - s->last_used >= cfg->server_check_delay;
 }
 
+static bool pool_is_paused(const struct pool *p);
+
 struct server *pool_idle_server(struct pool *p)
 {
 	struct server *s;
+	if (pool_is_paused(p))
+		return NULL;
 	while ((s = take_idle_server(p)) && server_expired(s))
 		server_close(s, "server lifetime over or database changed");
 	return s;
@@ -690,8 +705,8 @@ void pool_server_ready(struct server *s)
 		stream_resume(&s->st);
 		return;
 	}
-	/* a login waits for a lookup: it goes first, and is over in one round trip */
-	if (auth_query_take_server(s))
+	/* a login waits for a lookup (a lookup pool serves nothing else) */
+	if (!pool_is_paused(p) && auth_query_take_server(s))
 		return;
 	struct client *c = pool_is_paused(p) ? NULL : first_waiting_for_server(p);
 	if (c) {
@@ -856,6 +871,8 @@ void pool_launch_if_needed(struct pool *p)
  */
 static bool keeps_min_size(const struct pool *p)
 {
+	if (p->for_lookups)
+		return false; /* opened by the lookups that need it, closed by server_idle_timeout */
 	return p->db->forced_user || !list_empty(&p->active_clients) || !list_empty(&p->waiting_clients);
 }
 

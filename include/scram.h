@@ -4,7 +4,8 @@
  *
  * Pure computation: messages in, messages out, no I/O. PostgreSQL's flavor:
  * the user name in client-first is ignored (sent empty), channel binding is
- * not used ("n,,"), SASLprep is applied to passwords where possible.
+ * not used ("n,,"), and a plaintext password is SASLprepped before it becomes
+ * keys, falling back to its raw bytes as PostgreSQL does (saslprep.h).
  */
 #ifndef PGPULSE_SCRAM_H
 #define PGPULSE_SCRAM_H

@@ -20,14 +20,11 @@
  * (no NUL terminator is assumed), attributes are read in the order the RFC
  * fixes through one bounded cursor, and nothing is copied without a bound.
  *
- * SASLprep: PostgreSQL normalizes passwords with SASLprep when it can and
- * uses the raw bytes when it cannot. For ASCII passwords SASLprep is the
- * identity (control characters make it fail, so those are raw bytes too).
- * This module does not implement SASLprep: non-ASCII passwords are used as
- * their raw UTF-8 bytes. That matches PostgreSQL whenever the password is
- * already in normalized form (the usual case for typed text); a password
- * containing e.g. non-ASCII spaces or compatibility characters would hash
- * differently than in PostgreSQL.
+ * SASLprep: every plaintext password becomes keys in salt_password(), which
+ * hashes what saslprep_password() makes of it: the SASLprepped password, or
+ * its raw bytes when it is not UTF-8 or SASLprep refuses it, which is what
+ * PostgreSQL and libpq hash. Caches remember the password as given; the
+ * same password always prepares the same way.
  */
 #include "scram.h"
 
@@ -43,6 +40,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+
+#include "saslprep.h"
 
 #define SECRET_PREFIX      "SCRAM-SHA-256$"
 #define NONCE_RANDOM_BYTES 18 /* 24 base64 characters, as PostgreSQL uses */
@@ -361,16 +360,28 @@ static bool sign_auth_message(const uint8_t key[SCRAM_KEY_LEN], const char *clie
 	return hmac_sha256(key, SCRAM_KEY_LEN, parts, sizeof(parts) / sizeof(parts[0]), out);
 }
 
-/* SaltedPassword = Hi(password, salt, i), i.e. PBKDF2 with HMAC-SHA-256 */
+/*
+ * SaltedPassword = Hi(SASLprep(password), salt, i), i.e. PBKDF2 with
+ * HMAC-SHA-256 over the prepared password (or the raw one, as PostgreSQL
+ * falls back to it)
+ */
 static bool salt_password(const char *password, const uint8_t *salt, int salt_len, int iterations,
 			  uint8_t out[SCRAM_KEY_LEN])
 {
-	size_t pwlen = strlen(password);
-	if (pwlen > INT_MAX || iterations <= 0 || iterations > SCRAM_MAX_ITERATIONS)
+	if (iterations <= 0 || iterations > SCRAM_MAX_ITERATIONS)
 		return false;
-	hi_calls++;
-	return PKCS5_PBKDF2_HMAC(password, (int)pwlen, salt, salt_len, iterations, EVP_sha256(),
-				 SCRAM_KEY_LEN, out) == 1;
+	char *prepared = saslprep_password(password);
+	if (!prepared)
+		return false;
+	size_t pwlen = strlen(prepared);
+	bool ok = pwlen <= INT_MAX;
+	if (ok) {
+		hi_calls++;
+		ok = PKCS5_PBKDF2_HMAC(prepared, (int)pwlen, salt, salt_len, iterations, EVP_sha256(),
+				       SCRAM_KEY_LEN, out) == 1;
+	}
+	saslprep_free(prepared);
+	return ok;
 }
 
 /* ClientKey and ServerKey from SaltedPassword */

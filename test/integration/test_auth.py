@@ -647,6 +647,86 @@ def test_server_logins_with_a_plaintext_password_reuse_the_derived_keys(pgpulse,
                "PostgreSQL's log to show two SCRAM logins as app")
 
 
+# ----------------------------------------------------------------- SASLprep
+
+# PostgreSQL SASLpreps a password (RFC 4013) before deriving SCRAM keys, and
+# so does libpq before its proof: U+2168 ROMAN NUMERAL NINE becomes "IX",
+# U+3000 IDEOGRAPHIC SPACE a space and U+00AD SOFT HYPHEN nothing.
+SASLPREP_PASSWORDS = {"roman_nine": "IX-\u2168", "wide_space": "pass\u3000word\u00ad"}
+
+
+@pytest.fixture(params=sorted(SASLPREP_PASSWORDS))
+def saslprep_role(request, pg):
+    """(role, password, PostgreSQL's SCRAM secret) for a role whose password
+    SASLprep changes, set by SQL so that PostgreSQL prepares it."""
+    role, password = f"sp_{request.param}", SASLPREP_PASSWORDS[request.param]
+    with pg.connect(host=pg.socket_dir, autocommit=True) as c:
+        c.execute("SET password_encryption = 'scram-sha-256'")
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD " + "'" + password + "'")
+    (secret,), = pg.query("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+    assert secret.startswith("SCRAM-SHA-256$")
+    # PostgreSQL itself takes the password as typed
+    with pg.connect(user=role, password=password, dbname="appdb") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+    yield role, password, secret
+    pg.query(f"DROP ROLE {role}")
+
+
+def test_saslprepped_password_logs_in_from_a_plaintext_auth_file(pgpulse, pg, saslprep_role):
+    # pgpulse derives the client's SCRAM verifier from the auth_file's
+    # plaintext, and logs in to PostgreSQL with that plaintext: both must
+    # prepare it as libpq and PostgreSQL do.
+    role, password, _ = saslprep_role
+    pp = pgpulse(ini("scram-sha-256"), {role: password})
+    mark = pg.log_mark()
+    with pp.connect(user=role, password=password) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+    pg_log_shows_login(pg, mark, role, "scram-sha-256")
+
+
+def test_saslprepped_database_password_logs_pgpulse_in_to_postgresql(pgpulse, pg,
+                                                                     saslprep_role):
+    # only pgpulse's own login prepares the password here: the client is
+    # webuser, with an ASCII password, forced to the role by [databases]
+    role, password, _ = saslprep_role
+    db = (f"appdb = host={{pg_host}} port={{pg_port}} dbname=appdb user={role} "
+          f"password='{password}'")
+    pp = pgpulse(ini("scram-sha-256", db), {"webuser": "web_pw"})
+    mark = pg.log_mark()
+    with pp.connect(user="webuser", password="web_pw") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+    pg_log_shows_login(pg, mark, role, "scram-sha-256")
+
+
+def test_saslprepped_password_logs_in_against_postgresqls_scram_secret(pgpulse, saslprep_role):
+    # SCRAM from the client: pgpulse checks libpq's proof against the secret
+    # and logs in to PostgreSQL with the keys it recovered
+    role, password, secret = saslprep_role
+    pp = pgpulse(ini("scram-sha-256"), {role: secret})
+    with pp.connect(user=role, password=password) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+
+
+def test_saslprepped_cleartext_password_matches_postgresqls_scram_secret(pgpulse, pg,
+                                                                          saslprep_role):
+    # A cleartext login is checked against the SCRAM secret (one Hi() over
+    # the prepared password); the server login uses the database's
+    # password=, again prepared.
+    role, password, secret = saslprep_role
+    db = (f"appdb = host={{pg_host}} port={{pg_port}} dbname=appdb user={role} "
+          f"password='{password}'")
+    pp = pgpulse(ini("plain", db), {role: secret})
+    mark = pg.log_mark()
+    with pp.connect(user=role, password=password) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+    pg_log_shows_login(pg, mark, role, "scram-sha-256")
+    # the prepared form is the same password; a wrong one is still wrong
+    with pp.connect(user=role, password=password.replace("\u2168", "IX")
+                    .replace("\u3000", " ").replace("\u00ad", "")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert raw_login_error(pp.port, role, "appdb", password + "x").sqlstate == "28P01"
+
+
 # ----------------------------------------------------------------- admin console
 
 ADMIN_USERS = {"app": "app_pw", "admin": "admin_pw", "stats": "stats_pw"}

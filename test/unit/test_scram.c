@@ -41,6 +41,37 @@
 	"gVnSNLMEmmOYLQ==$3MVo1UdytFuKSXua3VqtyNLxnCx5yCZeu1u11Zyd1GM=:BqpVFEXdvqnBTOx+v3uE8FjtB+" \
 	"VT6Gmg/9SHKI0N7wM="
 
+/*
+ * Made by PostgreSQL 15 (password_encryption = scram-sha-256), which
+ * SASLpreps a password before deriving keys and uses the raw bytes when
+ * SASLprep refuses it: password, then pg_authid.rolpassword.
+ */
+static const struct {
+	const char *password;
+	const char *secret;
+} pg_prepared[] = {
+	/* U+2168 ROMAN NUMERAL NINE: prepared to "IX-IX" */
+	{ "IX-\u2168",
+	  "SCRAM-SHA-256$4096:6O50Yl6NDj8xgMNa1sgVeg==$emVVQBtjYa4Lvn3VEPXUT19T3yumamkrebEjdHdoJ0w=:"
+	  "1ytJm2puZJWDBB5C+SXIrBzm/zW7FCkmPPCBTf3BvxY=" },
+	/* U+3000 IDEOGRAPHIC SPACE to SPACE, U+00AD SOFT HYPHEN to nothing: "a bc" */
+	{ "a\u3000b\u00ADc",
+	  "SCRAM-SHA-256$4096:PvN4wOd5mDF8FBS/LS4nmQ==$kKMgg+eln00TcGBPijaLlXKC8PhAZxsaGSka6MBe5o8=:"
+	  "JeGeprd1CSETJmmTXy2MFzBIbWvxTmmYpElXEuyvkyc=" },
+	/* U+0007 among non-ASCII: SASLprep refuses it, the raw bytes are used */
+	{ "x\x07\xc3\xa9",
+	  "SCRAM-SHA-256$4096:vxrM5RYPEgPYysA/K1WyIA==$/27LzUHDLifBOe1kqhIrZ1rNFsVCk7kbIW0TCQaopFo=:"
+	  "jtMEslzSo27w9kJ/RtUd0ni62PH2iAV1i5Bq5hdNnp0=" },
+	/* ALEF then "1" breaks the bidi rule: raw bytes */
+	{ "\u06271",
+	  "SCRAM-SHA-256$4096:wOwBh5NduTQfEOZBBrRmLA==$MTO+wRW9+CigmV8urlw2wWKjSHR8IaUfGx9Wrwc++Gg=:"
+	  "MjlDzdMvH4ASwxnm8osc7FIdywqVF4bzNpHmPB1H6e8=" },
+	/* conjoining jamo, composed by NFKC into U+AC01 */
+	{ "\u1100\u1161\u11A8",
+	  "SCRAM-SHA-256$4096:H6G4PYr0kS62XHG/3iWMfg==$38u5gpC6CnGFmpBcps56r6/k0uLvSABgQuJtsPHHfh0=:"
+	  "zkalMbkijUHXnVojThqVxjDFCguZYYkUPMUwCbvX7i4=" },
+};
+
 #define BUF SCRAM_MAX_MESSAGE_LEN
 
 /* messages are handed over with their length and without a terminator */
@@ -224,6 +255,32 @@ static void test_derived_verifier_equals_postgresqls_for_the_same_salt(void)
 	scram_test_set_salt(NULL, 0);
 	CHECK(memcmp(pg.stored_key, ours.stored_key, SCRAM_KEY_LEN) == 0);
 	CHECK(memcmp(pg.server_key, ours.server_key, SCRAM_KEY_LEN) == 0);
+}
+
+/*
+ * Every place a plaintext password becomes keys agrees with PostgreSQL:
+ * a verifier derived with PostgreSQL's salt (auth_file plaintext), a
+ * cleartext login checked against PostgreSQL's secret, and pgpulse's own
+ * client login (its server side runs on PostgreSQL's secret here).
+ */
+static void test_passwords_are_saslprepped_as_postgresql_does(void)
+{
+	for (size_t i = 0; i < sizeof(pg_prepared) / sizeof(pg_prepared[0]); i++) {
+		struct scram_secret pg, ours;
+		CHECK(scram_parse_secret(pg_prepared[i].secret, &pg));
+		scram_test_set_salt(pg.salt, (size_t)pg.salt_len);
+		CHECK(scram_secret_from_password(pg_prepared[i].password, 4096, &ours));
+		scram_test_set_salt(NULL, 0);
+		CHECK(memcmp(pg.stored_key, ours.stored_key, SCRAM_KEY_LEN) == 0);
+		CHECK(memcmp(pg.server_key, ours.server_key, SCRAM_KEY_LEN) == 0);
+		CHECK(scram_password_matches(&pg, pg_prepared[i].password));
+		CHECK(password_logs_in(&pg, pg_prepared[i].password));
+	}
+	/* the prepared form is the same password */
+	struct scram_secret pg;
+	CHECK(scram_parse_secret(pg_prepared[0].secret, &pg));
+	CHECK(scram_password_matches(&pg, "IX-IX"));
+	CHECK(!scram_password_matches(&pg, "IX-"));
 }
 
 static void test_wrong_password_is_refused(void)
@@ -866,6 +923,7 @@ int main(void)
 	RUN(test_fresh_secrets_get_fresh_salts);
 	RUN(test_postgresql_verifiers_accept_their_passwords);
 	RUN(test_derived_verifier_equals_postgresqls_for_the_same_salt);
+	RUN(test_passwords_are_saslprepped_as_postgresql_does);
 	RUN(test_wrong_password_is_refused);
 	RUN(test_server_allows_one_final_attempt);
 	RUN(test_tampered_nonce_is_refused);

@@ -321,6 +321,7 @@ static bool evict_one(struct server *s)
 	q_push(sp, RQ_CLOSE, true, victim, NULL)->restore = true;
 	victim->evictions++;
 	sp->evictions++;
+	s->pool->stats.prepared_evictions++;
 	ps_held_remove(sp, victim);
 	return true;
 }

@@ -549,6 +549,35 @@ def test_bind_only_requests_count_for_their_statement_beyond_eight(pgpulse):
         assert rows.get(f"select ?::int as c{k}") == 4, rows
 
 
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_every_execute_of_twenty_statements_counts_for_its_own_text(pgpulse, pool_mode):
+    """Three clients each prepare twenty statements in one batch, then only
+    Bind and Execute them, one request each: SHOW QUERIES gives every
+    statement exactly its executions (the batch that prepared them counts
+    for the first one). Session mode passes the names through; transaction
+    mode, on a pool of two, moves them between servers."""
+    clients, rounds, n = 3, 12, 20
+    pp = start(pgpulse, pool_mode=pool_mode, pool_size=clients if pool_mode == "session" else 2)
+    conns = [RawConn(pp.port) for _ in range(clients)]
+    try:
+        for c in conns:
+            c.send(*[parse_message(f"SELECT $1::int AS c{k}", f"s{k}") for k in range(n)], SYNC)
+            assert message_types(c.until_ready()) == "1" * n + "Z"
+        for rep in range(rounds):
+            for k in range(n):
+                for c in conns:
+                    c.send(bind_message([rep], stmt=f"s{k}"), execute_message(), SYNC)
+                    got = c.until_ready()
+                    assert [data_row(b) for t, b in got if t == "D"] == [[str(rep)]], got
+        rows = {r["query"]: int(r["calls"]) for r in pp.show("QUERIES")}
+        for k in range(n):
+            want = clients * (rounds + (1 if k == 0 else 0))
+            assert rows.get(f"select ?::int as c{k}") == want, (k, rows)
+    finally:
+        for c in conns:
+            c.close()
+
+
 # ------------------------------------------------------------ visibility and modes
 
 def test_show_commands_report_statements_and_reuse(pgpulse):

@@ -578,6 +578,27 @@ def test_every_execute_of_twenty_statements_counts_for_its_own_text(pgpulse, poo
             c.close()
 
 
+def test_a_statement_first_prepared_in_another_pool_counts_in_this_one(pgpulse):
+    """app prepares a text; md5user prepares the same text behind another
+    Parse, so its request is fingerprinted by the first one: md5user's
+    executions of the shared statement still count for md5user's pool."""
+    pp = pgpulse(make_ini("transaction", 2), {**USERS, "md5user": "md5_pw"})
+    with RawConn(pp.port) as a, RawConn(pp.port, user="md5user", password="md5_pw") as b:
+        a.send(parse_message("SELECT $1::int AS shared", "s"), bind_message([1], stmt="s"),
+               execute_message(), SYNC)
+        assert message_types(a.until_ready()) == "12DCZ"
+        b.send(parse_message("SELECT 1 AS opener", "o"), parse_message("SELECT $1::int AS shared", "s"),
+               SYNC)
+        assert message_types(b.until_ready()) == "11Z"
+        for i in range(7):
+            b.send(bind_message([i], stmt="s"), execute_message(), SYNC)
+            assert [data_row(m) for t, m in b.until_ready() if t == "D"] == [[str(i)]]
+    calls = {(r["user"], r["query"]): int(r["calls"]) for r in pp.show("QUERIES")}
+    assert calls.get(("app", "select ?::int as shared")) == 1, calls
+    assert calls.get(("md5user", "select ?::int as shared")) == 7, calls
+    assert calls.get(("md5user", "select ? as opener")) == 1, calls
+
+
 # ------------------------------------------------------------ visibility and modes
 
 def test_show_commands_report_statements_and_reuse(pgpulse):

@@ -64,6 +64,12 @@ void fp_table_free(void);
 struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text);
 struct fp_entry *fp_lookup(const struct pool *pool, uint64_t fp);
 
+/*
+ * Counts entries freed (evicted, or gone with their pool): an entry known
+ * to exist while this has not changed exists still, without a lookup.
+ */
+uint64_t fp_generation(void);
+
 /* are fingerprints kept now (telemetry on, max_query_fingerprints > 0) */
 bool fp_enabled(void);
 

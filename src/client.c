@@ -43,6 +43,7 @@
 #include "server.h"
 #include "stmt_names.h"
 #include "telemetry.h"
+#include "textcache.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -1187,7 +1188,17 @@ static void fingerprint_request(struct client *c, const char *text, size_t len, 
 	bool full_text = slow_log && strcmp(cfg->slow_query_log_text, "full") == 0;
 	/* the slow-query log may need the normalized text itself: only then always normalize */
 	bool use_cache = parsed && !(slow_log && !full_text && cfg->max_query_fingerprints <= 0);
-	c->req_fp = fp_of_text(c->pool, text, len, use_cache);
+	/* fp_of_text's steps, inline: every request comes here, and the call would cost it */
+	uint64_t key = use_cache ? textcache_hash(text, len) : 0;
+	uint64_t fp = use_cache ? textcache_find(key, text, len) : 0;
+	if (!fp || !fp_touch(c->pool, fp, NULL)) {
+		fp = normalize_sql(text, len, worker->normalized, sizeof(worker->normalized));
+		fp = fp ? fp : 1;
+		fp_touch(c->pool, fp, worker->normalized);
+		if (use_cache)
+			textcache_remember(key, text, len, fp);
+	}
+	c->req_fp = fp;
 	if (!slow_log)
 		return;
 	free(c->req_text);

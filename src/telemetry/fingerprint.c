@@ -29,6 +29,7 @@ static struct {
 	struct hist **spare;      /* dense slots not lent out */
 	int nspare, capspare, dense_total;
 	int64_t slot_no;          /* the current 10-second slot */
+	uint64_t generation;      /* entries freed so far (fp_generation) */
 } T;
 
 static uint32_t bucket_of(const struct pool *pool, uint64_t fp)
@@ -83,6 +84,7 @@ static void give_back_dense(struct hist *h)
 
 static void free_entry(struct fp_entry *e)
 {
+	T.generation++;
 	if (e->cur)
 		give_back_dense(e->cur);
 	list_remove(&e->active);
@@ -167,6 +169,11 @@ struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text
 	T.buckets[b] = e;
 	T.count++;
 	return e;
+}
+
+uint64_t fp_generation(void)
+{
+	return T.generation;
 }
 
 bool fp_enabled(void)

@@ -599,6 +599,24 @@ def test_a_statement_first_prepared_in_another_pool_counts_in_this_one(pgpulse):
     assert calls.get(("md5user", "select ? as opener")) == 1, calls
 
 
+def test_a_statement_whose_fingerprint_was_evicted_counts_again(pgpulse):
+    """max_query_fingerprints = 2: two simple queries push the prepared
+    statement's entry out; its next Bind-only requests make it again from
+    the statement's text and count there."""
+    pp = start(pgpulse, extra="max_query_fingerprints = 2")
+    with RawConn(pp.port) as c:
+        c.send(parse_message("SELECT $1::int AS evicted", "s"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        c.query("SELECT 1 AS a")
+        c.query("SELECT 1 AS b")
+        assert "select ?::int as evicted" not in {r["query"] for r in pp.show("QUERIES")}
+        for i in range(5):
+            c.send(bind_message([i], stmt="s"), execute_message(), SYNC)
+            assert [data_row(m) for t, m in c.until_ready() if t == "D"] == [[str(i)]]
+    calls = {r["query"]: int(r["calls"]) for r in pp.show("QUERIES")}
+    assert calls.get("select ?::int as evicted") == 5, calls
+
+
 # ------------------------------------------------------------ visibility and modes
 
 def test_show_commands_report_statements_and_reuse(pgpulse):

@@ -24,7 +24,8 @@
 
 struct stmt_names;
 
-/* name (len bytes, no NUL needed) now means the statement of fingerprint fp; *m made at first use */
+/* name (len bytes, no NUL needed) now means the statement of fingerprint fp; *m made at first use
+ */
 void stmt_names_remember(struct stmt_names **m, const char *name, size_t len, uint64_t fp);
 
 /* the fingerprint of name, 0 if not known (m may be NULL); stamps it as used */
@@ -35,7 +36,7 @@ void stmt_names_forget(struct stmt_names *m, const char *name, size_t len);
 
 size_t stmt_names_count(const struct stmt_names *m);
 
-/* bytes it holds (SHOW MEM-style accounting, tests) */
+/* bytes it holds, names included (the unit test checks the bound) */
 size_t stmt_names_bytes(const struct stmt_names *m);
 
 void stmt_names_free(struct stmt_names *m);

@@ -19,7 +19,7 @@
 #define STMT_NAME_MAX_LEN 256 /* a longer name is not remembered: its Binds go unattributed */
 
 struct stmt_name {
-	char *name;        /* NULL: a free slot; len bytes, not NUL-terminated */
+	char *name; /* NULL: a free slot; len bytes, not NUL-terminated */
 	uint32_t len;
 	uint32_t hash;
 	uint64_t fp;
@@ -28,7 +28,7 @@ struct stmt_name {
 
 struct stmt_names {
 	struct stmt_name *slots;
-	uint32_t cap;      /* a power of two */
+	uint32_t cap; /* a power of two */
 	uint32_t count;
 	uint64_t clock;
 	size_t name_bytes;
@@ -42,7 +42,8 @@ static uint32_t hash_name(const char *s, size_t len)
 	return h;
 }
 
-static struct stmt_name *find_slot(const struct stmt_names *m, const char *name, size_t len, uint32_t h)
+static struct stmt_name *find_slot(const struct stmt_names *m, const char *name, size_t len,
+				   uint32_t h)
 {
 	uint32_t mask = m->cap - 1;
 	for (uint32_t i = h & mask;; i = (i + 1) & mask) {
@@ -105,7 +106,8 @@ void stmt_names_remember(struct stmt_names **mp, const char *name, size_t len, u
 	if (m->cap) {
 		struct stmt_name *n = find_slot(m, name, len, h);
 		if (n->name) {
-			/* prepared again after a Close or DEALLOCATE pgpulse did not see: the newest text wins */
+			/* prepared again after a Close or DEALLOCATE pgpulse did not see: the
+			 * newest text wins */
 			n->fp = fp;
 			n->last_use = ++m->clock;
 			return;

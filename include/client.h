@@ -24,6 +24,7 @@ struct pool_db;
 struct ps_client;
 struct auth_lookup;
 struct server;
+struct stmt_names;
 
 /*
  * A client's state, and the list it sits on in that state. Only
@@ -49,13 +50,6 @@ enum client_state {
 };
 
 enum client_auth_step { CA_NONE, CA_LOOKUP, CA_CLEARTEXT, CA_MD5, CA_SCRAM_FIRST, CA_SCRAM_FINAL };
-
-/* a named prepared statement's fingerprint, for batches that only Bind it */
-#define STMT_FP_SLOTS 8
-struct stmt_fp {
-	uint32_t name_hash;
-	uint64_t fp;
-};
 
 struct client {
 	struct list node;           /* the list of its state */
@@ -117,9 +111,8 @@ struct client {
 	bool req_waited;            /* it had to wait for a server */
 	uint64_t req_fp;            /* its query fingerprint, 0 until its text was seen */
 	char *req_text;             /* its text for the slow-query log, when that needs a copy */
-	/* fingerprints of named prepared statements, for batches that only Bind them */
-	struct stmt_fp *stmt_fp;    /* [STMT_FP_SLOTS], allocated at the first named Parse */
-	uint8_t stmt_fp_next;
+	/* names -> fingerprints of statements passed through (stmt_names.h), made at the first one */
+	struct stmt_names *stmt_names;
 	struct ps_client *ps;       /* named statements (src/prepared/), allocated at the first one */
 	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
 	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */

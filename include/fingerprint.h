@@ -64,6 +64,23 @@ void fp_table_free(void);
 struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text);
 struct fp_entry *fp_lookup(const struct pool *pool, uint64_t fp);
 
+/*
+ * Counts entries freed (evicted, or gone with their pool): an entry known
+ * to exist while this has not changed exists still, without a lookup.
+ */
+uint64_t fp_generation(void);
+
+/* are fingerprints kept now (telemetry on, max_query_fingerprints > 0) */
+bool fp_enabled(void);
+
+/*
+ * The fingerprint of a query text, with the entry for (pool, it) made if
+ * new (when fingerprints are kept). cached: look the exact text up in the
+ * text cache first (textcache.h), and remember it there. When the text is
+ * normalized, worker->normalized holds the result. Never 0.
+ */
+uint64_t fp_of_text(const struct pool *pool, const char *text, size_t len, bool cached);
+
 /* one request of that shape finished */
 void fp_record(struct fp_entry *e, uint64_t duration_us, bool error);
 

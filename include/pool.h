@@ -140,6 +140,7 @@ struct pool_stats {
 	uint64_t client_parse_count; /* named Parse messages from clients (transaction, statement mode) */
 	uint64_t server_parse_count; /* ... Parse messages pgpulse sent to servers for them */
 	uint64_t bind_count;         /* Bind messages of named statements */
+	uint64_t prepared_evictions; /* statements closed on its servers to make room (max_prepared_statements) */
 };
 
 /* the sizes in force for a pool: overrides resolved, 0 = none */

@@ -28,6 +28,8 @@ struct ps_stmt {
 	uint64_t hash;
 	uint64_t id;
 	uint64_t fp;          /* telemetry fingerprint of the text, 0 if not known */
+	const struct pool *fp_pool; /* ... whose entry for fp existed at fp_generation() == fp_gen */
+	uint64_t fp_gen;
 	uint32_t refs;        /* client names + servers holding it + queue entries */
 	uint32_t clients;     /* client names that map to it */
 	uint32_t servers;     /* server connections that have it */

@@ -43,6 +43,7 @@
 #include "prepared.h"
 #include "proto.h"
 #include "server.h"
+#include "stmt_names.h"
 #include "telemetry.h"
 #include "textcache.h"
 #include "tls.h"
@@ -320,7 +321,7 @@ void client_free_dead(void)
 			intern_drop(c->params[i]);
 		intern_drop(c->user);
 		intern_drop(c->dbname);
-		free(c->stmt_fp);
+		stmt_names_free(c->stmt_names);
 		prepared_client_free(c);
 		free(c->secret);
 		free(c->req_text);
@@ -1272,37 +1273,6 @@ static bool wants_query_text(void)
 	return telemetry_enabled && (cfg->max_query_fingerprints > 0 || cfg->slow_query_threshold > 0);
 }
 
-static uint32_t name_hash(const char *s, size_t len)
-{
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (uint8_t)s[i]) * 16777619u;
-	return h ? h : 1;
-}
-
-static void remember_statement(struct client *c, uint32_t h, uint64_t fp)
-{
-	if (!c->stmt_fp)
-		c->stmt_fp = xcalloc(STMT_FP_SLOTS, sizeof(*c->stmt_fp));
-	for (int i = 0; i < STMT_FP_SLOTS; i++) {
-		if (c->stmt_fp[i].name_hash == h) {
-			c->stmt_fp[i].fp = fp;
-			return;
-		}
-	}
-	c->stmt_fp[c->stmt_fp_next].name_hash = h;
-	c->stmt_fp[c->stmt_fp_next].fp = fp;
-	c->stmt_fp_next = (uint8_t)((c->stmt_fp_next + 1) % STMT_FP_SLOTS);
-}
-
-static uint64_t statement_fingerprint(const struct client *c, uint32_t h)
-{
-	for (int i = 0; c->stmt_fp && i < STMT_FP_SLOTS; i++)
-		if (c->stmt_fp[i].name_hash == h)
-			return c->stmt_fp[i].fp;
-	return 0;
-}
-
 /* the length of the NUL-terminated string at p, or n when there is no NUL within n */
 static size_t bounded_strlen(const uint8_t *p, size_t n)
 {
@@ -1318,18 +1288,18 @@ static size_t bounded_strlen(const uint8_t *p, size_t n)
  */
 static void fingerprint_request(struct client *c, const char *text, size_t len, bool parsed)
 {
-	char *normalized = worker->normalized;
 	const struct cfg *cfg = worker->cfg;
 	bool slow_log = cfg->slow_query_threshold > 0;
 	bool full_text = slow_log && strcmp(cfg->slow_query_log_text, "full") == 0;
 	/* the slow-query log may need the normalized text itself: only then always normalize */
 	bool use_cache = parsed && !(slow_log && !full_text && cfg->max_query_fingerprints <= 0);
+	/* fp_of_text's steps, inline: every request comes here, and the call would cost it */
 	uint64_t key = use_cache ? textcache_hash(text, len) : 0;
 	uint64_t fp = use_cache ? textcache_find(key, text, len) : 0;
 	if (!fp || !fp_touch(c->pool, fp, NULL)) {
-		fp = normalize_sql(text, len, normalized, sizeof(worker->normalized));
+		fp = normalize_sql(text, len, worker->normalized, sizeof(worker->normalized));
 		fp = fp ? fp : 1;
-		fp_touch(c->pool, fp, normalized);
+		fp_touch(c->pool, fp, worker->normalized);
 		if (use_cache)
 			textcache_remember(key, text, len, fp);
 	}
@@ -1341,17 +1311,32 @@ static void fingerprint_request(struct client *c, const char *text, size_t len, 
 	if (full_text)
 		c->req_text = strndup(text, len < NORMALIZE_MAX ? len : NORMALIZE_MAX);
 	else if (cfg->max_query_fingerprints <= 0)
-		c->req_text = xstrdup(normalized); /* no fingerprint entry to take it from */
+		c->req_text = xstrdup(worker->normalized); /* no fingerprint entry to take it from */
+}
+
+/*
+ * A named Parse where statements pass through to the server (session mode,
+ * or tracking off): the name now means this text. Its fingerprint is the
+ * request's when the Parse opened the request, else its own.
+ */
+static void remember_statement(struct client *c, const uint8_t *name, size_t name_len, const char *text,
+			       size_t len, bool opened_request)
+{
+	uint64_t fp = opened_request ? c->req_fp : fp_of_text(c->pool, text, len, true);
+	stmt_names_remember(&c->stmt_names, (const char *)name, name_len, fp);
 }
 
 /*
  * Query and Parse carry the request's text, Bind names a prepared
- * statement. A packet that fits the receive buffer is read whole; a longer
- * one is fingerprinted by the part that has arrived.
+ * statement, Close may forget one. A packet that fits the receive buffer is
+ * read whole; a longer one is fingerprinted by the part that has arrived.
+ * Where named statements are tracked (prepared.h), the prepared module
+ * gives a Bind its statement's fingerprint; elsewhere the client's own
+ * map of names (stmt_names.h) does.
  */
 static enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
 {
-	if (c->req_fp && pkt->type != 'P')
+	if (c->req_fp && pkt->type != 'P' && pkt->type != 'C')
 		return PKT_FORWARD;
 	if (!pkt->complete && pkt->len <= c->st.cap && pkt->type != 'B')
 		return PKT_NEED_FULL;
@@ -1364,19 +1349,24 @@ static enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
 		if (name_len >= have)
 			return PKT_FORWARD;
 		const uint8_t *query = body + name_len + 1;
-		uint64_t before = c->req_fp;
-		if (!before)
-			fingerprint_request(c, (const char *)query, bounded_strlen(query, have - name_len - 1), true);
-		if (name_len > 0 && c->req_fp && !before)
-			remember_statement(c, name_hash((const char *)body, name_len), c->req_fp);
-	} else if (pkt->type == 'B' && !c->req_fp) {
+		size_t len = bounded_strlen(query, have - name_len - 1);
+		bool opens = !c->req_fp;
+		if (opens)
+			fingerprint_request(c, (const char *)query, len, true);
+		if (name_len > 0 && fp_enabled() && !prepared_tracking(c))
+			remember_statement(c, body, name_len, (const char *)query, len, opens);
+	} else if (pkt->type == 'B') {
 		size_t portal_len = bounded_strlen(body, have);
-		if (portal_len >= have)
+		if (portal_len >= have || prepared_tracking(c))
 			return PKT_FORWARD;
 		const uint8_t *stmt = body + portal_len + 1;
 		size_t stmt_len = bounded_strlen(stmt, have - portal_len - 1);
 		if (stmt_len > 0)
-			c->req_fp = statement_fingerprint(c, name_hash((const char *)stmt, stmt_len));
+			c->req_fp = stmt_names_find(c->stmt_names, (const char *)stmt, stmt_len);
+	} else if (pkt->type == 'C' && have > 1 && body[0] == 'S' && !prepared_tracking(c)) {
+		size_t name_len = bounded_strlen(body + 1, have - 1);
+		if (name_len < have - 1)
+			stmt_names_forget(c->stmt_names, (const char *)body + 1, name_len);
 	}
 	return PKT_FORWARD;
 }
@@ -1452,8 +1442,8 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		c->req_waited = true;
 		return PKT_PAUSE;
 	}
-	if ((pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'B') && wants_query_text() &&
-	    capture_request_text(c, pkt) == PKT_NEED_FULL)
+	if ((pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'B' || (pkt->type == 'C' && c->stmt_names)) &&
+	    wants_query_text() && capture_request_text(c, pkt) == PKT_NEED_FULL)
 		return PKT_NEED_FULL;
 	if (prepared_tracking(c)) {
 		/* named statements: rewritten, answered or skipped by src/prepared/ */

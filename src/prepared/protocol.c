@@ -38,12 +38,12 @@
 
 #include "client.h"
 #include "config.h"
+#include "fingerprint.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared_store.h"
 #include "proto.h"
 #include "server.h"
-#include "textcache.h"
 #include "util.h"
 #include "worker.h"
 
@@ -321,6 +321,7 @@ static bool evict_one(struct server *s)
 	q_push(sp, RQ_CLOSE, true, victim, NULL)->restore = true;
 	victim->evictions++;
 	sp->evictions++;
+	s->pool->stats.prepared_evictions++;
 	ps_held_remove(sp, victim);
 	return true;
 }
@@ -429,10 +430,28 @@ static const char *visible_str(const struct pkt *pkt, const uint8_t *from)
 	return memchr(from, 0, have - off) ? (const char *)from : NULL;
 }
 
-static uint64_t text_fingerprint(const struct ps_stmt *st)
+/*
+ * The fingerprint a request that Binds st counts for, in this client's pool.
+ * Computed once per statement, when its text is first seen with
+ * fingerprints on. The pool's entry for it must exist for the request to be
+ * counted: made again from the text when it is new to this pool or was
+ * evicted. The common case, the same pool as last time and no entry freed
+ * since, costs no lookup at all (this runs for every Bind-only request).
+ */
+static uint64_t statement_fingerprint(const struct client *c, struct ps_stmt *st)
 {
-	size_t len = strlen((const char *)st->blob);
-	return textcache_find(textcache_hash((const char *)st->blob, len), (const char *)st->blob, len);
+	if (!fp_enabled())
+		return 0;
+	uint64_t gen = fp_generation();
+	if (st->fp && st->fp_pool == c->pool && st->fp_gen == gen)
+		return st->fp;
+	if (!st->fp || !fp_touch(c->pool, st->fp, NULL)) {
+		st->fp = fp_of_text(c->pool, (const char *)st->blob, strlen((const char *)st->blob), true);
+		gen = fp_generation(); /* making the entry may have evicted another */
+	}
+	st->fp_pool = c->pool;
+	st->fp_gen = gen;
+	return st->fp;
 }
 
 /*
@@ -604,8 +623,8 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	}
 	if (!st)
 		st = ps_stmt_create(blob, len, h, ntypes);
-	if (!st->fp)
-		st->fp = text_fingerprint(st);
+	if (!st->fp && fp_enabled())
+		statement_fingerprint(c, st); /* now, while its text is in the cache (client.c just saw it) */
 	ps_name_add(c, name, st);
 	st->client_parses++;
 	c->pool->stats.client_parse_count++;
@@ -649,7 +668,7 @@ static __attribute__((noinline)) enum ps_result on_big_bind(struct client *c, st
 	st->binds++;
 	c->pool->stats.bind_count++;
 	if (!c->req_fp)
-		c->req_fp = st->fp;
+		c->req_fp = statement_fingerprint(c, st);
 	pkt->cut = cut;
 	return PS_FORWARD_REST;
 }
@@ -686,7 +705,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	st->binds++;
 	c->pool->stats.bind_count++;
 	if (!c->req_fp)
-		c->req_fp = st->fp; /* a request that only Binds counts for the statement's text */
+		c->req_fp = statement_fingerprint(c, st); /* a request that only Binds counts for the statement's text */
 	return PS_SENT;
 }
 

@@ -13,6 +13,9 @@
 #include <string.h>
 
 #include "config.h"
+#include "normalize.h"
+#include "telemetry.h"
+#include "textcache.h"
 #include "worker.h"
 
 #define FP_BUCKETS 16384 /* hash chains; a power of two */
@@ -26,6 +29,7 @@ static struct {
 	struct hist **spare;      /* dense slots not lent out */
 	int nspare, capspare, dense_total;
 	int64_t slot_no;          /* the current 10-second slot */
+	uint64_t generation;      /* entries freed so far (fp_generation) */
 } T;
 
 static uint32_t bucket_of(const struct pool *pool, uint64_t fp)
@@ -80,6 +84,7 @@ static void give_back_dense(struct hist *h)
 
 static void free_entry(struct fp_entry *e)
 {
+	T.generation++;
 	if (e->cur)
 		give_back_dense(e->cur);
 	list_remove(&e->active);
@@ -164,6 +169,31 @@ struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text
 	T.buckets[b] = e;
 	T.count++;
 	return e;
+}
+
+uint64_t fp_generation(void)
+{
+	return T.generation;
+}
+
+bool fp_enabled(void)
+{
+	return telemetry_enabled && worker->cfg->max_query_fingerprints > 0;
+}
+
+uint64_t fp_of_text(const struct pool *pool, const char *text, size_t len, bool cached)
+{
+	uint64_t key = cached ? textcache_hash(text, len) : 0;
+	uint64_t fp = cached ? textcache_find(key, text, len) : 0;
+	if (fp && fp_touch(pool, fp, NULL))
+		return fp;
+	/* new here, or its entry was evicted: the entry needs the normalized text */
+	fp = normalize_sql(text, len, worker->normalized, sizeof(worker->normalized));
+	fp = fp ? fp : 1;
+	fp_touch(pool, fp, worker->normalized);
+	if (cached)
+		textcache_remember(key, text, len, fp);
+	return fp;
 }
 
 void fp_record(struct fp_entry *e, uint64_t duration_us, bool error)

@@ -39,6 +39,7 @@
 #include "hist.h"
 #include "log.h"
 #include "pool.h"
+#include "prepared.h"
 #include "series.h"
 #include "telemetry.h"
 #include "util.h"
@@ -314,6 +315,16 @@ static const struct {
 	  offsetof(struct pool_stats, overflow_opened), 1 },
 	{ "pgpulse_pool_reserve_opened_total", "Connections opened from the reserve tier.",
 	  offsetof(struct pool_stats, reserve_opened), 1 },
+	/* named prepared statements in transaction and statement mode (SHOW STATS, SHOW PREPARED_STATEMENTS) */
+	{ "pgpulse_pool_client_parses_total", "Named Parse messages from clients.",
+	  offsetof(struct pool_stats, client_parse_count), 1 },
+	{ "pgpulse_pool_server_parses_total", "Parse messages pgpulse sent to servers for clients' named statements.",
+	  offsetof(struct pool_stats, server_parse_count), 1 },
+	{ "pgpulse_pool_binds_total", "Bind messages of clients' named statements.",
+	  offsetof(struct pool_stats, bind_count), 1 },
+	{ "pgpulse_pool_prepared_evictions_total",
+	  "Prepared statements closed on a server to keep it within max_prepared_statements.",
+	  offsetof(struct pool_stats, prepared_evictions), 1 },
 };
 
 static void render_pool_counters(struct evbuffer *out)
@@ -329,6 +340,42 @@ static void render_pool_counters(struct evbuffer *out)
 			put_pool_sample(out, stats_counters[i].name, p, NULL, (double)v * stats_counters[i].scale);
 		}
 	}
+}
+
+/* ---- the shared prepared statements: SHOW PREPARED_STATEMENTS, summed ---- */
+
+struct prepared_sums {
+	uint64_t statements, client_names, server_copies;
+};
+
+static void add_statement(const struct ps_info *info, void *arg)
+{
+	struct prepared_sums *sum = arg;
+	sum->statements++;
+	sum->client_names += info->clients;
+	sum->server_copies += info->servers;
+}
+
+/*
+ * Totals, not a series per statement: a statement's only natural label is
+ * its text, which would make the scrape grow with every query an
+ * application prepares. Per-statement figures stay in the console.
+ */
+static void render_prepared(struct evbuffer *out)
+{
+	struct prepared_sums sum = { 0, 0, 0 };
+	prepared_each(add_statement, &sum);
+	put_header(out, "pgpulse_prepared_statements", "gauge",
+		   "Distinct named prepared statements (text and parameter types) pgpulse keeps.");
+	evbuffer_add_printf(out, "pgpulse_prepared_statements %llu\n", (unsigned long long)sum.statements);
+	put_header(out, "pgpulse_prepared_statement_client_names", "gauge",
+		   "Client statement names mapped to those statements.");
+	evbuffer_add_printf(out, "pgpulse_prepared_statement_client_names %llu\n",
+			    (unsigned long long)sum.client_names);
+	put_header(out, "pgpulse_prepared_statement_server_copies", "gauge",
+		   "Those statements prepared on server connections, one per statement and server.");
+	evbuffer_add_printf(out, "pgpulse_prepared_statement_server_copies %llu\n",
+			    (unsigned long long)sum.server_copies);
 }
 
 /* ---- efficiency and health ---- */
@@ -410,6 +457,7 @@ void metrics_render(struct evbuffer *out)
 	render_instance(out);
 	render_pool_levels(out);
 	render_pool_counters(out);
+	render_prepared(out);
 	render_histograms(out);
 	render_quantiles(out);
 	render_efficiency(out);

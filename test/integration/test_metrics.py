@@ -12,6 +12,9 @@ What a scrape must hold (src/telemetry/metrics.c, doc/telemetry.md):
     pgpulse_pool_*_ratio{window}, pgpulse_pool_suggested_size{window}
                                  SHOW EFFICIENCY
     pgpulse_pool_health          0 ok, 1 warning, 2 critical (SHOW HEALTH)
+    pgpulse_pool_{client_parses,server_parses,binds,prepared_evictions}_total,
+    pgpulse_prepared_statement{s,_client_names,_server_copies}
+                                 SHOW STATS and SHOW PREPARED_STATEMENTS
 
 promtool (Debian package prometheus) checks the exposition format and the
 rules; without it the tests that need it are skipped, or fail when CI is set.
@@ -266,6 +269,58 @@ def test_every_sample_belongs_to_a_family_of_the_documented_type(pgpulse):
     assert types["pgpulse_pool_queries_total"] == "counter"
     assert types["pgpulse_pool_health"] == "gauge"
     assert types["pgpulse_up"] == "gauge"
+
+
+def test_prepared_statement_counts_equal_show_stats_and_show_prepared_statements(pgpulse):
+    """Six psycopg clients run four prepared statements each in transaction
+    mode on a pool of two that keeps two statements per server, so
+    statements move and are evicted: /metrics says what the console says."""
+    tool = promtool()
+    pp = start(pgpulse, default_pool_size=2, max_prepared_statements=2)
+    conns = [psycopg.connect(pp.dsn(), autocommit=True) for _ in range(6)]
+    errors = []
+
+    def work(conn):
+        try:
+            for i in range(8):
+                for k in range(4):
+                    assert conn.execute(f"SELECT %s::int + {k}", (i,), prepare=True).fetchone() == (i + k,)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    try:
+        # the clients stay connected: every statement they used is still listed
+        stats = next(r for r in pp.show("STATS") if r["database"] == "appdb")
+        listing = pp.show("PREPARED_STATEMENTS")
+        body = scrape(pp)
+    finally:
+        for c in conns:
+            c.close()
+    samples = parse_metrics(body)
+    pool = {"database": "appdb", "user": "app"}
+    assert value(samples, "pgpulse_pool_client_parses_total", **pool) == \
+        int(stats["total_client_parse_count"]) == 6 * 4
+    assert value(samples, "pgpulse_pool_server_parses_total", **pool) == \
+        int(stats["total_server_parse_count"])
+    assert value(samples, "pgpulse_pool_binds_total", **pool) == int(stats["total_bind_count"]) == 6 * 8 * 4
+    evictions = sum(int(r["evictions"]) for r in listing)
+    assert evictions > 0, listing
+    assert value(samples, "pgpulse_pool_prepared_evictions_total", **pool) == evictions
+    assert value(samples, "pgpulse_prepared_statements") == len(listing) == 4
+    assert value(samples, "pgpulse_prepared_statement_client_names") == \
+        sum(int(r["clients"]) for r in listing) == 6 * 4
+    assert value(samples, "pgpulse_prepared_statement_server_copies") == \
+        sum(int(r["servers"]) for r in listing)
+    r = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        f"promtool check metrics complained (exit {r.returncode}):\n{r.stdout}{r.stderr}"
 
 
 # ------------------------------------------------------------------ histograms

@@ -549,6 +549,74 @@ def test_bind_only_requests_count_for_their_statement_beyond_eight(pgpulse):
         assert rows.get(f"select ?::int as c{k}") == 4, rows
 
 
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_every_execute_of_twenty_statements_counts_for_its_own_text(pgpulse, pool_mode):
+    """Three clients each prepare twenty statements in one batch, then only
+    Bind and Execute them, one request each: SHOW QUERIES gives every
+    statement exactly its executions (the batch that prepared them counts
+    for the first one). Session mode passes the names through; transaction
+    mode, on a pool of two, moves them between servers."""
+    clients, rounds, n = 3, 12, 20
+    pp = start(pgpulse, pool_mode=pool_mode, pool_size=clients if pool_mode == "session" else 2)
+    conns = [RawConn(pp.port) for _ in range(clients)]
+    try:
+        for c in conns:
+            c.send(*[parse_message(f"SELECT $1::int AS c{k}", f"s{k}") for k in range(n)], SYNC)
+            assert message_types(c.until_ready()) == "1" * n + "Z"
+        for rep in range(rounds):
+            for k in range(n):
+                for c in conns:
+                    c.send(bind_message([rep], stmt=f"s{k}"), execute_message(), SYNC)
+                    got = c.until_ready()
+                    assert [data_row(b) for t, b in got if t == "D"] == [[str(rep)]], got
+        rows = {r["query"]: int(r["calls"]) for r in pp.show("QUERIES")}
+        for k in range(n):
+            want = clients * (rounds + (1 if k == 0 else 0))
+            assert rows.get(f"select ?::int as c{k}") == want, (k, rows)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_statement_first_prepared_in_another_pool_counts_in_this_one(pgpulse):
+    """app prepares a text; md5user prepares the same text behind another
+    Parse, so its request is fingerprinted by the first one: md5user's
+    executions of the shared statement still count for md5user's pool."""
+    pp = pgpulse(make_ini("transaction", 2), {**USERS, "md5user": "md5_pw"})
+    with RawConn(pp.port) as a, RawConn(pp.port, user="md5user", password="md5_pw") as b:
+        a.send(parse_message("SELECT $1::int AS shared", "s"), bind_message([1], stmt="s"),
+               execute_message(), SYNC)
+        assert message_types(a.until_ready()) == "12DCZ"
+        b.send(parse_message("SELECT 1 AS opener", "o"), parse_message("SELECT $1::int AS shared", "s"),
+               SYNC)
+        assert message_types(b.until_ready()) == "11Z"
+        for i in range(7):
+            b.send(bind_message([i], stmt="s"), execute_message(), SYNC)
+            assert [data_row(m) for t, m in b.until_ready() if t == "D"] == [[str(i)]]
+    calls = {(r["user"], r["query"]): int(r["calls"]) for r in pp.show("QUERIES")}
+    assert calls.get(("app", "select ?::int as shared")) == 1, calls
+    assert calls.get(("md5user", "select ?::int as shared")) == 7, calls
+    assert calls.get(("md5user", "select ? as opener")) == 1, calls
+
+
+def test_a_statement_whose_fingerprint_was_evicted_counts_again(pgpulse):
+    """max_query_fingerprints = 2: two simple queries push the prepared
+    statement's entry out; its next Bind-only requests make it again from
+    the statement's text and count there."""
+    pp = start(pgpulse, extra="max_query_fingerprints = 2")
+    with RawConn(pp.port) as c:
+        c.send(parse_message("SELECT $1::int AS evicted", "s"), SYNC)
+        assert message_types(c.until_ready()) == "1Z"
+        c.query("SELECT 1 AS a")
+        c.query("SELECT 1 AS b")
+        assert "select ?::int as evicted" not in {r["query"] for r in pp.show("QUERIES")}
+        for i in range(5):
+            c.send(bind_message([i], stmt="s"), execute_message(), SYNC)
+            assert [data_row(m) for t, m in c.until_ready() if t == "D"] == [[str(i)]]
+    calls = {r["query"]: int(r["calls"]) for r in pp.show("QUERIES")}
+    assert calls.get("select ?::int as evicted") == 5, calls
+
+
 # ------------------------------------------------------------ visibility and modes
 
 def test_show_commands_report_statements_and_reuse(pgpulse):

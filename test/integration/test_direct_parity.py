@@ -10,6 +10,7 @@ Session mode unless a test says otherwise; raw-protocol tests use RawConn
 import signal
 import socket
 import struct
+import threading
 
 import psycopg
 import psycopg.errors
@@ -203,11 +204,12 @@ def in_transaction(pp):
     return conn
 
 
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
 @pytest.mark.parametrize("first,second", [
     (signal.SIGINT, signal.SIGINT), (signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)],
     ids=["SIGINT-SIGINT", "SIGINT-SIGTERM", "SIGTERM-SIGINT"])
-def test_a_second_shutdown_signal_exits_at_once(pgpulse, first, second):
-    pp = start(pgpulse, "transaction")
+def test_a_second_shutdown_signal_exits_at_once(pgpulse, first, second, pool_mode):
+    pp = start(pgpulse, pool_mode)
     conn = in_transaction(pp)
     mark = pp.log_mark()
     pp.signal(first)
@@ -232,4 +234,29 @@ def test_sigint_sends_away_clients_waiting_for_a_server(pgpulse):
     # the running transaction is not disturbed, and ends the shutdown
     assert holder.execute("SELECT 2").fetchone() == (2,)
     holder.commit()
+    assert pp.wait_exit(10) == 0
+
+
+def test_sigint_sends_away_a_session_login_waiting_for_its_server(pgpulse):
+    pp = start(pgpulse, "session", pool_size=1)
+    holder = in_transaction(pp)
+    result = {}
+
+    def login():
+        try:
+            RawConn(pp.port).close()
+        except ServerError as e:
+            result["error"] = e
+    t = threading.Thread(target=login, daemon=True)
+    t.start()
+    wait_until(lambda: pp.show("POOLS")[0]["cl_waiting"] == 1, 5, "the second login to wait")
+    pp.signal(signal.SIGINT)
+    t.join(10)
+    assert not t.is_alive(), "the waiting login was not sent away"
+    assert result["error"].sqlstate == "57P01", result
+    # the session that has its server goes on; its leaving ends the shutdown
+    assert holder.execute("SELECT 2").fetchone() == (2,)
+    holder.commit()
+    assert pp.running
+    holder.close()
     assert pp.wait_exit(10) == 0

@@ -80,8 +80,9 @@ struct client {
 	const char *params[6];      /* enum tracked_param; interned (intern.h) */
 
 	struct cancel_req *cancel;  /* CL_CANCEL: the cancel it waits for */
-	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it */
-	uint32_t cancel_key;
+	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it: in session mode its backend's pid */
+	uint32_t cancel_key;        /* always pgpulse's own: cancels come through pgpulse */
+	bool hello_after_link;      /* authenticated; the hello waits for a linked server (see enter_pool) */
 
 	/* authentication */
 	enum client_auth_step auth_step;
@@ -132,7 +133,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
  */
 int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival);
 
-/* a server was linked to the client: start (or continue) forwarding */
+/* a server was linked to the client: say the login's hello if it waited for one, else forward */
 void client_linked(struct client *c);
 
 /* send an error and close the connection (FATAL) */
@@ -150,9 +151,6 @@ void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
  */
 void client_lookup_done(struct client *c, const char *secret, const char *error);
 
-/* authentication finished and the pool knows its server parameters: say hello */
-void client_finish_login(struct client *c);
-
 /* close now, without a message */
 void client_close(struct client *c, const char *reason);
 
@@ -165,11 +163,12 @@ void client_set_state(struct client *c, enum client_state to);
 
 /*
  * The server linked to this client died or was closed. The client gets
- * the error, unless a reply was partly forwarded to it: an error message
- * in the middle of a half-sent DataRow could not be read, so then the
- * connection just closes.
+ * the error, unless `quietly`: a reply was partly forwarded to it (an
+ * error message in the middle of a half-sent DataRow could not be read),
+ * or PostgreSQL's own FATAL was forwarded already. Then the connection
+ * just closes.
  */
-void client_server_lost(struct client *c, const char *sqlstate, const char *message, bool mid_packet);
+void client_server_lost(struct client *c, const char *sqlstate, const char *message, bool quietly);
 
 /* the cancel this client asked for was delivered (or gave up): close it, as PostgreSQL does */
 void client_cancel_done(struct client *c);

@@ -35,6 +35,9 @@ enum tracked_param {
 	TP_COUNT
 };
 
+/* per tracked parameter, the client values whose PostgreSQL form a pool remembers */
+#define POOL_ALIASES 4
+
 /* index of a tracked parameter by its (case-insensitive) name, or -1 */
 int pool_tracked_param(const char *name);
 const char *pool_tracked_param_name(int idx);
@@ -185,6 +188,17 @@ struct pool {
 	struct pktbuf welcome_msgs;
 	const char *welcome_tracked[6]; /* enum tracked_param */
 	uint32_t welcome_pid_hint;
+	/*
+	 * What PostgreSQL made of tracked values clients sent (utf8 -> UTF8),
+	 * learned from the SETs that applied them: a login that sends a value
+	 * seen before is told PostgreSQL's form without a trip to a server.
+	 * Interned; a few per parameter, the oldest replaced.
+	 */
+	struct param_alias {
+		const char *sent;
+		const char *reported;
+	} aliases[6][POOL_ALIASES];
+	uint8_t alias_next[6];
 
 	int64_t last_connect_failure; /* monotonic usec, 0 if the last connect worked */
 	char last_error_code[6];
@@ -259,6 +273,18 @@ void pool_server_logged_in(struct server *s);
 
 /* a connection attempt or login failed with a PostgreSQL error (or a socket error) */
 void pool_server_failed(struct pool *p, const char *sqlstate, const char *message);
+
+/*
+ * A server applied a client's value of tracked parameter tp (sent) and
+ * reports it as `reported`: remember the pair. pool_reported_form gives
+ * the reported form of a sent value, or NULL if no server applied it yet.
+ * Both strings are interned.
+ */
+void pool_learn_alias(struct pool *p, int tp, const char *sent, const char *reported);
+const char *pool_reported_form(const struct pool *p, int tp, const char *sent);
+
+/* every client of every pool that waits for a server (or for its login's) gets this FATAL */
+void pool_drop_waiting_clients(const char *sqlstate, const char *message);
 
 /* open server connections when the pool is below what waiting clients need */
 void pool_launch_if_needed(struct pool *p);

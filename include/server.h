@@ -102,6 +102,8 @@ struct server {
 	 * the client's next Sync (after CopyDone or CopyFail) takes its place.
 	 */
 	bool copy_sync_ignored;
+	bool fatal_forwarded;       /* PostgreSQL's FATAL went to the client: its close needs no other error */
+	uint32_t last_cancel_key;   /* the key of the last session-mode client given this backend's pid */
 	struct ps_server *ps;       /* prepared statements and expected replies (src/prepared/) */
 	struct auth_lookup *lookup; /* JOB_AUTH_QUERY: the lookup it runs (auth_query.c) */
 	char addr[64];
@@ -140,6 +142,13 @@ void server_refresh_host_names(void);
 void server_link(struct server *s, struct client *c);
 /* unlink from the client (who keeps no reference) */
 void server_unlink(struct server *s);
+
+/*
+ * The linked client is done with the server between transactions: unlink
+ * it and give it back to the pool (after server_reset_query when
+ * server_reset_query_always says so).
+ */
+void server_release(struct server *s);
 
 /* run pgpulse's own query; pool_server_ready() follows when it is done */
 void server_run_job(struct server *s, enum server_job job, const char *sql);

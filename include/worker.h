@@ -50,6 +50,7 @@ struct worker {
 	int client_count;           /* every client connection, admin included */
 	int server_count;
 	uint64_t next_conn_id;
+	uint32_t next_client_pid;   /* the next BackendKeyData pid of pgpulse's own (client.c) */
 
 	struct list cancels;        /* struct cancel_req in flight (cancel.c) */
 	struct event *janitor;      /* the periodic sweep (janitor.c) */

@@ -4,9 +4,12 @@
  * Login: the startup packet (answering SSLRequest with 'S' and a TLS
  * handshake when client TLS is on, GSSENCRequest with 'N', routing
  * CancelRequest), then authentication against the auth_file with
- * the configured method, then — once the pool knows what its server
- * reports — AuthenticationOk, ParameterStatus, BackendKeyData and
- * ReadyForQuery.
+ * the configured method, then AuthenticationOk and the hello
+ * (ParameterStatus, BackendKeyData, ReadyForQuery: src/hello.c), said
+ * once the pool knows what its servers report — in session mode, once the
+ * client's own server is linked. Before a valid startup packet nothing
+ * is answered: a client that leaves, or sends what cannot be one, is
+ * closed without a word, as PostgreSQL does.
  *
  * Requests: a client without a server pauses its stream at the first byte
  * of a request and asks the pool for one; once linked, packets are
@@ -37,6 +40,7 @@
 #include "intern.h"
 #include "fingerprint.h"
 #include "hba.h"
+#include "hello.h"
 #include "log.h"
 #include "normalize.h"
 #include "pool.h"
@@ -51,7 +55,6 @@
 
 #define STARTUP_MAX_LEN 10000
 #define LOGIN_MAX_LEN 65536       /* PostgreSQL's own bound on authentication messages */
-#define ADMIN_QUERY_MAX_LEN 65536 /* console commands are short */
 
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt);
 static void client_on_end(struct stream *st, enum stream_end why);
@@ -333,12 +336,12 @@ void client_free_dead(void)
 	}
 }
 
-void client_server_lost(struct client *c, const char *sqlstate, const char *message, bool mid_packet)
+void client_server_lost(struct client *c, const char *sqlstate, const char *message, bool quietly)
 {
 	if (c->state == CL_CLOSED)
 		return;
 	c->server = NULL;
-	if (mid_packet)
+	if (quietly)
 		client_close(c, message);
 	else
 		client_fatal(c, sqlstate, "%s", message);
@@ -361,11 +364,21 @@ static void client_on_end(struct stream *st, enum stream_end why)
 		client_close(c, "socket error");
 		break;
 	case STREAM_BAD_PACKET:
-		client_fatal(c, "08P01", "invalid packet length");
+		if (c->st.startup)
+			client_close(c, "invalid length of startup packet");
+		else
+			client_fatal(c, "08P01", "invalid packet length");
 		break;
 	case STREAM_TOO_BIG:
-		if (c->state == CL_LOGIN)
-			client_fatal(c, "08P01", "startup or authentication packet too large");
+		/*
+		 * Before a valid startup packet there is nobody to talk to: a
+		 * Terminate ('X' reads as a huge length) or a stray byte stream is
+		 * closed without a word, as PostgreSQL does.
+		 */
+		if (c->st.startup)
+			client_close(c, "invalid length of startup packet");
+		else if (c->state == CL_LOGIN)
+			client_fatal(c, "08P01", "authentication packet too large");
 		else
 			client_fatal(c, "08P01", "packet too large (max_packet_size = %u bytes)", c->st.max_packet);
 		break;
@@ -377,6 +390,8 @@ static void client_on_end(struct stream *st, enum stream_end why)
 struct client *client_by_cancel_key(uint32_t pid, uint32_t key)
 {
 	struct list *pp, *cp;
+	if (pid == 0)
+		return NULL; /* the pid of a client whose hello is not said yet */
 	list_for_each(pp, &worker->pools)
 	{
 		struct pool *p = container_of(pp, struct pool, node);
@@ -558,7 +573,7 @@ static void enter_pool(struct client *c)
 	c->secret = NULL;
 	c->db->had_login = true;
 	if (c->is_admin) {
-		client_finish_login(c);
+		hello_send(c);
 		return;
 	}
 	struct pool_db *db = c->db;
@@ -566,8 +581,12 @@ static void enter_pool(struct client *c)
 	struct pool_user *u = pool_find_user(server_user, true);
 	struct pool *p = pool_get(db, u);
 	c->pool = p;
+	if (hello_needs_server(c)) {
+		hello_take_server(c);
+		return;
+	}
 	if (p->have_welcome) {
-		client_finish_login(c);
+		hello_send(c);
 		return;
 	}
 	/* the hello needs server_version & co: wait for the pool's first server */
@@ -993,7 +1012,7 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 	if (!pkt->complete)
 		return PKT_NEED_FULL;
 	if (pkt->len < 8) {
-		client_fatal(c, "08P01", "invalid startup packet");
+		client_close(c, "invalid length of startup packet"); /* PostgreSQL answers nothing either */
 		return PKT_GONE;
 	}
 	uint32_t code = proto_read_u32(pkt->body);
@@ -1160,52 +1179,6 @@ static enum pkt_action handle_password_packet(struct client *c, struct pkt *pkt)
 		return PKT_GONE;
 	}
 	return c->state == CL_CLOSED ? PKT_GONE : PKT_CONSUMED;
-}
-
-void client_finish_login(struct client *c)
-{
-	struct pktbuf *out = stream_out(&c->st);
-	if (c->is_admin) {
-		static const char *const admin_params[][2] = {
-			{ "server_version", "15.0 (pgpulse)" }, { "server_encoding", "UTF8" },
-			{ "client_encoding", "UTF8" }, { "DateStyle", "ISO, MDY" }, { "TimeZone", "UTC" },
-			{ "integer_datetimes", "on" }, { "standard_conforming_strings", "on" },
-			{ "IntervalStyle", "postgres" },
-		};
-		for (size_t i = 0; i < sizeof(admin_params) / sizeof(admin_params[0]); i++) {
-			const char *name = admin_params[i][0];
-			int tp = pool_tracked_param(name);
-			const char *v = (tp >= 0 && c->params[tp]) ? c->params[tp] : admin_params[i][1];
-			proto_put_param_status(out, name, v);
-		}
-	} else {
-		/* the pool's welcome, encoded once; then the tracked values, the client's own first */
-		const struct pool *p = c->pool;
-		if (p->welcome_msgs.len > 0)
-			pkt_put_bytes(out, p->welcome_msgs.data, p->welcome_msgs.len);
-		for (int tp = 0; tp < TP_COUNT; tp++) {
-			if (!c->params[tp] && p->welcome_tracked[tp])
-				c->params[tp] = intern_hold(p->welcome_tracked[tp]);
-			if (c->params[tp])
-				proto_put_param_status(out, pool_tracked_param_name(tp), c->params[tp]);
-		}
-	}
-	do {
-		random_bytes(&c->cancel_pid, sizeof(c->cancel_pid));
-		random_bytes(&c->cancel_key, sizeof(c->cancel_key));
-	} while (c->cancel_pid == 0);
-	proto_put_backend_key(out, c->cancel_pid, c->cancel_key);
-	proto_put_ready(out, 'I');
-
-	int64_t max_packet = c->is_admin ? ADMIN_QUERY_MAX_LEN : worker->cfg->max_packet_size;
-	c->st.max_packet = (uint32_t)(max_packet > 0x7fffffff ? 0x7fffffff : max_packet);
-	client_set_state(c, CL_ACTIVE);
-	c->request_time = now_usec();
-	c->idle_since = c->request_time;
-	if (worker->cfg->log_connections)
-		log_info("C-%llu %s/%s %s: login ok", (unsigned long long)c->id, c->dbname, c->user, c->addr);
-	if (stream_send_out(&c->st))
-		stream_resume(&c->st);
 }
 
 /* ---- requests ---- */
@@ -1505,6 +1478,10 @@ void client_linked(struct client *c)
 		c->pool->stats.wait_time += (uint64_t)waited;
 		telemetry_record(c->pool->tm, TK_WAIT, waited);
 		c->wait_start = 0;
+	}
+	if (c->hello_after_link) {
+		hello_on_linked(c);
+		return;
 	}
 	stream_resume(&c->st);
 }

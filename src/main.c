@@ -2,10 +2,11 @@
  * main: the command line, process setup (user switch, daemon, pidfile),
  * signals, reload and shutdown — and the worker those drive.
  *
- * Signals follow PgBouncer: SIGHUP reloads; SIGINT stops accepting and
- * exits once no server is linked to a client; SIGTERM stops accepting and
- * exits once every client has left (a second SIGTERM exits at once);
- * SIGQUIT exits at once.
+ * Signals follow PgBouncer 1.25: SIGHUP reloads; SIGINT stops accepting,
+ * drops the clients that wait for a server and exits once no server is
+ * linked to a client; SIGTERM stops accepting and exits once every client
+ * has left; either of them while a shutdown is already under way exits at
+ * once, as SIGQUIT does; SIGUSR1 pauses, SIGUSR2 resumes.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -109,8 +110,9 @@ void worker_check_shutdown(void)
 
 void worker_request_shutdown(enum shutdown_mode mode)
 {
-	if (mode == SHUTDOWN_WAIT_CLIENTS && worker->shutdown == SHUTDOWN_WAIT_CLIENTS)
-		mode = SHUTDOWN_NOW; /* the second SIGTERM */
+	/* a second SIGINT or SIGTERM (either after the other): the operator will not wait */
+	if (worker->shutdown != SHUTDOWN_NONE)
+		mode = SHUTDOWN_NOW;
 	if (worker->shutdown == SHUTDOWN_NOW)
 		return;
 	bool first = worker->shutdown == SHUTDOWN_NONE;
@@ -122,11 +124,16 @@ void worker_request_shutdown(enum shutdown_mode mode)
 	else
 		listener_close_all();
 	if (mode == SHUTDOWN_WAIT_SERVERS) {
-		/* like PAUSE: running transactions finish, nothing new starts */
+		/*
+		 * Like PAUSE, running transactions finish and nothing new starts;
+		 * unlike it, a client that needs a server is told to go at once
+		 * (pool_assign_server), so it can reconnect elsewhere.
+		 */
 		worker->paused_all = true;
-		log_info("shutdown requested: waiting for servers to be released");
+		pool_drop_waiting_clients("57P01", "pgpulse is shutting down");
+		log_info("shutdown requested: waiting for servers to be released (send SIGINT again to exit now)");
 	} else if (mode == SHUTDOWN_WAIT_CLIENTS) {
-		log_info("shutdown requested: waiting for clients to leave (send SIGTERM again to exit now)");
+		log_info("shutdown requested: waiting for clients to leave (send SIGTERM or SIGINT again to exit now)");
 	} else {
 		log_info("shutdown requested: exiting now");
 	}

@@ -29,6 +29,7 @@
 #include "fingerprint.h"
 #include "log.h"
 #include "health.h"
+#include "hello.h"
 #include "intern.h"
 #include "server.h"
 #include "telemetry.h"
@@ -646,6 +647,11 @@ bool pool_assign_server(struct client *c)
 		client_fatal(c, "3D000", "database \"%s\" was removed from the configuration", p->db->name);
 		return false;
 	}
+	if (worker->shutdown == SHUTDOWN_WAIT_SERVERS) {
+		/* SIGINT: what runs finishes; a client wanting more reconnects elsewhere (PgBouncer 1.23+) */
+		client_fatal(c, "57P01", "pgpulse is shutting down");
+		return false;
+	}
 	if (!pool_is_paused(p)) {
 		struct server *s = take_idle_server(p);
 		while (s && server_expired(s)) {
@@ -738,9 +744,42 @@ void pool_forget_welcome(struct pool *p)
 {
 	param_list_free(&p->welcome);
 	pktbuf_free(&p->welcome_msgs);
-	for (int tp = 0; tp < TP_COUNT; tp++)
+	for (int tp = 0; tp < TP_COUNT; tp++) {
 		intern_set(&p->welcome_tracked[tp], NULL);
+		for (int i = 0; i < POOL_ALIASES; i++) {
+			intern_set(&p->aliases[tp][i].sent, NULL);
+			intern_set(&p->aliases[tp][i].reported, NULL);
+		}
+	}
 	p->have_welcome = false;
+}
+
+void pool_learn_alias(struct pool *p, int tp, const char *sent, const char *reported)
+{
+	if (tp < 0 || tp >= TP_COUNT || !sent || !reported || (sent == reported && sent == p->welcome_tracked[tp]))
+		return;
+	struct param_alias *a = p->aliases[tp];
+	for (int i = 0; i < POOL_ALIASES; i++) {
+		if (a[i].sent == sent) {
+			if (a[i].reported != reported)
+				intern_set(&a[i].reported, reported);
+			return;
+		}
+	}
+	struct param_alias *slot = &a[p->alias_next[tp]];
+	p->alias_next[tp] = (uint8_t)((p->alias_next[tp] + 1) % POOL_ALIASES);
+	intern_set(&slot->sent, sent);
+	intern_set(&slot->reported, reported);
+}
+
+const char *pool_reported_form(const struct pool *p, int tp, const char *sent)
+{
+	if (sent == p->welcome_tracked[tp])
+		return sent; /* what the servers report already */
+	for (int i = 0; i < POOL_ALIASES; i++)
+		if (p->aliases[tp][i].sent == sent)
+			return p->aliases[tp][i].reported;
+	return NULL;
 }
 
 void pool_server_logged_in(struct server *s)
@@ -762,7 +801,7 @@ void pool_server_logged_in(struct server *s)
 	{
 		struct client *c = container_of(pos, struct client, node);
 		if (c->state == CL_WELCOME)
-			client_finish_login(c);
+			hello_send(c);
 	}
 }
 
@@ -780,6 +819,17 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 	{
 		struct client *c = container_of(pos, struct client, node);
 		client_fatal(c, p->last_error_code, "%s", p->last_error);
+	}
+}
+
+void pool_drop_waiting_clients(const char *sqlstate, const char *message)
+{
+	struct list *pp, *pos, *tmp;
+	list_for_each(pp, &worker->pools)
+	{
+		struct pool *p = container_of(pp, struct pool, node);
+		list_for_each_safe(pos, tmp, &p->waiting_clients)
+			client_fatal(container_of(pos, struct client, node), sqlstate, "%s", message);
 	}
 }
 

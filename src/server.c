@@ -675,8 +675,31 @@ static void note_parameter(struct server *s, const struct pkt *pkt)
 	if (tp < 0)
 		return;
 	intern_set(&s->params[tp], value);
-	if (s->client)
-		intern_set(&s->client->params[tp], s->params[tp]);
+	if (!s->client)
+		return;
+	if (s->job == JOB_SET_PARAMS) {
+		/* what PostgreSQL made of the client's value; the client takes it when the SETs are done */
+		pool_learn_alias(s->pool, tp, s->client->params[tp], s->params[tp]);
+		return;
+	}
+	intern_set(&s->client->params[tp], s->params[tp]);
+}
+
+/*
+ * The client's SETs went through: from now on its values are the server's
+ * (UTF8 where it sent utf8), so the next server that already has them
+ * needs no SET, and its next hello says what PostgreSQL would. A value
+ * PostgreSQL did not report again was already in that form.
+ */
+static void adopt_applied_values(struct server *s, struct client *c)
+{
+	for (int tp = 0; tp < TP_COUNT; tp++) {
+		const char *sent = c->params[tp], *applied = s->params[tp];
+		if (!sent || !applied || sent == applied)
+			continue;
+		pool_learn_alias(s->pool, tp, sent, applied);
+		intern_set(&c->params[tp], applied);
+	}
 }
 
 static void login_done(struct server *s)
@@ -801,8 +824,10 @@ static void finish_job(struct server *s)
 			pool_server_ready(s);
 		break;
 	case JOB_SET_PARAMS:
-		if (s->client)
+		if (s->client) {
+			adopt_applied_values(s, s->client);
 			client_linked(s->client);
+		}
 		break;
 	default:
 		pool_server_ready(s);
@@ -973,8 +998,21 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	return PKT_FORWARD_LAST;
 }
 
+/* FATAL or PANIC: PostgreSQL closes the connection after this error */
+static bool error_ends_session(const struct pkt *pkt)
+{
+	/* V (unlocalized, 9.6+) first; S may be translated */
+	const char *sev = proto_error_field(pkt->body, pkt->body_len, 'V');
+	if (!sev)
+		sev = proto_error_field(pkt->body, pkt->body_len, 'S');
+	return sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+}
+
 static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 {
+	/* an error is read whole (they are small): its severity says whether the session ends */
+	if (pkt->type == 'E' && !pkt->complete)
+		return PKT_NEED_FULL;
 	/* named statements: pgpulse's own replies swallowed, its answers put in place */
 	enum pkt_action act = prepared_on_reply(s, pkt);
 	if (act != PKT_FORWARD)
@@ -982,6 +1020,8 @@ static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 	switch (pkt->type) {
 	case 'E':
 		s->reply_error = true;
+		if (error_ends_session(pkt))
+			s->fatal_forwarded = true;
 		return PKT_FORWARD;
 	case 'G':
 		/* CopyInResponse to a batch whose Sync is already on its way: that Sync goes unanswered */
@@ -1055,6 +1095,11 @@ static void server_on_flushed(struct stream *st)
 		stream_resume(&s->st);
 		return;
 	}
+	server_release(s);
+}
+
+void server_release(struct server *s)
+{
 	server_unlink(s);
 	const char *reset = worker->cfg->server_reset_query;
 	if (worker->cfg->server_reset_query_always && reset && *reset)
@@ -1131,8 +1176,13 @@ void server_close(struct server *s, const char *reason)
 		auth_query_finished(s, true);
 	stream_close(&s->st);
 	worker_schedule_reap();
+	/*
+	 * PostgreSQL's own FATAL (pg_terminate_backend, a shutdown) already
+	 * told the client why: one error per death, as with PostgreSQL direct.
+	 */
 	if (c)
-		client_server_lost(c, "08006", "server connection closed unexpectedly", client_mid_packet);
+		client_server_lost(c, "08006", "server connection closed unexpectedly",
+				   client_mid_packet || s->fatal_forwarded);
 	/*
 	 * A connection that failed to log in is reported by pool_server_failed(),
 	 * which decides about retries: launching another here would double every

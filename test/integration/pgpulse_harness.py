@@ -969,6 +969,11 @@ class RawConn:
     def query(self, sql):
         """Simple query; the rows of the last result (text), or ServerError."""
         self.send(query_message(sql))
+        return self.result()
+
+    def result(self):
+        """The reply to a request already sent, up to its ReadyForQuery: the
+        rows of the last result (text), or ServerError."""
         rows, err = [], None
         for t, body in self.until_ready():
             if t == "T":

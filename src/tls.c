@@ -39,7 +39,7 @@ static enum tls_mode mode_from_word(const char *word)
 	for (size_t i = 0; i < sizeof(mode_words) / sizeof(mode_words[0]); i++)
 		if (word && strcasecmp(word, mode_words[i]) == 0)
 			return (enum tls_mode)i;
-	return TLS_DISABLE; /* config.c accepts only the words above */
+	return TLS_DISABLE; /* config/params.c accepts only the words above */
 }
 
 static bool has_value(const char *s)

@@ -1,5 +1,5 @@
 /*
- * fuzz_config: the ini parser (src/config.c, cfg_load): sections, the
+ * fuzz_config: the ini parser (src/config/, cfg_load): sections, the
  * parameter table's value parsers, [databases] connection strings and host
  * lists, [users], %include.
  *

@@ -8,7 +8,7 @@
  * can reach it) for an idle server, runs one extended-protocol query on it
  * (the user name is a parameter, never spliced into the text) and gives
  * the server back. The login stays asynchronous: the client
- * waits in CL_LOGIN and is resumed with client_lookup_done().
+ * waits in CL_LOGIN and is resumed with login_lookup_done().
  *
  * Two things keep a login storm cheap:
  * - one lookup per (auth pool, user) in flight: every client that logs in
@@ -38,7 +38,7 @@ const char *auth_query_user_for(const struct pool_db *db);
  * The client's user is not in the auth_file: answer it from the cache, or
  * start (or join) a lookup. Returns true when the answer is already known
  * (*secret set, NULL for no such user, the string owned by the cache: copy
- * it) and false when the client now waits for client_lookup_done() or was
+ * it) and false when the client now waits for login_lookup_done() or was
  * closed (c->state tells).
  */
 bool auth_query_find(struct client *c, const char **secret);

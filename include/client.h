@@ -144,12 +144,8 @@ void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/*
- * The auth_query lookup the client waited for is over: secret is the
- * user's (NULL: no such user, or no valid password), or error says why
- * the lookup failed. The login goes on (or fails) from here.
- */
-void client_lookup_done(struct client *c, const char *secret, const char *error);
+/* is the client on the unix socket (no TLS there, peer credentials instead) */
+bool client_is_unix(const struct client *c);
 
 /* close now, without a message */
 void client_close(struct client *c, const char *reason);

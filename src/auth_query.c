@@ -33,6 +33,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "login.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
@@ -359,7 +360,7 @@ static void answer_waiters(struct auth_lookup *lk)
 			continue;
 		c->lookup = NULL;
 		lk->waiters--;
-		client_lookup_done(c, secret, lk->failed ? lk->error : NULL);
+		login_lookup_done(c, secret, lk->failed ? lk->error : NULL);
 	}
 }
 

@@ -37,6 +37,8 @@ enum tracked_param {
 
 /* per tracked parameter, the client values whose PostgreSQL form a pool remembers */
 #define POOL_ALIASES 4
+/* startup settings sets a pool remembers as accepted by its servers */
+#define POOL_KNOWN_SETTINGS 8
 
 /* index of a tracked parameter by its (case-insensitive) name, or -1 */
 int pool_tracked_param(const char *name);
@@ -199,6 +201,18 @@ struct pool {
 		const char *reported;
 	} aliases[6][POOL_ALIASES];
 	uint8_t alias_next[6];
+	/*
+	 * Startup settings sets (settings.h) a server of this pool took
+	 * without an error, with the ParameterStatus messages taking them made
+	 * PostgreSQL send: a login that sends one of these needs no server to
+	 * check its values, and its hello says what they made PostgreSQL
+	 * report. Interned; the oldest replaced.
+	 */
+	struct known_settings {
+		const char *settings;
+		struct pktbuf reported;
+	} known_settings[POOL_KNOWN_SETTINGS];
+	uint8_t known_settings_next;
 
 	int64_t last_connect_failure; /* monotonic usec, 0 if the last connect worked */
 	char last_error_code[6];
@@ -281,6 +295,16 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
  * Both strings are interned.
  */
 void pool_learn_alias(struct pool *p, int tp, const char *sent, const char *reported);
+
+/*
+ * A server of p took this startup settings set, and PostgreSQL reported
+ * `reported` (ParameterStatus messages, may be NULL) on the way: logins
+ * sending it need not be checked again.
+ */
+void pool_learn_settings(struct pool *p, const char *settings, const struct pktbuf *reported);
+/* the pool's entry for a settings set it knows, or NULL (NULL settings: nothing to know) */
+const struct known_settings *pool_known_settings(const struct pool *p, const char *settings);
+bool pool_knows_settings(const struct pool *p, const char *settings);
 const char *pool_reported_form(const struct pool *p, int tp, const char *sent);
 
 /* every client of every pool that waits for a server (or for its login's) gets this FATAL */

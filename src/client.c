@@ -45,6 +45,7 @@
 #include "proto.h"
 #include "scram.h"
 #include "server.h"
+#include "settings.h"
 #include "stmt_names.h"
 #include "telemetry.h"
 #include "textcache.h"
@@ -322,6 +323,11 @@ void client_free_dead(void)
 			intern_drop(c->params[i]);
 		intern_drop(c->user);
 		intern_drop(c->dbname);
+		intern_drop(c->settings);
+		if (c->hello_extra) {
+			pktbuf_free(c->hello_extra);
+			free(c->hello_extra);
+		}
 		stmt_names_free(c->stmt_names);
 		prepared_client_free(c);
 		free(c->secret);
@@ -453,6 +459,69 @@ static void set_name(const char **slot, const char *val)
 	intern_set(slot, name);
 }
 
+/* where a startup packet's settings go while it is read */
+struct startup_reading {
+	struct client *c;
+	struct settings_builder settings;
+};
+
+/*
+ * One setting the client asked for: a tracked parameter (kept in step on
+ * every server, the hello says it), or one more of its settings set (SET on
+ * its servers as needed: settings.h). ignore_startup_parameters drops it.
+ */
+static bool take_setting(const char *name, const char *value, void *arg, char *why, size_t whylen)
+{
+	struct startup_reading *rd = arg;
+	if (startup_param_ignored(name))
+		return true;
+	int tp = pool_tracked_param(name);
+	if (tp >= 0) {
+		intern_set(&rd->c->params[tp], value);
+		return true;
+	}
+	return settings_add(&rd->settings, name, value, why, whylen);
+}
+
+/* a key PostgreSQL reads itself rather than as a setting */
+static bool is_protocol_key(const char *key)
+{
+	return strcmp(key, "user") == 0 || strcmp(key, "database") == 0 || strcmp(key, "options") == 0 ||
+	       strcmp(key, "replication") == 0 || strncmp(key, "_pq_.", 5) == 0;
+}
+
+/*
+ * `options` first, then the packet's own settings, which win over it, as
+ * in PostgreSQL. Protocol options (_pq_.*) are not settings: PostgreSQL
+ * ignores the ones it does not know, and pgpulse knows none.
+ */
+static bool read_settings(struct startup_reading *rd, const struct pkt *pkt)
+{
+	struct client *c = rd->c;
+	struct proto_startup ps;
+	const char *key, *val;
+	char why[256];
+	proto_startup_init(&ps, pkt->body, pkt->body_len);
+	while (proto_startup_next(&ps, &key, &val)) {
+		if (strcmp(key, "options") != 0 || startup_param_ignored(key))
+			continue;
+		if (!settings_parse_options(val, take_setting, rd, why, sizeof(why))) {
+			client_fatal(c, "42601", "%s", why);
+			return false;
+		}
+	}
+	proto_startup_init(&ps, pkt->body, pkt->body_len);
+	while (proto_startup_next(&ps, &key, &val)) {
+		if (is_protocol_key(key))
+			continue;
+		if (!take_setting(key, val, rd, why, sizeof(why))) {
+			client_fatal(c, "42602", "%s", why);
+			return false;
+		}
+	}
+	return true;
+}
+
 /* read the startup packet's key/value pairs; false after sending an error */
 static bool read_startup_params(struct client *c, const struct pkt *pkt)
 {
@@ -465,13 +534,8 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 		} else if (strcmp(key, "database") == 0) {
 			dbname = val;
 			set_name(&c->dbname, val);
-		} else if (pool_tracked_param(key) >= 0) {
-			intern_set(&c->params[pool_tracked_param(key)], val);
 		} else if (strcmp(key, "replication") == 0) {
 			client_fatal(c, "08P01", "replication connections are not supported");
-			return false;
-		} else if (!startup_param_ignored(key)) {
-			client_fatal(c, "08P01", "unsupported startup parameter: %s", key);
 			return false;
 		}
 	}
@@ -485,7 +549,13 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 	}
 	if (!dbname || !*dbname)
 		intern_set(&c->dbname, c->user);
-	return true;
+	struct startup_reading rd = { .c = c };
+	settings_builder_init(&rd.settings);
+	bool ok = read_settings(&rd, pkt);
+	if (ok)
+		c->settings = settings_intern(&rd.settings);
+	settings_builder_free(&rd.settings);
+	return ok;
 }
 
 static void process_startup(struct client *c, const struct pkt *pkt)
@@ -516,6 +586,7 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 		pool_db_hold(db);
 	if (db && db->is_admin) {
 		c->is_admin = true;
+		intern_set(&c->settings, NULL); /* the console has no server to SET them on */
 		if (!login_admin_allowed(c))
 			return;
 	}

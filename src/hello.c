@@ -13,6 +13,8 @@
  */
 #include "hello.h"
 
+#include <stdlib.h>
+
 #include "client.h"
 #include "config.h"
 #include "intern.h"
@@ -85,6 +87,17 @@ void hello_send(struct client *c)
 		const struct pool *p = c->pool;
 		if (p->welcome_msgs.len > 0)
 			pkt_put_bytes(out, p->welcome_msgs.data, p->welcome_msgs.len);
+		/* what the client's own settings made PostgreSQL report: after the welcome, so it wins */
+		const struct known_settings *known = pool_known_settings(p, c->settings);
+		if (c->hello_extra)
+			pkt_put_bytes(out, c->hello_extra->data, c->hello_extra->len);
+		else if (known && known->reported.len > 0)
+			pkt_put_bytes(out, known->reported.data, known->reported.len);
+		if (c->hello_extra) {
+			pktbuf_free(c->hello_extra);
+			free(c->hello_extra);
+			c->hello_extra = NULL;
+		}
 		for (int tp = 0; tp < TP_COUNT; tp++) {
 			if (!c->params[tp] && p->welcome_tracked[tp])
 				c->params[tp] = intern_hold(p->welcome_tracked[tp]);
@@ -138,7 +151,9 @@ static bool take_reported_forms(struct client *c)
  */
 bool hello_needs_server(struct client *c)
 {
-	return c->pool->pool_mode == POOL_SESSION || !take_reported_forms(c);
+	/* settings no server of the pool has taken yet are checked at login, as PostgreSQL checks them */
+	return c->pool->pool_mode == POOL_SESSION || !take_reported_forms(c) ||
+	       !pool_knows_settings(c->pool, c->settings);
 }
 
 void hello_take_server(struct client *c)

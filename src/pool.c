@@ -740,6 +740,12 @@ static void prepare_welcome(struct pool *p)
 	}
 }
 
+static void forget_known_settings(struct known_settings *k)
+{
+	intern_set(&k->settings, NULL);
+	pktbuf_free(&k->reported);
+}
+
 void pool_forget_welcome(struct pool *p)
 {
 	param_list_free(&p->welcome);
@@ -751,6 +757,8 @@ void pool_forget_welcome(struct pool *p)
 			intern_set(&p->aliases[tp][i].reported, NULL);
 		}
 	}
+	for (int i = 0; i < POOL_KNOWN_SETTINGS; i++)
+		forget_known_settings(&p->known_settings[i]); /* the servers may have changed: check again */
 	p->have_welcome = false;
 }
 
@@ -770,6 +778,32 @@ void pool_learn_alias(struct pool *p, int tp, const char *sent, const char *repo
 	p->alias_next[tp] = (uint8_t)((p->alias_next[tp] + 1) % POOL_ALIASES);
 	intern_set(&slot->sent, sent);
 	intern_set(&slot->reported, reported);
+}
+
+void pool_learn_settings(struct pool *p, const char *settings, const struct pktbuf *reported)
+{
+	if (!settings || pool_known_settings(p, settings))
+		return;
+	struct known_settings *k = &p->known_settings[p->known_settings_next];
+	p->known_settings_next = (uint8_t)((p->known_settings_next + 1) % POOL_KNOWN_SETTINGS);
+	forget_known_settings(k);
+	intern_set(&k->settings, settings);
+	pktbuf_init(&k->reported);
+	if (reported && reported->len > 0)
+		pkt_put_bytes(&k->reported, reported->data, reported->len);
+}
+
+const struct known_settings *pool_known_settings(const struct pool *p, const char *settings)
+{
+	for (int i = 0; settings && i < POOL_KNOWN_SETTINGS; i++)
+		if (p->known_settings[i].settings == settings) /* interned: same set, same pointer */
+			return &p->known_settings[i];
+	return NULL;
+}
+
+bool pool_knows_settings(const struct pool *p, const char *settings)
+{
+	return !settings || pool_known_settings(p, settings);
 }
 
 const char *pool_reported_form(const struct pool *p, int tp, const char *sent)

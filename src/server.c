@@ -38,6 +38,7 @@
 #include "prepared.h"
 #include "fingerprint.h"
 #include "proto.h"
+#include "settings.h"
 #include "slowlog.h"
 #include "telemetry.h"
 #include "tls.h"
@@ -657,6 +658,25 @@ static bool handle_auth_request(struct server *s, const struct pkt *pkt)
 	}
 }
 
+/*
+ * A value the client's startup settings made PostgreSQL report (say
+ * default_transaction_read_only) while the SETs before its hello ran: the
+ * hello says it after the pool's welcome, as a direct login would have.
+ */
+static void keep_for_hello(struct server *s, const struct pkt *pkt)
+{
+	struct client *c = s->client;
+	if (s->job != JOB_SET_PARAMS || !c || !c->hello_after_link)
+		return;
+	if (!c->hello_extra) {
+		c->hello_extra = xcalloc(1, sizeof(*c->hello_extra));
+		pktbuf_init(c->hello_extra);
+	}
+	pkt_begin(c->hello_extra, 'S');
+	pkt_put_bytes(c->hello_extra, pkt->body, pkt->body_len);
+	pkt_end(c->hello_extra);
+}
+
 /* record a ParameterStatus; the linked client (if any) learns it too */
 static void note_parameter(struct server *s, const struct pkt *pkt)
 {
@@ -672,8 +692,10 @@ static void note_parameter(struct server *s, const struct pkt *pkt)
 		param_list_set(s->all_params, name, value);
 	}
 	int tp = pool_tracked_param(name);
-	if (tp < 0)
+	if (tp < 0) {
+		keep_for_hello(s, pkt);
 		return;
+	}
 	intern_set(&s->params[tp], value);
 	if (!s->client)
 		return;
@@ -759,6 +781,19 @@ static enum pkt_action handle_login_packet(struct server *s, struct pkt *pkt)
 
 /* ---- pgpulse's own queries ---- */
 
+/* does the reset query put every setting back (DISCARD ALL, RESET ALL), so none of a client's is left */
+static bool resets_every_setting(const char *sql)
+{
+	static const char *const words[] = { "discard all", "reset all" };
+	for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+		size_t n = strlen(words[w]);
+		for (const char *p = sql; *p; p++)
+			if (strncasecmp(p, words[w], n) == 0)
+				return true;
+	}
+	return false;
+}
+
 void server_run_job(struct server *s, enum server_job job, const char *sql)
 {
 	if (job == JOB_RESET && s->cancels_in_flight > 0) {
@@ -766,8 +801,11 @@ void server_run_job(struct server *s, enum server_job job, const char *sql)
 		server_close(s, "released with a cancel on its way: closed rather than reset");
 		return;
 	}
-	if (job == JOB_RESET)
+	if (job == JOB_RESET) {
 		prepared_server_reset(s, sql);
+		if (resets_every_setting(sql))
+			intern_set(&s->settings, NULL);
+	}
 	proto_put_query(stream_out(&s->st), sql);
 	server_start_job(s, job);
 }
@@ -804,8 +842,15 @@ static void finish_job(struct server *s)
 	}
 	if (s->job_failed) {
 		if (job == JOB_SET_PARAMS && s->client) {
-			/* the client's close takes the server with it (its job did not finish) */
-			client_fatal(s->client, "22023", "could not set the client's startup parameters on the server");
+			/*
+			 * PostgreSQL's own error, as a direct login with the same
+			 * startup parameters would get it; the client's close takes
+			 * the server with it (its SETs may be half applied).
+			 */
+			if (s->job_error_code[0] && s->job_error[0])
+				client_fatal(s->client, s->job_error_code, "%s", s->job_error);
+			else
+				client_fatal(s->client, "22023", "could not set the client's startup parameters on the server");
 			return;
 		}
 		if (job == JOB_CONNECT_QUERY) {
@@ -826,6 +871,8 @@ static void finish_job(struct server *s)
 	case JOB_SET_PARAMS:
 		if (s->client) {
 			adopt_applied_values(s, s->client);
+			intern_set(&s->settings, s->client->settings);
+			pool_learn_settings(s->pool, s->settings, s->client->hello_extra);
 			client_linked(s->client);
 		}
 		break;
@@ -846,7 +893,12 @@ static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
 	switch (pkt->type) {
 	case 'E': {
 		const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
+		const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
 		SV_LOG(s, LOG_LVL_WARNING, "pgpulse's own query failed: %s", msg ? msg : "?");
+		if (!s->job_failed) {
+			str_copy(s->job_error_code, code && strlen(code) == 5 ? code : "", sizeof(s->job_error_code));
+			str_copy(s->job_error, msg ? msg : "", sizeof(s->job_error));
+		}
 		s->job_failed = true;
 		break;
 	}
@@ -889,6 +941,7 @@ char *server_param_sync_sql(const struct server *s, const struct client *c)
 		proto_quote_literal(&sql, want);
 		pkt_put_u8(&sql, ';');
 	}
+	settings_sync_sql(&sql, s->settings, c->settings); /* nothing when both are the same set */
 	if (sql.len == 0)
 		return NULL;
 	pkt_put_u8(&sql, '\0');
@@ -1204,6 +1257,7 @@ void server_free_dead(void)
 		list_remove(&s->node);
 		for (int i = 0; i < TP_COUNT; i++)
 			intern_drop(s->params[i]);
+		intern_drop(s->settings);
 		if (s->all_params) {
 			param_list_free(s->all_params);
 			free(s->all_params);

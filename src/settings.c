@@ -98,13 +98,14 @@ static bool next_word(const char **pos, char *word, size_t cap)
 	return true;
 }
 
-/* "name=value" of a -c or -- switch: one setting */
-static bool take_assignment(char *text, settings_fn fn, void *arg, char *why, size_t whylen)
+/* "name=value" of a -c (switch "-c ") or -- (switch "--") option: one setting */
+static bool take_assignment(char *text, const char *switch_text, settings_fn fn, void *arg, char *why,
+			    size_t whylen)
 {
 	char *eq = strchr(text, '=');
 	if (!eq) {
-		/* PostgreSQL's own words for "-c name" without a value */
-		snprintf(why, whylen, "--%s requires a value", text);
+		/* PostgreSQL's own words for a switch without a value */
+		snprintf(why, whylen, "%s%.64s requires a value", switch_text, text);
 		return false;
 	}
 	*eq = '\0';
@@ -123,12 +124,12 @@ bool settings_parse_options(const char *options, settings_fn fn, void *arg, char
 				snprintf(why, whylen, "option requires an argument -- 'c'");
 				ok = false;
 			} else {
-				ok = take_assignment(word, fn, arg, why, whylen);
+				ok = take_assignment(word, "-c ", fn, arg, why, whylen);
 			}
 		} else if (strncmp(word, "-c", 2) == 0) {
-			ok = take_assignment(word + 2, fn, arg, why, whylen);
+			ok = take_assignment(word + 2, "-c ", fn, arg, why, whylen);
 		} else if (strncmp(word, "--", 2) == 0 && word[2]) {
-			ok = take_assignment(word + 2, fn, arg, why, whylen);
+			ok = take_assignment(word + 2, "--", fn, arg, why, whylen);
 		} else {
 			snprintf(why, whylen,
 				 "options: \"%.64s\" is not supported by pgpulse (only -c name=value and --name=value)",

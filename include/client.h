@@ -79,7 +79,6 @@ struct client {
 	/* what the client asked for at startup, and ParameterStatus since */
 	const char *params[6];      /* enum tracked_param; interned (intern.h) */
 	const char *settings;       /* every other startup setting, and options' -c: interned set (settings.h), or NULL */
-	struct pktbuf *hello_extra; /* ParameterStatus its settings made the server send, for the hello; or NULL */
 
 	struct cancel_req *cancel;  /* CL_CANCEL: the cancel it waits for */
 	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it: in session mode its backend's pid */

@@ -36,7 +36,7 @@ enum tracked_param {
 };
 
 /* per tracked parameter, the client values whose PostgreSQL form a pool remembers */
-#define POOL_ALIASES 4
+#define POOL_ALIASES 16
 /* startup settings sets a pool remembers as accepted by its servers */
 #define POOL_KNOWN_SETTINGS 8
 
@@ -276,6 +276,9 @@ int64_t pool_user_setting(const struct pool_user *u, int64_t user_value, int64_t
  */
 bool pool_assign_server(struct client *c);
 
+/* PAUSE (of its database, or of all) holds the pool's servers */
+bool pool_paused(const struct pool *p);
+
 /* an idle server of p for pgpulse's own work (expired ones are closed on the way), or NULL (none, or paused) */
 struct server *pool_idle_server(struct pool *p);
 
@@ -297,11 +300,13 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 void pool_learn_alias(struct pool *p, int tp, const char *sent, const char *reported);
 
 /*
- * A server of p took this startup settings set, and PostgreSQL reported
- * `reported` (ParameterStatus messages, may be NULL) on the way: logins
- * sending it need not be checked again.
+ * A server of p took this startup settings set (its values PostgreSQL
+ * reports are in `server`, its ParameterStatus values): logins sending it
+ * need not be checked again, and their hello repeats those values.
  */
-void pool_learn_settings(struct pool *p, const char *settings, const struct pktbuf *reported);
+void pool_learn_settings(struct pool *p, const char *settings, const struct param_list *server);
+/* ParameterStatus for each name of `settings` that `server` (a server's reported values) has */
+void pool_put_reported_settings(struct pktbuf *out, const char *settings, const struct param_list *server);
 /* the pool's entry for a settings set it knows, or NULL (NULL settings: nothing to know) */
 const struct known_settings *pool_known_settings(const struct pool *p, const char *settings);
 bool pool_knows_settings(const struct pool *p, const char *settings);

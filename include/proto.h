@@ -97,6 +97,7 @@ static inline uint32_t proto_read_u32(const uint8_t *p)
 struct proto_startup {
 	struct pkt_reader r;
 	uint32_t version;
+	bool terminated;            /* the empty name that ends the list was read */
 };
 
 void proto_startup_init(struct proto_startup *ps, const void *body, size_t len);

@@ -8,8 +8,8 @@
  *
  * The canonical text is the pairs sorted by name, each "name=value\n" with
  * the value's backslashes and newlines escaped (\\ and \n): names are
- * lower-case GUC names (letters, digits, '_', '.'), so the text is
- * unambiguous and two sets are equal exactly when their texts are.
+ * lower-case GUC names (letters, digits, '_', '$', '-', '.'), so the text
+ * is unambiguous and two sets are equal exactly when their texts are.
  */
 #ifndef PGPULSE_SETTINGS_H
 #define PGPULSE_SETTINGS_H
@@ -19,13 +19,13 @@
 
 struct pktbuf;
 
-/* the longest GUC name PostgreSQL takes (NAMEDATALEN - 1) */
-#define SETTING_NAME_MAX 63
+/* the longest setting name accepted (PostgreSQL has no limit; the startup packet's 10,000 bytes bound it) */
+#define SETTING_NAME_MAX 1024
 
 /* a set being collected from one startup packet: later values of a name win */
 struct settings_builder {
-	struct {
-		char name[SETTING_NAME_MAX + 1];
+	struct setting_item {
+		char *name;
 		char *value;
 	} *items;
 	int count, cap;
@@ -35,18 +35,20 @@ void settings_builder_init(struct settings_builder *b);
 void settings_builder_free(struct settings_builder *b);
 
 /*
- * Add name=value. The name is folded to lower case, with '-' read as '_'
- * as PostgreSQL reads --work-mem. False (with why) for a name PostgreSQL
- * could not have (empty, too long, other characters).
+ * Add name=value. The name is folded to lower case (PostgreSQL's names are
+ * case-insensitive). False (with why) for a name no setting can have
+ * (empty, too long, other characters than letters, digits, '_', '$', '-'
+ * and '.'); one PostgreSQL does not know is refused by PostgreSQL itself.
  */
 bool settings_add(struct settings_builder *b, const char *name, const char *value, char *why, size_t whylen);
 
 /*
  * PostgreSQL's `options` startup parameter: words split on white space,
  * a backslash taking the next character literally; `-c name=value`,
- * `-cname=value` and `--name=value` each set one parameter (through fn).
- * Other switches are refused (false, why naming it): pgpulse cannot give
- * a pooled session what a server's command line would.
+ * `-cname=value` and `--name=value` each set one parameter (through fn,
+ * the name's '-' read as '_' as PostgreSQL reads --work-mem). Other
+ * switches are refused (false, why naming it): pgpulse cannot give a
+ * pooled session what a server's command line would.
  */
 typedef bool (*settings_fn)(const char *name, const char *value, void *arg, char *why, size_t whylen);
 bool settings_parse_options(const char *options, settings_fn fn, void *arg, char *why, size_t whylen);
@@ -57,9 +59,11 @@ const char *settings_intern(const struct settings_builder *b);
 /*
  * The SQL that turns a server whose settings are `have` into one with
  * `want` (either may be NULL: none): RESET for what only `have` sets,
- * SET for what `want` sets differently. Appended to sql (no terminator).
+ * set_config for what `want` sets differently. With `unsure` (something
+ * may have reset the server since), every name of `have` is RESET and
+ * every one of `want` set. Appended to sql (no terminator).
  */
-void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want);
+void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want, bool unsure);
 
 /* call fn for each pair of a canonical text, decoded; stops when fn returns false */
 void settings_each(const char *set, bool (*fn)(const char *name, const char *value, void *arg), void *arg);

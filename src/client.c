@@ -324,10 +324,6 @@ void client_free_dead(void)
 		intern_drop(c->user);
 		intern_drop(c->dbname);
 		intern_drop(c->settings);
-		if (c->hello_extra) {
-			pktbuf_free(c->hello_extra);
-			free(c->hello_extra);
-		}
 		stmt_names_free(c->stmt_names);
 		prepared_client_free(c);
 		free(c->secret);
@@ -467,19 +463,20 @@ struct startup_reading {
 
 /*
  * One setting the client asked for: a tracked parameter (kept in step on
- * every server, the hello says it), or one more of its settings set (SET on
- * its servers as needed: settings.h). ignore_startup_parameters drops it.
+ * every server, the hello says it; never ignored, as before and as in
+ * PgBouncer), or one more of its settings set (SET on its servers as
+ * needed: settings.h), which ignore_startup_parameters may drop.
  */
 static bool take_setting(const char *name, const char *value, void *arg, char *why, size_t whylen)
 {
 	struct startup_reading *rd = arg;
-	if (startup_param_ignored(name))
-		return true;
 	int tp = pool_tracked_param(name);
 	if (tp >= 0) {
 		intern_set(&rd->c->params[tp], value);
 		return true;
 	}
+	if (startup_param_ignored(name))
+		return true;
 	return settings_add(&rd->settings, name, value, why, whylen);
 }
 
@@ -539,8 +536,9 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 			return false;
 		}
 	}
-	if (ps.r.bad) {
-		client_fatal(c, "08P01", "invalid startup packet layout");
+	if (ps.r.bad || !ps.terminated || pkt_remaining(&ps.r) != 0) {
+		/* PostgreSQL wants the empty name as the packet's last byte */
+		client_fatal(c, "08P01", "invalid startup packet layout: expected terminator as last byte");
 		return false;
 	}
 	if (!c->user[0]) {
@@ -608,17 +606,23 @@ static enum pkt_action answer_ssl_request(struct client *c, const struct pkt *pk
 		client_fatal(c, "08P01", "SSLRequest received inside a TLS session");
 		return PKT_GONE;
 	}
+	/*
+	 * Bytes sent after the request but before its answer were chosen
+	 * without knowing it (and, before a handshake, would be read as if
+	 * encrypted: a man in the middle could inject them): refuse, after 'N'
+	 * too, as PostgreSQL does.
+	 */
+	bool data_after = pkt->avail != c->st.wpos - c->st.rpos;
 	if (!tls_client_enabled() || client_is_unix(c)) {
 		pkt_put_u8(stream_out(&c->st), 'N');
+		if (data_after) {
+			client_fatal(c, "08P01", "received unencrypted data after SSL request");
+			return PKT_GONE;
+		}
 		stream_send_out(&c->st);
 		return PKT_CONSUMED;
 	}
-	/*
-	 * Bytes sent after the request but before the handshake were not
-	 * encrypted, yet would be read as if they had been (a man in the middle
-	 * could inject them): refuse, as PostgreSQL does.
-	 */
-	if (pkt->avail != c->st.wpos - c->st.rpos) {
+	if (data_after) {
 		client_fatal(c, "08P01", "received unencrypted data after SSL request");
 		return PKT_GONE;
 	}
@@ -663,8 +667,12 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 	if (code == PROTO_SSL)
 		return answer_ssl_request(c, pkt);
 	if (code == PROTO_GSSENC) {
-		/* no GSSAPI: 'N' tells the client to go on without it */
+		/* no GSSAPI: 'N' tells the client to go on without it (bytes sent ahead: as after an SSLRequest) */
 		pkt_put_u8(stream_out(&c->st), 'N');
+		if (pkt->avail != c->st.wpos - c->st.rpos) {
+			client_fatal(c, "08P01", "received unencrypted data after GSSAPI encryption request");
+			return PKT_GONE;
+		}
 		stream_send_out(&c->st);
 		return PKT_CONSUMED;
 	}

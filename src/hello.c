@@ -14,6 +14,8 @@
 #include "hello.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "client.h"
 #include "config.h"
@@ -66,6 +68,50 @@ static void choose_backend_key(struct client *c)
 		s->last_cancel_key = c->cancel_key;
 }
 
+/* does a run of ParameterStatus messages name this parameter */
+static bool reports_name(const struct pktbuf *reported, const char *name)
+{
+	size_t at = 0;
+	while (at + 5 <= reported->len) {
+		uint32_t len = proto_read_u32(reported->data + at + 1);
+		const char *n = (const char *)reported->data + at + 5;
+		if (strcasecmp(n, name) == 0)
+			return true;
+		at += 1 + (size_t)len;
+	}
+	return false;
+}
+
+/*
+ * The pool's welcome (its untracked values, encoded once), with what the
+ * client's own settings make PostgreSQL report in place of the welcome's
+ * value of the same name — each name once, as PostgreSQL says it. The
+ * values come from the client's server when one is linked, else from what
+ * the pool learned when a server took the same set.
+ */
+static void put_welcome_and_settings(struct pktbuf *out, const struct client *c, const struct pool *p)
+{
+	struct pktbuf reported;
+	pktbuf_init(&reported);
+	const struct known_settings *known = pool_known_settings(p, c->settings);
+	if (c->server)
+		pool_put_reported_settings(&reported, c->settings, c->server->all_params);
+	else if (known && known->reported.len > 0)
+		pkt_put_bytes(&reported, known->reported.data, known->reported.len);
+	if (reported.len == 0) {
+		if (p->welcome_msgs.len > 0)
+			pkt_put_bytes(out, p->welcome_msgs.data, p->welcome_msgs.len);
+		return;
+	}
+	for (int i = 0; i < p->welcome.count; i++) {
+		const char *name = p->welcome.names[i];
+		if (pool_tracked_param(name) < 0 && !reports_name(&reported, name))
+			proto_put_param_status(out, name, p->welcome.values[i]);
+	}
+	pkt_put_bytes(out, reported.data, reported.len);
+	pktbuf_free(&reported);
+}
+
 void hello_send(struct client *c)
 {
 	struct pktbuf *out = stream_out(&c->st);
@@ -83,21 +129,9 @@ void hello_send(struct client *c)
 			proto_put_param_status(out, name, v);
 		}
 	} else {
-		/* the pool's welcome, encoded once; then the tracked values, the client's own first */
 		const struct pool *p = c->pool;
-		if (p->welcome_msgs.len > 0)
-			pkt_put_bytes(out, p->welcome_msgs.data, p->welcome_msgs.len);
-		/* what the client's own settings made PostgreSQL report: after the welcome, so it wins */
-		const struct known_settings *known = pool_known_settings(p, c->settings);
-		if (c->hello_extra)
-			pkt_put_bytes(out, c->hello_extra->data, c->hello_extra->len);
-		else if (known && known->reported.len > 0)
-			pkt_put_bytes(out, known->reported.data, known->reported.len);
-		if (c->hello_extra) {
-			pktbuf_free(c->hello_extra);
-			free(c->hello_extra);
-			c->hello_extra = NULL;
-		}
+		put_welcome_and_settings(out, c, p);
+		/* then the tracked values, the client's own first */
 		for (int tp = 0; tp < TP_COUNT; tp++) {
 			if (!c->params[tp] && p->welcome_tracked[tp])
 				c->params[tp] = intern_hold(p->welcome_tracked[tp]);
@@ -151,9 +185,16 @@ static bool take_reported_forms(struct client *c)
  */
 bool hello_needs_server(struct client *c)
 {
+	bool forms_known = take_reported_forms(c);
+	/*
+	 * During PAUSE a client still logs in (doc/admin.md): its hello comes
+	 * from the welcome (its own pid, its values as sent), and its values
+	 * are SET, or refused, when its first query gets a server.
+	 */
+	if (pool_paused(c->pool))
+		return false;
 	/* settings no server of the pool has taken yet are checked at login, as PostgreSQL checks them */
-	return c->pool->pool_mode == POOL_SESSION || !take_reported_forms(c) ||
-	       !pool_knows_settings(c->pool, c->settings);
+	return c->pool->pool_mode == POOL_SESSION || !forms_known || !pool_knows_settings(c->pool, c->settings);
 }
 
 void hello_take_server(struct client *c)

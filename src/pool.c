@@ -32,6 +32,7 @@
 #include "hello.h"
 #include "intern.h"
 #include "server.h"
+#include "settings.h"
 #include "telemetry.h"
 #include "worker.h"
 
@@ -627,6 +628,11 @@ struct server *pool_idle_server(struct pool *p)
 	return s;
 }
 
+bool pool_paused(const struct pool *p)
+{
+	return pool_is_paused(p);
+}
+
 static bool pool_is_paused(const struct pool *p)
 {
 	return p->db->paused || worker->paused_all;
@@ -780,17 +786,46 @@ void pool_learn_alias(struct pool *p, int tp, const char *sent, const char *repo
 	intern_set(&slot->reported, reported);
 }
 
-void pool_learn_settings(struct pool *p, const char *settings, const struct pktbuf *reported)
+struct reported_walk {
+	struct pktbuf *out;
+	const struct param_list *server;
+};
+
+static bool put_one_reported(const char *name, const char *value, void *arg)
 {
-	if (!settings || pool_known_settings(p, settings))
+	(void)value;
+	struct reported_walk *w = arg;
+	for (int i = 0; i < w->server->count; i++) {
+		if (strcasecmp(w->server->names[i], name) == 0) {
+			proto_put_param_status(w->out, w->server->names[i], w->server->values[i]);
+			break;
+		}
+	}
+	return true;
+}
+
+void pool_put_reported_settings(struct pktbuf *out, const char *settings, const struct param_list *server)
+{
+	if (!settings || !server)
 		return;
-	struct known_settings *k = &p->known_settings[p->known_settings_next];
-	p->known_settings_next = (uint8_t)((p->known_settings_next + 1) % POOL_KNOWN_SETTINGS);
-	forget_known_settings(k);
-	intern_set(&k->settings, settings);
-	pktbuf_init(&k->reported);
-	if (reported && reported->len > 0)
-		pkt_put_bytes(&k->reported, reported->data, reported->len);
+	struct reported_walk w = { out, server };
+	settings_each(settings, put_one_reported, &w);
+}
+
+void pool_learn_settings(struct pool *p, const char *settings, const struct param_list *server)
+{
+	if (!settings)
+		return;
+	struct known_settings *k = (struct known_settings *)pool_known_settings(p, settings);
+	if (!k) {
+		k = &p->known_settings[p->known_settings_next];
+		p->known_settings_next = (uint8_t)((p->known_settings_next + 1) % POOL_KNOWN_SETTINGS);
+		forget_known_settings(k);
+		intern_set(&k->settings, settings);
+	}
+	/* what the server reports for the set's own names now (learned again, it is said again) */
+	pktbuf_free(&k->reported);
+	pool_put_reported_settings(&k->reported, settings, server);
 }
 
 const struct known_settings *pool_known_settings(const struct pool *p, const char *settings)

@@ -276,6 +276,7 @@ void proto_startup_init(struct proto_startup *ps, const void *body, size_t len)
 {
 	pkt_reader_init(&ps->r, body, len);
 	ps->version = pkt_get_u32(&ps->r);
+	ps->terminated = false;
 }
 
 bool proto_startup_next(struct proto_startup *ps, const char **name, const char **value)
@@ -283,6 +284,8 @@ bool proto_startup_next(struct proto_startup *ps, const char **name, const char 
 	if (pkt_remaining(&ps->r) == 0)
 		return false;
 	const char *key = pkt_get_str(&ps->r);
+	if (key && !*key)
+		ps->terminated = true;
 	if (!key || !*key)
 		return false;
 	const char *val = pkt_get_str(&ps->r);

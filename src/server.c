@@ -658,25 +658,6 @@ static bool handle_auth_request(struct server *s, const struct pkt *pkt)
 	}
 }
 
-/*
- * A value the client's startup settings made PostgreSQL report (say
- * default_transaction_read_only) while the SETs before its hello ran: the
- * hello says it after the pool's welcome, as a direct login would have.
- */
-static void keep_for_hello(struct server *s, const struct pkt *pkt)
-{
-	struct client *c = s->client;
-	if (s->job != JOB_SET_PARAMS || !c || !c->hello_after_link)
-		return;
-	if (!c->hello_extra) {
-		c->hello_extra = xcalloc(1, sizeof(*c->hello_extra));
-		pktbuf_init(c->hello_extra);
-	}
-	pkt_begin(c->hello_extra, 'S');
-	pkt_put_bytes(c->hello_extra, pkt->body, pkt->body_len);
-	pkt_end(c->hello_extra);
-}
-
 /* record a ParameterStatus; the linked client (if any) learns it too */
 static void note_parameter(struct server *s, const struct pkt *pkt)
 {
@@ -686,16 +667,13 @@ static void note_parameter(struct server *s, const struct pkt *pkt)
 	const char *value = pkt_get_str(&r);
 	if (!name || !value)
 		return;
-	if (!s->ready) {
-		if (!s->all_params)
-			s->all_params = xcalloc(1, sizeof(*s->all_params));
-		param_list_set(s->all_params, name, value);
-	}
+	/* every value PostgreSQL reported, kept current: a hello may have to repeat one (settings) */
+	if (!s->all_params)
+		s->all_params = xcalloc(1, sizeof(*s->all_params));
+	param_list_set(s->all_params, name, value);
 	int tp = pool_tracked_param(name);
-	if (tp < 0) {
-		keep_for_hello(s, pkt);
+	if (tp < 0)
 		return;
-	}
 	intern_set(&s->params[tp], value);
 	if (!s->client)
 		return;
@@ -781,19 +759,6 @@ static enum pkt_action handle_login_packet(struct server *s, struct pkt *pkt)
 
 /* ---- pgpulse's own queries ---- */
 
-/* does the reset query put every setting back (DISCARD ALL, RESET ALL), so none of a client's is left */
-static bool resets_every_setting(const char *sql)
-{
-	static const char *const words[] = { "discard all", "reset all" };
-	for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
-		size_t n = strlen(words[w]);
-		for (const char *p = sql; *p; p++)
-			if (strncasecmp(p, words[w], n) == 0)
-				return true;
-	}
-	return false;
-}
-
 void server_run_job(struct server *s, enum server_job job, const char *sql)
 {
 	if (job == JOB_RESET && s->cancels_in_flight > 0) {
@@ -803,8 +768,13 @@ void server_run_job(struct server *s, enum server_job job, const char *sql)
 	}
 	if (job == JOB_RESET) {
 		prepared_server_reset(s, sql);
-		if (resets_every_setting(sql))
-			intern_set(&s->settings, NULL);
+		/*
+		 * Whatever the reset query is (DISCARD ALL, a function, a
+		 * comment), it may have put the settings back or not: the next
+		 * client's sync RESETs and sets them all rather than guess.
+		 */
+		if (s->settings)
+			s->settings_unsure = true;
 	}
 	proto_put_query(stream_out(&s->st), sql);
 	server_start_job(s, job);
@@ -872,7 +842,8 @@ static void finish_job(struct server *s)
 		if (s->client) {
 			adopt_applied_values(s, s->client);
 			intern_set(&s->settings, s->client->settings);
-			pool_learn_settings(s->pool, s->settings, s->client->hello_extra);
+			s->settings_unsure = false;
+			pool_learn_settings(s->pool, s->settings, s->all_params);
 			client_linked(s->client);
 		}
 		break;
@@ -880,6 +851,16 @@ static void finish_job(struct server *s)
 		pool_server_ready(s);
 		break;
 	}
+}
+
+/* FATAL or PANIC: PostgreSQL closes the connection after this error */
+static bool error_ends_session(const struct pkt *pkt)
+{
+	/* V (unlocalized, 9.6+) first; S may be translated */
+	const char *sev = proto_error_field(pkt->body, pkt->body_len, 'V');
+	if (!sev)
+		sev = proto_error_field(pkt->body, pkt->body_len, 'S');
+	return sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
 }
 
 static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
@@ -900,6 +881,12 @@ static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
 			str_copy(s->job_error, msg ? msg : "", sizeof(s->job_error));
 		}
 		s->job_failed = true;
+		if (s->job == JOB_SET_PARAMS && s->client && error_ends_session(pkt)) {
+			/* PostgreSQL ends the session under the client's SETs (pg_terminate_backend): its words */
+			client_fatal(s->client, s->job_error_code[0] ? s->job_error_code : "08006", "%s",
+				     s->job_error[0] ? s->job_error : "server closed the connection");
+			return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
+		}
 		break;
 	}
 	case 'S':
@@ -935,13 +922,21 @@ char *server_param_sync_sql(const struct server *s, const struct client *c)
 		if (!want || want == s->params[i]) /* interned: equal text, same pointer */
 			continue;
 		const char *name = pool_tracked_param_name(i);
+		/*
+		 * A DateStyle that names only the style or only the order keeps
+		 * the other part from the server's current value; a direct
+		 * login starts from the default. Back to it first, so the result
+		 * (and the form the pool learns for the value) is PostgreSQL's.
+		 */
+		if (i == TP_DATESTYLE)
+			pkt_put_bytes(&sql, "RESET DateStyle;", 16);
 		pkt_put_bytes(&sql, "SET ", 4);
 		pkt_put_bytes(&sql, name, strlen(name));
 		pkt_put_bytes(&sql, " = ", 3);
 		proto_quote_literal(&sql, want);
 		pkt_put_u8(&sql, ';');
 	}
-	settings_sync_sql(&sql, s->settings, c->settings); /* nothing when both are the same set */
+	settings_sync_sql(&sql, s->settings, c->settings, s->settings_unsure); /* nothing for the same set */
 	if (sql.len == 0)
 		return NULL;
 	pkt_put_u8(&sql, '\0');
@@ -1051,15 +1046,6 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	return PKT_FORWARD_LAST;
 }
 
-/* FATAL or PANIC: PostgreSQL closes the connection after this error */
-static bool error_ends_session(const struct pkt *pkt)
-{
-	/* V (unlocalized, 9.6+) first; S may be translated */
-	const char *sev = proto_error_field(pkt->body, pkt->body_len, 'V');
-	if (!sev)
-		sev = proto_error_field(pkt->body, pkt->body_len, 'S');
-	return sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
-}
 
 static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 {

@@ -28,38 +28,42 @@ void settings_builder_init(struct settings_builder *b)
 
 void settings_builder_free(struct settings_builder *b)
 {
-	for (int i = 0; i < b->count; i++)
+	for (int i = 0; i < b->count; i++) {
+		free(b->items[i].name);
 		free(b->items[i].value);
+	}
 	free(b->items);
 	memset(b, 0, sizeof(*b));
 }
 
-/* PostgreSQL's GUC names: letters, digits, '_', '$' and '.' for custom ones; folded to lower case */
-static bool fold_name(const char *name, char out[SETTING_NAME_MAX + 1])
+/* letters, digits, '_', '$', '-' and '.': no quote, space or separator of the canonical text; folded to lower case */
+static char *fold_name(const char *name)
 {
 	size_t n = strlen(name);
-	if (n == 0 || n > SETTING_NAME_MAX)
-		return false;
+	if (n == 0 || n > SETTING_NAME_MAX || name[0] == '.' || name[n - 1] == '.' || strstr(name, ".."))
+		return NULL; /* an empty part: no setting is named so, and RESET could not say it */
+	char *out = xmalloc(n + 1);
 	for (size_t i = 0; i <= n; i++) {
 		unsigned char ch = (unsigned char)name[i];
-		if (ch == '-')
-			ch = '_';
-		if (ch && !isalnum(ch) && ch != '_' && ch != '.' && ch != '$')
-			return false;
+		if (ch && !isalnum(ch) && ch != '_' && ch != '.' && ch != '$' && ch != '-') {
+			free(out);
+			return NULL;
+		}
 		out[i] = (char)tolower(ch);
 	}
-	return true;
+	return out;
 }
 
 bool settings_add(struct settings_builder *b, const char *name, const char *value, char *why, size_t whylen)
 {
-	char folded[SETTING_NAME_MAX + 1];
-	if (!fold_name(name, folded)) {
-		snprintf(why, whylen, "invalid configuration parameter name \"%.*s\"", SETTING_NAME_MAX, name);
+	char *folded = fold_name(name);
+	if (!folded) {
+		snprintf(why, whylen, "invalid configuration parameter name \"%.64s\"", name);
 		return false;
 	}
 	for (int i = 0; i < b->count; i++) {
 		if (strcmp(b->items[i].name, folded) == 0) {
+			free(folded);
 			free(b->items[i].value);
 			b->items[i].value = xstrdup(value);
 			return true;
@@ -69,7 +73,7 @@ bool settings_add(struct settings_builder *b, const char *name, const char *valu
 		b->cap = b->cap ? b->cap * 2 : 8;
 		b->items = xrealloc(b->items, (size_t)b->cap * sizeof(*b->items));
 	}
-	memcpy(b->items[b->count].name, folded, sizeof(folded));
+	b->items[b->count].name = folded;
 	b->items[b->count].value = xstrdup(value);
 	b->count++;
 	return true;
@@ -109,6 +113,9 @@ static bool take_assignment(char *text, const char *switch_text, settings_fn fn,
 		return false;
 	}
 	*eq = '\0';
+	for (char *p = text; *p; p++)
+		if (*p == '-')
+			*p = '_'; /* --work-mem is work_mem, as PostgreSQL reads it */
 	return fn(text, eq + 1, arg, why, whylen);
 }
 
@@ -145,7 +152,7 @@ bool settings_parse_options(const char *options, settings_fn fn, void *arg, char
 
 static int by_name(const void *a, const void *b)
 {
-	return strcmp((const char *)a, (const char *)b); /* each item starts with its name */
+	return strcmp(((const struct setting_item *)a)->name, ((const struct setting_item *)b)->name);
 }
 
 static void put_escaped(struct pktbuf *t, const char *value)
@@ -179,11 +186,17 @@ const char *settings_intern(const struct settings_builder *b)
 	return set;
 }
 
-/* one pair of a canonical text at *pos, decoded into name/value (value: malloc'd); false at the end */
+/* one pair of a canonical text at *pos, decoded (name and value malloc'd); false at the end */
 struct pair {
-	char name[SETTING_NAME_MAX + 1];
+	char *name;
 	char *value;
 };
+
+static void pair_free(struct pair *pr)
+{
+	free(pr->name);
+	free(pr->value);
+}
 
 static bool next_pair(const char **pos, struct pair *out)
 {
@@ -192,6 +205,7 @@ static bool next_pair(const char **pos, struct pair *out)
 		return false;
 	const char *eq = strchr(p, '=');
 	size_t n = (size_t)(eq - p);
+	out->name = xmalloc(n + 1);
 	memcpy(out->name, p, n);
 	out->name[n] = '\0';
 	const char *v = eq + 1, *end = strchr(v, '\n');
@@ -216,17 +230,27 @@ void settings_each(const char *set, bool (*fn)(const char *name, const char *val
 	const char *pos = set;
 	while (next_pair(&pos, &pr)) {
 		bool go_on = fn(pr.name, pr.value, arg);
-		free(pr.value);
+		pair_free(&pr);
 		if (!go_on)
 			return;
 	}
 }
 
+/*
+ * RESET takes a name, not a string: each dot-separated part is quoted, so
+ * that a custom name whose part is a keyword (all.x, a.select) still parses.
+ * Folded names hold no quote ([a-z0-9_$.-]), and quoting keeps their case.
+ */
 static void put_reset(struct pktbuf *sql, const char *name)
 {
-	pkt_put_bytes(sql, "RESET ", 6);
-	pkt_put_bytes(sql, name, strlen(name)); /* folded: [a-z0-9_.$] only */
-	pkt_put_u8(sql, ';');
+	pkt_put_bytes(sql, "RESET \"", 7);
+	for (const char *p = name; *p; p++) {
+		if (*p == '.')
+			pkt_put_bytes(sql, "\".\"", 3);
+		else
+			pkt_put_u8(sql, (uint8_t)*p);
+	}
+	pkt_put_bytes(sql, "\";", 2);
 }
 
 static void put_set_config(struct pktbuf *sql, const char *name, const char *value)
@@ -238,8 +262,28 @@ static void put_set_config(struct pktbuf *sql, const char *name, const char *val
 	pkt_put_bytes(sql, ",false);", 8);
 }
 
-void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want)
+/* every name of have RESET, every one of want set: for a server whose state is not known for sure */
+static void sync_unsure(struct pktbuf *sql, const char *have, const char *want)
 {
+	struct pair pr;
+	const char *pos = have;
+	while (next_pair(&pos, &pr)) {
+		put_reset(sql, pr.name);
+		pair_free(&pr);
+	}
+	pos = want;
+	while (next_pair(&pos, &pr)) {
+		put_set_config(sql, pr.name, pr.value);
+		pair_free(&pr);
+	}
+}
+
+void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want, bool unsure)
+{
+	if (unsure) {
+		sync_unsure(sql, have, want);
+		return;
+	}
 	if (have == want)
 		return; /* interned: the same set */
 	struct pair h, w;
@@ -255,11 +299,11 @@ void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want)
 			put_set_config(sql, w.name, w.value);
 		}
 		if (cmp <= 0) {
-			free(h.value);
+			pair_free(&h);
 			more_h = next_pair(&hp, &h);
 		}
 		if (cmp >= 0) {
-			free(w.value);
+			pair_free(&w);
 			more_w = next_pair(&wp, &w);
 		}
 	}

@@ -7,9 +7,10 @@
  *   - a set that parsed round-trips: decoding its canonical text and
  *     building again gives the same interned pointer;
  *   - every decoded name is a folded GUC name ([a-z0-9_.$], 1..63 bytes);
- *   - moving a server from the set to itself needs no SQL, and from
- *     nothing to the set needs exactly one well-formed set_config per name
- *     (no value can end its quoted literal early).
+ *   - moving a server from the set to itself needs no SQL, from nothing to
+ *     the set exactly one well-formed set_config per name (no value can end
+ *     its quoted literal early), and from the set to nothing one
+ *     well-formed RESET of quoted name parts per name.
  */
 #include "settings.h"
 
@@ -38,7 +39,7 @@ static bool re_add(const char *name, const char *value, void *arg)
 	assert(n >= 1 && n <= SETTING_NAME_MAX);
 	for (size_t i = 0; i < n; i++)
 		assert((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_' ||
-		       name[i] == '.' || name[i] == '$');
+		       name[i] == '.' || name[i] == '$' || name[i] == '-');
 	char why[256];
 	bool ok = settings_add(&a->b, name, value, why, sizeof(why));
 	assert(ok);
@@ -72,6 +73,31 @@ static bool skip_text(const uint8_t **p, const uint8_t *end, const char *text)
 		return false;
 	*p += n;
 	return true;
+}
+
+/* RESET "a"."b"; ... exactly: quoted parts without quotes inside; the count of them */
+static int reset_statements(const uint8_t *p, size_t len)
+{
+	if (len == 0)
+		return 0;
+	const uint8_t *end = p + len;
+	int n = 0;
+	while (p < end) {
+		bool ok = skip_text(&p, end, "RESET \"");
+		assert(ok);
+		for (;;) {
+			const uint8_t *q = memchr(p, '"', (size_t)(end - p));
+			assert(q && q > p);
+			p = q + 1;
+			if (skip_text(&p, end, ".\""))
+				continue;
+			ok = skip_text(&p, end, ";");
+			assert(ok);
+			break;
+		}
+		n++;
+	}
+	return n;
 }
 
 /*
@@ -111,10 +137,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		assert(a.names == b.count);
 		struct pktbuf sql;
 		pktbuf_init(&sql);
-		settings_sync_sql(&sql, set, set);
+		settings_sync_sql(&sql, set, set, false);
 		assert(sql.len == 0);
-		settings_sync_sql(&sql, NULL, set);
+		settings_sync_sql(&sql, NULL, set, false);
 		assert(set_config_statements(sql.data, sql.len) == a.names);
+		pktbuf_free(&sql);
+		pktbuf_init(&sql);
+		settings_sync_sql(&sql, set, NULL, false);
+		assert(reset_statements(sql.data, sql.len) == a.names);
 		pktbuf_free(&sql);
 		intern_drop(again);
 		intern_drop(set);

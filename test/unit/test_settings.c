@@ -33,7 +33,7 @@ static const char *set_of(const char *const *pairs)
 static void test_equal_sets_in_any_order_and_case_are_one_pointer(void)
 {
 	const char *a = set_of((const char *const[]){ "statement_timeout", "5s", "Work_Mem", "64MB", NULL });
-	const char *b = set_of((const char *const[]){ "work-mem", "64MB", "STATEMENT_TIMEOUT", "5s", NULL });
+	const char *b = set_of((const char *const[]){ "work_mem", "64MB", "STATEMENT_TIMEOUT", "5s", NULL });
 	CHECK(a == b);
 	CHECK_STR_EQ(a, "statement_timeout=5s\nwork_mem=64MB\n");
 	const char *c = set_of((const char *const[]){ "statement_timeout", "6s", "work_mem", "64MB", NULL });
@@ -59,12 +59,20 @@ static void test_names_postgresql_could_not_have_are_refused(void)
 	CHECK(!settings_add(&b, "", "x", why, sizeof(why)));
 	CHECK(!settings_add(&b, "a b", "x", why, sizeof(why)));
 	CHECK(!settings_add(&b, "x;drop", "x", why, sizeof(why)));
+	CHECK(!settings_add(&b, "a\"b", "x", why, sizeof(why)));
+	CHECK(!settings_add(&b, ".s", "x", why, sizeof(why)));
+	CHECK(!settings_add(&b, "a..b", "x", why, sizeof(why)));
+	CHECK(!settings_add(&b, "a.", "x", why, sizeof(why)));
 	CHECK(strstr(why, "invalid configuration parameter name") != NULL);
-	char long_name[80];
+	static char long_name[SETTING_NAME_MAX + 2];
 	memset(long_name, 'a', sizeof(long_name) - 1);
-	long_name[79] = '\0';
+	long_name[sizeof(long_name) - 1] = '\0';
 	CHECK(!settings_add(&b, long_name, "x", why, sizeof(why)));
+	long_name[100] = '\0'; /* longer than NAMEDATALEN: PostgreSQL takes such custom names */
+	CHECK(settings_add(&b, long_name, "x", why, sizeof(why)));
 	CHECK(settings_add(&b, "my.custom_var", "x", why, sizeof(why)));
+	/* a packet key keeps its '-' (PostgreSQL then refuses work-mem itself) */
+	CHECK(settings_add(&b, "work-mem", "x", why, sizeof(why)));
 	settings_builder_free(&b);
 }
 
@@ -115,7 +123,7 @@ static const char *sync_sql(const char *have, const char *want)
 	static char out[1024];
 	struct pktbuf sql;
 	pktbuf_init(&sql);
-	settings_sync_sql(&sql, have, want);
+	settings_sync_sql(&sql, have, want, false);
 	snprintf(out, sizeof(out), "%.*s", (int)sql.len, (const char *)sql.data);
 	pktbuf_free(&sql);
 	return out;
@@ -128,15 +136,35 @@ static void test_sync_touches_exactly_what_differs(void)
 	const char *c = set_of((const char *const[]){ "lock_timeout", "1s", "work_mem", "it's\n", NULL });
 	CHECK_STR_EQ(sync_sql(a, a), "");
 	CHECK_STR_EQ(sync_sql(a, b),
-		     "SELECT pg_catalog.set_config(E'lock_timeout',E'1s',false);RESET statement_timeout;");
+		     "SELECT pg_catalog.set_config(E'lock_timeout',E'1s',false);RESET \"statement_timeout\";");
 	CHECK_STR_EQ(sync_sql(b, c), "SELECT pg_catalog.set_config(E'work_mem',E'it''s\\x0a',false);");
 	CHECK_STR_EQ(sync_sql(NULL, a),
 		     "SELECT pg_catalog.set_config(E'statement_timeout',E'5s',false);"
 		     "SELECT pg_catalog.set_config(E'work_mem',E'64MB',false);");
-	CHECK_STR_EQ(sync_sql(a, NULL), "RESET statement_timeout;RESET work_mem;");
+	CHECK_STR_EQ(sync_sql(a, NULL), "RESET \"statement_timeout\";RESET \"work_mem\";");
 	intern_drop(a);
 	intern_drop(b);
 	intern_drop(c);
+}
+
+static void test_reset_quotes_each_part_of_a_custom_name(void)
+{
+	const char *a = set_of((const char *const[]){ "all.x", "1", NULL });
+	CHECK_STR_EQ(sync_sql(a, NULL), "RESET \"all\".\"x\";");
+	intern_drop(a);
+}
+
+static void test_an_unsure_server_gets_every_name_reset_and_set(void)
+{
+	const char *a = set_of((const char *const[]){ "statement_timeout", "5s", NULL });
+	struct pktbuf sql;
+	pktbuf_init(&sql);
+	settings_sync_sql(&sql, a, a, true);
+	char out[256];
+	snprintf(out, sizeof(out), "%.*s", (int)sql.len, (const char *)sql.data);
+	CHECK_STR_EQ(out, "RESET \"statement_timeout\";SELECT pg_catalog.set_config(E'statement_timeout',E'5s',false);");
+	pktbuf_free(&sql);
+	intern_drop(a);
 }
 
 static bool collect(const char *name, const char *value, void *arg)
@@ -165,5 +193,7 @@ int main(void)
 	RUN(test_options_other_than_c_and_long_ones_are_refused_by_name);
 	RUN(test_sync_touches_exactly_what_differs);
 	RUN(test_each_decodes_what_intern_encoded);
+	RUN(test_reset_quotes_each_part_of_a_custom_name);
+	RUN(test_an_unsure_server_gets_every_name_reset_and_set);
 	return UNIT_REPORT("settings");
 }

@@ -222,8 +222,8 @@ struct pool {
 	 * to it for the client's whole session and closed with it: never idle,
 	 * never reset, never anyone else's. Its mode is session whatever
 	 * pool_mode says, and its servers count against no pool size and no
-	 * max_db/max_user_connections (PostgreSQL's max_wal_senders is their
-	 * limit), as in PgBouncer.
+	 * max_db/max_user_connections: like PostgreSQL, which counts
+	 * walsenders in max_wal_senders, not max_connections.
 	 */
 	bool for_replication;
 };

@@ -27,7 +27,7 @@ from pgpulse_harness import build_ini, free_port, pg_bin, raw_startup, wait_unti
 
 DB = "repl"
 PASSWORD = "postgres_pw"
-USERLIST = {"postgres": PASSWORD, "admin": "admin_pw"}
+USERLIST = {"postgres": PASSWORD, "app": "app_pw", "admin": "admin_pw"}
 APP_NAME = "recv_through_pgpulse"
 
 
@@ -69,8 +69,8 @@ def slot(pg, repl_db, request):
              (name,))
 
 
-def dsn(pp, dbname=DB, password=PASSWORD, **extra):
-    s = f"host=127.0.0.1 port={pp.port} dbname={dbname} user=postgres password={password} sslmode=disable"
+def dsn(pp, dbname=DB, password=PASSWORD, user="postgres", **extra):
+    s = f"host=127.0.0.1 port={pp.port} dbname={dbname} user={user} password={password} sslmode=disable"
     return " ".join([s] + [f"{k}={v}" for k, v in extra.items()])
 
 
@@ -226,3 +226,14 @@ def test_admin_console_takes_no_replication_connection(pgpulse, pg):
     with socket.create_connection(("127.0.0.1", pp.port), timeout=10) as sock:
         status, fields = raw_startup(sock, user="admin", database="pgpulse", params={"replication": "database"})
     assert (status, fields["C"]) == ("error", "0A000")
+
+
+def test_walsender_refused_by_postgresql_is_its_clients_error(pgpulse, pg, repl_db):
+    # app has no REPLICATION attribute: PostgreSQL refuses the walsender after authenticating it.
+    # Each attempt gets PostgreSQL's own error at once: a walsender's failure is its client's,
+    # not a pool-wide login failure that would hold the next client for server_login_retry.
+    pp = start(pgpulse)
+    for _ in range(2):
+        with pytest.raises(psycopg.OperationalError, match="to start (walsender|WAL sender)"):
+            psycopg.connect(dsn(pp, user="app", password="app_pw"), replication="database", connect_timeout=5)
+    assert pp.show("SERVERS") == []

@@ -49,6 +49,13 @@ enum client_state {
 	CL_CLOSED,   /* worker->dead_clients, freed on the next loop turn */
 };
 
+/*
+ * The startup packet's replication= value: a walsender session (physical,
+ * or logical for replication=database), which pgpulse passes through on a
+ * server connection of its own (see pool.for_replication).
+ */
+enum client_replication { REPL_NONE = 0, REPL_PHYSICAL, REPL_LOGICAL };
+
 enum client_auth_step { CA_NONE, CA_LOOKUP, CA_CLEARTEXT, CA_MD5, CA_SCRAM_FIRST, CA_SCRAM_FINAL };
 
 struct client {
@@ -84,6 +91,7 @@ struct client {
 	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it: in session mode its backend's pid */
 	uint32_t cancel_key;        /* always pgpulse's own: cancels come through pgpulse */
 	bool hello_after_link;      /* authenticated; the hello waits for a linked server (see enter_pool) */
+	uint8_t replication;        /* enum client_replication, from the startup packet */
 
 	/* authentication */
 	enum client_auth_step auth_step;
@@ -176,5 +184,11 @@ struct client *client_by_cancel_key(uint32_t pid, uint32_t key);
 void client_free_dead(void);
 
 const char *client_state_name(enum client_state s);
+
+/* "none", "physical" or "logical" (SHOW CLIENTS, SHOW SERVERS: PgBouncer's words) */
+static inline const char *client_replication_name(int replication)
+{
+	return replication == REPL_PHYSICAL ? "physical" : replication == REPL_LOGICAL ? "logical" : "none";
+}
 
 #endif

@@ -34,6 +34,12 @@ struct hba_client {
 	const struct sockaddr *addr; /* AF_INET or AF_INET6 when !is_unix */
 	const char *dbname;
 	const char *user;
+	/*
+	 * replication=true: as in PostgreSQL, only the database keyword
+	 * replication matches it (not all, not a name); replication=database
+	 * (logical) matches as an ordinary login to its database.
+	 */
+	bool physical_replication;
 };
 
 /* the rule that matched: its method, ident map (or NULL) and place */

@@ -230,6 +230,16 @@ struct pool {
 	 * table named pg_authid, a search_path, an encoding) reaches a lookup.
 	 */
 	bool for_lookups;
+	/*
+	 * The replication pool of (database, user): each of its servers is a
+	 * walsender opened for one replication client (server.owner), linked
+	 * to it for the client's whole session and closed with it: never idle,
+	 * never reset, never anyone else's. Its mode is session whatever
+	 * pool_mode says, and its servers count against no pool size and no
+	 * max_db/max_user_connections: like PostgreSQL, which counts
+	 * walsenders in max_wal_senders, not max_connections.
+	 */
+	bool for_replication;
 };
 
 /* find or create (from the "*" entry) */
@@ -257,6 +267,15 @@ struct pool_user *pool_find_user(const char *name, bool create);
 struct pool *pool_get(struct pool_db *db, struct pool_user *user);
 /* the lookups-only pool of (db, user) (see pool.for_lookups) */
 struct pool *pool_get_for_lookups(struct pool_db *db, struct pool_user *user);
+
+/* the replication pool of (db, user) (see pool.for_replication) */
+struct pool *pool_get_for_replication(struct pool_db *db, struct pool_user *user);
+
+/*
+ * A client of a replication pool left before its server was linked: the
+ * connection being opened for it is closed (it would serve nobody).
+ */
+void pool_replication_client_gone(struct client *c);
 
 /* create admin + configured databases from the configuration in force */
 void pool_apply_config(void);

@@ -65,6 +65,13 @@ struct server {
 	uint64_t id;
 	struct pool *pool;
 	struct client *client;      /* linked client, or the one waiting for JOB_SET_PARAMS */
+	/*
+	 * A replication pool's server: the client it is being opened for, until
+	 * it is linked to it (NULL once that client left). Its startup packet
+	 * carries that client's replication= and startup values.
+	 */
+	struct client *owner;
+	uint8_t replication;        /* enum client_replication: what kind of walsender it is (REPL_NONE: none) */
 
 	uint32_t backend_pid;       /* BackendKeyData from PostgreSQL */
 	uint32_t backend_key;
@@ -118,6 +125,12 @@ void server_set_state(struct server *s, enum server_state to);
 
 /* open a new connection for the pool; it reports back through pool_* */
 struct server *server_connect(struct pool *p);
+
+/*
+ * Open a walsender connection for replication client c (p is a replication
+ * pool): a failure is c's alone, told to it with client_fatal.
+ */
+struct server *server_connect_for(struct pool *p, struct client *c);
 
 /*
  * The entry of the database's host list this connection went to: a name,

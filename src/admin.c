@@ -644,7 +644,7 @@ static void client_row(struct result *r, const struct client *c, const struct cl
 	row_text(r, "C");
 	row_text(r, c->user);
 	row_text(r, c->dbname);
-	row_text(r, "none");
+	row_text(r, client_replication_name(c->replication));
 	row_text(r, client_state_word(c, asking));
 	row_text(r, host);
 	row_int(r, port);
@@ -723,7 +723,7 @@ static void server_row(struct result *r, const struct server *s, const struct cl
 	row_text(r, "S");
 	row_text(r, p->user->name);
 	row_text(r, p->db->name);
-	row_text(r, "none");
+	row_text(r, client_replication_name(s->replication));
 	row_text(r, server_state_word(s));
 	row_text(r, host);
 	row_int(r, port);
@@ -878,8 +878,11 @@ static void show_pools(struct client *c, const char *arg)
 		row_int(&r, list_count(&p->new_servers));
 		row_int(&r, maxwait / 1000000);
 		row_int(&r, maxwait % 1000000);
-		/* auth_query's own pool (pool.h): its row must not pass for auth_user's clients' pool */
-		row_text(&r, p->for_lookups ? "auth_query" : cfg_pool_mode_name(p->pool_mode));
+		/*
+		 * auth_query's own pool and the replication pool (pool.h): their rows
+		 * must not pass for the pool of the same database and user's clients
+		 */
+		row_text(&r, p->for_lookups ? "auth_query" : p->for_replication ? "replication" : cfg_pool_mode_name(p->pool_mode));
 		int overflow_in_use, reserve_in_use;
 		pool_tier_use(p, &overflow_in_use, &reserve_in_use);
 		row_int(&r, overflow_in_use);

@@ -267,6 +267,11 @@ static bool server_is_clean_after(const struct client *c, const struct server *s
 
 static void release_server_of_leaving_client(struct server *s, bool clean)
 {
+	if (s->pool->for_replication) {
+		/* a walsender is its client's alone: the pair closes together */
+		server_close(s, "replication client disconnected");
+		return;
+	}
 	if (!clean) {
 		/* closing the connection makes PostgreSQL roll the transaction back */
 		server_close(s, "client disconnected while the server was not idle");
@@ -305,6 +310,8 @@ void client_close(struct client *c, const char *reason)
 	c->cancel = NULL;
 	if (s)
 		release_server_of_leaving_client(s, clean);
+	else if (c->pool && c->pool->for_replication)
+		pool_replication_client_gone(c); /* the connection being opened for it serves nobody else */
 	c->server = NULL;
 	stream_close(&c->st);
 	if (c->db)
@@ -519,6 +526,51 @@ static bool read_settings(struct startup_reading *rd, const struct pkt *pkt)
 	return true;
 }
 
+/*
+ * PostgreSQL's boolean words, as its parse_bool reads them: any
+ * case-insensitive prefix of true, false, yes, no (on and off need two
+ * letters), or 1 and 0.
+ */
+static bool parse_pg_bool(const char *v, bool *out)
+{
+	static const struct {
+		const char *word;
+		size_t min;
+		bool value;
+	} words[] = {
+		{ "true", 1, true }, { "false", 1, false }, { "yes", 1, true }, { "no", 1, false },
+		{ "on", 2, true },   { "off", 2, false },   { "1", 1, true },   { "0", 1, false },
+	};
+	size_t n = strlen(v);
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (n >= words[i].min && n <= strlen(words[i].word) && strncasecmp(v, words[i].word, n) == 0) {
+			*out = words[i].value;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * replication=: "database" asks for a logical walsender, a true boolean for
+ * a physical one, a false one for an ordinary session; anything else is
+ * PostgreSQL's own refusal. False after sending it.
+ */
+static bool take_replication(struct client *c, const char *val)
+{
+	bool physical;
+	if (strcmp(val, "database") == 0) {
+		c->replication = REPL_LOGICAL;
+		return true;
+	}
+	if (parse_pg_bool(val, &physical)) {
+		c->replication = physical ? REPL_PHYSICAL : REPL_NONE;
+		return true;
+	}
+	client_fatal(c, "22023", "invalid value for parameter \"replication\": \"%s\"", val);
+	return false;
+}
+
 /* read the startup packet's key/value pairs; false after sending an error */
 static bool read_startup_params(struct client *c, const struct pkt *pkt)
 {
@@ -532,8 +584,8 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 			dbname = val;
 			set_name(&c->dbname, val);
 		} else if (strcmp(key, "replication") == 0) {
-			client_fatal(c, "08P01", "replication connections are not supported");
-			return false;
+			if (!take_replication(c, val))
+				return false;
 		}
 	}
 	if (ps.r.bad || !ps.terminated || pkt_remaining(&ps.r) != 0) {
@@ -921,8 +973,9 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		c->req_waited = true;
 		return PKT_PAUSE;
 	}
+	/* replication commands (IDENTIFY_SYSTEM, START_REPLICATION ...) are no statements to fingerprint */
 	if ((pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'B' || (pkt->type == 'C' && c->stmt_names)) &&
-	    wants_query_text() && capture_request_text(c, pkt) == PKT_NEED_FULL)
+	    !c->replication && wants_query_text() && capture_request_text(c, pkt) == PKT_NEED_FULL)
 		return PKT_NEED_FULL;
 	if (prepared_tracking(c)) {
 		/* named statements: rewritten, answered or skipped by src/prepared/ */

@@ -796,7 +796,7 @@ static bool name_matches(const struct hba_name *names, int n, const char *value,
 			if (strcmp(value, user) == 0)
 				return true;
 			break;
-		case NAME_REPLICATION: /* pgpulse refuses replication connections before this */
+		case NAME_REPLICATION: /* physical replication connections only: see db_matches */
 			break;
 		case NAME_LITERAL:
 			if (strcmp(names[i].name, value) == 0)
@@ -863,13 +863,24 @@ bool hba_first_rule_with(const struct hba *hba, enum hba_method method, const ch
 	return false;
 }
 
+/* a physical replication connection names no database: the keyword replication alone matches it */
+static bool db_matches(const struct hba_rule *r, const struct hba_client *cl)
+{
+	if (!cl->physical_replication)
+		return name_matches(r->dbs, r->ndbs, cl->dbname, cl->user);
+	for (int i = 0; i < r->ndbs; i++)
+		if (r->dbs[i].kind == NAME_REPLICATION)
+			return true;
+	return false;
+}
+
 bool hba_match(const struct hba *hba, const struct hba_client *cl, struct hba_verdict *out)
 {
 	for (int i = 0; hba && i < hba->nrules; i++) {
 		const struct hba_rule *r = &hba->rules[i];
 		if (!conn_matches(r->conn, cl))
 			continue;
-		if (!name_matches(r->dbs, r->ndbs, cl->dbname, cl->user))
+		if (!db_matches(r, cl))
 			continue;
 		if (!name_matches(r->users, r->nusers, cl->user, cl->user))
 			continue;

@@ -119,13 +119,18 @@ static void enter_pool(struct client *c)
 	c->secret = NULL;
 	c->db->had_login = true;
 	if (c->is_admin) {
+		if (c->replication) {
+			client_fatal(c, "0A000", "the admin console takes no replication connections");
+			return;
+		}
 		hello_send(c);
 		return;
 	}
 	struct pool_db *db = c->db;
 	const char *server_user = db->forced_user ? db->forced_user : c->user;
 	struct pool_user *u = pool_find_user(server_user, true);
-	struct pool *p = pool_get(db, u);
+	/* a walsender session gets a server of its own, in session mode (pool.for_replication) */
+	struct pool *p = c->replication ? pool_get_for_replication(db, u) : pool_get(db, u);
 	c->pool = p;
 	if (hello_needs_server(c)) {
 		hello_take_server(c);
@@ -265,13 +270,18 @@ static bool hba_peer_allows(struct client *c, const char *map)
  */
 static bool hba_method_as_auth_type(struct client *c, int *type)
 {
-	struct hba_client hc = { client_is_unix(c), c->st.tls != NULL, &c->peer_addr.sa, c->dbname, c->user };
+	struct hba_client hc = { client_is_unix(c), c->st.tls != NULL, &c->peer_addr.sa, c->dbname, c->user,
+				 c->replication == REPL_PHYSICAL };
 	struct hba_verdict v;
 	char host[64];
 	const char *enc = c->st.tls ? "SSL encryption" : "no encryption";
 	if (!hba_match(worker->hba, &hc, &v)) {
-		client_fatal(c, "28000", "no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", %s",
-			     hba_host_text(&hc, host, sizeof(host)), c->user, c->dbname, enc);
+		if (hc.physical_replication)
+			client_fatal(c, "28000", "no pg_hba.conf entry for replication connection from host \"%s\", user \"%s\", %s",
+				     hba_host_text(&hc, host, sizeof(host)), c->user, enc);
+		else
+			client_fatal(c, "28000", "no pg_hba.conf entry for host \"%s\", user \"%s\", database \"%s\", %s",
+				     hba_host_text(&hc, host, sizeof(host)), c->user, c->dbname, enc);
 		return false;
 	}
 	log_debug("C-%llu %s/%s %s: %s:%d: %s", (unsigned long long)c->id, c->dbname, c->user, c->addr, v.file,

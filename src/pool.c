@@ -356,6 +356,12 @@ static int resolve_pool_mode(const struct pool_db *db, const struct pool_user *u
 	return worker->cfg->pool_mode;
 }
 
+/* a walsender session is its client's for good: session mode whatever pool_mode says */
+static int pool_mode_of(const struct pool *p)
+{
+	return p->for_replication ? POOL_SESSION : resolve_pool_mode(p->db, p->user);
+}
+
 /* tier time is judged against the sizes in force; time before a change counts at the old sizes */
 static void note_sizes_for_tier_time(struct pool *p)
 {
@@ -367,19 +373,22 @@ static void note_sizes_for_tier_time(struct pool *p)
 	e->overflow = l.overflow;
 }
 
-static struct pool *find_or_make_pool(struct pool_db *db, struct pool_user *user, bool for_lookups)
+static struct pool *find_or_make_pool(struct pool_db *db, struct pool_user *user, bool for_lookups,
+				      bool for_replication)
 {
 	struct list *pos;
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
-		if (p->db == db && p->user == user && p->for_lookups == for_lookups)
+		if (p->db == db && p->user == user && p->for_lookups == for_lookups &&
+		    p->for_replication == for_replication)
 			return p;
 	}
 	struct pool *p = xcalloc(1, sizeof(*p));
 	p->db = db;
 	p->user = user;
 	p->for_lookups = for_lookups;
+	p->for_replication = for_replication;
 	list_init(&p->active_clients);
 	list_init(&p->waiting_clients);
 	list_init(&p->active_servers);
@@ -387,7 +396,7 @@ static struct pool *find_or_make_pool(struct pool_db *db, struct pool_user *user
 	list_init(&p->used_servers);
 	list_init(&p->new_servers);
 	list_init(&p->canceling_servers);
-	p->pool_mode = resolve_pool_mode(db, user);
+	p->pool_mode = pool_mode_of(p);
 	p->tm = telemetry_new(now_usec());
 	note_sizes_for_tier_time(p);
 	list_append(&worker->pools, &p->node);
@@ -396,12 +405,17 @@ static struct pool *find_or_make_pool(struct pool_db *db, struct pool_user *user
 
 struct pool *pool_get(struct pool_db *db, struct pool_user *user)
 {
-	return find_or_make_pool(db, user, false);
+	return find_or_make_pool(db, user, false, false);
 }
 
 struct pool *pool_get_for_lookups(struct pool_db *db, struct pool_user *user)
 {
-	return find_or_make_pool(db, user, true);
+	return find_or_make_pool(db, user, true, false);
+}
+
+struct pool *pool_get_for_replication(struct pool_db *db, struct pool_user *user)
+{
+	return find_or_make_pool(db, user, false, true);
 }
 
 /* make the databases match the configuration in force (startup and reload) */
@@ -451,7 +465,7 @@ void pool_apply_config(void)
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
-		p->pool_mode = resolve_pool_mode(p->db, p->user);
+		p->pool_mode = pool_mode_of(p);
 		struct list *sp;
 		list_for_each(sp, &p->idle_servers)
 		{
@@ -507,7 +521,7 @@ void pool_tier_use(const struct pool *p, int *overflow_in_use, int *reserve_in_u
 	*reserve_in_use = beyond - *overflow_in_use;
 }
 
-/* server connections of every pool of a database, or of a user */
+/* server connections of every pool of a database, or of a user (walsenders aside: see pool.h) */
 static int db_server_total(const struct pool_db *db)
 {
 	int n = 0;
@@ -515,7 +529,7 @@ static int db_server_total(const struct pool_db *db)
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
-		if (p->db == db)
+		if (p->db == db && !p->for_replication)
 			n += pool_server_count(p);
 	}
 	return n;
@@ -528,7 +542,7 @@ static int user_server_total(const struct pool_user *u)
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
-		if (p->user == u)
+		if (p->user == u && !p->for_replication)
 			n += pool_server_count(p);
 	}
 	return n;
@@ -580,7 +594,8 @@ static bool hand_server_to(struct server *s, struct client *c)
 	client_set_state(c, CL_ACTIVE);
 	server_link(s, c);
 	p->stats.server_assignments++;
-	char *sql = server_param_sync_sql(s, c);
+	/* a walsender got the client's values in its startup packet, and takes no SET */
+	char *sql = p->for_replication ? NULL : server_param_sync_sql(s, c);
 	if (!sql)
 		return true;
 	server_run_job(s, JOB_SET_PARAMS, sql);
@@ -644,6 +659,61 @@ static void start_waiting(struct client *c, int64_t now)
 	client_set_state(c, CL_WAITING);
 }
 
+/* ---- replication: one walsender per client (see pool.for_replication) ---- */
+
+static bool may_connect_now(const struct pool *p, int64_t now);
+
+static bool server_opening_for(const struct pool *p, const struct client *c)
+{
+	struct list *pos;
+	list_for_each(pos, &p->new_servers)
+	{
+		if (container_of(pos, struct server, node)->owner == c)
+			return true;
+	}
+	return false;
+}
+
+/* every waiting client of a replication pool has its own connection on the way */
+static void launch_replication_servers(struct pool *p)
+{
+	if (!may_connect_now(p, now_usec()))
+		return;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->waiting_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		if (c->state == CL_WAITING && !server_opening_for(p, c) && server_connect_for(p, c))
+			p->stats.servers_opened++;
+	}
+}
+
+/* the replication server s logged in: link it to the client it was opened for, or close it */
+static void hand_to_owner(struct server *s)
+{
+	struct client *c = s->owner;
+	s->owner = NULL;
+	if (!c || c->state != CL_WAITING) {
+		server_close(s, "replication connection: its client is gone");
+		return;
+	}
+	if (hand_server_to(s, c))
+		client_linked(c);
+}
+
+void pool_replication_client_gone(struct client *c)
+{
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &c->pool->new_servers)
+	{
+		struct server *s = container_of(pos, struct server, node);
+		if (s->owner == c) {
+			s->owner = NULL;
+			server_close(s, "its replication client left before it was ready");
+		}
+	}
+}
+
 bool pool_assign_server(struct client *c)
 {
 	struct pool *p = c->pool;
@@ -656,6 +726,12 @@ bool pool_assign_server(struct client *c)
 	if (worker->shutdown == SHUTDOWN_WAIT_SERVERS) {
 		/* SIGINT: what runs finishes; a client wanting more reconnects elsewhere (PgBouncer 1.23+) */
 		client_fatal(c, "57P01", "pgpulse is shutting down");
+		return false;
+	}
+	if (p->for_replication) {
+		/* never an idle server: a new connection, made with the client's own startup values */
+		start_waiting(c, now);
+		launch_replication_servers(p);
 		return false;
 	}
 	if (!pool_is_paused(p)) {
@@ -711,6 +787,10 @@ void pool_server_ready(struct server *s)
 		return;
 	}
 	s->job = JOB_NONE;
+	if (p->for_replication) {
+		hand_to_owner(s);
+		return;
+	}
 	if (s->cancels_in_flight > 0) {
 		/* a cancel still travelling could hit the next client's query: wait for it (cancel.h) */
 		server_set_state(s, SV_CANCELING);
@@ -880,8 +960,8 @@ void pool_server_failed(struct pool *p, const char *sqlstate, const char *messag
 	str_copy(p->last_error_code, sqlstate ? sqlstate : "08006", sizeof(p->last_error_code));
 	str_copy(p->last_error, message, sizeof(p->last_error));
 	log_warning("%s/%s: server login failed: %s", p->db->name, p->user->name, message);
-	if (pool_server_count(p) > 0)
-		return; /* the servers still open will serve the waiting clients */
+	if (pool_server_count(p) > 0 && !p->for_replication)
+		return; /* the servers still open will serve the waiting clients (a walsender serves one) */
 	auth_query_pool_failed(p, p->last_error);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &p->waiting_clients)
@@ -961,6 +1041,10 @@ static bool open_connection(struct pool *p, enum tier tier)
 
 void pool_launch_if_needed(struct pool *p)
 {
+	if (p->for_replication) {
+		launch_replication_servers(p);
+		return;
+	}
 	int lookups = auth_query_waiting(p);
 	if (list_empty(&p->waiting_clients) && lookups == 0)
 		return;
@@ -990,8 +1074,8 @@ void pool_launch_if_needed(struct pool *p)
  */
 static bool keeps_min_size(const struct pool *p)
 {
-	if (p->for_lookups)
-		return false; /* opened by the lookups that need it, closed by server_idle_timeout */
+	if (p->for_lookups || p->for_replication)
+		return false; /* opened by the lookups (or the replication clients) that need them */
 	return p->db->forced_user || !list_empty(&p->active_clients) || !list_empty(&p->waiting_clients);
 }
 
@@ -1072,8 +1156,12 @@ static void close_servers_stuck_connecting(struct pool *p, int64_t now)
 			char msg[128], secs[32];
 			snprintf(msg, sizeof(msg), "server_connect_timeout: no login within %s s",
 				 usec_to_seconds_text(cfg->server_connect_timeout, secs, sizeof(secs)));
+			struct client *owner = s->owner; /* a walsender's timeout is its own client's alone */
 			server_close(s, msg);
-			pool_server_failed(p, "08006", msg);
+			if (owner)
+				client_fatal(owner, "08006", "%s", msg);
+			else
+				pool_server_failed(p, "08006", msg);
 		}
 	}
 }
@@ -1115,7 +1203,8 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 		int64_t itx_limit = pool_user_setting(u, u ? u->idle_transaction_timeout : -1, cfg->idle_transaction_timeout);
 		int64_t tx_limit = pool_user_setting(u, u ? u->transaction_timeout : -1, cfg->transaction_timeout);
 		int64_t q_limit = pool_user_setting(u, u ? u->query_timeout : -1, cfg->query_timeout);
-		if (c->server && running) {
+		/* a replication stream is one command that runs as long as the client wants */
+		if (c->server && running && !p->for_replication) {
 			enforce_query_timeout(c, q_limit, now);
 			if (c->state == CL_CLOSED)
 				continue;
@@ -1136,6 +1225,12 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 /* every 10 s, on the 5-minute window; a change of status is logged */
 static void evaluate_health(struct pool *p, int64_t now)
 {
+	/*
+	 * A walsender is busy all its life and a stream is one command that
+	 * lasts hours: utilization and latency thresholds would cry wolf.
+	 */
+	if (p->for_replication)
+		return;
 	if (!telemetry_enabled || now - p->health_checked_at < SERIES_SLOT_USEC)
 		return;
 	p->health_checked_at = now;

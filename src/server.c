@@ -313,22 +313,35 @@ void server_set_state(struct server *s, enum server_state to)
  * libpq does. spare_tries: how many more addresses may be tried after this
  * one; -1 for a first attempt (the chosen name's address count - 1).
  */
-static struct server *connect_next(struct pool *p, int spare_tries);
+static struct server *connect_next(struct pool *p, int spare_tries, struct client *owner);
+
+/*
+ * A connection opened for one replication client failed: that client is
+ * told, and nobody else (the pool's other clients have their own).
+ */
+static void report_failure(struct pool *p, struct client *owner, const char *sqlstate, const char *msg)
+{
+	if (owner)
+		client_fatal(owner, sqlstate, "%s", msg);
+	else
+		pool_server_failed(p, sqlstate, msg);
+}
 
 static void connect_failed(struct server *s, const char *msg)
 {
 	struct pool *p = s->pool;
+	struct client *owner = s->owner;
 	int spare = s->spare_tries;
 	server_close(s, msg);
 	if (spare > 0 && worker->shutdown == SHUTDOWN_NONE) {
 		log_info("%s/%s: %s; trying the next address", p->db->name, p->user->name, msg);
-		connect_next(p, spare - 1); /* it reports its own failure, or waits for a lookup */
+		connect_next(p, spare - 1, owner); /* it reports its own failure, or waits for a lookup */
 		return;
 	}
-	pool_server_failed(p, "08006", msg);
+	report_failure(p, owner, "08006", msg);
 }
 
-static struct server *connect_next(struct pool *p, int spare_tries)
+static struct server *connect_next(struct pool *p, int spare_tries, struct client *owner)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -341,7 +354,7 @@ static struct server *connect_next(struct pool *p, int spare_tries)
 		return NULL; /* on_host_resolved() calls the pool back */
 	case ADDR_FAILED:
 		note_host_failed(p->db, hi);
-		pool_server_failed(p, "08001", msg);
+		report_failure(p, owner, "08001", msg);
 		return NULL;
 	}
 	if (spare_tries < 0) {
@@ -354,7 +367,7 @@ static struct server *connect_next(struct pool *p, int spare_tries)
 		addr_to_str(&ss, desc, sizeof(desc));
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		pool_server_failed(p, "08001", "could not create a socket for the server connection");
+		report_failure(p, owner, "08001", "could not create a socket for the server connection");
 		return NULL;
 	}
 	if (ss.ss_family != AF_UNIX) {
@@ -366,6 +379,8 @@ static struct server *connect_next(struct pool *p, int spare_tries)
 	struct server *s = xcalloc(1, sizeof(*s));
 	s->id = ++worker->next_conn_id;
 	s->pool = p;
+	s->owner = owner;
+	s->replication = owner ? owner->replication : 0;
 	s->xact_status = 'I';
 	s->generation = p->db->generation;
 	s->host_index = hi;
@@ -389,7 +404,43 @@ static struct server *connect_next(struct pool *p, int spare_tries)
 
 struct server *server_connect(struct pool *p)
 {
-	return connect_next(p, -1);
+	return connect_next(p, -1, NULL);
+}
+
+struct server *server_connect_for(struct pool *p, struct client *c)
+{
+	return connect_next(p, -1, c);
+}
+
+/*
+ * A walsender takes no SET (a physical one no SQL at all): the owner's
+ * replication= and startup values go in the startup packet, and the
+ * database's own values only where the client sent none.
+ */
+static bool put_startup_pair(const char *name, const char *value, void *arg)
+{
+	pkt_put_str(arg, name);
+	pkt_put_str(arg, value);
+	return true;
+}
+
+static void put_owner_startup(struct pktbuf *out, const struct client *c)
+{
+	pkt_put_str(out, "replication");
+	pkt_put_str(out, c->replication == REPL_LOGICAL ? "database" : "true");
+	for (int tp = 0; tp < TP_COUNT; tp++) {
+		if (c->params[tp]) {
+			pkt_put_str(out, pool_tracked_param_name(tp));
+			pkt_put_str(out, c->params[tp]);
+		}
+	}
+	settings_each(c->settings, put_startup_pair, out); /* its other settings and options' -c too */
+}
+
+static bool owner_sent(const struct client *c, const char *name)
+{
+	int tp = pool_tracked_param(name);
+	return c && tp >= 0 && c->params[tp];
 }
 
 static void send_startup(struct server *s)
@@ -402,7 +453,11 @@ static void send_startup(struct server *s)
 	pkt_put_str(out, s->pool->user->name);
 	pkt_put_str(out, "database");
 	pkt_put_str(out, db->dbname);
+	if (s->owner)
+		put_owner_startup(out, s->owner);
 	for (int i = 0; i < db->startup.count; i++) {
+		if (owner_sent(s->owner, db->startup.names[i]))
+			continue;
 		pkt_put_str(out, db->startup.names[i]);
 		pkt_put_str(out, db->startup.values[i]);
 	}
@@ -524,10 +579,11 @@ static void send_password_message(struct server *s, const void *data, size_t len
 static void login_failed(struct server *s, const char *sqlstate, const char *msg)
 {
 	struct pool *p = s->pool;
+	struct client *owner = s->owner;
 	char text[512];
 	snprintf(text, sizeof(text), "%s", msg);
 	server_close(s, text);
-	pool_server_failed(p, sqlstate, text);
+	report_failure(p, owner, sqlstate, text);
 }
 
 static bool answer_cleartext(struct server *s)
@@ -712,7 +768,7 @@ static void login_done(struct server *s)
 	}
 	SV_LOG(s, worker->cfg->log_connections ? LOG_LVL_INFO : LOG_LVL_DEBUG, "new connection to server%s", "");
 	const char *cq = s->pool->db->connect_query;
-	if (cq && *cq) {
+	if (cq && *cq && !s->pool->for_replication) { /* a physical walsender runs no SQL */
 		server_run_job(s, JOB_CONNECT_QUERY, cq);
 		return;
 	}
@@ -1229,8 +1285,8 @@ void server_close(struct server *s, const char *reason)
 	 */
 	if (!was_logging_in)
 		pool_launch_if_needed(p);
-	else if (worker->shutdown == SHUTDOWN_NONE)
-		note_host_failed(p->db, s->host_index);
+	else if (worker->shutdown == SHUTDOWN_NONE && !(p->for_replication && !s->owner))
+		note_host_failed(p->db, s->host_index); /* not a walsender whose client left: that is no failure */
 	worker_check_shutdown();
 }
 

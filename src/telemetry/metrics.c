@@ -100,6 +100,11 @@ static void put_pool_labels(struct evbuffer *out, const struct pool *p)
 	evbuffer_add(out, "\",user=\"", 8);
 	put_label_value(out, p->user->name);
 	evbuffer_add(out, "\"", 1);
+	/* the same database and user's replication pool: its series must not collide with theirs */
+	if (p->for_replication)
+		evbuffer_add(out, ",pool=\"replication\"", 19);
+	else if (p->for_lookups) /* auth_query's own: the same database and auth_user as its clients' pool */
+		evbuffer_add(out, ",pool=\"auth_query\"", 18);
 }
 
 static void put_header(struct evbuffer *out, const char *name, const char *type, const char *help)

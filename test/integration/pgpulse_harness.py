@@ -61,6 +61,9 @@ host  all trustuser 127.0.0.1/32 trust
 host  all md5user   127.0.0.1/32 md5
 host  all plainuser 127.0.0.1/32 password
 host  all all       127.0.0.1/32 scram-sha-256
+# replication connections (test_replication.py): physical ones match only this keyword
+local replication all            trust
+host  replication all 127.0.0.1/32 scram-sha-256
 """
 
 READY_TIMEOUT = 10.0     # seconds for pgpulse to accept TCP connections
@@ -347,6 +350,11 @@ lc_messages = 'C'
 log_connections = on
 log_disconnections = on
 log_line_prefix = '%m [%p] %q%u@%d '
+# replication through pgpulse (test_replication.py): set at initdb time, so no
+# test pays for a restart
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
 """
         with open(os.path.join(self.datadir, "pgpulse_test.conf"), "w") as f:
             f.write(conf)

@@ -85,7 +85,7 @@ static const char *verdict(const struct hba *h, bool is_unix, bool tls, const ch
 			   const char *user)
 {
 	static char out[64];
-	struct hba_client cl = { is_unix, tls, is_unix ? NULL : ip(addr), db, user };
+	struct hba_client cl = { is_unix, tls, is_unix ? NULL : ip(addr), db, user, false };
 	struct hba_verdict v;
 	if (!hba_match(h, &cl, &v))
 		return "none";
@@ -138,6 +138,30 @@ static void test_lists_keywords_and_quotes(void)
 	CHECK_STR_EQ(verdict(h, true, false, NULL, "db3", "alice"), "none");
 	CHECK_STR_EQ(verdict(h, true, false, NULL, "db1", "sameuser"), "password@3");
 	CHECK_STR_EQ(verdict(h, true, false, NULL, "db1", "carol"), "none");
+	hba_free(h);
+}
+
+/* PostgreSQL's rule: replication=true matches only "replication"; replication=database is an ordinary login */
+static void test_physical_replication_matches_only_the_replication_keyword(void)
+{
+	char err[512] = "";
+	struct hba *h = load("local all all md5\n"
+			     "local replication alice trust\n"
+			     "local sameuser,replication bob password\n",
+			     NULL, err, sizeof(err));
+	CHECK(h != NULL);
+	if (!h)
+		return;
+	struct hba_client cl = { true, false, NULL, "appdb", "alice", true };
+	struct hba_verdict v;
+	CHECK(hba_match(h, &cl, &v) && v.method == HBA_TRUST && v.line == 2);
+	cl.user = "bob";
+	cl.dbname = "bob"; /* sameuser does not match a physical connection either */
+	CHECK(hba_match(h, &cl, &v) && v.method == HBA_PASSWORD && v.line == 3);
+	cl.user = "carol";
+	CHECK(!hba_match(h, &cl, &v));
+	/* logical (replication=database) and ordinary logins never match the keyword */
+	CHECK_STR_EQ(verdict(h, true, false, NULL, "replication", "alice"), "md5@1");
 	hba_free(h);
 }
 
@@ -274,6 +298,7 @@ int main(void)
 	}
 	RUN(test_first_matching_line_wins);
 	RUN(test_lists_keywords_and_quotes);
+	RUN(test_physical_replication_matches_only_the_replication_keyword);
 	RUN(test_addresses_with_masks);
 	RUN(test_at_file_includes_names);
 	RUN(test_line_continuation);

@@ -237,3 +237,15 @@ def test_walsender_refused_by_postgresql_is_its_clients_error(pgpulse, pg, repl_
         with pytest.raises(psycopg.OperationalError, match="to start (walsender|WAL sender)"):
             psycopg.connect(dsn(pp, user="app", password="app_pw"), replication="database", connect_timeout=5)
     assert pp.show("SERVERS") == []
+
+
+def test_a_logical_walsender_gets_the_clients_startup_settings(pgpulse, pg, repl_db):
+    # a walsender takes no SET: options and other settings go in its startup packet
+    pp = start(pgpulse)
+    repl = psycopg.connect(dsn(pp, options="'-c statement_timeout=4321'"), replication="database",
+                           autocommit=True, connect_timeout=10)
+    try:
+        assert repl.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
+    finally:
+        repl.close()
+    wait_until(lambda: not walsenders(pg), 10, "the walsender to exit with its client")

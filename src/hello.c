@@ -191,8 +191,8 @@ bool hello_needs_server(struct client *c)
 	 * from the welcome (its own pid, its values as sent), and its values
 	 * are SET, or refused, when its first query gets a server.
 	 */
-	if (pool_paused(c->pool))
-		return false;
+	if (pool_paused(c->pool) && !c->pool->for_replication)
+		return false; /* a replication client's hello needs its own walsender: it waits for RESUME */
 	/* settings no server of the pool has taken yet are checked at login, as PostgreSQL checks them */
 	return c->pool->pool_mode == POOL_SESSION || !forms_known || !pool_knows_settings(c->pool, c->settings);
 }

@@ -417,11 +417,42 @@ struct server *server_connect_for(struct pool *p, struct client *c)
  * replication= and startup values go in the startup packet, and the
  * database's own values only where the client sent none.
  */
-static bool put_startup_pair(const char *name, const char *value, void *arg)
+/* one "-c name=value" of an options string, spaces and backslashes escaped as PostgreSQL splits it */
+static bool put_option_switch(const char *name, const char *value, void *arg)
 {
-	pkt_put_str(arg, name);
-	pkt_put_str(arg, value);
+	struct pktbuf *opts = arg;
+	if (opts->len > 0)
+		pkt_put_u8(opts, ' ');
+	pkt_put_bytes(opts, "-c ", 3);
+	for (const char *p = name; *p; p++)
+		pkt_put_u8(opts, (uint8_t)*p); /* folded: [a-z0-9_.$-] */
+	pkt_put_u8(opts, '=');
+	for (const char *p = value; *p; p++) {
+		if (*p == ' ' || *p == '\\' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+			pkt_put_u8(opts, '\\');
+		pkt_put_u8(opts, (uint8_t)*p);
+	}
 	return true;
+}
+
+/*
+ * The client's settings, as the walsender's `options`: never as startup
+ * keys of their own, where a setting named user, database or replication
+ * would be read as the login itself (PostgreSQL takes the last pair of a
+ * name). Inside options PostgreSQL reads each as a setting, and refuses
+ * those names as it would from the client directly.
+ */
+static void put_settings_as_options(struct pktbuf *out, const struct client *c)
+{
+	if (!c->settings)
+		return;
+	struct pktbuf opts;
+	pktbuf_init(&opts);
+	settings_each(c->settings, put_option_switch, &opts);
+	pkt_put_u8(&opts, '\0');
+	pkt_put_str(out, "options");
+	pkt_put_str(out, (const char *)opts.data);
+	pktbuf_free(&opts);
 }
 
 static void put_owner_startup(struct pktbuf *out, const struct client *c)
@@ -434,7 +465,7 @@ static void put_owner_startup(struct pktbuf *out, const struct client *c)
 			pkt_put_str(out, c->params[tp]);
 		}
 	}
-	settings_each(c->settings, put_startup_pair, out); /* its other settings and options' -c too */
+	put_settings_as_options(out, c); /* its other settings and options' -c too */
 }
 
 static bool owner_sent(const struct client *c, const char *name)
@@ -1285,8 +1316,13 @@ void server_close(struct server *s, const char *reason)
 	 */
 	if (!was_logging_in)
 		pool_launch_if_needed(p);
-	else if (worker->shutdown == SHUTDOWN_NONE && !(p->for_replication && !s->owner))
-		note_host_failed(p->db, s->host_index); /* not a walsender whose client left: that is no failure */
+	else if (worker->shutdown == SHUTDOWN_NONE && !p->for_replication)
+		/*
+		 * Not a walsender: what refuses one (a role without REPLICATION, a
+		 * setting its client sent, max_wal_senders) is that client's, and
+		 * must not move every pool of the database to its next host.
+		 */
+		note_host_failed(p->db, s->host_index);
 	worker_check_shutdown();
 }
 

@@ -64,7 +64,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int a = 0; a < 3; a++) {
 		for (int tls = 0; tls < 2; tls++) {
 			for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
-				struct hba_client cl = { a == 0, tls == 1, addrs[a], names[n], names[(n + 1) % 4] };
+				/* a physical replication login on every other name: only the keyword may match it */
+				struct hba_client cl = { a == 0, tls == 1, addrs[a], names[n], names[(n + 1) % 4], n % 2 == 1 };
 				struct hba_verdict v;
 				if (hba_match(h, &cl, &v)) {
 					assert(v.line >= 1 && strcmp(v.file, path) == 0);

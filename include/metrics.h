@@ -17,7 +17,7 @@ void metrics_stop(void);
 
 /* the bodies, for the endpoint and for tests */
 void metrics_render(struct evbuffer *out);
-/* returns whether every pool is healthy enough for 200 (no pool critical) */
+/* returns whether the instance can serve a new client (200), see health.h */
 bool metrics_render_health(struct evbuffer *out);
 
 #endif

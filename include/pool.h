@@ -217,6 +217,12 @@ struct pool {
 	int64_t last_connect_failure; /* monotonic usec, 0 if the last connect worked */
 	char last_error_code[6];
 	char last_error[256];
+	/*
+	 * query_wait_timeout: when a waiting client last timed out, and how
+	 * many did since a client was last given a server (health.h).
+	 */
+	int64_t wait_timeout_at;
+	unsigned wait_timeouts;
 
 	struct pool_stats stats;
 	struct pool_telemetry *tm;  /* latency histograms */

@@ -2132,7 +2132,8 @@ static void show_efficiency(struct client *c, const char *arg)
 }
 
 /* ------------------------------------------------------------------------
- * SHOW HEALTH: each pool judged now on its 5-minute window
+ * SHOW HEALTH: the instance's verdict (the row with no database: what
+ * GET /health answers), then each pool judged now on its 5-minute window
  */
 
 static void show_health(struct client *c, const char *arg)
@@ -2141,20 +2142,27 @@ static void show_health(struct client *c, const char *arg)
 		{ "database", OID_TEXT }, { "user", OID_TEXT }, { "status", OID_TEXT }, { "reason", OID_TEXT },
 	};
 	struct result r;
+	struct health_verdict v;
 	int n;
 	int64_t now = now_usec();
-	char reason[160];
+	char why[256];
 
 	(void)arg;
+	bool serving = health_judge_instance(now, why, sizeof(why));
 	struct pool **pools = sorted_pools(&n);
 	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	row_text_or_null(&r, NULL);
+	row_text_or_null(&r, NULL);
+	row_text(&r, serving ? "ok" : "unavailable");
+	row_text(&r, why);
+	row_end(&r);
 	for (int i = 0; i < n; i++) {
 		struct pool *p = pools[i];
-		enum health_status st = health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason));
+		health_judge_pool(p, now, &v);
 		row_text(&r, p->db->name);
 		row_text(&r, p->user->name);
-		row_text(&r, health_status_name(st));
-		row_text(&r, reason);
+		row_text(&r, health_status_name(v.status));
+		row_text(&r, v.reason);
 		row_end(&r);
 	}
 	free(pools);

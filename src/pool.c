@@ -593,6 +593,7 @@ static bool hand_server_to(struct server *s, struct client *c)
 	struct pool *p = c->pool;
 	client_set_state(c, CL_ACTIVE);
 	server_link(s, c);
+	p->wait_timeouts = 0; /* the pool serves again */
 	p->stats.server_assignments++;
 	/* a walsender got the client's values in its startup packet, and takes no SET */
 	char *sql = p->for_replication ? NULL : server_param_sync_sql(s, c);
@@ -1139,9 +1140,12 @@ static void fail_clients_past_timeouts(struct pool *p, int64_t now)
 		int64_t limit = pool_user_setting(c->login_user, c->login_user ? c->login_user->query_wait_timeout : -1,
 						  cfg->query_wait_timeout);
 		char secs[32];
-		if (limit > 0 && now - c->wait_start > limit)
+		if (limit > 0 && now - c->wait_start > limit) {
+			p->wait_timeout_at = now;
+			p->wait_timeouts++;
 			client_fatal(c, "08P01", "query_wait_timeout: no server connection became free within %s s",
 				     usec_to_seconds_text(limit, secs, sizeof(secs)));
+		}
 	}
 }
 
@@ -1234,15 +1238,16 @@ static void evaluate_health(struct pool *p, int64_t now)
 	if (!telemetry_enabled || now - p->health_checked_at < SERIES_SLOT_USEC)
 		return;
 	p->health_checked_at = now;
-	char reason[sizeof(p->health_reason)];
-	enum health_status st = health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason));
+	struct health_verdict v;
+	health_judge_pool(p, now, &v);
+	enum health_status st = v.status;
 	if ((int)st != p->health) {
 		log_msg(st == HEALTH_OK ? LOG_LVL_INFO : LOG_LVL_WARNING, "%s/%s: health %s -> %s%s%s", p->db->name,
-			p->user->name, health_status_name((enum health_status)p->health), health_status_name(st), reason[0] ? ": " : "",
-			reason);
+			p->user->name, health_status_name((enum health_status)p->health), health_status_name(st),
+			v.reason[0] ? ": " : "", v.reason);
 	}
 	p->health = st;
-	str_copy(p->health_reason, reason, sizeof(p->health_reason));
+	str_copy(p->health_reason, v.reason, sizeof(p->health_reason));
 }
 
 void pool_janitor(struct pool *p, int64_t now)

@@ -434,14 +434,14 @@ static void render_efficiency(struct evbuffer *out)
 static void render_health_gauge(struct evbuffer *out)
 {
 	struct list *pos;
-	char reason[160];
+	struct health_verdict v;
 	int64_t now = now_usec();
 	put_header(out, "pgpulse_pool_health", "gauge", "Pool health on the 5-minute window: 0 ok, 1 warning, 2 critical.");
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
-		put_pool_sample(out, "pgpulse_pool_health", p, NULL,
-				health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason)));
+		health_judge_pool(p, now, &v);
+		put_pool_sample(out, "pgpulse_pool_health", p, NULL, v.status);
 	}
 }
 
@@ -489,28 +489,29 @@ static void put_json_string(struct evbuffer *out, const char *s)
 bool metrics_render_health(struct evbuffer *out)
 {
 	struct list *pos;
-	char reason[160];
+	struct health_verdict v;
+	char why[256];
 	int64_t now = now_usec();
-	enum health_status worst = HEALTH_OK;
+	bool serving = health_judge_instance(now, why, sizeof(why));
 	bool first = true;
-	evbuffer_add_printf(out, "{\"pools\":[");
+	evbuffer_add_printf(out, "{\"status\":\"%s\",\"reason\":", serving ? "ok" : "unavailable");
+	put_json_string(out, why);
+	evbuffer_add_printf(out, ",\"pools\":[");
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
-		enum health_status st = health_evaluate(p->tm, worker->cfg, now, reason, sizeof(reason));
-		if (st > worst)
-			worst = st;
+		health_judge_pool(p, now, &v);
 		evbuffer_add_printf(out, "%s{\"database\":", first ? "" : ",");
 		put_json_string(out, p->db->name);
 		evbuffer_add_printf(out, ",\"user\":");
 		put_json_string(out, p->user->name);
-		evbuffer_add_printf(out, ",\"status\":\"%s\",\"reason\":", health_status_name(st));
-		put_json_string(out, reason);
+		evbuffer_add_printf(out, ",\"status\":\"%s\",\"reason\":", health_status_name(v.status));
+		put_json_string(out, v.reason);
 		evbuffer_add_printf(out, "}");
 		first = false;
 	}
-	evbuffer_add_printf(out, "],\"status\":\"%s\"}\n", health_status_name(worst));
-	return worst != HEALTH_CRITICAL;
+	evbuffer_add_printf(out, "]}\n");
+	return serving;
 }
 
 /* ---- the endpoint ---- */

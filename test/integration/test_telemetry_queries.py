@@ -613,7 +613,8 @@ def query_p95_health(pgpulse, **thresholds):
     settings = dict(ALL_HEALTH_CHECKS_OFF, **thresholds)
     pp = start(pgpulse, **settings)
     conn = pp.connect(autocommit=True, prepare_threshold=None)
-    for _ in range(3):
+    # a percentile is judged on at least 20 samples (HEALTH_MIN_SAMPLES)
+    for _ in range(20):
         simple_query(conn, "select pg_sleep(0.05)")
     return health(pp)
 
@@ -641,21 +642,22 @@ def test_query_p95_above_the_critical_threshold_is_critical(pgpulse):
     ("200ms", "critical", "0.2"),
 ])
 def test_wait_p95_thresholds_judge_a_contended_pool(pgpulse, critical, status, threshold):
-    """Pool size 1 held for 0.3 s while another client waits: the wait p95
-    (0.3 s of two waits) crosses the warning 100 ms (and the critical 200 ms
-    when set so)."""
+    """Pool size 1 held for 0.3 s while 20 other clients wait: the wait p95
+    (at least 0.3 s, over the 20 samples a percentile needs) crosses the
+    warning 100 ms (and the critical 200 ms when set so)."""
     settings = dict(ALL_HEALTH_CHECKS_OFF, default_pool_size=1,
                     health_wait_p95_warning="100ms", health_wait_p95_critical=critical)
     pp = start(pgpulse, **settings)
     holder = pp.connect(autocommit=True, prepare_threshold=None)
     simple_query(holder, "BEGIN")
-    waiter = Worker(pp, lambda c: simple_query(c, "select 1"))
-    wait_until(lambda: (pool_row(pp) or {}).get("cl_waiting") == 1, 10,
-               "the second client to wait for the only server")
-    # the scenario: the server stays taken for 0.3 s while the query is known to wait
+    waiters = [Worker(pp, lambda c: simple_query(c, "select 1")) for _ in range(20)]
+    wait_until(lambda: (pool_row(pp) or {}).get("cl_waiting") == 20, 20,
+               "the other clients to wait for the only server")
+    # the scenario: the server stays taken for 0.3 s while the queries are known to wait
     time.sleep(0.3)
     simple_query(holder, "COMMIT")
-    waiter.finish()
+    for w in waiters:
+        w.finish()
 
     row = health(pp)
     assert row["status"] == status, row
@@ -669,18 +671,33 @@ def test_wait_p95_thresholds_judge_a_contended_pool(pgpulse, critical, status, t
     (60, "critical", 60),
 ])
 def test_utilization_thresholds_judge_a_busy_pool(pgpulse, critical, status, threshold):
-    """Pool size 1, one client running pg_sleep(0.05) back to back for 1 s:
-    utilization is well above 60 %, so the pool is warning at a 50 %
-    threshold, or critical at a 60 % one."""
+    """Pool size 1 (its whole capacity), one client running pg_sleep(0.05)
+    back to back for 1 s: utilization of the capacity is well above 60 %, so
+    the pool is warning at a 50 % threshold; at a 60 % critical one it is
+    critical once a client waits for the busy server (a full pool that keeps
+    nobody waiting hurts nobody yet)."""
     settings = dict(ALL_HEALTH_CHECKS_OFF, default_pool_size=1,
                     health_utilization_warning=50, health_utilization_critical=critical)
     pp = start(pgpulse, **settings)
     run_concurrently(pp, 1, "select pg_sleep(0.05)", 1.0)
-
-    row = health(pp)
+    if status == "warning":
+        row = health(pp)
+    else:
+        holder = pp.connect(autocommit=True, prepare_threshold=None)
+        simple_query(holder, "BEGIN")
+        waiter = Worker(pp, lambda c: simple_query(c, "select 1"))
+        wait_until(lambda: (pool_row(pp) or {}).get("cl_waiting") == 1, 10,
+                   "a client to wait for the only server")
+        try:
+            row = health(pp)
+        finally:
+            simple_query(holder, "COMMIT")
+            waiter.finish()
     assert row["status"] == status, row
+    suffix = " with clients waiting" if status == "critical" else ""
     util = reason_value(row["reason"],
-                        rf"utilization ([\d.]+) % is at or above the {status} {threshold} %")
+                        rf"utilization ([\d.]+) % of capacity 1 is at or above the {status} {threshold} %"
+                        + suffix)
     assert 60 < util <= 100, row
 
 
@@ -694,7 +711,7 @@ def test_janitor_logs_each_change_of_health(pgpulse):
     pp = start(pgpulse, **settings)
     mark = pp.log_mark()
     conn = pp.connect(autocommit=True, prepare_threshold=None)
-    for _ in range(3):
+    for _ in range(20):  # the samples a percentile needs
         simple_query(conn, "select pg_sleep(0.05)")
     assert health(pp)["status"] == "warning"
     pp.wait_log(r"\d WARNING appdb/app: health ok -> warning: "
@@ -740,6 +757,6 @@ def test_stats_user_can_read_query_telemetry(pgpulse):
     seen = {what: pp.show(what, user="stats") for what in ("QUERIES", "SLOW", "HEALTH")}
     assert [r["query"] for r in seen["QUERIES"]] == ["select pg_sleep(?)"], seen
     assert [r["query"] for r in seen["SLOW"]] == ["select pg_sleep(?)"], seen
-    assert [(r["database"], r["status"]) for r in seen["HEALTH"]] == [("appdb", "ok")], seen
+    assert [(r["database"], r["status"]) for r in seen["HEALTH"]] == [(None, "ok"), ("appdb", "ok")], seen
     assert [r["database"] for r in pp.show("EFFICIENCY", user="stats")] == ["appdb"]
     assert seen["QUERIES"] == pp.show("QUERIES")

@@ -142,6 +142,23 @@ void pool_tier_use(const struct pool *p, int *overflow_in_use, int *reserve_in_u
 	*reserve_in_use = 1;
 }
 
+/* SHOW HEALTH judges capacity (health.c): the sizes above, no connection caps */
+struct pool_limits pool_limits_of(const struct pool *p)
+{
+	(void)p;
+	return (struct pool_limits){ .base = 20, .min = 0, .overflow = 1, .reserve = 1, .max_db = 0, .max_user = 0 };
+}
+
+int pool_server_count(const struct pool *p)
+{
+	return p->server_count;
+}
+
+bool pool_paused(const struct pool *p)
+{
+	return p->db->paused || worker->paused_all;
+}
+
 struct pool_db *pool_lookup_db(const char *name)
 {
 	struct list *pos;

@@ -340,7 +340,9 @@ void client_close(struct client *c, const char *reason)
 		log_debug("C-%llu %s: closing because: %s", (unsigned long long)c->id, c->addr, reason);
 	struct server *s = c->server;
 	bool clean = s && server_is_clean_after(c, s);
-	record_wait(c);
+	/* only a client still waiting: wait_start may outlive a wait that ended otherwise (the hello) */
+	if (c->state == CL_WAITING || c->state == CL_WELCOME)
+		record_wait(c);
 	client_set_state(c, CL_CLOSED);
 	auth_query_forget_client(c);
 	if (c->cancel)

@@ -102,6 +102,7 @@ struct client {
 	uint8_t md5_salt[4];
 	struct scram_server *scram;
 	bool is_admin;
+	bool login_timed_out;       /* client_login_timeout ended it: the login failure's reason */
 	bool admin_may_change;      /* admin_users, not just stats_users */
 	int admin_wait;             /* enum control_wait: a console command not answered yet */
 	struct pool_db *admin_wait_db;

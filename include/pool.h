@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "failures.h"
 #include "proto.h"
 #include "scram.h"
 #include "util.h"
@@ -146,6 +147,7 @@ struct pool_stats {
 	uint64_t server_parse_count; /* ... Parse messages pgpulse sent to servers for them */
 	uint64_t bind_count;         /* Bind messages of named statements */
 	uint64_t prepared_evictions; /* statements closed on its servers to make room (max_prepared_statements) */
+	struct failure_counts fail;  /* timeouts, failed server logins, errors by class (failures.h) */
 };
 
 /* the sizes in force for a pool: overrides resolved, 0 = none */

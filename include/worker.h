@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "failures.h"
 #include "normalize.h"
 #include "stream.h"
 #include "util.h"
@@ -63,6 +64,9 @@ struct worker {
 	enum shutdown_mode shutdown;
 	bool paused_all;            /* SIGINT shutdown: no new server work */
 	int64_t started_at;         /* wall clock usec */
+	/* failures of clients before they had a pool (failures.h): a client-chosen name is no label */
+	struct failure_counts unpooled_failures;
+	uint64_t login_failures[LF_COUNT]; /* by reason, whether or not the client had a pool */
 };
 
 extern struct worker *worker;

@@ -40,6 +40,7 @@
 #include "control.h"
 #include "dns.h"
 #include "efficiency.h"
+#include "failures.h"
 #include "fingerprint.h"
 #include "health.h"
 #include "log.h"
@@ -1694,6 +1695,7 @@ static void show_help(struct client *c, const char *arg)
 		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
 		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|PREPARED_STATEMENTS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
+		"\tSHOW FAILURES\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
 		"\tSHOW QUERIES [1m|5m|15m|all]\n"
 		"\tSHOW HEALTH|SLOW\n"
@@ -2323,10 +2325,71 @@ static void show_prepared_statements(struct client *c, const char *arg)
 	result_end(&r);
 }
 
+/* ---- SHOW FAILURES: what went wrong, one row per nonzero counter (doc/admin.md) ---- */
+
+struct failure_rows {
+	struct result *r;
+	const char *db, *user, *pool;
+};
+
+static void failure_row(const struct failure_rows *f, const char *failure, const char *detail, uint64_t count)
+{
+	if (!count)
+		return;
+	row_text(f->r, f->db);
+	row_text(f->r, f->user);
+	row_text(f->r, f->pool);
+	row_text(f->r, failure);
+	row_text(f->r, detail);
+	row_uint(f->r, count);
+	row_end(f->r);
+}
+
+static void failure_rows_of(const struct failure_rows *f, const struct failure_counts *fc)
+{
+	failure_row(f, "query_wait_timeout", "", fc->wait_timeouts);
+	failure_row(f, "query_timeout", "", fc->query_timeouts);
+	failure_row(f, "client_idle_timeout", "", fc->client_idle_timeouts);
+	failure_row(f, "idle_transaction_timeout", "", fc->idle_transaction_timeouts);
+	failure_row(f, "transaction_timeout", "", fc->transaction_timeouts);
+	failure_row(f, "server_connect", "", fc->server_connect_failures);
+	failure_row(f, "server_login", "", fc->server_login_failures);
+	for (int k = 0; k < ERR_CLASS_COUNT; k++)
+		failure_row(f, "server_error", failure_error_class_name(k), fc->server_errors[k]);
+	for (int k = 0; k < ERR_CLASS_COUNT; k++)
+		failure_row(f, "pgpulse_error", failure_error_class_name(k), fc->pooler_errors[k]);
+}
+
+static void show_failures(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "database", OID_TEXT }, { "user", OID_TEXT },   { "pool", OID_TEXT },
+		{ "failure", OID_TEXT },  { "detail", OID_TEXT }, { "count", OID_INT8 },
+	};
+	struct result r;
+	struct list *pos;
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		struct failure_rows f = { &r, p->db->name, p->user->name,
+					  p->for_replication ? "replication" : p->for_lookups ? "auth_query" : "" };
+		failure_rows_of(&f, &p->stats.fail);
+	}
+	/* clients that failed before they had a pool, and every failed login: no database or user */
+	struct failure_rows f = { &r, "", "", "" };
+	failure_rows_of(&f, &worker->unpooled_failures);
+	for (int i = 0; i < LF_COUNT; i++)
+		failure_row(&f, "client_login", failure_login_reason_name((enum login_failure)i), worker->login_failures[i]);
+	result_end(&r);
+}
+
 static const struct show_entry show_table[] = {
 	{ "latency", show_latency, true },
 	{ "efficiency", show_efficiency, true },
 	{ "health", show_health, false },
+	{ "failures", show_failures, false },
 	{ "queries", show_queries, true },
 	{ "slow", show_slow, false },
 	{ "help", show_help, false },

@@ -34,6 +34,7 @@
 #include "auth_query.h"
 #include "cancel.h"
 #include "config.h"
+#include "failures.h"
 #include "intern.h"
 #include "fingerprint.h"
 #include "hello.h"
@@ -132,9 +133,29 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 
 /* ---- errors ---- */
 
+/*
+ * Every error pgpulse sends is counted by class, on the client's pool or,
+ * before it has one, on the instance; an error that ends a login is also
+ * a login failure, by reason.
+ */
+static void count_error(struct client *c, const char *sqlstate)
+{
+	struct failure_counts *fc = c->pool ? &c->pool->stats.fail : &worker->unpooled_failures;
+	fc->pooler_errors[failure_error_class(sqlstate)]++;
+	if (c->state == CL_LOGIN || c->state == CL_WELCOME) {
+		enum login_failure why = failure_login_reason(sqlstate);
+		if (c->login_timed_out)
+			why = LF_TIMEOUT;
+		else if (c->pool) /* authenticated: what failed is its server, whatever the code */
+			why = LF_SERVER;
+		worker->login_failures[why]++;
+	}
+}
+
 static void queue_error(struct client *c, const char *severity, const char *sqlstate, const char *fmt, va_list ap)
 {
 	char msg[1024];
+	count_error(c, sqlstate);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	proto_put_error(stream_out(&c->st), severity, sqlstate, msg);
 	if (worker->cfg->log_pooler_errors)
@@ -162,6 +183,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
+		count_error(c, sqlstate); /* sent or not, it is pgpulse's error */
 		log_info("C-%llu %s/%s %s: FATAL %s in the middle of a reply: closing without a message",
 			 (unsigned long long)c->id, c->dbname, c->user, c->addr, msg);
 		client_close(c, msg);
@@ -292,6 +314,21 @@ static void release_server_of_leaving_client(struct server *s, bool clean)
  * server's close calls back (client_server_lost, client_fatal) finds it
  * closed and does nothing: no second count-out, no stray message.
  */
+/*
+ * A wait ends when a server is linked, or when the client leaves without
+ * one (query_wait_timeout, the server unreachable, the client gave up):
+ * either way it waited, and total_wait_time and the wait histogram say so.
+ */
+static void record_wait(struct client *c)
+{
+	if (!c->wait_start || !c->pool)
+		return;
+	int64_t waited = now_usec() - c->wait_start;
+	c->pool->stats.wait_time += (uint64_t)waited;
+	telemetry_record(c->pool->tm, TK_WAIT, waited);
+	c->wait_start = 0;
+}
+
 void client_close(struct client *c, const char *reason)
 {
 	if (c->state == CL_CLOSED)
@@ -303,6 +340,9 @@ void client_close(struct client *c, const char *reason)
 		log_debug("C-%llu %s: closing because: %s", (unsigned long long)c->id, c->addr, reason);
 	struct server *s = c->server;
 	bool clean = s && server_is_clean_after(c, s);
+	/* only a client still waiting: wait_start may outlive a wait that ended otherwise (the hello) */
+	if (c->state == CL_WAITING || c->state == CL_WELCOME)
+		record_wait(c);
 	client_set_state(c, CL_CLOSED);
 	auth_query_forget_client(c);
 	if (c->cancel)
@@ -1032,12 +1072,7 @@ int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64
 
 void client_linked(struct client *c)
 {
-	if (c->wait_start) {
-		int64_t waited = now_usec() - c->wait_start;
-		c->pool->stats.wait_time += (uint64_t)waited;
-		telemetry_record(c->pool->tm, TK_WAIT, waited);
-		c->wait_start = 0;
-	}
+	record_wait(c);
 	if (c->hello_after_link) {
 		hello_on_linked(c);
 		return;

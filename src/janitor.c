@@ -30,9 +30,11 @@ static void close_clients_past_login_timeout(int64_t now)
 	{
 		struct client *c = container_of(pos, struct client, node);
 		char secs[32];
-		if (c->state == CL_LOGIN && now - c->request_time > limit)
-			client_fatal(c, "08P01", "client_login_timeout: login not finished within %s s",
-				     usec_to_seconds_text(limit, secs, sizeof(secs)));
+		if (c->state != CL_LOGIN || now - c->request_time <= limit)
+			continue;
+		c->login_timed_out = true;
+		client_fatal(c, "08P01", "client_login_timeout: login not finished within %s s",
+			     usec_to_seconds_text(limit, secs, sizeof(secs)));
 	}
 }
 

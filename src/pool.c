@@ -1140,12 +1140,13 @@ static void fail_clients_past_timeouts(struct pool *p, int64_t now)
 		int64_t limit = pool_user_setting(c->login_user, c->login_user ? c->login_user->query_wait_timeout : -1,
 						  cfg->query_wait_timeout);
 		char secs[32];
-		if (limit > 0 && now - c->wait_start > limit) {
-			p->wait_timeout_at = now;
-			p->wait_timeouts++;
-			client_fatal(c, "08P01", "query_wait_timeout: no server connection became free within %s s",
-				     usec_to_seconds_text(limit, secs, sizeof(secs)));
-		}
+		if (limit <= 0 || now - c->wait_start <= limit)
+			continue;
+		p->wait_timeout_at = now; /* health.c: the pool's clients are timing out */
+		p->wait_timeouts++;
+		p->stats.fail.wait_timeouts++;
+		client_fatal(c, "08P01", "query_wait_timeout: no server connection became free within %s s",
+			     usec_to_seconds_text(limit, secs, sizeof(secs)));
 	}
 }
 
@@ -1161,6 +1162,7 @@ static void close_servers_stuck_connecting(struct pool *p, int64_t now)
 			snprintf(msg, sizeof(msg), "server_connect_timeout: no login within %s s",
 				 usec_to_seconds_text(cfg->server_connect_timeout, secs, sizeof(secs)));
 			struct client *owner = s->owner; /* a walsender's timeout is its own client's alone */
+			p->stats.fail.server_connect_failures++;
 			server_close(s, msg);
 			if (owner)
 				client_fatal(owner, "08006", "%s", msg);
@@ -1182,6 +1184,7 @@ static void enforce_query_timeout(struct client *c, int64_t limit, int64_t now)
 		log_info("C-%llu %s/%s: query_timeout (%s s): cancelling the query on S-%llu",
 			 (unsigned long long)c->id, c->dbname, c->user, secs, (unsigned long long)s->id);
 		s->cancel_sent_at = now;
+		c->pool->stats.fail.query_timeouts++;
 		cancel_send(s, NULL);
 		return;
 	}
@@ -1214,15 +1217,19 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 				continue;
 		}
 		char secs[32];
-		if (in_xact && tx_limit > 0 && c->xact_start && now - c->xact_start > tx_limit)
+		if (in_xact && tx_limit > 0 && c->xact_start && now - c->xact_start > tx_limit) {
+			p->stats.fail.transaction_timeouts++;
 			client_fatal(c, "25P04", "transaction_timeout: transaction open longer than %s s",
 				     usec_to_seconds_text(tx_limit, secs, sizeof(secs)));
-		else if (idle && in_xact && itx_limit > 0 && now - c->idle_since > itx_limit)
+		} else if (idle && in_xact && itx_limit > 0 && now - c->idle_since > itx_limit) {
+			p->stats.fail.idle_transaction_timeouts++;
 			client_fatal(c, "25P03", "idle_transaction_timeout: idle in transaction longer than %s s",
 				     usec_to_seconds_text(itx_limit, secs, sizeof(secs)));
-		else if (idle && !in_xact && idle_limit > 0 && now - c->idle_since > idle_limit)
+		} else if (idle && !in_xact && idle_limit > 0 && now - c->idle_since > idle_limit) {
+			p->stats.fail.client_idle_timeouts++;
 			client_fatal(c, "57P05", "client_idle_timeout: idle longer than %s s",
 				     usec_to_seconds_text(idle_limit, secs, sizeof(secs)));
+		}
 	}
 }
 

@@ -32,6 +32,7 @@
 #include "client.h"
 #include "config.h"
 #include "dns.h"
+#include "failures.h"
 #include "intern.h"
 #include "log.h"
 #include "pool.h"
@@ -209,6 +210,7 @@ static void on_host_resolved(void *arg, const char *host, bool ok, const char *e
 	char msg[300];
 	snprintf(msg, sizeof(msg), "could not resolve host \"%s\": %s", host, error);
 	note_host_failed(p->db, hi);
+	p->stats.fail.server_connect_failures++;
 	pool_server_failed(p, "08001", msg);
 }
 
@@ -332,6 +334,7 @@ static void connect_failed(struct server *s, const char *msg)
 	struct pool *p = s->pool;
 	struct client *owner = s->owner;
 	int spare = s->spare_tries;
+	p->stats.fail.server_connect_failures++; /* every address tried counts */
 	server_close(s, msg);
 	if (spare > 0 && worker->shutdown == SHUTDOWN_NONE) {
 		log_info("%s/%s: %s; trying the next address", p->db->name, p->user->name, msg);
@@ -354,6 +357,7 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 		return NULL; /* on_host_resolved() calls the pool back */
 	case ADDR_FAILED:
 		note_host_failed(p->db, hi);
+		p->stats.fail.server_connect_failures++;
 		report_failure(p, owner, "08001", msg);
 		return NULL;
 	}
@@ -367,6 +371,7 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 		addr_to_str(&ss, desc, sizeof(desc));
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
+		p->stats.fail.server_connect_failures++;
 		report_failure(p, owner, "08001", "could not create a socket for the server connection");
 		return NULL;
 	}
@@ -613,6 +618,7 @@ static void login_failed(struct server *s, const char *sqlstate, const char *msg
 	struct client *owner = s->owner;
 	char text[512];
 	snprintf(text, sizeof(text), "%s", msg);
+	p->stats.fail.server_login_failures++;
 	server_close(s, text);
 	report_failure(p, owner, sqlstate, text);
 }
@@ -940,6 +946,13 @@ static void finish_job(struct server *s)
 	}
 }
 
+/* an ErrorResponse on its way to the client, by its SQLSTATE's class (read only here: errors are rare) */
+static void count_server_error(const struct server *s, const struct pkt *pkt)
+{
+	const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
+	s->pool->stats.fail.server_errors[failure_error_class(code)]++;
+}
+
 /* FATAL or PANIC: PostgreSQL closes the connection after this error */
 static bool error_ends_session(const struct pkt *pkt)
 {
@@ -1146,6 +1159,7 @@ static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 	switch (pkt->type) {
 	case 'E':
 		s->reply_error = true;
+		count_server_error(s, pkt);
 		if (error_ends_session(pkt))
 			s->fatal_forwarded = true;
 		return PKT_FORWARD;

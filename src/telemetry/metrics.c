@@ -35,6 +35,7 @@
 #include "client.h"
 #include "config.h"
 #include "efficiency.h"
+#include "failures.h"
 #include "health.h"
 #include "hist.h"
 #include "log.h"
@@ -330,6 +331,22 @@ static const struct {
 	{ "pgpulse_pool_prepared_evictions_total",
 	  "Prepared statements closed on a server to keep it within max_prepared_statements.",
 	  offsetof(struct pool_stats, prepared_evictions), 1 },
+	/* failures (failures.h); errors by class and login failures are rendered apart */
+	{ "pgpulse_pool_query_wait_timeouts_total", "Clients failed by query_wait_timeout.",
+	  offsetof(struct pool_stats, fail.wait_timeouts), 1 },
+	{ "pgpulse_pool_query_timeouts_total", "Queries cancelled by query_timeout.",
+	  offsetof(struct pool_stats, fail.query_timeouts), 1 },
+	{ "pgpulse_pool_client_idle_timeouts_total", "Clients closed by client_idle_timeout.",
+	  offsetof(struct pool_stats, fail.client_idle_timeouts), 1 },
+	{ "pgpulse_pool_idle_transaction_timeouts_total", "Clients closed by idle_transaction_timeout.",
+	  offsetof(struct pool_stats, fail.idle_transaction_timeouts), 1 },
+	{ "pgpulse_pool_transaction_timeouts_total", "Clients closed by transaction_timeout.",
+	  offsetof(struct pool_stats, fail.transaction_timeouts), 1 },
+	{ "pgpulse_pool_server_connect_failures_total",
+	  "Server connection attempts that failed before login (refused, unreachable, DNS, server_connect_timeout).",
+	  offsetof(struct pool_stats, fail.server_connect_failures), 1 },
+	{ "pgpulse_pool_server_login_failures_total", "Server logins PostgreSQL or pgpulse's authentication refused.",
+	  offsetof(struct pool_stats, fail.server_login_failures), 1 },
 };
 
 static void render_pool_counters(struct evbuffer *out)
@@ -345,6 +362,44 @@ static void render_pool_counters(struct evbuffer *out)
 			put_pool_sample(out, stats_counters[i].name, p, NULL, (double)v * stats_counters[i].scale);
 		}
 	}
+}
+
+/* ---- failures: errors by SQLSTATE class, login failures by reason ---- */
+
+/* one source's nonzero classes: a series appears with its first error, so a pool costs none until then */
+static void put_error_classes(struct evbuffer *out, const struct pool *p, const char *source, const uint64_t *counts)
+{
+	for (int k = 0; k < ERR_CLASS_COUNT; k++) {
+		if (!counts[k])
+			continue;
+		evbuffer_add_printf(out, "pgpulse_errors_total{");
+		if (p) {
+			put_pool_labels(out, p);
+			evbuffer_add(out, ",", 1);
+		}
+		evbuffer_add_printf(out, "source=\"%s\",class=\"%s\"} %llu\n", source, failure_error_class_name(k),
+				    (unsigned long long)counts[k]);
+	}
+}
+
+static void render_failures(struct evbuffer *out)
+{
+	struct list *pos;
+	put_header(out, "pgpulse_errors_total", "counter",
+		   "Errors sent to clients by SQLSTATE class: source server (forwarded from PostgreSQL) or pgpulse "
+		   "(its own); without database and user for clients that had no pool yet.");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		put_error_classes(out, p, "server", p->stats.fail.server_errors);
+		put_error_classes(out, p, "pgpulse", p->stats.fail.pooler_errors);
+	}
+	put_error_classes(out, NULL, "pgpulse", worker->unpooled_failures.pooler_errors);
+	put_header(out, "pgpulse_client_login_failures_total", "counter", "Client logins that failed, by reason.");
+	for (int r = 0; r < LF_COUNT; r++)
+		evbuffer_add_printf(out, "pgpulse_client_login_failures_total{reason=\"%s\"} %llu\n",
+				    failure_login_reason_name((enum login_failure)r),
+				    (unsigned long long)worker->login_failures[r]);
 }
 
 /* ---- the shared prepared statements: SHOW PREPARED_STATEMENTS, summed ---- */
@@ -462,6 +517,7 @@ void metrics_render(struct evbuffer *out)
 	render_instance(out);
 	render_pool_levels(out);
 	render_pool_counters(out);
+	render_failures(out);
 	render_prepared(out);
 	render_histograms(out);
 	render_quantiles(out);

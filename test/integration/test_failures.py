@@ -6,13 +6,15 @@ pgpulse-sent: on SHOW STATS, SHOW FAILURES and /metrics (checked by value
 and with promtool).
 """
 
+import socket
+import struct
 import subprocess
 import threading
 
 import psycopg
 import pytest
 
-from pgpulse_harness import free_port
+from pgpulse_harness import free_port, wait_until
 from test_metrics import DATABASES, parse_metrics, promtool, scrape, series, start, value
 
 
@@ -145,3 +147,58 @@ def test_errors_are_counted_by_class_server_sent_apart_from_pgpulse_sent(pgpulse
     assert seen[("appdb", "app", "server_error", "22")] == 3
     assert seen[("appdb", "app", "pgpulse_error", "25")] == 1
     promtool_accepts(body)
+
+
+def pool_counter(pp, name):
+    return value(parse_metrics(scrape(pp)), name, database="appdb", user="app")
+
+
+@pytest.mark.parametrize("setting,failure,metric,open_transaction", [
+    ("client_idle_timeout", "client_idle_timeout", "pgpulse_pool_client_idle_timeouts_total", False),
+    ("idle_transaction_timeout", "idle_transaction_timeout", "pgpulse_pool_idle_transaction_timeouts_total",
+     True),
+])
+def test_idle_timeout_closes_are_counted(pgpulse, setting, failure, metric, open_transaction):
+    pp = start(pgpulse, **{setting: 1})
+    conn = pp.connect(prepare_threshold=None, autocommit=not open_transaction)
+    conn.execute("SELECT 1")  # then idle: in a transaction or not
+    wait_until(lambda: pool_counter(pp, metric) == 1, 10, f"{setting} to close the idle client")
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("SELECT 1")
+    assert failures(pp)[("appdb", "app", failure, "")] == 1
+
+
+def test_transaction_timeout_close_is_counted(pgpulse):
+    pp = start(pgpulse, transaction_timeout=1)
+    conn = pp.connect(prepare_threshold=None)
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("SELECT pg_sleep(20)")  # a transaction that outlives transaction_timeout
+    wait_until(lambda: pool_counter(pp, "pgpulse_pool_transaction_timeouts_total") == 1, 10,
+               "the transaction_timeout close to be counted")
+    assert failures(pp)[("appdb", "app", "transaction_timeout", "")] == 1
+
+
+def test_a_server_login_postgresql_refuses_is_counted_on_its_pool(pgpulse):
+    # the auth_file's password lets the client in, and PostgreSQL refuses it for app
+    pp = start(pgpulse, server_login_retry=1)
+    pp.write_config(userlist={"app": "not_apps_real_password", "admin": "admin_pw"})
+    pp.command("RELOAD")
+    assert "password authentication failed" in login_error(pp, dbname="appdb", user="app",
+                                                          password="not_apps_real_password")
+    samples = parse_metrics(scrape(pp))
+    assert value(samples, "pgpulse_pool_server_login_failures_total", database="appdb", user="app") >= 1
+    assert value(samples, "pgpulse_client_login_failures_total", reason="server_unavailable") == 1
+    assert value(samples, "pgpulse_client_login_failures_total", reason="wrong_password") == 0
+
+
+def test_a_login_left_unfinished_is_counted_as_a_timeout(pgpulse):
+    pp = start(pgpulse, client_login_timeout=1)
+    sock = socket.create_connection(("127.0.0.1", pp.port), timeout=10)
+    try:
+        body = struct.pack("!I", 196608) + b"user\0app\0database\0appdb\0\0"
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)  # then never answers the password request
+        wait_until(lambda: value(parse_metrics(scrape(pp)), "pgpulse_client_login_failures_total",
+                                 reason="timeout") == 1, 10, "client_login_timeout to end the login")
+    finally:
+        sock.close()
+    assert failures(pp)[("", "", "client_login", "timeout")] == 1

@@ -29,8 +29,7 @@ import psycopg
 from psycopg import pq
 import pytest
 
-from client_clock import HIST_ERROR, ClientClock, assert_near
-from pgpulse_harness import wait_until
+from pgpulse_harness import HIST_ERROR, ClientClock, assert_duration, wait_until
 
 USERLIST = {"app": "app_pw", "admin": "admin_pw", "stats": "stats_pw"}
 
@@ -219,11 +218,11 @@ def test_literals_spacing_case_and_comments_fold_into_one_fingerprint(pgpulse):
     assert row["calls"] == 7, row
     assert row["errors"] == 0, row
     # sorted: 2 2 2 10 10 20 100 ms; p50 is the 4th of 7, p95 and p99 the 7th
-    assert_near(row, "p50_us", 10_000, clock)
-    assert_near(row, "p95_us", 100_000, clock)
-    assert_near(row, "p99_us", 100_000, clock)
-    assert_near(row, "max_us", 100_000, clock)
-    assert_near(row, "total_us", 146_000, clock)
+    assert_duration(row, "p50_us", 10_000, clock)
+    assert_duration(row, "p95_us", 100_000, clock)
+    assert_duration(row, "p99_us", 100_000, clock)
+    assert_duration(row, "max_us", 100_000, clock)
+    assert_duration(row, "total_us", 146_000, clock)
     assert row["mean_us"] == row["total_us"] // row["calls"], row
 
 
@@ -346,7 +345,7 @@ def test_executing_a_named_prepared_statement_counts_for_its_parse(pgpulse):
     assert sleep["total_us"] >= 4 * 30_000, sleep
     # p50 is the 3rd of 5: the Parse+Sync request and the first Bind share
     # the first execute's timing, so the 3rd shortest of the 4 timings bounds it
-    assert_near(sleep, "p50_us", 30_000, clock)
+    assert_duration(sleep, "p50_us", 30_000, clock)
     assert plus["max_us"] < 30_000, plus
     # the pg_prepared_statements query itself, and nothing unattributed
     assert set(rows) == {"select pg_sleep(?)", "select ?::int+?",

@@ -3,20 +3,36 @@
  * commands parsed, and the answers decoded back into messages, columns and
  * rows and checked against what PgBouncer 1.23 would send.
  *
- * The test includes src/admin.c itself, so the parser's static functions are
- * reachable, and it builds a small worker by hand (pools, clients, servers
- * on their lists) instead of running the event loop. The few functions of
- * other modules that admin.c calls and that need a running daemon are
- * stubbed below; config, proto, log and util are the real ones.
+ * The test links the console (src/admin/) and reaches its parts through
+ * admin_internal.h,
+ * and it builds a small worker by hand (pools, clients, servers on their
+ * lists) instead of running the event loop. The few functions of other
+ * modules that the console calls and that need a running daemon are stubbed
+ * below; config, proto, log and util are the real ones.
  */
-#include "../../src/admin.c"
+#include "admin.h"
+#include "admin_internal.h"
 
+#include <arpa/inet.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cancel.h"
+#include "client.h"
+#include "config.h"
+#include "control.h"
+#include "log.h"
+#include "pool.h"
+#include "prepared.h"
+#include "proto.h"
+#include "server.h"
+#include "stream.h"
+#include "telemetry.h"
 #include "unit.h"
+#include "util.h"
+#include "worker.h"
 
 /* ---- stubs for the parts of the daemon this test does not run ---- */
 
@@ -209,7 +225,7 @@ void prepared_each(void (*fn)(const struct ps_info *info, void *arg), void *arg)
 	fn(&info, arg);
 }
 
-/* ---- decoding what admin.c wrote ---- */
+/* ---- decoding what the console wrote ---- */
 
 #define MAX_MSGS 512
 
@@ -411,7 +427,7 @@ static void setup(void)
 	list_init(&w.dead_clients);
 	list_init(&w.dead_servers);
 	w.started_at = wall_usec() - 10 * 1000000LL; /* up for 10 s */
-	memset(&avg_window, 0, sizeof(avg_window));
+	admin_stats_window_reset();
 
 	memset(&db_app, 0, sizeof(db_app));
 	db_app.name = "app";
@@ -851,13 +867,11 @@ static void test_stats_window_moves_after_stats_period(void)
 	CHECK_STR_EQ(cell(&a, "app", "avg_xact_count"), "0"); /* 100 xacts / 120 s */
 	/* the window now starts at process start and the newer snapshot is now */
 	pool_app.stats.xact_count += 600;
-	avg_window.newer.at -= 60 * 1000000LL;
-	avg_window.older.at -= 60 * 1000000LL;
+	admin_stats_window_age(60 * 1000000LL);
 	ask(&admin_cl, "SHOW STATS", &a);
 	/* rotated: older = the snapshot of 60 s ago (100 xacts): 600 more in 60 s */
 	CHECK_ABOUT(cell(&a, "app", "avg_xact_count"), 10);
-	snapshot_free(&avg_window.older);
-	snapshot_free(&avg_window.newer);
+	admin_stats_window_reset();
 }
 
 static void test_show_lists_rows(void)

@@ -5,25 +5,38 @@
 #
 # Installs the dependencies (sudo when not root), builds pgpulse, starts a
 # scratch PostgreSQL on a free port in a temp dir (role `app`, database
-# `appdb`), starts pgpulse on 127.0.0.1:6432 in transaction pooling mode,
-# prints how to connect, runs a short pgbench through it, and stays up until
-# Ctrl-C, which stops both and removes the temp dir.
+# `appdb`), starts pgpulse on 127.0.0.1:6432 in transaction pooling mode
+# with Prometheus /metrics and /health on 127.0.0.1:9930, prints how to
+# connect, runs a short pgbench through it, and stays up until Ctrl-C, which
+# stops both and removes the temp dir. When 6432 or 9930 is taken (Debian's
+# pgbouncer package starts its service on 6432), a free port is used
+# instead, and the script says so.
 #
 # PostgreSQL will not run as root: as root, everything runs as the user who
 # invoked sudo, or else as the system user pgpulse-test (created if missing).
 #
-# Environment: PGPULSE_PORT (default 6432), PGPULSE_KEEP_TMP=1 keeps the
+# Environment: PGPULSE_PORT (default 6432) and PGPULSE_METRICS_PORT (default
+# 9930): a port given this way must be free; PGPULSE_KEEP_TMP=1 keeps the
 # temp dir (logs, data) after exit.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=$(cd "$here/.." && pwd)
 port=${PGPULSE_PORT:-6432}
+metrics_port=${PGPULSE_METRICS_PORT:-9930}
 
 section() { printf '\n==== %s ====\n' "$*"; }
 die() { echo "quickstart: $*" >&2; exit 1; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# the body of an HTTP GET on 127.0.0.1 (bash's /dev/tcp: no curl needed)
+http_body() { # http_body <port> <path>
+	local reply
+	reply=$(exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+		printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3 && cat <&3) || return 1
+	printf '%s' "${reply#*$'\r\n\r\n'}"
+}
 
 free_port() {
 	local p
@@ -50,7 +63,22 @@ cd "$srcdir"
 make -j"$(nproc 2>/dev/null || echo 2)"
 [ -x "$srcdir/pgpulse" ] || die "build did not produce $srcdir/pgpulse"
 
-port_in_use "$port" && die "port $port is already in use (a PgBouncer?); set PGPULSE_PORT to another port"
+# A port asked for by name must be free; a default that is taken gives way
+# to a free port, and the user is told which.
+pick_port() { # pick_port <what> <port> <env var>
+	if ! port_in_use "$2"; then
+		echo "$2"
+	elif [ -n "${!3:-}" ]; then
+		die "$1 port $2 ($3) is already in use; set $3 to another port"
+	else
+		local p
+		p=$(free_port)
+		echo "quickstart: $1 port $2 is already in use (a PgBouncer?); using $p instead" >&2
+		echo "$p"
+	fi
+}
+port=$(pick_port "listen" "$port" PGPULSE_PORT)
+metrics_port=$(pick_port "metrics" "$metrics_port" PGPULSE_METRICS_PORT)
 
 # ------------------------------------------------------------ who runs it
 
@@ -157,6 +185,9 @@ stats_users = admin
 pool_mode = transaction
 default_pool_size = 20
 max_client_conn = 200
+;; Prometheus /metrics and the load balancer's /health (doc/telemetry.md)
+metrics_addr = 127.0.0.1
+metrics_port = $metrics_port
 EOF
 
 as_user sh -c 'echo $$ > "$1"; exec "$2" "$3" >>"$4" 2>&1' sh \
@@ -182,6 +213,10 @@ Point an application at it:
 Admin console:
     PGPASSWORD=$admin_pw psql -h 127.0.0.1 -p $port -U admin pgpulse
     (then: SHOW POOLS; SHOW LATENCY; SHOW QUERIES; SHOW EFFICIENCY; SHOW HELP;)
+
+Prometheus and health checks:
+    curl http://127.0.0.1:$metrics_port/metrics
+    curl http://127.0.0.1:$metrics_port/health
 EOF
 
 # -------------------------------------------------------------- pgbench
@@ -197,11 +232,16 @@ fi
 unset PGPASSWORD
 
 section "What pgpulse saw"
+# SHOW QUERIES carries whole statements: wrapped to the terminal's width
+width=$(tput cols 2>/dev/null || echo 120)
 for cmd in "SHOW POOLS" "SHOW LATENCY" "SHOW QUERIES"; do
 	echo "pgpulse=# $cmd;"
 	PGPASSWORD=$admin_pw "$pgbin/psql" -X -h 127.0.0.1 -p "$port" -U admin -d pgpulse \
-		-c "$cmd" 2>&1 || true
+		-P format=wrapped -P columns="$width" -c "$cmd" 2>&1 || true
 done
+echo "GET http://127.0.0.1:$metrics_port/health"
+http_body "$metrics_port" /health || echo "quickstart: /health did not answer" >&2
+echo
 
 section "Running; press Ctrl-C to stop and clean up"
 wait "$bgpid" || true

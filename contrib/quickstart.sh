@@ -232,8 +232,11 @@ fi
 unset PGPASSWORD
 
 section "What pgpulse saw"
-# SHOW QUERIES carries whole statements: wrapped to the terminal's width
+# SHOW QUERIES carries whole statements: they wrap within their column, to
+# the terminal's width but no narrower than the ~115 characters its numeric
+# columns take (psql cannot wrap a table narrower than those)
 width=$(tput cols 2>/dev/null || echo 120)
+[ "$width" -ge 130 ] 2>/dev/null || width=130
 for cmd in "SHOW POOLS" "SHOW LATENCY" "SHOW QUERIES"; do
 	echo "pgpulse=# $cmd;"
 	PGPASSWORD=$admin_pw "$pgbin/psql" -X -h 127.0.0.1 -p "$port" -U admin -d pgpulse \

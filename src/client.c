@@ -1002,6 +1002,14 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		client_close(c, "client sent Terminate");
 		return PKT_GONE;
 	}
+	if (pkt->type == 'Q' && worker->cfg->disable_pqexec && !c->replication) {
+		/* PgBouncer's rule and words: one Query may carry several statements,
+		 * the shape SQL injection needs; such a client is not served */
+		log_warning("C-%llu %s/%s %s: client used 'Q' packet type (disable_pqexec)",
+			    (unsigned long long)c->id, c->dbname, c->user, c->addr);
+		client_fatal(c, "08P01", "PQexec disallowed");
+		return PKT_GONE;
+	}
 	note_request_arrival(c, pkt->type);
 	if (c->state == CL_WELCOME || c->state == CL_WAITING)
 		return PKT_PAUSE;

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@ struct listener {
 	int fd;
 	int port;
 	bool is_unix;
+	bool group_given; /* unix_socket_group chose the socket file's group */
 	char unix_path[108];
 	struct event *ev;
 	struct event *retry;
@@ -100,6 +102,7 @@ static bool add_listener(int fd, int port, bool is_unix, const char *path)
 	l->fd = fd;
 	l->port = port;
 	l->is_unix = is_unix;
+	l->group_given = false;
 	str_copy(l->unix_path, path ? path : "", sizeof(l->unix_path));
 	l->ev = event_new(worker->base, fd, EV_READ | EV_PERSIST, on_accept, l);
 	l->retry = evtimer_new(worker->base, resume_accepting, l);
@@ -171,6 +174,31 @@ static bool open_tcp_listeners(const struct cfg *cfg, char *err, size_t errlen)
 	return ok;
 }
 
+/*
+ * unix_socket_group: the socket file's group, so that with unix_socket_mode
+ * 0770 only that group's members may connect. Done before pgpulse drops to
+ * `user` (a non-root process may only give a file to a group it is in); a
+ * group that does not exist, or a chown refused, stops the start.
+ */
+static bool give_socket_to_group(const char *path, const char *group, char *err, size_t errlen)
+{
+	if (!group || !*group)
+		return true;
+	errno = 0;
+	struct group *gr = getgrnam(group);
+	if (!gr) {
+		snprintf(err, errlen, "unix_socket_group: no group \"%s\"%s%s", group, errno ? ": " : "",
+			 errno ? strerror(errno) : "");
+		return false;
+	}
+	if (chown(path, (uid_t)-1, gr->gr_gid) < 0) {
+		snprintf(err, errlen, "unix_socket_group: could not give %s to group \"%s\": %s", path, group,
+			 strerror(errno));
+		return false;
+	}
+	return true;
+}
+
 static bool open_unix_listener(const struct cfg *cfg, char *err, size_t errlen)
 {
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
@@ -199,8 +227,14 @@ static bool open_unix_listener(const struct cfg *cfg, char *err, size_t errlen)
 		return false;
 	}
 	chmod(un.sun_path, (mode_t)cfg->unix_socket_mode);
+	if (!give_socket_to_group(un.sun_path, cfg->unix_socket_group, err, errlen)) {
+		close(fd);
+		unlink(un.sun_path);
+		return false;
+	}
 	log_info("listening on %s", un.sun_path);
-	add_listener(fd, cfg->listen_port, true, un.sun_path);
+	if (add_listener(fd, cfg->listen_port, true, un.sun_path))
+		g_listeners[g_count - 1].group_given = cfg->unix_socket_group && *cfg->unix_socket_group;
 	return true;
 }
 
@@ -317,7 +351,8 @@ void listener_give_to(uid_t uid, gid_t gid)
 {
 	for (int i = 0; i < g_count; i++) {
 		struct listener *l = &g_listeners[i];
-		if (l->is_unix && l->unix_path[0] && chown(l->unix_path, uid, gid) < 0)
+		gid_t group = l->group_given ? (gid_t)-1 : gid; /* unix_socket_group's stays */
+		if (l->is_unix && l->unix_path[0] && chown(l->unix_path, uid, group) < 0)
 			log_warning("could not hand %s to uid %d: %s; it may be left behind at exit", l->unix_path,
 				    (int)uid, strerror(errno));
 	}

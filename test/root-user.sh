@@ -110,6 +110,33 @@ set -e
 check test "$rc" = 1
 check grep -q "nouser.ini:[0-9]*: user: user \"pgpulse-no-such-user\" does not exist" <<<"$out"
 
+# 5. unix_socket_group: the socket file belongs to that group (given before
+# the switch to user), with unix_socket_mode; a group that does not exist
+# stops the start, naming the setting
+sockgroup=daemon
+sed -e "s/^unix_socket_dir =\$/unix_socket_dir = ${dir//\//\\/}\nunix_socket_mode = 0770\nunix_socket_group = $sockgroup\nuser = $user/" \
+	"$dir/pgpulse.ini" >"$dir/group.ini"
+chmod 0644 "$dir/group.ini"
+"$bin" "$dir/group.ini" >"$dir/log" 2>&1 &
+pid=$!
+for _ in $(seq 1 250); do
+	grep -q "switched to user" "$dir/log" 2>/dev/null && break
+	kill -0 "$pid" 2>/dev/null || break
+	sleep 0.02
+done
+check test "$(stat -c '%G %A' "$dir/.s.PGSQL.$port" 2>&1)" = "$sockgroup srwxrwx---"
+kill -INT "$pid" 2>/dev/null || true
+for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+pid=
+sed -e "s/^unix_socket_group = $sockgroup\$/unix_socket_group = pgpulse-no-such-group/" "$dir/group.ini" >"$dir/nogroup.ini"
+set +e
+out=$("$bin" "$dir/nogroup.ini" 2>&1)
+rc=$?
+set -e
+check test "$rc" -ne 0
+check grep -q 'unix_socket_group: no group "pgpulse-no-such-group"' <<<"$out"
+check test ! -e "$dir/.s.PGSQL.$port"
+
 # 4. syslog = 1: the lines reach /dev/log with syslog_ident and the facility's
 # priority. Only where nothing owns /dev/log (a container): the test plays the
 # syslog daemon there, and leaves a real one alone.

@@ -742,3 +742,33 @@ def test_session_mode_reset_query_hides_previous_clients_state(pgpulse, pg):
     assert temp_table is None
     assert work_mem == default_work_mem
     assert plans == 0
+
+
+# ------------------------------------------------------------ disable_pqexec
+
+def test_disable_pqexec_refuses_a_simple_query_and_serves_the_extended_protocol(pgpulse):
+    """disable_pqexec = 1: the extended protocol works; a Query message (one
+    that could carry `; DROP TABLE ...`) gets PgBouncer's FATAL 08P01
+    'PQexec disallowed' and the connection closes; the admin console, which
+    speaks only the simple protocol, still answers."""
+    pp = start(pgpulse, extra="disable_pqexec = 1")
+    with RawConn(pp.port) as c:
+        c.send(Parse("SELECT $1::int + 1"), Bind([41]), Execute(), SYNC)
+        msgs = c.until_ready()
+        assert [data_row(b) for t, b in msgs if t == "D"] == [["42"]], msgs
+        c.send(Query("SELECT 1; SELECT 2"))
+        t, body = c.recv_msg()
+        assert t == "E", (t, body)
+        fields = error_fields(body)
+        assert (fields["S"], fields["C"], fields["M"]) == ("FATAL", "08P01", "PQexec disallowed"), fields
+        c.sock.settimeout(10)
+        assert c.sock.recv(1) == b"", "the connection stays open after PQexec disallowed"
+    assert "client used 'Q' packet type" in pp.log()
+    # the console is no pooled client: SHOW works
+    assert pp.show("VERSION")
+
+
+def test_without_disable_pqexec_a_simple_query_is_served(pgpulse):
+    pp = start(pgpulse)
+    with RawConn(pp.port) as c:
+        assert c.query("SELECT 1; SELECT 2") == [["2"]]

@@ -75,6 +75,7 @@ struct cfg_db {
 	int max_db_connections;  /* -1: not set */
 	int max_db_client_connections; /* -1: not set */
 	int pool_mode;           /* -1: not set, else enum pool_mode */
+	int64_t server_lifetime; /* usec; -1: not set (the global one) */
 	char *connect_query;
 	char *client_encoding;
 	char *datestyle;

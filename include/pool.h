@@ -78,6 +78,7 @@ struct pool_db {
 	int max_db_connections;
 	int max_db_client_connections;
 	int pool_mode;              /* -1: user's or global */
+	int64_t server_lifetime;    /* usec; -1: the global server_lifetime */
 	char *connect_query;
 	char *auth_user;            /* this entry's auth_user, auth_query, auth_dbname (NULL: the global ones) */
 	char *auth_query;

@@ -145,6 +145,7 @@ static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char
 	db->max_db_connections = e->max_db_connections;
 	db->max_db_client_connections = e->max_db_client_connections;
 	db->pool_mode = e->pool_mode;
+	db->server_lifetime = e->server_lifetime;
 	param_list_free(&db->startup);
 	if (e->client_encoding)
 		param_list_set(&db->startup, "client_encoding", e->client_encoding);
@@ -164,6 +165,7 @@ static struct pool_db *db_new(const char *name)
 	db->pool_size = db->min_pool_size = db->reserve_pool_size = db->max_db_connections = -1;
 	db->overflow_pool_size = db->max_db_client_connections = -1;
 	db->pool_mode = -1;
+	db->server_lifetime = -1;
 	list_append(&worker->databases, &db->node);
 	return db;
 }
@@ -604,10 +606,12 @@ static bool hand_server_to(struct server *s, struct client *c)
 	return false;
 }
 
-/* server_lifetime = 0 means PgBouncer's "use each connection once" */
+/* server_lifetime = 0 means PgBouncer's "use each connection once"; a
+ * [databases] entry's own server_lifetime wins over the global one */
 static bool server_expired(const struct server *s)
 {
-	int64_t lifetime = worker->cfg->server_lifetime;
+	int64_t own = s->pool->db->server_lifetime;
+	int64_t lifetime = own >= 0 ? own : worker->cfg->server_lifetime;
 	if (s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed)
 		return true;
 	if (lifetime == 0)

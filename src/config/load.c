@@ -74,6 +74,7 @@ static const struct entry_key db_keys[] = {
 	{ "max_db_connections", EK_COUNT, DB_AT(max_db_connections, int) },
 	{ "max_db_client_connections", EK_COUNT, DB_AT(max_db_client_connections, int) },
 	{ "pool_mode", EK_POOL_MODE, DB_AT(pool_mode, int) },
+	{ "server_lifetime", EK_DURATION, DB_AT(server_lifetime, int64_t) },
 	{ "connect_query", EK_STRING, DB_AT(connect_query, char *) },
 	{ "client_encoding", EK_STRING, DB_AT(client_encoding, char *) },
 	{ "datestyle", EK_STRING, DB_AT(datestyle, char *) },
@@ -223,6 +224,7 @@ static void db_init(struct cfg_db *db)
 	db->max_db_connections = -1;
 	db->max_db_client_connections = -1;
 	db->pool_mode = -1;
+	db->server_lifetime = -1;
 }
 
 static void db_free_fields(struct cfg_db *db)

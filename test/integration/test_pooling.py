@@ -718,6 +718,31 @@ def test_server_lifetime_replaces_a_busy_server_connection(pgpulse):
     assert elapsed >= 0.9, f"replaced after {elapsed:.2f}s, before server_lifetime = 1"
 
 
+def test_a_database_entry_s_own_server_lifetime_wins_over_the_global_one(pgpulse):
+    """[databases] server_lifetime (PgBouncer 1.24+): `short` replaces its
+    server after 1 s; `long`, on the global 3600 s, keeps its server through
+    the same time."""
+    ini = make_ini(default_pool_size=1, server_lifetime=3600, server_idle_timeout=0).replace(
+        "[databases]\n",
+        "[databases]\n"
+        "short = host={pg_host} port={pg_port} dbname=appdb server_lifetime=1\n"
+        "long = host={pg_host} port={pg_port} dbname=appdb\n")
+    pp = pgpulse(ini, USERLIST)
+    short = pp.connect(dbname="short", autocommit=True, prepare_threshold=None)
+    long_ = pp.connect(dbname="long", autocommit=True, prepare_threshold=None)
+    t0 = time.monotonic()
+    short_first = short.execute("SELECT pg_backend_pid()").fetchone()[0]
+    long_first = long_.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def short_replaced():
+        return short.execute("SELECT pg_backend_pid()").fetchone()[0] != short_first
+    wait_until(short_replaced, 6, "short's server to be replaced after its server_lifetime = 1",
+               interval=0.05)
+    assert time.monotonic() - t0 >= 0.9, "replaced before server_lifetime = 1"
+    # as long as short's took, and then some: long's server is the same one
+    assert long_.execute("SELECT pg_backend_pid()").fetchone()[0] == long_first
+
+
 # ------------------------------------------------------------ admin console view
 
 def test_show_pools_counts_active_idle_and_waiting(pgpulse):

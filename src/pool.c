@@ -606,13 +606,20 @@ static bool hand_server_to(struct server *s, struct client *c)
 	return false;
 }
 
+/* RECONNECT, a RELOAD that moved the database, a DNS change or its removal:
+ * PgBouncer's "close_needed" */
+static bool server_must_be_replaced(const struct server *s)
+{
+	return s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed;
+}
+
 /* server_lifetime = 0 means PgBouncer's "use each connection once"; a
  * [databases] entry's own server_lifetime wins over the global one */
 static bool server_expired(const struct server *s)
 {
 	int64_t own = s->pool->db->server_lifetime;
 	int64_t lifetime = own >= 0 ? own : worker->cfg->server_lifetime;
-	if (s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed)
+	if (server_must_be_replaced(s))
 		return true;
 	if (lifetime == 0)
 		return s->link_time != 0; /* it has served its one client */
@@ -1237,6 +1244,33 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 	}
 }
 
+/*
+ * server_fast_close, session mode: a session whose server must be replaced
+ * ends as soon as it is between transactions, rather than when its client
+ * leaves — and the client goes with it, so that it notices the session is
+ * gone (PgBouncer's rule). Checked on each janitor turn: an idle session
+ * ends at once, one inside a transaction at the first turn after it ends.
+ */
+static void end_sessions_for_fast_close(struct pool *p)
+{
+	if (!worker->cfg->server_fast_close || p->pool_mode != POOL_SESSION || p->for_replication)
+		return;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->active_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		bool between_xacts = c->xact_status == 'I' && c->pending_syncs == 0 && !c->mid_batch &&
+				     c->req_arrive == 0;
+		if (!c->server || !between_xacts || !server_must_be_replaced(c->server))
+			continue;
+		log_info("C-%llu %s/%s %s: server_fast_close: S-%llu is being replaced; closing the session",
+			 (unsigned long long)c->id, c->dbname, c->user, c->addr,
+			 (unsigned long long)c->server->id);
+		client_fatal(c, "57P01",
+			     "server_fast_close: the session's server connection was closed (RECONNECT, RELOAD or a DNS change)");
+	}
+}
+
 /* every 10 s, on the 5-minute window; a change of status is logged */
 static void evaluate_health(struct pool *p, int64_t now)
 {
@@ -1267,6 +1301,7 @@ void pool_janitor(struct pool *p, int64_t now)
 	telemetry_rotate(p->tm, now);
 	evaluate_health(p, now);
 	close_clients_past_timeouts(p, now);
+	end_sessions_for_fast_close(p);
 	close_servers_stuck_connecting(p, now);
 	fail_clients_past_timeouts(p, now);
 	close_idle_servers_past_timeouts(p, now);

@@ -405,7 +405,7 @@ static const struct param params[] = {
 	{ "server_check_delay",        PT_DURATION, "30",            S,    RELOAD,  LIVE,    NULL,                    AT(server_check_delay, int64_t), NULL },
 	{ "server_check_query",        PT_STRING,   "select 1",      NONE, RELOAD,  LIVE,    NULL,                    AT(server_check_query, char *), NULL },
 	{ "server_connect_timeout",    PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(server_connect_timeout, int64_t), NULL },
-	{ "server_fast_close",         PT_BOOL,     "0",             NONE, RELOAD,  NOT_YET, NULL,                    AT(server_fast_close, bool), NULL },
+	{ "server_fast_close",         PT_BOOL,     "0",             NONE, RELOAD,  LIVE,    NULL,                    AT(server_fast_close, bool), NULL },
 	{ "server_idle_timeout",       PT_DURATION, "600",           S,    RELOAD,  LIVE,    NULL,                    AT(server_idle_timeout, int64_t), NULL },
 	{ "server_lifetime",           PT_DURATION, "3600",          S,    RELOAD,  LIVE,    NULL,                    AT(server_lifetime, int64_t), NULL },
 	{ "server_login_retry",        PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(server_login_retry, int64_t), NULL },

@@ -1123,3 +1123,43 @@ def test_show_pools_and_show_databases_end_with_the_tier_columns(pgpulse):
     databases = [d.name for d in console.execute("SHOW DATABASES").description]
     assert databases[-3:] == ["overflow_pool_size", "overflow_in_use", "reserve_in_use"], \
         databases
+
+
+# ------------------------------------------------------------ server_fast_close
+
+def fast_close_sessions(pgpulse, pg, fast_close):
+    """Session mode: `idle` between transactions and `busy` inside one when
+    RECONNECT marks both servers for replacement."""
+    # a third server for the client that logs in afterwards
+    pp = start(pgpulse, pool_mode="session", default_pool_size=3, server_fast_close=fast_close)
+    idle = connect(pp, autocommit=True)
+    idle_pid = idle.execute("SELECT pg_backend_pid()").fetchone()[0]
+    busy, busy_pid = hold_transaction(pp)
+    assert pp.command("RECONNECT pctl") == "RECONNECT"
+    return pp, idle, idle_pid, busy, busy_pid
+
+
+def test_server_fast_close_ends_a_session_between_transactions_and_closes_its_client(pgpulse, pg, dbs):
+    pp, idle, idle_pid, busy, busy_pid = fast_close_sessions(pgpulse, pg, 1)
+    # the idle session ends at once: its backend goes, its client gets PgBouncer's reason
+    wait_until(lambda: idle_pid not in backend_pids(pg), 10, "the idle session's backend to go")
+    with pytest.raises(psycopg.OperationalError, match="server_fast_close"):
+        idle.execute("SELECT 1")
+    # the session inside a transaction keeps its server until the transaction ends
+    assert busy.execute("SELECT pg_backend_pid()").fetchone()[0] == busy_pid
+    busy.commit()
+    wait_until(lambda: busy_pid not in backend_pids(pg), 10, "the busy session's backend to go")
+    with pytest.raises(psycopg.OperationalError, match="server_fast_close"):
+        busy.execute("SELECT 1")
+    assert "server_fast_close: S-" in pp.log()
+    # a new client is served by a new server
+    assert connect(pp, autocommit=True).execute("SELECT 1").fetchone() == (1,)
+
+
+def test_without_server_fast_close_a_session_keeps_its_old_server_until_the_client_leaves(pgpulse, pg, dbs):
+    pp, idle, idle_pid, busy, busy_pid = fast_close_sessions(pgpulse, pg, 0)
+    busy.commit()
+    # janitor turns pass (200 ms each) while a new client logs in and queries
+    assert connect(pp, autocommit=True).execute("SELECT 1").fetchone() == (1,)
+    assert idle.execute("SELECT pg_backend_pid()").fetchone()[0] == idle_pid
+    assert busy.execute("SELECT pg_backend_pid()").fetchone()[0] == busy_pid

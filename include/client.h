@@ -110,6 +110,7 @@ struct client {
 	/* request tracking while linked */
 	int pending_syncs;          /* requests forwarded whose ReadyForQuery is due */
 	bool mid_batch;             /* extended-protocol messages forwarded since the last Sync */
+	bool wait_notified;         /* query_wait_notify's NOTICE went out during this wait */
 	char xact_status;           /* from the last ReadyForQuery: I, T or E */
 
 	int64_t connect_time;       /* wall usec */

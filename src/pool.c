@@ -668,6 +668,7 @@ static bool pool_is_paused(const struct pool *p)
 static void start_waiting(struct client *c, int64_t now)
 {
 	c->wait_start = now;
+	c->wait_notified = false;
 	client_set_state(c, CL_WAITING);
 }
 
@@ -1139,6 +1140,23 @@ static void close_idle_servers_past_timeouts(struct pool *p, int64_t now)
 	}
 }
 
+/*
+ * query_wait_notify: a client that has waited that long for a server is told
+ * so, once per wait, with PgBouncer's NOTICE (an application that logs
+ * notices learns why its query is slow). A NoticeResponse may come at any
+ * time, and a waiting client is between messages: nothing is interleaved.
+ */
+static void tell_client_it_is_queued(struct client *c, int64_t now)
+{
+	int64_t after = worker->cfg->query_wait_notify;
+	if (after <= 0 || c->wait_notified || now - c->wait_start < after)
+		return;
+	c->wait_notified = true;
+	proto_put_notice(stream_out(&c->st), "00000",
+			 "No server connection available in postgres backend, client being queued");
+	stream_send_out(&c->st);
+}
+
 static void fail_clients_past_timeouts(struct pool *p, int64_t now)
 {
 	const struct cfg *cfg = worker->cfg;
@@ -1151,6 +1169,7 @@ static void fail_clients_past_timeouts(struct pool *p, int64_t now)
 		int64_t limit = pool_user_setting(c->login_user, c->login_user ? c->login_user->query_wait_timeout : -1,
 						  cfg->query_wait_timeout);
 		char secs[32];
+		tell_client_it_is_queued(c, now);
 		if (limit <= 0 || now - c->wait_start <= limit)
 			continue;
 		p->wait_timeout_at = now; /* health.c: the pool's clients are timing out */

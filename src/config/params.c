@@ -397,6 +397,7 @@ static const struct param params[] = {
 	{ "pkt_buf",                   PT_SIZE,     "4096",          B,    RESTART, LIVE,    check_pkt_buf,           AT(pkt_buf, int64_t), NULL },
 	{ "pool_mode",                 PT_ENUM,     "session",       NONE, RELOAD,  LIVE,    NULL,                    AT(pool_mode, int), pool_mode_words },
 	{ "query_timeout",             PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(query_timeout, int64_t), NULL },
+	{ "query_wait_notify",         PT_DURATION, "5",             S,    RELOAD,  LIVE,    NULL,                    AT(query_wait_notify, int64_t), NULL },
 	{ "query_wait_timeout",        PT_DURATION, "120",           S,    RELOAD,  LIVE,    NULL,                    AT(query_wait_timeout, int64_t), NULL },
 	{ "reserve_pool_size",         PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(reserve_pool_size, int), NULL },
 	{ "reserve_pool_timeout",      PT_DURATION, "5",             S,    RELOAD,  LIVE,    NULL,                    AT(reserve_pool_timeout, int64_t), NULL },

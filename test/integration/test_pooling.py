@@ -435,6 +435,49 @@ def test_query_wait_timeout_fails_a_waiting_client_and_spares_the_holder(pgpulse
     holder.commit()
 
 
+# ------------------------------------------------------------ query_wait_notify
+
+QUEUED_NOTICE = "No server connection available in postgres backend, client being queued"
+
+
+def wait_behind_a_held_server(pp, holder, while_waiting):
+    """A second client's query waits behind `holder`'s transaction; while it
+    waits, while_waiting(notices) runs; then the holder commits and the
+    waiter gets the server. The notices the waiter received."""
+    conn = thread_conn(pp)
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append((d.severity, d.sqlstate, d.message_primary)))
+    waiter = Background(query_then_close(conn, "SELECT 1"))
+    wait_until(lambda: cl_waiting(pp) == 1, 10, "the second client to wait")
+    while_waiting(notices)
+    holder.commit()
+    waiter.join(10)
+    assert waiter.error is None and waiter.result == (1,), (waiter.error, waiter.result)
+    return notices
+
+
+def test_query_wait_notify_tells_a_waiting_client_once_that_it_is_queued(pgpulse):
+    pp = start(pgpulse, default_pool_size=1, query_wait_notify=1)
+    holder = pp.connect(prepare_threshold=None)
+    holder.execute("SELECT 1")
+
+    def wait_for_the_notice_then_longer(notices):
+        wait_until(lambda: notices, 10, "the waiting client's notice")
+        # the scenario: the wait goes on past query_wait_notify once more
+        # (five janitor turns), and brings no second notice
+        time.sleep(1.0)
+    notices = wait_behind_a_held_server(pp, holder, wait_for_the_notice_then_longer)
+    assert notices == [("NOTICE", "00000", QUEUED_NOTICE)], notices
+
+
+def test_a_wait_shorter_than_query_wait_notify_brings_no_notice(pgpulse):
+    pp = start(pgpulse, default_pool_size=1)   # query_wait_notify = 5 s
+    holder = pp.connect(prepare_threshold=None)
+    holder.execute("SELECT 1")
+    # the scenario: the server stays taken 0.3 s (janitor turns, far from 5 s)
+    assert wait_behind_a_held_server(pp, holder, lambda notices: time.sleep(0.3)) == []
+
+
 # ------------------------------------------------------------ a client leaving mid-transaction
 
 @pytest.mark.parametrize("how", ["socket-closed", "terminate-message"])

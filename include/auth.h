@@ -47,11 +47,11 @@ const char *auth_file_lookup(const struct auth_file *af, const char *user);
 /*
  * The verifier a scram-sha-256 login as user is checked against: the
  * entry's SCRAM secret parsed, or for a plaintext password the verifier
- * derived from it (SCRAM_DEFAULT_ITERATIONS, a random salt) on the first
- * call and kept with the entry. False (out untouched) when the user has no
+ * derived from it (iterations, a random salt) on the first call and kept
+ * with the entry (derived again when iterations changed). False (out untouched) when the user has no
  * entry, or an md5 secret, which cannot serve SCRAM.
  */
-bool auth_file_scram_verifier(struct auth_file *af, const char *user, struct scram_secret *out);
+bool auth_file_scram_verifier(struct auth_file *af, const char *user, int iterations, struct scram_secret *out);
 
 /*
  * Before fresh replaces old (a RELOAD): entries whose user and secret are

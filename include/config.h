@@ -185,6 +185,7 @@ struct cfg {
 	int64_t query_timeout;          /* 0 */
 	int64_t query_wait_timeout;     /* 120 s */
 	int64_t query_wait_notify;      /* 5 s; 0: never */
+	int scram_iterations;           /* 4096: for verifiers pgpulse derives from a plaintext password */
 	int64_t cancel_wait_timeout;    /* 10 s */
 	int64_t idle_transaction_timeout; /* 0 */
 	int64_t transaction_timeout;    /* 0 */

@@ -65,7 +65,7 @@ struct scram_verifier_cache {
 };
 
 /* the cached verifier for password, derived (one Hi()) when it changed */
-bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password,
+bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password, int iterations,
 				 struct scram_secret *out);
 
 /*

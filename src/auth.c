@@ -307,10 +307,14 @@ const char *auth_file_lookup(const struct auth_file *af, const char *user)
 	return e ? e->secret : NULL;
 }
 
-/* the entry's verifier into out, made (and kept) now if this is its first SCRAM login */
-static bool entry_verifier(struct auth_entry *e, struct scram_secret *out)
+/*
+ * the entry's verifier into out, made (and kept) now if this is its first
+ * SCRAM login; a plaintext password's is made again when scram_iterations
+ * changed since
+ */
+static bool entry_verifier(struct auth_entry *e, int iterations, struct scram_secret *out)
 {
-	if (e->verifier) {
+	if (e->verifier && (e->verifier->iterations == iterations || auth_secret_kind(e->secret) != SECRET_PLAIN)) {
 		*out = *e->verifier;
 		return true;
 	}
@@ -320,23 +324,24 @@ static bool entry_verifier(struct auth_entry *e, struct scram_secret *out)
 			return false;
 		break;
 	case SECRET_PLAIN:
-		if (!scram_secret_from_password(e->secret, SCRAM_DEFAULT_ITERATIONS, out))
+		if (!scram_secret_from_password(e->secret, iterations, out))
 			return false;
 		break;
 	default:
 		return false;
 	}
 	/* out of memory: this login still works, the next one derives again */
+	free(e->verifier);
 	e->verifier = malloc(sizeof(*e->verifier));
 	if (e->verifier)
 		*e->verifier = *out;
 	return true;
 }
 
-bool auth_file_scram_verifier(struct auth_file *af, const char *user, struct scram_secret *out)
+bool auth_file_scram_verifier(struct auth_file *af, const char *user, int iterations, struct scram_secret *out)
 {
 	struct auth_entry *e = find_entry(af, user);
-	return e && entry_verifier(e, out);
+	return e && entry_verifier(e, iterations, out);
 }
 
 void auth_file_keep_verifiers(struct auth_file *fresh, const struct auth_file *old)

@@ -323,10 +323,10 @@ static bool scram_verifier_of(struct client *c, bool from_auth_file, struct scra
 		return scram_parse_secret(c->secret, sec);
 	case SECRET_PLAIN:
 		if (from_auth_file) /* a plaintext password's verifier is derived once and kept */
-			return auth_file_scram_verifier(worker->auth, c->user, sec);
+			return auth_file_scram_verifier(worker->auth, c->user, worker->cfg->scram_iterations, sec);
 		/* a [databases] password for its forced user, or a plaintext auth_query value */
 		return scram_verifier_for_password(&pool_find_user(c->user, true)->db_password_verifier, c->secret,
-						   sec);
+						   worker->cfg->scram_iterations, sec);
 	case SECRET_MD5:
 		log_warning("C-%llu: the secret of \"%s\" is md5: it cannot serve scram-sha-256",
 			    (unsigned long long)c->id, c->user);

@@ -498,17 +498,18 @@ bool scram_secret_from_password(const char *password, int iterations, struct scr
 	return ok;
 }
 
-bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password,
+bool scram_verifier_for_password(struct scram_verifier_cache *cache, const char *password, int iterations,
 				 struct scram_secret *out)
 {
 	uint8_t tag[SCRAM_KEY_LEN];
 	if (!password || !keyed_hash("verifier password", password, tag))
 		return false;
-	bool same = cache->valid && CRYPTO_memcmp(cache->password_tag, tag, SCRAM_KEY_LEN) == 0;
+	bool same = cache->valid && cache->secret.iterations == iterations &&
+		    CRYPTO_memcmp(cache->password_tag, tag, SCRAM_KEY_LEN) == 0;
 	if (!same) {
 		OPENSSL_cleanse(cache, sizeof(*cache));
 		memset(cache, 0, sizeof(*cache));
-		if (scram_secret_from_password(password, SCRAM_DEFAULT_ITERATIONS, &cache->secret)) {
+		if (scram_secret_from_password(password, iterations, &cache->secret)) {
 			memcpy(cache->password_tag, tag, SCRAM_KEY_LEN);
 			cache->valid = true;
 		}

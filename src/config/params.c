@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "scram.h"
 
 #define USEC_PER_MSEC INT64_C(1000)
 #define USEC_PER_SEC INT64_C(1000000)
@@ -162,6 +163,12 @@ static bool check_percent(const struct param_value *v, char *why, size_t whylen)
 static bool check_port_or_zero(const struct param_value *v, char *why, size_t whylen)
 {
 	return check_range(v, 0, 65535, why, whylen);
+}
+
+/* the verifiers pgpulse derives must be ones its own SCRAM code will accept */
+static bool check_scram_iterations(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 1, SCRAM_MAX_ITERATIONS, why, whylen);
 }
 
 /* each HTTP connection is a file descriptor the pooler cannot use */
@@ -403,6 +410,7 @@ static const struct param params[] = {
 	{ "reserve_pool_timeout",      PT_DURATION, "5",             S,    RELOAD,  LIVE,    NULL,                    AT(reserve_pool_timeout, int64_t), NULL },
 	{ "resolv_conf",               PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(resolv_conf, char *), NULL },
 	{ "sbuf_loopcnt",              PT_INT,      "5",             NONE, RELOAD,  NOT_YET, check_not_negative,      AT(sbuf_loopcnt, int), NULL },
+	{ "scram_iterations",          PT_INT,      "4096",          NONE, RELOAD,  LIVE,    check_scram_iterations,  AT(scram_iterations, int), NULL },
 	{ "server_check_delay",        PT_DURATION, "30",            S,    RELOAD,  LIVE,    NULL,                    AT(server_check_delay, int64_t), NULL },
 	{ "server_check_query",        PT_STRING,   "select 1",      NONE, RELOAD,  LIVE,    NULL,                    AT(server_check_query, char *), NULL },
 	{ "server_connect_timeout",    PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(server_connect_timeout, int64_t), NULL },

@@ -1040,6 +1040,7 @@ class RawConn:
         server_first = body[4:].decode()
         attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
         assert attrs["r"].startswith(nonce)
+        self.scram_iterations = int(attrs["i"])   # what pgpulse asked of this login
         salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
                                      int(attrs["i"]))
         client_key = hmac.new(salted, b"Client Key", "sha256").digest()

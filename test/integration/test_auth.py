@@ -19,7 +19,7 @@ import struct
 import psycopg
 import pytest
 
-from pgpulse_harness import psql as run_psql, wait_until
+from pgpulse_harness import RawConn, psql as run_psql, wait_until
 
 # ----------------------------------------------------------------- raw protocol
 
@@ -789,3 +789,20 @@ def test_max_client_conn_refuses_the_extra_client_until_one_leaves(pgpulse):
     fourth = wait_until(lambda: pp.connect(), 5, "a new client to be admitted",
                         ignore=(psycopg.OperationalError,))
     assert fourth.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_scram_iterations_is_the_count_a_client_is_asked_for_a_plaintext_secret(pgpulse):
+    """scram_iterations (PgBouncer's setting): the verifier pgpulse makes from
+    a plaintext auth_file password uses that count, the client's
+    server-first message says so, the login succeeds; a SET of it applies to
+    the next login."""
+    pp = pgpulse(ini("scram-sha-256", extra="scram_iterations = 10000"),
+                 {"app": "app_pw", "admin": "admin_pw"})
+    with RawConn(pp.port) as c:
+        assert c.scram_iterations == 10000
+        assert c.query("SELECT 1") == [["1"]]
+    pp.admin().execute("SET scram_iterations = 5000")
+    with RawConn(pp.port) as c:
+        assert c.scram_iterations == 5000
+        assert c.query("SELECT 1") == [["1"]]
+

@@ -205,6 +205,7 @@ BAD_VALUES = [
     ("query_wait_timeout = -5", "query_wait_timeout: "),
     ("query_wait_timeout = 5 fortnights", "query_wait_timeout: "),
     ("bad = host=127.0.0.1 port=70000", 'database "bad": port: '),
+    ("scram_iterations = 100001", "scram_iterations: 100001 is out of range (1 .. 100000)"),
 ]
 
 

@@ -271,15 +271,33 @@ static void test_plaintext_password_verifier_is_derived_once_and_kept(void)
 	struct scram_secret first, again;
 	CHECK(af != NULL);
 	unsigned long before = scram_test_hi_calls();
-	CHECK(auth_file_scram_verifier(af, "alice", &first));
+	CHECK(auth_file_scram_verifier(af, "alice", SCRAM_DEFAULT_ITERATIONS, &first));
 	for (int i = 0; i < 10; i++)
-		CHECK(auth_file_scram_verifier(af, "alice", &again));
+		CHECK(auth_file_scram_verifier(af, "alice", SCRAM_DEFAULT_ITERATIONS, &again));
 	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
 	/* every client is shown the same salt */
 	CHECK(same_verifier(&first, &again));
 	CHECK_INT_EQ(first.iterations, SCRAM_DEFAULT_ITERATIONS);
 	CHECK(scram_password_matches(&first, "pw"));
 	CHECK(!scram_password_matches(&first, "other"));
+	auth_file_free(af);
+}
+
+static void test_plaintext_verifier_follows_scram_iterations(void)
+{
+	char err[256] = "";
+	struct auth_file *af = load_text("\"alice\" \"pw\"\n", err, sizeof(err));
+	struct scram_secret v;
+	CHECK(af != NULL);
+	CHECK(auth_file_scram_verifier(af, "alice", 4096, &v));
+	CHECK_INT_EQ(v.iterations, 4096);
+	/* scram_iterations changed (RELOAD, SET): the next login's verifier uses it */
+	unsigned long before = scram_test_hi_calls();
+	CHECK(auth_file_scram_verifier(af, "alice", 10000, &v));
+	CHECK_INT_EQ(v.iterations, 10000);
+	CHECK(auth_file_scram_verifier(af, "alice", 10000, &v)); /* kept again */
+	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
+	CHECK(scram_password_matches(&v, "pw"));
 	auth_file_free(af);
 }
 
@@ -290,8 +308,8 @@ static void test_scram_secret_entry_needs_no_derivation(void)
 	struct scram_secret got, parsed;
 	CHECK(af != NULL);
 	unsigned long before = scram_test_hi_calls();
-	CHECK(auth_file_scram_verifier(af, "bob", &got));
-	CHECK(auth_file_scram_verifier(af, "bob", &got));
+	CHECK(auth_file_scram_verifier(af, "bob", SCRAM_DEFAULT_ITERATIONS, &got));
+	CHECK(auth_file_scram_verifier(af, "bob", SCRAM_DEFAULT_ITERATIONS, &got));
 	CHECK_INT_EQ(scram_test_hi_calls() - before, 0);
 	CHECK(scram_parse_secret(SCRAM_OF_secret, &parsed));
 	CHECK(same_verifier(&got, &parsed));
@@ -305,9 +323,9 @@ static void test_md5_secret_or_unknown_user_has_no_verifier(void)
 		load_text("\"carol\" \"md520eb1b22a92b5c573dc1eb4331fc49ee\"\n", err, sizeof(err));
 	struct scram_secret v;
 	CHECK(af != NULL);
-	CHECK(!auth_file_scram_verifier(af, "carol", &v));
-	CHECK(!auth_file_scram_verifier(af, "nobody", &v));
-	CHECK(!auth_file_scram_verifier(NULL, "carol", &v));
+	CHECK(!auth_file_scram_verifier(af, "carol", SCRAM_DEFAULT_ITERATIONS, &v));
+	CHECK(!auth_file_scram_verifier(af, "nobody", SCRAM_DEFAULT_ITERATIONS, &v));
+	CHECK(!auth_file_scram_verifier(NULL, "carol", SCRAM_DEFAULT_ITERATIONS, &v));
 	auth_file_free(af);
 }
 
@@ -322,18 +340,18 @@ static void test_reload_keeps_verifiers_of_unchanged_passwords_only(void)
 					    err, sizeof(err));
 	struct scram_secret alice, bob, v;
 	CHECK(old != NULL && fresh != NULL);
-	CHECK(auth_file_scram_verifier(old, "alice", &alice));
-	CHECK(auth_file_scram_verifier(old, "bob", &bob));
+	CHECK(auth_file_scram_verifier(old, "alice", SCRAM_DEFAULT_ITERATIONS, &alice));
+	CHECK(auth_file_scram_verifier(old, "bob", SCRAM_DEFAULT_ITERATIONS, &bob));
 	auth_file_keep_verifiers(fresh, old);
 	auth_file_free(old);
 
 	unsigned long before = scram_test_hi_calls();
-	CHECK(auth_file_scram_verifier(fresh, "alice", &v));
+	CHECK(auth_file_scram_verifier(fresh, "alice", SCRAM_DEFAULT_ITERATIONS, &v));
 	CHECK_INT_EQ(scram_test_hi_calls() - before, 0);
 	CHECK(same_verifier(&v, &alice));
 
 	/* bob's password changed: a new verifier that knows only the new password */
-	CHECK(auth_file_scram_verifier(fresh, "bob", &v));
+	CHECK(auth_file_scram_verifier(fresh, "bob", SCRAM_DEFAULT_ITERATIONS, &v));
 	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
 	CHECK(!same_verifier(&v, &bob));
 	CHECK(scram_password_matches(&v, "new_pw"));
@@ -358,6 +376,7 @@ int main(void)
 	RUN(test_md5_response_uses_the_salt);
 	RUN(test_secure_equal_compares_whole_strings);
 	RUN(test_plaintext_password_verifier_is_derived_once_and_kept);
+	RUN(test_plaintext_verifier_follows_scram_iterations);
 	RUN(test_scram_secret_entry_needs_no_derivation);
 	RUN(test_md5_secret_or_unknown_user_has_no_verifier);
 	RUN(test_reload_keeps_verifiers_of_unchanged_passwords_only);

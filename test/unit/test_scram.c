@@ -901,16 +901,16 @@ static void test_verifier_for_a_password_is_derived_again_only_when_it_changes(v
 	struct scram_verifier_cache cache = { 0 };
 	struct scram_secret a, b, c;
 	unsigned long before = scram_test_hi_calls();
-	CHECK(scram_verifier_for_password(&cache, "db_pw", &a));
-	CHECK(scram_verifier_for_password(&cache, "db_pw", &b));
+	CHECK(scram_verifier_for_password(&cache, "db_pw", SCRAM_DEFAULT_ITERATIONS, &a));
+	CHECK(scram_verifier_for_password(&cache, "db_pw", SCRAM_DEFAULT_ITERATIONS, &b));
 	CHECK_INT_EQ(scram_test_hi_calls() - before, 1);
 	CHECK(memcmp(a.salt, b.salt, 16) == 0 && memcmp(a.stored_key, b.stored_key, 32) == 0);
 	CHECK(password_logs_in(&b, "db_pw"));
-	CHECK(scram_verifier_for_password(&cache, "new_pw", &c));
+	CHECK(scram_verifier_for_password(&cache, "new_pw", SCRAM_DEFAULT_ITERATIONS, &c));
 	CHECK(memcmp(a.salt, c.salt, 16) != 0);
 	CHECK(password_logs_in(&c, "new_pw"));
 	CHECK(!password_logs_in(&c, "db_pw"));
-	CHECK(!scram_verifier_for_password(&cache, NULL, &c));
+	CHECK(!scram_verifier_for_password(&cache, NULL, SCRAM_DEFAULT_ITERATIONS, &c));
 }
 
 int main(void)

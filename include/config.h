@@ -218,6 +218,7 @@ struct cfg {
 	char *client_tls_ca_file;
 	char *client_tls_protocols;
 	char *client_tls_ciphers;
+	char *client_tls13_ciphers;  /* "": OpenSSL's TLS 1.3 suites */
 	char *client_tls_ecdhcurve;
 	char *client_tls_dheparams;
 	char *server_tls_sslmode;
@@ -226,6 +227,7 @@ struct cfg {
 	char *server_tls_key_file;
 	char *server_tls_protocols;
 	char *server_tls_ciphers;
+	char *server_tls13_ciphers;
 
 	/* pgpulse's own */
 	bool telemetry;                 /* record latency histograms (on) */

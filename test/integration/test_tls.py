@@ -333,6 +333,24 @@ def test_protocols_pin_the_version(pgpulse, certs):
     assert tls and all(t.startswith("TLSv1.2/") for t in tls), tls
 
 
+def test_client_tls13_ciphers_picks_the_suite(pgpulse, certs):
+    """client_tls13_ciphers (PgBouncer's): a TLS 1.3 client gets the one
+    suite allowed, not OpenSSL's first choice (TLS_AES_256_GCM_SHA384)."""
+    pp = start_client_tls(pgpulse, certs, extra="client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256")
+    pp.connect().execute("select 1")
+    tls = [r["tls"] for r in pp.show("CLIENTS")]
+    assert tls and all(t == "TLSv1.3/TLS_CHACHA20_POLY1305_SHA256" for t in tls), tls
+
+
+def test_an_unknown_tls13_suite_stops_startup_naming_the_setting(pgpulse, certs):
+    pp = pgpulse(client_tls_ini(certs, extra="client_tls13_ciphers = TLS_NO_SUCH_SUITE"), USERS,
+                 start=False)
+    install_cert(pp, certs, "pgpulse")
+    pp.start(wait=False)
+    assert pp.wait_exit() == 1
+    assert "client_tls13_ciphers" in pp.log()
+
+
 def test_set_of_a_tls_parameter_is_checked(pgpulse, certs):
     pp = start_client_tls(pgpulse, certs)
     with pytest.raises(psycopg.Error) as e:
@@ -419,6 +437,15 @@ def test_server_connections_are_encrypted_with_verify_full(pgpulse, tls_pg, cert
     assert on is True and version.startswith("TLSv1.")
     servers = [r for r in pp.show("SERVERS") if r["database"] == "appdb"]
     assert servers and all(r["tls"].startswith(version + "/") for r in servers), servers
+
+
+def test_server_tls13_ciphers_picks_the_suite_pgpulse_offers_postgresql(pgpulse, tls_pg, certs):
+    extra = "server_tls13_ciphers = TLS_AES_128_GCM_SHA256"
+    pp = pgpulse(server_tls_ini(tls_pg, "localhost", "require", extra), USERS)
+    conn = pp.connect()
+    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    rows = tls_pg.query("select version, cipher from pg_stat_ssl where pid = %s", (pid,))
+    assert rows == [("TLSv1.3", "TLS_AES_128_GCM_SHA256")], rows
 
 
 def test_verify_full_checks_the_host_name(pgpulse, tls_pg, certs):

@@ -298,6 +298,8 @@ const struct cfg_user *cfg_find_user(const struct cfg *c, const char *name);
 
 /* is `name` an element of a comma-separated list (spaces around items ignored) */
 bool cfg_list_contains(const char *list, const char *name);
+/* the same, ignoring case: for PostgreSQL's setting names */
+bool cfg_list_contains_name(const char *list, const char *name);
 
 /* parse "250ms", "5s", "2min", "1h", "1.5" (seconds), "0" into microseconds */
 bool cfg_parse_duration(const char *text, int64_t *usec);

@@ -65,6 +65,13 @@ const char *settings_intern(const struct settings_builder *b);
  */
 void settings_sync_sql(struct pktbuf *sql, const char *have, const char *want, bool unsure);
 
+/*
+ * set with name=value added, or its value replaced: the canonical text of
+ * the result, interned and held once by the caller (NULL only when name
+ * cannot be a setting's, with set unchanged).
+ */
+const char *settings_with(const char *set, const char *name, const char *value);
+
 /* call fn for each pair of a canonical text, decoded; stops when fn returns false */
 void settings_each(const char *set, bool (*fn)(const char *name, const char *value, void *arg), void *arg);
 

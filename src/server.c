@@ -752,6 +752,24 @@ static bool handle_auth_request(struct server *s, const struct pkt *pkt)
 }
 
 /* record a ParameterStatus; the linked client (if any) learns it too */
+/*
+ * track_extra_parameters: a value PostgreSQL reports while a client is
+ * linked (the client SET it) joins the client's settings, so the next
+ * server it gets is given the same value; this server has it already.
+ * Only reported parameters can be followed (GUC_REPORT ones, and those an
+ * extension reports), as in PgBouncer.
+ */
+static void follow_client_setting(struct server *s, const char *name, const char *value)
+{
+	struct client *c = s->client;
+	const char *set = settings_with(c->settings, name, value);
+	if (!set)
+		return;
+	intern_set(&c->settings, set);
+	intern_set(&s->settings, set);
+	intern_drop(set);
+}
+
 static void note_parameter(struct server *s, const struct pkt *pkt)
 {
 	struct pkt_reader r;
@@ -765,8 +783,11 @@ static void note_parameter(struct server *s, const struct pkt *pkt)
 		s->all_params = xcalloc(1, sizeof(*s->all_params));
 	param_list_set(s->all_params, name, value);
 	int tp = pool_tracked_param(name);
-	if (tp < 0)
+	if (tp < 0) {
+		if (s->client && s->job == JOB_NONE && cfg_list_contains_name(worker->cfg->track_extra_parameters, name))
+			follow_client_setting(s, name, value);
 		return;
+	}
 	intern_set(&s->params[tp], value);
 	if (!s->client)
 		return;

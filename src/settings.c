@@ -236,6 +236,23 @@ void settings_each(const char *set, bool (*fn)(const char *name, const char *val
 	}
 }
 
+static bool add_to_builder(const char *name, const char *value, void *arg)
+{
+	char why[128];
+	return settings_add(arg, name, value, why, sizeof(why));
+}
+
+const char *settings_with(const char *set, const char *name, const char *value)
+{
+	struct settings_builder b;
+	char why[128];
+	settings_builder_init(&b);
+	settings_each(set, add_to_builder, &b);
+	const char *out = settings_add(&b, name, value, why, sizeof(why)) ? settings_intern(&b) : NULL;
+	settings_builder_free(&b);
+	return out;
+}
+
 /*
  * RESET takes a name, not a string: each dot-separated part is quoted, so
  * that a custom name whose part is a keyword (all.x, a.select) still parses.

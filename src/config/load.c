@@ -776,6 +776,39 @@ const struct cfg_user *cfg_find_user(const struct cfg *c, const char *name)
 	return NULL;
 }
 
+/* one comma-separated item of list at *pos (blanks trimmed); false at the end */
+static bool next_list_item(const char **pos, const char **start, size_t *len)
+{
+	const char *list = *pos;
+	while (*list == ' ' || *list == '\t' || *list == ',')
+		list++;
+	if (!*list)
+		return false;
+	const char *s = list;
+	while (*list && *list != ',')
+		list++;
+	const char *end = list;
+	while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*start = s;
+	*len = (size_t)(end - s);
+	*pos = list;
+	return true;
+}
+
+bool cfg_list_contains_name(const char *list, const char *name)
+{
+	const char *item;
+	size_t len;
+	if (!list || !name)
+		return false;
+	size_t name_len = strlen(name);
+	while (next_list_item(&list, &item, &len))
+		if (len == name_len && strncasecmp(item, name, len) == 0)
+			return true;
+	return false;
+}
+
 bool cfg_list_contains(const char *list, const char *name)
 {
 	size_t name_len;

@@ -165,6 +165,24 @@ static bool check_port_or_zero(const struct param_value *v, char *why, size_t wh
 	return check_range(v, 0, 65535, why, whylen);
 }
 
+/*
+ * Settings PostgreSQL reports but nobody can SET: following them would make
+ * every later server assignment fail its set_config.
+ */
+static bool check_tracked_names(const struct param_value *v, char *why, size_t whylen)
+{
+	static const char *const read_only[] = { "server_version", "server_encoding", "integer_datetimes",
+						 "is_superuser", "in_hot_standby" };
+	for (size_t i = 0; i < sizeof(read_only) / sizeof(read_only[0]); i++) {
+		if (cfg_list_contains_name(v->str, read_only[i])) {
+			snprintf(why, whylen, "%s is read-only in PostgreSQL: it cannot be restored on a server",
+				 read_only[i]);
+			return false;
+		}
+	}
+	return true;
+}
+
 /* the verifiers pgpulse derives must be ones its own SCRAM code will accept */
 static bool check_scram_iterations(const struct param_value *v, char *why, size_t whylen)
 {
@@ -448,7 +466,7 @@ static const struct param params[] = {
 	{ "tcp_socket_buffer",         PT_SIZE,     "0",             B,    RELOAD,  NOT_YET, check_socket_buffer,     AT(tcp_socket_buffer, int64_t), NULL },
 	{ "tcp_user_timeout",          PT_DURATION, "0",             MS,   RELOAD,  NOT_YET, NULL,                    AT(tcp_user_timeout, int64_t), NULL },
 	{ "telemetry",                 PT_BOOL,     "1",             NONE, RELOAD,  LIVE,    NULL,                    AT(telemetry, bool), NULL },
-	{ "track_extra_parameters",    PT_STRING,   "IntervalStyle", NONE, RELOAD,  NOT_YET, NULL,                    AT(track_extra_parameters, char *), NULL },
+	{ "track_extra_parameters",    PT_STRING,   "IntervalStyle", NONE, RELOAD,  LIVE,    check_tracked_names,     AT(track_extra_parameters, char *), NULL },
 	{ "transaction_timeout",       PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(transaction_timeout, int64_t), NULL },
 	{ "unix_socket_dir",           PT_STRING,   "/tmp",          NONE, RESTART, LIVE,    NULL,                    AT(unix_socket_dir, char *), NULL },
 	{ "unix_socket_group",         PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(unix_socket_group, char *), NULL },

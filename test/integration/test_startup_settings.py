@@ -138,3 +138,26 @@ def test_many_clients_with_the_same_settings_cost_one_set_per_server(pgpulse, pg
     assert 1 <= len(sets) <= servers, sets
     for conn in conns:
         conn.close()
+
+
+def test_track_extra_parameters_follows_a_reported_setting_a_client_sets(pgpulse):
+    """track_extra_parameters = default_transaction_read_only (a parameter
+    PostgreSQL reports): one server for two clients in transaction mode. A's
+    SET follows A to every transaction and never leaks to B, whose
+    transactions on the same server see the default."""
+    pp = pgpulse(ini("transaction", track_extra_parameters="default_transaction_read_only"), USERS)
+    a = pp.connect(autocommit=True)
+    b = pp.connect(autocommit=True)
+    a.execute("SET default_transaction_read_only = on")
+    for _ in range(3):
+        assert show(b, "default_transaction_read_only") == "off"
+        assert show(a, "default_transaction_read_only") == "on"
+    a.execute("SET default_transaction_read_only = off")
+    assert show(a, "default_transaction_read_only") == "off"
+    assert len([r for r in pp.show("SERVERS") if r["database"] == "appdb"]) == 1
+
+
+def test_track_extra_parameters_refuses_a_read_only_parameter(pgpulse):
+    pp = pgpulse(ini("transaction"), USERS)
+    with pytest.raises(psycopg.Error, match="server_version is read-only"):
+        pp.command("SET track_extra_parameters = 'IntervalStyle, server_version'")

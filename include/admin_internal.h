@@ -104,6 +104,7 @@ void admin_show_version(struct client *c, const char *arg);
 void admin_show_state(struct client *c, const char *arg);
 void admin_show_peers(struct client *c, const char *arg);
 void admin_show_dns_hosts(struct client *c, const char *arg);
+void admin_show_dns_zones(struct client *c, const char *arg);
 void admin_show_peer_pools(struct client *c, const char *arg);
 void admin_show_help(struct client *c, const char *arg);
 /* SHOW <name> of a setting psql or a driver asks about (SHOW server_version) */

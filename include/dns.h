@@ -97,4 +97,20 @@ void dns_for_each_host(struct dns_resolver *r,
 int dns_name_count(const struct dns_resolver *r);
 int dns_pending_count(const struct dns_resolver *r);
 
+/*
+ * dns_zone_check_period: every period (usec; 0 stops it) the SOA serial of
+ * each cached name's zone (what follows its first dot) is asked for; when
+ * a serial changes, that zone's names are looked up again at once.
+ */
+void dns_set_zone_check_period(struct dns_resolver *r, int64_t period);
+
+/* one watched zone, as SHOW DNS_ZONES shows it */
+struct dns_zone_info {
+	const char *zonename;
+	int64_t serial; /* the last SOA serial seen, 0 before the first answer */
+	int count;      /* cached names in the zone */
+};
+void dns_for_each_zone(struct dns_resolver *r, void (*fn)(const struct dns_zone_info *info, void *arg),
+		       void *arg);
+
 #endif

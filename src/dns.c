@@ -13,11 +13,18 @@
  * or stale; a stale entry is looked up again when somebody asks for it.
  * Waiters are called from the loop only, never from inside
  * dns_pick_address(), so a caller is never re-entered.
+ *
+ * Zones (dns_zone_check_period, PgBouncer's): every cached name's zone is
+ * what follows its first dot. Each period the SOA serial of every zone is
+ * asked for; when a zone's serial moves, its names are looked up again at
+ * once, whatever their TTL, so a changed address is noticed (on_change)
+ * as soon as the zone says something changed.
  */
 #include "dns.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +65,16 @@ struct dns_entry {
 	char error[96];      /* why the last lookup failed */
 };
 
+/* a zone whose SOA serial is watched: the names that end in it are looked up when it moves */
+struct dns_zone {
+	struct list node; /* dns_resolver->zones */
+	struct dns_resolver *r;
+	char *name;
+	uint32_t serial;
+	bool have_serial;
+	bool pending; /* an SOA query is in flight */
+};
+
 /* one c-ares socket and the event that watches it */
 struct dns_sock {
 	struct dns_sock *next;
@@ -71,6 +88,9 @@ struct dns_resolver {
 	struct event *timer;
 	struct dns_sock *socks;
 	struct list entries;
+	struct list zones;         /* struct dns_zone, made as names are cached */
+	struct event *zone_timer;  /* every dns_zone_check_period, when set */
+	int64_t zone_check_period; /* usec; 0: zones are not watched */
 	int pending;
 	int64_t max_ttl;
 	int64_t negative_ttl;
@@ -154,6 +174,7 @@ struct dns_resolver *dns_new(struct event_base *base, const char *resolv_conf,
 	r->on_change = on_change;
 	r->max_ttl = r->negative_ttl = 15 * 1000000LL;
 	list_init(&r->entries);
+	list_init(&r->zones);
 	memset(&opts, 0, sizeof(opts));
 	opts.sock_state_cb = on_sock_state;
 	opts.sock_state_cb_data = r;
@@ -203,6 +224,14 @@ void dns_free(struct dns_resolver *r)
 		free(e->name);
 		free(e);
 	}
+	list_for_each_safe(pos, tmp, &r->zones)
+	{
+		struct dns_zone *z = container_of(pos, struct dns_zone, node);
+		free(z->name);
+		free(z);
+	}
+	if (r->zone_timer)
+		event_free(r->zone_timer);
 	event_free(r->timer);
 	free(r);
 	ares_library_cleanup();
@@ -532,4 +561,137 @@ int dns_name_count(const struct dns_resolver *r)
 int dns_pending_count(const struct dns_resolver *r)
 {
 	return r ? r->pending : 0;
+}
+
+/* ---- zones: dns_zone_check_period ---- */
+
+/* the zone of a name: what follows its first dot; NULL for a name with none */
+static const char *zone_of(const char *name)
+{
+	const char *dot = strchr(name, '.');
+	return dot && dot[1] ? dot + 1 : NULL;
+}
+
+static struct dns_zone *zone_find(struct dns_resolver *r, const char *name, bool make)
+{
+	struct list *pos;
+	list_for_each(pos, &r->zones)
+	{
+		struct dns_zone *z = container_of(pos, struct dns_zone, node);
+		if (strcasecmp(z->name, name) == 0)
+			return z;
+	}
+	if (!make)
+		return NULL;
+	struct dns_zone *z = xcalloc(1, sizeof(*z));
+	z->r = r;
+	z->name = xstrdup(name);
+	list_append(&r->zones, &z->node);
+	return z;
+}
+
+/* the zone's serial moved: every name in it is looked up now, fresh or not */
+static void look_up_zone_again(struct dns_zone *z)
+{
+	struct list *pos;
+	list_for_each(pos, &z->r->entries)
+	{
+		struct dns_entry *e = container_of(pos, struct dns_entry, node);
+		const char *zone = zone_of(e->name);
+		if (!zone || strcasecmp(zone, z->name) != 0 || e->state == ENTRY_PENDING)
+			continue;
+		e->expires = 0;
+		start_lookup(e);
+	}
+}
+
+static void on_soa_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_zone *z = arg;
+	struct ares_soa_reply *soa = NULL;
+	(void)timeouts;
+	if (status == ARES_EDESTRUCTION)
+		return; /* dns_free: z is going */
+	z->pending = false;
+	if (status != ARES_SUCCESS || ares_parse_soa_reply(abuf, alen, &soa) != ARES_SUCCESS) {
+		log_debug("dns: no SOA for zone %s: %s", z->name, ares_strerror(status));
+		return;
+	}
+	uint32_t serial = soa->serial;
+	ares_free_data(soa);
+	bool moved = z->have_serial && serial != z->serial;
+	if (moved)
+		log_info("dns: zone %s serial changed %u -> %u: looking up its names again", z->name,
+			 (unsigned)z->serial, (unsigned)serial);
+	z->serial = serial;
+	z->have_serial = true;
+	if (moved)
+		look_up_zone_again(z);
+}
+
+/* one round: a zone for every cached name, and an SOA query for every zone */
+static void check_zones(struct dns_resolver *r)
+{
+	struct list *pos;
+	list_for_each(pos, &r->entries)
+	{
+		const char *zone = zone_of(container_of(pos, struct dns_entry, node)->name);
+		if (zone)
+			zone_find(r, zone, true);
+	}
+	list_for_each(pos, &r->zones)
+	{
+		struct dns_zone *z = container_of(pos, struct dns_zone, node);
+		if (z->pending)
+			continue;
+		z->pending = true;
+		ares_query(r->channel, z->name, ns_c_in, ns_t_soa, on_soa_answer, z);
+	}
+	schedule_timeout(r);
+}
+
+static void on_zone_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	check_zones(arg);
+}
+
+void dns_set_zone_check_period(struct dns_resolver *r, int64_t period)
+{
+	if (!r || period == r->zone_check_period)
+		return;
+	r->zone_check_period = period;
+	if (r->zone_timer) {
+		event_free(r->zone_timer);
+		r->zone_timer = NULL;
+	}
+	if (period <= 0)
+		return;
+	r->zone_timer = event_new(r->base, -1, EV_PERSIST, on_zone_timer, r);
+	struct timeval tv = { (time_t)(period / 1000000), (suseconds_t)(period % 1000000) };
+	event_add(r->zone_timer, &tv);
+}
+
+void dns_for_each_zone(struct dns_resolver *r, void (*fn)(const struct dns_zone_info *info, void *arg),
+		       void *arg)
+{
+	struct list *pos, *ep;
+	if (!r)
+		return;
+	list_for_each(pos, &r->zones)
+	{
+		const struct dns_zone *z = container_of(pos, struct dns_zone, node);
+		int names = 0;
+		list_for_each(ep, &r->entries)
+		{
+			const char *zone = zone_of(container_of(ep, struct dns_entry, node)->name);
+			if (zone && strcasecmp(zone, z->name) == 0)
+				names++;
+		}
+		struct dns_zone_info info = { .zonename = z->name,
+					      .serial = z->have_serial ? (int64_t)z->serial : 0,
+					      .count = names };
+		fn(&info, arg);
+	}
 }

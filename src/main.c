@@ -337,6 +337,7 @@ void worker_apply_config(void)
 	}
 	telemetry_enabled = cfg->telemetry;
 	dns_set_ttls(worker->dns, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl);
+	dns_set_zone_check_period(worker->dns, cfg->dns_zone_check_period);
 	pool_apply_config();
 }
 
@@ -730,6 +731,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	dns_set_ttls(worker->dns, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl);
+	dns_set_zone_check_period(worker->dns, cfg->dns_zone_check_period);
 	fp_table_init(now_usec());
 	pool_apply_config();
 	if (!listener_open_all(err, sizeof(err))) {

@@ -58,12 +58,13 @@ static const struct show_entry show_table[] = {
 	{ "peers", admin_show_peers, false },
 	{ "peer_pools", admin_show_peer_pools, false },
 	{ "dns_hosts", admin_show_dns_hosts, false },
+	{ "dns_zones", admin_show_dns_zones, false },
 	{ "prepared_statements", admin_show_prepared_statements, false },
 	/* PgBouncer has these; pgpulse not yet */
 	{ "fds", admin_cmd_not_yet, false },
 	{ "sockets", admin_cmd_not_yet, false },
 	{ "active_sockets", admin_cmd_not_yet, false },
-	{ "dns_zones", admin_cmd_not_yet, false },
+
 };
 
 enum arg_rule { ARG_NONE, ARG_OPTIONAL, ARG_REQUIRED };

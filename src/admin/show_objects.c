@@ -1,7 +1,7 @@
 /*
  * admin/show_objects: PgBouncer's views of what the worker holds — SHOW
  * CLIENTS, SERVERS, POOLS, DATABASES, USERS, LISTS, MEM, CONFIG, VERSION,
- * STATE, PEERS, PEER_POOLS, DNS_HOSTS, HELP — and the SHOW <setting> that
+ * STATE, PEERS, PEER_POOLS, DNS_HOSTS, DNS_ZONES, HELP — and the SHOW <setting> that
  * psql and drivers send.
  *
  * Each view reads the worker's lists as they are at the moment of the
@@ -953,6 +953,31 @@ void admin_show_dns_hosts(struct client *c, const char *arg)
 	result_end(&r);
 }
 
+static void dns_zone_row(const struct dns_zone_info *info, void *arg)
+{
+	struct result *r = arg;
+	row_text(r, info->zonename);
+	row_int(r, info->serial);
+	row_int(r, info->count);
+	row_end(r);
+}
+
+/* PgBouncer's columns: the zones dns_zone_check_period watches (none while it is 0) */
+void admin_show_dns_zones(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "zonename", OID_TEXT },
+		{ "serial", OID_INT8 },
+		{ "count", OID_INT4 },
+	};
+	struct result r;
+
+	(void)arg;
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	dns_for_each_zone(worker->dns, dns_zone_row, &r);
+	result_end(&r);
+}
+
 void admin_show_peer_pools(struct client *c, const char *arg)
 {
 	static const struct column cols[] = {
@@ -992,7 +1017,7 @@ void admin_show_help(struct client *c, const char *arg)
 	static const char detail[] =
 		"\n"
 		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
-		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|PREPARED_STATEMENTS\n"
+		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|DNS_ZONES|PREPARED_STATEMENTS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 		"\tSHOW FAILURES\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
@@ -1010,7 +1035,7 @@ void admin_show_help(struct client *c, const char *arg)
 		"\tSUSPEND\n"
 		"\tWAIT_CLOSE [<db>]\n"
 		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]\n"
-		"\tnot yet: SHOW FDS|SOCKETS|ACTIVE_SOCKETS|DNS_ZONES";
+		"\tnot yet: SHOW FDS|SOCKETS|ACTIVE_SOCKETS";
 	struct pktbuf *out = stream_out(&c->st);
 
 	(void)arg;

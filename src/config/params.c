@@ -385,7 +385,7 @@ static const struct param params[] = {
 	{ "dns_max_ttl",               PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(dns_max_ttl, int64_t), NULL },
 	{ "dns_nameservers",           PT_STRING,   "",              NONE, RESTART, LIVE,    check_nameservers,       AT(dns_nameservers, char *), NULL },
 	{ "dns_nxdomain_ttl",          PT_DURATION, "15",            S,    RELOAD,  LIVE,    NULL,                    AT(dns_nxdomain_ttl, int64_t), NULL },
-	{ "dns_zone_check_period",     PT_DURATION, "0",             S,    RELOAD,  NOT_YET, NULL,                    AT(dns_zone_check_period, int64_t), NULL },
+	{ "dns_zone_check_period",     PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(dns_zone_check_period, int64_t), NULL },
 	{ "health_query_p95_critical", PT_DURATION, "2",             S,    RELOAD,  LIVE,    NULL,                    AT(health_query_p95_critical, int64_t), NULL },
 	{ "health_query_p95_warning",  PT_DURATION, "0.5",           S,    RELOAD,  LIVE,    NULL,                    AT(health_query_p95_warning, int64_t), NULL },
 	{ "health_utilization_critical", PT_INT,    "95",            NONE, RELOAD,  LIVE,    check_percent,           AT(health_utilization_critical, int), NULL },

@@ -8,6 +8,7 @@ addresses, their TTL, NXDOMAIN, or no answer at all (a hung resolver).
     dns.set_nxdomain("gone.pgpulse.test")
     dns.hang("slow.pgpulse.test")         # queries are counted, never answered
     dns.nameserver                        # "127.0.0.1:<port>", for dns_nameservers
+    dns.set_soa("pgpulse.test", 7)        # the zone's SOA, with serial 7
     dns.queries("db.pgpulse.test")        # A and AAAA queries received so far
     dns.close()
 
@@ -21,8 +22,13 @@ import struct
 import threading
 
 QTYPE_A = 1
+QTYPE_SOA = 6
 QTYPE_AAAA = 28
 RCODE_NXDOMAIN = 3
+
+
+def _encode_name(name):
+    return b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.split(".")) + b"\0"
 
 
 def _read_name(packet, pos):
@@ -44,6 +50,7 @@ class FakeDNS:
         self._lock = threading.Lock()
         self._records = {}      # name -> ("a", [addrs], ttl) | ("nxdomain",) | ("hang",)
         self._queries = {}      # name -> count
+        self._soa = {}          # zone -> serial
         self._closed = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -54,6 +61,11 @@ class FakeDNS:
         """Answer A queries for name with addrs; after `delay` seconds if set."""
         with self._lock:
             self._records[name.lower()] = ("a", list(addrs), ttl, delay)
+
+    def set_soa(self, zone, serial):
+        """Answer SOA queries for zone with this serial."""
+        with self._lock:
+            self._soa[zone.lower()] = serial
 
     def set_nxdomain(self, name):
         with self._lock:
@@ -110,7 +122,13 @@ class FakeDNS:
         with self._lock:
             self._queries[(name, qtype)] = self._queries.get((name, qtype), 0) + 1
             record = self._records.get(name)
+            serial = self._soa.get(name)
         rd = flags & 0x0100
+        if qtype == QTYPE_SOA and serial is not None:
+            rdata = (_encode_name("ns." + name) + _encode_name("admin." + name)
+                     + struct.pack("!IIIII", serial, 3600, 600, 86400, 60))
+            answer = b"\xc0\x0c" + struct.pack("!HHIH", QTYPE_SOA, 1, 60, len(rdata)) + rdata
+            return self._reply(qid, rd, 0, question, [answer]), 0
         if record is not None and record[0] == "hang":
             return None, 0
         if record is None or record[0] == "nxdomain":

@@ -363,3 +363,33 @@ def test_changed_address_retires_old_servers_as_they_are_released(pgpulse, pg, d
     assert server_addrs(pp, "moving") == ["127.0.0.2"]
     assert relay.accepted == 1
     idle.commit()
+
+
+def test_a_zone_serial_change_looks_its_names_up_again_before_their_ttl(pgpulse, pg, dns, relay):
+    """dns_zone_check_period = 1: the name's TTL is an hour, yet when its
+    zone's SOA serial moves, pgpulse looks it up again at once, sees the new
+    address, and new server connections go there. Without a serial change
+    nothing is asked again."""
+    dns.set("zoned.pgpulse.test", ["127.0.0.1"], ttl=3600)
+    dns.set_soa("pgpulse.test", 1)
+    pp = start(pgpulse, dns, f"zoned = host=zoned.pgpulse.test port={pg.port} dbname=appdb",
+               "pool_mode = transaction\ndns_max_ttl = 3600\ndns_zone_check_period = 1\n")
+    conn = pp.connect(dbname="zoned")
+    conn.execute("SELECT 1")
+    conn.commit()
+    assert server_addrs(pp, "zoned") == ["127.0.0.1"]
+    # two periods with the same serial: SOA asked, the name is not
+    wait_until(lambda: dns.queries("pgpulse.test", qtype=6) >= 3, 10, "three SOA queries")
+    assert dns.queries("zoned.pgpulse.test") == 1
+    zones = {r["zonename"]: r for r in pp.show("DNS_ZONES")}
+    assert zones["pgpulse.test"]["serial"] == 1 and zones["pgpulse.test"]["count"] == 1, zones
+
+    dns.set("zoned.pgpulse.test", ["127.0.0.2"], ttl=3600)
+    dns.set_soa("pgpulse.test", 2)
+    wait_until(lambda: dns_hosts(pp)["zoned.pgpulse.test"]["addrs"] == "127.0.0.2", 10,
+               "the new address after the serial moved")
+    assert "zone pgpulse.test serial changed 1 -> 2" in pp.log()
+    wait_until(lambda: server_addrs(pp, "zoned") == [], 5, "the idle old server to close")
+    conn.execute("SELECT 2")
+    assert server_addrs(pp, "zoned") == ["127.0.0.2"]
+    conn.commit()

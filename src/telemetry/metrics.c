@@ -5,8 +5,12 @@
  * bounds (metrics_buckets), so the series of several pgpulse instances add
  * up and `histogram_quantile()` works across a fleet. A value is counted
  * under `le` when its fine bucket's midpoint is at or below the bound, so a
- * bound is honoured to within the fine histogram's 0.8 %. Beside them,
- * per-instance quantile gauges give the exact windows of SHOW LATENCY.
+ * bound is honoured to within the fine histogram's 0.8 %; values below 64 us
+ * are exact, so a bound of 0 holds exactly the zero waits (a server was
+ * free) and histogram_quantile answers 0 for them, as SHOW LATENCY does.
+ * With metrics_summaries on, per-instance quantiles also give the exact
+ * windows of SHOW LATENCY; off by default, as they are 105 of a pool's
+ * series and add nothing a fleet can sum (doc/telemetry.md counts them).
  *
  * The endpoint shares the pooler's process, so nothing a peer sends may cost
  * it unbounded memory or file descriptors: requests are cut at
@@ -520,7 +524,8 @@ void metrics_render(struct evbuffer *out)
 	render_failures(out);
 	render_prepared(out);
 	render_histograms(out);
-	render_quantiles(out);
+	if (worker->cfg->metrics_summaries)
+		render_quantiles(out);
 	render_efficiency(out);
 	render_health_gauge(out);
 }

@@ -85,7 +85,7 @@ static int64_t g_full_logged;  /* when the cap was last reported */
 
 /* ---- helpers ---- */
 
-/* a label value with \, " and newline escaped; plain runs go in one add (a scrape writes ~160 per pool) */
+/* a label value with \, " and newline escaped; plain runs in one add (~160 labels a pool) */
 static void put_label_value(struct evbuffer *out, const char *v)
 {
 	for (;;) {
@@ -205,8 +205,9 @@ static void put_count(struct evbuffer *out, const char *prefix, size_t prefix_le
  * line is three adds, since this is most of a scrape's lines (110 of a
  * pool's 159).
  */
-static void put_histogram(struct evbuffer *out, struct evbuffer *scratch, const char *name, const struct pool *p,
-			  const struct hist_acc *a, const uint32_t *limit, char (*bound_text)[32], int nbounds)
+static void put_histogram(struct evbuffer *out, struct evbuffer *scratch, const char *name,
+			  const struct pool *p, const struct hist_acc *a, const uint32_t *limit,
+			  char (*bound_text)[32], int nbounds)
 {
 	evbuffer_drain(scratch, evbuffer_get_length(scratch));
 	evbuffer_add_printf(scratch, "%s_bucket{", name);

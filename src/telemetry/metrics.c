@@ -189,7 +189,7 @@ static void bucket_limits(const double *bounds, int nbounds, uint32_t *limit)
 	}
 }
 
-/* one sample: the series' name and labels (prefix, ending where a value or le follows) and an integer */
+/* one sample: name and labels (prefix, up to where le or the value follows) and an integer */
 static void put_count(struct evbuffer *out, const char *prefix, size_t prefix_len, const char *le,
 		      unsigned long long count)
 {

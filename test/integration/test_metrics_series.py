@@ -10,7 +10,6 @@ re-implemented here.
 import os
 import re
 
-import psycopg
 import pytest
 
 from pgpulse_harness import promql_check, wait_until
@@ -113,3 +112,15 @@ def test_metrics_summaries_on_by_reload_exports_the_show_latency_windows(pgpulse
             assert len(got) == 1, (kind, window)
             want = latency[kind]["p95_us"]
             assert got[0][1] * 1e6 == pytest.approx(want, abs=0.5), (kind, window)
+
+
+def test_documentation_states_the_counted_series():
+    with open(os.path.join(srcdir(), "doc", "telemetry.md")) as f:
+        doc = f.read()
+    section = doc[doc.index("### Series per pool"):]
+    section = section[:section.index("\n## ")] if "\n## " in section else section
+    totals = dict(re.findall(r"\| \*\*`metrics_summaries = (\w+)`[^|]*\*\* \| \*\*(\d+)\*\* \|", section))
+    assert {k: int(v) for k, v in totals.items()} == SERIES_PER_POOL, totals
+    assert f"{INSTANCE_SERIES} series per instance" in section
+    for setting, per_pool in SERIES_PER_POOL.items():
+        assert f"{INSTANCE_SERIES + 1000 * per_pool:,}" in section, setting

@@ -246,6 +246,7 @@ struct cfg {
 	int metrics_port;                   /* 0 = no metrics endpoint */
 	int metrics_max_connections;        /* HTTP connections open at once; more wait in the kernel's queue */
 	char *metrics_buckets;              /* histogram bounds in seconds, comma separated */
+	bool metrics_summaries;             /* export the SHOW LATENCY windows as summaries too */
 	char *service_name;
 	char *job_name;
 	int peer_id;

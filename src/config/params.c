@@ -195,17 +195,20 @@ static bool check_metrics_connections(const struct param_value *v, char *why, si
 	return check_range(v, 1, 1000, why, whylen);
 }
 
-/* histogram bounds in seconds: positive, increasing, comma-separated */
+/*
+ * histogram bounds in seconds: increasing, comma-separated; the first may be
+ * 0, the bucket of exact zeros (a wait for a server that was free)
+ */
 static bool check_bucket_list(const struct param_value *v, char *why, size_t whylen)
 {
 	const char *p = v->str ? v->str : "";
-	double prev = 0;
+	double prev = -1;
 	int n = 0;
 	while (*p) {
 		char *end;
 		double b = strtod(p, &end);
-		if (end == p || !isfinite(b) || b <= prev) {
-			snprintf(why, whylen, "expected increasing positive numbers of seconds, separated by commas");
+		if (end == p || !isfinite(b) || signbit(b) || b <= prev) {
+			snprintf(why, whylen, "expected increasing numbers of seconds (the first may be 0), separated by commas");
 			return false;
 		}
 		prev = b;
@@ -412,9 +415,10 @@ static const struct param params[] = {
 	{ "max_user_client_connections", PT_INT,    "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_user_client_connections, int), NULL },
 	{ "max_user_connections",      PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(max_user_connections, int), NULL },
 	{ "metrics_addr",              PT_STRING,   "127.0.0.1",     NONE, RESTART, LIVE,    NULL,                    AT(metrics_addr, char *), NULL },
-	{ "metrics_buckets",           PT_STRING,   "0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30", NONE, RELOAD, LIVE, check_bucket_list, AT(metrics_buckets, char *), NULL },
+	{ "metrics_buckets",           PT_STRING,   "0,0.00005,0.0001,0.00025,0.0005,0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30", NONE, RELOAD, LIVE, check_bucket_list, AT(metrics_buckets, char *), NULL },
 	{ "metrics_max_connections",   PT_INT,      "16",            NONE, RESTART, LIVE,    check_metrics_connections, AT(metrics_max_connections, int), NULL },
 	{ "metrics_port",              PT_INT,      "0",             NONE, RESTART, LIVE,    check_port_or_zero,      AT(metrics_port, int), NULL },
+	{ "metrics_summaries",         PT_BOOL,     "0",             NONE, RELOAD,  LIVE,    NULL,                    AT(metrics_summaries, bool), NULL },
 	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(min_pool_size, int), NULL },
 	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  LIVE,    NULL,                    AT(overflow_idle_timeout, int64_t), NULL },
 	{ "overflow_pool_size",        PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(overflow_pool_size, int), NULL },

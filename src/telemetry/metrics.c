@@ -5,8 +5,12 @@
  * bounds (metrics_buckets), so the series of several pgpulse instances add
  * up and `histogram_quantile()` works across a fleet. A value is counted
  * under `le` when its fine bucket's midpoint is at or below the bound, so a
- * bound is honoured to within the fine histogram's 0.8 %. Beside them,
- * per-instance quantile gauges give the exact windows of SHOW LATENCY.
+ * bound is honoured to within the fine histogram's 0.8 %; values below 64 us
+ * are exact, so a bound of 0 holds exactly the zero waits (a server was
+ * free) and histogram_quantile answers 0 for them, as SHOW LATENCY does.
+ * With metrics_summaries on, per-instance quantiles also give the exact
+ * windows of SHOW LATENCY; off by default, as they are 105 of a pool's
+ * series and add nothing a fleet can sum (doc/telemetry.md counts them).
  *
  * The endpoint shares the pooler's process, so nothing a peer sends may cost
  * it unbounded memory or file descriptors: requests are cut at
@@ -81,16 +85,17 @@ static int64_t g_full_logged;  /* when the cap was last reported */
 
 /* ---- helpers ---- */
 
-/* a label value with \, " and newline escaped */
+/* a label value with \, " and newline escaped; plain runs in one add (~160 labels a pool) */
 static void put_label_value(struct evbuffer *out, const char *v)
 {
-	for (; *v; v++) {
-		if (*v == '\\' || *v == '"')
-			evbuffer_add_printf(out, "\\%c", *v);
-		else if (*v == '\n')
-			evbuffer_add(out, "\\n", 2);
-		else
-			evbuffer_add(out, v, 1);
+	for (;;) {
+		size_t plain = strcspn(v, "\\\"\n");
+		evbuffer_add(out, v, plain);
+		v += plain;
+		if (!*v)
+			return;
+		evbuffer_add(out, *v == '\n' ? "\\n" : *v == '"' ? "\\\"" : "\\\\", 2);
+		v++;
 	}
 }
 
@@ -123,6 +128,8 @@ static void put_pool_sample(struct evbuffer *out, const char *name, const struct
 		evbuffer_add_printf(out, ",%s", extra);
 	if (value != value)
 		evbuffer_add(out, "} NaN\n", 6);
+	else if (fabs(value) < 1e15 && value == (double)(long long)value)
+		evbuffer_add_printf(out, "} %lld\n", (long long)value); /* as %.17g writes it, without its cost */
 	else
 		evbuffer_add_printf(out, "} %.17g\n", value);
 }
@@ -166,28 +173,64 @@ static const struct {
 	  "Time from starting a server connection to it being ready for queries." },
 };
 
-static void put_histogram(struct evbuffer *out, const char *name, const struct pool *p, const struct hist_acc *a,
-			  const double *bounds, char (*bound_text)[32], int nbounds)
+/*
+ * For each bound, how many fine buckets lie under it: the fine buckets'
+ * values increase, so "under the bound" is a prefix. Computed once a scrape
+ * rather than for each of its 5 histograms per pool.
+ */
+static void bucket_limits(const double *bounds, int nbounds, uint32_t *limit)
 {
-	uint64_t cumulative = 0;
 	uint32_t idx = 0;
 	for (int i = 0; i < nbounds; i++) {
 		double bound_us = bounds[i] * 1e6;
 		while (idx < HIST_BUCKETS && (double)hist_bucket_value(idx) <= bound_us)
-			cumulative += a->buckets[idx++];
-		evbuffer_add_printf(out, "%s_bucket{", name);
-		put_pool_labels(out, p);
-		evbuffer_add_printf(out, ",le=\"%s\"} %llu\n", bound_text[i], (unsigned long long)cumulative);
+			idx++;
+		limit[i] = idx;
 	}
-	evbuffer_add_printf(out, "%s_bucket{", name);
-	put_pool_labels(out, p);
-	evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)a->count);
-	evbuffer_add_printf(out, "%s_sum{", name);
-	put_pool_labels(out, p);
+}
+
+/* one sample: name and labels (prefix, up to where le or the value follows) and an integer */
+static void put_count(struct evbuffer *out, const char *prefix, size_t prefix_len, const char *le,
+		      unsigned long long count)
+{
+	char tail[64];
+	evbuffer_add(out, prefix, prefix_len);
+	int n = le ? snprintf(tail, sizeof(tail), ",le=\"%s\"} %llu\n", le, count)
+		   : snprintf(tail, sizeof(tail), "} %llu\n", count);
+	evbuffer_add(out, tail, (size_t)n < sizeof(tail) ? (size_t)n : sizeof(tail) - 1);
+}
+
+/*
+ * A pool's histogram: its labels are escaped once into `scratch` and each
+ * line is three adds, since this is most of a scrape's lines (110 of a
+ * pool's 159).
+ */
+static void put_histogram(struct evbuffer *out, struct evbuffer *scratch, const char *name,
+			  const struct pool *p, const struct hist_acc *a, const uint32_t *limit,
+			  char (*bound_text)[32], int nbounds)
+{
+	evbuffer_drain(scratch, evbuffer_get_length(scratch));
+	evbuffer_add_printf(scratch, "%s_bucket{", name);
+	put_pool_labels(scratch, p);
+	size_t len = evbuffer_get_length(scratch);
+	const char *prefix = (const char *)evbuffer_pullup(scratch, -1);
+	if (!prefix)
+		return;
+	uint64_t cumulative = 0;
+	uint32_t idx = 0;
+	for (int i = 0; i < nbounds; i++) {
+		while (idx < limit[i])
+			cumulative += a->buckets[idx++];
+		put_count(out, prefix, len, bound_text[i], (unsigned long long)cumulative);
+	}
+	put_count(out, prefix, len, "+Inf", (unsigned long long)a->count);
+	/* the labels alone: the prefix past "<name>_bucket" */
+	size_t name_len = strlen(name) + strlen("_bucket");
+	evbuffer_add_printf(out, "%s_sum", name);
+	evbuffer_add(out, prefix + name_len, len - name_len);
 	evbuffer_add_printf(out, "} %.6f\n", (double)a->sum / 1e6);
-	evbuffer_add_printf(out, "%s_count{", name);
-	put_pool_labels(out, p);
-	evbuffer_add_printf(out, "} %llu\n", (unsigned long long)a->count);
+	evbuffer_add_printf(out, "%s_count", name);
+	put_count(out, prefix + name_len, len - name_len, NULL, (unsigned long long)a->count);
 }
 
 static void render_histograms(struct evbuffer *out)
@@ -195,8 +238,13 @@ static void render_histograms(struct evbuffer *out)
 	static struct hist_acc acc; /* 14 kB, one worker thread */
 	double bounds[64];
 	char bound_text[64][32];
+	uint32_t limit[64];
 	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
+	struct evbuffer *scratch = evbuffer_new();
 	struct list *pos;
+	if (!scratch)
+		return;
+	bucket_limits(bounds, nbounds, limit);
 	for (size_t k = 0; k < sizeof(histograms) / sizeof(histograms[0]); k++) {
 		put_header(out, histograms[k].name, "histogram", histograms[k].help);
 		list_for_each(pos, &worker->pools)
@@ -204,9 +252,10 @@ static void render_histograms(struct evbuffer *out)
 			const struct pool *p = container_of(pos, struct pool, node);
 			hist_acc_reset(&acc);
 			series_read(&p->tm->kinds[histograms[k].kind], WINDOW_ALL, &acc);
-			put_histogram(out, histograms[k].name, p, &acc, bounds, bound_text, nbounds);
+			put_histogram(out, scratch, histograms[k].name, p, &acc, limit, bound_text, nbounds);
 		}
 	}
+	evbuffer_free(scratch);
 }
 
 /*
@@ -445,45 +494,71 @@ static double ratio(int64_t part, int64_t whole)
 	return whole > 0 ? (double)part / (double)whole : 0.0;
 }
 
+static const enum series_window eff_windows[] = { WINDOW_1M, WINDOW_5M, WINDOW_15M };
+#define EFF_WINDOWS (sizeof(eff_windows) / sizeof(eff_windows[0]))
+static const struct {
+	const char *name;
+	const char *help;
+} eff_gauges[] = {
+	{ "pgpulse_pool_utilization_ratio", "Busy server time over open server time." },
+	{ "pgpulse_pool_reuse_ratio", "Share of assignments served by an already used connection." },
+	{ "pgpulse_pool_saturation_ratio", "Share of the time with a client waiting." },
+	{ "pgpulse_pool_overflow_ratio", "Share of the time with overflow connections open." },
+	{ "pgpulse_pool_reserve_ratio", "Share of the time with reserve connections open." },
+	{ "pgpulse_pool_suggested_size", "Pool size that covered the demand 99% of the window's time." },
+};
+#define EFF_GAUGES (sizeof(eff_gauges) / sizeof(eff_gauges[0]))
+
+/* a pool's gauges in each window: a window is summed once for all six */
+static void eff_values(struct pool *p, int64_t now, double v[EFF_GAUGES][EFF_WINDOWS])
+{
+	for (size_t w = 0; w < EFF_WINDOWS; w++) {
+		struct eff_counters ec;
+		eff_read(&p->tm->eff, eff_windows[w], now, &ec);
+		v[0][w] = ratio(ec.busy_us, ec.open_us);
+		v[1][w] = ratio((int64_t)ec.reused, (int64_t)ec.assignments);
+		v[2][w] = ratio(ec.saturated_us, ec.span_us);
+		v[3][w] = ratio(ec.overflow_us, ec.span_us);
+		v[4][w] = ratio(ec.reserve_us, ec.span_us);
+		v[5][w] = eff_suggested_size(&ec);
+	}
+}
+
+/*
+ * A family's samples must be together, gauge by gauge, but reading a
+ * window is the costly part (1,000 pools: most of a scrape's time when
+ * each gauge read it again), so every pool's values are read first. Short
+ * of memory, each gauge reads them again.
+ */
 static void render_efficiency(struct evbuffer *out)
 {
-	static const enum series_window windows[] = { WINDOW_1M, WINDOW_5M, WINDOW_15M };
-	static const struct {
-		const char *name;
-		const char *help;
-	} gauges[] = {
-		{ "pgpulse_pool_utilization_ratio", "Busy server time over open server time." },
-		{ "pgpulse_pool_reuse_ratio", "Share of assignments served by an already used connection." },
-		{ "pgpulse_pool_saturation_ratio", "Share of the time with a client waiting." },
-		{ "pgpulse_pool_overflow_ratio", "Share of the time with overflow connections open." },
-		{ "pgpulse_pool_reserve_ratio", "Share of the time with reserve connections open." },
-		{ "pgpulse_pool_suggested_size", "Pool size that covered the demand 99% of the window's time." },
-	};
 	struct list *pos;
 	char extra[32];
 	int64_t now = now_usec();
-	for (size_t g = 0; g < sizeof(gauges) / sizeof(gauges[0]); g++) {
-		put_header(out, gauges[g].name, "gauge", gauges[g].help);
+	size_t npools = (size_t)list_count(&worker->pools);
+	double (*all)[EFF_GAUGES][EFF_WINDOWS] = npools ? calloc(npools, sizeof(*all)) : NULL;
+	double one[EFF_GAUGES][EFF_WINDOWS];
+	size_t i = 0;
+	if (all) {
+		list_for_each(pos, &worker->pools)
+			eff_values(container_of(pos, struct pool, node), now, all[i++]);
+	}
+	for (size_t g = 0; g < EFF_GAUGES; g++) {
+		put_header(out, eff_gauges[g].name, "gauge", eff_gauges[g].help);
+		i = 0;
 		list_for_each(pos, &worker->pools)
 		{
 			struct pool *p = container_of(pos, struct pool, node);
-			for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
-				struct eff_counters ec;
-				eff_read(&p->tm->eff, windows[w], now, &ec);
-				double v = 0;
-				switch (g) {
-				case 0: v = ratio(ec.busy_us, ec.open_us); break;
-				case 1: v = ratio((int64_t)ec.reused, (int64_t)ec.assignments); break;
-				case 2: v = ratio(ec.saturated_us, ec.span_us); break;
-				case 3: v = ratio(ec.overflow_us, ec.span_us); break;
-				case 4: v = ratio(ec.reserve_us, ec.span_us); break;
-				default: v = eff_suggested_size(&ec); break;
-				}
-				snprintf(extra, sizeof(extra), "window=\"%s\"", series_window_name(windows[w]));
-				put_pool_sample(out, gauges[g].name, p, extra, v);
+			double (*v)[EFF_WINDOWS] = all ? all[i++] : one;
+			if (!all)
+				eff_values(p, now, one);
+			for (size_t w = 0; w < EFF_WINDOWS; w++) {
+				snprintf(extra, sizeof(extra), "window=\"%s\"", series_window_name(eff_windows[w]));
+				put_pool_sample(out, eff_gauges[g].name, p, extra, v[g][w]);
 			}
 		}
 	}
+	free(all);
 }
 
 static void render_health_gauge(struct evbuffer *out)
@@ -520,7 +595,8 @@ void metrics_render(struct evbuffer *out)
 	render_failures(out);
 	render_prepared(out);
 	render_histograms(out);
-	render_quantiles(out);
+	if (worker->cfg->metrics_summaries)
+		render_quantiles(out);
 	render_efficiency(out);
 	render_health_gauge(out);
 }

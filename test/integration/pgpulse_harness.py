@@ -20,6 +20,7 @@ import ctypes
 import glob
 import hashlib
 import hmac
+import json
 import math
 import os
 import random
@@ -832,6 +833,37 @@ def raw_startup(sock, user="app", database="appdb", params=None):
                 if part:
                     fields[chr(part[0])] = part[1:].decode()
             return "error", fields
+
+
+def _promql_selector(name, labels):
+    def esc(v):
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return name + "{" + ",".join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items())) + "}"
+
+
+def promql_check(promtool_path, samples, expr, expected):
+    """Does Prometheus' own evaluator (promtool test rules) compute `expr`
+    over scraped `samples` ([(name, {label: value}, float)], held constant for
+    a few minutes) to `expected`, a list of ({label: value}, float)?  Returns
+    promtool's exit status and output, which names the value it got when it
+    differs: the PromQL functions are Prometheus', not re-implemented here."""
+    lines = ["rule_files: []", "evaluation_interval: 1m", "tests:", "  - interval: 1m",
+             "    input_series:"]
+    for name, labels, v in samples:
+        lines.append(f"      - series: {json.dumps(_promql_selector(name, labels))}")
+        lines.append(f"        values: '{v!r}x5'")
+    lines += ["    promql_expr_test:", f"      - expr: {json.dumps(expr)}", "        eval_time: 2m",
+              "        exp_samples:"]
+    for labels, v in expected:
+        lines.append(f"          - labels: {json.dumps(_promql_selector('', labels))}")
+        lines.append(f"            value: {v!r}")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "promql.test.yml")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        r = subprocess.run([promtool_path, "test", "rules", path], capture_output=True, text=True,
+                           timeout=60)
+    return r.returncode, r.stdout + r.stderr
 
 
 def build_ini(dbs, users=None, settings=None):

@@ -1092,6 +1092,26 @@ static bool keeps_min_size(const struct pool *p)
 	return p->db->forced_user || !list_empty(&p->active_clients) || !list_empty(&p->waiting_clients);
 }
 
+/*
+ * A pool that failed to reach PostgreSQL and has no server left is judged
+ * critical (health.c) until a server logs in. With no client asking, none
+ * would ever be opened: a load balancer that took the instance out of
+ * rotation on that verdict would keep it out after PostgreSQL came back.
+ * So once server_login_retry has passed, one connection is tried on
+ * nobody's behalf. It logs in (the verdict clears; the server idles and
+ * goes after server_idle_timeout) or it fails (the verdict stands, and the
+ * next try is one retry period later).
+ */
+static void probe_unreachable_postgres(struct pool *p, int64_t now)
+{
+	if (!p->last_connect_failure || p->for_replication || p->for_lookups || pool_server_count(p) > 0 ||
+	    p->db->removed || p->db->disabled || pool_is_paused(p) || !may_connect_now(p, now))
+		return;
+	struct pool_limits l = pool_limits_of(p);
+	if (room_under_caps(p, &l, false))
+		open_connection(p, TIER_BASE);
+}
+
 void pool_fill_min(struct pool *p)
 {
 	int64_t now = now_usec();
@@ -1326,4 +1346,5 @@ void pool_janitor(struct pool *p, int64_t now)
 	close_idle_servers_past_timeouts(p, now);
 	pool_launch_if_needed(p);
 	pool_fill_min(p);
+	probe_unreachable_postgres(p, now);
 }

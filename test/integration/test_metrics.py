@@ -840,6 +840,26 @@ def test_health_is_503_when_postgres_is_down_for_every_pool(pgpulse, pg):
     assert (shown[(None, None)]["status"], shown[(None, None)]["reason"]) == ("unavailable", doc["reason"])
 
 
+def test_health_recovers_when_postgres_is_back_though_no_client_comes(pgpulse, pg):
+    """/health 503 takes the instance out of a load balancer's rotation, so
+    no client comes to open a server: pgpulse itself tries one connection
+    per pool every server_login_retry, sees PostgreSQL back, and /health
+    answers 200 again."""
+    pp = start(pgpulse, server_login_retry=1)
+    run(pp, "select 1")
+    run(pp, "select 1", dbname="otherdb")
+    pg.stop()  # the autouse fixture starts it again for the next test
+    wait_until(lambda: not pp.show("SERVERS"), 10, "pgpulse to notice its servers are gone")
+    for db in ("appdb", "otherdb"):
+        with pytest.raises(psycopg.OperationalError):
+            run(pp, "select 1", dbname=db)
+    assert health_now(pp)[0] == 503
+    pg.start()
+    wait_until(lambda: health_now(pp)[0] == 200, 15, "/health to answer 200 with PostgreSQL back")
+    status, doc, pools = health_now(pp)
+    assert all(p["status"] == "ok" for p in pools.values()), doc
+
+
 def test_health_is_200_when_one_pool_of_two_cannot_reach_postgres(pgpulse):
     dbs = dict(DATABASES, broken=f"host=127.0.0.1 port={free_port()} dbname=appdb")
     pp = start(pgpulse, databases=dbs)

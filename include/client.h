@@ -93,6 +93,7 @@ struct client {
 	uint32_t cancel_key;        /* always pgpulse's own: cancels come through pgpulse */
 	bool hello_after_link;      /* authenticated; the hello waits for a linked server (see enter_pool) */
 	uint8_t replication;        /* enum client_replication, from the startup packet */
+	bool cancel_request_read;   /* its first packet was a CancelRequest: its close is logged (log_disconnections) */
 
 	/* authentication */
 	enum client_auth_step auth_step;

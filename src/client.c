@@ -337,7 +337,7 @@ static void record_wait(struct client *c)
  */
 static void log_close_reason(const struct client *c, const char *reason)
 {
-	bool said_hello = c->user[0] || c->state == CL_CANCEL;
+	bool said_hello = c->user[0] || c->cancel_request_read;
 	long long age = (wall_usec() - c->connect_time) / 1000000;
 	client_log(c, worker->cfg->log_disconnections && said_hello ? LOG_LVL_INFO : LOG_LVL_DEBUG,
 		   "closing because: %s (age=%llds)", reason, age > 0 ? age : 0);
@@ -407,7 +407,7 @@ void client_server_lost(struct client *c, const char *sqlstate, const char *mess
 void client_cancel_done(struct client *c)
 {
 	c->cancel = NULL;
-	client_close(c, "cancel request delivered");
+	client_close(c, "successfully sent cancel request");
 }
 
 static void client_on_end(struct stream *st, enum stream_end why)
@@ -812,8 +812,10 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 		stream_send_out(&c->st);
 		return PKT_CONSUMED;
 	}
-	if (code == PROTO_CANCEL && pkt->len == 16)
+	if (code == PROTO_CANCEL && pkt->len == 16) {
+		c->cancel_request_read = true;
 		return handle_cancel_request(c, pkt);
+	}
 	if ((code >> 16) != 3) {
 		client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: pgpulse supports 3.0", code >> 16,
 			     code & 0xffff);

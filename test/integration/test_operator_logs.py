@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import struct
+import threading
 
 import psycopg
 import pytest
@@ -112,6 +113,28 @@ def shared_event(rec):
     if event.startswith("login attempt: ") or event == "closing because: client close request":
         return event
     return None
+
+
+def test_cancel_requests_are_logged_as_pgbouncer_logs_them(pgpulse, pg):
+    pp = pgpulse(INI, USERS)
+    with pp.connect(autocommit=True) as conn:
+        def sleep():
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT pg_sleep(30)")
+        worker = threading.Thread(target=sleep)
+        worker.start()
+        wait_until(lambda: [b for b in pg.backends(dbname="appdb") if b["query"] == "SELECT pg_sleep(30)"
+                            and b["state"] == "active"], 10, "the query to run")
+        conn.cancel()
+        worker.join(10)
+        assert not worker.is_alive()
+    with socket.create_connection(("127.0.0.1", pp.port)) as s:  # a key nobody was given
+        s.sendall(struct.pack("!IIII", 16, 80877102, 1, 2))
+        assert s.recv(1) == b""
+    pp.wait_log(r"closing because: failed cancel request")
+    events = [r["event"] for r in conn_records(pp.log(), kind="C", db="(nodb)", user="(nouser)")]
+    assert events == ["closing because: successfully sent cancel request",
+                      "closing because: failed cancel request"], pp.log()
 
 
 @pytest.mark.skipif(pgbouncer_bin() is None, reason="no PgBouncer to compare with (apt-get install pgbouncer)")

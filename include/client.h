@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "log.h"
 #include "scram.h"
 #include "stream.h"
 #include "util.h"
@@ -75,7 +76,7 @@ struct client {
 	 */
 	const char *user;           /* from the startup packet, interned (intern.h) */
 	const char *dbname;         /* likewise */
-	char addr[56];              /* "ip:port", "[ipv6]:port" or "unix", for logs */
+	char addr[56];              /* "ip:port", "[ipv6]:port" or "unix(pid):port", for logs */
 	union {
 		struct sockaddr sa;     /* sa_family AF_UNIX alone for a unix socket */
 		struct sockaddr_in in;
@@ -92,6 +93,7 @@ struct client {
 	uint32_t cancel_key;        /* always pgpulse's own: cancels come through pgpulse */
 	bool hello_after_link;      /* authenticated; the hello waits for a linked server (see enter_pool) */
 	uint8_t replication;        /* enum client_replication, from the startup packet */
+	bool cancel_request_read;   /* its first packet was a CancelRequest: its close is logged (log_disconnections) */
 
 	/* authentication */
 	enum client_auth_step auth_step;
@@ -192,5 +194,12 @@ static inline const char *client_replication_name(int replication)
 {
 	return replication == REPL_PHYSICAL ? "physical" : replication == REPL_LOGICAL ? "logical" : "none";
 }
+
+/*
+ * A log line about the client, named the way PgBouncer names it
+ * ("C-12: appdb/app@127.0.0.1:5000 ...", log.h) so one grep follows it.
+ */
+#define client_log(c, lvl, ...) \
+	log_conn((lvl), 'C', (c)->id, (c)->dbname, (c)->user, (c)->addr, __VA_ARGS__)
 
 #endif

@@ -32,6 +32,9 @@ void listener_give_to(uid_t uid, gid_t gid);
 /* stop or restart accepting new connections (SUSPEND), sockets stay open */
 void listener_set_accepting(bool accepting);
 
+/* after a RELOAD: the TCP listeners take the new tcp_defer_accept (sockopt.h) */
+void listener_apply_config(void);
+
 /* number of open listening sockets */
 int listener_count(void);
 

@@ -474,8 +474,7 @@ bool auth_query_find(struct client *c, const char **secret)
 	}
 	struct pool_db *db = pool_find_db(dbname);
 	if (!db || db->is_admin || db->removed) {
-		log_warning("C-%llu: auth_dbname \"%s\" is not a database in [databases]", (unsigned long long)c->id,
-			    dbname);
+		client_log(c, LOG_LVL_WARNING, "auth_dbname \"%s\" is not a database in [databases]", dbname);
 		client_fatal(c, "28000", "authentication failed for user \"%s\": the auth_query lookup failed",
 			     c->user);
 		return false;
@@ -484,8 +483,7 @@ bool auth_query_find(struct client *c, const char **secret)
 	int64_t now = now_usec();
 	if (pool_server_count(p) == 0 && p->last_connect_failure &&
 	    now - p->last_connect_failure < worker->cfg->server_login_retry) {
-		log_warning("C-%llu: auth_query cannot run: %s/%s: %s", (unsigned long long)c->id, db->name, auth_user,
-			    p->last_error);
+		client_log(c, LOG_LVL_WARNING, "auth_query cannot run: %s/%s: %s", db->name, auth_user, p->last_error);
 		client_fatal(c, "28000", "authentication failed for user \"%s\": the auth_query lookup failed",
 			     c->user);
 		return false;

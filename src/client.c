@@ -21,7 +21,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +46,7 @@
 #include "scram.h"
 #include "server.h"
 #include "settings.h"
+#include "sockopt.h"
 #include "stmt_names.h"
 #include "telemetry.h"
 #include "textcache.h"
@@ -87,19 +87,22 @@ const char *client_state_name(enum client_state s)
 	return "unknown";
 }
 
-static void tune_tcp_socket(int fd)
+/* "unix(<pid>):<port>" as PgBouncer logs a unix-socket client: the peer's pid, the socket's port */
+static void name_unix_peer(struct client *c, int fd, int port)
 {
-	int on = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	if (worker->cfg->tcp_keepalive)
-		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+		snprintf(c->addr, sizeof(c->addr), "unix(%d):%d", (int)cred.pid, port);
+	else
+		snprintf(c->addr, sizeof(c->addr), "unix:%d", port);
 }
 
 void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int local_port, bool is_unix)
 {
 	struct client *c = xcalloc(1, sizeof(*c));
 	if (!is_unix)
-		tune_tcp_socket(fd);
+		sockopt_tune_connection(fd, worker->cfg);
 	c->id = ++worker->next_conn_id;
 	c->state = CL_NEW;
 	list_init(&c->node);
@@ -111,7 +114,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 		memcpy(&c->peer_addr, addr, addrlen);
 	c->local_port = local_port;
 	if (is_unix)
-		snprintf(c->addr, sizeof(c->addr), "unix");
+		name_unix_peer(c, fd, local_port);
 	else
 		addr_to_str(addr, c->addr, sizeof(c->addr));
 	c->connect_time = wall_usec();
@@ -127,7 +130,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 			     worker->cfg->max_client_conn);
 		return;
 	}
-	log_debug("C-%llu %s: new connection", (unsigned long long)c->id, c->addr);
+	client_log(c, LOG_LVL_DEBUG, "new connection");
 	stream_start_reading(&c->st);
 }
 
@@ -152,15 +155,12 @@ static void count_error(struct client *c, const char *sqlstate)
 	}
 }
 
-static void queue_error(struct client *c, const char *severity, const char *sqlstate, const char *fmt, va_list ap)
+static void queue_error(struct client *c, const char *severity, const char *sqlstate, const char *msg)
 {
-	char msg[1024];
 	count_error(c, sqlstate);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
 	proto_put_error(stream_out(&c->st), severity, sqlstate, msg);
 	if (worker->cfg->log_pooler_errors)
-		log_warning("C-%llu %s/%s %s: %s: %s", (unsigned long long)c->id, c->dbname, c->user, c->addr,
-			    severity, msg);
+		client_log(c, LOG_LVL_WARNING, "pooler error: %s", msg);
 }
 
 /*
@@ -173,37 +173,38 @@ static bool output_mid_message(const struct client *c)
 	return c->server && stream_peer_mid_packet(&c->server->st);
 }
 
+/* the error is also the reason the log gives for the close, as in PgBouncer */
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
 	va_list ap;
+	char msg[1024];
 	if (c->state == CL_CLOSED)
 		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
 	if (output_mid_message(c)) {
-		char msg[1024];
-		va_start(ap, fmt);
-		vsnprintf(msg, sizeof(msg), fmt, ap);
-		va_end(ap);
 		count_error(c, sqlstate); /* sent or not, it is pgpulse's error */
-		log_info("C-%llu %s/%s %s: FATAL %s in the middle of a reply: closing without a message",
-			 (unsigned long long)c->id, c->dbname, c->user, c->addr, msg);
+		client_log(c, LOG_LVL_INFO, "pooler error: %s (in the middle of a reply: closing without a message)",
+			   msg);
 		client_close(c, msg);
 		return;
 	}
-	va_start(ap, fmt);
-	queue_error(c, "FATAL", sqlstate, fmt, ap);
-	va_end(ap);
+	queue_error(c, "FATAL", sqlstate, msg);
 	stream_send_out(&c->st);
-	client_close(c, "fatal error");
+	client_close(c, msg);
 }
 
 void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
 	va_list ap;
+	char msg[1024];
 	if (c->state == CL_CLOSED)
 		return;
 	va_start(ap, fmt);
-	queue_error(c, "ERROR", sqlstate, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	queue_error(c, "ERROR", sqlstate, msg);
 	proto_put_ready(stream_out(&c->st), c->xact_status ? c->xact_status : 'I');
 	stream_send_out(&c->st);
 }
@@ -259,8 +260,8 @@ void client_set_state(struct client *c, enum client_state to)
 	if (from == to)
 		return;
 	if (!(allowed_from[to] & CL_BIT(from))) {
-		log_error("C-%llu: illegal state change %s -> %s", (unsigned long long)c->id, client_state_name(from),
-			  client_state_name(to));
+		client_log(c, LOG_LVL_ERROR, "illegal state change %s -> %s", client_state_name(from),
+			   client_state_name(to));
 		abort();
 	}
 	list_remove(&c->node);
@@ -296,7 +297,7 @@ static void release_server_of_leaving_client(struct server *s, bool clean)
 	}
 	if (!clean) {
 		/* closing the connection makes PostgreSQL roll the transaction back */
-		server_close(s, "client disconnected while the server was not idle");
+		server_close(s, "client disconnect while server was not ready");
 		return;
 	}
 	server_unlink(s);
@@ -329,15 +330,24 @@ static void record_wait(struct client *c)
 	c->wait_start = 0;
 }
 
+/*
+ * "closing because: <reason> (age=<s>s)", PgBouncer's words. As in
+ * PgBouncer, log_disconnections leaves out a connection that never sent a
+ * startup packet (a port probe, a load balancer's check): debug only.
+ */
+static void log_close_reason(const struct client *c, const char *reason)
+{
+	bool said_hello = c->user[0] || c->cancel_request_read;
+	long long age = (wall_usec() - c->connect_time) / 1000000;
+	client_log(c, worker->cfg->log_disconnections && said_hello ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+		   "closing because: %s (age=%llds)", reason, age > 0 ? age : 0);
+}
+
 void client_close(struct client *c, const char *reason)
 {
 	if (c->state == CL_CLOSED)
 		return;
-	if (worker->cfg->log_disconnections && c->state != CL_LOGIN && c->state != CL_CANCEL)
-		log_info("C-%llu %s/%s %s: closing because: %s", (unsigned long long)c->id, c->dbname, c->user,
-			 c->addr, reason);
-	else
-		log_debug("C-%llu %s: closing because: %s", (unsigned long long)c->id, c->addr, reason);
+	log_close_reason(c, reason);
 	struct server *s = c->server;
 	bool clean = s && server_is_clean_after(c, s);
 	/* only a client still waiting: wait_start may outlive a wait that ended otherwise (the hello) */
@@ -397,7 +407,7 @@ void client_server_lost(struct client *c, const char *sqlstate, const char *mess
 void client_cancel_done(struct client *c)
 {
 	c->cancel = NULL;
-	client_close(c, "cancel request delivered");
+	client_close(c, "successfully sent cancel request");
 }
 
 static void client_on_end(struct stream *st, enum stream_end why)
@@ -405,7 +415,7 @@ static void client_on_end(struct stream *st, enum stream_end why)
 	struct client *c = st->owner;
 	switch (why) {
 	case STREAM_EOF:
-		client_close(c, "client closed the connection");
+		client_close(c, "client unexpected eof");
 		break;
 	case STREAM_ERROR:
 		client_close(c, "socket error");
@@ -479,10 +489,10 @@ static enum pkt_action handle_cancel_request(struct client *c, const struct pkt 
 				return PKT_CONSUMED;
 			}
 		} else {
-			log_debug("C-%llu: cancel request for no running query dropped", (unsigned long long)c->id);
+			client_log(c, LOG_LVL_DEBUG, "cancel request for no running query dropped");
 		}
 	}
-	client_close(c, "cancel request handled");
+	client_close(c, "failed cancel request");
 	return PKT_GONE;
 }
 
@@ -611,6 +621,29 @@ static bool take_replication(struct client *c, const char *val)
 	return false;
 }
 
+/*
+ * application_name_add_host, PgBouncer's way: "<name> - <address>:<port>",
+ * "app" standing for a name the client did not send, and a unix-socket
+ * client's address "unix(<pid>@<host>)". Only the startup value: a later
+ * SET application_name is the client's own.
+ */
+static void add_host_to_application_name(struct client *c)
+{
+	char named[400], where[300];
+	const char *app = c->params[TP_APPLICATION_NAME] ? c->params[TP_APPLICATION_NAME] : "app";
+	int pid, port;
+	char host[256];
+	if (client_is_unix(c) && sscanf(c->addr, "unix(%d):%d", &pid, &port) == 2 &&
+	    gethostname(host, sizeof(host)) == 0) {
+		host[sizeof(host) - 1] = '\0';
+		snprintf(where, sizeof(where), "unix(%d@%s):%d", pid, host, port);
+	} else {
+		str_copy(where, c->addr, sizeof(where));
+	}
+	snprintf(named, sizeof(named), "%s - %s", app, where);
+	intern_set(&c->params[TP_APPLICATION_NAME], named);
+}
+
 /* read the startup packet's key/value pairs; false after sending an error */
 static bool read_startup_params(struct client *c, const struct pkt *pkt)
 {
@@ -645,7 +678,19 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 	if (ok)
 		c->settings = settings_intern(&rd.settings);
 	settings_builder_free(&rd.settings);
+	if (ok && worker->cfg->application_name_add_host)
+		add_host_to_application_name(c);
 	return ok;
+}
+
+/* PgBouncer 1.25's line: "login attempt: db=appdb user=app tls=no replication=no" */
+static void log_login_attempt(const struct client *c)
+{
+	char tls[128] = "no";
+	if (c->st.tls)
+		tls_describe(c->st.tls, tls, sizeof(tls));
+	client_log(c, LOG_LVL_INFO, "login attempt: db=%s user=%s tls=%s replication=%s", c->dbname, c->user, tls,
+		   c->replication == REPL_NONE ? "no" : c->replication == REPL_LOGICAL ? "database" : "yes");
 }
 
 static void process_startup(struct client *c, const struct pkt *pkt)
@@ -681,8 +726,7 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 			return;
 	}
 	if (worker->cfg->log_connections)
-		log_info("C-%llu %s/%s %s: login attempt%s", (unsigned long long)c->id, c->dbname, c->user, c->addr,
-			 c->st.tls ? " (TLS)" : "");
+		log_login_attempt(c);
 	if (!login_meets_tls_requirement(c))
 		return;
 	login_authenticate(c);
@@ -739,11 +783,11 @@ static void client_on_tls_done(struct stream *st, const char *error)
 {
 	struct client *c = st->owner;
 	if (error) {
-		log_info("C-%llu %s: TLS handshake failed: %s", (unsigned long long)c->id, c->addr, error);
+		client_log(c, LOG_LVL_INFO, "TLS handshake failed: %s", error);
 		client_close(c, "TLS handshake failed");
 		return;
 	}
-	log_debug("C-%llu %s: TLS handshake done", (unsigned long long)c->id, c->addr);
+	client_log(c, LOG_LVL_DEBUG, "TLS handshake done");
 	stream_start_reading(st);
 }
 
@@ -768,8 +812,10 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 		stream_send_out(&c->st);
 		return PKT_CONSUMED;
 	}
-	if (code == PROTO_CANCEL && pkt->len == 16)
+	if (code == PROTO_CANCEL && pkt->len == 16) {
+		c->cancel_request_read = true;
 		return handle_cancel_request(c, pkt);
+	}
 	if ((code >> 16) != 3) {
 		client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: pgpulse supports 3.0", code >> 16,
 			     code & 0xffff);
@@ -792,7 +838,7 @@ static enum pkt_action handle_admin_packet(struct client *c, struct pkt *pkt)
 	}
 	switch (pkt->type) {
 	case 'X':
-		client_close(c, "client sent Terminate");
+		client_close(c, "client close request");
 		return PKT_GONE;
 	case 'Q':
 		if (!pkt->complete)
@@ -999,14 +1045,13 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 	if (c->is_admin)
 		return handle_admin_packet(c, pkt);
 	if (pkt->type == 'X') {
-		client_close(c, "client sent Terminate");
+		client_close(c, "client close request");
 		return PKT_GONE;
 	}
 	if (pkt->type == 'Q' && worker->cfg->disable_pqexec && !c->replication) {
 		/* PgBouncer's rule and words: one Query may carry several statements,
 		 * the shape SQL injection needs; such a client is not served */
-		log_warning("C-%llu %s/%s %s: client used 'Q' packet type (disable_pqexec)",
-			    (unsigned long long)c->id, c->dbname, c->user, c->addr);
+		client_log(c, LOG_LVL_WARNING, "client used 'Q' packet type (disable_pqexec)");
 		client_fatal(c, "08P01", "PQexec disallowed");
 		return PKT_GONE;
 	}

@@ -149,7 +149,7 @@ void hello_send(struct client *c)
 	c->request_time = now_usec();
 	c->idle_since = c->request_time;
 	if (worker->cfg->log_connections)
-		log_info("C-%llu %s/%s %s: login ok", (unsigned long long)c->id, c->dbname, c->user, c->addr);
+		client_log(c, LOG_LVL_INFO, "login ok");
 	if (stream_send_out(&c->st))
 		stream_resume(&c->st);
 }

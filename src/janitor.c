@@ -17,6 +17,7 @@
 #include "notify.h"
 #include "pool.h"
 #include "server.h"
+#include "stats_log.h"
 #include "util.h"
 #include "worker.h"
 
@@ -59,6 +60,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		pool_janitor(container_of(pos, struct pool, node), now);
 	}
 	pool_free_unused_databases(now, false);
+	stats_log_tick(now);
 	control_poll();
 	notify_status_tick(now);
 	worker_check_shutdown();

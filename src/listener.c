@@ -29,6 +29,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "sockopt.h"
 #include "util.h"
 #include "worker.h"
 
@@ -99,6 +100,8 @@ static bool add_listener(int fd, int port, bool is_unix, const char *path)
 		return false;
 	}
 	struct listener *l = &g_listeners[g_count++];
+	if (!is_unix)
+		sockopt_tune_listener(fd, worker->cfg);
 	l->fd = fd;
 	l->port = port;
 	l->is_unix = is_unix;
@@ -366,6 +369,13 @@ void listener_set_accepting(bool accepting)
 		else
 			event_del(g_listeners[i].ev);
 	}
+}
+
+void listener_apply_config(void)
+{
+	for (int i = 0; i < g_count; i++)
+		if (!g_listeners[i].is_unix && g_listeners[i].fd >= 0)
+			sockopt_tune_listener(g_listeners[i].fd, worker->cfg);
 }
 
 int listener_count(void)

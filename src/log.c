@@ -177,31 +177,25 @@ static void write_all(int fd, const char *buf, size_t len)
 	}
 }
 
-void log_msg(enum log_level lvl, const char *fmt, ...)
+/* one formatted message to every destination, behind PgBouncer's prefix */
+static void log_write(enum log_level lvl, const char *msg)
 {
-	char msg[2048];
 	char line[2200];
-	va_list ap;
-	int saved_errno = errno;
-
-	if (!log_enabled(lvl))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-
 	struct timeval tv;
 	struct tm tm;
-	char ts[64];
+	char ts[64], zone[16];
 	gettimeofday(&tv, NULL);
 	localtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
-	int n = snprintf(line, sizeof(line), "%s.%03d %d %s %s\n", ts, (int)(tv.tv_usec / 1000),
+	strftime(zone, sizeof(zone), "%Z", &tm);
+	int n = snprintf(line, sizeof(line), "%s.%03d %s [%d] %s %s\n", ts, (int)(tv.tv_usec / 1000), zone,
 			 (int)getpid(), level_names[lvl], msg);
 	if (n < 0)
 		return;
-	if ((size_t)n >= sizeof(line))
+	if ((size_t)n >= sizeof(line)) { /* cut, but still one line */
 		n = (int)sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
 
 	if (g_stderr && (!g_quiet || lvl == LOG_LVL_ERROR))
 		write_all(STDERR_FILENO, line, (size_t)n);
@@ -211,5 +205,41 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		syslog(level_syslog[lvl], "%s %s", level_names[lvl], msg);
 	if (!g_opened)
 		keep_early_line(lvl, line, (size_t)n);
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	int saved_errno = errno;
+
+	if (!log_enabled(lvl))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_write(lvl, msg);
+	errno = saved_errno;
+}
+
+void log_conn(enum log_level lvl, char kind, uint64_t id, const char *db, const char *user, const char *addr,
+	      const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	int saved_errno = errno;
+
+	if (!log_enabled(lvl))
+		return;
+	int n = snprintf(msg, sizeof(msg), "%c-%llu: %s/%s@%s ", kind, (unsigned long long)id,
+			 db && *db ? db : "(nodb)", user && *user ? user : "(nouser)", addr);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n < sizeof(msg)) {
+		va_start(ap, fmt);
+		vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	log_write(lvl, msg);
 	errno = saved_errno;
 }

@@ -188,8 +188,7 @@ static bool certificate_names_user(struct client *c)
 		return false;
 	}
 	if (strcmp(cn, c->user) != 0) {
-		log_info("C-%llu %s: certificate common name \"%s\" does not match user \"%s\"",
-			 (unsigned long long)c->id, c->addr, cn, c->user);
+		client_log(c, LOG_LVL_INFO, "certificate common name \"%s\" does not match user \"%s\"", cn, c->user);
 		client_fatal(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
 		return false;
 	}
@@ -236,8 +235,8 @@ static bool hba_certificate_allows(struct client *c, const char *map)
 	}
 	if (map ? hba_ident_allows(worker->hba, map, cn, c->user) : strcmp(cn, c->user) == 0)
 		return true;
-	log_info("C-%llu %s: certificate common name \"%s\" may not log in as \"%s\"%s%s",
-		 (unsigned long long)c->id, c->addr, cn, c->user, map ? " by ident map " : "", map ? map : "");
+	client_log(c, LOG_LVL_INFO, "certificate common name \"%s\" may not log in as \"%s\"%s%s", cn, c->user,
+		   map ? " by ident map " : "", map ? map : "");
 	client_fatal(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
 	return false;
 }
@@ -254,10 +253,10 @@ static bool hba_peer_allows(struct client *c, const char *map)
 	if (map ? hba_ident_allows(worker->hba, map, name, c->user) : strcmp(name, c->user) == 0)
 		return true;
 	if (map)
-		log_info("C-%llu: no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"",
-			 (unsigned long long)c->id, map, c->user, name);
+		client_log(c, LOG_LVL_INFO, "no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"", map,
+			   c->user, name);
 	else
-		log_info("C-%llu: peer \"%s\" is not user \"%s\"", (unsigned long long)c->id, name, c->user);
+		client_log(c, LOG_LVL_INFO, "peer \"%s\" is not user \"%s\"", name, c->user);
 	client_fatal(c, "28000", "peer authentication failed for user \"%s\"", c->user);
 	return false;
 }
@@ -284,8 +283,7 @@ static bool hba_method_as_auth_type(struct client *c, int *type)
 				     hba_host_text(&hc, host, sizeof(host)), c->user, c->dbname, enc);
 		return false;
 	}
-	log_debug("C-%llu %s/%s %s: %s:%d: %s", (unsigned long long)c->id, c->dbname, c->user, c->addr, v.file,
-		  v.line, hba_method_name(v.method));
+	client_log(c, LOG_LVL_DEBUG, "%s:%d: %s", v.file, v.line, hba_method_name(v.method));
 	switch (v.method) {
 	case HBA_TRUST: *type = AUTH_TRUST; return true;
 	case HBA_MD5: *type = AUTH_MD5; return true;
@@ -328,8 +326,7 @@ static bool scram_verifier_of(struct client *c, bool from_auth_file, struct scra
 		return scram_verifier_for_password(&pool_find_user(c->user, true)->db_password_verifier, c->secret,
 						   worker->cfg->scram_iterations, sec);
 	case SECRET_MD5:
-		log_warning("C-%llu: the secret of \"%s\" is md5: it cannot serve scram-sha-256",
-			    (unsigned long long)c->id, c->user);
+		client_log(c, LOG_LVL_WARNING, "the secret of \"%s\" is md5: it cannot serve scram-sha-256", c->user);
 		return false;
 	}
 	return false;
@@ -566,8 +563,7 @@ static void handle_scram_message(struct client *c, const struct pkt *pkt)
 	if (!scram_server_final(c->scram, (const char *)pkt->body, pkt->body_len, out, sizeof(out), err,
 				sizeof(err)) ||
 	    !c->secret) {
-		log_info("C-%llu %s/%s %s: SCRAM authentication failed: %s", (unsigned long long)c->id, c->dbname,
-			 c->user, c->addr, c->secret ? err : "no such user");
+		client_log(c, LOG_LVL_INFO, "SCRAM authentication failed: %s", c->secret ? err : "no such user");
 		fail_password(c);
 		return;
 	}
@@ -597,8 +593,7 @@ enum pkt_action login_on_password(struct client *c, struct pkt *pkt)
 		}
 		bool ok = c->auth_step == CA_CLEARTEXT ? cleartext_matches(c, given) : md5_matches(c, given);
 		if (!ok) {
-			log_info("C-%llu %s/%s %s: password authentication failed", (unsigned long long)c->id,
-				 c->dbname, c->user, c->addr);
+			client_log(c, LOG_LVL_INFO, "password authentication failed");
 			fail_password(c);
 			return PKT_GONE;
 		}

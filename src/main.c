@@ -338,6 +338,7 @@ void worker_apply_config(void)
 	telemetry_enabled = cfg->telemetry;
 	dns_set_ttls(worker->dns, cfg->dns_max_ttl, cfg->dns_nxdomain_ttl);
 	dns_set_zone_check_period(worker->dns, cfg->dns_zone_check_period);
+	listener_apply_config();
 	pool_apply_config();
 }
 

@@ -626,6 +626,14 @@ static bool server_expired(const struct server *s)
 	return now_usec() - s->connect_start >= lifetime;
 }
 
+/* why server_expired() said so, in PgBouncer's words for the log */
+static const char *expiry_reason(const struct server *s)
+{
+	if (s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed)
+		return "database configuration changed";
+	return "server lifetime over";
+}
+
 /* most recently used first: the others grow idle and the pool shrinks */
 static struct server *take_idle_server(struct pool *p)
 {
@@ -651,7 +659,7 @@ struct server *pool_idle_server(struct pool *p)
 	if (pool_is_paused(p))
 		return NULL;
 	while ((s = take_idle_server(p)) && server_expired(s))
-		server_close(s, "server lifetime over or database changed");
+		server_close(s, expiry_reason(s));
 	return s;
 }
 
@@ -751,7 +759,7 @@ bool pool_assign_server(struct client *c)
 		struct server *s = take_idle_server(p);
 		while (s && server_expired(s)) {
 			/* the database moved (RELOAD) or the server is past server_lifetime */
-			server_close(s, "server lifetime over or database changed");
+			server_close(s, expiry_reason(s));
 			s = take_idle_server(p);
 		}
 		if (s && !server_needs_check(s, now)) {
@@ -796,7 +804,7 @@ void pool_server_ready(struct server *s)
 {
 	struct pool *p = s->pool;
 	if (server_expired(s)) {
-		server_close(s, "server lifetime over or database changed");
+		server_close(s, expiry_reason(s));
 		return;
 	}
 	s->job = JOB_NONE;
@@ -1154,9 +1162,9 @@ static void close_idle_servers_past_timeouts(struct pool *p, int64_t now)
 			server_close(s, "overflow_idle_timeout: beyond the base pool size and idle");
 		else if (cfg->server_idle_timeout > 0 && idle >= cfg->server_idle_timeout &&
 			 (total > l.min || !keeps_min_size(p)))
-			server_close(s, "server_idle_timeout");
+			server_close(s, "server idle timeout");
 		else if (server_expired(s))
-			server_close(s, "server lifetime over or database changed");
+			server_close(s, expiry_reason(s));
 	}
 }
 
@@ -1231,8 +1239,8 @@ static void enforce_query_timeout(struct client *c, int64_t limit, int64_t now)
 		return;
 	usec_to_seconds_text(limit, secs, sizeof(secs));
 	if (!s->cancel_sent_at) {
-		log_info("C-%llu %s/%s: query_timeout (%s s): cancelling the query on S-%llu",
-			 (unsigned long long)c->id, c->dbname, c->user, secs, (unsigned long long)s->id);
+		client_log(c, LOG_LVL_INFO, "query_timeout (%s s): cancelling the query on S-%llu", secs,
+			   (unsigned long long)s->id);
 		s->cancel_sent_at = now;
 		c->pool->stats.fail.query_timeouts++;
 		cancel_send(s, NULL);
@@ -1302,9 +1310,8 @@ static void end_sessions_for_fast_close(struct pool *p)
 				     c->req_arrive == 0;
 		if (!c->server || !between_xacts || !server_must_be_replaced(c->server))
 			continue;
-		log_info("C-%llu %s/%s %s: server_fast_close: S-%llu is being replaced; closing the session",
-			 (unsigned long long)c->id, c->dbname, c->user, c->addr,
-			 (unsigned long long)c->server->id);
+		client_log(c, LOG_LVL_INFO, "server_fast_close: S-%llu is being replaced; closing the session",
+			   (unsigned long long)c->server->id);
 		client_fatal(c, "57P01",
 			     "server_fast_close: the session's server connection was closed (RECONNECT, RELOAD or a DNS change)");
 	}

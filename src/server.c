@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +39,7 @@
 #include "fingerprint.h"
 #include "proto.h"
 #include "settings.h"
+#include "sockopt.h"
 #include "slowlog.h"
 #include "telemetry.h"
 #include "tls.h"
@@ -75,9 +75,9 @@ const char *server_state_name(enum server_state s)
 	return "unknown";
 }
 
-#define SV_LOG(s, lvl, fmt, ...)                                                                             \
-	log_msg(lvl, "S-%llu %s/%s %s: " fmt, (unsigned long long)(s)->id, (s)->pool->db->name,           \
-		(s)->pool->user->name, (s)->addr, __VA_ARGS__)
+/* "S-12: appdb/app@127.0.0.1:5432 ...": PgBouncer's shape (log.h) */
+#define SV_LOG(s, lvl, ...) \
+	log_conn((lvl), 'S', (s)->id, (s)->pool->db->name, (s)->pool->user->name, (s)->addr, __VA_ARGS__)
 
 /* ---- address ---- */
 
@@ -281,8 +281,8 @@ void server_set_state(struct server *s, enum server_state to)
 	if (from == to)
 		return;
 	if (!(allowed_from[to] & SV_BIT(from))) {
-		log_error("S-%llu: illegal state change %s -> %s", (unsigned long long)s->id, server_state_name(from),
-			  server_state_name(to));
+		SV_LOG(s, LOG_LVL_ERROR, "illegal state change %s -> %s", server_state_name(from),
+		       server_state_name(to));
 		abort();
 	}
 	list_remove(&s->node);
@@ -375,12 +375,8 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 		report_failure(p, owner, "08001", "could not create a socket for the server connection");
 		return NULL;
 	}
-	if (ss.ss_family != AF_UNIX) {
-		int on = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-		if (worker->cfg->tcp_keepalive)
-			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-	}
+	if (ss.ss_family != AF_UNIX)
+		sockopt_tune_connection(fd, worker->cfg);
 	struct server *s = xcalloc(1, sizeof(*s));
 	s->id = ++worker->next_conn_id;
 	s->pool = p;
@@ -398,7 +394,7 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 	s->connect_time = wall_usec();
 	s->connect_start = now_usec();
 	server_set_state(s, SV_LOGIN);
-	SV_LOG(s, LOG_LVL_DEBUG, "connecting%s", "");
+	SV_LOG(s, LOG_LVL_DEBUG, "connecting");
 	if (!stream_connect(&s->st, &ss, len)) {
 		snprintf(msg, sizeof(msg), "could not connect to server %s: %s", desc, strerror(errno));
 		connect_failed(s, msg);
@@ -567,7 +563,7 @@ static void server_on_tls_answer(struct stream *st, uint8_t answer)
 		return;
 	}
 	if (answer == 'N' && tls_server_mode() < TLS_REQUIRE) {
-		SV_LOG(s, LOG_LVL_DEBUG, "server offers no TLS: going on in plaintext%s", "");
+		SV_LOG(s, LOG_LVL_DEBUG, "server offers no TLS: going on in plaintext");
 		begin_startup(s);
 		return;
 	}
@@ -585,7 +581,7 @@ static void server_on_tls_done(struct stream *st, const char *error)
 		login_failed(s, "08006", msg);
 		return;
 	}
-	SV_LOG(s, LOG_LVL_DEBUG, "TLS handshake done%s", "");
+	SV_LOG(s, LOG_LVL_DEBUG, "TLS handshake done");
 	begin_startup(s);
 }
 
@@ -816,6 +812,18 @@ static void adopt_applied_values(struct server *s, struct client *c)
 	}
 }
 
+/* PgBouncer's line: "new connection to server (from <pgpulse's address:port>)" */
+static void log_new_connection(const struct server *s)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	char from[64] = "unix";
+	if (s->peer_addr.ss_family != AF_UNIX && getsockname(s->st.fd, (struct sockaddr *)&local, &len) == 0)
+		addr_to_str(&local, from, sizeof(from));
+	SV_LOG(s, worker->cfg->log_connections ? LOG_LVL_INFO : LOG_LVL_DEBUG, "new connection to server (from %s)",
+	       from);
+}
+
 static void login_done(struct server *s)
 {
 	s->ready = true;
@@ -824,7 +832,7 @@ static void login_done(struct server *s)
 		free(s->scram);
 		s->scram = NULL;
 	}
-	SV_LOG(s, worker->cfg->log_connections ? LOG_LVL_INFO : LOG_LVL_DEBUG, "new connection to server%s", "");
+	log_new_connection(s);
 	const char *cq = s->pool->db->connect_query;
 	if (cq && *cq && !s->pool->for_replication) { /* a physical walsender runs no SQL */
 		server_run_job(s, JOB_CONNECT_QUERY, cq);
@@ -1320,8 +1328,9 @@ void server_close(struct server *s, const char *reason)
 	bool was_logging_in = s->state == SV_LOGIN;
 	/* a reply partly forwarded: the client's socket is mid-message */
 	bool client_mid_packet = c && stream_peer_mid_packet(&s->st);
-	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "closing because: %s",
-	       reason);
+	long long age = (wall_usec() - s->connect_time) / 1000000;
+	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+	       "closing because: %s (age=%llds)", reason, age > 0 ? age : 0);
 	server_unlink(s);
 	if (s->ready && s->state == SV_IDLE) {
 		/* a polite goodbye; best effort, the socket is non-blocking */

@@ -27,8 +27,7 @@
 
 static void log_admin_action(const struct client *c, const char *what)
 {
-	log_info("C-%llu %s/%s %s: admin: %s", (unsigned long long)c->id, c->dbname, c->user,
-		 c->addr, what);
+	client_log(c, LOG_LVL_INFO, "admin: %s", what);
 }
 
 void admin_cmd_reload(struct client *c, const char *arg)
@@ -222,7 +221,7 @@ static void warn_set_not_in_effect(struct client *c, const char *key)
 {
 	char msg[256];
 	snprintf(msg, sizeof(msg), "%s is accepted but not in effect in this release: pgpulse ignores it", key);
-	log_warning("C-%llu %s: SET %s", (unsigned long long)c->id, c->user, msg);
+	client_log(c, LOG_LVL_WARNING, "SET %s", msg);
 	proto_put_warning(stream_out(&c->st), "01000", msg);
 }
 

@@ -153,8 +153,7 @@ static void run_command(struct client *c, const struct admin_cmd *cmd, const cha
 		char name[64];
 		upper_copy(name, sizeof(name), e->verb);
 		if (!c->admin_may_change) {
-			log_warning("C-%llu %s/%s %s: admin: %s refused: not in admin_users",
-				    (unsigned long long)c->id, c->dbname, c->user, c->addr, name);
+			client_log(c, LOG_LVL_WARNING, "admin: %s refused: not in admin_users", name);
 			admin_error(c, SQLSTATE_PRIVILEGE,
 				    "admin access needed: %s is for admin_users", name);
 			return;

@@ -143,8 +143,7 @@ void admin_error(struct client *c, const char *sqlstate, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_debug("C-%llu %s/%s %s: admin: %s", (unsigned long long)c->id, c->dbname, c->user,
-		  c->addr, msg);
+	client_log(c, LOG_LVL_DEBUG, "admin: %s", msg);
 	proto_put_error(out, "ERROR", sqlstate, msg);
 	proto_put_ready(out, 'I');
 }

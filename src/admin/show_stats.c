@@ -14,6 +14,7 @@
 
 #include "client.h"
 #include "pool.h"
+#include "stats_log.h"
 #include "worker.h"
 
 /* ------------------------------------------------------------------------
@@ -47,21 +48,6 @@ static struct {
 	bool started;
 	struct stats_snapshot older, newer;
 } avg_window;
-
-static void stats_add(struct pool_stats *sum, const struct pool_stats *st)
-{
-	sum->xact_count += st->xact_count;
-	sum->query_count += st->query_count;
-	sum->bytes_received += st->bytes_received;
-	sum->bytes_sent += st->bytes_sent;
-	sum->xact_time += st->xact_time;
-	sum->query_time += st->query_time;
-	sum->wait_time += st->wait_time;
-	sum->server_assignments += st->server_assignments;
-	sum->client_parse_count += st->client_parse_count;
-	sum->server_parse_count += st->server_parse_count;
-	sum->bind_count += st->bind_count;
-}
 
 /* the counters per database, by name: only databases with a pool; free() the array */
 static struct db_totals *totals_per_database(int *n)
@@ -147,48 +133,12 @@ static void avg_window_advance(const struct db_totals *t, int n, int64_t now)
 }
 
 /* a counter's growth; a counter that went down (its pool was recreated) counts from zero */
-static uint64_t grown(uint64_t now, uint64_t then)
-{
-	return now >= then ? now - then : now;
-}
-
 /* the counters of database `name` in the older snapshot (zero if it was not there) */
 static const struct pool_stats *stats_older(const char *name)
 {
 	static const struct pool_stats zero;
 	const struct pool_stats *old = snapshot_find(&avg_window.older, name);
 	return old ? old : &zero;
-}
-
-static uint64_t per_second(uint64_t count, int64_t dur)
-{
-	return (uint64_t)((double)count * 1e6 / (double)dur);
-}
-
-/* PgBouncer's averages: rates per second, and usec per transaction, query, assignment */
-static void stats_average(struct pool_stats *avg, const struct pool_stats *cur,
-			  const struct pool_stats *old, int64_t dur)
-{
-	memset(avg, 0, sizeof(*avg));
-	if (dur <= 0)
-		return;
-	uint64_t xacts = grown(cur->xact_count, old->xact_count);
-	uint64_t queries = grown(cur->query_count, old->query_count);
-	uint64_t assigns = grown(cur->server_assignments, old->server_assignments);
-	avg->server_assignments = per_second(assigns, dur);
-	avg->xact_count = per_second(xacts, dur);
-	avg->query_count = per_second(queries, dur);
-	avg->bytes_received = per_second(grown(cur->bytes_received, old->bytes_received), dur);
-	avg->bytes_sent = per_second(grown(cur->bytes_sent, old->bytes_sent), dur);
-	avg->client_parse_count = per_second(grown(cur->client_parse_count, old->client_parse_count), dur);
-	avg->server_parse_count = per_second(grown(cur->server_parse_count, old->server_parse_count), dur);
-	avg->bind_count = per_second(grown(cur->bind_count, old->bind_count), dur);
-	if (xacts > 0)
-		avg->xact_time = grown(cur->xact_time, old->xact_time) / xacts;
-	if (queries > 0)
-		avg->query_time = grown(cur->query_time, old->query_time) / queries;
-	if (assigns > 0)
-		avg->wait_time = grown(cur->wait_time, old->wait_time) / assigns;
 }
 
 /* the eleven figures in PgBouncer 1.21's order */

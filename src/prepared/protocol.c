@@ -841,9 +841,8 @@ void prepared_client_flushed(struct client *c)
 /* ---- replies ---- */
 
 /* log lines name the server as server.c's do */
-#define PS_LOG(lvl, s, fmt, ...)                                                                         \
-	log_msg(lvl, "S-%llu %s/%s %s: " fmt, (unsigned long long)(s)->id, (s)->pool->db->name,         \
-		(s)->pool->user->name, (s)->addr, __VA_ARGS__)
+#define PS_LOG(lvl, s, ...) \
+	log_conn((lvl), 'S', (s)->id, (s)->pool->db->name, (s)->pool->user->name, (s)->addr, __VA_ARGS__)
 
 static void note_desync(struct server *s, uint8_t type)
 {

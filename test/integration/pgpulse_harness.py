@@ -1606,3 +1606,113 @@ def assert_duration(row, column, true_us, clock):
     value = row[column]
     assert lo <= value <= hi, \
         f"{column} = {value} us, expected {lo:.0f}..{hi:.0f} us; row: {row}; client timed {sorted(clock.us)}"
+
+
+# ---------------------------------------------------------------- log lines, PgBouncer's shape
+
+# One parser for PgBouncer's log and pgpulse's (doc/operations.md, "Log
+# lines"): the line, then a connection's message within it.
+LOG_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (?P<zone>\S+) \[(?P<pid>\d+)\] "
+                      r"(?P<level>[A-Z]+) (?P<message>.*)$")
+CONN_MESSAGE = re.compile(r"^(?P<kind>[CS])-(?P<id>\w+): (?P<db>[^/ ]+)/(?P<user>[^@ ]+)@(?P<host>\S+):"
+                          r"(?P<port>\d+) (?P<event>.*?)(?: \(age=(?P<age>\d+)s\))?$")
+
+
+def parse_log(text):
+    """The lines of a PgBouncer or pgpulse log as dicts: LOG_LINE's groups,
+    plus CONN_MESSAGE's when the message is about a connection."""
+    out = []
+    for line in text.splitlines():
+        m = LOG_LINE.match(line)
+        if not m:
+            continue
+        rec = m.groupdict()
+        c = CONN_MESSAGE.match(rec["message"])
+        if c:
+            rec.update(c.groupdict())
+        out.append(rec)
+    return out
+
+
+# ---------------------------------------------------------------- another process's socket options
+
+_SYS_PIDFD_GETFD = 438  # Linux 5.6+, same number on every architecture
+
+
+def socket_options(pid, local_port=None, remote_port=None, options=()):
+    """getsockopt() on the TCP sockets process `pid` holds (a copy of each
+    descriptor through pidfd_getfd, which a process may do to its own
+    children and to processes of its own user), filtered by port.  options:
+    (name, level, optname) triples.  Returns one {name: value} per socket.
+    Skips the test where the kernel refuses pidfd_getfd."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    wanted = {s["inode"] for s in tcp_sockets(pid)
+              if (local_port is None or s["local_port"] == local_port)
+              and (remote_port is None or s["remote_port"] == remote_port)}
+    pidfd = os.pidfd_open(pid)
+    out = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if not link.startswith("socket:[") or link[8:-1] not in wanted:
+                continue
+            copy = libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            if copy < 0:
+                pytest.skip(f"pidfd_getfd: {os.strerror(ctypes.get_errno())}")
+            with socket.socket(fileno=copy) as s:
+                out.append({name: s.getsockopt(level, opt) for name, level, opt in options})
+    finally:
+        os.close(pidfd)
+    return out
+
+
+# ---------------------------------------------------------------- PgBouncer, to compare with
+
+def pgbouncer_bin():
+    """PgBouncer to compare with: $PGPULSE_PGBOUNCER (the 1.25 reference, say),
+    else Debian's; None if neither."""
+    path = os.environ.get("PGPULSE_PGBOUNCER") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+    return path if path and os.access(path, os.X_OK) else None
+
+
+class PgBouncer:
+    """A PgBouncer process started from the same kind of ini text as Pgpulse
+    (the same placeholders), logging to its own file."""
+
+    def __init__(self, ini_text, *, base_dir, bin, pg, userlist):
+        self.bin, self.pg = bin, pg
+        self.dir = tempfile.mkdtemp(prefix="pgb", dir=base_dir)
+        self.port = free_port()
+        self.log_path = os.path.join(self.dir, "pgbouncer.log")
+        self.auth_file = os.path.join(self.dir, "userlist.txt")
+        self.ini_path = os.path.join(self.dir, "pgbouncer.ini")
+        with open(self.auth_file, "w") as f:
+            f.write("".join(f"{_quote_userlist(u)} {_quote_userlist(p)}\n" for u, p in userlist.items()))
+        values = {"pg_host": pg.host, "pg_port": pg.port, "pg_socket_dir": pg.socket_dir,
+                  "port": self.port, "dir": self.dir, "auth_file": self.auth_file,
+                  "pidfile": os.path.join(self.dir, "pgbouncer.pid")}
+        for key, value in values.items():
+            ini_text = ini_text.replace("{" + key + "}", str(value))
+        with open(self.ini_path, "w") as f:
+            f.write(ini_text + f"logfile = {self.log_path}\n")
+        self.proc = subprocess.Popen([bin, self.ini_path], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
+        wait_until(lambda: port_accepts(self.port) or self.proc.poll() is not None, READY_TIMEOUT,
+                   "PgBouncer to listen")
+        assert self.proc.poll() is None, f"PgBouncer exited:\n{self.log()}"
+
+    def log(self, since=0):
+        return _read(self.log_path, since)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

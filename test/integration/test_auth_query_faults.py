@@ -54,7 +54,7 @@ def test_lookups_ending_inside_a_server_close_are_each_answered_once(pgpulse, pg
         b = RawClient(pp.port)  # its client_login_timeout counts from here
         b.send_startup({"user": "aq_uaf_b", "database": "appdb"})
         # lookup B is queued behind it (same pool, no second server)
-        pp.wait_log(r"aq_uaf_b .*login attempt", since=mark)
+        pp.wait_log(r"login attempt: db=appdb user=aq_uaf_b ", since=mark)
         # RELOAD: lookups now time out after 1 s (A's has, B's client is younger),
         # and the database moved to a unix socket that does not exist: the
         # connection opened for B fails inside connect()
@@ -191,12 +191,12 @@ def test_shutdown_and_clients_leaving_while_lookups_run_or_wait(pgpulse, pg, rol
         mark = pp.log_mark()
         b = RawClient(pp.port)
         b.send_startup({"user": "aq_sd_b", "database": "appdb"})
-        pp.wait_log(r"aq_sd_b .*login attempt", since=mark)
+        pp.wait_log(r"login attempt: db=appdb user=aq_sd_b ", since=mark)
         b.close()  # queued lookup loses its only waiter
         a.close()  # running lookup loses its only waiter
         c = RawClient(pp.port)
         c.send_startup({"user": "aq_sd_c", "database": "appdb"})
-        pp.wait_log(r"aq_sd_c .*login attempt", since=mark)
+        pp.wait_log(r"login attempt: db=appdb user=aq_sd_c ", since=mark)
         pp.stop()
         c.close()
     finally:
@@ -223,7 +223,7 @@ def test_a_queued_lookup_of_a_removed_auth_database_fails(pgpulse, pg, role):
         mark = pp.log_mark()
         b = RawClient(pp.port, timeout=15)
         b.send_startup({"user": "aq_rm_b", "database": "appdb"})
-        pp.wait_log(r"aq_rm_b .*login attempt", since=mark)
+        pp.wait_log(r"login attempt: db=appdb user=aq_rm_b ", since=mark)
         pp.write_config(ini(settings, {"appdb": ""}))
         pp.reload()
         pp.wait_log(r"configuration reloaded", since=mark)

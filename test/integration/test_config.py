@@ -265,7 +265,7 @@ def _not_in_effect_warning(pp, name):
 
 def test_every_parameter_not_in_effect_is_a_warning_at_start_and_at_each_reload(pgpulse):
     names = not_in_effect_parameters()
-    assert "tcp_keepcnt" in names and "log_stats" in names
+    assert names == ["peer_id"], names   # peering: issue 16
     # each at its default, as a PgBouncer file often writes them: still not in effect
     text = MINIMAL + "".join(f"{n} = {DEFAULTS_AS_WRITTEN.get(n, '')}\n" for n in names)
     pp = pgpulse(text, USERS)
@@ -290,10 +290,10 @@ def test_console_set_of_a_parameter_not_in_effect_warns_the_operator(pgpulse):
     notices = []
     conn.add_notice_handler(lambda d: notices.append((d.severity, d.sqlstate, d.message_primary)))
     mark = pp.log_mark()
-    assert conn.execute("SET tcp_keepcnt = 5").statusmessage == "SET"
+    assert conn.execute("SET peer_id = 7").statusmessage == "SET"
     assert notices == [("WARNING", "01000",
-                        "tcp_keepcnt is accepted but not in effect in this release: pgpulse ignores it")]
-    pp.wait_log(r"SET tcp_keepcnt is accepted but not in effect", since=mark)
+                        "peer_id is accepted but not in effect in this release: pgpulse ignores it")]
+    pp.wait_log(r"SET peer_id is accepted but not in effect", since=mark)
     # a parameter in effect says nothing more
     conn.execute("SET default_pool_size = 7")
     assert len(notices) == 1

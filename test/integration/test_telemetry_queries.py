@@ -706,14 +706,14 @@ def test_janitor_logs_each_change_of_health(pgpulse):
     for _ in range(20):  # the samples a percentile needs
         simple_query(conn, "select pg_sleep(0.05)")
     assert health(pp)["status"] == "warning"
-    pp.wait_log(r"\d WARNING appdb/app: health ok -> warning: "
+    pp.wait_log(r"\] WARNING appdb/app: health ok -> warning: "
                 r"query p95 [\d.]+ s is at or above the warning 0\.02 s\n", timeout=20,
                 since=mark)
 
     mark = pp.log_mark()
     assert pp.command("SET health_query_p95_warning = 1s") == "SET"
     assert (health(pp)["status"], health(pp)["reason"]) == ("ok", "")
-    pp.wait_log(r"\d LOG appdb/app: health warning -> ok\n", timeout=20, since=mark)
+    pp.wait_log(r"\] LOG appdb/app: health warning -> ok\n", timeout=20, since=mark)
     # one line per change, not one per judgement
     assert len(re.findall(r"health \w+ -> ", pp.log())) == 2, pp.log()
 

@@ -10,6 +10,7 @@ connections carry.
 """
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -20,7 +21,7 @@ import threading
 import psycopg
 import pytest
 
-from pgpulse_harness import Certs, PostgreSQL, query_message, raw_startup, read_message, wait_until
+from pgpulse_harness import Certs, PostgreSQL, parse_log, query_message, raw_startup, read_message, wait_until
 
 USERS = {"app": "app_pw", "admin": "admin_pw", "md5user": "md5_pw"}
 
@@ -190,6 +191,15 @@ def test_show_clients_names_the_tls_version(pgpulse, certs):
     with pp.connect(host=pp.dir, sslmode="disable"):
         unix = [r for r in pp.show("CLIENTS") if r["addr"] == "unix"]
         assert len(unix) == 1 and unix[0]["tls"] == ""
+
+
+def test_login_attempt_log_line_names_the_tls_protocol_as_pgbouncer_does(pgpulse, certs):
+    pp = start_client_tls(pgpulse, certs)
+    with pp.connect() as conn:
+        conn.execute("select 1")
+    attempts = [r["event"] for r in parse_log(pp.log()) if r.get("event", "").startswith("login attempt: db=appdb")]
+    assert len(attempts) == 1 and \
+        re.fullmatch(r"login attempt: db=appdb user=app tls=TLSv1\.3/TLS_\w+ replication=no", attempts[0]), attempts
 
 
 def test_require_refuses_plaintext_over_tcp_but_not_unix(pgpulse, certs):

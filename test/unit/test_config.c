@@ -802,15 +802,16 @@ static void test_parameter_not_in_effect_is_a_warning_naming_it(void)
 	char path[256], err[512];
 	capture_begin();
 	struct cfg *c = load_text("noskip.ini",
-				  "[pgpulse]\ntcp_keepcnt = 0\nlog_stats = 1\ntcp_keepcnt = 5\npool_mode = session\n",
+				  "[pgpulse]\npeer_id = 5\nserver_fast_close = 0\npeer_id = 9\npool_mode = session\n",
 				  path, sizeof(path), err, sizeof(err));
 	const char *out = capture_end();
 	CHECK(c != NULL);
 	cfg_free(c);
 	/* once per parameter, at the line that set it last, whatever the value */
-	CHECK(strstr(out, "noskip.ini:4: tcp_keepcnt is accepted but not in effect") != NULL);
-	CHECK(strstr(out, "noskip.ini:2: tcp_keepcnt") == NULL);
-	CHECK(strstr(out, "noskip.ini:3: log_stats is accepted but not in effect") != NULL);
+	CHECK(strstr(out, "noskip.ini:4: peer_id is accepted but not in effect") != NULL);
+	CHECK(strstr(out, "noskip.ini:2: peer_id") == NULL);
+	/* a parameter in effect is not named */
+	CHECK(strstr(out, "server_fast_close") == NULL);
 	CHECK(strstr(out, "pool_mode") == NULL);
 
 	/* a default nobody wrote down is not a warning */

@@ -1101,19 +1101,34 @@ static bool keeps_min_size(const struct pool *p)
 }
 
 /*
- * A pool that failed to reach PostgreSQL and has no server left is judged
+ * A pool that could not reach PostgreSQL and has no server left is judged
  * critical (health.c) until a server logs in. With no client asking, none
  * would ever be opened: a load balancer that took the instance out of
  * rotation on that verdict would keep it out after PostgreSQL came back.
- * So once server_login_retry has passed, one connection is tried on
- * nobody's behalf. It logs in (the verdict clears; the server idles and
- * goes after server_idle_timeout) or it fails (the verdict stands, and the
- * next try is one retry period later).
+ * So at most every PROBE_PERIOD (and never sooner than server_login_retry)
+ * after the last failure, one connection is tried on nobody's behalf. It
+ * logs in (the verdict clears; the server idles and goes after
+ * server_idle_timeout) or fails (the verdict stands until the next try).
+ *
+ * Only a PostgreSQL that could not be reached or could not take a
+ * connection (SQLSTATE classes 08, 53 and 57P0x: down, starting, full) is
+ * tried again; a refused login (no such database, a wrong password) will
+ * not mend itself, and a database made from the "*" entry exists only
+ * for the clients that asked for it.
  */
+#define PROBE_PERIOD (10 * 1000000LL)
+
+static bool failure_may_pass(const char *sqlstate)
+{
+	return strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "57P0", 4) == 0;
+}
+
 static void probe_unreachable_postgres(struct pool *p, int64_t now)
 {
-	if (!p->last_connect_failure || p->for_replication || p->for_lookups || pool_server_count(p) > 0 ||
-	    p->db->removed || p->db->disabled || pool_is_paused(p) || !may_connect_now(p, now))
+	int64_t after = worker->cfg->server_login_retry > PROBE_PERIOD ? worker->cfg->server_login_retry : PROBE_PERIOD;
+	if (!p->last_connect_failure || now - p->last_connect_failure < after || p->for_replication ||
+	    p->for_lookups || pool_server_count(p) > 0 || p->db->removed || p->db->disabled || p->db->from_fallback ||
+	    pool_is_paused(p) || !failure_may_pass(p->last_error_code))
 		return;
 	struct pool_limits l = pool_limits_of(p);
 	if (room_under_caps(p, &l, false))

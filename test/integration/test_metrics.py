@@ -843,8 +843,8 @@ def test_health_is_503_when_postgres_is_down_for_every_pool(pgpulse, pg):
 def test_health_recovers_when_postgres_is_back_though_no_client_comes(pgpulse, pg):
     """/health 503 takes the instance out of a load balancer's rotation, so
     no client comes to open a server: pgpulse itself tries one connection
-    per pool every server_login_retry, sees PostgreSQL back, and /health
-    answers 200 again."""
+    per failing pool every 10 s (PROBE_PERIOD), sees PostgreSQL back, and
+    /health answers 200 again."""
     pp = start(pgpulse, server_login_retry=1)
     run(pp, "select 1")
     run(pp, "select 1", dbname="otherdb")
@@ -855,7 +855,7 @@ def test_health_recovers_when_postgres_is_back_though_no_client_comes(pgpulse, p
             run(pp, "select 1", dbname=db)
     assert health_now(pp)[0] == 503
     pg.start()
-    wait_until(lambda: health_now(pp)[0] == 200, 15, "/health to answer 200 with PostgreSQL back")
+    wait_until(lambda: health_now(pp)[0] == 200, 30, "/health to answer 200 with PostgreSQL back")
     status, doc, pools = health_now(pp)
     assert all(p["status"] == "ok" for p in pools.values()), doc
 

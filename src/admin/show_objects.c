@@ -444,6 +444,14 @@ void admin_show_dns_zones(struct client *c, const char *arg)
  * SHOW LISTS, SHOW MEM
  */
 
+/* the users SHOW USERS lists */
+static int known_user_count(void)
+{
+	int n;
+	free(known_user_names(&n));
+	return n;
+}
+
 static int count_login_clients(void)
 {
 	int n = 0;
@@ -490,7 +498,7 @@ void admin_show_lists(struct client *c, const char *arg)
 		int items;
 	} lists[] = {
 		{ "databases", list_count(&worker->databases) },
-		{ "users", list_count(&worker->users) },
+		{ "users", known_user_count() },
 		{ "peers", 0 }, /* peering: not yet */
 		{ "pools", list_count(&worker->pools) },
 		{ "peer_pools", 0 },

@@ -798,7 +798,8 @@ void admin_show_help(struct client *c, const char *arg)
 	static const char detail[] =
 		"\n"
 		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
-		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|PREPARED_STATEMENTS\n"
+		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|DNS_ZONES|PREPARED_STATEMENTS\n"
+		"\tSHOW SOCKETS|ACTIVE_SOCKETS|FDS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 		"\tSHOW FAILURES\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
@@ -815,8 +816,7 @@ void admin_show_help(struct client *c, const char *arg)
 		"\tKILL_CLIENT <id>\n"
 		"\tSUSPEND\n"
 		"\tWAIT_CLOSE [<db>]\n"
-		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]\n"
-		"\tnot yet: SHOW FDS|SOCKETS|ACTIVE_SOCKETS|DNS_ZONES";
+		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
 	struct pktbuf *out = stream_out(&c->st);
 
 	(void)arg;

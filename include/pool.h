@@ -131,7 +131,7 @@ struct pool_user {
 };
 
 struct pool_stats {
-	uint64_t xact_count;
+	uint64_t xact_count;         /* counted when they begin, as PgBouncer counts them */
 	uint64_t query_count;
 	uint64_t bytes_received;     /* from clients */
 	uint64_t bytes_sent;         /* to clients */

@@ -976,15 +976,23 @@ static void note_forwarded_request(struct client *c, uint8_t type)
 	}
 }
 
-/* the first message of a request stamps its arrival (and a transaction's start) */
+/*
+ * The first message of a request stamps its arrival (and a transaction's
+ * start). Requests and transactions are counted here, when they begin, as
+ * PgBouncer counts its query_count and xact_count; their times are added
+ * when they end.
+ */
 static void note_request_arrival(struct client *c, uint8_t type)
 {
 	if (c->req_arrive || !is_request_message(type))
 		return;
 	c->req_arrive = now_usec();
 	c->request_time = c->req_arrive;
-	if (c->xact_status == 'I' && !c->xact_start)
+	c->pool->stats.query_count++;
+	if (c->xact_status == 'I' && !c->xact_start) {
 		c->xact_start = c->req_arrive;
+		c->pool->stats.xact_count++;
+	}
 }
 
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
@@ -1095,7 +1103,10 @@ int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64
 	}
 	if (status == 'I') {
 		ended = c->xact_start;
+		/* a request that came in behind this transaction begins the next one */
 		c->xact_start = next_arrival ? next_arrival : c->req_arrive;
+		if (c->xact_start)
+			stats->xact_count++;
 	}
 	return ended;
 }

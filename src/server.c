@@ -1121,7 +1121,6 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	int64_t now = now_usec();
 	s->xact_status = status;
 	close_request(s, now);
-	p->stats.query_count++;
 	/* with requests pipelined behind this one, the next transaction began when the oldest arrived */
 	int64_t next_arrival = s->inflight_count ? s->inflight[s->inflight_head].arrive : 0;
 	/* bytes of the answer still on their way to the client: forwarded and unsent, and this message */
@@ -1130,7 +1129,6 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	if (c->pending_syncs == 0)
 		s->cancel_sent_at = 0;
 	if (status == 'I') {
-		p->stats.xact_count++;
 		if (xact_start) {
 			int64_t xact = now - xact_start;
 			p->stats.xact_time += (uint64_t)xact;

@@ -150,10 +150,9 @@ def test_pool_database_and_user_figures_match_pgbouncers(pgpulse, pgbouncer):
             assert row_of(ours["LISTS"], list=name)["items"] == \
                 row_of(theirs["LISTS"], list=name)["items"], name
 
-    # the workload's queries and their bytes (the login's left out), and one server assignment
-    # per transaction in 1.25 (xact_count: PgBouncer counts a transaction when it begins,
-    # pgpulse when it ends; the one still open differs, see doc/admin.md)
-    wanted = ["query_count", "bytes_received", "bytes_sent"] + \
+    # the workload's transactions (the open one counted: they count when they begin), its
+    # queries and their bytes (the login's left out), and in 1.25 its server assignments
+    wanted = ["xact_count", "query_count", "bytes_received", "bytes_sent"] + \
         (["server_assignment_count"] if "server_assignment_count" in theirs["STATS_TOTALS"][0]
          else [])
     a, b = (row_of(v["STATS_TOTALS"], database="appdb") for v in (ours, theirs))

@@ -10,12 +10,9 @@
  */
 #include "admin_internal.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #include "auth.h"
 #include "cancel.h"
@@ -24,11 +21,9 @@
 #include "dns.h"
 #include "fingerprint.h"
 #include "pool.h"
-#include "prepared.h"
 #include "server.h"
 #include "slowlog.h"
 #include "telemetry.h"
-#include "tls.h"
 #include "textcache.h"
 #include "worker.h"
 

@@ -210,3 +210,35 @@ def test_idle_server_past_server_check_delay_is_used_in_both(pgpulse, pgbouncer,
             assert [r["state"] for r in servers] == ["used"]
     finally:
         pb.stop()
+
+
+def test_load_balance_hosts_shows_as_in_pgbouncer_125(pgpulse, pgbouncer, pg, session_dir):
+    """A database with a list of hosts shows its load_balance_hosts in SHOW
+    DATABASES and SHOW POOLS; one with a single host shows NULL (1.18 has
+    neither the column nor host lists)."""
+    if pgbouncer.label == "1.18":
+        pytest.skip("PgBouncer 1.18 has no load_balance_hosts")
+    ini = INI.replace("appdb = host={pg_host} port={pg_port} dbname=appdb",
+                      "appdb = host={pg_host},localhost port={pg_port} dbname=appdb\n"
+                      "lbdb = host={pg_host},localhost port={pg_port} dbname=appdb"
+                      " load_balance_hosts=disable\n"
+                      "onedb = host={pg_host} port={pg_port} dbname=appdb")
+    pgbouncer.stop()
+    pb = Pgpulse(ini, base_dir=session_dir, bin=pgbouncer.bin, pg=pg, userlist=USERS)
+    pb.admin_db = "pgbouncer"
+    pb.start()
+    pp = pgpulse(ini, USERS)
+    try:
+        shown = []
+        for pooler in (pp, pb):
+            pooler.connect(autocommit=True, prepare_threshold=None).execute("select 1")
+            dbs = {r["name"]: r["load_balance_hosts"] for r in pooler.show("DATABASES")
+                   if r["name"] in ("appdb", "lbdb", "onedb")}
+            pools = [(r["database"], r["load_balance_hosts"]) for r in pooler.show("POOLS")
+                     if r["database"] == "appdb"]
+            shown.append((dbs, pools))
+        assert shown[0] == shown[1]
+        assert shown[0] == ({"appdb": "round-robin", "lbdb": "disable", "onedb": None},
+                            [("appdb", "round-robin")])
+    finally:
+        pb.stop()

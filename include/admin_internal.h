@@ -5,8 +5,10 @@
  *   console.c         the command tables and dispatch (admin_handle_query)
  *   parse.c           one query into one command (admin_parse.h)
  *   result.c          writing a result set or an error
- *   show_objects.c    PgBouncer's views of what the worker holds: CLIENTS,
- *                     SERVERS, POOLS, DATABASES, USERS, LISTS, MEM, CONFIG, ...
+ *   show_sockets.c    PgBouncer's views of single connections: CLIENTS,
+ *                     SERVERS, SOCKETS, ACTIVE_SOCKETS, FDS
+ *   show_objects.c    PgBouncer's views of what the worker holds: POOLS,
+ *                     DATABASES, USERS, LISTS, MEM, CONFIG, DNS_ZONES, ...
  *   show_stats.c      PgBouncer's traffic views: STATS, STATS_TOTALS,
  *                     STATS_AVERAGES, TOTALS
  *   show_telemetry.c  pgpulse's own views: LATENCY, EFFICIENCY, HEALTH,
@@ -32,6 +34,7 @@ struct pool;
 struct pool_db;
 
 /* type OIDs used in RowDescription, as PgBouncer uses them */
+#define OID_BYTEA   17u
 #define OID_INT8    20u
 #define OID_INT4    23u
 #define OID_TEXT    25u
@@ -94,6 +97,9 @@ typedef void (*admin_fn)(struct client *c, const char *arg);
 
 void admin_show_clients(struct client *c, const char *arg);
 void admin_show_servers(struct client *c, const char *arg);
+void admin_show_sockets(struct client *c, const char *arg);
+void admin_show_active_sockets(struct client *c, const char *arg);
+void admin_show_fds(struct client *c, const char *arg);
 void admin_show_pools(struct client *c, const char *arg);
 void admin_show_databases(struct client *c, const char *arg);
 void admin_show_users(struct client *c, const char *arg);

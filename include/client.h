@@ -131,6 +131,7 @@ struct client {
 	int64_t idle_since;         /* monotonic: the last ReadyForQuery it was sent */
 	uint64_t bytes_in_counted;  /* stream bytes already added to the pool's stats */
 	uint64_t bytes_out_counted;
+	bool bytes_in_from_next;    /* login over: bytes_in_counted starts at the next packet */
 };
 
 /* fd comes non-blocking (the listener accepts with SOCK_NONBLOCK) */
@@ -144,7 +145,10 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
  * next one starts at next_arrival (a request pipelined behind this one;
  * 0: the request the client is sending, if any).
  */
-int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival);
+/* the login is over: the byte counters start after it (hello_send) */
+void client_skip_login_bytes(struct client *c);
+int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival,
+			       uint64_t unsent);
 
 /* a server was linked to the client: say the login's hello if it waited for one, else forward */
 void client_linked(struct client *c);

@@ -132,7 +132,7 @@ struct pool_user {
 };
 
 struct pool_stats {
-	uint64_t xact_count;
+	uint64_t xact_count;         /* counted when they begin, as PgBouncer counts them */
 	uint64_t query_count;
 	uint64_t bytes_received;     /* from clients */
 	uint64_t bytes_sent;         /* to clients */
@@ -306,6 +306,12 @@ bool pool_assign_server(struct client *c);
 
 /* PAUSE (of its database, or of all) holds the pool's servers */
 bool pool_paused(const struct pool *p);
+
+/*
+ * An idle server has sat unused for server_check_delay, so server_check_query
+ * runs on it before it serves again: PgBouncer's "used" state (sv_used).
+ */
+bool pool_server_needs_check(const struct server *s, int64_t now);
 
 /* an idle server of p for pgpulse's own work (expired ones are closed on the way), or NULL (none, or paused) */
 struct server *pool_idle_server(struct pool *p);

@@ -1022,15 +1022,23 @@ static void note_forwarded_request(struct client *c, uint8_t type)
 	}
 }
 
-/* the first message of a request stamps its arrival (and a transaction's start) */
+/*
+ * The first message of a request stamps its arrival (and a transaction's
+ * start). Requests and transactions are counted here, when they begin, as
+ * PgBouncer counts its query_count and xact_count; their times are added
+ * when they end.
+ */
 static void note_request_arrival(struct client *c, uint8_t type)
 {
 	if (c->req_arrive || !is_request_message(type))
 		return;
 	c->req_arrive = now_usec();
 	c->request_time = c->req_arrive;
-	if (c->xact_status == 'I' && !c->xact_start)
+	c->pool->stats.query_count++;
+	if (c->xact_status == 'I' && !c->xact_start) {
 		c->xact_start = c->req_arrive;
+		c->pool->stats.xact_count++;
+	}
 }
 
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
@@ -1054,6 +1062,11 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		client_log(c, LOG_LVL_WARNING, "client used 'Q' packet type (disable_pqexec)");
 		client_fatal(c, "08P01", "PQexec disallowed");
 		return PKT_GONE;
+	}
+	if (c->bytes_in_from_next) {
+		/* the first packet after the login: what came before it was the login's */
+		c->bytes_in_from_next = false;
+		c->bytes_in_counted = st->bytes_in - (st->buf ? st->wpos - st->rpos : 0);
 	}
 	note_request_arrival(c, pkt->type);
 	if (c->state == CL_WELCOME || c->state == CL_WAITING)
@@ -1104,21 +1117,49 @@ static void client_on_flushed(struct stream *st)
 		prepared_client_flushed(c); /* messages src/prepared/ wrote for the server */
 }
 
-int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival)
+/*
+ * The byte counters (SHOW STATS total_received / total_sent) count what
+ * clients and servers say to each other after the login, as PgBouncer's
+ * do: the startup packet, the authentication exchange and the welcome
+ * (ParameterStatus, BackendKeyData, the first ReadyForQuery) are left out.
+ * Everything sent or queued so far is the login's; what the client sent is
+ * known to end only where its next packet begins.
+ */
+void client_skip_login_bytes(struct client *c)
+{
+	c->bytes_out_counted = c->st.bytes_out + c->st.out.len;
+	c->bytes_in_from_next = true;
+}
+
+/*
+ * unsent: bytes of the answer the server stream has forwarded (this
+ * ReadyForQuery included) that have not reached the client's socket yet;
+ * they belong to this request, so they are counted now, not at the next.
+ */
+int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival,
+			       uint64_t unsent)
 {
 	struct pool_stats *stats = &c->pool->stats;
 	int64_t ended = 0;
+	uint64_t out = c->st.bytes_out + c->st.out.len + unsent;
 	c->xact_status = status;
 	if (c->pending_syncs > 0)
 		c->pending_syncs--;
 	c->idle_since = now;
-	stats->bytes_received += c->st.bytes_in - c->bytes_in_counted;
-	stats->bytes_sent += c->st.bytes_out - c->bytes_out_counted;
-	c->bytes_in_counted = c->st.bytes_in;
-	c->bytes_out_counted = c->st.bytes_out;
+	if (!c->bytes_in_from_next) {
+		stats->bytes_received += c->st.bytes_in - c->bytes_in_counted;
+		c->bytes_in_counted = c->st.bytes_in;
+	}
+	if (out > c->bytes_out_counted) {
+		stats->bytes_sent += out - c->bytes_out_counted;
+		c->bytes_out_counted = out;
+	}
 	if (status == 'I') {
 		ended = c->xact_start;
+		/* a request that came in behind this transaction begins the next one */
 		c->xact_start = next_arrival ? next_arrival : c->req_arrive;
+		if (c->xact_start)
+			stats->xact_count++;
 	}
 	return ended;
 }

@@ -146,6 +146,7 @@ void hello_send(struct client *c)
 	int64_t max_packet = c->is_admin ? ADMIN_QUERY_MAX_LEN : worker->cfg->max_packet_size;
 	c->st.max_packet = (uint32_t)(max_packet > 0x7fffffff ? 0x7fffffff : max_packet);
 	client_set_state(c, CL_ACTIVE);
+	client_skip_login_bytes(c);
 	c->request_time = now_usec();
 	c->idle_since = c->request_time;
 	if (worker->cfg->log_connections)

@@ -643,8 +643,7 @@ static struct server *take_idle_server(struct pool *p)
 	return container_of(l, struct server, node);
 }
 
-/* has the server sat idle long enough that server_check_query should test it */
-static bool server_needs_check(const struct server *s, int64_t now)
+bool pool_server_needs_check(const struct server *s, int64_t now)
 {
 	const struct cfg *cfg = worker->cfg;
 	return cfg->server_check_query && *cfg->server_check_query && cfg->server_check_delay >= 0 &&
@@ -762,7 +761,7 @@ bool pool_assign_server(struct client *c)
 			server_close(s, expiry_reason(s));
 			s = take_idle_server(p);
 		}
-		if (s && !server_needs_check(s, now)) {
+		if (s && !pool_server_needs_check(s, now)) {
 			c->wait_start = now; /* a wait of zero, unless parameters must be SET first */
 			if (!hand_server_to(s, c))
 				return false;

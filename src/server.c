@@ -1150,14 +1150,14 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	int64_t now = now_usec();
 	s->xact_status = status;
 	close_request(s, now);
-	p->stats.query_count++;
 	/* with requests pipelined behind this one, the next transaction began when the oldest arrived */
 	int64_t next_arrival = s->inflight_count ? s->inflight[s->inflight_head].arrive : 0;
-	int64_t xact_start = client_ready_for_query(c, status, now, next_arrival);
+	/* bytes of the answer still on their way to the client: forwarded and unsent, and this message */
+	uint64_t unsent = (uint64_t)(s->st.buf ? s->st.rpos - s->st.spos : 0) + pkt->len;
+	int64_t xact_start = client_ready_for_query(c, status, now, next_arrival, unsent);
 	if (c->pending_syncs == 0)
 		s->cancel_sent_at = 0;
 	if (status == 'I') {
-		p->stats.xact_count++;
 		if (xact_start) {
 			int64_t xact = now - xact_start;
 			p->stats.xact_time += (uint64_t)xact;

@@ -12,8 +12,10 @@
 #                      (default pgpulse-test)
 #   PGPULSE_TEST_TIMEOUT  seconds before the whole suite is stopped (1800)
 #   PGPULSE_KEEP_TMP   keep the temp dir (logs, data dirs) afterwards
-#   PGPULSE_PGBOUNCER  the PgBouncer tests compare with (default: Debian's
-#                      /usr/sbin/pgbouncer, when installed)
+#   PGPULSE_PGBOUNCER  the PgBouncer test_operator_logs.py compares with
+#                      (default: Debian's /usr/sbin/pgbouncer, when installed)
+#   PGBOUNCER_125      a PgBouncer 1.25 binary: test_pgbouncer_parity.py also
+#                      compares the console with it (Debian's 1.18 always)
 #   PGPULSE_TEST_LIVE  also copy pytest's output to the terminal under
 #                      `make check` (on by default when CI is set)
 #   PYTEST_ADDOPTS, ASAN_OPTIONS, UBSAN_OPTIONS, LSAN_OPTIONS pass through.
@@ -115,7 +117,7 @@ if [ "$(id -u)" = 0 ]; then
 	env_vars+=(HOME="$work" TMPDIR="$work/tmp" LANG=C.UTF-8
 		PATH=/usr/local/bin:/usr/bin:/bin PGPULSE_SRCDIR="$stage" PGPULSE_BIN="$bin")
 	for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS PYTEST_ADDOPTS CI TERM \
-		PGPULSE_PG_BINDIR PGPULSE_KEEP_TMP PGPULSE_PGBOUNCER; do
+		PGPULSE_PG_BINDIR PGPULSE_KEEP_TMP PGPULSE_PGBOUNCER PGBOUNCER_125; do
 		if [ -n "${!v:-}" ]; then env_vars+=("$v=${!v}"); fi
 	done
 	say "running as $test_user in $work"

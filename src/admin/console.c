@@ -60,11 +60,9 @@ static const struct show_entry show_table[] = {
 	{ "dns_hosts", admin_show_dns_hosts, false },
 	{ "dns_zones", admin_show_dns_zones, false },
 	{ "prepared_statements", admin_show_prepared_statements, false },
-	/* PgBouncer has these; pgpulse not yet */
-	{ "fds", admin_cmd_not_yet, false },
-	{ "sockets", admin_cmd_not_yet, false },
-	{ "active_sockets", admin_cmd_not_yet, false },
-
+	{ "fds", admin_show_fds, false },
+	{ "sockets", admin_show_sockets, false },
+	{ "active_sockets", admin_show_active_sockets, false },
 };
 
 enum arg_rule { ARG_NONE, ARG_OPTIONAL, ARG_REQUIRED };

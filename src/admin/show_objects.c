@@ -1,8 +1,8 @@
 /*
  * admin/show_objects: PgBouncer's views of what the worker holds — SHOW
- * CLIENTS, SERVERS, POOLS, DATABASES, USERS, LISTS, MEM, CONFIG, VERSION,
- * STATE, PEERS, PEER_POOLS, DNS_HOSTS, DNS_ZONES, HELP — and the SHOW <setting> that
- * psql and drivers send.
+ * POOLS, DATABASES, USERS, LISTS, MEM, CONFIG, VERSION, STATE, PEERS,
+ * PEER_POOLS, DNS_HOSTS, DNS_ZONES, HELP — and the SHOW <setting> that psql
+ * and drivers send. The views of single connections are in show_sockets.c.
  *
  * Each view reads the worker's lists as they are at the moment of the
  * command (one event-loop turn: nothing moves while it is written), in
@@ -10,24 +10,20 @@
  */
 #include "admin_internal.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 
+#include "auth.h"
 #include "cancel.h"
 #include "client.h"
 #include "control.h"
 #include "dns.h"
 #include "fingerprint.h"
 #include "pool.h"
-#include "prepared.h"
 #include "server.h"
 #include "slowlog.h"
 #include "telemetry.h"
-#include "tls.h"
 #include "textcache.h"
 #include "worker.h"
 
@@ -94,324 +90,30 @@ int admin_servers_of_pool(const struct pool *p)
 	       list_count(&p->new_servers) + list_count(&p->canceling_servers);
 }
 
-/* a monotonic stamp as wall-clock time */
-static int64_t mono_to_wall(int64_t mono, int64_t now_mono, int64_t now_wall)
-{
-	return mono > 0 ? now_wall - (now_mono - mono) : 0;
-}
-
-/* "ip" and port of a socket address; "unix" (and port -1) for a unix socket */
-static void addr_parts(const struct sockaddr *ss, char *host, size_t hostlen, int *port)
-{
-	host[0] = '\0';
-	*port = 0;
-	switch (ss->sa_family) {
-	case AF_INET: {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &in->sin_addr, host, (socklen_t)hostlen);
-		*port = ntohs(in->sin_port);
-		break;
-	}
-	case AF_INET6: {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, (socklen_t)hostlen);
-		*port = ntohs(in6->sin6_port);
-		break;
-	}
-	case AF_UNIX:
-		str_copy(host, "unix", hostlen);
-		*port = -1;
-		break;
-	default:
-		break;
-	}
-}
-
-static bool sock_local(int fd, struct sockaddr_storage *ss)
-{
-	socklen_t len = sizeof(*ss);
-	memset(ss, 0, sizeof(*ss));
-	return fd >= 0 && getsockname(fd, (struct sockaddr *)ss, &len) == 0;
-}
-
-static bool sock_peer(int fd, struct sockaddr_storage *ss)
-{
-	socklen_t len = sizeof(*ss);
-	memset(ss, 0, sizeof(*ss));
-	return fd >= 0 && getpeername(fd, (struct sockaddr *)ss, &len) == 0;
-}
-
-/* the pid of a unix-socket peer, 0 when unknown (PgBouncer's remote_pid) */
-static int unix_peer_pid(int fd)
-{
-#ifdef SO_PEERCRED
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-		return (int)cred.pid;
-#else
-	(void)fd;
-#endif
-	return 0;
-}
-
-/* ------------------------------------------------------------------------
- * SHOW CLIENTS, SHOW SERVERS: one row layout for both, as in PgBouncer.
- */
-
-static const struct column socket_cols[] = {
-	{ "type", OID_TEXT },
-	{ "user", OID_TEXT },
-	{ "database", OID_TEXT },
-	{ "replication", OID_TEXT },
-	{ "state", OID_TEXT },
-	{ "addr", OID_TEXT },
-	{ "port", OID_INT4 },
-	{ "local_addr", OID_TEXT },
-	{ "local_port", OID_INT4 },
-	{ "connect_time", OID_TEXT },
-	{ "request_time", OID_TEXT },
-	{ "wait", OID_INT4 },
-	{ "wait_us", OID_INT4 },
-	{ "close_needed", OID_INT4 },
-	{ "ptr", OID_TEXT },
-	{ "link", OID_TEXT },
-	{ "remote_pid", OID_INT4 },
-	{ "tls", OID_TEXT },
-	{ "application_name", OID_TEXT },
-	{ "prepared_statements", OID_INT4 },
-	/* PgBouncer 1.24 added "id" at this place; pgpulse has it already */
-	{ "id", OID_INT8 },
-};
-
-struct clock_now {
-	int64_t mono, wall;
-};
-
-/* PgBouncer's state words for a client */
-static const char *client_state_word(const struct client *c, const struct client *asking)
-{
-	switch (c->state) {
-	case CL_LOGIN:
-		return "login";
-	case CL_CANCEL:
-		return "active_cancel_req"; /* PgBouncer's word for a cancel request being forwarded */
-	case CL_WELCOME:
-	case CL_WAITING:
-		return "waiting";
-	case CL_ACTIVE:
-		if (c->is_admin)
-			return c == asking ? "active" : "idle";
-		return c->server ? "active" : "idle";
-	case CL_NEW:
-	case CL_CLOSED:
-		break;
-	}
-	return "closed";
-}
-
-static void client_row(struct result *r, const struct client *c, const struct client *asking,
-		       const struct clock_now *now)
-{
-	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8], tls[128];
-	struct sockaddr_storage local;
-	int port, lport;
-	bool is_unix = c->peer_addr.sa.sa_family == AF_UNIX;
-	int64_t wait = 0;
-	const char *app = c->params[TP_APPLICATION_NAME];
-
-	addr_parts(&c->peer_addr.sa, host, sizeof(host), &port);
-	if (port < 0)
-		port = c->local_port; /* PgBouncer shows the listening port for unix clients */
-	if (sock_local(c->st.fd, &local) && local.ss_family != AF_UNIX) {
-		addr_parts((const struct sockaddr *)&local, lhost, sizeof(lhost), &lport);
-	} else {
-		str_copy(lhost, is_unix ? "unix" : "", sizeof(lhost));
-	}
-	if ((c->state == CL_WAITING || c->state == CL_WELCOME) && c->wait_start > 0)
-		wait = now->mono - c->wait_start;
-	if (wait < 0)
-		wait = 0;
-
-	row_text(r, "C");
-	row_text(r, c->user);
-	row_text(r, c->dbname);
-	row_text(r, client_replication_name(c->replication));
-	row_text(r, client_state_word(c, asking));
-	row_text(r, host);
-	row_int(r, port);
-	row_text(r, lhost);
-	row_int(r, c->local_port);
-	row_time(r, c->connect_time);
-	row_time(r, mono_to_wall(c->request_time, now->mono, now->wall));
-	row_int(r, wait / 1000000);
-	row_int(r, wait % 1000000);
-	row_int(r, 0); /* close_needed: not used for clients */
-	row_ptr(r, c);
-	row_ptr(r, c->server);
-	row_int(r, is_unix ? unix_peer_pid(c->st.fd) : 0);
-	tls_describe(c->st.tls, tls, sizeof(tls));
-	row_text(r, tls);
-	row_text(r, app ? app : "");
-	row_int(r, prepared_client_count(c));
-	row_uint(r, c->id);
-	row_end(r);
-}
-
-/*
- * PgBouncer's state words for a server. pgpulse's used_servers are running
- * pgpulse's own query (reset, parameter SETs, check): PgBouncer calls that
- * "tested"; its "used" (idle past server_check_delay, check not yet started)
- * has no list of its own in pgpulse.
- */
-static const char *server_state_word(const struct server *s)
-{
-	switch (s->state) {
-	case SV_LOGIN:
-		return "new";
-	case SV_IDLE:
-		return "idle";
-	case SV_ACTIVE:
-		return s->client ? "active" : "idle";
-	case SV_USED:
-		return "tested";
-	case SV_CANCELING:
-		return "being_canceled";
-	case SV_NEW:
-	case SV_CLOSED:
-		break;
-	}
-	return "closed";
-}
-
-static void server_row(struct result *r, const struct server *s, const struct clock_now *now)
-{
-	const struct pool *p = s->pool;
-	char host[INET6_ADDRSTRLEN + 8], lhost[INET6_ADDRSTRLEN + 8], tls[128];
-	struct sockaddr_storage ss;
-	int port = 0, lport = 0;
-	int64_t last = s->last_used > s->link_time ? s->last_used : s->link_time;
-	const char *app = NULL;
-
-	if (sock_peer(s->st.fd, &ss)) {
-		addr_parts((const struct sockaddr *)&ss, host, sizeof(host), &port);
-		if (port < 0)
-			port = server_port(s);
-	} else {
-		/* still connecting: say where to */
-		const char *to = server_host(s);
-		bool unix_dir = !to || to[0] == '/';
-		str_copy(host, unix_dir ? "unix" : to, sizeof(host));
-		port = server_port(s);
-	}
-	if (sock_local(s->st.fd, &ss) && ss.ss_family != AF_UNIX) {
-		addr_parts((const struct sockaddr *)&ss, lhost, sizeof(lhost), &lport);
-	} else {
-		str_copy(lhost, ss.ss_family == AF_UNIX ? "unix" : "", sizeof(lhost));
-	}
-	if (s->client)
-		app = s->client->params[TP_APPLICATION_NAME];
-
-	row_text(r, "S");
-	row_text(r, p->user->name);
-	row_text(r, p->db->name);
-	row_text(r, client_replication_name(s->replication));
-	row_text(r, server_state_word(s));
-	row_text(r, host);
-	row_int(r, port);
-	row_text(r, lhost);
-	row_int(r, lport);
-	row_time(r, s->connect_time);
-	row_time(r, last > 0 ? mono_to_wall(last, now->mono, now->wall) : s->connect_time);
-	row_int(r, 0); /* wait, wait_us: not used for servers */
-	row_int(r, 0);
-	row_int(r, (s->close_when_released || s->generation != p->db->generation) ? 1 : 0);
-	row_ptr(r, s);
-	row_ptr(r, s->client);
-	row_int(r, (int32_t)s->backend_pid);
-	tls_describe(s->st.tls, tls, sizeof(tls));
-	row_text(r, tls);
-	row_text(r, app ? app : "");
-	row_int(r, prepared_server_count(s));
-	row_uint(r, s->id);
-	row_end(r);
-}
-
-static void client_rows(struct result *r, const struct list *l, const struct client *asking,
-			const struct clock_now *now)
-{
-	const struct list *pos;
-	list_for_each(pos, l)
-	{
-		client_row(r, container_of(pos, struct client, node), asking, now);
-	}
-}
-
-static void server_rows(struct result *r, const struct list *l, const struct clock_now *now)
-{
-	const struct list *pos;
-	list_for_each(pos, l)
-	{
-		server_row(r, container_of(pos, struct server, node), now);
-	}
-}
-
-static void take_clock(struct clock_now *now)
-{
-	now->mono = now_usec();
-	now->wall = wall_usec();
-}
-
-void admin_show_clients(struct client *c, const char *arg)
-{
-	struct result r;
-	struct clock_now now;
-	int n;
-	struct pool **pools = admin_sorted_pools(&n);
-	struct list *pos;
-
-	(void)arg;
-	take_clock(&now);
-	result_begin(&r, stream_out(&c->st), socket_cols, NCOLS(socket_cols));
-	for (int i = 0; i < n; i++) {
-		client_rows(&r, &pools[i]->active_clients, c, &now);
-		client_rows(&r, &pools[i]->waiting_clients, c, &now);
-	}
-	/* admin clients belong to no pool: they wait on login_clients once logged in */
-	list_for_each(pos, &worker->login_clients)
-	{
-		struct client *a = container_of(pos, struct client, node);
-		if (a->is_admin && a->state == CL_ACTIVE)
-			client_row(&r, a, c, &now);
-	}
-	free(pools);
-	result_end(&r);
-}
-
-void admin_show_servers(struct client *c, const char *arg)
-{
-	struct result r;
-	struct clock_now now;
-	int n;
-	struct pool **pools = admin_sorted_pools(&n);
-
-	(void)arg;
-	take_clock(&now);
-	result_begin(&r, stream_out(&c->st), socket_cols, NCOLS(socket_cols));
-	for (int i = 0; i < n; i++) {
-		server_rows(&r, &pools[i]->active_servers, &now);
-		server_rows(&r, &pools[i]->idle_servers, &now);
-		server_rows(&r, &pools[i]->used_servers, &now);
-		server_rows(&r, &pools[i]->new_servers, &now);
-		server_rows(&r, &pools[i]->canceling_servers, &now);
-	}
-	free(pools);
-	result_end(&r);
-}
-
 /* ------------------------------------------------------------------------
  * SHOW POOLS
  */
+
+/* idle servers that server_check_query must test before they serve: PgBouncer's sv_used */
+static int idle_servers_needing_check(const struct pool *p, int64_t now)
+{
+	int n = 0;
+	const struct list *pos;
+	list_for_each(pos, &p->idle_servers)
+	{
+		if (pool_server_needs_check(container_of(pos, struct server, node), now))
+			n++;
+	}
+	return n;
+}
+
+/* load_balance_hosts as PgBouncer shows it: only for an entry with a list of hosts */
+static const char *load_balance_word(const struct pool_db *db)
+{
+	if (!db->host || !strchr(db->host, ','))
+		return NULL;
+	return db->load_balance_hosts == LB_DISABLE ? "disable" : "round-robin";
+}
 
 void admin_show_pools(struct client *c, const char *arg)
 {
@@ -432,6 +134,7 @@ void admin_show_pools(struct client *c, const char *arg)
 		{ "maxwait", OID_INT4 },
 		{ "maxwait_us", OID_INT4 },
 		{ "pool_mode", OID_TEXT },
+		{ "load_balance_hosts", OID_TEXT },
 		/* pgpulse's own: servers open beyond the base size, by the tier they occupy */
 		{ "sv_overflow", OID_INT4 },
 		{ "sv_reserve", OID_INT4 },
@@ -464,9 +167,10 @@ void admin_show_pools(struct client *c, const char *arg)
 		row_int(&r, list_count(&p->active_servers));
 		row_int(&r, cancel_conns);   /* sv_active_cancel: cancel connections in flight */
 		row_int(&r, list_count(&p->canceling_servers));
-		row_int(&r, list_count(&p->idle_servers));
-		row_int(&r, 0); /* sv_used: see server_state_word() */
-		row_int(&r, list_count(&p->used_servers));
+		int used = idle_servers_needing_check(p, now);
+		row_int(&r, list_count(&p->idle_servers) - used);
+		row_int(&r, used);
+		row_int(&r, list_count(&p->used_servers)); /* sv_tested: running pgpulse's own query */
 		row_int(&r, list_count(&p->new_servers));
 		row_int(&r, maxwait / 1000000);
 		row_int(&r, maxwait % 1000000);
@@ -475,6 +179,7 @@ void admin_show_pools(struct client *c, const char *arg)
 		 * must not pass for the pool of the same database and user's clients
 		 */
 		row_text(&r, p->for_lookups ? "auth_query" : p->for_replication ? "replication" : cfg_pool_mode_name(p->pool_mode));
+		row_text_or_null(&r, load_balance_word(p->db));
 		int overflow_in_use, reserve_in_use;
 		pool_tier_use(p, &overflow_in_use, &reserve_in_use);
 		row_int(&r, overflow_in_use);
@@ -494,6 +199,25 @@ static int setting_or(int value, int fallback)
 	return value >= 0 ? value : fallback;
 }
 
+/*
+ * Console sessions logged in to database dbname (NULL: any) as user (NULL:
+ * any). pgpulse keeps them out of the client counts its limits compare;
+ * PgBouncer's current_client_connections counts them, so the views add them.
+ */
+static int console_sessions(const char *dbname, const char *user)
+{
+	int n = 0;
+	const struct list *pos;
+	list_for_each(pos, &worker->login_clients)
+	{
+		const struct client *a = container_of(pos, struct client, node);
+		if (a->is_admin && a->state == CL_ACTIVE && (!dbname || strcmp(a->dbname, dbname) == 0) &&
+		    (!user || strcmp(a->user, user) == 0))
+			n++;
+	}
+	return n;
+}
+
 void admin_show_databases(struct client *c, const char *arg)
 {
 	static const struct column cols[] = {
@@ -504,11 +228,14 @@ void admin_show_databases(struct client *c, const char *arg)
 		{ "force_user", OID_TEXT },
 		{ "pool_size", OID_INT4 },
 		{ "min_pool_size", OID_INT4 },
-		{ "reserve_pool", OID_INT4 },
+		{ "reserve_pool_size", OID_INT4 },
 		{ "server_lifetime", OID_INT4 },
 		{ "pool_mode", OID_TEXT },
+		{ "load_balance_hosts", OID_TEXT },
 		{ "max_connections", OID_INT4 },
 		{ "current_connections", OID_INT4 },
+		{ "max_client_connections", OID_INT4 },
+		{ "current_client_connections", OID_INT4 },
 		{ "paused", OID_INT4 },
 		{ "disabled", OID_INT4 },
 		/* pgpulse's own */
@@ -550,13 +277,13 @@ void admin_show_databases(struct client *c, const char *arg)
 			row_int(&r, 0);
 			row_int(&r, cfg->server_lifetime / 1000000);
 			row_text(&r, "statement");
+			row_text_or_null(&r, NULL); /* load_balance_hosts */
 			row_int(&r, 0);
 			row_int(&r, 0);
 			row_int(&r, 0);
-			row_int(&r, 0);
-			row_int(&r, 0);
-			row_int(&r, 0);
-			row_int(&r, 0);
+			row_int(&r, console_sessions(db->name, NULL));
+			for (int k = 0; k < 5; k++)
+				row_int(&r, 0); /* paused, disabled, and pgpulse's three */
 			row_end(&r);
 			continue;
 		}
@@ -570,9 +297,13 @@ void admin_show_databases(struct client *c, const char *arg)
 		row_int(&r, setting_or(db->reserve_pool_size, cfg->reserve_pool_size));
 		row_int(&r, cfg->server_lifetime / 1000000);
 		row_text_or_null(&r, db->pool_mode >= 0 ? cfg_pool_mode_name(db->pool_mode) : NULL);
+		row_text_or_null(&r, load_balance_word(db));
 		row_int(&r, db->max_db_connections >= 0 ? db->max_db_connections
 						       : cfg->max_db_connections);
 		row_int(&r, current);
+		row_int(&r, db->max_db_client_connections >= 0 ? db->max_db_client_connections
+							      : cfg->max_db_client_connections);
+		row_int(&r, db->client_count);
 		row_int(&r, db->paused || worker->paused_all ? 1 : 0);
 		row_int(&r, db->disabled ? 1 : 0);
 		row_int(&r, setting_or(db->overflow_pool_size, cfg->overflow_pool_size));
@@ -584,11 +315,60 @@ void admin_show_databases(struct client *c, const char *arg)
 	result_end(&r);
 }
 
-static int cmp_user_ptr(const void *a, const void *b)
+static int cmp_name_ptr(const void *a, const void *b)
 {
-	const struct pool_user *x = *(const struct pool_user *const *)a;
-	const struct pool_user *y = *(const struct pool_user *const *)b;
-	return strcmp(x->name, y->name);
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * Every user PgBouncer would list, by name, each once: the auth_file's,
+ * the [users] section's, those seen at a login (auth_query's included), and
+ * the console's own "pgbouncer". The names stay owned by their lists; free()
+ * the array.
+ */
+static const char **known_user_names(int *n)
+{
+	const struct cfg *cfg = worker->cfg;
+	const struct auth_file *af = worker->auth;
+	int cap = list_count(&worker->users) + cfg->n_users + (af ? af->count : 0) + 1, k = 0;
+	const char **names = xmalloc(sizeof(*names) * (size_t)cap);
+	const struct list *pos;
+
+	list_for_each(pos, &worker->users)
+		names[k++] = container_of(pos, struct pool_user, node)->name;
+	for (int i = 0; i < cfg->n_users; i++)
+		names[k++] = cfg->users[i].name;
+	for (int i = 0; af && i < af->count; i++)
+		names[k++] = af->entries[i].user;
+	names[k++] = "pgbouncer";
+	qsort(names, (size_t)k, sizeof(*names), cmp_name_ptr);
+	int out = 0;
+	for (int i = 0; i < k; i++)
+		if (out == 0 || strcmp(names[out - 1], names[i]) != 0)
+			names[out++] = names[i];
+	*n = out;
+	return names;
+}
+
+static const struct pool_user *seen_user(const char *name)
+{
+	const struct list *pos;
+	list_for_each(pos, &worker->users)
+	{
+		const struct pool_user *u = container_of(pos, struct pool_user, node);
+		if (strcmp(u->name, name) == 0)
+			return u;
+	}
+	return NULL;
+}
+
+/* a per-user size as PgBouncer shows it: text, empty when the user does not set it */
+static void row_user_size(struct result *r, int value)
+{
+	if (value >= 0)
+		row_int(r, value);
+	else
+		row_text(r, "");
 }
 
 void admin_show_users(struct client *c, const char *arg)
@@ -596,55 +376,61 @@ void admin_show_users(struct client *c, const char *arg)
 	static const struct column cols[] = {
 		{ "name", OID_TEXT },
 		{ "pool_size", OID_TEXT }, /* text in PgBouncer too: empty when not set */
+		{ "reserve_pool_size", OID_TEXT },
 		{ "pool_mode", OID_TEXT },
 		{ "max_user_connections", OID_INT4 },
 		{ "current_connections", OID_INT4 },
+		{ "max_user_client_connections", OID_INT4 },
+		{ "current_client_connections", OID_INT4 },
 	};
 	const struct cfg *cfg = worker->cfg;
 	struct result r;
-	int count = list_count(&worker->users), n = 0;
-	struct pool_user **users = xmalloc(sizeof(*users) * (size_t)(count ? count : 1));
-	struct list *pos;
+	int n;
+	const char **names = known_user_names(&n);
 
 	(void)arg;
-	list_for_each(pos, &worker->users)
-	{
-		users[n++] = container_of(pos, struct pool_user, node);
-	}
-	qsort(users, (size_t)n, sizeof(*users), cmp_user_ptr);
-
 	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
 	for (int i = 0; i < n; i++) {
-		const struct pool_user *u = users[i];
-		const struct cfg_user *cu = cfg_find_user(cfg, u->name);
-		int mode = cu ? cu->pool_mode : u->pool_mode;
+		const struct pool_user *u = seen_user(names[i]);
+		const struct cfg_user *cu = cfg_find_user(cfg, names[i]);
+		int mode = cu ? cu->pool_mode : u ? u->pool_mode : -1;
 		int max = cu && cu->max_user_connections >= 0 ? cu->max_user_connections
 							     : cfg->max_user_connections;
+		int max_clients = cu && cu->max_user_client_connections >= 0 ? cu->max_user_client_connections
+									    : cfg->max_user_client_connections;
 		int current = 0;
-		struct list *pp;
+		const struct list *pp;
 		list_for_each(pp, &worker->pools)
 		{
 			const struct pool *p = container_of(pp, struct pool, node);
-			if (p->user == u)
+			if (u && p->user == u)
 				current += admin_servers_of_pool(p);
 		}
-		row_text(&r, u->name);
-		if (cu && cu->pool_size >= 0)
-			row_int(&r, cu->pool_size);
-		else
-			row_text(&r, "");
+		row_text(&r, names[i]);
+		row_user_size(&r, cu ? cu->pool_size : -1);
+		row_user_size(&r, cu ? cu->reserve_pool_size : -1);
 		row_text_or_null(&r, mode >= 0 ? cfg_pool_mode_name(mode) : NULL);
 		row_int(&r, max);
 		row_int(&r, current);
+		row_int(&r, max_clients);
+		row_int(&r, (u ? u->client_count : 0) + console_sessions(NULL, names[i]));
 		row_end(&r);
 	}
-	free(users);
+	free(names);
 	result_end(&r);
 }
 
 /* ------------------------------------------------------------------------
  * SHOW LISTS, SHOW MEM
  */
+
+/* the users SHOW USERS lists */
+static int known_user_count(void)
+{
+	int n;
+	free(known_user_names(&n));
+	return n;
+}
 
 static int count_login_clients(void)
 {
@@ -692,7 +478,7 @@ void admin_show_lists(struct client *c, const char *arg)
 		int items;
 	} lists[] = {
 		{ "databases", list_count(&worker->databases) },
-		{ "users", list_count(&worker->users) },
+		{ "users", known_user_count() },
 		{ "peers", 0 }, /* peering: not yet */
 		{ "pools", list_count(&worker->pools) },
 		{ "peer_pools", 0 },
@@ -1018,6 +804,7 @@ void admin_show_help(struct client *c, const char *arg)
 		"\n"
 		"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
 		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|DNS_ZONES|PREPARED_STATEMENTS\n"
+		"\tSHOW SOCKETS|ACTIVE_SOCKETS|FDS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 		"\tSHOW FAILURES\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
@@ -1034,8 +821,7 @@ void admin_show_help(struct client *c, const char *arg)
 		"\tKILL_CLIENT <id>\n"
 		"\tSUSPEND\n"
 		"\tWAIT_CLOSE [<db>]\n"
-		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]\n"
-		"\tnot yet: SHOW FDS|SOCKETS|ACTIVE_SOCKETS";
+		"\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
 	struct pktbuf *out = stream_out(&c->st);
 
 	(void)arg;

@@ -186,14 +186,22 @@ static void show_stats_view(struct client *c, enum stats_view view)
 		{ "avg_server_parse_count", OID_NUMERIC },
 		{ "avg_bind_count", OID_NUMERIC },
 	};
-	/* STATS_TOTALS and STATS_AVERAGES share these names */
-	static const struct column one_cols[] = {
+	static const struct column totals_cols[] = {
 		{ "database", OID_TEXT },          { "server_assignment_count", OID_NUMERIC },
 		{ "xact_count", OID_NUMERIC },     { "query_count", OID_NUMERIC },
 		{ "bytes_received", OID_NUMERIC }, { "bytes_sent", OID_NUMERIC },
 		{ "xact_time", OID_NUMERIC },      { "query_time", OID_NUMERIC },
 		{ "wait_time", OID_NUMERIC },      { "client_parse_count", OID_NUMERIC },
 		{ "server_parse_count", OID_NUMERIC }, { "bind_count", OID_NUMERIC },
+	};
+	/* PgBouncer 1.25's names: the parse and bind averages keep their avg_ prefix */
+	static const struct column averages_cols[] = {
+		{ "database", OID_TEXT },          { "server_assignment_count", OID_NUMERIC },
+		{ "xact_count", OID_NUMERIC },     { "query_count", OID_NUMERIC },
+		{ "bytes_received", OID_NUMERIC }, { "bytes_sent", OID_NUMERIC },
+		{ "xact_time", OID_NUMERIC },      { "query_time", OID_NUMERIC },
+		{ "wait_time", OID_NUMERIC },      { "avg_client_parse_count", OID_NUMERIC },
+		{ "avg_server_parse_count", OID_NUMERIC }, { "avg_bind_count", OID_NUMERIC },
 	};
 	struct result r;
 	int64_t now = now_usec();
@@ -203,8 +211,10 @@ static void show_stats_view(struct client *c, enum stats_view view)
 	avg_window_advance(t, n, now);
 	if (view == STATS_BOTH)
 		result_begin(&r, stream_out(&c->st), both_cols, NCOLS(both_cols));
+	else if (view == STATS_TOTALS)
+		result_begin(&r, stream_out(&c->st), totals_cols, NCOLS(totals_cols));
 	else
-		result_begin(&r, stream_out(&c->st), one_cols, NCOLS(one_cols));
+		result_begin(&r, stream_out(&c->st), averages_cols, NCOLS(averages_cols));
 	for (int i = 0; i < n; i++) {
 		struct pool_stats avg;
 		stats_average(&avg, &t[i].st, stats_older(t[i].name), now - avg_window.older.at);

@@ -351,8 +351,8 @@ static const struct {
 	size_t offset;
 	double scale;
 } stats_counters[] = {
-	{ "pgpulse_pool_transactions_total", "Transactions completed.", offsetof(struct pool_stats, xact_count), 1 },
-	{ "pgpulse_pool_queries_total", "Requests completed.", offsetof(struct pool_stats, query_count), 1 },
+	{ "pgpulse_pool_transactions_total", "Transactions begun (SHOW STATS total_xact_count).", offsetof(struct pool_stats, xact_count), 1 },
+	{ "pgpulse_pool_queries_total", "Requests begun (SHOW STATS total_query_count).", offsetof(struct pool_stats, query_count), 1 },
 	{ "pgpulse_pool_received_bytes_total", "Bytes received from clients.",
 	  offsetof(struct pool_stats, bytes_received), 1 },
 	{ "pgpulse_pool_sent_bytes_total", "Bytes sent to clients.", offsetof(struct pool_stats, bytes_sent), 1 },

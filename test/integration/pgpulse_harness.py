@@ -74,8 +74,9 @@ POLL_INTERVAL = 0.02
 
 # The environment of whoever runs the tests must not steer libpq (PGHOST,
 # PGPORT, PGSSLMODE, ~/.pgpass ...): every connection here is explicit.
+# PGBOUNCER_125 (test_pgbouncer_parity.py) is the suite's own, not libpq's.
 for _var in list(os.environ):
-    if _var.startswith("PG") and not _var.startswith("PGPULSE"):
+    if _var.startswith("PG") and not _var.startswith(("PGPULSE", "PGBOUNCER_")):
         del os.environ[_var]
 os.environ["PGPASSFILE"] = os.path.join(tempfile.gettempdir(), "pgpulse-tests-no-pgpass")
 

@@ -1119,7 +1119,7 @@ def test_show_pools_and_show_databases_end_with_the_tier_columns(pgpulse):
     connect(pp, autocommit=True).execute("SELECT 1")
     console = pp.admin()
     pools = [d.name for d in console.execute("SHOW POOLS").description]
-    assert pools[-3:] == ["pool_mode", "sv_overflow", "sv_reserve"], pools
+    assert pools[-4:] == ["pool_mode", "load_balance_hosts", "sv_overflow", "sv_reserve"], pools
     databases = [d.name for d in console.execute("SHOW DATABASES").description]
     assert databases[-3:] == ["overflow_pool_size", "overflow_in_use", "reserve_in_use"], \
         databases

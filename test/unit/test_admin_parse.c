@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "cancel.h"
 #include "client.h"
 #include "config.h"
@@ -168,6 +169,14 @@ struct pool_limits pool_limits_of(const struct pool *p)
 int pool_server_count(const struct pool *p)
 {
 	return p->server_count;
+}
+
+/* as in pool.c: idle past server_check_delay, with a check query to run */
+bool pool_server_needs_check(const struct server *s, int64_t now)
+{
+	const struct cfg *cfg = worker->cfg;
+	return cfg->server_check_query && *cfg->server_check_query && cfg->server_check_delay >= 0 &&
+	       now - s->last_used >= cfg->server_check_delay;
 }
 
 bool pool_paused(const struct pool *p)
@@ -504,6 +513,9 @@ static void setup(void)
 	sv_active.client = &cl_linked;
 	cl_linked.server = &sv_active;
 	sv_idle2.close_when_released = true;
+	/* idle 40 s, past server_check_delay (30 s): server_check_query must test it first */
+	sv_idle1.last_used = now_usec() - 40 * 1000000LL;
+	sv_idle2.last_used = now_usec();
 
 	w.client_count = 6;
 	w.server_count = 5;
@@ -648,20 +660,23 @@ static void test_show_pools_has_pgbouncer_columns_and_counts(void)
 		"maxwait",
 		"maxwait_us",
 		"pool_mode",
+		"load_balance_hosts",
 		"sv_overflow",
 		"sv_reserve",
 	};
 	setup();
 	ask(&admin_cl, "SHOW POOLS;", &a);
-	check_columns(&a, want, 18);
+	check_columns(&a, want, 19);
 	CHECK_INT_EQ(a.types[col(&a, "cl_active")], OID_INT4);
 	CHECK_INT_EQ(a.nrows, 1);
 	CHECK_STR_EQ(cell(&a, "app", "user"), "alice");
 	CHECK_STR_EQ(cell(&a, "app", "cl_active"), "2");
 	CHECK_STR_EQ(cell(&a, "app", "cl_waiting"), "1");
 	CHECK_STR_EQ(cell(&a, "app", "sv_active"), "1");
-	CHECK_STR_EQ(cell(&a, "app", "sv_idle"), "2");
-	CHECK_STR_EQ(cell(&a, "app", "sv_used"), "0");
+	/* of the two idle servers, one sat past server_check_delay */
+	CHECK_STR_EQ(cell(&a, "app", "sv_idle"), "1");
+	CHECK_STR_EQ(cell(&a, "app", "sv_used"), "1");
+	CHECK_STR_EQ(cell(&a, "app", "load_balance_hosts"), "<null>"); /* one host */
 	CHECK_STR_EQ(cell(&a, "app", "sv_tested"), "1");
 	CHECK_STR_EQ(cell(&a, "app", "sv_login"), "1");
 	CHECK_STR_EQ(cell(&a, "app", "maxwait"), "2");
@@ -721,7 +736,7 @@ static void test_show_clients_lists_pool_and_admin_clients_not_logins(void)
 	CHECK_STR_EQ(a.rows[3][col(&a, "user")], "admin");
 	CHECK_STR_EQ(a.rows[3][col(&a, "state")], "idle");
 	CHECK_STR_EQ(a.rows[4][col(&a, "user")], "watcher");
-	CHECK_STR_EQ(a.rows[4][col(&a, "state")], "active"); /* the one asking */
+	CHECK_STR_EQ(a.rows[4][col(&a, "state")], "idle"); /* the one asking: no server, as in PgBouncer */
 	/* 'YYYY-MM-DD HH:MM:SS TZ' */
 	const char *t = a.rows[0][col(&a, "connect_time")];
 	CHECK(strlen(t) >= 20 && t[4] == '-' && t[10] == ' ' && t[13] == ':');
@@ -736,7 +751,8 @@ static void test_show_servers_uses_pgbouncer_state_words(void)
 	CHECK_STR_EQ(a.rows[0][col(&a, "state")], "active");
 	CHECK_STR_EQ(a.rows[0][col(&a, "application_name")], "billing");
 	CHECK_STR_EQ(a.rows[0][col(&a, "remote_pid")], "4010");
-	CHECK_STR_EQ(a.rows[1][col(&a, "state")], "idle");
+	CHECK_STR_EQ(a.rows[1][col(&a, "state")], "used"); /* idle past server_check_delay */
+	CHECK_STR_EQ(a.rows[2][col(&a, "state")], "idle");
 	CHECK_STR_EQ(a.rows[1][col(&a, "close_needed")], "0");
 	CHECK_STR_EQ(a.rows[2][col(&a, "close_needed")], "1");
 	CHECK_STR_EQ(a.rows[3][col(&a, "state")], "tested");
@@ -757,11 +773,14 @@ static void test_show_databases_resolves_defaults(void)
 		"force_user",
 		"pool_size",
 		"min_pool_size",
-		"reserve_pool",
+		"reserve_pool_size",
 		"server_lifetime",
 		"pool_mode",
+		"load_balance_hosts",
 		"max_connections",
 		"current_connections",
+		"max_client_connections",
+		"current_client_connections",
 		"paused",
 		"disabled",
 		"overflow_pool_size",
@@ -769,8 +788,9 @@ static void test_show_databases_resolves_defaults(void)
 		"reserve_in_use",
 	};
 	setup();
+	db_app.client_count = 3;
 	ask(&admin_cl, "SHOW DATABASES", &a);
-	check_columns(&a, want, 17);
+	check_columns(&a, want, 20);
 	CHECK_INT_EQ(a.nrows, 2);
 	CHECK_STR_EQ(a.rows[0][0], "app"); /* by name */
 	CHECK_STR_EQ(cell(&a, "app", "database"), "appdb");
@@ -780,20 +800,42 @@ static void test_show_databases_resolves_defaults(void)
 	CHECK_STR_EQ(cell(&a, "app", "server_lifetime"), "3600");
 	CHECK_STR_EQ(cell(&a, "app", "pool_mode"), "transaction");
 	CHECK_STR_EQ(cell(&a, "app", "current_connections"), "5");
+	CHECK_STR_EQ(cell(&a, "app", "current_client_connections"), "3");
+	CHECK_STR_EQ(cell(&a, "app", "load_balance_hosts"), "<null>");
+	/* the console's sessions are its clients */
+	CHECK_STR_EQ(cell(&a, "pgbouncer", "current_client_connections"), "2");
 	CHECK_STR_EQ(cell(&a, "pgbouncer", "host"), "<null>");
 	CHECK_STR_EQ(cell(&a, "pgbouncer", "port"), "6432");
 }
 
-static void test_show_users(void)
+static void test_show_users_lists_every_auth_file_user_in_pgbouncer_columns(void)
 {
-	static const char *const want[] = { "name", "pool_size", "pool_mode",
-					    "max_user_connections", "current_connections" };
+	static const char *const want[] = { "name", "pool_size", "reserve_pool_size", "pool_mode",
+					    "max_user_connections", "current_connections",
+					    "max_user_client_connections", "current_client_connections" };
+	struct auth_entry entries[] = { { .user = "admin" }, { .user = "alice" }, { .user = "carol" } };
+	struct auth_file af = { entries, 3 };
+
 	setup();
+	w.auth = &af;
+	user_alice.client_count = 3;
 	ask(&admin_cl, "SHOW USERS", &a);
-	check_columns(&a, want, 5);
+	w.auth = NULL;
+	check_columns(&a, want, 8);
+	/* carol never logged in; pgbouncer is the console's own user */
+	CHECK_INT_EQ(a.nrows, 4);
+	CHECK_STR_EQ(a.rows[0][0], "admin");
+	CHECK_STR_EQ(a.rows[1][0], "alice");
+	CHECK_STR_EQ(a.rows[2][0], "carol");
+	CHECK_STR_EQ(a.rows[3][0], "pgbouncer");
 	CHECK_STR_EQ(cell(&a, "alice", "pool_size"), "");
+	CHECK_STR_EQ(cell(&a, "alice", "reserve_pool_size"), "");
 	CHECK_STR_EQ(cell(&a, "alice", "pool_mode"), "<null>");
 	CHECK_STR_EQ(cell(&a, "alice", "current_connections"), "5");
+	CHECK_STR_EQ(cell(&a, "alice", "current_client_connections"), "3");
+	CHECK_STR_EQ(cell(&a, "admin", "current_client_connections"), "1"); /* its console session */
+	CHECK_STR_EQ(cell(&a, "carol", "current_connections"), "0");
+	CHECK_STR_EQ(cell(&a, "carol", "current_client_connections"), "0");
 }
 
 static void test_show_stats_totals_and_averages_since_start(void)
@@ -844,6 +886,11 @@ static void test_show_stats_totals_and_averages_since_start(void)
 
 	ask(&admin_cl, "SHOW STATS_AVERAGES", &a);
 	CHECK_INT_EQ(a.ncols, 12);
+	/* PgBouncer 1.25's names: the parse and bind averages keep their avg_ prefix */
+	CHECK_STR_EQ(a.cols[8], "wait_time");
+	CHECK_STR_EQ(a.cols[9], "avg_client_parse_count");
+	CHECK_STR_EQ(a.cols[10], "avg_server_parse_count");
+	CHECK_STR_EQ(a.cols[11], "avg_bind_count");
 	CHECK_ABOUT(cell(&a, "app", "xact_count"), 10);
 
 	ask(&admin_cl, "SHOW PREPARED_STATEMENTS", &a);
@@ -1009,8 +1056,6 @@ static void test_control_commands_refuse_unknown_targets(void)
 	CHECK_STR_EQ(a.sqlstate, "42601");
 	ask(&admin_cl, "DISABLE", &a); /* needs a database */
 	CHECK_STR_EQ(a.sqlstate, "42601");
-	ask(&admin_cl, "SHOW SOCKETS", &a);
-	CHECK_STR_EQ(a.sqlstate, "0A000");
 }
 
 static void test_waiting_command_writes_no_answer_yet(void)
@@ -1124,6 +1169,95 @@ static void test_admin_db_names(void)
 	CHECK(!admin_is_admin_db(NULL));
 }
 
+static void test_show_clients_wait_is_the_age_of_the_running_request(void)
+{
+	setup();
+	/* cl_linked's query went to its server 1.5 s ago and has not been answered */
+	cl_linked.pending_syncs = 1;
+	cl_linked.query_start = now_usec() - 1500000;
+	ask(&admin_cl, "SHOW CLIENTS", &a);
+	CHECK_STR_EQ(a.rows[0][col(&a, "wait")], "1");
+	CHECK(atoi(a.rows[0][col(&a, "wait_us")]) >= 500000);
+	CHECK_STR_EQ(a.rows[1][col(&a, "wait")], "0"); /* between requests */
+	CHECK_STR_EQ(a.rows[1][col(&a, "wait_us")], "0");
+	CHECK_STR_EQ(a.rows[2][col(&a, "wait")], "2"); /* waiting for a server 2.5 s */
+}
+
+static void test_show_sockets_lists_every_connection_with_its_buffer(void)
+{
+	static const char *const tail[] = { "recv_pos", "pkt_pos", "pkt_remain", "send_pos",
+					    "send_remain", "pkt_avail", "send_avail" };
+	static uint8_t bytes[64];
+
+	setup();
+	/* the console's own query (25 bytes) is in its buffer while it is answered */
+	admin_cl.st.buf = bytes;
+	admin_cl.st.wpos = 25;
+	/* a result partly forwarded: 100 bytes in, 60 looked at and forwarded, 20 sent */
+	sv_active.st.buf = bytes;
+	sv_active.st.wpos = 100;
+	sv_active.st.rpos = 60;
+	sv_active.st.spos = 20;
+	sv_active.st.fwd_left = 300;
+	ask(&admin_cl, "SHOW SOCKETS", &a);
+	CHECK_INT_EQ(a.ncols, 28);
+	CHECK_STR_EQ(a.cols[20], "id");
+	for (int i = 0; i < 7; i++)
+		CHECK_STR_EQ(a.cols[21 + i], tail[i]);
+	/* 3 pool clients, 5 servers, 2 consoles, 1 login */
+	CHECK_INT_EQ(a.nrows, 11);
+	CHECK_STR_EQ(a.rows[0][col(&a, "state")], "cl_active");
+	CHECK_STR_EQ(a.rows[1][col(&a, "state")], "cl_active");
+	CHECK_STR_EQ(a.rows[2][col(&a, "state")], "cl_waiting");
+	CHECK_STR_EQ(a.rows[3][col(&a, "state")], "sv_active");
+	CHECK_STR_EQ(a.rows[4][col(&a, "state")], "sv_used");
+	CHECK_STR_EQ(a.rows[5][col(&a, "state")], "sv_idle");
+	CHECK_STR_EQ(a.rows[6][col(&a, "state")], "sv_tested");
+	CHECK_STR_EQ(a.rows[7][col(&a, "state")], "sv_login");
+	CHECK_STR_EQ(a.rows[8][col(&a, "user")], "admin");
+	CHECK_STR_EQ(a.rows[8][col(&a, "state")], "cl_active");
+	CHECK_STR_EQ(a.rows[10][col(&a, "state")], "cl_login");
+	CHECK_STR_EQ(a.rows[3][col(&a, "recv_pos")], "100");
+	CHECK_STR_EQ(a.rows[3][col(&a, "pkt_pos")], "60");
+	CHECK_STR_EQ(a.rows[3][col(&a, "pkt_remain")], "300");
+	CHECK_STR_EQ(a.rows[3][col(&a, "send_pos")], "20");
+	CHECK_STR_EQ(a.rows[3][col(&a, "pkt_avail")], "40");
+	CHECK_STR_EQ(a.rows[3][col(&a, "send_avail")], "40");
+	CHECK_STR_EQ(a.rows[5][col(&a, "recv_pos")], "0"); /* idle: no buffer */
+
+	/* ACTIVE_SOCKETS: only the connections holding bytes */
+	ask(&admin_cl, "SHOW ACTIVE_SOCKETS", &a);
+	CHECK_INT_EQ(a.ncols, 28);
+	CHECK_INT_EQ(a.nrows, 2);
+	CHECK_STR_EQ(a.rows[0][col(&a, "type")], "S");
+	CHECK_STR_EQ(a.rows[0][col(&a, "state")], "sv_active");
+	CHECK_STR_EQ(a.rows[1][col(&a, "user")], "admin");
+	CHECK_STR_EQ(a.rows[1][col(&a, "recv_pos")], "25");
+	CHECK_STR_EQ(a.rows[1][col(&a, "pkt_avail")], "25");
+	admin_cl.st.buf = NULL;
+	sv_active.st.buf = NULL;
+}
+
+static void test_show_fds_and_dns_zones_have_pgbouncer_columns_and_no_rows(void)
+{
+	static const char *const fds[] = { "fd", "task", "user", "database", "addr", "port", "cancel",
+					   "link", "client_encoding", "std_strings", "datestyle",
+					   "timezone", "password", "scram_client_key", "scram_server_key" };
+	static const char *const zones[] = { "zonename", "serial", "count" };
+
+	setup();
+	ask(&admin_cl, "SHOW FDS", &a);
+	check_columns(&a, fds, 15);
+	CHECK_INT_EQ(a.types[col(&a, "cancel")], OID_INT8);
+	CHECK_INT_EQ(a.types[col(&a, "scram_client_key")], OID_BYTEA);
+	CHECK_INT_EQ(a.nrows, 0); /* no online restart: nothing to hand over */
+	CHECK_STR_EQ(a.tag, "SHOW");
+	ask(&admin_cl, "SHOW DNS_ZONES", &a);
+	check_columns(&a, zones, 3);
+	CHECK_INT_EQ(a.types[1], OID_INT8);
+	CHECK_INT_EQ(a.nrows, 0);
+}
+
 int main(void)
 {
 	log_setup(0, true);
@@ -1137,8 +1271,11 @@ int main(void)
 	RUN(test_show_pools_has_pgbouncer_columns_and_counts);
 	RUN(test_show_clients_lists_pool_and_admin_clients_not_logins);
 	RUN(test_show_servers_uses_pgbouncer_state_words);
+	RUN(test_show_clients_wait_is_the_age_of_the_running_request);
+	RUN(test_show_sockets_lists_every_connection_with_its_buffer);
+	RUN(test_show_fds_and_dns_zones_have_pgbouncer_columns_and_no_rows);
 	RUN(test_show_databases_resolves_defaults);
-	RUN(test_show_users);
+	RUN(test_show_users_lists_every_auth_file_user_in_pgbouncer_columns);
 	RUN(test_show_stats_totals_and_averages_since_start);
 	RUN(test_stats_window_moves_after_stats_period);
 	RUN(test_show_lists_rows);

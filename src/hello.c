@@ -21,6 +21,7 @@
 #include "config.h"
 #include "intern.h"
 #include "log.h"
+#include "login_stats.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
@@ -142,6 +143,7 @@ void hello_send(struct client *c)
 	choose_backend_key(c);
 	proto_put_backend_key(out, c->cancel_pid, c->cancel_key);
 	proto_put_ready(out, 'I');
+	login_stats_completed(c);
 
 	int64_t max_packet = c->is_admin ? ADMIN_QUERY_MAX_LEN : worker->cfg->max_packet_size;
 	c->st.max_packet = (uint32_t)(max_packet > 0x7fffffff ? 0x7fffffff : max_packet);

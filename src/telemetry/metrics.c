@@ -166,8 +166,17 @@ static const struct {
 	  "Time from starting a server connection to it being ready for queries." },
 };
 
-static void put_histogram(struct evbuffer *out, const char *name, const struct pool *p, const struct hist_acc *a,
-			  const double *bounds, char (*bound_text)[32], int nbounds)
+/* the pool's labels, and `extra` (label="value", or NULL) after them */
+static void put_histogram_labels(struct evbuffer *out, const struct pool *p, const char *extra)
+{
+	put_pool_labels(out, p);
+	if (extra)
+		evbuffer_add_printf(out, ",%s", extra);
+}
+
+static void put_histogram(struct evbuffer *out, const char *name, const struct pool *p,
+			  const char *extra, const struct hist_acc *a, const double *bounds,
+			  char (*bound_text)[32], int nbounds)
 {
 	uint64_t cumulative = 0;
 	uint32_t idx = 0;
@@ -176,17 +185,17 @@ static void put_histogram(struct evbuffer *out, const char *name, const struct p
 		while (idx < HIST_BUCKETS && (double)hist_bucket_value(idx) <= bound_us)
 			cumulative += a->buckets[idx++];
 		evbuffer_add_printf(out, "%s_bucket{", name);
-		put_pool_labels(out, p);
+		put_histogram_labels(out, p, extra);
 		evbuffer_add_printf(out, ",le=\"%s\"} %llu\n", bound_text[i], (unsigned long long)cumulative);
 	}
 	evbuffer_add_printf(out, "%s_bucket{", name);
-	put_pool_labels(out, p);
+	put_histogram_labels(out, p, extra);
 	evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)a->count);
 	evbuffer_add_printf(out, "%s_sum{", name);
-	put_pool_labels(out, p);
+	put_histogram_labels(out, p, extra);
 	evbuffer_add_printf(out, "} %.6f\n", (double)a->sum / 1e6);
 	evbuffer_add_printf(out, "%s_count{", name);
-	put_pool_labels(out, p);
+	put_histogram_labels(out, p, extra);
 	evbuffer_add_printf(out, "} %llu\n", (unsigned long long)a->count);
 }
 
@@ -204,7 +213,46 @@ static void render_histograms(struct evbuffer *out)
 			const struct pool *p = container_of(pos, struct pool, node);
 			hist_acc_reset(&acc);
 			series_read(&p->tm->kinds[histograms[k].kind], WINDOW_ALL, &acc);
-			put_histogram(out, histograms[k].name, p, &acc, bounds, bound_text, nbounds);
+			put_histogram(out, histograms[k].name, p, NULL, &acc, bounds, bound_text,
+				      nbounds);
+		}
+	}
+}
+
+/*
+ * Logins: one histogram with a label for the phase, so that the parts sit
+ * beside their total. auth_query's own pool has no client logins: no series.
+ */
+static void render_login_histograms(struct evbuffer *out)
+{
+	static struct hist_acc acc; /* 14 kB, one worker thread */
+	static const struct {
+		enum telemetry_kind kind;
+		const char *label;
+	} phases[] = {
+		{ TK_LOGIN, "phase=\"total\"" },
+		{ TK_LOGIN_AUTH, "phase=\"auth\"" },
+		{ TK_LOGIN_WAIT, "phase=\"server_wait\"" },
+	};
+	const char *name = "pgpulse_login_duration_seconds";
+	double bounds[64];
+	char bound_text[64][32];
+	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
+	struct list *pos;
+	put_header(out, name, "histogram",
+		   "Client logins that completed: phase total from the accept of the socket to the "
+		   "hello's ReadyForQuery, auth from the startup packet to authenticated, "
+		   "server_wait from authenticated to the ReadyForQuery.");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		if (p->for_lookups)
+			continue;
+		for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+			hist_acc_reset(&acc);
+			series_read(&p->tm->kinds[phases[i].kind], WINDOW_ALL, &acc);
+			put_histogram(out, name, p, phases[i].label, &acc, bounds, bound_text,
+				      nbounds);
 		}
 	}
 }
@@ -227,7 +275,8 @@ static void render_quantiles(struct evbuffer *out)
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
-		for (int k = 0; k < TK_COUNT; k++) {
+		/* login kinds: pgpulse_login_duration_seconds only (63 series a pool fewer) */
+		for (int k = 0; k < TK_LOGIN; k++) {
 			for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
 				hist_acc_reset(&acc);
 				series_read(&p->tm->kinds[k], windows[w], &acc);
@@ -402,6 +451,36 @@ static void render_failures(struct evbuffer *out)
 				    (unsigned long long)worker->login_failures[r]);
 }
 
+/* ---- logins: SHOW LOGINS, the instance's row (login_stats.h) ---- */
+
+static void render_logins(struct evbuffer *out)
+{
+	const struct login_counts *lc = &worker->logins;
+	put_header(out, "pgpulse_logins_in_flight", "gauge",
+		   "Client connections accepted whose login has not ended, by the stage it is in.");
+	for (int s = 0; s < LOGIN_STAGES; s++)
+		evbuffer_add_printf(out, "pgpulse_logins_in_flight{stage=\"%s\"} %lld\n",
+				    login_stage_name((enum login_stage)s),
+				    (long long)lc->in_flight[s]);
+	put_header(out, "pgpulse_logins_abandoned_total", "counter",
+		   "Client logins the client gave up on (closed its connection) before they ended, "
+		   "by stage.");
+	for (int s = 0; s < LOGIN_STAGES; s++)
+		evbuffer_add_printf(out, "pgpulse_logins_abandoned_total{stage=\"%s\"} %llu\n",
+				    login_stage_name((enum login_stage)s),
+				    (unsigned long long)lc->abandoned[s]);
+	put_header(out, "pgpulse_logins_completed_total", "counter",
+		   "Client logins that ended in the hello's ReadyForQuery, the admin console's "
+		   "included.");
+	evbuffer_add_printf(out, "pgpulse_logins_completed_total %llu\n",
+			    (unsigned long long)lc->completed);
+	put_header(out, "pgpulse_logins_failed_total", "counter",
+		   "Client logins pgpulse ended: with an error "
+		   "(pgpulse_client_login_failures_total) or without a word.");
+	evbuffer_add_printf(out, "pgpulse_logins_failed_total %llu\n",
+			    (unsigned long long)lc->failed);
+}
+
 /* ---- the shared prepared statements: SHOW PREPARED_STATEMENTS, summed ---- */
 
 struct prepared_sums {
@@ -519,7 +598,9 @@ void metrics_render(struct evbuffer *out)
 	render_pool_counters(out);
 	render_failures(out);
 	render_prepared(out);
+	render_logins(out);
 	render_histograms(out);
+	render_login_histograms(out);
 	render_quantiles(out);
 	render_efficiency(out);
 	render_health_gauge(out);

@@ -49,8 +49,8 @@ const char *login_stage_name(enum login_stage s);
 int64_t login_counts_in_flight(const struct login_counts *lc);
 uint64_t login_counts_abandoned(const struct login_counts *lc);
 
-/* the socket was accepted: the login begins (before anything can close it) */
-void login_stats_accepted(struct client *c);
+/* the socket was accepted at `now`: the login begins (before anything can close it) */
+void login_stats_accepted(struct client *c, int64_t now);
 
 /* the startup packet was read: authentication begins */
 void login_stats_startup_read(struct client *c);
@@ -61,8 +61,8 @@ void login_stats_not_a_login(struct client *c);
 /* authentication succeeded and c->pool is set (NULL for the admin console) */
 void login_stats_authenticated(struct client *c);
 
-/* the hello's ReadyForQuery is queued: the login's three durations go to its pool */
-void login_stats_completed(struct client *c);
+/* the hello's ReadyForQuery was queued at `now`: the login's three durations go to its pool */
+void login_stats_completed(struct client *c, int64_t now);
 
 /* the client closed its end (or sent Terminate) before its login finished */
 void login_stats_abandoned(struct client *c);

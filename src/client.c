@@ -121,7 +121,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 	stream_init(&c->st, &worker->streams, fd, &client_ops, c);
 	c->st.startup = true;
 	c->st.max_packet = STARTUP_MAX_LEN;
-	login_stats_accepted(c);
+	login_stats_accepted(c, c->request_time);
 	client_set_state(c, CL_LOGIN);
 
 	if (worker->client_count > worker->cfg->max_client_conn) {

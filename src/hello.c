@@ -143,13 +143,14 @@ void hello_send(struct client *c)
 	choose_backend_key(c);
 	proto_put_backend_key(out, c->cancel_pid, c->cancel_key);
 	proto_put_ready(out, 'I');
-	login_stats_completed(c);
+	int64_t now = now_usec();
+	login_stats_completed(c, now);
 
 	int64_t max_packet = c->is_admin ? ADMIN_QUERY_MAX_LEN : worker->cfg->max_packet_size;
 	c->st.max_packet = (uint32_t)(max_packet > 0x7fffffff ? 0x7fffffff : max_packet);
 	client_set_state(c, CL_ACTIVE);
-	c->request_time = now_usec();
-	c->idle_since = c->request_time;
+	c->request_time = now;
+	c->idle_since = now;
 	if (worker->cfg->log_connections)
 		log_info("C-%llu %s/%s %s: login ok", (unsigned long long)c->id, c->dbname, c->user, c->addr);
 	if (stream_send_out(&c->st))

@@ -70,9 +70,9 @@ bool login_stats_unfinished(const struct client *c)
 	return c->login_stage != LOGIN_DONE;
 }
 
-void login_stats_accepted(struct client *c)
+void login_stats_accepted(struct client *c, int64_t now)
 {
-	c->login_start = now_usec();
+	c->login_start = now;
 	c->login_stage = LOGIN_BEFORE_STARTUP;
 	worker->logins.in_flight[LOGIN_BEFORE_STARTUP]++;
 }
@@ -100,12 +100,12 @@ void login_stats_authenticated(struct client *c)
 	enter_stage(c, LOGIN_SERVER_WAIT);
 }
 
-void login_stats_completed(struct client *c)
+void login_stats_completed(struct client *c, int64_t now)
 {
 	if (c->login_stage != LOGIN_SERVER_WAIT)
 		return;
 	struct login_counts *pc = pool_counts(c);
-	int64_t total = now_usec() - c->login_start;
+	int64_t total = now - c->login_start;
 	worker->logins.completed++;
 	if (pc) {
 		pc->completed++;

@@ -132,6 +132,7 @@ void admin_show_queries(struct client *c, const char *arg);
 void admin_show_slow(struct client *c, const char *arg);
 void admin_show_prepared_statements(struct client *c, const char *arg);
 void admin_show_failures(struct client *c, const char *arg);
+void admin_show_logins(struct client *c, const char *arg);
 
 void admin_cmd_reload(struct client *c, const char *arg);
 void admin_cmd_shutdown(struct client *c, const char *arg);

@@ -94,6 +94,7 @@ struct client {
 	bool hello_after_link;      /* authenticated; the hello waits for a linked server (see enter_pool) */
 	uint8_t replication;        /* enum client_replication, from the startup packet */
 	bool cancel_request_read;   /* its first packet was a CancelRequest: its close is logged (log_disconnections) */
+	uint8_t login_stage;        /* enum login_stage (login_stats.h): LOGIN_DONE once it ended */
 
 	/* authentication */
 	enum client_auth_step auth_step;
@@ -116,6 +117,9 @@ struct client {
 	char xact_status;           /* from the last ReadyForQuery: I, T or E */
 
 	int64_t connect_time;       /* wall usec */
+	int64_t login_start;        /* monotonic: the socket was accepted */
+	uint32_t auth_began;        /* usec after login_start: the startup packet was read */
+	uint32_t auth_ended;        /* ... it was authenticated */
 	int64_t request_time;       /* monotonic: state change or last request */
 	int64_t wait_start;         /* monotonic, when it began waiting */
 	int64_t xact_start;         /* monotonic */

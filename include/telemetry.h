@@ -1,6 +1,6 @@
 /*
  * telemetry: what pgpulse measures about the traffic it carries — latency
- * histograms per pool for five kinds of duration, over sliding windows.
+ * histograms per pool for eight kinds of duration, over sliding windows.
  *
  * Durations are microseconds on CLOCK_MONOTONIC:
  *   wait     a client needs a server         -> a server is linked to it
@@ -8,6 +8,9 @@
  *   server   the request is written to the server -> its ReadyForQuery arrives
  *   xact     a transaction's first request arrives -> the ReadyForQuery 'I' that ends it
  *   connect  a server connection attempt starts -> it is ready for queries
+ *   login       the client's socket is accepted -> its hello's ReadyForQuery (login_stats.h)
+ *   login_auth  its startup packet is read -> it is authenticated
+ *   login_wait  it is authenticated -> its hello's ReadyForQuery
  * Totals are not recorded separately: they are the sum of the pools,
  * added up when read, so recording costs one series per event.
  */
@@ -19,14 +22,27 @@
 #include <stdint.h>
 
 #include "efficiency.h"
+#include "login_stats.h"
 #include "series.h"
 #include "util.h"
 
-enum telemetry_kind { TK_QUERY = 0, TK_XACT, TK_WAIT, TK_SERVER, TK_CONNECT, TK_COUNT };
+/* new kinds go last: SHOW LATENCY lists them in this order */
+enum telemetry_kind {
+	TK_QUERY = 0,
+	TK_XACT,
+	TK_WAIT,
+	TK_SERVER,
+	TK_CONNECT,
+	TK_LOGIN,
+	TK_LOGIN_AUTH,
+	TK_LOGIN_WAIT,
+	TK_COUNT
+};
 
 struct pool_telemetry {
 	struct series kinds[TK_COUNT];
 	struct efficiency eff;
+	struct login_counts logins; /* its clients' logins from server_wait on (login_stats.h) */
 };
 
 struct pool_telemetry *telemetry_new(int64_t now);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "failures.h"
+#include "login_stats.h"
 #include "normalize.h"
 #include "stream.h"
 #include "util.h"
@@ -67,6 +68,7 @@ struct worker {
 	/* failures of clients before they had a pool (failures.h): a client-chosen name is no label */
 	struct failure_counts unpooled_failures;
 	uint64_t login_failures[LF_COUNT]; /* by reason, whether or not the client had a pool */
+	struct login_counts logins;        /* every client's login, by stage (login_stats.h) */
 };
 
 extern struct worker *worker;

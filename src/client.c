@@ -39,6 +39,7 @@
 #include "hello.h"
 #include "log.h"
 #include "login.h"
+#include "login_stats.h"
 #include "normalize.h"
 #include "pool.h"
 #include "prepared.h"
@@ -123,6 +124,7 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 	stream_init(&c->st, &worker->streams, fd, &client_ops, c);
 	c->st.startup = true;
 	c->st.max_packet = STARTUP_MAX_LEN;
+	login_stats_accepted(c, c->request_time);
 	client_set_state(c, CL_LOGIN);
 
 	if (worker->client_count > worker->cfg->max_client_conn) {
@@ -145,7 +147,7 @@ static void count_error(struct client *c, const char *sqlstate)
 {
 	struct failure_counts *fc = c->pool ? &c->pool->stats.fail : &worker->unpooled_failures;
 	fc->pooler_errors[failure_error_class(sqlstate)]++;
-	if (c->state == CL_LOGIN || c->state == CL_WELCOME) {
+	if (login_stats_unfinished(c)) { /* in session mode too, whose hello waits as CL_WAITING */
 		enum login_failure why = failure_login_reason(sqlstate);
 		if (c->login_timed_out)
 			why = LF_TIMEOUT;
@@ -347,6 +349,7 @@ void client_close(struct client *c, const char *reason)
 {
 	if (c->state == CL_CLOSED)
 		return;
+	login_stats_closed(c); /* unless the client left first (login_stats_abandoned) */
 	log_close_reason(c, reason);
 	struct server *s = c->server;
 	bool clean = s && server_is_clean_after(c, s);
@@ -415,9 +418,11 @@ static void client_on_end(struct stream *st, enum stream_end why)
 	struct client *c = st->owner;
 	switch (why) {
 	case STREAM_EOF:
+		login_stats_abandoned(c);
 		client_close(c, "client unexpected eof");
 		break;
 	case STREAM_ERROR:
+		login_stats_abandoned(c);
 		client_close(c, "socket error");
 		break;
 	case STREAM_BAD_PACKET:
@@ -475,6 +480,7 @@ struct client *client_by_cancel_key(uint32_t pid, uint32_t key)
 static enum pkt_action handle_cancel_request(struct client *c, const struct pkt *pkt)
 {
 	struct pkt_reader r;
+	login_stats_not_a_login(c);
 	pkt_reader_init(&r, pkt->body, pkt->body_len);
 	(void)pkt_get_u32(&r); /* the cancel code */
 	uint32_t pid = pkt_get_u32(&r);
@@ -698,6 +704,7 @@ static void process_startup(struct client *c, const struct pkt *pkt)
 	if (!read_startup_params(c, pkt))
 		return;
 	c->st.startup = false;
+	login_stats_startup_read(c);
 	/* until it has logged in, a client gets no more buffer than a password needs */
 	c->st.max_packet = LOGIN_MAX_LEN;
 	/*
@@ -1053,6 +1060,7 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 	if (c->is_admin)
 		return handle_admin_packet(c, pkt);
 	if (pkt->type == 'X') {
+		login_stats_abandoned(c); /* a client that gave up waiting for its hello */
 		client_close(c, "client close request");
 		return PKT_GONE;
 	}

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "intern.h"
 #include "log.h"
+#include "login_stats.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
@@ -142,13 +143,15 @@ void hello_send(struct client *c)
 	choose_backend_key(c);
 	proto_put_backend_key(out, c->cancel_pid, c->cancel_key);
 	proto_put_ready(out, 'I');
+	int64_t now = now_usec();
+	login_stats_completed(c, now);
 
 	int64_t max_packet = c->is_admin ? ADMIN_QUERY_MAX_LEN : worker->cfg->max_packet_size;
 	c->st.max_packet = (uint32_t)(max_packet > 0x7fffffff ? 0x7fffffff : max_packet);
 	client_set_state(c, CL_ACTIVE);
 	client_skip_login_bytes(c);
-	c->request_time = now_usec();
-	c->idle_since = c->request_time;
+	c->request_time = now;
+	c->idle_since = now;
 	if (worker->cfg->log_connections)
 		client_log(c, LOG_LVL_INFO, "login ok");
 	if (stream_send_out(&c->st))

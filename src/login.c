@@ -29,6 +29,7 @@
 #include "hba.h"
 #include "hello.h"
 #include "log.h"
+#include "login_stats.h"
 #include "pool.h"
 #include "proto.h"
 #include "scram.h"
@@ -123,6 +124,7 @@ static void enter_pool(struct client *c)
 			client_fatal(c, "0A000", "the admin console takes no replication connections");
 			return;
 		}
+		login_stats_authenticated(c);
 		hello_send(c);
 		return;
 	}
@@ -132,6 +134,7 @@ static void enter_pool(struct client *c)
 	/* a walsender session gets a server of its own, in session mode (pool.for_replication) */
 	struct pool *p = c->replication ? pool_get_for_replication(db, u) : pool_get(db, u);
 	c->pool = p;
+	login_stats_authenticated(c);
 	if (hello_needs_server(c)) {
 		hello_take_server(c);
 		return;

@@ -38,6 +38,7 @@ static const struct show_entry show_table[] = {
 	{ "efficiency", admin_show_efficiency, true },
 	{ "health", admin_show_health, false },
 	{ "failures", admin_show_failures, false },
+	{ "logins", admin_show_logins, false },
 	{ "queries", admin_show_queries, true },
 	{ "slow", admin_show_slow, false },
 	{ "help", admin_show_help, false },

@@ -1,6 +1,6 @@
 /*
  * admin/show_telemetry: pgpulse's own views — SHOW LATENCY, EFFICIENCY,
- * HEALTH, QUERIES, SLOW, PREPARED_STATEMENTS and FAILURES.
+ * HEALTH, QUERIES, SLOW, PREPARED_STATEMENTS, FAILURES and LOGINS.
  *
  * They read the telemetry modules (src/telemetry/) and never change them:
  * a view is a snapshot of histograms and counters taken in one event-loop
@@ -20,7 +20,7 @@
 #include "worker.h"
 
 /* ------------------------------------------------------------------------
- * SHOW LATENCY: percentiles of the five kinds of duration, per pool and in total
+ * SHOW LATENCY: percentiles of the kinds of duration, per pool and in total
  */
 
 static bool window_arg(struct client *c, const char *arg, enum series_window dflt, enum series_window *w)
@@ -383,5 +383,59 @@ void admin_show_failures(struct client *c, const char *arg)
 	failure_rows_of(&f, &worker->unpooled_failures);
 	for (int i = 0; i < LF_COUNT; i++)
 		failure_row(&f, "client_login", failure_login_reason_name((enum login_failure)i), worker->login_failures[i]);
+	result_end(&r);
+}
+
+/* ---- SHOW LOGINS: logins under way and how they ended (doc/admin.md) ---- */
+
+static void login_row(struct result *r, const char *db, const char *user, const char *pool,
+		      const struct login_counts *lc)
+{
+	row_text_or_null(r, db);
+	row_text_or_null(r, user);
+	row_text_or_null(r, pool);
+	row_int(r, login_counts_in_flight(lc));
+	row_uint(r, lc->completed);
+	row_uint(r, lc->failed);
+	row_uint(r, login_counts_abandoned(lc));
+	for (int s = 0; s < LOGIN_STAGES; s++)
+		row_int(r, lc->in_flight[s]);
+	for (int s = 0; s < LOGIN_STAGES; s++)
+		row_uint(r, lc->abandoned[s]);
+	row_end(r);
+}
+
+void admin_show_logins(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "database", OID_TEXT },
+		{ "user", OID_TEXT },
+		{ "pool", OID_TEXT },
+		{ "in_flight", OID_INT8 },
+		{ "completed", OID_INT8 },
+		{ "failed", OID_INT8 },
+		{ "abandoned", OID_INT8 },
+		{ "in_flight_before_startup", OID_INT8 },
+		{ "in_flight_auth", OID_INT8 },
+		{ "in_flight_server_wait", OID_INT8 },
+		{ "abandoned_before_startup", OID_INT8 },
+		{ "abandoned_auth", OID_INT8 },
+		{ "abandoned_server_wait", OID_INT8 },
+	};
+	struct result r;
+	int n;
+	(void)arg;
+	struct pool **pools = admin_sorted_pools(&n);
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	/* the instance first: every login, the console's and those that never had a pool too */
+	login_row(&r, NULL, NULL, NULL, &worker->logins);
+	for (int i = 0; i < n; i++) {
+		const struct pool *p = pools[i];
+		if (p->for_lookups)
+			continue; /* auth_query's own connections: no client logs in to it */
+		login_row(&r, p->db->name, p->user->name, p->for_replication ? "replication" : "",
+			  &p->tm->logins);
+	}
+	free(pools);
 	result_end(&r);
 }

@@ -206,12 +206,14 @@ static void put_count(struct evbuffer *out, const char *prefix, size_t prefix_le
  * pool's 159).
  */
 static void put_histogram(struct evbuffer *out, struct evbuffer *scratch, const char *name,
-			  const struct pool *p, const struct hist_acc *a, const uint32_t *limit,
+			  const struct pool *p, const char *extra, const struct hist_acc *a, const uint32_t *limit,
 			  char (*bound_text)[32], int nbounds)
 {
 	evbuffer_drain(scratch, evbuffer_get_length(scratch));
 	evbuffer_add_printf(scratch, "%s_bucket{", name);
 	put_pool_labels(scratch, p);
+	if (extra) /* label="value" after the pool's */
+		evbuffer_add_printf(scratch, ",%s", extra);
 	size_t len = evbuffer_get_length(scratch);
 	const char *prefix = (const char *)evbuffer_pullup(scratch, -1);
 	if (!prefix)
@@ -252,7 +254,50 @@ static void render_histograms(struct evbuffer *out)
 			const struct pool *p = container_of(pos, struct pool, node);
 			hist_acc_reset(&acc);
 			series_read(&p->tm->kinds[histograms[k].kind], WINDOW_ALL, &acc);
-			put_histogram(out, scratch, histograms[k].name, p, &acc, limit, bound_text, nbounds);
+			put_histogram(out, scratch, histograms[k].name, p, NULL, &acc, limit, bound_text, nbounds);
+		}
+	}
+	evbuffer_free(scratch);
+}
+
+/*
+ * Logins: one histogram with a label for the phase, so that the parts sit
+ * beside their total. auth_query's own pool has no client logins: no series.
+ */
+static void render_login_histograms(struct evbuffer *out)
+{
+	static struct hist_acc acc; /* 14 kB, one worker thread */
+	static const struct {
+		enum telemetry_kind kind;
+		const char *label;
+	} phases[] = {
+		{ TK_LOGIN, "phase=\"total\"" },
+		{ TK_LOGIN_AUTH, "phase=\"auth\"" },
+		{ TK_LOGIN_WAIT, "phase=\"server_wait\"" },
+	};
+	const char *name = "pgpulse_login_duration_seconds";
+	double bounds[64];
+	char bound_text[64][32];
+	uint32_t limit[64];
+	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
+	struct evbuffer *scratch = evbuffer_new();
+	struct list *pos;
+	if (!scratch)
+		return;
+	bucket_limits(bounds, nbounds, limit);
+	put_header(out, name, "histogram",
+		   "Client logins that completed: phase total from the accept of the socket to the "
+		   "hello's ReadyForQuery, auth from the startup packet to authenticated, "
+		   "server_wait from authenticated to the ReadyForQuery.");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		if (p->for_lookups)
+			continue;
+		for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+			hist_acc_reset(&acc);
+			series_read(&p->tm->kinds[phases[i].kind], WINDOW_ALL, &acc);
+			put_histogram(out, scratch, name, p, phases[i].label, &acc, limit, bound_text, nbounds);
 		}
 	}
 	evbuffer_free(scratch);
@@ -276,7 +321,8 @@ static void render_quantiles(struct evbuffer *out)
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
-		for (int k = 0; k < TK_COUNT; k++) {
+		/* login kinds: pgpulse_login_duration_seconds only (63 series a pool fewer) */
+		for (int k = 0; k < TK_LOGIN; k++) {
 			for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
 				hist_acc_reset(&acc);
 				series_read(&p->tm->kinds[k], windows[w], &acc);
@@ -451,6 +497,36 @@ static void render_failures(struct evbuffer *out)
 				    (unsigned long long)worker->login_failures[r]);
 }
 
+/* ---- logins: SHOW LOGINS, the instance's row (login_stats.h) ---- */
+
+static void render_logins(struct evbuffer *out)
+{
+	const struct login_counts *lc = &worker->logins;
+	put_header(out, "pgpulse_logins_in_flight", "gauge",
+		   "Client connections accepted whose login has not ended, by the stage it is in.");
+	for (int s = 0; s < LOGIN_STAGES; s++)
+		evbuffer_add_printf(out, "pgpulse_logins_in_flight{stage=\"%s\"} %lld\n",
+				    login_stage_name((enum login_stage)s),
+				    (long long)lc->in_flight[s]);
+	put_header(out, "pgpulse_logins_abandoned_total", "counter",
+		   "Client logins the client gave up on (closed its connection) before they ended, "
+		   "by stage.");
+	for (int s = 0; s < LOGIN_STAGES; s++)
+		evbuffer_add_printf(out, "pgpulse_logins_abandoned_total{stage=\"%s\"} %llu\n",
+				    login_stage_name((enum login_stage)s),
+				    (unsigned long long)lc->abandoned[s]);
+	put_header(out, "pgpulse_logins_completed_total", "counter",
+		   "Client logins that ended in the hello's ReadyForQuery, the admin console's "
+		   "included.");
+	evbuffer_add_printf(out, "pgpulse_logins_completed_total %llu\n",
+			    (unsigned long long)lc->completed);
+	put_header(out, "pgpulse_logins_failed_total", "counter",
+		   "Client logins pgpulse ended: with an error "
+		   "(pgpulse_client_login_failures_total) or without a word.");
+	evbuffer_add_printf(out, "pgpulse_logins_failed_total %llu\n",
+			    (unsigned long long)lc->failed);
+}
+
 /* ---- the shared prepared statements: SHOW PREPARED_STATEMENTS, summed ---- */
 
 struct prepared_sums {
@@ -594,7 +670,9 @@ void metrics_render(struct evbuffer *out)
 	render_pool_counters(out);
 	render_failures(out);
 	render_prepared(out);
+	render_logins(out);
 	render_histograms(out);
+	render_login_histograms(out);
 	if (worker->cfg->metrics_summaries)
 		render_quantiles(out);
 	render_efficiency(out);

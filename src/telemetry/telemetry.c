@@ -9,7 +9,8 @@
 
 bool telemetry_enabled = true;
 
-static const char *const kind_names[TK_COUNT] = { "query", "xact", "wait", "server", "connect" };
+static const char *const kind_names[TK_COUNT] = { "query",   "xact",  "wait",       "server",
+						  "connect", "login", "login_auth", "login_wait" };
 
 const char *telemetry_kind_name(enum telemetry_kind k)
 {
@@ -22,6 +23,7 @@ struct pool_telemetry *telemetry_new(int64_t now)
 	for (int k = 0; k < TK_COUNT; k++)
 		series_init(&t->kinds[k], now);
 	eff_init(&t->eff, now);
+	t->logins = (struct login_counts){ 0 };
 	return t;
 }
 

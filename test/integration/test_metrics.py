@@ -1236,12 +1236,6 @@ def test_health_and_down_alerts_fire_for_the_right_pools_and_instances():
 
 PROMQL_METRIC = re.compile(r"\b(pgpulse_[a-zA-Z0-9_:]*)")
 
-# The login telemetry of issue 14, which the dashboard's Logins row reads:
-# exported by the login-telemetry change, which lands beside this one.
-LOGIN_METRICS = {"pgpulse_login_duration_seconds_bucket", "pgpulse_logins_in_flight",
-                 "pgpulse_logins_abandoned_total"}
-
-
 def exported_names(pgpulse):
     """Sample and family names of a real scrape after traffic (every family
     has samples then), the optional summaries included."""
@@ -1339,5 +1333,5 @@ def test_dashboard_queries_only_use_exported_metrics(pgpulse):
     for e in exprs:
         assert PROMQL_METRIC.search(e), f"query without a pgpulse metric: {e}"
     used = {m for e in exprs for m in PROMQL_METRIC.findall(e)}
-    missing = used - exported_names(pgpulse) - LOGIN_METRICS
+    missing = used - exported_names(pgpulse)
     assert not missing, f"dashboard uses metrics a scrape does not have: {sorted(missing)}"

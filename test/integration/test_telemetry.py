@@ -7,6 +7,7 @@ Definitions under test (microseconds, CLOCK_MONOTONIC; include/telemetry.h):
     server   the request is written to the server -> its ReadyForQuery arrives
     xact     a transaction's first request arrives -> the ReadyForQuery 'I' ending it
     connect  a server connection attempt starts -> it is ready for queries
+    login, login_auth, login_wait    see test_login_telemetry.py
 
 Percentiles come from histograms with at most 1/128 relative error (bucket
 midpoints clamped to the true min/max); count, mean and max are exact.
@@ -45,7 +46,8 @@ BASE_SETTINGS = {
 
 APPDB = "appdb = host={pg_host} port={pg_port} dbname=appdb"
 
-KINDS = ["query", "xact", "wait", "server", "connect"]
+# the kinds in SHOW LATENCY's order: the login ones (test_login_telemetry.py) came last
+KINDS = ["query", "xact", "wait", "server", "connect", "login", "login_auth", "login_wait"]
 COLUMNS = ["database", "user", "kind", "window", "count", "mean_us", "p50_us", "p90_us",
            "p95_us", "p99_us", "p999_us", "max_us"]
 QUANTILES = ["p50_us", "p90_us", "p95_us", "p99_us", "p999_us"]
@@ -569,8 +571,9 @@ def test_telemetry_turned_on_by_reload_counts_from_then_on(pgpulse):
 
 def test_show_latency_columns_and_row_order(pgpulse):
     """The columns in the documented order; per pool (by database, then
-    user) one row per kind in the order query, xact, wait, server, connect;
-    then the same five for the total ('*', '*')."""
+    user) one row per kind in the order query, xact, wait, server, connect,
+    login, login_auth, login_wait; then the same eight for the total ('*',
+    '*')."""
     otherdb = "otherdb = host={pg_host} port={pg_port} dbname=postgres"
     pp = start(pgpulse, databases=(APPDB, otherdb))
     pp.connect(dbname="otherdb", autocommit=True).execute("SELECT 1")

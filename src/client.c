@@ -173,11 +173,31 @@ static bool output_mid_message(const struct client *c)
 	return c->server && stream_peer_mid_packet(&c->server->st);
 }
 
+void client_request_failed(struct client *c, enum fp_outcome outcome)
+{
+	struct server *s = c->server;
+	/* a request sent is answered before one still being read: the oldest in flight is the one cut off */
+	struct request_stamp *st = s && s->client == c && s->inflight_count ? &s->inflight[s->inflight_head] : NULL;
+	uint64_t fp = st ? st->fp : c->req_fp;
+	int64_t arrive = st ? st->arrive : c->req_arrive;
+	if (st)
+		st->fp = 0; /* counted once: the server goes with the client */
+	else
+		c->req_fp = 0;
+	if (!fp || !c->pool || !telemetry_enabled)
+		return;
+	struct fp_entry *e = fp_lookup(c->pool, fp);
+	int64_t now = now_usec();
+	if (e)
+		fp_record(e, arrive && now > arrive ? (uint64_t)(now - arrive) : 0, outcome);
+}
+
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
 	va_list ap;
 	if (c->state == CL_CLOSED)
 		return;
+	client_request_failed(c, FP_ERROR);
 	if (output_mid_message(c)) {
 		char msg[1024];
 		va_start(ap, fmt);
@@ -987,6 +1007,13 @@ static void note_request_arrival(struct client *c, uint8_t type)
 		c->xact_start = c->req_arrive;
 }
 
+/* replication commands (IDENTIFY_SYSTEM, START_REPLICATION ...) are no statements to fingerprint */
+static bool wants_query_text_of(const struct client *c, uint8_t type)
+{
+	return (type == 'Q' || type == 'P' || type == 'B' || (type == 'C' && c->stmt_names)) && !c->replication &&
+	       c->pool && wants_query_text();
+}
+
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 {
 	struct client *c = st->owner;
@@ -1003,6 +1030,13 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		return PKT_GONE;
 	}
 	note_request_arrival(c, pkt->type);
+	/*
+	 * The text is read before the request may wait for a server: a request
+	 * that query_wait_timeout cuts off is an error of its shape too. (A
+	 * paused packet comes again; capture_request_text skips what it has.)
+	 */
+	if (wants_query_text_of(c, pkt->type) && capture_request_text(c, pkt) == PKT_NEED_FULL)
+		return PKT_NEED_FULL;
 	if (c->state == CL_WELCOME || c->state == CL_WAITING)
 		return PKT_PAUSE;
 	if (!c->server && !pool_assign_server(c)) {
@@ -1013,10 +1047,6 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		c->req_waited = true;
 		return PKT_PAUSE;
 	}
-	/* replication commands (IDENTIFY_SYSTEM, START_REPLICATION ...) are no statements to fingerprint */
-	if ((pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'B' || (pkt->type == 'C' && c->stmt_names)) &&
-	    !c->replication && wants_query_text() && capture_request_text(c, pkt) == PKT_NEED_FULL)
-		return PKT_NEED_FULL;
 	if (prepared_tracking(c)) {
 		/* named statements: rewritten, answered or skipped by src/prepared/ */
 		enum ps_result r = prepared_on_request(c, pkt);

@@ -997,6 +997,7 @@ void admin_show_help(struct client *c, const char *arg)
 		"\tSHOW FAILURES\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
 		"\tSHOW QUERIES [1m|5m|15m|all]\n"
+		"\tSHOW REPEATS [5m|all]\n"
 		"\tSHOW HEALTH|SLOW\n"
 		"\tSET key = arg\n"
 		"\tRELOAD\n"

@@ -1308,6 +1308,9 @@ void server_close(struct server *s, const char *reason)
 	bool client_mid_packet = c && stream_peer_mid_packet(&s->st);
 	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "closing because: %s",
 	       reason);
+	/* the request in flight ends in an error, PostgreSQL's FATAL or pgpulse's below: its shape's */
+	if (c && c->state != CL_CLOSED && (!client_mid_packet || s->fatal_forwarded))
+		client_request_failed(c, FP_ERROR);
 	server_unlink(s);
 	if (s->ready && s->state == SV_IDLE) {
 		/* a polite goodbye; best effort, the socket is non-blocking */

@@ -60,8 +60,9 @@ def app_conn(pp):
     return pp.connect(autocommit=True, prepare_threshold=None)
 
 
-def test_orm_loop_of_fifty_child_queries_per_transaction_is_flagged(pgpulse):
-    pp = start(pgpulse)
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_orm_loop_of_fifty_child_queries_per_transaction_is_flagged(pgpulse, pool_mode):
+    pp = start(pgpulse, pool_mode=pool_mode)
     orm_loop(app_conn(pp), children=50, transactions=3)
 
     row = repeat_row(pp, CHILD_SHAPE)
@@ -73,6 +74,26 @@ def test_orm_loop_of_fifty_child_queries_per_transaction_is_flagged(pgpulse):
     assert [r["query"] for r in repeats(pp)] == [CHILD_SHAPE], repeats(pp)
     # the all-time window says the same
     assert repeat_row(pp, CHILD_SHAPE, "all")["max_per_xact"] == 50
+
+
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_orm_loop_of_prepared_statements_is_flagged(pgpulse, pool_mode):
+    """The same loop as a driver runs it: the extended protocol with named
+    prepared statements (each execution a Bind of a statement prepared
+    once), in transactions the driver opens and commits."""
+    pp = start(pgpulse, pool_mode=pool_mode)
+    conn = pp.connect(prepare_threshold=0)
+    for _ in range(3):
+        conn.execute(PARENT)
+        for i in range(50):
+            conn.execute("select %s::int as child_id", (i,))
+        conn.commit()
+    rows = [r for r in repeats(pp) if "child_id" in r["query"]]
+    assert len(rows) == 1, repeats(pp)
+    row = rows[0]
+    # the first transaction also prepared the statement: a request of that shape of its own
+    # (Parse, Describe, Sync), so 51 round trips there
+    assert (row["xacts"], row["repeat_xacts"], row["max_per_xact"], row["flagged"]) == (3, 3, 51, True), row
 
 
 def test_flagged_shape_is_advice_on_show_health_without_changing_the_status(pgpulse):

@@ -358,6 +358,33 @@ def test_query_timeout_cancel_is_an_error_and_a_timeout_of_its_shape(pgpulse):
     assert (div["calls"], div["errors"], div["timeouts"]) == (1, 1, 0), div
 
 
+def test_a_request_whose_server_is_terminated_is_an_error_of_its_shape(pgpulse, pg):
+    """pg_terminate_backend during a sleep: PostgreSQL's FATAL reaches the
+    client, and the sleep's shape counts one call, one error, no timeout."""
+    pp = start(pgpulse)
+    conn = pp.connect(autocommit=True, prepare_threshold=None)
+    outcome = []
+
+    def sleep():
+        try:
+            conn.execute("select pg_sleep(30) as victim")
+            outcome.append("ran")
+        except psycopg.OperationalError as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=sleep)
+    t.start()
+    with pg.connect(dbname="postgres", autocommit=True) as direct:
+        victim = "select pg_sleep(30) as victim"
+        wait_until(lambda: direct.execute("select count(*) from pg_stat_activity where query = %s",
+                                          (victim,)).fetchone()[0] == 1, 10, "the sleep runs")
+        direct.execute("select pg_terminate_backend(pid) from pg_stat_activity where query = %s", (victim,))
+    t.join(30)
+    assert len(outcome) == 1 and "terminat" in outcome[0], outcome
+    row = queries_by_text(pp)["select pg_sleep(?)as victim"]
+    assert (row["calls"], row["errors"], row["timeouts"]) == (1, 1, 0), row
+
+
 def test_show_queries_windows_agree_on_fresh_traffic_and_unknown_is_22023(pgpulse):
     """Traffic seconds old is in every window (default all, 1m, 5m, 15m);
     an unknown window is refused with 22023 and the console goes on."""

@@ -137,8 +137,20 @@ bool fp_repeats_enabled(void);
 /* a request of entry e ran duration_us in the client's open transaction */
 void fp_xact_note(struct fp_xact *x, struct fp_entry *e, uint64_t duration_us);
 
-/* the transaction ended (xact_us long, 0 if not known): its counts go into the entries */
-void fp_xact_end(struct fp_xact *x, const struct pool *pool, uint64_t xact_us);
+/* the counts of a transaction of more than one request go into the entries */
+void fp_xact_fold(struct fp_xact *x, const struct pool *pool, uint64_t xact_us);
+
+/*
+ * The transaction ended (xact_us long, 0 if not known). One of one request
+ * (autocommit, statement mode) repeats nothing: skipped here, inline, so
+ * that it costs a compare.
+ */
+static inline void fp_xact_end(struct fp_xact *x, const struct pool *pool, uint64_t xact_us)
+{
+	if (x->n > 1 || (x->n == 1 && x->s[0].count > 1))
+		fp_xact_fold(x, pool, xact_us);
+	x->n = 0;
+}
 
 /* the transaction was cut off (the client left or failed): its counts are dropped */
 static inline void fp_xact_drop(struct fp_xact *x)

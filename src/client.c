@@ -925,7 +925,8 @@ static void remember_statement(struct client *c, const uint8_t *name, size_t nam
  * gives a Bind its statement's fingerprint; elsewhere the client's own
  * map of names (stmt_names.h) does.
  */
-static enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
+/* inlined into both callers: every request comes here, and a call would cost it (doc/telemetry.md, "Cost") */
+static inline __attribute__((always_inline)) enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
 {
 	if (c->req_fp && pkt->type != 'P' && pkt->type != 'C')
 		return PKT_FORWARD;
@@ -1008,10 +1009,23 @@ static void note_request_arrival(struct client *c, uint8_t type)
 }
 
 /* replication commands (IDENTIFY_SYSTEM, START_REPLICATION ...) are no statements to fingerprint */
-static bool wants_query_text_of(const struct client *c, uint8_t type)
+static inline __attribute__((always_inline)) bool wants_query_text_of(const struct client *c, uint8_t type)
 {
 	return (type == 'Q' || type == 'P' || type == 'B' || (type == 'C' && c->stmt_names)) && !c->replication &&
 	       c->pool && wants_query_text();
+}
+
+/*
+ * A request that must wait for a server has its text read now: one that
+ * query_wait_timeout cuts off is an error of its shape too. The paused
+ * packet comes again (capture_request_text skips what it has); a request
+ * that did not wait is read on its way to the server, as before.
+ */
+static __attribute__((noinline)) enum pkt_action pause_reading_the_text(struct client *c, struct pkt *pkt)
+{
+	if (wants_query_text_of(c, pkt->type) && capture_request_text(c, pkt) == PKT_NEED_FULL)
+		return PKT_NEED_FULL;
+	return PKT_PAUSE;
 }
 
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
@@ -1030,23 +1044,18 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 		return PKT_GONE;
 	}
 	note_request_arrival(c, pkt->type);
-	/*
-	 * The text is read before the request may wait for a server: a request
-	 * that query_wait_timeout cuts off is an error of its shape too. (A
-	 * paused packet comes again; capture_request_text skips what it has.)
-	 */
-	if (wants_query_text_of(c, pkt->type) && capture_request_text(c, pkt) == PKT_NEED_FULL)
-		return PKT_NEED_FULL;
 	if (c->state == CL_WELCOME || c->state == CL_WAITING)
-		return PKT_PAUSE;
+		return pause_reading_the_text(c, pkt);
 	if (!c->server && !pool_assign_server(c)) {
 		c->req_waited = true;
-		return c->state == CL_CLOSED ? PKT_GONE : PKT_PAUSE;
+		return c->state == CL_CLOSED ? PKT_GONE : pause_reading_the_text(c, pkt);
 	}
 	if (c->server->job != JOB_NONE) {
 		c->req_waited = true;
-		return PKT_PAUSE;
+		return pause_reading_the_text(c, pkt);
 	}
+	if (wants_query_text_of(c, pkt->type) && capture_request_text(c, pkt) == PKT_NEED_FULL)
+		return PKT_NEED_FULL;
 	if (prepared_tracking(c)) {
 		/* named statements: rewritten, answered or skipped by src/prepared/ */
 		enum ps_result r = prepared_on_request(c, pkt);

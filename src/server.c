@@ -1106,7 +1106,7 @@ static void close_request(struct server *s, int64_t now)
 		struct fp_entry *e = st->fp ? fp_lookup(p, st->fp) : NULL;
 		if (e) {
 			fp_record(e, (uint64_t)query, !error ? FP_OK : st->timed_out ? FP_TIMEOUT : FP_ERROR);
-			if (fp_repeats_enabled())
+			if (worker->cfg->query_repeat_threshold > 0) /* e: fingerprints are on */
 				fp_xact_note(&s->xact_shapes, e, (uint64_t)query);
 		}
 		int64_t slow = worker->cfg->slow_query_threshold;
@@ -1138,8 +1138,7 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 			p->stats.xact_time += (uint64_t)xact;
 			telemetry_record(p->tm, TK_XACT, xact);
 		}
-		if (s->xact_shapes.n)
-			fp_xact_end(&s->xact_shapes, p, (uint64_t)xact);
+		fp_xact_end(&s->xact_shapes, p, (uint64_t)xact);
 	}
 	if (!should_release(s, c, status))
 		return PKT_FORWARD;

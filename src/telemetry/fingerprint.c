@@ -277,11 +277,11 @@ static void add_repeats(struct fp_repeats *r, const struct fp_xact_shape *s, uin
 	}
 }
 
-void fp_xact_end(struct fp_xact *x, const struct pool *pool, uint64_t xact_us)
+void fp_xact_fold(struct fp_xact *x, const struct pool *pool, uint64_t xact_us)
 {
 	int n = x->n;
 	x->n = 0;
-	if (n == 0 || !fp_repeats_enabled())
+	if (!fp_repeats_enabled())
 		return;
 	bool trusted = x->generation == T.generation;
 	uint32_t threshold = (uint32_t)worker->cfg->query_repeat_threshold;

@@ -75,9 +75,10 @@ struct fp_entry {
 };
 
 /*
- * The shapes a client's open transaction ran so far: a fixed array in the
- * client, so counting costs no allocation. Folded into the entries when the
- * transaction ends (fp_xact_end). An entry pointer is trusted only while
+ * The shapes an open transaction ran so far: a fixed array in the server
+ * connection that runs it (a transaction never changes server; a client
+ * struct is kept small), so counting costs no allocation. Folded into the
+ * entries when the transaction ends (fp_xact_end). An entry pointer is trusted only while
  * fp_generation() is what it was when the transaction began; otherwise the
  * entry is looked up again by fingerprint.
  */

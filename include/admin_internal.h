@@ -34,6 +34,7 @@ struct pool;
 struct pool_db;
 
 /* type OIDs used in RowDescription, as PgBouncer uses them */
+#define OID_BOOL    16u /* text "t" or "f" */
 #define OID_BYTEA   17u
 #define OID_INT8    20u
 #define OID_INT4    23u
@@ -129,6 +130,7 @@ void admin_show_latency(struct client *c, const char *arg);
 void admin_show_efficiency(struct client *c, const char *arg);
 void admin_show_health(struct client *c, const char *arg);
 void admin_show_queries(struct client *c, const char *arg);
+void admin_show_repeats(struct client *c, const char *arg);
 void admin_show_slow(struct client *c, const char *arg);
 void admin_show_prepared_statements(struct client *c, const char *arg);
 void admin_show_failures(struct client *c, const char *arg);

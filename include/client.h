@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "fingerprint.h"
 #include "log.h"
 #include "scram.h"
 #include "stream.h"
@@ -156,6 +157,13 @@ int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64
 
 /* a server was linked to the client: say the login's hello if it waited for one, else forward */
 void client_linked(struct client *c);
+
+/*
+ * The request the client awaits an answer to ends in an error of
+ * pgpulse's (client_fatal calls it; a timeout says so first): it counts for
+ * its shape as a call that failed (SHOW QUERIES), once.
+ */
+void client_request_failed(struct client *c, enum fp_outcome outcome);
 
 /* send an error and close the connection (FATAL) */
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)

@@ -239,6 +239,7 @@ struct cfg {
 	int health_utilization_warning;     /* 80 % */
 	int health_utilization_critical;    /* 95 % */
 	int max_query_fingerprints;         /* 5000; 0 turns fingerprints off */
+	int query_repeat_threshold;         /* 10: executions of one shape in one transaction that count as a repeat; 0 off */
 	int64_t slow_query_threshold;       /* 0 = no slow-query log */
 	int slow_query_log_size;            /* 100 */
 	char *slow_query_log_text;          /* "normalized" or "full" */

@@ -47,4 +47,14 @@ int health_pool_capacity(const struct pool *p);
 
 const char *health_status_name(enum health_status s);
 
+struct fp_repeats;
+
+/*
+ * Advice that changes no status (SHOW HEALTH's advice column): a shape
+ * flagged as an N+1 suspect (fingerprint.h) and how to fix it. A repeat is
+ * how an application uses the pool, not a fault of it: nothing fails, and a
+ * load balancer must not act on it.
+ */
+void health_repeat_advice(const char *query, const struct fp_repeats *r, char *out, size_t len);
+
 #endif

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "fingerprint.h"
 #include "scram.h"
 #include "stream.h"
 #include "util.h"
@@ -56,6 +57,7 @@ struct request_stamp {
 	char *text;      /* its text as sent, for slow_query_log_text = full; or NULL */
 	uint32_t seq;
 	bool by_sync;    /* an extended-protocol batch ended by Sync (not Query or FunctionCall) */
+	bool timed_out;  /* query_timeout cancelled it: an error reply is a timeout of its shape */
 };
 
 struct server {
@@ -102,6 +104,8 @@ struct server {
 	int64_t link_time;          /* monotonic: when it was linked */
 	int64_t cancel_sent_at;     /* monotonic: query_timeout sent a cancel, 0 if not */
 	struct request_stamp inflight[SERVER_INFLIGHT];
+	/* the shapes its open transaction ran (N+1 detection; emptied when a client is linked) */
+	struct fp_xact xact_shapes;
 	uint32_t inflight_head;     /* index of the oldest */
 	uint32_t inflight_count;
 	uint32_t seq_sent;          /* requests forwarded */

@@ -175,6 +175,25 @@ static bool output_mid_message(const struct client *c)
 	return c->server && stream_peer_mid_packet(&c->server->st);
 }
 
+void client_request_failed(struct client *c, enum fp_outcome outcome)
+{
+	struct server *s = c->server;
+	/* a request sent is answered before one still being read: the oldest in flight is the one cut off */
+	struct request_stamp *st = s && s->client == c && s->inflight_count ? &s->inflight[s->inflight_head] : NULL;
+	uint64_t fp = st ? st->fp : c->req_fp;
+	int64_t arrive = st ? st->arrive : c->req_arrive;
+	if (st)
+		st->fp = 0; /* counted once: the server goes with the client */
+	else
+		c->req_fp = 0;
+	if (!fp || !c->pool || !telemetry_enabled)
+		return;
+	struct fp_entry *e = fp_lookup(c->pool, fp);
+	int64_t now = now_usec();
+	if (e)
+		fp_record(e, arrive && now > arrive ? (uint64_t)(now - arrive) : 0, outcome);
+}
+
 /* the error is also the reason the log gives for the close, as in PgBouncer */
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
@@ -185,6 +204,7 @@ void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	client_request_failed(c, FP_ERROR);
 	if (output_mid_message(c)) {
 		count_error(c, sqlstate); /* sent or not, it is pgpulse's error */
 		client_log(c, LOG_LVL_INFO, "pooler error: %s (in the middle of a reply: closing without a message)",
@@ -958,7 +978,8 @@ static void remember_statement(struct client *c, const uint8_t *name, size_t nam
  * gives a Bind its statement's fingerprint; elsewhere the client's own
  * map of names (stmt_names.h) does.
  */
-static enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
+/* inlined into both callers: every request comes here, and a call would cost it (doc/telemetry.md, "Cost") */
+static inline __attribute__((always_inline)) enum pkt_action capture_request_text(struct client *c, struct pkt *pkt)
 {
 	if (c->req_fp && pkt->type != 'P' && pkt->type != 'C')
 		return PKT_FORWARD;
@@ -1048,6 +1069,26 @@ static void note_request_arrival(struct client *c, uint8_t type)
 	}
 }
 
+/* replication commands (IDENTIFY_SYSTEM, START_REPLICATION ...) are no statements to fingerprint */
+static inline __attribute__((always_inline)) bool wants_query_text_of(const struct client *c, uint8_t type)
+{
+	return (type == 'Q' || type == 'P' || type == 'B' || (type == 'C' && c->stmt_names)) && !c->replication &&
+	       c->pool && wants_query_text();
+}
+
+/*
+ * A request that must wait for a server has its text read now: one that
+ * query_wait_timeout cuts off is an error of its shape too. The paused
+ * packet comes again (capture_request_text skips what it has); a request
+ * that did not wait is read on its way to the server, as before.
+ */
+static __attribute__((noinline)) enum pkt_action pause_reading_the_text(struct client *c, struct pkt *pkt)
+{
+	if (wants_query_text_of(c, pkt->type) && capture_request_text(c, pkt) == PKT_NEED_FULL)
+		return PKT_NEED_FULL;
+	return PKT_PAUSE;
+}
+
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 {
 	struct client *c = st->owner;
@@ -1078,18 +1119,16 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 	}
 	note_request_arrival(c, pkt->type);
 	if (c->state == CL_WELCOME || c->state == CL_WAITING)
-		return PKT_PAUSE;
+		return pause_reading_the_text(c, pkt);
 	if (!c->server && !pool_assign_server(c)) {
 		c->req_waited = true;
-		return c->state == CL_CLOSED ? PKT_GONE : PKT_PAUSE;
+		return c->state == CL_CLOSED ? PKT_GONE : pause_reading_the_text(c, pkt);
 	}
 	if (c->server->job != JOB_NONE) {
 		c->req_waited = true;
-		return PKT_PAUSE;
+		return pause_reading_the_text(c, pkt);
 	}
-	/* replication commands (IDENTIFY_SYSTEM, START_REPLICATION ...) are no statements to fingerprint */
-	if ((pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'B' || (pkt->type == 'C' && c->stmt_names)) &&
-	    !c->replication && wants_query_text() && capture_request_text(c, pkt) == PKT_NEED_FULL)
+	if (wants_query_text_of(c, pkt->type) && capture_request_text(c, pkt) == PKT_NEED_FULL)
 		return PKT_NEED_FULL;
 	if (prepared_tracking(c)) {
 		/* named statements: rewritten, answered or skipped by src/prepared/ */

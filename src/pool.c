@@ -1217,6 +1217,7 @@ static void fail_clients_past_timeouts(struct pool *p, int64_t now)
 		p->wait_timeout_at = now; /* health.c: the pool's clients are timing out */
 		p->wait_timeouts++;
 		p->stats.fail.wait_timeouts++;
+		client_request_failed(c, FP_TIMEOUT);
 		client_fatal(c, "08P01", "query_wait_timeout: no server connection became free within %s s",
 			     usec_to_seconds_text(limit, secs, sizeof(secs)));
 	}
@@ -1257,12 +1258,16 @@ static void enforce_query_timeout(struct client *c, int64_t limit, int64_t now)
 			   (unsigned long long)s->id);
 		s->cancel_sent_at = now;
 		c->pool->stats.fail.query_timeouts++;
+		if (s->inflight_count)
+			s->inflight[s->inflight_head].timed_out = true; /* its error reply is this timeout's */
 		cancel_send(s, NULL);
 		return;
 	}
-	if (now - s->cancel_sent_at > worker->cfg->cancel_wait_timeout)
+	if (now - s->cancel_sent_at > worker->cfg->cancel_wait_timeout) {
+		client_request_failed(c, FP_TIMEOUT);
 		client_fatal(c, "57014", "query_timeout: the query ran longer than %s s and did not stop when cancelled",
 			     secs);
+	}
 }
 
 /* client_idle_timeout, idle_transaction_timeout, transaction_timeout, query_timeout */

@@ -1100,6 +1100,7 @@ void server_request_sent(struct server *s, int64_t arrive, int64_t sent, uint64_
 	st->text = text;
 	st->seq = seq;
 	st->by_sync = by_sync;
+	st->timed_out = false;
 	s->inflight_count++;
 }
 
@@ -1132,8 +1133,11 @@ static void close_request(struct server *s, int64_t now)
 		series_record(&p->tm->kinds[TK_QUERY], (uint64_t)query);
 		series_record(&p->tm->kinds[TK_SERVER], (uint64_t)(now - st->sent));
 		struct fp_entry *e = st->fp ? fp_lookup(p, st->fp) : NULL;
-		if (e)
-			fp_record(e, (uint64_t)query, error);
+		if (e) {
+			fp_record(e, (uint64_t)query, !error ? FP_OK : st->timed_out ? FP_TIMEOUT : FP_ERROR);
+			if (worker->cfg->query_repeat_threshold > 0) /* e: fingerprints are on */
+				fp_xact_note(&s->xact_shapes, e, (uint64_t)query);
+		}
 		int64_t slow = worker->cfg->slow_query_threshold;
 		if (slow > 0 && query >= slow)
 			note_slow_request(s, st, e, query);
@@ -1158,11 +1162,12 @@ static enum pkt_action handle_ready_for_query(struct server *s, struct pkt *pkt)
 	if (c->pending_syncs == 0)
 		s->cancel_sent_at = 0;
 	if (status == 'I') {
+		int64_t xact = xact_start ? now - xact_start : 0;
 		if (xact_start) {
-			int64_t xact = now - xact_start;
 			p->stats.xact_time += (uint64_t)xact;
 			telemetry_record(p->tm, TK_XACT, xact);
 		}
+		fp_xact_end(&s->xact_shapes, p, (uint64_t)xact);
 	}
 	if (!should_release(s, c, status))
 		return PKT_FORWARD;
@@ -1299,6 +1304,7 @@ void server_link(struct server *s, struct client *c)
 	telemetry_level(s->pool->tm, &e->busy, +1);
 	s->client = c;
 	c->server = s;
+	fp_xact_drop(&s->xact_shapes); /* what a client that left mid-transaction ran is no one's */
 	s->link_time = now_usec();
 	server_set_state(s, SV_ACTIVE);
 	stream_set_peer(&s->st, &c->st);
@@ -1331,6 +1337,9 @@ void server_close(struct server *s, const char *reason)
 	long long age = (wall_usec() - s->connect_time) / 1000000;
 	SV_LOG(s, (worker->cfg->log_disconnections && s->ready) ? LOG_LVL_INFO : LOG_LVL_DEBUG,
 	       "closing because: %s (age=%llds)", reason, age > 0 ? age : 0);
+	/* the request in flight ends in an error, PostgreSQL's FATAL or pgpulse's below: its shape's */
+	if (c && c->state != CL_CLOSED && (!client_mid_packet || s->fatal_forwarded))
+		client_request_failed(c, FP_ERROR);
 	server_unlink(s);
 	if (s->ready && s->state == SV_IDLE) {
 		/* a polite goodbye; best effort, the socket is non-blocking */

@@ -40,6 +40,7 @@ static const struct show_entry show_table[] = {
 	{ "failures", admin_show_failures, false },
 	{ "logins", admin_show_logins, false },
 	{ "queries", admin_show_queries, true },
+	{ "repeats", admin_show_repeats, true },
 	{ "slow", admin_show_slow, false },
 	{ "help", admin_show_help, false },
 	{ "version", admin_show_version, false },

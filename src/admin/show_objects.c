@@ -809,6 +809,7 @@ void admin_show_help(struct client *c, const char *arg)
 		"\tSHOW FAILURES|LOGINS\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
 		"\tSHOW QUERIES [1m|5m|15m|all]\n"
+		"\tSHOW REPEATS [5m|all]\n"
 		"\tSHOW HEALTH|SLOW\n"
 		"\tSET key = arg\n"
 		"\tRELOAD\n"

@@ -1,6 +1,6 @@
 /*
  * admin/show_telemetry: pgpulse's own views — SHOW LATENCY, EFFICIENCY,
- * HEALTH, QUERIES, SLOW, PREPARED_STATEMENTS, FAILURES and LOGINS.
+ * HEALTH, QUERIES, REPEATS, SLOW, PREPARED_STATEMENTS, FAILURES and LOGINS.
  *
  * They read the telemetry modules (src/telemetry/) and never change them:
  * a view is a snapshot of histograms and counters taken in one event-loop
@@ -9,6 +9,8 @@
 #include "admin_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "client.h"
 #include "fingerprint.h"
@@ -147,6 +149,111 @@ void admin_show_efficiency(struct client *c, const char *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * SHOW REPEATS: shapes run more than once in one transaction (N+1 suspects)
+ */
+
+struct repeat_row {
+	const struct fp_entry *e;
+	struct fp_repeats r;
+	bool flagged;
+};
+
+struct repeat_rows {
+	struct repeat_row *rows;
+	int n, cap;
+	bool all;           /* the window: since created, or the last FP_REPEAT_MINUTES minutes */
+	bool flagged_only;
+};
+
+static void collect_repeat_row(struct fp_entry *e, void *arg)
+{
+	struct repeat_rows *rr = arg;
+	struct repeat_row row = { e, { 0 }, false };
+	fp_read_repeats(e, rr->all, &row.r);
+	if (row.r.max < 2)
+		return; /* never more than once in a transaction: no repeat to show */
+	row.flagged = fp_repeats_flagged(&row.r);
+	if (rr->flagged_only && !row.flagged)
+		return;
+	if (rr->n == rr->cap) {
+		rr->cap = rr->cap ? rr->cap * 2 : 16;
+		rr->rows = xrealloc(rr->rows, sizeof(*rr->rows) * (size_t)rr->cap);
+	}
+	rr->rows[rr->n++] = row;
+}
+
+/* flagged first, then the most transactions at or above the threshold, then the highest count */
+static int cmp_repeat_worst_first(const void *a, const void *b)
+{
+	const struct repeat_row *x = a, *y = b;
+	if (x->flagged != y->flagged)
+		return x->flagged ? -1 : 1;
+	if (x->r.repeat_xacts != y->r.repeat_xacts)
+		return x->r.repeat_xacts < y->r.repeat_xacts ? 1 : -1;
+	if (x->r.max != y->r.max)
+		return x->r.max < y->r.max ? 1 : -1;
+	return x->e->fp < y->e->fp ? -1 : x->e->fp > y->e->fp;
+}
+
+static void collect_repeats(struct repeat_rows *rr, bool all, bool flagged_only)
+{
+	memset(rr, 0, sizeof(*rr));
+	rr->all = all;
+	rr->flagged_only = flagged_only;
+	fp_for_each(collect_repeat_row, rr);
+	if (rr->n > 1)
+		qsort(rr->rows, (size_t)rr->n, sizeof(*rr->rows), cmp_repeat_worst_first);
+}
+
+/* the share of their transactions' time that a shape's executions took, at most 100 (pipelining overlaps) */
+static double repeat_time_pct(const struct fp_repeats *r)
+{
+	double v = pct((int64_t)r->repeat_shape_us, (int64_t)r->repeat_xact_us);
+	return v > 100.0 ? 100.0 : v;
+}
+
+void admin_show_repeats(struct client *c, const char *arg)
+{
+	static const struct column cols[] = {
+		{ "fingerprint", OID_TEXT },   { "database", OID_TEXT },       { "user", OID_TEXT },
+		{ "query", OID_TEXT },         { "window", OID_TEXT },         { "xacts", OID_INT8 },
+		{ "repeat_xacts", OID_INT8 },  { "p50_per_xact", OID_INT8 },   { "max_per_xact", OID_INT8 },
+		{ "xact_time_pct", OID_NUMERIC }, { "flagged", OID_BOOL },
+	};
+	struct repeat_rows rr;
+	struct result r;
+	bool all = false;
+
+	if (arg[0] && strcasecmp(arg, "all") != 0 && strcasecmp(arg, "5m") != 0) {
+		admin_error(c, "22023", "unknown window \"%s\": use 5m or all", arg);
+		return;
+	}
+	all = arg[0] && strcasecmp(arg, "all") == 0;
+	collect_repeats(&rr, all, false);
+	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < rr.n; i++) {
+		const struct repeat_row *q = &rr.rows[i];
+		uint64_t xacts = 0;
+		for (int b = 0; b < FP_REPEAT_BUCKETS; b++)
+			xacts += q->r.xacts[b];
+		row_printf(&r, "%016llx", (unsigned long long)q->e->fp);
+		row_text(&r, q->e->pool->db->name);
+		row_text(&r, q->e->pool->user->name);
+		row_printf(&r, "%.500s", q->e->text);
+		row_text(&r, all ? "all" : "5m");
+		row_uint(&r, xacts);
+		row_uint(&r, q->r.repeat_xacts);
+		row_uint(&r, fp_repeats_p50(&q->r));
+		row_uint(&r, q->r.max);
+		row_printf(&r, "%.1f", repeat_time_pct(&q->r));
+		row_text(&r, q->flagged ? "t" : "f");
+		row_end(&r);
+	}
+	free(rr.rows);
+	result_end(&r);
+}
+
+/* ------------------------------------------------------------------------
  * SHOW HEALTH: the instance's verdict (the row with no database: what
  * GET /health answers), then each pool judged now on its 5-minute window
  */
@@ -155,12 +262,14 @@ void admin_show_health(struct client *c, const char *arg)
 {
 	static const struct column cols[] = {
 		{ "database", OID_TEXT }, { "user", OID_TEXT }, { "status", OID_TEXT }, { "reason", OID_TEXT },
+		{ "advice", OID_TEXT },
 	};
 	struct result r;
 	struct health_verdict v;
+	struct repeat_rows suspects;
 	int n;
 	int64_t now = now_usec();
-	char why[256];
+	char why[256], advice[256];
 
 	(void)arg;
 	bool serving = health_judge_instance(now, why, sizeof(why));
@@ -170,16 +279,28 @@ void admin_show_health(struct client *c, const char *arg)
 	row_text_or_null(&r, NULL);
 	row_text(&r, serving ? "ok" : "unavailable");
 	row_text(&r, why);
+	row_text(&r, "");
 	row_end(&r);
+	/* the N+1 suspects, worst first: a pool's advice names its worst */
+	collect_repeats(&suspects, false, true);
 	for (int i = 0; i < n; i++) {
 		struct pool *p = pools[i];
 		health_judge_pool(p, now, &v);
+		advice[0] = '\0';
+		for (int k = 0; k < suspects.n; k++) {
+			if (suspects.rows[k].e->pool == p) {
+				health_repeat_advice(suspects.rows[k].e->text, &suspects.rows[k].r, advice, sizeof(advice));
+				break;
+			}
+		}
 		row_text(&r, p->db->name);
 		row_text(&r, p->user->name);
 		row_text(&r, health_status_name(v.status));
 		row_text(&r, v.reason);
+		row_text(&r, advice);
 		row_end(&r);
 	}
+	free(suspects.rows);
 	free(pools);
 	result_end(&r);
 }
@@ -235,6 +356,7 @@ void admin_show_queries(struct client *c, const char *arg)
 		{ "fingerprint", OID_TEXT }, { "database", OID_TEXT }, { "user", OID_TEXT },  { "query", OID_TEXT },
 		{ "calls", OID_INT8 },       { "errors", OID_INT8 },   { "total_us", OID_INT8 }, { "mean_us", OID_INT8 },
 		{ "p50_us", OID_INT8 },      { "p95_us", OID_INT8 },   { "p99_us", OID_INT8 },  { "max_us", OID_INT8 },
+		{ "timeouts", OID_INT8 },
 	};
 	struct query_rows qr = { NULL, 0, 0, WINDOW_ALL };
 	enum series_window w;
@@ -261,6 +383,7 @@ void admin_show_queries(struct client *c, const char *arg)
 		row_uint(&r, q->p95);
 		row_uint(&r, q->p99);
 		row_uint(&r, q->max);
+		row_uint(&r, q->w.timeouts);
 		row_end(&r);
 	}
 	free(qr.rows);

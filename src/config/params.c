@@ -152,6 +152,16 @@ static bool check_at_least_one(const struct param_value *v, char *why, size_t wh
 	return check_range(v, 1, INT_MAX, why, whylen);
 }
 
+/* 0 turns N+1 detection off; one execution per transaction is never a repeat */
+static bool check_repeat_threshold(const struct param_value *v, char *why, size_t whylen)
+{
+	if (v->num == 1) {
+		snprintf(why, whylen, "%s", "1 would flag every statement: use 0 (off) or 2 and more");
+		return false;
+	}
+	return check_range(v, 0, INT_MAX, why, whylen);
+}
+
 /* PgBouncer encodes peer_id into cancel keys in 14 bits */
 /* a share in percent: 0 (check off) to 100 */
 static bool check_percent(const struct param_value *v, char *why, size_t whylen)
@@ -426,6 +436,7 @@ static const struct param params[] = {
 	{ "pidfile",                   PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(pidfile, char *), NULL },
 	{ "pkt_buf",                   PT_SIZE,     "4096",          B,    RESTART, LIVE,    check_pkt_buf,           AT(pkt_buf, int64_t), NULL },
 	{ "pool_mode",                 PT_ENUM,     "session",       NONE, RELOAD,  LIVE,    NULL,                    AT(pool_mode, int), pool_mode_words },
+	{ "query_repeat_threshold",    PT_INT,      "10",            NONE, RELOAD,  LIVE,    check_repeat_threshold,  AT(query_repeat_threshold, int), NULL },
 	{ "query_timeout",             PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(query_timeout, int64_t), NULL },
 	{ "query_wait_notify",         PT_DURATION, "5",             S,    RELOAD,  LIVE,    NULL,                    AT(query_wait_notify, int64_t), NULL },
 	{ "query_wait_timeout",        PT_DURATION, "120",           S,    RELOAD,  LIVE,    NULL,                    AT(query_wait_timeout, int64_t), NULL },

@@ -39,6 +39,12 @@ static uint32_t bucket_of(const struct pool *pool, uint64_t fp)
 	return (uint32_t)(h & (FP_BUCKETS - 1));
 }
 
+static void clear_repeats(struct fp_repeats *r, int64_t minute)
+{
+	memset(r, 0, sizeof(*r));
+	r->minute = minute;
+}
+
 static void clear_slot(struct fp_slot *s)
 {
 	hist_sparse_free(&s->h);
@@ -162,6 +168,8 @@ struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text
 		e->tens[i].epoch = -1;
 	for (int i = 0; i < SERIES_MINUTES; i++)
 		e->minutes[i].epoch = -1;
+	for (int i = 0; i < FP_REPEAT_MINUTES; i++)
+		e->rep[i].minute = -1;
 	list_init(&e->active);
 	list_append(&T.lru, &e->lru);
 	uint32_t b = bucket_of(pool, fp);
@@ -196,7 +204,7 @@ uint64_t fp_of_text(const struct pool *pool, const char *text, size_t len, bool 
 	return fp;
 }
 
-void fp_record(struct fp_entry *e, uint64_t duration_us, bool error)
+void fp_record(struct fp_entry *e, uint64_t duration_us, enum fp_outcome outcome)
 {
 	if (!e->cur) {
 		e->cur = borrow_dense();
@@ -211,11 +219,130 @@ void fp_record(struct fp_entry *e, uint64_t duration_us, bool error)
 		e->all_min = duration_us;
 	if (duration_us > e->all_max)
 		e->all_max = duration_us;
-	if (error) {
+	if (outcome != FP_OK) {
 		e->cur_errors++;
 		e->errors++;
 	}
+	if (outcome == FP_TIMEOUT) {
+		e->cur_timeouts++;
+		e->timeouts++;
+	}
 	e->minute_active = T.slot_no / SERIES_TENS;
+}
+
+/* ---- executions per transaction (N+1) ---- */
+
+bool fp_repeats_enabled(void)
+{
+	return fp_enabled() && worker->cfg->query_repeat_threshold > 0;
+}
+
+void fp_xact_note(struct fp_xact *x, struct fp_entry *e, uint64_t duration_us)
+{
+	if (x->n == 0)
+		x->generation = T.generation;
+	for (int i = 0; i < x->n; i++) {
+		struct fp_xact_shape *s = &x->s[i];
+		/* the fingerprint too: a freed entry's memory may hold another shape now */
+		if (s->e == e && s->fp == e->fp) {
+			s->count++;
+			s->us += duration_us;
+			return;
+		}
+	}
+	if (x->n == FP_XACT_SHAPES)
+		return; /* a transaction of many shapes: the first ones are followed (doc/telemetry.md) */
+	x->s[x->n++] = (struct fp_xact_shape){ e, e->fp, duration_us, 1 };
+}
+
+static int repeat_bucket(uint32_t count)
+{
+	int b = 0;
+	for (uint32_t n = count > 0 ? count - 1 : 0; n; n >>= 1)
+		b++;
+	return b < FP_REPEAT_BUCKETS ? b : FP_REPEAT_BUCKETS - 1;
+}
+
+static void add_repeats(struct fp_repeats *r, const struct fp_xact_shape *s, uint64_t xact_us, uint32_t threshold)
+{
+	r->xacts[repeat_bucket(s->count)]++;
+	if (s->count > r->max)
+		r->max = s->count;
+	if (s->count < threshold || s->count < 2)
+		return;
+	r->repeat_xacts++;
+	if (xact_us) {
+		r->repeat_shape_us += s->us;
+		r->repeat_xact_us += xact_us;
+	}
+}
+
+void fp_xact_fold(struct fp_xact *x, const struct pool *pool, uint64_t xact_us)
+{
+	int n = x->n;
+	x->n = 0;
+	if (!fp_repeats_enabled())
+		return;
+	bool trusted = x->generation == T.generation;
+	uint32_t threshold = (uint32_t)worker->cfg->query_repeat_threshold;
+	int64_t minute = T.slot_no / SERIES_TENS;
+	for (int i = 0; i < n; i++) {
+		const struct fp_xact_shape *s = &x->s[i];
+		struct fp_entry *e = trusted ? s->e : fp_lookup(pool, s->fp);
+		if (!e)
+			continue;
+		struct fp_repeats *cell = &e->rep[minute % FP_REPEAT_MINUTES];
+		if (cell->minute != minute)
+			clear_repeats(cell, minute);
+		add_repeats(cell, s, xact_us, threshold);
+		add_repeats(&e->rep_all, s, xact_us, threshold);
+	}
+}
+
+static void sum_repeats(struct fp_repeats *out, const struct fp_repeats *r)
+{
+	for (int b = 0; b < FP_REPEAT_BUCKETS; b++)
+		out->xacts[b] += r->xacts[b];
+	if (r->max > out->max)
+		out->max = r->max;
+	out->repeat_xacts += r->repeat_xacts;
+	out->repeat_shape_us += r->repeat_shape_us;
+	out->repeat_xact_us += r->repeat_xact_us;
+}
+
+void fp_read_repeats(const struct fp_entry *e, bool all, struct fp_repeats *out)
+{
+	int64_t minute = T.slot_no / SERIES_TENS;
+	clear_repeats(out, all ? -1 : minute);
+	if (all) {
+		sum_repeats(out, &e->rep_all);
+		return;
+	}
+	for (int i = 0; i < FP_REPEAT_MINUTES; i++)
+		if (e->rep[i].minute >= 0 && e->rep[i].minute > minute - FP_REPEAT_MINUTES)
+			sum_repeats(out, &e->rep[i]);
+}
+
+uint32_t fp_repeats_p50(const struct fp_repeats *r)
+{
+	uint64_t total = 0, seen = 0;
+	for (int b = 0; b < FP_REPEAT_BUCKETS; b++)
+		total += r->xacts[b];
+	if (!total)
+		return 0;
+	for (int b = 0; b < FP_REPEAT_BUCKETS; b++) {
+		seen += r->xacts[b];
+		if (2 * seen >= total) {
+			uint32_t upper = b == FP_REPEAT_BUCKETS - 1 ? r->max : (uint32_t)1 << b;
+			return upper < r->max ? upper : r->max;
+		}
+	}
+	return r->max;
+}
+
+bool fp_repeats_flagged(const struct fp_repeats *r)
+{
+	return worker->cfg->query_repeat_threshold > 0 && r->repeat_xacts >= FP_REPEAT_MIN_XACTS;
 }
 
 /* ---- time ---- */
@@ -259,12 +386,13 @@ static void close_entry_slot(struct fp_entry *e, int64_t slot_no)
 	cell->epoch = slot_no;
 	cell->calls = e->cur_calls;
 	cell->errors = e->cur_errors;
+	cell->timeouts = e->cur_timeouts;
 	cell->total_us = e->cur_total;
 	hist_sparse_from(&cell->h, e->cur);
 	merge_into_all(e, &cell->h);
 	give_back_dense(e->cur);
 	e->cur = NULL;
-	e->cur_calls = e->cur_errors = e->cur_total = 0;
+	e->cur_calls = e->cur_errors = e->cur_timeouts = e->cur_total = 0;
 	list_remove(&e->active);
 }
 
@@ -283,6 +411,7 @@ static void close_entry_minute(struct fp_entry *e, int64_t minute)
 			continue;
 		cell->calls += t->calls;
 		cell->errors += t->errors;
+		cell->timeouts += t->timeouts;
 		cell->total_us += t->total_us;
 		hist_acc_add_sparse(&acc, &t->h);
 	}
@@ -340,6 +469,7 @@ static void add_cell(const struct fp_slot *s, struct fp_window *out, struct hist
 {
 	out->calls += s->calls;
 	out->errors += s->errors;
+	out->timeouts += s->timeouts;
 	out->total_us += s->total_us;
 	hist_acc_add_sparse(acc, &s->h);
 }
@@ -351,6 +481,7 @@ void fp_read(const struct fp_entry *e, enum series_window w, struct fp_window *o
 	if (w == WINDOW_ALL) {
 		out->calls = e->calls;
 		out->errors = e->errors;
+		out->timeouts = e->timeouts;
 		out->total_us = e->total_us;
 		hist_acc_add_sparse(acc, &e->all);
 		if (e->cur)
@@ -364,6 +495,7 @@ void fp_read(const struct fp_entry *e, enum series_window w, struct fp_window *o
 	}
 	out->calls = e->cur_calls;
 	out->errors = e->cur_errors;
+	out->timeouts = e->cur_timeouts;
 	out->total_us = e->cur_total;
 	if (e->cur)
 		hist_acc_add(acc, e->cur);

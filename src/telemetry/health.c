@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "client.h"
+#include "fingerprint.h"
 #include "hist.h"
 #include "pool.h"
 #include "telemetry.h"
@@ -207,4 +208,13 @@ bool health_judge_instance(int64_t now, char *reason, size_t len)
 	}
 	snprintf(reason, len, "%s", "");
 	return true;
+}
+
+void health_repeat_advice(const char *query, const struct fp_repeats *r, char *out, size_t len)
+{
+	double share = r->repeat_xact_us ? 100.0 * (double)r->repeat_shape_us / (double)r->repeat_xact_us : 0.0;
+	snprintf(out, len,
+		 "N+1 suspect: \"%.60s\" ran up to %u times in one transaction (%u transactions in %d min, %.0f %% "
+		 "of their time): batch it or join (SHOW REPEATS)",
+		 query, r->max, r->repeat_xacts, FP_REPEAT_MINUTES, share > 100.0 ? 100.0 : share);
 }

@@ -40,6 +40,7 @@
 #include "config.h"
 #include "efficiency.h"
 #include "failures.h"
+#include "fingerprint.h"
 #include "health.h"
 #include "hist.h"
 #include "log.h"
@@ -527,6 +528,107 @@ static void render_logins(struct evbuffer *out)
 			    (unsigned long long)lc->failed);
 }
 
+/*
+ * ---- per query shape: a bounded few (doc/telemetry.md) ----
+ * A series per fingerprint would multiply by max_query_fingerprints, so
+ * only the METRICS_TOP_QUERIES shapes with the most errors, and as many N+1
+ * suspects (worst first), get series; the rest are on SHOW QUERIES and
+ * SHOW REPEATS.
+ */
+#define METRICS_TOP_QUERIES 10
+
+struct top_queries {
+	const struct fp_entry *errors[METRICS_TOP_QUERIES];   /* most errors first */
+	int n_errors;
+	struct flagged_shape {
+		const struct fp_entry *e;
+		struct fp_repeats r;
+	} *flagged;                                           /* every N+1 suspect, worst first */
+	int n_flagged, cap_flagged;
+};
+
+static void keep_top_errors(struct top_queries *t, const struct fp_entry *e)
+{
+	if (!e->errors)
+		return;
+	int i = t->n_errors < METRICS_TOP_QUERIES ? t->n_errors++ : METRICS_TOP_QUERIES;
+	if (i == METRICS_TOP_QUERIES && e->errors <= t->errors[i - 1]->errors)
+		return;
+	if (i == METRICS_TOP_QUERIES)
+		i--;
+	while (i > 0 && t->errors[i - 1]->errors < e->errors) {
+		t->errors[i] = t->errors[i - 1];
+		i--;
+	}
+	t->errors[i] = e;
+}
+
+static void gather_query_shape(struct fp_entry *e, void *arg)
+{
+	struct top_queries *t = arg;
+	keep_top_errors(t, e);
+	struct fp_repeats r;
+	fp_read_repeats(e, false, &r);
+	if (!fp_repeats_flagged(&r))
+		return;
+	if (t->n_flagged == t->cap_flagged) {
+		t->cap_flagged = t->cap_flagged ? t->cap_flagged * 2 : 16;
+		t->flagged = xrealloc(t->flagged, sizeof(*t->flagged) * (size_t)t->cap_flagged);
+	}
+	t->flagged[t->n_flagged].e = e;
+	t->flagged[t->n_flagged++].r = r;
+}
+
+static int cmp_flagged_worst_first(const void *a, const void *b)
+{
+	const struct flagged_shape *x = a, *y = b;
+	if (x->r.repeat_xacts != y->r.repeat_xacts)
+		return x->r.repeat_xacts < y->r.repeat_xacts ? 1 : -1;
+	if (x->r.max != y->r.max)
+		return x->r.max < y->r.max ? 1 : -1;
+	return x->e->fp < y->e->fp ? -1 : x->e->fp > y->e->fp;
+}
+
+static void put_shape_sample(struct evbuffer *out, const char *name, const struct fp_entry *e, uint64_t value)
+{
+	char fp[40];
+	snprintf(fp, sizeof(fp), "fingerprint=\"%016llx\"", (unsigned long long)e->fp);
+	put_pool_sample(out, name, e->pool, fp, (double)value);
+}
+
+static void render_query_shapes(struct evbuffer *out)
+{
+	struct top_queries t;
+	struct list *pos;
+	memset(&t, 0, sizeof(t));
+	fp_for_each(gather_query_shape, &t);
+	if (t.n_flagged > 1)
+		qsort(t.flagged, (size_t)t.n_flagged, sizeof(*t.flagged), cmp_flagged_worst_first);
+	put_header(out, "pgpulse_query_errors_total", "counter",
+		   "Requests of the shape that ended in an error (server's or pgpulse's); the 10 shapes with the most.");
+	for (int i = 0; i < t.n_errors; i++)
+		put_shape_sample(out, "pgpulse_query_errors_total", t.errors[i], t.errors[i]->errors);
+	put_header(out, "pgpulse_query_timeouts_total", "counter",
+		   "Of those errors, requests cut off by query_wait_timeout or query_timeout; the same 10 shapes.");
+	for (int i = 0; i < t.n_errors; i++)
+		put_shape_sample(out, "pgpulse_query_timeouts_total", t.errors[i], t.errors[i]->timeouts);
+	put_header(out, "pgpulse_query_repeats_flagged", "gauge",
+		   "Query shapes flagged as N+1 suspects over the last 5 minutes (SHOW REPEATS).");
+	list_for_each(pos, &worker->pools)
+	{
+		const struct pool *p = container_of(pos, struct pool, node);
+		int n = 0;
+		for (int i = 0; i < t.n_flagged; i++)
+			n += t.flagged[i].e->pool == p;
+		put_pool_sample(out, "pgpulse_query_repeats_flagged", p, NULL, n);
+	}
+	put_header(out, "pgpulse_query_repeats_max", "gauge",
+		   "Most executions of a flagged shape in one transaction over the last 5 minutes; the 10 worst.");
+	for (int i = 0; i < t.n_flagged && i < METRICS_TOP_QUERIES; i++)
+		put_shape_sample(out, "pgpulse_query_repeats_max", t.flagged[i].e, t.flagged[i].r.max);
+	free(t.flagged);
+}
+
 /* ---- the shared prepared statements: SHOW PREPARED_STATEMENTS, summed ---- */
 
 struct prepared_sums {
@@ -669,6 +771,7 @@ void metrics_render(struct evbuffer *out)
 	render_pool_levels(out);
 	render_pool_counters(out);
 	render_failures(out);
+	render_query_shapes(out);
 	render_prepared(out);
 	render_logins(out);
 	render_histograms(out);

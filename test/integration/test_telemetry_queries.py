@@ -30,6 +30,8 @@ from psycopg import pq
 import pytest
 
 from pgpulse_harness import HIST_ERROR, ClientClock, assert_duration, wait_until
+from test_metrics import parse_metrics, scrape, value
+from test_metrics import start as start_with_metrics
 
 USERLIST = {"app": "app_pw", "admin": "admin_pw", "stats": "stats_pw"}
 
@@ -48,12 +50,12 @@ BASE_SETTINGS = {
 APPDB = "appdb = host={pg_host} port={pg_port} dbname=appdb"
 
 QUERY_COLUMNS = ["fingerprint", "database", "user", "query", "calls", "errors", "total_us",
-                 "mean_us", "p50_us", "p95_us", "p99_us", "max_us"]
+                 "mean_us", "p50_us", "p95_us", "p99_us", "max_us", "timeouts"]
 SLOW_COLUMNS = ["time", "database", "user", "client_addr", "duration_us", "wait_us", "query"]
 EFFICIENCY_COLUMNS = ["database", "user", "window", "pool_size", "utilization_pct", "reuse_pct",
                       "saturation_pct", "wait_p95_us", "overflow_pct", "reserve_pct",
                       "servers_opened", "servers_closed", "suggested_pool_size"]
-HEALTH_COLUMNS = ["database", "user", "status", "reason"]
+HEALTH_COLUMNS = ["database", "user", "status", "reason", "advice"]
 
 # Health checks that the test does not look at are turned off, so that the
 # one under test decides the status alone.
@@ -296,6 +298,91 @@ def test_failed_requests_count_as_errors_of_their_shape(pgpulse):
     assert (rows["select ?/?"]["calls"], rows["select ?/?"]["errors"]) == (4, 3), rows
     bad = rows["select*from no_such_table"]
     assert (bad["calls"], bad["errors"]) == (1, 1), rows
+
+
+def test_requests_cut_off_by_query_wait_timeout_are_errors_and_timeouts_of_their_shape(pgpulse):
+    """Four clients on a pool of 2, query_wait_timeout 1 s: two hold their
+    servers in open transactions, the two others' query waits and is cut
+    off. That query's shape shows both requests as calls, errors and
+    timeouts (in every window, and on /metrics); the holders' shape shows
+    none."""
+    pp = start_with_metrics(pgpulse, default_pool_size=2, query_wait_timeout=1)
+    holders = [pp.connect(prepare_threshold=None) for _ in range(2)]
+    for h in holders:
+        h.execute("select 1 as holding")  # a transaction left open holds its server
+    waiters = [pp.connect(prepare_threshold=None, autocommit=True) for _ in range(2)]
+    outcomes = []
+
+    def want_a_server(conn):
+        try:
+            conn.execute("select 42 as wanted")
+            outcomes.append("ran")
+        except psycopg.OperationalError as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=want_a_server, args=(w,)) for w in waiters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(outcomes) == 2 and all("query_wait_timeout" in o for o in outcomes), outcomes
+    for h in holders:
+        h.commit()
+
+    for window in ("1m", "all"):
+        rows = queries_by_text(pp, window)
+        wanted, holding = rows["select ? as wanted"], rows["select ? as holding"]
+        assert (wanted["calls"], wanted["errors"], wanted["timeouts"]) == (2, 2, 2), (window, wanted)
+        assert (holding["calls"], holding["errors"], holding["timeouts"]) == (2, 0, 0), (window, holding)
+        # a request cut off took the time it waited: the whole query_wait_timeout
+        assert wanted["p50_us"] >= 1_000_000 * (1 - HIST_ERROR), (window, wanted)
+    samples = parse_metrics(scrape(pp))
+    labels = {"database": "appdb", "user": "app", "fingerprint": wanted["fingerprint"]}
+    assert value(samples, "pgpulse_query_errors_total", **labels) == 2
+    assert value(samples, "pgpulse_query_timeouts_total", **labels) == 2
+
+
+def test_query_timeout_cancel_is_an_error_and_a_timeout_of_its_shape(pgpulse):
+    """query_timeout 1 s cancels a 20 s sleep: PostgreSQL's 57014 ends it,
+    an error and a timeout of its shape. A division by zero is an error of
+    its own shape, not a timeout."""
+    pp = start(pgpulse, query_timeout=1)
+    conn = pp.connect(autocommit=True, prepare_threshold=None)
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        conn.execute("select pg_sleep(20)")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        conn.execute("select 1/0")
+    rows = queries_by_text(pp)
+    sleep, div = rows["select pg_sleep(?)"], rows["select ?/?"]
+    assert (sleep["calls"], sleep["errors"], sleep["timeouts"]) == (1, 1, 1), sleep
+    assert (div["calls"], div["errors"], div["timeouts"]) == (1, 1, 0), div
+
+
+def test_a_request_whose_server_is_terminated_is_an_error_of_its_shape(pgpulse, pg):
+    """pg_terminate_backend during a sleep: PostgreSQL's FATAL reaches the
+    client, and the sleep's shape counts one call, one error, no timeout."""
+    pp = start(pgpulse)
+    conn = pp.connect(autocommit=True, prepare_threshold=None)
+    outcome = []
+
+    def sleep():
+        try:
+            conn.execute("select pg_sleep(30) as victim")
+            outcome.append("ran")
+        except psycopg.OperationalError as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=sleep)
+    t.start()
+    with pg.connect(dbname="postgres", autocommit=True) as direct:
+        victim = "select pg_sleep(30) as victim"
+        wait_until(lambda: direct.execute("select count(*) from pg_stat_activity where query = %s",
+                                          (victim,)).fetchone()[0] == 1, 10, "the sleep runs")
+        direct.execute("select pg_terminate_backend(pid) from pg_stat_activity where query = %s", (victim,))
+    t.join(30)
+    assert len(outcome) == 1 and "terminat" in outcome[0], outcome
+    row = queries_by_text(pp)["select pg_sleep(?)as victim"]
+    assert (row["calls"], row["errors"], row["timeouts"]) == (1, 1, 0), row
 
 
 def test_show_queries_windows_agree_on_fresh_traffic_and_unknown_is_22023(pgpulse):

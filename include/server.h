@@ -88,7 +88,8 @@ struct server {
 	enum server_job job;
 	bool job_failed;
 	bool release_pending;       /* release once the reply is flushed to the client */
-	bool close_when_released;
+	bool close_when_released;   /* any reason: it serves nobody once released */
+	bool close_needed;          /* RECONNECT: its database's settings are to be taken anew (server_fast_close) */
 	bool ready;                 /* logged in */
 	int cancels_in_flight;      /* cancel connections to its backend not yet closed by PostgreSQL */
 	int generation;             /* the database's generation at connect */

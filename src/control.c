@@ -180,7 +180,11 @@ void control_reconnect(struct pool_db *db)
 		struct list *lists[] = { &p->active_servers, &p->used_servers, &p->new_servers, &p->canceling_servers };
 		for (int i = 0; i < 4; i++)
 			list_for_each(sp, lists[i])
-				container_of(sp, struct server, node)->close_when_released = true;
+			{
+				struct server *s = container_of(sp, struct server, node);
+				s->close_when_released = true;
+				s->close_needed = true;
+			}
 		pool_close_idle_servers(p, "RECONNECT");
 	}
 	log_info("RECONNECT %s: servers close as they are released", db ? db->name : "(all databases)");

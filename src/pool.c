@@ -606,20 +606,27 @@ static bool hand_server_to(struct server *s, struct client *c)
 	return false;
 }
 
-/* RECONNECT, a RELOAD that moved the database, a DNS change or its removal:
- * PgBouncer's "close_needed" */
+/*
+ * RECONNECT, a RELOAD that moved the database, a DNS change or its removal:
+ * PgBouncer's "close_needed". Not a server kept from others for its own
+ * sake (a cancel not confirmed in time): that one only closes on release.
+ */
 static bool server_must_be_replaced(const struct server *s)
 {
-	return s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed;
+	return s->close_needed || s->generation != s->pool->db->generation || s->pool->db->removed;
 }
 
-/* server_lifetime = 0 means PgBouncer's "use each connection once"; a
- * [databases] entry's own server_lifetime wins over the global one */
+/* a [databases] entry's own server_lifetime, as in PgBouncer: 0 there is "not set" */
+static int64_t server_lifetime_of(const struct pool_db *db)
+{
+	return db->server_lifetime > 0 ? db->server_lifetime : worker->cfg->server_lifetime;
+}
+
+/* server_lifetime = 0 means PgBouncer's "use each connection once" */
 static bool server_expired(const struct server *s)
 {
-	int64_t own = s->pool->db->server_lifetime;
-	int64_t lifetime = own >= 0 ? own : worker->cfg->server_lifetime;
-	if (server_must_be_replaced(s))
+	int64_t lifetime = server_lifetime_of(s->pool->db);
+	if (s->close_when_released || server_must_be_replaced(s))
 		return true;
 	if (lifetime == 0)
 		return s->link_time != 0; /* it has served its one client */
@@ -629,8 +636,10 @@ static bool server_expired(const struct server *s)
 /* why server_expired() said so, in PgBouncer's words for the log */
 static const char *expiry_reason(const struct server *s)
 {
-	if (s->close_when_released || s->generation != s->pool->db->generation || s->pool->db->removed)
+	if (server_must_be_replaced(s))
 		return "database configuration changed";
+	if (s->close_when_released)
+		return "cancel request not settled";
 	return "server lifetime over";
 }
 
@@ -1191,7 +1200,8 @@ static void close_idle_servers_past_timeouts(struct pool *p, int64_t now)
 static void tell_client_it_is_queued(struct client *c, int64_t now)
 {
 	int64_t after = worker->cfg->query_wait_notify;
-	if (after <= 0 || c->wait_notified || now - c->wait_start < after)
+	/* a login waits for its hello: PgBouncer says nothing before the login is done */
+	if (after <= 0 || c->wait_notified || c->login_stage != LOGIN_DONE || now - c->wait_start < after)
 		return;
 	c->wait_notified = true;
 	proto_put_notice(stream_out(&c->st), "00000",
@@ -1311,6 +1321,28 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
 }
 
 /*
+ * A walsender whose database is to be taken anew (RECONNECT, a RELOAD that
+ * moved it, a DNS change) ends at once, with its client, whatever
+ * server_fast_close says, as in PgBouncer: its stream is one command that
+ * never ends on its own, and after a failover it would go on streaming
+ * from the old server.
+ */
+static void end_replication_on_replaced_servers(struct pool *p)
+{
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->active_clients)
+	{
+		struct client *c = container_of(pos, struct client, node);
+		if (!c->server || !server_must_be_replaced(c->server))
+			continue;
+		client_log(c, LOG_LVL_INFO, "replication connection S-%llu closed: database configuration changed",
+			   (unsigned long long)c->server->id);
+		client_fatal(c, "57P01", "database configuration changed: the replication connection was closed "
+					 "(RECONNECT, RELOAD or a DNS change)");
+	}
+}
+
+/*
  * server_fast_close, session mode: a session whose server must be replaced
  * ends as soon as it is between transactions, rather than when its client
  * leaves — and the client goes with it, so that it notices the session is
@@ -1319,7 +1351,11 @@ static void close_clients_past_timeouts(struct pool *p, int64_t now)
  */
 static void end_sessions_for_fast_close(struct pool *p)
 {
-	if (!worker->cfg->server_fast_close || p->pool_mode != POOL_SESSION || p->for_replication)
+	if (p->for_replication) {
+		end_replication_on_replaced_servers(p);
+		return;
+	}
+	if (!worker->cfg->server_fast_close || p->pool_mode != POOL_SESSION)
 		return;
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &p->active_clients)

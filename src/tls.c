@@ -145,11 +145,33 @@ static bool set_ciphers(SSL_CTX *ctx, const char *param, const char *value, char
 	return true;
 }
 
-/* TLS 1.3 suites are set apart from the older ciphers in OpenSSL; empty: OpenSSL's */
+/*
+ * TLS 1.3 suites are set apart from the older ciphers in OpenSSL; empty:
+ * OpenSSL's. OpenSSL 3 drops a name it does not know when another one of
+ * the list is good, so each name is tried alone first: a mistyped suite
+ * stops the start rather than quietly narrowing the list.
+ */
 static bool set_tls13_ciphers(SSL_CTX *ctx, const char *param, const char *value, char *err, size_t errlen)
 {
 	if (!has_value(value) || strcasecmp(value, "default") == 0)
 		return true;
+	char name[128];
+	for (const char *p = value; *p;) {
+		size_t len = strcspn(p, ":");
+		bool fits = len > 0 && len < sizeof(name);
+		if (fits) {
+			memcpy(name, p, len);
+			name[len] = '\0';
+		}
+		if (!fits || !SSL_CTX_set_ciphersuites(ctx, name)) {
+			snprintf(err, errlen, "%s: unknown TLS 1.3 cipher suite \"%.*s\"", param, (int)(len < 100 ? len : 100),
+				 p);
+			return false;
+		}
+		p += len;
+		if (*p == ':')
+			p++;
+	}
 	if (!SSL_CTX_set_ciphersuites(ctx, value))
 		return fail(err, errlen, param);
 	return true;

@@ -295,7 +295,8 @@ void admin_show_databases(struct client *c, const char *arg)
 		row_int(&r, setting_or(db->pool_size, cfg->default_pool_size));
 		row_int(&r, setting_or(db->min_pool_size, cfg->min_pool_size));
 		row_int(&r, setting_or(db->reserve_pool_size, cfg->reserve_pool_size));
-		row_int(&r, cfg->server_lifetime / 1000000);
+		/* the entry's own, as PgBouncer shows it; 0 there is "not set" */
+		row_int(&r, (db->server_lifetime > 0 ? db->server_lifetime : cfg->server_lifetime) / 1000000);
 		row_text_or_null(&r, db->pool_mode >= 0 ? cfg_pool_mode_name(db->pool_mode) : NULL);
 		row_text_or_null(&r, load_balance_word(db));
 		row_int(&r, db->max_db_connections >= 0 ? db->max_db_connections

@@ -7,7 +7,7 @@ order (pgpulse's own ones come after), and the figures the workload fixes
 PgBouncer is Debian's (/usr/sbin/pgbouncer, 1.18, a test dependency) and,
 when PGBOUNCER_125 names its binary, PgBouncer 1.25 too: the reference for
 meanings and column order.  What pgpulse deliberately shows otherwise is in
-doc/admin.md's "Differences from PgBouncer".
+doc/pgbouncer.md (the console's part).
 """
 
 import os

@@ -53,6 +53,14 @@ static inline void telemetry_level(struct pool_telemetry *t, int *level, int del
 	*level += delta;
 }
 
+/* the same, when the caller has read the clock already */
+static inline void telemetry_level_at(struct pool_telemetry *t, int *level, int delta, int64_t now)
+{
+	if (telemetry_enabled)
+		eff_advance(&t->eff, now);
+	*level += delta;
+}
+
 /* recording was turned back on: the time while it was off is not counted */
 void telemetry_restart_clock(struct pool_telemetry *t, int64_t now);
 

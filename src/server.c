@@ -1266,11 +1266,12 @@ static void server_on_end(struct stream *st, enum stream_end why)
 void server_link(struct server *s, struct client *c)
 {
 	struct efficiency *e = &s->pool->tm->eff;
+	int64_t now = now_usec(); /* one clock reading for both */
 	eff_note_assignment(e, s->link_time != 0);
-	telemetry_level(s->pool->tm, &e->busy, +1);
+	telemetry_level_at(s->pool->tm, &e->busy, +1, now);
 	s->client = c;
 	c->server = s;
-	s->link_time = now_usec();
+	s->link_time = now;
 	server_set_state(s, SV_ACTIVE);
 	stream_set_peer(&s->st, &c->st);
 	stream_set_peer(&c->st, &s->st);

@@ -325,7 +325,10 @@ static void record_wait(struct client *c)
 {
 	if (!c->wait_start || !c->pool)
 		return;
-	int64_t waited = now_usec() - c->wait_start;
+	/* it ended as the server was linked: at the time held for that, if one is */
+	int64_t waited = telemetry_now() - c->wait_start;
+	if (waited < 0)
+		waited = 0; /* a wait stamped after the time held began */
 	c->pool->stats.wait_time += (uint64_t)waited;
 	telemetry_record(c->pool->tm, TK_WAIT, waited);
 	c->wait_start = 0;

@@ -1235,7 +1235,10 @@ static void server_on_flushed(struct stream *st)
 		stream_resume(&s->st);
 		return;
 	}
+	/* the release, and the hand-over to a waiting client it may make, happen at one time */
+	int64_t held = telemetry_hold_clock(now_usec());
 	server_release(s);
+	telemetry_held_now = held;
 }
 
 void server_release(struct server *s)
@@ -1266,7 +1269,7 @@ static void server_on_end(struct stream *st, enum stream_end why)
 void server_link(struct server *s, struct client *c)
 {
 	struct efficiency *e = &s->pool->tm->eff;
-	int64_t now = now_usec(); /* one clock reading for both */
+	int64_t now = telemetry_now(); /* one clock reading for both */
 	eff_note_assignment(e, s->link_time != 0);
 	telemetry_level_at(s->pool->tm, &e->busy, +1, now);
 	s->client = c;

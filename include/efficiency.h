@@ -54,7 +54,13 @@ struct efficiency {
 void eff_init(struct efficiency *e, int64_t now);
 
 /* account the time since the last change at the old levels; call before changing a level */
-void eff_advance(struct efficiency *e, int64_t now);
+void eff_account(struct efficiency *e, int64_t now);
+static inline void eff_advance(struct efficiency *e, int64_t now)
+{
+	/* a change in the microsecond of the last (a wait ending, a server linked) adds nothing */
+	if (now > e->since)
+		eff_account(e, now);
+}
 
 static inline void eff_change(struct efficiency *e, int64_t now, int *level, int delta)
 {

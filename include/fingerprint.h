@@ -120,9 +120,11 @@ bool fp_enabled(void);
 
 /*
  * The fingerprint of a query text, with the entry for (pool, it) made if
- * new (when fingerprints are kept). cached: look the exact text up in the
- * text cache first (textcache.h), and remember it there. When the text is
- * normalized, worker->normalized holds the result. Never 0.
+ * new (when fingerprints are kept). cached: look the text up in the text
+ * cache first (textcache.h: the same text, or one that differs only in the
+ * digits of number constants), and remember it there. Only when the text
+ * is normalized (not found in the cache) does worker->normalized hold the
+ * result. Never 0.
  */
 uint64_t fp_of_text(const struct pool *pool, const char *text, size_t len, bool cached);
 

@@ -55,8 +55,24 @@ struct hist_acc {
 	uint64_t buckets[HIST_BUCKETS];
 };
 
-/* the bucket a value falls in, and the value a bucket reports */
-uint32_t hist_bucket_of(uint64_t v);
+/*
+ * The bucket a value falls in. With k = floor(log2 v) >= HIST_SUB_BITS, the
+ * value shifted right by k - HIST_SUB_BITS is the leading one and the
+ * sub-bucket (HIST_SUB + sub), so adding (k - HIST_SUB_BITS) * HIST_SUB
+ * gives octave k's start, (k - HIST_SUB_BITS + 1) * HIST_SUB, plus sub. Inline:
+ * every recorded value comes here.
+ */
+static inline uint32_t hist_bucket_of(uint64_t v)
+{
+	if (v < HIST_SUB)
+		return (uint32_t)v;
+	unsigned shift = 63u - (unsigned)__builtin_clzll(v) - HIST_SUB_BITS;
+	if (shift >= HIST_MAX_OCTAVE - HIST_SUB_BITS)
+		return HIST_BUCKETS - 1;
+	return (uint32_t)(v >> shift) + (shift << HIST_SUB_BITS);
+}
+
+/* the value a bucket reports */
 uint64_t hist_bucket_low(uint32_t idx);
 uint64_t hist_bucket_value(uint32_t idx);
 

@@ -43,4 +43,20 @@
  */
 uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen);
 
+/*
+ * As normalize_sql, and also tell which digits of the input may change
+ * without changing the text (and so the fingerprint): those of the number
+ * literals that are plain runs of digits ("id = 42", "limit 10"), but not of
+ * identifiers ("t1", "\"a1\""), parameters, strings, comments, or numbers
+ * such as 4.2, 1e5, 0x1f. Bit i of free_digits (i % 8 of byte i / 8, the
+ * caller's, zeroed, (len + 7) / 8 bytes) is set for each such byte in[i].
+ * Any text that differs from in only in those bytes, each still a digit,
+ * normalizes to the same text (the text cache relies on it: textcache.h).
+ * Only for len <= NORMALIZE_MARK_MAX and outlen >= NORMALIZE_MAX + 4;
+ * otherwise nothing is marked.
+ */
+#define NORMALIZE_MARK_MAX (NORMALIZE_MAX / 2)
+uint64_t normalize_sql_marking(const char *in, size_t len, char *out, size_t outlen,
+			       unsigned char *free_digits);
+
 #endif

@@ -50,7 +50,6 @@
 #include "sockopt.h"
 #include "stmt_names.h"
 #include "telemetry.h"
-#include "textcache.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -297,8 +296,11 @@ void client_set_state(struct client *c, enum client_state to)
 	if (to == CL_CLOSED)
 		worker->client_count--;
 	c->state = to;
-	if (to == CL_WAITING)
-		telemetry_level(c->pool->tm, &c->pool->tm->eff.waiting, +1);
+	if (to == CL_WAITING) {
+		/* the wait began when start_waiting stamped it: no second clock reading */
+		int64_t since = c->wait_start ? c->wait_start : now_usec();
+		telemetry_level_at(c->pool->tm, &c->pool->tm->eff.waiting, +1, since);
+	}
 	list_append(list_of_state(c, to), &c->node);
 }
 
@@ -346,7 +348,10 @@ static void record_wait(struct client *c)
 {
 	if (!c->wait_start || !c->pool)
 		return;
-	int64_t waited = now_usec() - c->wait_start;
+	/* it ended as the server was linked: at the time held for that, if one is */
+	int64_t waited = telemetry_now() - c->wait_start;
+	if (waited < 0)
+		waited = 0; /* a wait stamped after the time held began */
 	c->pool->stats.wait_time += (uint64_t)waited;
 	telemetry_record(c->pool->tm, TK_WAIT, waited);
 	c->wait_start = 0;
@@ -925,29 +930,17 @@ static size_t bounded_strlen(const uint8_t *p, size_t n)
 }
 
 /*
- * parsed: the text came in a Parse. Those are parameterized statements, sent
- * again word for word on every execution, so the text cache serves them; a
- * simple Query usually carries its constants in the text and would only pay
- * for the lookup (short ones such as BEGIN are cheap to normalize anyway).
+ * The text cache serves both Parse texts (sent again word for word on every
+ * execution) and simple Queries (the same words, other constants).
  */
-static void fingerprint_request(struct client *c, const char *text, size_t len, bool parsed)
+static void fingerprint_request(struct client *c, const char *text, size_t len)
 {
 	const struct cfg *cfg = worker->cfg;
 	bool slow_log = cfg->slow_query_threshold > 0;
 	bool full_text = slow_log && strcmp(cfg->slow_query_log_text, "full") == 0;
 	/* the slow-query log may need the normalized text itself: only then always normalize */
-	bool use_cache = parsed && !(slow_log && !full_text && cfg->max_query_fingerprints <= 0);
-	/* fp_of_text's steps, inline: every request comes here, and the call would cost it */
-	uint64_t key = use_cache ? textcache_hash(text, len) : 0;
-	uint64_t fp = use_cache ? textcache_find(key, text, len) : 0;
-	if (!fp || !fp_touch(c->pool, fp, NULL)) {
-		fp = normalize_sql(text, len, worker->normalized, sizeof(worker->normalized));
-		fp = fp ? fp : 1;
-		fp_touch(c->pool, fp, worker->normalized);
-		if (use_cache)
-			textcache_remember(key, text, len, fp);
-	}
-	c->req_fp = fp;
+	bool use_cache = !(slow_log && !full_text && cfg->max_query_fingerprints <= 0);
+	c->req_fp = fp_of_text(c->pool, text, len, use_cache);
 	if (!slow_log)
 		return;
 	free(c->req_text);
@@ -988,7 +981,7 @@ static inline __attribute__((always_inline)) enum pkt_action capture_request_tex
 	const uint8_t *body = pkt->body;
 	size_t have = pkt->avail > 5 ? pkt->avail - 5 : 0;
 	if (pkt->type == 'Q') {
-		fingerprint_request(c, (const char *)body, bounded_strlen(body, have), false);
+		fingerprint_request(c, (const char *)body, bounded_strlen(body, have));
 	} else if (pkt->type == 'P') {
 		size_t name_len = bounded_strlen(body, have);
 		if (name_len >= have)
@@ -997,7 +990,7 @@ static inline __attribute__((always_inline)) enum pkt_action capture_request_tex
 		size_t len = bounded_strlen(query, have - name_len - 1);
 		bool opens = !c->req_fp;
 		if (opens)
-			fingerprint_request(c, (const char *)query, len, true);
+			fingerprint_request(c, (const char *)query, len);
 		if (name_len > 0 && fp_enabled() && !prepared_tracking(c))
 			remember_statement(c, body, name_len, (const char *)query, len, opens);
 	} else if (pkt->type == 'B') {

@@ -1269,7 +1269,10 @@ static void server_on_flushed(struct stream *st)
 		stream_resume(&s->st);
 		return;
 	}
+	/* the release, and the hand-over to a waiting client it may make, happen at one time */
+	int64_t held = telemetry_hold_clock(now_usec());
 	server_release(s);
+	telemetry_held_now = held;
 }
 
 void server_release(struct server *s)
@@ -1300,12 +1303,13 @@ static void server_on_end(struct stream *st, enum stream_end why)
 void server_link(struct server *s, struct client *c)
 {
 	struct efficiency *e = &s->pool->tm->eff;
+	int64_t now = telemetry_now(); /* one clock reading for both */
 	eff_note_assignment(e, s->link_time != 0);
-	telemetry_level(s->pool->tm, &e->busy, +1);
+	telemetry_level_at(s->pool->tm, &e->busy, +1, now);
 	s->client = c;
 	c->server = s;
 	fp_xact_drop(&s->xact_shapes); /* what a client that left mid-transaction ran is no one's */
-	s->link_time = now_usec();
+	s->link_time = now;
 	server_set_state(s, SV_ACTIVE);
 	stream_set_peer(&s->st, &c->st);
 	stream_set_peer(&c->st, &s->st);

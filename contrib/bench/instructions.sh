@@ -19,7 +19,10 @@
 #
 # Environment: PGPULSE_BIN (default build-bench/pgpulse, ./pgpulse or
 # build/pgpulse), TARGETS (default "pgpulse pgbouncer"), SHORT, LONG,
-# TELEMETRY (0 turns pgpulse's telemetry off). As root, everything runs as the
+# TELEMETRY (0 turns pgpulse's telemetry off), KEEP (a directory: the
+# callgrind files are copied there, to read per function with
+# callgrind_annotate; with --dump-instr=yes, as CALLGRIND_ARGS may add, per
+# instruction). As root, everything runs as the
 # user pgpulse-test. Needs valgrind, PostgreSQL, pgbench and PgBouncer (apt).
 set -euo pipefail
 
@@ -109,7 +112,7 @@ count_run() {
 	pgpulse) cmd=("$dir/pgpulse" -q "$dir/pooler.ini") ;;
 	pgbouncer) cmd=(pgbouncer "$dir/pooler.ini") ;;
 	esac
-	local vg=(valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}")
+	local vg=(valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$out" "${cmd[@]}")
 	# exec all the way down, so that $! is valgrind (the pooler) itself
 	if [ "$(id -u)" = 0 ]; then
 		(exec setpriv --reuid="$run_user" --regid="$run_user" --init-groups -- "${vg[@]}") >"$dir/valgrind.log" 2>&1 &
@@ -129,6 +132,7 @@ count_run() {
 	kill -INT "$pooler_pid"
 	wait "$pooler_pid" || true
 	pooler_pid=
+	[ -n "${KEEP:-}" ] && cp "$out" "$KEEP/"
 	callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
 }
 

@@ -7,7 +7,9 @@
 #
 #   contrib/bench/telemetry-cost.sh [rounds] [seconds-per-run] [clients]
 #
-# Defaults: 6 rounds of 10 s at 20 clients on a pool of 10. Needs a built
+# Defaults: 6 rounds of 10 s at 20 clients on a pool of 10; PROTOCOL=extended
+# in the environment runs pgbench -M extended instead of the simple
+# protocol. Needs a built
 # ./pgpulse (or PGPULSE_BIN), PostgreSQL's server binaries and pgbench. As
 # root, PostgreSQL and pgpulse run as the user pgpulse-test.
 set -euo pipefail
@@ -15,6 +17,7 @@ set -euo pipefail
 rounds=${1:-6}
 secs=${2:-10}
 clients=${3:-20}
+protocol=${PROTOCOL:-simple}
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=$(cd "$here/../.." && pwd)
 bin=${PGPULSE_BIN:-$srcdir/pgpulse}
@@ -91,7 +94,7 @@ for r in $(seq 1 "$rounds"); do
 	for mode in $order; do
 		if [ "$mode" = on ]; then admin "SET telemetry = 1"; else admin "SET telemetry = 0"; fi
 		t0=$(cpu_ticks)
-		out=$("$pgbin/pgbench" -h 127.0.0.1 -p "$port" -U postgres -S -T "$secs" -c "$clients" -j 2 bench 2>&1)
+		out=$("$pgbin/pgbench" -h 127.0.0.1 -p "$port" -U postgres -S -M "$protocol" -T "$secs" -c "$clients" -j 2 bench 2>&1)
 		t1=$(cpu_ticks)
 		tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | tail -n 1)
 		xacts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
@@ -114,4 +117,4 @@ echo "| on | $tps_on | $cpu_on us |"
 echo "| off | $tps_off | $cpu_off us |"
 awk -v a="$tps_on" -v b="$tps_off" -v c="$cpu_on" -v d="$cpu_off" \
 	'BEGIN { printf "| on/off | %.3f | %.3f |\n", a / b, c / d }'
-echo "($rounds rounds of ${secs} s, $clients clients, pool of 10, pgbench -S, alternating order)"
+echo "($rounds rounds of ${secs} s, $clients clients, pool of 10, pgbench -S -M $protocol, alternating order)"

@@ -46,12 +46,9 @@ static void account(const struct efficiency *e, struct eff_counters *c, int64_t 
 	c->demand_us[demand < EFF_DEMAND_LEVELS - 1 ? demand : EFF_DEMAND_LEVELS - 1] += dt;
 }
 
-void eff_advance(struct efficiency *e, int64_t now)
+void eff_account(struct efficiency *e, int64_t now)
 {
-	int64_t dt = now - e->since;
-	if (dt <= 0)
-		return;
-	account(e, &e->cur, dt);
+	account(e, &e->cur, now - e->since);
 	e->since = now;
 }
 

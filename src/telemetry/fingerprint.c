@@ -30,6 +30,12 @@ static struct {
 	int nspare, capspare, dense_total;
 	int64_t slot_no;          /* the current 10-second slot */
 	uint64_t generation;      /* entries freed so far (fp_generation) */
+	/*
+	 * The entry found last: a request's entry is looked up when it arrives
+	 * and again when it completes, and a busy pool repeats a few shapes, so
+	 * this often saves walking a chain. Never a freed entry.
+	 */
+	struct fp_entry *last;
 } T;
 
 static uint32_t bucket_of(const struct pool *pool, uint64_t fp)
@@ -91,6 +97,8 @@ static void give_back_dense(struct hist *h)
 static void free_entry(struct fp_entry *e)
 {
 	T.generation++;
+	if (T.last == e)
+		T.last = NULL;
 	if (e->cur)
 		give_back_dense(e->cur);
 	list_remove(&e->active);
@@ -138,9 +146,12 @@ struct fp_entry *fp_lookup(const struct pool *pool, uint64_t fp)
 {
 	if (!T.buckets || worker->cfg->max_query_fingerprints <= 0)
 		return NULL;
-	for (struct fp_entry *e = T.buckets[bucket_of(pool, fp)]; e; e = e->hnext)
+	struct fp_entry *e = T.last;
+	if (e && e->fp == fp && e->pool == pool)
+		return e;
+	for (e = T.buckets[bucket_of(pool, fp)]; e; e = e->hnext)
 		if (e->fp == fp && e->pool == pool)
-			return e;
+			return T.last = e;
 	return NULL;
 }
 
@@ -151,8 +162,10 @@ struct fp_entry *fp_touch(const struct pool *pool, uint64_t fp, const char *text
 		return NULL;
 	struct fp_entry *e = fp_lookup(pool, fp);
 	if (e) {
-		list_remove(&e->lru);
-		list_append(&T.lru, &e->lru);
+		if (T.lru.prev != &e->lru) { /* not the most recently used already */
+			list_remove(&e->lru);
+			list_append(&T.lru, &e->lru);
+		}
 		return e;
 	}
 	if (!text)
@@ -189,18 +202,32 @@ bool fp_enabled(void)
 	return telemetry_enabled && worker->cfg->max_query_fingerprints > 0;
 }
 
-uint64_t fp_of_text(const struct pool *pool, const char *text, size_t len, bool cached)
+/* the text cache did not know the text (key: its textcache_hash), or not for this pool */
+static __attribute__((noinline)) uint64_t
+normalize_and_remember(const struct pool *pool, const char *text, size_t len, uint64_t key)
 {
-	uint64_t key = cached ? textcache_hash(text, len) : 0;
-	uint64_t fp = cached ? textcache_find(key, text, len) : 0;
-	if (fp && fp_touch(pool, fp, NULL))
-		return fp;
-	/* new here, or its entry was evicted: the entry needs the normalized text */
-	fp = normalize_sql(text, len, worker->normalized, sizeof(worker->normalized));
+	unsigned char free_digits[TEXTCACHE_TEXT / 8] = { 0 };
+	char *out = worker->normalized;
+	uint64_t fp = normalize_sql_marking(text, len, out, sizeof(worker->normalized), free_digits);
 	fp = fp ? fp : 1;
 	fp_touch(pool, fp, worker->normalized);
-	if (cached)
-		textcache_remember(key, text, len, fp);
+	textcache_remember(key, text, len, fp, free_digits);
+	return fp;
+}
+
+uint64_t fp_of_text(const struct pool *pool, const char *text, size_t len, bool cached)
+{
+	if (cached && len <= TEXTCACHE_TEXT) {
+		uint64_t key;
+		uint64_t fp = textcache_find(text, len, &key);
+		if (fp && fp_touch(pool, fp, NULL))
+			return fp;
+		/* new here, or its entry was evicted: the entry needs the normalized text */
+		return normalize_and_remember(pool, text, len, key);
+	}
+	uint64_t fp = normalize_sql(text, len, worker->normalized, sizeof(worker->normalized));
+	fp = fp ? fp : 1;
+	fp_touch(pool, fp, worker->normalized);
 	return fp;
 }
 

@@ -13,18 +13,6 @@
 
 #include "util.h"
 
-uint32_t hist_bucket_of(uint64_t v)
-{
-	if (v < HIST_SUB)
-		return (uint32_t)v;
-	unsigned k = 63u - (unsigned)__builtin_clzll(v);
-	if (k >= HIST_MAX_OCTAVE)
-		return HIST_BUCKETS - 1;
-	uint32_t sub = (uint32_t)(v >> (k - HIST_SUB_BITS)) & (HIST_SUB - 1);
-	uint32_t idx = (k - HIST_SUB_BITS + 1) * HIST_SUB + sub;
-	return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
-}
-
 uint64_t hist_bucket_low(uint32_t idx)
 {
 	if (idx < HIST_SUB)

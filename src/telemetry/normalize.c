@@ -644,6 +644,30 @@ out:
 }
 #endif
 
+/* ---- digits free to change (normalize_sql_marking) ----------------------- */
+
+/*
+ * The number literal p..q (its "?" written) is a plain run of digits with a
+ * byte before it (if any) and after it (if any) that is neither in a word
+ * nor a '.': then any other digits of the same length in its place lex the
+ * same way. The lexer's state where the run starts depends on the bytes
+ * before it only, and from a digit it scans to the first byte that is not a
+ * digit, '_' (none here), '.' or an exponent or radix letter (words, so none
+ * here either): the same token, the same "?", and from the same next byte on,
+ * the same everything after. Mark its bytes.
+ */
+static void mark_free_digits(unsigned char *marks, cursor start, cursor p, cursor q, cursor end)
+{
+	if ((p > start && (word_lower[p[-1]] || p[-1] == '.')) ||
+	    (q < end && (word_lower[*q] || *q == '.')))
+		return;
+	for (cursor r = p; r < q; r++)
+		if (!is_digit(*r))
+			return;
+	for (size_t i = (size_t)(p - start); i < (size_t)(q - start); i++)
+		marks[i / 8] |= (unsigned char)(1u << (i % 8));
+}
+
 /* ---- the lexer ----------------------------------------------------------- */
 
 /*
@@ -707,8 +731,10 @@ out:
  * carries no trace of the checks, and the code is written once.
  */
 static ALWAYS_INLINE unsigned char *lex(cursor p, cursor end, unsigned char *const buf,
-					unsigned char *const stop, const bool bounded, bool *cut)
+					unsigned char *const stop, const bool bounded, bool *cut,
+					unsigned char *const free_digits)
 {
+	const cursor start = p;
 	unsigned char *d = buf;
 	unsigned char *tok = buf; /* read only when last == OUT_WORD */
 	enum out_kind last = OUT_START;
@@ -867,6 +893,8 @@ static ALWAYS_INLINE unsigned char *lex(cursor p, cursor end, unsigned char *con
 			}
 			if (*p == '0' || (q < end && number_may_go_on[*q]))
 				q = skip_number(p, end);
+			if (free_digits)
+				mark_free_digits(free_digits, start, p, q, end);
 			p = q;
 			SKIP_A_SPACE();
 			break;
@@ -920,6 +948,8 @@ static ALWAYS_INLINE unsigned char *lex(cursor p, cursor end, unsigned char *con
 				if (number_starts_at(q, end)) {
 					PLACEHOLDER();
 					p = skip_number(q, end);
+					if (free_digits)
+						mark_free_digits(free_digits, start, q, p, end);
 					break;
 				}
 			}
@@ -993,9 +1023,9 @@ uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 		cursor end = len ? p + len : p; /* no arithmetic on a NULL in with len 0 */
 		bool cut = false;
 		if (len <= limit / 2)
-			d = lex(p, end, buf, buf + limit, false, &cut);
+			d = lex(p, end, buf, buf + limit, false, &cut, NULL);
 		else
-			d = lex(p, end, buf, buf + limit, true, &cut);
+			d = lex(p, end, buf, buf + limit, true, &cut, NULL);
 		if (cut) {
 			memcpy(d, "...", 3);
 			d += 3;
@@ -1004,5 +1034,19 @@ uint64_t normalize_sql(const char *in, size_t len, char *out, size_t outlen)
 	} else if (outlen) {
 		*d = '\0';
 	}
+	return hash_text(buf, (size_t)(d - buf));
+}
+
+uint64_t normalize_sql_marking(const char *in, size_t len, char *out, size_t outlen,
+			       unsigned char *free_digits)
+{
+	if (len > NORMALIZE_MARK_MAX || outlen < NORMALIZE_MAX + 4)
+		return normalize_sql(in, len, out, outlen);
+	unsigned char *const buf = (unsigned char *)out;
+	bool cut = false;
+	cursor p = (cursor)in, end = len ? p + len : p;
+	/* short enough that the text cannot reach the limit: the unchecked instance */
+	unsigned char *d = lex(p, end, buf, buf + NORMALIZE_MAX, false, &cut, free_digits);
+	*d = '\0';
 	return hash_text(buf, (size_t)(d - buf));
 }

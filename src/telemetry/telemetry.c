@@ -8,6 +8,7 @@
 #include "util.h"
 
 bool telemetry_enabled = true;
+int64_t telemetry_held_now;
 
 static const char *const kind_names[TK_COUNT] = { "query",   "xact",  "wait",       "server",
 						  "connect", "login", "login_auth", "login_wait" };

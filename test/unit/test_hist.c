@@ -115,6 +115,24 @@ static void test_every_bucket_reports_within_the_stated_error(void)
 	CHECK(hist_bucket_of(UINT64_MAX) == HIST_BUCKETS - 1);
 }
 
+/* the bucket of v is the one whose range holds it, at every octave's edges too */
+static void test_each_value_falls_in_the_bucket_whose_range_holds_it(void)
+{
+	int wrong = 0;
+	for (unsigned k = 0; k < 33; k++) {
+		uint64_t edge = 1ull << k;
+		uint64_t probes[] = { edge - 1, edge, edge + 1, edge + edge / 3, edge * 2 - 1 };
+		for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+			uint64_t v = probes[i];
+			uint32_t b = hist_bucket_of(v);
+			bool last = b == HIST_BUCKETS - 1;
+			wrong += !(hist_bucket_low(b) <= v && (last || v < hist_bucket_low(b + 1)));
+		}
+	}
+	CHECK(wrong == 0);
+	CHECK(hist_bucket_of((1ull << 32) - 1) == HIST_BUCKETS - 1); /* octave 31 ends the table */
+}
+
 static void test_huge_values_keep_the_true_max(void)
 {
 	hist_reset(&g_hist);
@@ -244,6 +262,7 @@ int main(void)
 	RUN(test_uniform_sample_percentiles_within_one_percent);
 	RUN(test_lognormal_sample_percentiles_within_one_percent);
 	RUN(test_bimodal_sample_percentiles_within_one_percent);
+	RUN(test_each_value_falls_in_the_bucket_whose_range_holds_it);
 	RUN(test_huge_values_keep_the_true_max);
 	RUN(test_empty_histogram_reports_zero);
 	RUN(test_sparse_copy_adds_up_like_the_dense_one);

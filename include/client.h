@@ -152,6 +152,8 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
  */
 /* the login is over: the byte counters start after it (hello_send) */
 void client_skip_login_bytes(struct client *c);
+/* the bytes it moved since last counted, into its pool's counters (SHOW STATS reads them) */
+void client_count_moved_bytes(struct client *c);
 int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival,
 			       uint64_t unsent);
 

@@ -361,4 +361,7 @@ void pool_close_idle_servers(struct pool *p, const char *reason);
 /* housekeeping: timeouts and closes; called once a second */
 void pool_janitor(struct pool *p, int64_t now);
 
+/* before the counters are read: the bytes of answers still streaming, counted as far as they went */
+void pool_count_moved_bytes(void);
+
 #endif

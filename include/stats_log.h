@@ -29,6 +29,9 @@ void stats_add(struct pool_stats *sum, const struct pool_stats *st);
 void stats_average(struct pool_stats *avg, const struct pool_stats *cur, const struct pool_stats *old,
 		   int64_t dur);
 
+/* a pool is freed: its counters stay in the instance's total */
+void stats_log_retire(const struct pool_stats *st);
+
 /* from the janitor's sweep (now: monotonic usec): the line, once a stats_period has passed */
 void stats_log_tick(int64_t now);
 

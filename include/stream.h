@@ -74,6 +74,9 @@ enum pkt_action {
 
 enum stream_end { STREAM_EOF, STREAM_ERROR, STREAM_BAD_PACKET, STREAM_TOO_BIG };
 
+/* on_tls_done's error when the peer closed the connection in the handshake (not a failure of its) */
+#define TLS_CLOSED_BY_PEER "connection closed during the TLS handshake"
+
 struct stream_ops {
 	enum pkt_action (*on_packet)(struct stream *s, struct pkt *pkt);
 	/* the socket ended or failed; the owner must close the stream */
@@ -85,7 +88,7 @@ struct stream_ops {
 	/* the server answered an SSLRequest with this byte (after stream_request_tls) */
 	void (*on_tls_answer)(struct stream *s, uint8_t answer);
 	/* the TLS handshake finished: error is NULL, or why it failed (owner closes) */
-	void (*on_tls_done)(struct stream *s, const char *error);
+	void (*on_tls_done)(struct stream *s, const char *error); /* error: NULL, or why (TLS_CLOSED_BY_PEER ...) */
 };
 
 struct stream {

@@ -99,6 +99,14 @@ void random_bytes(void *buf, size_t len);
 /* a duration as people write it in the config: "0.25", "1.5", "3600" (seconds) */
 const char *usec_to_seconds_text(int64_t usec, char *buf, size_t len);
 
+/*
+ * How many bytes of s, at most max, to print so as not to end inside a
+ * UTF-8 character (a half character makes a whole result set unreadable
+ * to a client that decodes it): a cut, or a text stored already cut,
+ * loses its incomplete last character.
+ */
+size_t utf8_prefix_len(const char *s, size_t max);
+
 /* format a socket address as "ip:port" or "unix:path" */
 const char *addr_to_str(const void *sockaddr, char *buf, size_t len);
 

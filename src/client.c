@@ -376,6 +376,8 @@ void client_close(struct client *c, const char *reason)
 		return;
 	login_stats_closed(c); /* unless the client left first (login_stats_abandoned) */
 	log_close_reason(c, reason);
+	if (c->state == CL_ACTIVE)
+		client_count_moved_bytes(c);
 	struct server *s = c->server;
 	bool clean = s && server_is_clean_after(c, s);
 	/* only a client still waiting: wait_start may outlive a wait that ended otherwise (the hello) */
@@ -816,6 +818,8 @@ static void client_on_tls_done(struct stream *st, const char *error)
 	struct client *c = st->owner;
 	if (error) {
 		client_log(c, LOG_LVL_INFO, "TLS handshake failed: %s", error);
+		if (strcmp(error, TLS_CLOSED_BY_PEER) == 0)
+			login_stats_abandoned(c); /* the client left: its login was given up, not refused */
 		client_close(c, "TLS handshake failed");
 		return;
 	}
@@ -1176,6 +1180,27 @@ void client_skip_login_bytes(struct client *c)
  * ReadyForQuery included) that have not reached the client's socket yet;
  * they belong to this request, so they are counted now, not at the next.
  */
+/*
+ * The bytes moved so far, into the pool's counters: an answer still
+ * streaming counts as far as it reached the client, as in PgBouncer, and
+ * a client that goes mid-answer keeps what it was sent. The rest is
+ * counted at the ReadyForQuery.
+ */
+void client_count_moved_bytes(struct client *c)
+{
+	if (!c->pool || c->is_admin)
+		return;
+	struct pool_stats *stats = &c->pool->stats;
+	if (!c->bytes_in_from_next && c->st.bytes_in > c->bytes_in_counted) {
+		stats->bytes_received += c->st.bytes_in - c->bytes_in_counted;
+		c->bytes_in_counted = c->st.bytes_in;
+	}
+	if (c->st.bytes_out > c->bytes_out_counted) {
+		stats->bytes_sent += c->st.bytes_out - c->bytes_out_counted;
+		c->bytes_out_counted = c->st.bytes_out;
+	}
+}
+
 int64_t client_ready_for_query(struct client *c, char status, int64_t now, int64_t next_arrival,
 			       uint64_t unsent)
 {

@@ -177,10 +177,36 @@ static void write_all(int fd, const char *buf, size_t len)
 	}
 }
 
+/*
+ * A message carries names a stranger chose (a user, a database, an
+ * application_name): a newline in one would start a line of its own that a
+ * log reader takes for pgpulse's. Control characters are written escaped
+ * (\n, \r, \xNN), so one message is always exactly one line.
+ */
+static void escape_controls(const char *msg, char *out, size_t size)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)msg; *p && o + 5 < size; p++) {
+		if (*p >= 0x20 && *p != 0x7f) {
+			out[o++] = (char)*p;
+		} else if (*p == '\t') {
+			out[o++] = ' ';
+		} else if (*p == '\n' || *p == '\r') {
+			out[o++] = '\\';
+			out[o++] = *p == '\n' ? 'n' : 'r';
+		} else {
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", *p);
+		}
+	}
+	out[o] = '\0';
+}
+
 /* one formatted message to every destination, behind PgBouncer's prefix */
-static void log_write(enum log_level lvl, const char *msg)
+static void log_write(enum log_level lvl, const char *raw)
 {
 	char line[2200];
+	char msg[2100];
+	escape_controls(raw, msg, sizeof(msg));
 	struct timeval tv;
 	struct tm tm;
 	char ts[64], zone[16];

@@ -33,6 +33,7 @@
 #include "intern.h"
 #include "server.h"
 #include "settings.h"
+#include "stats_log.h"
 #include "telemetry.h"
 #include "worker.h"
 
@@ -230,8 +231,24 @@ void pool_db_free(struct pool_db *db)
 	free(db);
 }
 
+void pool_count_moved_bytes(void)
+{
+	struct list *pp, *pos;
+	list_for_each(pp, &worker->pools)
+	{
+		struct pool *p = container_of(pp, struct pool, node);
+		list_for_each(pos, &p->active_clients)
+		{
+			struct client *c = container_of(pos, struct client, node);
+			if (c->state == CL_ACTIVE)
+				client_count_moved_bytes(c);
+		}
+	}
+}
+
 void pool_free(struct pool *p)
 {
+	stats_log_retire(&p->stats);
 	pool_close_idle_servers(p, "the database's pool is freed");
 	dns_forget_waiter(worker->dns, p);
 	fp_forget_pool(p);

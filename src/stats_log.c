@@ -77,10 +77,21 @@ void stats_average(struct pool_stats *avg, const struct pool_stats *cur, const s
 		avg->wait_time = grown(cur->wait_time, old->wait_time) / assigns;
 }
 
+/* the instance's total: every pool's, and those of pools freed since (else a
+ * removed database would make the total drop, and the next line count its
+ * whole history as new traffic) */
+static struct pool_stats g_retired; /* of the pools freed since start */
+
+void stats_log_retire(const struct pool_stats *st)
+{
+	stats_add(&g_retired, st);
+}
+
 static void sum_every_pool(struct pool_stats *sum)
 {
 	struct list *pos;
-	memset(sum, 0, sizeof(*sum));
+	pool_count_moved_bytes();
+	*sum = g_retired;
 	list_for_each(pos, &worker->pools)
 		stats_add(sum, &container_of(pos, struct pool, node)->stats);
 }

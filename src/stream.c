@@ -793,7 +793,7 @@ static void handshake_failure(struct stream *s, int ssl_error, char *why, size_t
 		snprintf(why, len, "certificate verification failed: %s", X509_verify_cert_error_string(verify));
 		ERR_clear_error();
 	} else if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN) {
-		snprintf(why, len, "connection closed during the TLS handshake");
+		snprintf(why, len, "%s", TLS_CLOSED_BY_PEER);
 		ERR_clear_error();
 	} else {
 		tls_last_error(why, len);

@@ -157,3 +157,33 @@ const char *addr_to_str(const void *sockaddr, char *buf, size_t len)
 	}
 	return buf;
 }
+
+/* the bytes a UTF-8 sequence takes, from its lead byte (1 for a stray byte) */
+static size_t utf8_sequence_len(unsigned char lead)
+{
+	if (lead >= 0xf0 && lead < 0xf8)
+		return 4;
+	if (lead >= 0xe0)
+		return lead < 0xf0 ? 3 : 1;
+	if (lead >= 0xc0)
+		return 2;
+	return 1;
+}
+
+size_t utf8_prefix_len(const char *s, size_t max)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = 0;
+	while (n < max && u[n])
+		n++;
+	/* the lead byte of the last character: at most three continuation bytes back */
+	size_t lead = n;
+	for (int back = 0; back < 4 && lead > 0; back++) {
+		lead--;
+		if ((u[lead] & 0xc0) != 0x80)
+			break;
+	}
+	if (lead < n && (u[lead] & 0xc0) == 0xc0 && lead + utf8_sequence_len(u[lead]) > n)
+		return lead;
+	return n;
+}

@@ -52,6 +52,7 @@ static struct {
 /* the counters per database, by name: only databases with a pool; free() the array */
 static struct db_totals *totals_per_database(int *n)
 {
+	pool_count_moved_bytes();
 	int np, nd = 0;
 	struct pool **pools = admin_sorted_pools(&np);
 	struct db_totals *v = xcalloc((size_t)(np ? np : 1), sizeof(*v));

@@ -239,7 +239,7 @@ void admin_show_repeats(struct client *c, const char *arg)
 		row_printf(&r, "%016llx", (unsigned long long)q->e->fp);
 		row_text(&r, q->e->pool->db->name);
 		row_text(&r, q->e->pool->user->name);
-		row_printf(&r, "%.500s", q->e->text);
+		row_printf(&r, "%.*s", (int)utf8_prefix_len(q->e->text, 500), q->e->text);
 		row_text(&r, all ? "all" : "5m");
 		row_uint(&r, xacts);
 		row_uint(&r, q->r.repeat_xacts);
@@ -374,7 +374,7 @@ void admin_show_queries(struct client *c, const char *arg)
 		row_printf(&r, "%016llx", (unsigned long long)q->e->fp);
 		row_text(&r, q->e->pool->db->name);
 		row_text(&r, q->e->pool->user->name);
-		row_printf(&r, "%.500s", q->e->text);
+		row_printf(&r, "%.*s", (int)utf8_prefix_len(q->e->text, 500), q->e->text);
 		row_uint(&r, q->w.calls);
 		row_uint(&r, q->w.errors);
 		row_uint(&r, q->w.total_us);
@@ -399,7 +399,7 @@ static void slow_row(const struct slow_entry *e, void *arg)
 	row_text(r, e->client_addr);
 	row_uint(r, e->duration_us);
 	row_uint(r, e->wait_us);
-	row_printf(r, "%.1000s", e->query);
+	row_printf(r, "%.*s", (int)utf8_prefix_len(e->query, 1000), e->query);
 	row_end(r);
 }
 

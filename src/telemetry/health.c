@@ -214,7 +214,7 @@ void health_repeat_advice(const char *query, const struct fp_repeats *r, char *o
 {
 	double share = r->repeat_xact_us ? 100.0 * (double)r->repeat_shape_us / (double)r->repeat_xact_us : 0.0;
 	snprintf(out, len,
-		 "N+1 suspect: \"%.60s\" ran up to %u times in one transaction (%u transactions in %d min, %.0f %% "
+		 "N+1 suspect: \"%.*s\" ran up to %u times in one transaction (%u transactions in %d min, %.0f %% "
 		 "of their time): batch it or join (SHOW REPEATS)",
-		 query, r->max, r->repeat_xacts, FP_REPEAT_MINUTES, share > 100.0 ? 100.0 : share);
+		 (int)utf8_prefix_len(query, 60), query, r->max, r->repeat_xacts, FP_REPEAT_MINUTES, share > 100.0 ? 100.0 : share);
 }

@@ -448,6 +448,7 @@ static const struct {
 static void render_pool_counters(struct evbuffer *out)
 {
 	struct list *pos;
+	pool_count_moved_bytes();
 	for (size_t i = 0; i < sizeof(stats_counters) / sizeof(stats_counters[0]); i++) {
 		put_header(out, stats_counters[i].name, "counter", stats_counters[i].help);
 		list_for_each(pos, &worker->pools)

@@ -65,11 +65,24 @@ static void test_random_bytes_do_not_repeat_across_pool_refills(void)
 	CHECK(repeats == 0);
 }
 
+static void test_a_utf8_prefix_never_ends_inside_a_character(void)
+{
+	/* "xé€😀": 1 + 2 + 3 + 4 bytes */
+	const char *t = "x\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+	size_t want[] = { 0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10, 10 };
+	for (size_t max = 0; max < sizeof(want) / sizeof(want[0]); max++)
+		CHECK_INT_EQ(utf8_prefix_len(t, max), want[max]);
+	/* a text stored already cut loses its half character, whatever max */
+	CHECK_INT_EQ(utf8_prefix_len("ab\xe2\x82", 100), 2);
+	CHECK_INT_EQ(utf8_prefix_len("plain ascii", 5), 5);
+}
+
 int main(void)
 {
 	RUN(test_ipv4_addresses_print_as_dotted_quad_and_port);
 	RUN(test_a_short_buffer_gets_a_cut_terminated_address);
 	RUN(test_ipv6_and_unix_addresses);
 	RUN(test_random_bytes_do_not_repeat_across_pool_refills);
+	RUN(test_a_utf8_prefix_never_ends_inside_a_character);
 	return UNIT_REPORT("util");
 }

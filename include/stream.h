@@ -188,6 +188,15 @@ void stream_start_tls(struct stream *s, SSL *ssl);
 void stream_resume(struct stream *s);
 
 /*
+ * Read now, as if the socket had just polled readable. For a connection
+ * whose first bytes are almost surely there already (one accepted under
+ * TCP_DEFER_ACCEPT, which the kernel hands over only once it has data),
+ * this saves the trip through epoll_wait that would only report them. Call
+ * it outside every stream's callbacks; the stream may be closed on return.
+ */
+void stream_read_now(struct stream *s);
+
+/*
  * The owner pauses because its own queued messages (stream_out) pile up
  * unsent: resume the stream once they have all reached the socket.
  */

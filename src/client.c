@@ -133,6 +133,9 @@ void client_accept(int fd, const struct sockaddr *addr, socklen_t addrlen, int l
 	}
 	client_log(c, LOG_LVL_DEBUG, "new connection");
 	stream_start_reading(&c->st);
+	/* under TCP_DEFER_ACCEPT the kernel woke us for the startup packet: take it now */
+	if (!is_unix && worker->cfg->tcp_defer_accept > 0)
+		stream_read_now(&c->st);
 }
 
 /* ---- errors ---- */

@@ -882,6 +882,12 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 	run_resumes(l);
 }
 
+void stream_read_now(struct stream *s)
+{
+	if (s->read_on && !s->dead)
+		on_socket_event(s->fd, EV_READ, s);
+}
+
 static void on_read_event(struct stream *s)
 {
 	if (s->paused && s->buf && s->wpos == s->cap) {

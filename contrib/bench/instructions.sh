@@ -17,8 +17,16 @@
 # of a scratch PostgreSQL. Only user space is counted: the kernel's share
 # (most of a pooler's CPU time) is what perf shows.
 #
+# COUNT=syscalls counts system calls and context switches per transaction
+# instead (the same difference of two runs, each pooler running natively
+# under `perf stat` with the syscalls tracepoints: needs root or a
+# perf_event_paranoid of -1): how often each pooler goes round its event
+# loop and sleeps, which instructions do not show.
+#
 # Environment: PGPULSE_BIN (default build-bench/pgpulse, ./pgpulse or
-# build/pgpulse), TARGETS (default "pgpulse pgbouncer"), SHORT, LONG,
+# build/pgpulse), PGBOUNCER (a PgBouncer binary, e.g. the 1.25 build in
+# shared/anchors; default the one on PATH), TARGETS (default "pgpulse
+# pgbouncer"), SHORT, LONG,
 # TELEMETRY (0 turns pgpulse's telemetry off), KEEP (a directory: the
 # callgrind files are copied there, to read per function with
 # callgrind_annotate; with --dump-instr=yes, as CALLGRIND_ARGS may add, per
@@ -67,6 +75,11 @@ as_user() { if [ "$(id -u)" = 0 ]; then setpriv --reuid="$run_user" --regid="$ru
 dir=$(mktemp -d /tmp/pgpulse-instr.XXXXXX)
 chmod 0755 "$dir"
 cp "$bin" "$dir/pgpulse"
+if [ -n "${PGBOUNCER:-}" ]; then
+	cp "$PGBOUNCER" "$dir/pgbouncer"
+else
+	cp "$(command -v pgbouncer || echo /usr/sbin/pgbouncer)" "$dir/pgbouncer"
+fi
 pooler_pid=
 cleanup() {
 	[ -n "$pooler_pid" ] && kill -KILL "$pooler_pid" 2>/dev/null || true
@@ -110,7 +123,7 @@ count_run() {
 	local target=$1 n=$2 out=$dir/callgrind.$1.$2 cmd
 	case "$target" in
 	pgpulse) cmd=("$dir/pgpulse" -q "$dir/pooler.ini") ;;
-	pgbouncer) cmd=(pgbouncer "$dir/pooler.ini") ;;
+	pgbouncer) cmd=("$dir/pgbouncer" "$dir/pooler.ini") ;;
 	esac
 	local vg=(valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$out" "${cmd[@]}")
 	# exec all the way down, so that $! is valgrind (the pooler) itself
@@ -136,10 +149,63 @@ count_run() {
 	callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
 }
 
+# system calls and context switches of one native pooler run of n
+# transactions per client, as "event count" lines
+SYSCALLS="sendto recvfrom read write epoll_wait epoll_ctl accept accept4 connect close setsockopt getsockopt"
+count_syscalls() {
+	local target=$1 n=$2 out=$dir/perf.$1.$2 cmd events=context-switches
+	case "$target" in
+	pgpulse) cmd=("$dir/pgpulse" -q "$dir/pooler.ini") ;;
+	pgbouncer) cmd=("$dir/pgbouncer" "$dir/pooler.ini") ;;
+	esac
+	for e in $SYSCALLS; do events="$events,syscalls:sys_enter_$e"; done
+	if [ "$(id -u)" = 0 ]; then cmd=(setpriv --reuid="$run_user" --regid="$run_user" --init-groups -- "${cmd[@]}"); fi
+	(exec perf stat -x, -e "$events" -o "$out" -- "${cmd[@]}") >"$dir/perf.log" 2>&1 &
+	pooler_pid=$!
+	local deadline=$((SECONDS + 60))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+		[ $SECONDS -lt $deadline ] || { tail -n 20 "$dir/perf.log" >&2; exit 1; }
+		sleep 0.05
+	done
+	PGPASSWORD=bench "$pgbin/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -t "$n" "${args[@]}" bench \
+		>"$dir/pgbench.log" 2>&1 || { tail -n 20 "$dir/pgbench.log" >&2; exit 1; }
+	pkill -INT -u "$run_user" -f "^$dir/pgp?[a-z]* " || true
+	wait "$pooler_pid" || true
+	pooler_pid=
+	awk -F, '$3 != "" && $1 ~ /^[0-9]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e); print e, $1 }' "$out"
+}
+
+if [ "${COUNT:-instructions}" = syscalls ]; then
+	per=$((  (long - short) * clients ))
+	header="| per transaction |" rule="| --- |"
+	for t in $targets; do
+		count_syscalls "$t" "$short" >"$dir/a.$t"
+		count_syscalls "$t" "$long" >"$dir/b.$t"
+		label=$t
+		[ "$t" = pgbouncer ] && label="PgBouncer $("$dir/pgbouncer" -V 2>/dev/null | sed -n '1s/^[^0-9]*\([0-9][0-9.]*\).*/\1/p')"
+		header="$header $label |" rule="$rule --- |"
+	done
+	echo "$header"
+	echo "$rule"
+	for e in context-switches $SYSCALLS; do
+		row="| $e |"
+		for t in $targets; do
+			row="$row $(awk -v e="$e" -v per="$per" '
+				FILENAME ~ /\/a\./ && $1 == e { a = $2 } FILENAME ~ /\/b\./ && $1 == e { b = $2 }
+				END { v = (b - a) / per; if (v < 0.005 && v > -0.005) v = 0; printf "%.2f", v }' "$dir/a.$t" "$dir/b.$t") |"
+		done
+		echo "$row"
+	done
+	echo "(pgbench ${args[*]}; perf stat, difference of $long and $short transactions per client)"
+	exit 0
+fi
+
 printf '| pooler | instructions per transaction |\n| --- | --- |\n'
 for t in $targets; do
 	a=$(count_run "$t" "$short")
 	b=$(count_run "$t" "$long")
-	printf '| %s | %s |\n' "$t" "$(( (b - a) / ((long - short) * clients) ))"
+	label=$t
+	[ "$t" = pgbouncer ] && label="PgBouncer $("$dir/pgbouncer" -V 2>/dev/null | sed -n '1s/^[^0-9]*\([0-9][0-9.]*\).*/\1/p')"
+	printf '| %s | %s |\n' "$label" "$(( (b - a) / ((long - short) * clients) ))"
 done
 echo "(pgbench ${args[*]}; callgrind, difference of $long and $short transactions per client)"

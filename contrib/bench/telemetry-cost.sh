@@ -105,6 +105,32 @@ for r in $(seq 1 "$rounds"); do
 	done
 done
 
+if [ -n "${PROFILE:-}" ]; then
+	# One more telemetry-on run of the same load, sampled by perf's cpu-clock
+	# (a timer: it needs no hardware counters, which VMs often lack) at
+	# 10 kHz in pgpulse's process, user space and kernel alike. The share of
+	# samples whose source file is telemetry's own is the share of pgpulse's
+	# CPU time that telemetry spends, measured within one run, so the
+	# machine's run-to-run noise does not enter it.
+	admin "SET telemetry = 1"
+	perf record -q -e cpu-clock -F 10000 -p "$pp_pid" -o "$dir/perf.data" 2>"$dir/perf.log" &
+	perf_pid=$!
+	sleep 0.5
+	"$pgbin/pgbench" -h 127.0.0.1 -p "$port" -U postgres -S -M "$protocol" -T "$secs" -c "$clients" -j 2 bench >/dev/null 2>&1
+	kill -INT "$perf_pid"
+	wait "$perf_pid" || true
+	perf report -i "$dir/perf.data" --stdio --no-children --sort srcfile -F overhead,srcfile 2>/dev/null |
+		awk -v telemetry="${TELEMETRY_FILES:-^(efficiency|failures|fingerprint|health|hist|login_stats|normalize|series|slowlog|stmt_names|telemetry|textcache)\\.[ch]\$|^emmintrin\\.h\$}" '
+			/^#/ || NF < 1 { next }
+			{ pct = $1; sub(/%/, "", pct); total += pct
+			  if ($2 ~ telemetry) { tel += pct; lines = lines sprintf("|   %s | %.2f %% |\n", $2, pct) } }
+			END {
+				printf "\n| pgpulse CPU samples (perf cpu-clock, one telemetry-on run) | share |\n| --- | --- |\n"
+				printf "%s", lines
+				printf "| in telemetry source files | %.2f %% |\n| all (kernel and user space) | %.2f %% |\n", tel, total
+			}'
+fi
+
 median() { sort -n | awk '{a[NR]=$1} END { if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2 }'; }
 tps_on=$(awk '$1=="on"{print $2}' "$results" | median)
 tps_off=$(awk '$1=="off"{print $2}' "$results" | median)

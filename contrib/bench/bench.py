@@ -541,6 +541,9 @@ class Bench:
         cert, key = self._make_tls_certificate()
         text = POOLER_INI.replace("@PG_PORT@", str(self.pg.port)).replace("@AUTH_FILE@", auth_file)
         text = text.replace("@TLS_CERT@", cert).replace("@TLS_KEY@", key)
+        if self.opts.server_unix:
+            # host= a directory: libpq's convention, which both poolers follow
+            text = text.replace("host=127.0.0.1 port=", f"host={self.pg.socket_dir} port=")
         with open(os.path.join(self.results, "pooler.ini"), "w") as f:
             f.write(text)
         return text
@@ -737,6 +740,8 @@ def parse_args(argv):
     ap.add_argument("--pgbouncer", default=shutil.which("pgbouncer", path="/usr/sbin:/usr/bin:/sbin:/bin"))
     ap.add_argument("--workdir", required=True, help="an empty dir for data, sockets and logs")
     ap.add_argument("--results", required=True, help="where raw.csv, results.md and charts go")
+    ap.add_argument("--server-unix", action="store_true",
+                    help="the poolers reach PostgreSQL over its unix socket instead of TCP")
     ap.add_argument("--commit", default="unknown", help="the source's git commit, for the report")
     ap.add_argument("--started", type=float, help="epoch seconds bench.sh started (for the total time)")
     opts = ap.parse_args(argv)
@@ -850,7 +855,7 @@ def describe_run(opts, plan, bench):
         pgbouncer=tool_version([opts.pgbouncer, "-V"]),
         postgres=tool_version([os.path.join(bindir, "postgres"), "-V"]),
         pgbench=tool_version([os.path.join(bindir, "pgbench"), "-V"]),
-        kernel=platform.release(), loadavg_start=loadavg(),
+        kernel=platform.release(), loadavg_start=loadavg(), server_unix=opts.server_unix,
         workloads={w.name: dict(what=w.what, clients=w.clients, canonical=w.idle,
                                 targets=list(w.targets), note=w.note) for w in plan["workloads"]},
     )

@@ -4,7 +4,7 @@
 #
 #   contrib/bench/bench.sh [--quick|--smoke] [--rounds N] [--seconds S]
 #                          [--workloads a,b,...] [--out DIR]
-#                          [--no-install] [--no-build]
+#                          [--no-install] [--no-build] [--server-unix]
 #
 # One command on a fresh Debian 12 machine: installs what it needs
 # (contrib/run-tests.sh --deps-only: PostgreSQL, PgBouncer, gnuplot, the build
@@ -17,6 +17,8 @@
 #
 # Default: every workload, 4 rounds of 4 s, under 10 minutes on 2 cores.
 # --quick: 1 round of 2 s, 1,000/2,000 idle clients, under 2 minutes.
+# --server-unix: both poolers reach PostgreSQL over its unix socket (the
+#          cheaper path when they share its machine) instead of TCP.
 # --smoke: 1 round of 3,000 transactions per run, 200/400 idle clients: checks
 #          the harness works
 #          (make check runs it: test/integration/test_bench_smoke.py).
@@ -64,6 +66,7 @@ while [ $# -gt 0 ]; do
 		shift
 		;;
 	--no-install) install= ;;
+	--server-unix) py_args+=("$1") ;;
 	--no-build) build= ;;
 	-h | --help) usage 0 ;;
 	*) say "unknown option: $1"; usage 2 >&2 ;;

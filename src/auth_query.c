@@ -562,10 +562,17 @@ static void take_row(struct auth_lookup *lk, const struct pkt *pkt)
 		fail_lookup(lk, "malformed DataRow from auth_query%s", "");
 		return;
 	}
-	if (len == 0xffffffffu)
-		return; /* no password, or rolvaliduntil in the past: the login fails as a wrong password would */
+	/*
+	 * NULL (no password, or rolvaliduntil in the past) and '' (a query's
+	 * COALESCE, a users table; PostgreSQL stores PASSWORD '' as no
+	 * password) are a role without a secret: the login fails as a wrong
+	 * password would, not as a broken lookup, which would tell such a role
+	 * from a missing one.
+	 */
+	if (len == 0xffffffffu || len == 0)
+		return;
 	const uint8_t *data = pkt_get_bytes(&r, len);
-	if (r.bad || len == 0 || len > AUTH_SECRET_MAX || memchr(data, '\0', len)) {
+	if (r.bad || len > AUTH_SECRET_MAX || memchr(data, '\0', len)) {
 		fail_lookup(lk, "auth_query returned an unusable password value%s", "");
 		return;
 	}

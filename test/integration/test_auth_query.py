@@ -140,6 +140,31 @@ def test_missing_user_expired_password_and_wrong_password_look_the_same(pgpulse,
         assert c.query("SELECT current_user") == [["aq_known"]]
 
 
+def test_an_empty_secret_is_a_role_without_a_password_not_a_failed_lookup(pgpulse, pg, role):
+    # a query that writes "no password" as '' (COALESCE, a users table):
+    # PostgreSQL stores PASSWORD '' as no password, and the client must not
+    # tell such a role from a missing one or a wrong password
+    role("aq_known", "right_pw")
+    with pg.connect(host=pg.socket_dir, autocommit=True) as c:
+        c.execute("DROP ROLE IF EXISTS aq_nopw")
+        c.execute("CREATE ROLE aq_nopw LOGIN")
+    try:
+        query = "SELECT rolname, COALESCE(rolpassword, '') FROM pg_authid WHERE rolname = $1"
+        pp = pgpulse(ini({"auth_query": query}), AUTH_USERS)
+        refusals = {}
+        for user, password in [("aq_known", "wrong_pw"), ("aq_nopw", ""), ("aq_nopw", "x"), ("aq_nobody", "x")]:
+            with RawClient(pp.port) as c:
+                with pytest.raises(PgError) as info:
+                    c.login(user, "appdb", password)
+                refusals[user, password] = (tuple(c.auth_codes), info.value.sqlstate, info.value.message.replace(user, "U"))
+        assert len(set(refusals.values())) == 1, refusals
+        assert refusals["aq_known", "wrong_pw"][1] == "28P01"
+        assert "auth_query" not in pp.log()
+    finally:
+        with pg.connect(host=pg.socket_dir, autocommit=True) as c:
+            c.execute("DROP ROLE IF EXISTS aq_nopw")
+
+
 def test_password_change_takes_effect_at_the_next_login_after_a_refusal(pgpulse, pg, role):
     name = role("aq_change", "old_pw")
     pp = pgpulse(ini(), AUTH_USERS)

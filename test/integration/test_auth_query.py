@@ -16,6 +16,7 @@ import pytest
 
 from pgpulse_harness import build_ini, wait_until
 from test_auth import PgError, RawClient, raw_login_error
+from test_config import line_of
 
 AUTH_USERS = {"postgres": "postgres_pw", "admin": "admin_pw"}
 
@@ -218,6 +219,39 @@ def test_per_database_auth_user_and_auth_query(pgpulse, pg, role, logged_auth_ro
     # a database without auth_user (and no global one) knows only the auth_file
     err = raw_login_error(pp.port, name, "plaindb", "perdb_pw")
     assert err.sqlstate == "28P01"
+
+
+def test_auth_query_or_auth_dbname_with_no_auth_user_to_run_it_is_a_warning(pgpulse, logged_auth_role):
+    """No silent skip: without an auth_user (the entry's own or the global
+    one) nothing is ever looked up, so an auth_query or auth_dbname written
+    there is named at start and at each reload. One that some database's
+    auth_user does use says nothing."""
+    dbs = {"appdb": f"auth_user={logged_auth_role} auth_query='{LOOKUP_FN}'",
+           "orphan": "dbname=appdb auth_query='SELECT 1' auth_dbname=appdb"}
+    pp = pgpulse(ini({"auth_user": None, "auth_dbname": "appdb"}, dbs),
+                 {"aq_auth": "aq_auth_pw", "admin": "admin_pw"})
+    orphan = line_of(pp.ini_path, "orphan =")
+    expected = [f"{pp.ini_path}:{orphan}: database \"orphan\": {key} is not in effect: no auth_user "
+                "(in this entry or global) runs it" for key in ("auth_query", "auth_dbname")]
+    for how in ("start", "RELOAD"):
+        mark = pp.log_mark()
+        if how == "RELOAD":
+            assert pp.command("RELOAD") == "RELOAD"
+            pp.wait_log(re.escape(f"configuration reloaded from {pp.ini_path}"), since=mark)
+            mark_start = mark
+        else:
+            mark_start = 0
+        for line in expected:
+            pp.wait_log(re.escape(line), since=mark_start)
+        # the global auth_dbname serves appdb's auth_user: in effect, no word about it
+        assert "auth_dbname is not in effect" not in pp.log(since=mark_start).replace(expected[1], "")
+        assert "appdb\": auth_query" not in pp.log(since=mark_start)
+    # with no auth_user anywhere, the global ones are named too
+    pp2 = pgpulse(ini({"auth_user": None, "auth_dbname": "appdb", "auth_query": LOOKUP_FN}),
+                  {"admin": "admin_pw"})
+    for key in ("auth_query", "auth_dbname"):
+        pp2.wait_log(re.escape(f"{pp2.ini_path}:{line_of(pp2.ini_path, key + ' =')}: {key} is not in effect: "
+                               "no auth_user (global or in a [databases] entry) runs it"))
 
 
 def test_auth_dbname_runs_the_lookup_in_that_database(pgpulse, pg, role):

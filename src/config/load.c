@@ -459,6 +459,10 @@ static bool load_database(struct loader *ld, const struct where *at, const char 
 		db_free_fields(&db);
 		return fail(ld, at, "database \"%s\": %s", name, why);
 	}
+	if (!cfg_check_auth_dbname(db.auth_dbname, why, sizeof(why))) {
+		db_free_fields(&db);
+		return fail(ld, at, "database \"%s\": auth_dbname: %s", name, why);
+	}
 	/* host= with nothing means the default unix socket, as if absent */
 	if (db.host && !db.host[0]) {
 		free(db.host);

@@ -16,7 +16,7 @@ import pytest
 
 from pgpulse_harness import build_ini, wait_until
 from test_auth import PgError, RawClient, raw_login_error
-from test_config import line_of
+from test_config import line_of, run_bin
 
 AUTH_USERS = {"postgres": "postgres_pw", "admin": "admin_pw"}
 
@@ -262,6 +262,23 @@ def test_auth_dbname_runs_the_lookup_in_that_database(pgpulse, pg, role):
     pools = {(p["database"], p["user"]) for p in pp.show("POOLS")}
     assert ("lookupdb", "postgres") in pools
     assert ("appdb", "postgres") not in pools
+
+
+@pytest.mark.parametrize("where", ["global", "database"])
+@pytest.mark.parametrize("name", ["pgbouncer", "pgpulse"])
+def test_auth_dbname_naming_the_admin_console_stops_startup(pgpulse, pgpulse_bin, where, name):
+    # as in PgBouncer: the console has no server to run a lookup on, so such a
+    # file is refused at start, not by every login that needs a lookup
+    if where == "global":
+        text, says = ini({"auth_dbname": name}), "auth_dbname"
+    else:
+        text, says = ini(dbs={"appdb": f"auth_dbname={name}"}), 'database "appdb": auth_dbname'
+    pp = pgpulse(text, AUTH_USERS, start=False)
+    r = run_bin(pgpulse_bin, pp.ini_path)
+    assert r.returncode == 1, r.stderr
+    line = line_of(pp.ini_path, "auth_dbname =" if where == "global" else "appdb =")
+    assert (f'{pp.ini_path}:{line}: {says}: "{name}" is the admin console, which cannot run auth_query'
+            in r.stderr), r.stderr
 
 
 def test_a_failing_auth_query_is_a_clear_error_and_a_log_line(pgpulse, role):

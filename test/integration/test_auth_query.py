@@ -343,6 +343,28 @@ def test_login_storm_for_one_user_makes_one_lookup(pgpulse, pg, role, logged_aut
     assert lookups_in_pg_log(pg, mark, logged_auth_role) == 1
 
 
+def test_a_hanging_lookup_blocks_neither_other_logins_nor_other_lookups(pgpulse, pg, role):
+    role("aq_hangs", "pw")
+    quick = role("aq_quick", "quick_pw")
+    # aq_hangs' lookup sleeps in PostgreSQL; everyone else's answers at once
+    query = ("SELECT rolname, rolpassword FROM pg_authid, "
+             "pg_sleep(CASE WHEN $1 = 'aq_hangs' THEN 600 ELSE 0 END) WHERE rolname = $1")
+    pp = pgpulse(ini({"auth_query": query}), dict(AUTH_USERS, app="app_pw"))
+    hung = RawClient(pp.port)
+    try:
+        hung.send_startup({"user": "aq_hangs", "database": "appdb"})
+        wait_until(lambda: pg.query("SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+                                    "AND query LIKE '%pg_sleep(CASE%'"), 10, "the hanging lookup to run")
+        # while it hangs: an auth_file user, another looked-up user and the console are served
+        assert whoami(pp, "app", "app_pw") == "app"
+        assert whoami(pp, quick, "quick_pw") == quick
+        assert any(p["user"] == "postgres" for p in pp.show("POOLS"))
+    finally:
+        hung.close()
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(CASE%' "
+                 "AND pid <> pg_backend_pid()")
+
+
 def test_a_lookup_postgres_never_answers_gives_its_server_back(pgpulse, role):
     name = role("aq_hung", "pw")
     slow = "SELECT rolname, rolpassword FROM pg_authid, pg_sleep(600) WHERE rolname = $1"

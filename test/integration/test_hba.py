@@ -126,6 +126,15 @@ def test_address_matches_by_cidr_and_by_mask(pgpulse):
     assert "no pg_hba.conf entry" in refusal(pp, user="plainuser").fields["M"]
 
 
+def test_an_ipv6_client_is_matched_by_an_ipv6_line(pgpulse):
+    ini = HBA_INI.replace("listen_addr = 127.0.0.1", "listen_addr = ::1, 127.0.0.1")
+    pp = start_hba(pgpulse, "host all all ::1/128 password\nhost all all 0.0.0.0/0 reject\n", ini=ini)
+    with pp.connect(host="::1") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    err = refusal(pp)
+    assert err.fields["M"].startswith('pg_hba.conf rejects connection for host "127.0.0.1"')
+
+
 def test_sameuser_quoted_names_and_at_file(pgpulse):
     pp = start_hba(pgpulse,
                    "host sameuser all 127.0.0.1/32 trust\n"
@@ -269,6 +278,31 @@ def test_no_entry_over_tls_says_ssl_encryption(pgpulse, hba_certs):
         pp.connect(**tls_kw(hba_certs))
     assert ('no pg_hba.conf entry for host "127.0.0.1", user "app", database "appdb", SSL encryption'
             in str(e.value))
+
+
+def test_cert_without_a_map_wants_the_common_name_to_be_the_user(pgpulse, hba_certs):
+    hba_certs.make_leaf("client_app", "app")
+    pp = start_hba_tls(pgpulse, hba_certs, "hostssl all app all cert\n")
+    with pp.connect(password="", **tls_kw(hba_certs, "client_app")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    with pytest.raises(psycopg.OperationalError) as e:
+        pp.connect(password="", **tls_kw(hba_certs, "client_mapped"))  # CN app.example
+    assert 'certificate authentication failed for user "app"' in str(e.value)
+
+
+def test_cert_map_under_client_tls_sslmode_verify_full(pgpulse, hba_certs):
+    # verify-full is verify-ca (as in PgBouncer): the map decides, the CN need not be the user
+    ini = HBA_INI + (f"client_tls_sslmode = verify-full\n"
+                     f"client_tls_cert_file = {hba_certs.path('pgpulse.crt')}\n"
+                     f"client_tls_key_file = {hba_certs.path('pgpulse.key')}\n"
+                     f"client_tls_ca_file = {hba_certs.path('ca.crt')}\n")
+    pp = start_hba(pgpulse, "hostssl all app all cert map=certs\nlocal all all trust\n",
+                   ident="certs /^(.*)\\.example$ \\1\n", ini=ini)
+    with pp.connect(password="", **tls_kw(hba_certs, "client_mapped")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    with pytest.raises(psycopg.OperationalError) as e:
+        pp.connect(password="", **tls_kw(hba_certs, "client_stranger"))
+    assert 'certificate authentication failed for user "app"' in str(e.value)
 
 
 def test_cert_with_an_ident_map(pgpulse, hba_certs):

@@ -352,6 +352,7 @@ static void answer_waiters(struct auth_lookup *lk)
 		cache_put(lk);
 	}
 	const char *secret = lk->have_secret ? lk->secret : NULL;
+	bool found = !lk->failed && lk->rows == 1; /* a role without a secret is still a role (trust) */
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->login_clients)
 	{
@@ -360,7 +361,7 @@ static void answer_waiters(struct auth_lookup *lk)
 			continue;
 		c->lookup = NULL;
 		lk->waiters--;
-		login_lookup_done(c, secret, lk->failed ? lk->error : NULL);
+		login_lookup_done(c, secret, found, lk->failed ? lk->error : NULL);
 	}
 }
 

@@ -166,6 +166,24 @@ def test_an_empty_secret_is_a_role_without_a_password_not_a_failed_lookup(pgpuls
             c.execute("DROP ROLE IF EXISTS aq_nopw")
 
 
+@pytest.mark.parametrize("how", ["auth_type", "hba"])
+def test_trust_lets_in_a_looked_up_role_without_a_password_and_refuses_a_missing_one(pgpulse, how):
+    # trustuser has no password and PostgreSQL's own hba trusts it: a PgBouncer
+    # file with trust and auth_query logs it in; a role that does not exist is
+    # refused with PostgreSQL's trust wording
+    settings = {"auth_type": "trust"} if how == "auth_type" else \
+        {"auth_type": "hba", "auth_hba_file": "{dir}/hba.conf"}
+    pp = pgpulse(ini(settings), AUTH_USERS, start=False)
+    with open(os.path.join(pp.dir, "hba.conf"), "w") as f:
+        f.write("host all all 127.0.0.1/32 trust\n")
+    pp.start()
+    with RawClient(pp.port) as c:
+        c.login("trustuser", "appdb")
+        assert c.query("SELECT current_user") == [["trustuser"]]
+    err = raw_login_error(pp.port, "aq_nobody", "appdb")
+    assert (err.sqlstate, err.message) == ("28000", 'role "aq_nobody" does not exist')
+
+
 def test_password_change_takes_effect_at_the_next_login_after_a_refusal(pgpulse, pg, role):
     name = role("aq_change", "old_pw")
     pp = pgpulse(ini(), AUTH_USERS)

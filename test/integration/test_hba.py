@@ -170,6 +170,36 @@ def test_reload_with_a_broken_file_keeps_the_old_rules_and_names_the_line(pgpuls
     assert login(pp) == [AUTH_CLEARTEXT, AUTH_OK]
 
 
+def test_console_set_of_auth_type_hba_or_its_files_loads_the_rules_or_is_refused(pgpulse):
+    """SET on the console reads the rules as RELOAD would: they take effect
+    at once, and a file that does not load (or is missing) refuses the SET
+    and keeps the rules in force, instead of an empty rule set that refuses
+    every login."""
+    admin = "host pgpulse admin 127.0.0.1/32 md5\n"
+    pp = pgpulse(HBA_INI.replace("auth_type = hba", "auth_type = md5"), USERS, start=False)
+    write(pp, "hba.conf", admin + "host all app 127.0.0.1/32 password\n")
+    write(pp, "broken.conf", admin + "host all app 127.0.0.1/32 bogus\n")
+    write(pp, "ident.conf", "")
+    pp.start()
+    assert login(pp) == [AUTH_MD5, AUTH_OK]
+    conn = pp.admin()
+    conn.execute("SET auth_type = 'hba'")
+    assert login(pp) == [AUTH_CLEARTEXT, AUTH_OK]
+    broken = os.path.join(pp.dir, "broken.conf")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        conn.execute(f"SET auth_hba_file = '{broken}'")
+    assert f'{broken}:2: invalid authentication method "bogus"' in str(e.value)
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        conn.execute("SET auth_hba_file = ''")
+    assert "auth_type = hba needs auth_hba_file" in str(e.value)
+    assert conn.execute("SHOW CONFIG").fetchall()  # the console still answers
+    assert login(pp) == [AUTH_CLEARTEXT, AUTH_OK]
+    # a good file takes effect at once
+    write(pp, "other.conf", admin + "host all app 127.0.0.1/32 trust\n")
+    conn.execute(f"SET auth_hba_file = '{os.path.join(pp.dir, 'other.conf')}'")
+    assert login(pp) == [AUTH_OK]
+
+
 def test_a_broken_file_stops_startup_with_file_and_line(pgpulse):
     pp = pgpulse(HBA_INI, USERS, start=False)
     write(pp, "hba.conf", "local all all trust\nhostgssenc all all all trust\n")

@@ -264,6 +264,8 @@ def test_auth_query_or_auth_dbname_with_no_auth_user_to_run_it_is_a_warning(pgpu
         # the global auth_dbname serves appdb's auth_user: in effect, no word about it
         assert "auth_dbname is not in effect" not in pp.log(since=mark_start).replace(expected[1], "")
         assert "appdb\": auth_query" not in pp.log(since=mark_start)
+    # the [databases] keys themselves are known (PgBouncer's per-database auth_user & co.)
+    assert "unknown parameter" not in pp.log()
     # with no auth_user anywhere, the global ones are named too
     pp2 = pgpulse(ini({"auth_user": None, "auth_dbname": "appdb", "auth_query": LOOKUP_FN}),
                   {"admin": "admin_pw"})

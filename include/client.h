@@ -103,6 +103,7 @@ struct client {
 	struct auth_lookup *lookup; /* CA_LOOKUP: the auth_query lookup it waits for */
 	int auth_method;            /* enum auth_type: the exchange hba or auth_type chose */
 	bool secret_looked_up;      /* c->secret came from auth_query */
+	bool looked_up_role_found;  /* auth_query returned its row, with a secret or not (trust lets it in) */
 	uint8_t md5_salt[4];
 	struct scram_server *scram;
 	bool is_admin;

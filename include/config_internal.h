@@ -34,6 +34,8 @@ bool param_assign(struct cfg *c, const struct param *p, const char *text, char *
 void param_free_strings(struct cfg *c);
 /* log each parameter the file set that pgpulse accepts but does not act on */
 void warn_not_in_effect(const struct cfg *c);
+/* auth_dbname's value, global or a [databases] entry's: false (why says why) for the console */
+bool cfg_check_auth_dbname(const char *name, char *why, size_t whylen);
 
 /* ---- params.c: words and values, shared with the [databases]/[users] keys ---- */
 

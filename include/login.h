@@ -25,9 +25,10 @@ enum pkt_action login_on_password(struct client *c, struct pkt *pkt);
 
 /*
  * The auth_query lookup the client waited for is over: secret is the
- * user's (NULL: no such user, or no valid password), or error says why
- * the lookup failed. The login goes on (or fails) from here.
+ * user's (NULL: no such user, or no valid password), role_found whether
+ * the query returned the role's row at all (trust needs only that), or
+ * error says why the lookup failed. The login goes on (or fails) from here.
  */
-void login_lookup_done(struct client *c, const char *secret, const char *error);
+void login_lookup_done(struct client *c, const char *secret, bool role_found, const char *error);
 
 #endif

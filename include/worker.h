@@ -85,6 +85,12 @@ void worker_apply_config(void);
 
 /* reload the configuration file and auth_file (RELOAD, SIGHUP) */
 bool worker_reload(char *err, size_t errlen);
+/*
+ * The hba rules cfg asks for (auth_type = hba: auth_hba_file, auth_ident_file,
+ * and what a cert line needs), read and checked, not installed; *out is NULL
+ * for any other auth_type. RELOAD, startup and the console's SET use it.
+ */
+bool worker_load_hba(const struct cfg *cfg, struct hba **out, char *err, size_t errlen);
 
 /* begin a shutdown of the given kind (signals, SHUTDOWN) */
 void worker_request_shutdown(enum shutdown_mode mode);

@@ -352,6 +352,7 @@ static void answer_waiters(struct auth_lookup *lk)
 		cache_put(lk);
 	}
 	const char *secret = lk->have_secret ? lk->secret : NULL;
+	bool found = !lk->failed && lk->rows == 1; /* a role without a secret is still a role (trust) */
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->login_clients)
 	{
@@ -360,7 +361,7 @@ static void answer_waiters(struct auth_lookup *lk)
 			continue;
 		c->lookup = NULL;
 		lk->waiters--;
-		login_lookup_done(c, secret, lk->failed ? lk->error : NULL);
+		login_lookup_done(c, secret, found, lk->failed ? lk->error : NULL);
 	}
 }
 
@@ -562,10 +563,17 @@ static void take_row(struct auth_lookup *lk, const struct pkt *pkt)
 		fail_lookup(lk, "malformed DataRow from auth_query%s", "");
 		return;
 	}
-	if (len == 0xffffffffu)
-		return; /* no password, or rolvaliduntil in the past: the login fails as a wrong password would */
+	/*
+	 * NULL (no password, or rolvaliduntil in the past) and '' (a query's
+	 * COALESCE, a users table; PostgreSQL stores PASSWORD '' as no
+	 * password) are a role without a secret: the login fails as a wrong
+	 * password would, not as a broken lookup, which would tell such a role
+	 * from a missing one.
+	 */
+	if (len == 0xffffffffu || len == 0)
+		return;
 	const uint8_t *data = pkt_get_bytes(&r, len);
-	if (r.bad || len == 0 || len > AUTH_SECRET_MAX || memchr(data, '\0', len)) {
+	if (r.bad || len > AUTH_SECRET_MAX || memchr(data, '\0', len)) {
 		fail_lookup(lk, "auth_query returned an unusable password value%s", "");
 		return;
 	}

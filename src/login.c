@@ -343,7 +343,12 @@ static void run_exchange(struct client *c, bool from_auth_file)
 		enter_pool(c);
 		return;
 	case AUTH_TRUST:
-		if ((worker->auth || c->secret_looked_up) && !c->secret) {
+		/*
+		 * The role must exist, as in PostgreSQL: in the auth_file, or as
+		 * auth_query's row, which needs no secret (no password, or an
+		 * expired one: trust does not look at either).
+		 */
+		if ((worker->auth || c->secret_looked_up) && !c->secret && !c->looked_up_role_found) {
 			client_fatal(c, "28000", "role \"%s\" does not exist", c->user);
 			return;
 		}
@@ -414,13 +419,14 @@ void login_authenticate(struct client *c)
 			return;
 		c->auth_step = CA_NONE;
 		c->secret_looked_up = true;
+		c->looked_up_role_found = secret != NULL; /* the cache keeps only roles with a secret */
 	}
 	/* a copy: a RELOAD may replace the auth_file (or the cache) while this login runs */
 	c->secret = xstrdup(secret);
 	run_exchange(c, from_auth_file);
 }
 
-void login_lookup_done(struct client *c, const char *secret, const char *error)
+void login_lookup_done(struct client *c, const char *secret, bool role_found, const char *error)
 {
 	if (c->state != CL_LOGIN || c->auth_step != CA_LOOKUP)
 		return;
@@ -432,6 +438,7 @@ void login_lookup_done(struct client *c, const char *secret, const char *error)
 		return;
 	}
 	c->secret_looked_up = true;
+	c->looked_up_role_found = role_found;
 	c->secret = xstrdup(secret);
 	run_exchange(c, false);
 }

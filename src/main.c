@@ -213,7 +213,6 @@ static bool load_auth_file(const struct cfg *cfg, struct auth_file **out, char *
 	return false;
 }
 
-/* auth_type = hba: the auth_hba_file's rules (and auth_ident_file's maps), else NULL */
 /*
  * A cert line needs what auth_type = cert needs: client TLS, and a CA to
  * verify certificates with. Said at load, naming the line, rather than as
@@ -235,7 +234,8 @@ static bool hba_cert_rules_can_work(const struct cfg *cfg, const struct hba *hba
 	return true;
 }
 
-static bool load_hba(const struct cfg *cfg, struct hba **out, char *err, size_t errlen)
+/* auth_type = hba: the auth_hba_file's rules (and auth_ident_file's maps), else NULL */
+bool worker_load_hba(const struct cfg *cfg, struct hba **out, char *err, size_t errlen)
 {
 	*out = NULL;
 	if (cfg->auth_type != AUTH_HBA)
@@ -296,7 +296,7 @@ bool worker_reload(char *err, size_t errlen)
 	if (!load_auth_file(fresh, &auth, err, errlen))
 		return reload_refused(fresh, NULL, err);
 	struct hba *hba;
-	if (!load_hba(fresh, &hba, err, errlen))
+	if (!worker_load_hba(fresh, &hba, err, errlen))
 		return reload_refused(fresh, auth, err);
 	struct tls_config *tls = tls_config_build(fresh, err, errlen);
 	if (!tls) {
@@ -671,7 +671,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct hba *hba;
-	if (!load_hba(cfg, &hba, err, sizeof(err))) {
+	if (!worker_load_hba(cfg, &hba, err, sizeof(err))) {
 		fprintf(stderr, "pgpulse: %s\n", err);
 		if (auth)
 			auth_file_free(auth);

@@ -1,7 +1,7 @@
 #!/bin/bash
 # pgpulse refuses to run as root, and with -u it switches to that user first;
-# user = in the file switches once the sockets are bound; syslog = 1 sends
-# its lines to /dev/log.
+# user = in the file switches once the sockets are bound; peer authentication
+# tells OS users apart on the unix socket; syslog = 1 sends its lines to /dev/log.
 # Only meaningful when run by root (as CI does); skipped (77) otherwise.
 set -euo pipefail
 bin=${PGPULSE_BIN:-$(dirname "$0")/../pgpulse}
@@ -136,6 +136,75 @@ set -e
 check test "$rc" -ne 0
 check grep -q 'unix_socket_group: no group "pgpulse-no-such-group"' <<<"$out"
 check test ! -e "$dir/.s.PGSQL.$port"
+
+# 6. peer authentication (auth_type = hba) over the unix socket, each client
+# a different OS user: the kernel's SO_PEERCRED names it, an ident map lets
+# nobody in as "admin" and no one else; the OS user pgpulse runs as (after
+# user =) opens the console as "pgbouncer" without a password, another OS
+# user does not
+cat >"$dir/hba.conf" <<HBA
+local pgbouncer pgbouncer peer
+local pgbouncer admin peer map=m
+HBA
+printf 'm nobody admin\n' >"$dir/ident.conf"
+chmod 0644 "$dir/hba.conf" "$dir/ident.conf"
+sed -e "s/^unix_socket_dir =\$/unix_socket_dir = ${dir//\//\\/}\nunix_socket_mode = 0777\nuser = $user\nadmin_users = admin\nauth_hba_file = ${dir//\//\\/}\/hba.conf\nauth_ident_file = ${dir//\//\\/}\/ident.conf/" \
+	-e 's/^auth_type = trust$/auth_type = hba/' "$dir/pgpulse.ini" >"$dir/peer.ini"
+chmod 0644 "$dir/peer.ini"
+"$bin" "$dir/peer.ini" >"$dir/log" 2>&1 &
+pid=$!
+for _ in $(seq 1 250); do
+	grep -q "switched to user" "$dir/log" 2>/dev/null && break
+	kill -0 "$pid" 2>/dev/null || break
+	sleep 0.02
+done
+# as OS user $1, log in over the unix socket as role $2 to the console; prints
+# the refusal's SQLSTATE and message, or "ok" after SHOW VERSION answers
+peer_login() {
+	setpriv --reuid="$1" --regid="$(id -g "$1")" --init-groups /usr/bin/python3 - "$dir/.s.PGSQL.$port" "$2" <<'PY'
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+body = struct.pack("!I", 196608) + b"user\0" + sys.argv[2].encode() + b"\0database\0pgbouncer\0\0"
+s.sendall(struct.pack("!I", len(body) + 4) + body)
+buf = b""
+def msg():
+    global buf
+    while len(buf) < 5 or len(buf) < 1 + struct.unpack("!I", buf[1:5])[0]:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("closed")
+        buf += chunk
+    n = 1 + struct.unpack("!I", buf[1:5])[0]
+    m, buf = buf[:n], buf[n:]
+    return m[:1], m[5:]
+while True:
+    t, b = msg()
+    if t == b"E":
+        f = dict((x[:1], x[1:].decode()) for x in b.split(b"\0") if x)
+        print(f[b"C"], f[b"M"])
+        sys.exit(0)
+    if t == b"R" and struct.unpack("!I", b[:4])[0] != 0:
+        print("asked for a password")
+        sys.exit(0)
+    if t == b"Z":
+        break
+q = b"SHOW VERSION\0"
+s.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
+while msg()[0] != b"Z":
+    pass
+print("ok")
+PY
+}
+check test "$(peer_login nobody admin)" = "ok"
+check test "$(peer_login "$user" admin)" = '28000 peer authentication failed for user "admin"'
+check test "$(peer_login "$user" pgbouncer)" = "ok"
+# (the console's user check comes first, as in PgBouncer)
+check test "$(peer_login nobody pgbouncer)" = '28000 not allowed: "pgbouncer" is not in admin_users or stats_users'
+kill -INT "$pid" 2>/dev/null || true
+for _ in $(seq 1 250); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+pid=
 
 # 4. syslog = 1: the lines reach /dev/log with syslog_ident and the facility's
 # priority. Only where nothing owns /dev/log (a container): the test plays the

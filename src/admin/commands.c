@@ -16,6 +16,7 @@
 
 #include "client.h"
 #include "control.h"
+#include "hba.h"
 #include "log.h"
 #include "pool.h"
 #include "tls.h"
@@ -206,6 +207,14 @@ static bool affects_tls(const char *key)
 	       strcmp(key, "auth_type") == 0;
 }
 
+/* the hba rules are read from their files, and checked, by what these change (as RELOAD does) */
+static bool affects_hba(const char *key)
+{
+	return strcmp(key, "auth_type") == 0 || strcmp(key, "auth_hba_file") == 0 ||
+	       strcmp(key, "auth_ident_file") == 0 || strcmp(key, "client_tls_sslmode") == 0 ||
+	       strcmp(key, "client_tls_ca_file") == 0;
+}
+
 /* the TLS contexts from the configuration as it now is; false (nothing changed) if unusable */
 static bool rebuild_tls(char *err, size_t errlen)
 {
@@ -260,11 +269,23 @@ void admin_cmd_set(struct client *c, const struct admin_cmd *cmd)
 		admin_error(c, restart ? "55P02" : "22023", "%s", err[0] ? err : "SET failed");
 		return;
 	}
-	if (affects_tls(key) && !rebuild_tls(err, sizeof(err))) {
+	/*
+	 * The new rules are built before anything is installed: a file that
+	 * does not load leaves the rules in force, not an empty set that would
+	 * refuse every login (the console's own included).
+	 */
+	struct hba *hba = NULL;
+	if ((affects_hba(key) && !worker_load_hba(worker->cfg, &hba, err, sizeof(err))) ||
+	    (affects_tls(key) && !rebuild_tls(err, sizeof(err)))) {
 		char ignored[256];
+		hba_free(hba);
 		cfg_set(worker->cfg, key, old, ignored, sizeof(ignored));
 		admin_error(c, "22023", "%s", err);
 		return;
+	}
+	if (affects_hba(key)) {
+		hba_free(worker->hba);
+		worker->hba = hba;
 	}
 	snprintf(what, sizeof(what), "SET %s = %s", key, cmd->value);
 	log_admin_action(c, what);

@@ -459,6 +459,10 @@ static bool load_database(struct loader *ld, const struct where *at, const char 
 		db_free_fields(&db);
 		return fail(ld, at, "database \"%s\": %s", name, why);
 	}
+	if (!cfg_check_auth_dbname(db.auth_dbname, why, sizeof(why))) {
+		db_free_fields(&db);
+		return fail(ld, at, "database \"%s\": auth_dbname: %s", name, why);
+	}
 	/* host= with nothing means the default unix socket, as if absent */
 	if (db.host && !db.host[0]) {
 		free(db.host);
@@ -706,6 +710,42 @@ static bool load_file(struct loader *ld, const char *path, const struct where *f
  * Public face
  * ------------------------------------------------------------------------ */
 
+/*
+ * No silent skip for auth_query and auth_dbname either: they act only
+ * through an auth_user, the entry's own or the global one, so one written
+ * where no auth_user can ever run it is named (at start and each RELOAD).
+ * The global ones serve every entry that has an auth_user of its own.
+ */
+static void warn_lookups_without_auth_user(const struct cfg *c)
+{
+	static const char *const keys[] = { "auth_query", "auth_dbname" };
+	bool global_user = c->auth_user && *c->auth_user, any_user = global_user;
+	for (int i = 0; i < c->n_dbs; i++) {
+		const struct cfg_db *db = &c->dbs[i];
+		if (db->auth_user && *db->auth_user) {
+			any_user = true;
+			continue;
+		}
+		if (global_user)
+			continue;
+		const char *set[] = { db->auth_query, db->auth_dbname };
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+			if (set[k] && *set[k])
+				log_warning("%s:%d: database \"%s\": %s is not in effect: no auth_user (in this entry or "
+					    "global) runs it",
+					    db->file, db->line, db->name, keys[k]);
+	}
+	if (any_user)
+		return;
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		const char *file;
+		int line;
+		if (cfg_param_origin(c, keys[k], &file, &line))
+			log_warning("%s:%d: %s is not in effect: no auth_user (global or in a [databases] entry) runs it",
+				    file, line, keys[k]);
+	}
+}
+
 struct cfg *cfg_load(const char *path, char *err, size_t errlen)
 {
 	struct loader ld = { .err = err, .errlen = errlen };
@@ -730,6 +770,7 @@ struct cfg *cfg_load(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	warn_not_in_effect(ld.cfg);
+	warn_lookups_without_auth_user(ld.cfg);
 	return ld.cfg;
 }
 

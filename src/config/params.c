@@ -193,6 +193,25 @@ static bool check_tracked_names(const struct param_value *v, char *why, size_t w
 	return true;
 }
 
+/*
+ * auth_dbname (global, and a [databases] entry's, load.c): a lookup runs on
+ * a server, and the admin console has none; refused when the file loads,
+ * as PgBouncer does, rather than at every login that needs a lookup.
+ */
+bool cfg_check_auth_dbname(const char *name, char *why, size_t whylen)
+{
+	if (name && (strcmp(name, "pgpulse") == 0 || strcmp(name, "pgbouncer") == 0)) {
+		snprintf(why, whylen, "\"%s\" is the admin console, which cannot run auth_query", name);
+		return false;
+	}
+	return true;
+}
+
+static bool check_auth_dbname(const struct param_value *v, char *why, size_t whylen)
+{
+	return cfg_check_auth_dbname(v->str, why, whylen);
+}
+
 /* the verifiers pgpulse derives must be ones its own SCRAM code will accept */
 static bool check_scram_iterations(const struct param_value *v, char *why, size_t whylen)
 {
@@ -371,7 +390,7 @@ static const struct param params[] = {
 	{ "admin_users",               PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(admin_users, char *), NULL },
 	{ "application_name_add_host", PT_BOOL,     "0",             NONE, RELOAD,  LIVE,    NULL,                    AT(application_name_add_host, bool), NULL },
 	{ "auth_cache_lifetime",       PT_DURATION, "10",            S,    RELOAD,  LIVE,    NULL,                    AT(auth_cache_lifetime, int64_t), NULL },
-	{ "auth_dbname",               PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(auth_dbname, char *), NULL },
+	{ "auth_dbname",               PT_STRING,   "",              NONE, RELOAD,  LIVE,    check_auth_dbname,       AT(auth_dbname, char *), NULL },
 	{ "auth_file",                 PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(auth_file, char *), NULL },
 	{ "auth_hba_file",             PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(auth_hba_file, char *), NULL },
 	{ "auth_ident_file",           PT_STRING,   "",              NONE, RELOAD,  LIVE,    NULL,                    AT(auth_ident_file, char *), NULL },

@@ -16,6 +16,7 @@ import pytest
 
 from pgpulse_harness import build_ini, wait_until
 from test_auth import PgError, RawClient, raw_login_error
+from test_config import line_of, run_bin
 
 AUTH_USERS = {"postgres": "postgres_pw", "admin": "admin_pw"}
 
@@ -140,6 +141,49 @@ def test_missing_user_expired_password_and_wrong_password_look_the_same(pgpulse,
         assert c.query("SELECT current_user") == [["aq_known"]]
 
 
+def test_an_empty_secret_is_a_role_without_a_password_not_a_failed_lookup(pgpulse, pg, role):
+    # a query that writes "no password" as '' (COALESCE, a users table):
+    # PostgreSQL stores PASSWORD '' as no password, and the client must not
+    # tell such a role from a missing one or a wrong password
+    role("aq_known", "right_pw")
+    with pg.connect(host=pg.socket_dir, autocommit=True) as c:
+        c.execute("DROP ROLE IF EXISTS aq_nopw")
+        c.execute("CREATE ROLE aq_nopw LOGIN")
+    try:
+        query = "SELECT rolname, COALESCE(rolpassword, '') FROM pg_authid WHERE rolname = $1"
+        pp = pgpulse(ini({"auth_query": query}), AUTH_USERS)
+        refusals = {}
+        for user, password in [("aq_known", "wrong_pw"), ("aq_nopw", ""), ("aq_nopw", "x"), ("aq_nobody", "x")]:
+            with RawClient(pp.port) as c:
+                with pytest.raises(PgError) as info:
+                    c.login(user, "appdb", password)
+                refusals[user, password] = (tuple(c.auth_codes), info.value.sqlstate, info.value.message.replace(user, "U"))
+        assert len(set(refusals.values())) == 1, refusals
+        assert refusals["aq_known", "wrong_pw"][1] == "28P01"
+        assert "auth_query" not in pp.log()
+    finally:
+        with pg.connect(host=pg.socket_dir, autocommit=True) as c:
+            c.execute("DROP ROLE IF EXISTS aq_nopw")
+
+
+@pytest.mark.parametrize("how", ["auth_type", "hba"])
+def test_trust_lets_in_a_looked_up_role_without_a_password_and_refuses_a_missing_one(pgpulse, how):
+    # trustuser has no password and PostgreSQL's own hba trusts it: a PgBouncer
+    # file with trust and auth_query logs it in; a role that does not exist is
+    # refused with PostgreSQL's trust wording
+    settings = {"auth_type": "trust"} if how == "auth_type" else \
+        {"auth_type": "hba", "auth_hba_file": "{dir}/hba.conf"}
+    pp = pgpulse(ini(settings), AUTH_USERS, start=False)
+    with open(os.path.join(pp.dir, "hba.conf"), "w") as f:
+        f.write("host all all 127.0.0.1/32 trust\n")
+    pp.start()
+    with RawClient(pp.port) as c:
+        c.login("trustuser", "appdb")
+        assert c.query("SELECT current_user") == [["trustuser"]]
+    err = raw_login_error(pp.port, "aq_nobody", "appdb")
+    assert (err.sqlstate, err.message) == ("28000", 'role "aq_nobody" does not exist')
+
+
 def test_password_change_takes_effect_at_the_next_login_after_a_refusal(pgpulse, pg, role):
     name = role("aq_change", "old_pw")
     pp = pgpulse(ini(), AUTH_USERS)
@@ -195,6 +239,41 @@ def test_per_database_auth_user_and_auth_query(pgpulse, pg, role, logged_auth_ro
     assert err.sqlstate == "28P01"
 
 
+def test_auth_query_or_auth_dbname_with_no_auth_user_to_run_it_is_a_warning(pgpulse, logged_auth_role):
+    """No silent skip: without an auth_user (the entry's own or the global
+    one) nothing is ever looked up, so an auth_query or auth_dbname written
+    there is named at start and at each reload. One that some database's
+    auth_user does use says nothing."""
+    dbs = {"appdb": f"auth_user={logged_auth_role} auth_query='{LOOKUP_FN}'",
+           "orphan": "dbname=appdb auth_query='SELECT 1' auth_dbname=appdb"}
+    pp = pgpulse(ini({"auth_user": None, "auth_dbname": "appdb"}, dbs),
+                 {"aq_auth": "aq_auth_pw", "admin": "admin_pw"})
+    orphan = line_of(pp.ini_path, "orphan =")
+    expected = [f"{pp.ini_path}:{orphan}: database \"orphan\": {key} is not in effect: no auth_user "
+                "(in this entry or global) runs it" for key in ("auth_query", "auth_dbname")]
+    for how in ("start", "RELOAD"):
+        mark = pp.log_mark()
+        if how == "RELOAD":
+            assert pp.command("RELOAD") == "RELOAD"
+            pp.wait_log(re.escape(f"configuration reloaded from {pp.ini_path}"), since=mark)
+            mark_start = mark
+        else:
+            mark_start = 0
+        for line in expected:
+            pp.wait_log(re.escape(line), since=mark_start)
+        # the global auth_dbname serves appdb's auth_user: in effect, no word about it
+        assert "auth_dbname is not in effect" not in pp.log(since=mark_start).replace(expected[1], "")
+        assert "appdb\": auth_query" not in pp.log(since=mark_start)
+    # the [databases] keys themselves are known (PgBouncer's per-database auth_user & co.)
+    assert "unknown parameter" not in pp.log()
+    # with no auth_user anywhere, the global ones are named too
+    pp2 = pgpulse(ini({"auth_user": None, "auth_dbname": "appdb", "auth_query": LOOKUP_FN}),
+                  {"admin": "admin_pw"})
+    for key in ("auth_query", "auth_dbname"):
+        pp2.wait_log(re.escape(f"{pp2.ini_path}:{line_of(pp2.ini_path, key + ' =')}: {key} is not in effect: "
+                               "no auth_user (global or in a [databases] entry) runs it"))
+
+
 def test_auth_dbname_runs_the_lookup_in_that_database(pgpulse, pg, role):
     name = role("aq_authdb", "authdb_pw")
     dbs = {"appdb": "", "lookupdb": "dbname=postgres"}
@@ -203,6 +282,23 @@ def test_auth_dbname_runs_the_lookup_in_that_database(pgpulse, pg, role):
     pools = {(p["database"], p["user"]) for p in pp.show("POOLS")}
     assert ("lookupdb", "postgres") in pools
     assert ("appdb", "postgres") not in pools
+
+
+@pytest.mark.parametrize("where", ["global", "database"])
+@pytest.mark.parametrize("name", ["pgbouncer", "pgpulse"])
+def test_auth_dbname_naming_the_admin_console_stops_startup(pgpulse, pgpulse_bin, where, name):
+    # as in PgBouncer: the console has no server to run a lookup on, so such a
+    # file is refused at start, not by every login that needs a lookup
+    if where == "global":
+        text, says = ini({"auth_dbname": name}), "auth_dbname"
+    else:
+        text, says = ini(dbs={"appdb": f"auth_dbname={name}"}), 'database "appdb": auth_dbname'
+    pp = pgpulse(text, AUTH_USERS, start=False)
+    r = run_bin(pgpulse_bin, pp.ini_path)
+    assert r.returncode == 1, r.stderr
+    line = line_of(pp.ini_path, "auth_dbname =" if where == "global" else "appdb =")
+    assert (f'{pp.ini_path}:{line}: {says}: "{name}" is the admin console, which cannot run auth_query'
+            in r.stderr), r.stderr
 
 
 def test_a_failing_auth_query_is_a_clear_error_and_a_log_line(pgpulse, role):
@@ -265,6 +361,28 @@ def test_login_storm_for_one_user_makes_one_lookup(pgpulse, pg, role, logged_aut
         for c in clients:
             c.close()
     assert lookups_in_pg_log(pg, mark, logged_auth_role) == 1
+
+
+def test_a_hanging_lookup_blocks_neither_other_logins_nor_other_lookups(pgpulse, pg, role):
+    role("aq_hangs", "pw")
+    quick = role("aq_quick", "quick_pw")
+    # aq_hangs' lookup sleeps in PostgreSQL; everyone else's answers at once
+    query = ("SELECT rolname, rolpassword FROM pg_authid, "
+             "pg_sleep(CASE WHEN $1 = 'aq_hangs' THEN 600 ELSE 0 END) WHERE rolname = $1")
+    pp = pgpulse(ini({"auth_query": query}), dict(AUTH_USERS, app="app_pw"))
+    hung = RawClient(pp.port)
+    try:
+        hung.send_startup({"user": "aq_hangs", "database": "appdb"})
+        wait_until(lambda: pg.query("SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+                                    "AND query LIKE '%pg_sleep(CASE%'"), 10, "the hanging lookup to run")
+        # while it hangs: an auth_file user, another looked-up user and the console are served
+        assert whoami(pp, "app", "app_pw") == "app"
+        assert whoami(pp, quick, "quick_pw") == quick
+        assert any(p["user"] == "postgres" for p in pp.show("POOLS"))
+    finally:
+        hung.close()
+        pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(CASE%' "
+                 "AND pid <> pg_backend_pid()")
 
 
 def test_a_lookup_postgres_never_answers_gives_its_server_back(pgpulse, role):

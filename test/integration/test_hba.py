@@ -126,6 +126,15 @@ def test_address_matches_by_cidr_and_by_mask(pgpulse):
     assert "no pg_hba.conf entry" in refusal(pp, user="plainuser").fields["M"]
 
 
+def test_an_ipv6_client_is_matched_by_an_ipv6_line(pgpulse):
+    ini = HBA_INI.replace("listen_addr = 127.0.0.1", "listen_addr = ::1, 127.0.0.1")
+    pp = start_hba(pgpulse, "host all all ::1/128 password\nhost all all 0.0.0.0/0 reject\n", ini=ini)
+    with pp.connect(host="::1") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    err = refusal(pp)
+    assert err.fields["M"].startswith('pg_hba.conf rejects connection for host "127.0.0.1"')
+
+
 def test_sameuser_quoted_names_and_at_file(pgpulse):
     pp = start_hba(pgpulse,
                    "host sameuser all 127.0.0.1/32 trust\n"
@@ -159,6 +168,36 @@ def test_reload_with_a_broken_file_keeps_the_old_rules_and_names_the_line(pgpuls
     write(pp, "hba.conf", admin + "host all app 127.0.0.1/32 password\n")
     assert pp.command("RELOAD") == "RELOAD"
     assert login(pp) == [AUTH_CLEARTEXT, AUTH_OK]
+
+
+def test_console_set_of_auth_type_hba_or_its_files_loads_the_rules_or_is_refused(pgpulse):
+    """SET on the console reads the rules as RELOAD would: they take effect
+    at once, and a file that does not load (or is missing) refuses the SET
+    and keeps the rules in force, instead of an empty rule set that refuses
+    every login."""
+    admin = "host pgpulse admin 127.0.0.1/32 md5\n"
+    pp = pgpulse(HBA_INI.replace("auth_type = hba", "auth_type = md5"), USERS, start=False)
+    write(pp, "hba.conf", admin + "host all app 127.0.0.1/32 password\n")
+    write(pp, "broken.conf", admin + "host all app 127.0.0.1/32 bogus\n")
+    write(pp, "ident.conf", "")
+    pp.start()
+    assert login(pp) == [AUTH_MD5, AUTH_OK]
+    conn = pp.admin()
+    conn.execute("SET auth_type = 'hba'")
+    assert login(pp) == [AUTH_CLEARTEXT, AUTH_OK]
+    broken = os.path.join(pp.dir, "broken.conf")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        conn.execute(f"SET auth_hba_file = '{broken}'")
+    assert f'{broken}:2: invalid authentication method "bogus"' in str(e.value)
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        conn.execute("SET auth_hba_file = ''")
+    assert "auth_type = hba needs auth_hba_file" in str(e.value)
+    assert conn.execute("SHOW CONFIG").fetchall()  # the console still answers
+    assert login(pp) == [AUTH_CLEARTEXT, AUTH_OK]
+    # a good file takes effect at once
+    write(pp, "other.conf", admin + "host all app 127.0.0.1/32 trust\n")
+    conn.execute(f"SET auth_hba_file = '{os.path.join(pp.dir, 'other.conf')}'")
+    assert login(pp) == [AUTH_OK]
 
 
 def test_a_broken_file_stops_startup_with_file_and_line(pgpulse):
@@ -269,6 +308,31 @@ def test_no_entry_over_tls_says_ssl_encryption(pgpulse, hba_certs):
         pp.connect(**tls_kw(hba_certs))
     assert ('no pg_hba.conf entry for host "127.0.0.1", user "app", database "appdb", SSL encryption'
             in str(e.value))
+
+
+def test_cert_without_a_map_wants_the_common_name_to_be_the_user(pgpulse, hba_certs):
+    hba_certs.make_leaf("client_app", "app")
+    pp = start_hba_tls(pgpulse, hba_certs, "hostssl all app all cert\n")
+    with pp.connect(password="", **tls_kw(hba_certs, "client_app")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    with pytest.raises(psycopg.OperationalError) as e:
+        pp.connect(password="", **tls_kw(hba_certs, "client_mapped"))  # CN app.example
+    assert 'certificate authentication failed for user "app"' in str(e.value)
+
+
+def test_cert_map_under_client_tls_sslmode_verify_full(pgpulse, hba_certs):
+    # verify-full is verify-ca (as in PgBouncer): the map decides, the CN need not be the user
+    ini = HBA_INI + (f"client_tls_sslmode = verify-full\n"
+                     f"client_tls_cert_file = {hba_certs.path('pgpulse.crt')}\n"
+                     f"client_tls_key_file = {hba_certs.path('pgpulse.key')}\n"
+                     f"client_tls_ca_file = {hba_certs.path('ca.crt')}\n")
+    pp = start_hba(pgpulse, "hostssl all app all cert map=certs\nlocal all all trust\n",
+                   ident="certs /^(.*)\\.example$ \\1\n", ini=ini)
+    with pp.connect(password="", **tls_kw(hba_certs, "client_mapped")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    with pytest.raises(psycopg.OperationalError) as e:
+        pp.connect(password="", **tls_kw(hba_certs, "client_stranger"))
+    assert 'certificate authentication failed for user "app"' in str(e.value)
 
 
 def test_cert_with_an_ident_map(pgpulse, hba_certs):

@@ -29,7 +29,6 @@
  */
 #include "prepared.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -532,49 +531,6 @@ static uint64_t statement_fingerprint(const struct client *c, struct ps_stmt *st
 }
 
 /*
- * The statement name of "DEALLOCATE [PREPARE] name" (the whole text, an
- * optional ';'), folded as PostgreSQL folds identifiers; false for anything
- * else, and for DEALLOCATE ALL.
- */
-static bool deallocate_target(const char *sql, char *name, size_t size)
-{
-	const char *p = sql;
-	size_t n = 0;
-	while (isspace((unsigned char)*p))
-		p++;
-	if (strncasecmp(p, "DEALLOCATE", 10) != 0 || !isspace((unsigned char)p[10]))
-		return false;
-	for (p += 10; isspace((unsigned char)*p); p++)
-		;
-	if (strncasecmp(p, "PREPARE", 7) == 0 && isspace((unsigned char)p[7]))
-		for (p += 7; isspace((unsigned char)*p); p++)
-			;
-	if (*p == '"') {
-		for (p++; *p && n + 1 < size; p++) {
-			if (*p == '"' && p[1] != '"')
-				break;
-			if (*p == '"')
-				p++; /* "" is one quote */
-			name[n++] = *p;
-		}
-		if (*p++ != '"')
-			return false;
-	} else {
-		for (; (isalnum((unsigned char)*p) || *p == '_' || *p == '$' || (unsigned char)*p >= 0x80) && n + 1 < size; p++)
-			name[n++] = (char)tolower((unsigned char)*p);
-		if (n == 0 || (n == 3 && strncmp(name, "all", 3) == 0))
-			return false;
-	}
-	name[n] = '\0';
-	while (isspace((unsigned char)*p))
-		p++;
-	if (*p == ';')
-		for (p++; isspace((unsigned char)*p); p++)
-			;
-	return *p == '\0';
-}
-
-/*
  * SQL DEALLOCATE of a name the client prepared with Parse (psycopg drops
  * statements from its cache that way). NULL when the text is not that;
  * then it goes as it is.
@@ -582,52 +538,7 @@ static bool deallocate_target(const char *sql, char *name, size_t size)
 static struct ps_name *deallocate_of_client_name(struct client *c, const char *sql)
 {
 	char name[256];
-	return deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
-}
-
-/*
- * A text that may run DEALLOCATE ALL or DISCARD ALL (false positives only
- * cost a statement prepared again). The server's statements are gone for
- * every message sent behind it: they must not be answered or bound as if
- * the server still had them; a Parse goes first (and a Close before it, so
- * that, should the command fail, the statement is only prepared afresh).
- */
-static bool may_drop_all(const char *sql)
-{
-	return strcasestr(sql, "ALL") && (strcasestr(sql, "DEALLOCATE") || strcasestr(sql, "DISCARD"));
-}
-
-/*
- * Exactly DEALLOCATE [PREPARE] ALL or DISCARD ALL, alone (an optional ';'):
- * the command that drops every name of the client's when it runs.
- */
-static bool drops_all_exactly(const char *sql)
-{
-	const char *p = sql;
-	while (isspace((unsigned char)*p))
-		p++;
-	static const char *const words[][3] = { { "DEALLOCATE", "ALL", NULL },
-						{ "DEALLOCATE", "PREPARE", "ALL" },
-						{ "DISCARD", "ALL", NULL } };
-	for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
-		const char *q = p;
-		size_t k = 0;
-		for (; k < 3 && words[w][k]; k++) {
-			size_t n = strlen(words[w][k]);
-			if (strncasecmp(q, words[w][k], n) != 0 || (isalnum((unsigned char)q[n]) || q[n] == '_'))
-				break;
-			for (q += n; isspace((unsigned char)*q); q++)
-				;
-		}
-		if (k < 3 && words[w][k])
-			continue;
-		if (*q == ';')
-			for (q++; isspace((unsigned char)*q); q++)
-				;
-		if (*q == '\0')
-			return true;
-	}
-	return false;
+	return ps_deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
 }
 
 /*
@@ -711,7 +622,7 @@ static enum ps_result on_query(struct client *c, struct server *s, struct pkt *p
 /*
  * A short simple Query, when the server has statements: one that may drop
  * them all empties the server's set now, for the messages pipelined behind
- * it (may_drop_all). False: read it whole first.
+ * it (ps_may_drop_all). False: read it whole first.
  */
 static bool query_checked(struct client *c, struct server *s, struct pkt *pkt, bool *exact)
 {
@@ -721,9 +632,9 @@ static bool query_checked(struct client *c, struct server *s, struct pkt *pkt, b
 		return true;
 	if (!pkt->complete)
 		return false;
-	if (pkt->body_len && pkt->body[pkt->body_len - 1] == '\0' && may_drop_all((const char *)pkt->body)) {
+	if (pkt->body_len && pkt->body[pkt->body_len - 1] == '\0' && ps_may_drop_all((const char *)pkt->body)) {
 		ps_held_clear(sp);
-		*exact = drops_all_exactly((const char *)pkt->body);
+		*exact = ps_drops_all_exactly((const char *)pkt->body);
 	}
 	return true;
 }
@@ -749,7 +660,7 @@ static enum ps_result on_unnamed_parse(struct client *c, struct server *s, struc
 		struct ps_name *n = (!r.bad && ntypes == 0) ? deallocate_of_client_name(c, sql) : NULL;
 		if (n)
 			return rewrite_deallocate(c, s, n, false);
-		if (!r.bad && may_drop_all(sql) && drops_all_exactly(sql))
+		if (!r.bad && ps_may_drop_all(sql) && ps_drops_all_exactly(sql))
 			ps_client_map(c)->unnamed_drops_all = true;
 	}
 	return queue_forward(s, RQ_PARSE);

@@ -246,3 +246,19 @@ def test_names_go_at_the_execute_of_an_extended_drop_all(pg, pgpulse):
                parse_message("SELECT 8", "s1"), bind_message(stmt="s1"), execute_message(), SYNC], 1),
              ([bind_message(stmt="s1"), execute_message(), SYNC], 1)]
     same_as_direct(pg, pgpulse, steps)
+
+
+def test_deallocate_of_one_name_leaves_the_servers_other_statements_prepared(pgpulse):
+    """psycopg's cache rotation (DEALLOCATE _pg3_n) and a DEALLOCATE of a
+    name pgpulse does not know must not make the server prepare its other
+    statements again: only DEALLOCATE ALL and DISCARD ALL do."""
+    pp = pgpulse(INI.replace("default_pool_size = 2", "default_pool_size = 1"), USERS)
+    with RawConn(pp.port, timeout=5) as c:
+        c.send(parse_message("SELECT 1", "s1"), parse_message("SELECT 2", "s2"), SYNC)
+        c.until_ready()
+        for sql in ("DEALLOCATE s1", "DEALLOCATE nosuch_all"):
+            c.send(query_message(sql), bind_message(stmt="s2"), execute_message(), SYNC)
+            c.until_ready()
+            assert replies(c.until_ready())[0] == ("2", b"")
+    stats = next(r for r in pp.show("STATS") if r["database"] == "appdb")
+    assert int(stats["total_server_parse_count"]) == 2, stats

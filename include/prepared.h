@@ -44,6 +44,8 @@ struct ps_client {
 	uint32_t count;
 	bool skipping;         /* an error in this batch: drop messages until Sync, as PostgreSQL does */
 	bool paused;           /* waiting for the server's reply queue to shrink */
+	bool unnamed_drops_all; /* the unnamed statement is DEALLOCATE ALL or DISCARD ALL ... */
+	bool portal_drops_all;  /* ... and so is the unnamed portal: its Execute takes every name */
 };
 
 /* a server's prepared statements and its queue of expected replies */

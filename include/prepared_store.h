@@ -10,6 +10,7 @@
 #define PGPULSE_PREPARED_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "prepared.h"
@@ -85,5 +86,11 @@ struct ps_held *ps_held_add(struct ps_server *sp, struct ps_stmt *st); /* confir
 void ps_held_remove(struct ps_server *sp, struct ps_stmt *st);
 void ps_held_clear(struct ps_server *sp);
 struct ps_stmt *ps_held_lru(const struct ps_server *sp);
+
+/* SQL texts that change names or statements (sqltext.c) */
+/* DEALLOCATE [PREPARE] name, alone: name folded as PostgreSQL folds identifiers; not for ALL */
+bool ps_deallocate_target(const char *sql, char *name, size_t size);
+bool ps_may_drop_all(const char *sql);       /* names DEALLOCATE or DISCARD, and ALL: perhaps */
+bool ps_drops_all_exactly(const char *sql);  /* DEALLOCATE [PREPARE] ALL or DISCARD ALL, alone */
 
 #endif

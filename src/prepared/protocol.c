@@ -29,7 +29,6 @@
  */
 #include "prepared.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +52,7 @@
 #define PS_DEALLOCATE_MAX 300              /* longest "DEALLOCATE name" worth reading whole */
 #define PS_DEALLOCATE_Q PS_NAME_PREFIX "DQ" /* the stand-in a client's simple-Query DEALLOCATE runs on */
 #define PS_DEALLOCATE_P PS_NAME_PREFIX "DP" /* ... and its extended-protocol DEALLOCATE */
+#define PS_DUPLICATE_PROBE PS_NAME_PREFIX "DUP" /* a duplicate name's text, parsed for PostgreSQL's errors */
 
 enum ps_kind {
 	RQ_PARSE,
@@ -78,6 +78,7 @@ struct ps_reply {
 			       * client keeps the name `text` of `stmt` */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
+	struct ps_client *saved; /* a client's DEALLOCATE ALL or DISCARD ALL: the names it took, back if it fails */
 };
 
 /* ---- the reply queue ---- */
@@ -106,7 +107,7 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 	while (sp->untracked) {
 		if (sp->q_len == sp->q_cap)
 			q_grow(sp);
-		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, NULL, NULL };
+		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, NULL, NULL, NULL };
 		sp->untracked--;
 	}
 	if (sp->q_len == sp->q_cap) {
@@ -120,10 +121,18 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 		sp->q_head = 0;
 	}
 	struct ps_reply *e = q_at(sp, sp->q_len++);
-	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text };
+	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text, NULL };
 	if (st)
 		ps_stmt_hold(st);
 	return e;
+}
+
+/* names a DEALLOCATE ALL took, once it has run */
+static void saved_free(struct ps_client *saved)
+{
+	ps_names_clear(saved);
+	free(saved->slots);
+	free(saved);
 }
 
 static void reply_free(struct ps_reply *e)
@@ -136,6 +145,10 @@ static void reply_free(struct ps_reply *e)
 	if (e->text) {
 		free(e->text);
 		e->text = NULL;
+	}
+	if (e->saved) {
+		saved_free(e->saved);
+		e->saved = NULL;
 	}
 }
 
@@ -207,8 +220,28 @@ static void restore_name(struct server *s, struct ps_reply *e)
 		ps_name_add(s->client, e->text, e->stmt);
 }
 
+/*
+ * A client's DEALLOCATE ALL or DISCARD ALL failed or was skipped: the names
+ * it took are the client's again, over what messages sent behind it made
+ * of them (those failed too, or were skipped: newest are undone first).
+ */
+static void names_restore(struct server *s, struct ps_reply *e)
+{
+	struct ps_client *saved = e->saved;
+	e->saved = NULL;
+	for (uint32_t i = 0; s->client && i < saved->cap; i++) {
+		if (!saved->slots[i].name)
+			continue;
+		ps_name_remove(s->client->ps, saved->slots[i].name, NULL);
+		ps_name_add(s->client, saved->slots[i].name, saved->slots[i].stmt);
+	}
+	saved_free(saved);
+}
+
 static void undo(struct server *s, struct ps_reply *e)
 {
+	if (e->saved)
+		names_restore(s, e);
 	struct ps_server *sp = s->ps;
 	struct ps_client *m = s->client ? s->client->ps : NULL;
 	switch (e->kind) {
@@ -385,16 +418,8 @@ static void ensure_on_server(struct client *c, struct server *s, struct ps_stmt 
 static enum ps_result fail_request(struct client *c, struct server *s, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-static enum ps_result fail_request(struct client *c, struct server *s, const char *sqlstate, const char *fmt, ...)
+static void put_fail(struct client *c, struct server *s, const char *sqlstate, const char *msg)
 {
-	enum ps_result r = make_room(c, s);
-	if (r != PS_SENT)
-		return r;
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	size_t n = strlen(msg);
 	char *text = xmalloc(5 + n + 1);
 	memcpy(text, sqlstate, 5);
@@ -406,6 +431,57 @@ static enum ps_result fail_request(struct client *c, struct server *s, const cha
 	pkt_end(out);
 	q_push(ps_server_of(s), RQ_FAIL, false, NULL, text);
 	ps_client_map(c)->skipping = true;
+}
+
+static enum ps_result fail_request(struct client *c, struct server *s, const char *sqlstate, const char *fmt, ...)
+{
+	enum ps_result r = make_room(c, s);
+	if (r != PS_SENT)
+		return r;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	put_fail(c, s, sqlstate, msg);
+	return PS_SKIPPED;
+}
+
+static void put_close_named(struct pktbuf *out, const char *name)
+{
+	pkt_begin(out, 'C');
+	pkt_put_u8(out, 'S');
+	pkt_put_str(out, name);
+	pkt_end(out);
+}
+
+/*
+ * A Parse of a name the client already has. PostgreSQL stores the name
+ * last: a text that does not parse, a missing table, an aborted
+ * transaction (25P02) are reported before 42P05. So the text is prepared
+ * on the server under a probe name first, its errors are PostgreSQL's
+ * own, and only when it parses does the client get 42P05.
+ */
+static enum ps_result fail_duplicate(struct client *c, struct server *s, const uint8_t *blob, uint32_t len,
+				     const char *name)
+{
+	enum ps_result r = make_room(c, s);
+	if (r != PS_SENT)
+		return r;
+	struct ps_server *sp = ps_server_of(s);
+	struct pktbuf *out = stream_out(&s->st);
+	put_close_named(out, PS_DUPLICATE_PROBE); /* no error when absent */
+	q_push(sp, RQ_CLOSE, true, NULL, NULL);
+	pkt_begin(out, 'P');
+	pkt_put_str(out, PS_DUPLICATE_PROBE);
+	pkt_put_bytes(out, blob, len);
+	pkt_end(out);
+	q_push(sp, RQ_PARSE, true, NULL, NULL);
+	put_close_named(out, PS_DUPLICATE_PROBE);
+	q_push(sp, RQ_CLOSE, true, NULL, NULL);
+	char msg[512];
+	snprintf(msg, sizeof(msg), "prepared statement \"%s\" already exists", name);
+	put_fail(c, s, "42P05", msg);
 	return PS_SKIPPED;
 }
 
@@ -455,49 +531,6 @@ static uint64_t statement_fingerprint(const struct client *c, struct ps_stmt *st
 }
 
 /*
- * The statement name of "DEALLOCATE [PREPARE] name" (the whole text, an
- * optional ';'), folded as PostgreSQL folds identifiers; false for anything
- * else, and for DEALLOCATE ALL.
- */
-static bool deallocate_target(const char *sql, char *name, size_t size)
-{
-	const char *p = sql;
-	size_t n = 0;
-	while (isspace((unsigned char)*p))
-		p++;
-	if (strncasecmp(p, "DEALLOCATE", 10) != 0 || !isspace((unsigned char)p[10]))
-		return false;
-	for (p += 10; isspace((unsigned char)*p); p++)
-		;
-	if (strncasecmp(p, "PREPARE", 7) == 0 && isspace((unsigned char)p[7]))
-		for (p += 7; isspace((unsigned char)*p); p++)
-			;
-	if (*p == '"') {
-		for (p++; *p && n + 1 < size; p++) {
-			if (*p == '"' && p[1] != '"')
-				break;
-			if (*p == '"')
-				p++; /* "" is one quote */
-			name[n++] = *p;
-		}
-		if (*p++ != '"')
-			return false;
-	} else {
-		for (; (isalnum((unsigned char)*p) || *p == '_' || *p == '$' || (unsigned char)*p >= 0x80) && n + 1 < size; p++)
-			name[n++] = (char)tolower((unsigned char)*p);
-		if (n == 0 || (n == 3 && strncmp(name, "all", 3) == 0))
-			return false;
-	}
-	name[n] = '\0';
-	while (isspace((unsigned char)*p))
-		p++;
-	if (*p == ';')
-		for (p++; isspace((unsigned char)*p); p++)
-			;
-	return *p == '\0';
-}
-
-/*
  * SQL DEALLOCATE of a name the client prepared with Parse (psycopg drops
  * statements from its cache that way). NULL when the text is not that;
  * then it goes as it is.
@@ -505,7 +538,27 @@ static bool deallocate_target(const char *sql, char *name, size_t size)
 static struct ps_name *deallocate_of_client_name(struct client *c, const char *sql)
 {
 	char name[256];
-	return deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
+	return ps_deallocate_target(sql, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
+}
+
+/*
+ * The client's names leave when its DEALLOCATE ALL or DISCARD ALL is sent,
+ * so that a Parse pipelined behind it may reuse a name, as on PostgreSQL;
+ * they are kept with the command's queue entry until it has run.
+ */
+static struct ps_client *names_detach(struct client *c)
+{
+	struct ps_client *m = c->ps;
+	if (!m || !m->count)
+		return NULL;
+	struct ps_client *saved = xcalloc(1, sizeof(*saved));
+	saved->slots = m->slots;
+	saved->cap = m->cap;
+	saved->count = m->count;
+	m->slots = NULL;
+	m->cap = 0;
+	m->count = 0;
+	return saved;
 }
 
 /*
@@ -532,10 +585,7 @@ static enum ps_result rewrite_deallocate(struct client *c, struct server *s, str
 		q_push(sp, RQ_QUERY, true, n->stmt, xstrdup(n->name))->restore = true;
 	} else {
 		/* a stand-in left by a Parse never executed is closed first (no error when absent) */
-		pkt_begin(out, 'C');
-		pkt_put_u8(out, 'S');
-		pkt_put_str(out, PS_DEALLOCATE_P);
-		pkt_end(out);
+		put_close_named(out, PS_DEALLOCATE_P);
 		q_push(sp, RQ_CLOSE, true, NULL, NULL);
 		pkt_begin(out, 'P');
 		pkt_put_str(out, PS_DEALLOCATE_P);
@@ -569,10 +619,37 @@ static enum ps_result on_query(struct client *c, struct server *s, struct pkt *p
 	return queue_forward(s, RQ_QUERY);
 }
 
-/* the unnamed statement goes as it is, unless it is a DEALLOCATE of a client's name */
+/*
+ * A short simple Query, when the server has statements: one that may drop
+ * them all empties the server's set now, for the messages pipelined behind
+ * it (ps_may_drop_all). False: read it whole first.
+ */
+static bool query_checked(struct client *c, struct server *s, struct pkt *pkt, bool *exact)
+{
+	struct ps_server *sp = s->ps;
+	*exact = false;
+	if (!(sp->count || (c->ps && c->ps->count)) || pkt->len > PS_DEALLOCATE_MAX)
+		return true;
+	if (!pkt->complete)
+		return false;
+	if (pkt->body_len && pkt->body[pkt->body_len - 1] == '\0' && ps_may_drop_all((const char *)pkt->body)) {
+		ps_held_clear(sp);
+		*exact = ps_drops_all_exactly((const char *)pkt->body);
+	}
+	return true;
+}
+
+/*
+ * The unnamed statement goes as it is, unless it is a DEALLOCATE of a
+ * client's name. One that is DEALLOCATE ALL or DISCARD ALL is noted: its
+ * Execute is where the statements go (on_execute).
+ */
 static enum ps_result on_unnamed_parse(struct client *c, struct server *s, struct pkt *pkt)
 {
-	if (c->ps && c->ps->count && pkt->len <= PS_DEALLOCATE_MAX) {
+	struct ps_server *sp = ps_server_of(s);
+	if (c->ps)
+		c->ps->unnamed_drops_all = false;
+	if (((c->ps && c->ps->count) || sp->count) && pkt->len <= PS_DEALLOCATE_MAX) {
 		if (!pkt->complete)
 			return PS_NEED_FULL;
 		struct pkt_reader r;
@@ -583,6 +660,8 @@ static enum ps_result on_unnamed_parse(struct client *c, struct server *s, struc
 		struct ps_name *n = (!r.bad && ntypes == 0) ? deallocate_of_client_name(c, sql) : NULL;
 		if (n)
 			return rewrite_deallocate(c, s, n, false);
+		if (!r.bad && ps_may_drop_all(sql) && ps_drops_all_exactly(sql))
+			ps_client_map(c)->unnamed_drops_all = true;
 	}
 	return queue_forward(s, RQ_PARSE);
 }
@@ -605,7 +684,7 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	if (r.bad || pkt_remaining(&r) != 0)
 		return queue_forward(s, RQ_PARSE); /* malformed: PostgreSQL says so */
 	if (ps_name_find(c->ps, name))
-		return fail_request(c, s, "42P05", "prepared statement \"%s\" already exists", name);
+		return fail_duplicate(c, s, blob, (uint32_t)(r.end - blob), name);
 	if (c->ps && c->ps->count >= ps_client_name_limit())
 		return fail_request(c, s, "53400",
 				    "too many prepared statements on this connection (%u; the limit follows max_prepared_statements)",
@@ -677,8 +756,13 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 {
 	const char *portal = visible_str(pkt, pkt->body);
 	const char *stmt = portal ? visible_str(pkt, (const uint8_t *)portal + strlen(portal) + 1) : NULL;
-	if (stmt && !*stmt)
+	if (c->ps && portal && !*portal)
+		c->ps->portal_drops_all = false; /* the unnamed portal is about to be replaced */
+	if (stmt && !*stmt) {
+		if (c->ps)
+			c->ps->portal_drops_all = c->ps->unnamed_drops_all && !*portal;
 		return queue_forward(s, RQ_BIND);
+	}
 	if (!pkt->complete)
 		return stmt ? on_big_bind(c, s, pkt, portal, stmt) : PS_NEED_FULL;
 	struct pkt_reader r;
@@ -759,6 +843,27 @@ static enum ps_result on_close(struct client *c, struct server *s, struct pkt *p
 	return res;
 }
 
+/*
+ * Execute of the unnamed portal of a DEALLOCATE ALL or DISCARD ALL: from
+ * here on in the pipeline, the server has none of its statements and the
+ * client none of its names (as query_checked for a simple Query).
+ */
+static enum ps_result on_execute(struct client *c, struct server *s, struct pkt *pkt)
+{
+	if (!c->ps || !c->ps->portal_drops_all)
+		return queue_forward(s, RQ_EXECUTE);
+	if (!pkt->complete)
+		return PS_NEED_FULL;
+	struct ps_server *sp = ps_server_of(s);
+	if (pkt->body_len && pkt->body[0] == '\0') {
+		c->ps->portal_drops_all = false;
+		ps_held_clear(sp);
+		q_push(sp, RQ_EXECUTE, false, NULL, NULL)->saved = names_detach(c);
+		return PS_FORWARD;
+	}
+	return queue_forward(s, RQ_EXECUTE);
+}
+
 /* the client ended its COPY data; Syncs sent before that are ignored by PostgreSQL */
 static enum ps_result on_copy_end(struct server *s)
 {
@@ -804,13 +909,20 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 	case 'C':
 		return on_close(c, s, pkt);
 	case 'E':
-		return queue_forward(s, RQ_EXECUTE);
+		return on_execute(c, s, pkt);
 	case 'S':
 		if (sp->copy_in)
 			return PS_FORWARD;
 		sp->syncs++;
 		return queue_forward(s, RQ_SYNC);
-	case 'Q':
+	case 'Q': {
+		bool drops_all;
+		if (!query_checked(c, s, pkt, &drops_all))
+			return PS_NEED_FULL;
+		if (drops_all && c->ps && c->ps->count) {
+			q_push(sp, RQ_QUERY, false, NULL, NULL)->saved = names_detach(c);
+			return PS_FORWARD;
+		}
 		if (sp->q_len == 0 && !(c->ps && c->ps->count)) {
 			/*
 			 * Nothing queued and no name of the client's it could
@@ -821,6 +933,7 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 			return PS_FORWARD;
 		}
 		return on_query(c, s, pkt);
+	}
 	case 'F':
 		return on_query(c, s, pkt);
 	case 'c':
@@ -862,6 +975,16 @@ static enum pkt_action complete_head(struct server *s, enum ps_kind kind, uint8_
 	return swallow ? PKT_CONSUMED : PKT_FORWARD;
 }
 
+/* a name the client has for st (an error path: a scan will do) */
+static const char *client_name_of(const struct client *c, const struct ps_stmt *st)
+{
+	const struct ps_client *m = c->ps;
+	for (uint32_t i = 0; m && i < m->cap; i++)
+		if (m->slots[i].name && m->slots[i].stmt == st)
+			return m->slots[i].name;
+	return NULL;
+}
+
 static bool is_cached_plan_error(const struct pkt *pkt)
 {
 	const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
@@ -878,12 +1001,15 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 			restore_name(s, e);
 			e->restore = false;
 		}
+		if (e->saved) /* ... or its DEALLOCATE ALL */
+			names_restore(s, e);
 		return PKT_FORWARD;
 	} /* a simple query's, or the commit at Sync: ReadyForQuery follows */
 	bool replace = false;
+	const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
+	bool missing = code && strcmp(code, "26000") == 0;
 	if (e->kind == RQ_FAIL) {
-		const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
-		replace = code && strcmp(code, "26000") == 0 && e->text;
+		replace = missing && e->text;
 		if (replace && stream_has_pending(&s->st))
 			return PKT_FLUSH_FIRST;
 		if (replace) {
@@ -892,6 +1018,25 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 			sqlstate[5] = '\0';
 			proto_put_error(stream_out(&s->client->st), "ERROR", sqlstate, e->text + 5);
 		}
+	} else if (missing && e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT)) {
+		/*
+		 * The server lost a statement pgpulse believed it had (a DEALLOCATE
+		 * ALL pgpulse could not see, inside a function or a long text): it
+		 * is prepared again on next use, and the client reads its own name.
+		 */
+		if (stream_has_pending(&s->st))
+			return PKT_FLUSH_FIRST;
+		ps_held_remove(sp, e->stmt);
+		PS_LOG(LOG_LVL_WARNING, s, "%s%llu was dropped behind pgpulse's back; it is prepared again on next use",
+		       PS_NAME_PREFIX, (unsigned long long)e->stmt->id);
+		char msg[512];
+		const char *name = client_name_of(s->client, e->stmt);
+		if (name)
+			snprintf(msg, sizeof(msg), "prepared statement \"%s\" does not exist", name);
+		else
+			snprintf(msg, sizeof(msg), "prepared statement does not exist");
+		proto_put_error(stream_out(&s->client->st), "ERROR", "26000", msg);
+		replace = true;
 	}
 	if (e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT) && is_cached_plan_error(pkt)) {
 		/* ALTER TABLE changed the result: prepare it afresh next time it is used here */

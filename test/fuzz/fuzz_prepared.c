@@ -19,6 +19,7 @@
  */
 #include "../../src/prepared/statements.c"
 #include "../../src/prepared/protocol.c"
+#include "../../src/prepared/sqltext.c"
 
 #include <assert.h>
 #include <stdint.h>

@@ -1,11 +1,12 @@
 /*
  * test_prepared: the named-statement maps and the reply queue without
- * sockets. The two files of src/prepared/ are included to reach their
+ * sockets. The files of src/prepared/ are included to reach their
  * static parts; the stream calls they make are stubbed, so what pgpulse
  * "sent" is read back from the streams' out buffers.
  */
 #include "../../src/prepared/statements.c"
 #include "../../src/prepared/protocol.c"
+#include "../../src/prepared/sqltext.c"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,18 +182,37 @@ static bool out_has(const struct pktbuf *out, const char *s)
 static void test_deallocate_target_folds_like_postgresql(void)
 {
 	char name[64];
-	CHECK(deallocate_target("DEALLOCATE _pg3_0", name, sizeof(name)));
+	CHECK(ps_deallocate_target("DEALLOCATE _pg3_0", name, sizeof(name)));
 	CHECK_STR_EQ(name, "_pg3_0");
-	CHECK(deallocate_target("  deallocate prepare  S1 ; ", name, sizeof(name)));
+	CHECK(ps_deallocate_target("  deallocate prepare  S1 ; ", name, sizeof(name)));
 	CHECK_STR_EQ(name, "s1");
-	CHECK(deallocate_target("DEALLOCATE \"Mi\"\"xed\"", name, sizeof(name)));
+	CHECK(ps_deallocate_target("DEALLOCATE \"Mi\"\"xed\"", name, sizeof(name)));
 	CHECK_STR_EQ(name, "Mi\"xed");
-	CHECK(!deallocate_target("DEALLOCATE ALL", name, sizeof(name)));
-	CHECK(deallocate_target("DEALLOCATE \"all\"", name, sizeof(name)));
-	CHECK(!deallocate_target("DEALLOCATE a; SELECT 1", name, sizeof(name)));
-	CHECK(!deallocate_target("DEALLOCATE \"open", name, sizeof(name)));
-	CHECK(!deallocate_target("DEALLOCATEx", name, sizeof(name)));
-	CHECK(!deallocate_target("SELECT 1", name, sizeof(name)));
+	CHECK(!ps_deallocate_target("DEALLOCATE ALL", name, sizeof(name)));
+	CHECK(ps_deallocate_target("DEALLOCATE \"all\"", name, sizeof(name)));
+	CHECK(!ps_deallocate_target("DEALLOCATE a; SELECT 1", name, sizeof(name)));
+	CHECK(!ps_deallocate_target("DEALLOCATE \"open", name, sizeof(name)));
+	CHECK(!ps_deallocate_target("DEALLOCATEx", name, sizeof(name)));
+	CHECK(!ps_deallocate_target("SELECT 1", name, sizeof(name)));
+}
+
+static void test_drop_all_texts_are_recognised(void)
+{
+	CHECK(ps_drops_all_exactly("DEALLOCATE ALL"));
+	CHECK(ps_drops_all_exactly("  deallocate prepare all ;  "));
+	CHECK(ps_drops_all_exactly("discard\tALL;"));
+	CHECK(!ps_drops_all_exactly("DEALLOCATE all_stmts"));
+	CHECK(!ps_drops_all_exactly("DEALLOCATE \"ALL\""));
+	CHECK(!ps_drops_all_exactly("DISCARD PLANS"));
+	CHECK(!ps_drops_all_exactly("DEALLOCATE ALL; SELECT 1"));
+	CHECK(!ps_drops_all_exactly("DISCARDALL"));
+	/* the loose test may say yes to more (other statements around it), never no to one of these */
+	CHECK(ps_may_drop_all("SELECT 1; deallocate all"));
+	CHECK(!ps_may_drop_all("DEALLOCATE all_stmts"));
+	CHECK(!ps_may_drop_all("SELECT 1 UNION SELECT 2"));
+	CHECK(!ps_may_drop_all("DEALLOCATE s1"));
+	CHECK(!ps_may_drop_all("DEALLOCATE _pg3_0; SELECT 'small'"));
+	CHECK(ps_may_drop_all("/* x */ DEALLOCATE\nALL"));
 }
 
 static void test_names_survive_deletes_in_collision_chains(void)
@@ -334,6 +354,7 @@ static void test_answers_wait_for_bytes_in_flight_to_the_client(void)
 int main(void)
 {
 	RUN(test_deallocate_target_folds_like_postgresql);
+	RUN(test_drop_all_texts_are_recognised);
 	RUN(test_names_survive_deletes_in_collision_chains);
 	RUN(test_server_set_evicts_the_least_recently_used);
 	RUN(test_same_text_from_another_client_is_answered_by_pgpulse);

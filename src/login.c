@@ -101,6 +101,11 @@ static bool database_accepts_login(struct client *c)
 		client_fatal(c, "57P03", "database \"%s\" is disabled", c->dbname);
 		return false;
 	}
+	if (c->settings_refusal) {
+		/* startup parameters come after the database, as in PostgreSQL's InitPostgres */
+		client_fatal(c, c->settings_refusal_code, "%s", c->settings_refusal);
+		return false;
+	}
 	return true;
 }
 

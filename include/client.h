@@ -88,6 +88,13 @@ struct client {
 	/* what the client asked for at startup, and ParameterStatus since */
 	const char *params[6];      /* enum tracked_param; interned (intern.h) */
 	const char *settings;       /* every other startup setting, and options' -c: interned set (settings.h), or NULL */
+	/*
+	 * Startup parameters pgpulse could not read (a malformed `options`):
+	 * PostgreSQL reads them after authentication and its database check,
+	 * so the refusal waits until then (login.c). malloc'd message, or NULL.
+	 */
+	char *settings_refusal;
+	char settings_refusal_code[6];
 
 	struct cancel_req *cancel;  /* CL_CANCEL: the cancel it waits for */
 	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it: in session mode its backend's pid */
@@ -171,6 +178,16 @@ void client_request_failed(struct client *c, enum fp_outcome outcome);
 /* send an error and close the connection (FATAL) */
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* the same, with a HINT field, as PostgreSQL gives some of the errors pgpulse says in its place */
+void client_fatal_hint(struct client *c, const char *sqlstate, const char *hint, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/*
+ * PostgreSQL's ErrorResponse (its body) for what the client asked, sent as
+ * a FATAL with all its fields (proto_put_error_as_fatal), and close.
+ */
+void client_fatal_server_error(struct client *c, const uint8_t *body, size_t len);
 
 /* send an ERROR (not fatal) followed by ReadyForQuery */
 void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)

@@ -51,6 +51,14 @@ void pkt_end(struct pktbuf *b);                    /* fills in the length */
 
 /* whole messages */
 void proto_put_error(struct pktbuf *b, const char *severity, const char *sqlstate, const char *msg);
+void proto_put_error_hint(struct pktbuf *b, const char *severity, const char *sqlstate, const char *msg,
+			  const char *hint);
+/*
+ * A server's ErrorResponse (its body) as a FATAL one: every field kept but
+ * the severity (S, V) and those about the query that caused it (P, p, q,
+ * W). False, with nothing written, when the body is malformed.
+ */
+bool proto_put_error_as_fatal(struct pktbuf *b, const uint8_t *body, size_t len);
 void proto_put_notice(struct pktbuf *b, const char *sqlstate, const char *msg);
 void proto_put_warning(struct pktbuf *b, const char *sqlstate, const char *msg); /* a NoticeResponse of severity WARNING */
 void proto_put_auth(struct pktbuf *b, uint32_t code, const void *data, size_t len);

@@ -105,8 +105,26 @@ struct scram_server {
 	char nonce[128];   /* client nonce + server nonce */
 	uint8_t client_key[SCRAM_KEY_LEN]; /* recovered from the proof after success */
 	bool have_client_key;
-	char cbind_flag;   /* 'n' or 'y' from the gs2 header; c= must echo it */
+	char cbind_flag;   /* 'n', 'y' or 'p' from the gs2 header; c= must echo it */
+	/*
+	 * Channel binding (SCRAM-SHA-256-PLUS), set by scram_server_bind before
+	 * scram_server_first, which keeps it: the tls-server-end-point data of
+	 * the client's TLS session (cbind_len 0: plaintext, PLUS not offered)
+	 * and whether the client chose PLUS.
+	 */
+	uint8_t cbind_data[64];
+	size_t cbind_len;
+	bool cbind_plus;
 };
+
+/*
+ * Before scram_server_first: the TLS session's tls-server-end-point data
+ * (len 0 for none) and whether the client chose SCRAM-SHA-256-PLUS. The
+ * checks follow PostgreSQL: PLUS needs p=tls-server-end-point, plain SCRAM
+ * refuses binding data, and a client saying 'y' (it could bind but thinks
+ * we cannot) is refused when PLUS was offered: someone removed it.
+ */
+void scram_server_bind(struct scram_server *st, const uint8_t *data, size_t len, bool plus);
 
 /*
  * Start with the client's SASLInitialResponse data (client-first-message).

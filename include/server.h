@@ -80,8 +80,8 @@ struct server {
 	const char *params[6];      /* enum tracked_param, as PostgreSQL reported them; interned */
 	const char *settings;       /* the clients' startup settings applied on it (settings.h), or NULL */
 	bool settings_unsure;       /* a reset query ran since: they may be gone (settings_sync_sql) */
-	char job_error_code[6];     /* the first ErrorResponse of pgpulse's own query: SQLSTATE ... */
-	char job_error[256];        /* ... and message, for the client whose SETs failed */
+	uint8_t *job_error;         /* the first ErrorResponse (body) of the client's SETs, for that client; */
+	size_t job_error_len;       /* malloc'd, freed at the next job or with the server */
 	struct param_list *all_params; /* every ParameterStatus at login */
 
 	char xact_status;           /* I, T, E */

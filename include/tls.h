@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -61,6 +62,13 @@ SSL *tls_connect_session(int fd, const char *host);
 void tls_describe(SSL *ssl, char *buf, size_t len);
 /* the verified client certificate's common name; false when there is none */
 bool tls_peer_common_name(SSL *ssl, char *buf, size_t len);
+
+/*
+ * tls-server-end-point channel binding data of our side of ssl (the hash of
+ * our certificate, RFC 5929): its length, 0 when there is none (a signature
+ * algorithm without a single hash, such as Ed25519). out: 64 bytes suffice.
+ */
+size_t tls_server_end_point(SSL *ssl, uint8_t *out, size_t outlen);
 
 /* the reason of the last OpenSSL failure, for a log line or an error message */
 void tls_last_error(char *buf, size_t len);

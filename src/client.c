@@ -196,6 +196,37 @@ void client_request_failed(struct client *c, enum fp_outcome outcome)
 		fp_record(e, arrive && now > arrive ? (uint64_t)(now - arrive) : 0, outcome);
 }
 
+/*
+ * The error that ends a client: pgpulse's own words (sqlstate, msg and a
+ * hint or NULL), or, given server_body, the ErrorResponse PostgreSQL sent
+ * for what the client asked (sqlstate and msg are then its C and M).
+ */
+static void fatal_and_close(struct client *c, const char *sqlstate, const char *msg, const char *hint,
+			    const uint8_t *server_body, size_t server_len)
+{
+	if (c->state == CL_CLOSED)
+		return;
+	client_request_failed(c, FP_ERROR);
+	if (output_mid_message(c)) {
+		count_error(c, sqlstate); /* sent or not, it is pgpulse's error */
+		client_log(c, LOG_LVL_INFO, "pooler error: %s (in the middle of a reply: closing without a message)",
+			   msg);
+		client_close(c, msg);
+		return;
+	}
+	if (server_body || hint) {
+		count_error(c, sqlstate);
+		if (!server_body || !proto_put_error_as_fatal(stream_out(&c->st), server_body, server_len))
+			proto_put_error_hint(stream_out(&c->st), "FATAL", sqlstate, msg, hint);
+		if (worker->cfg->log_pooler_errors)
+			client_log(c, LOG_LVL_WARNING, "pooler error: %s", msg);
+	} else {
+		queue_error(c, "FATAL", sqlstate, msg);
+	}
+	stream_send_out(&c->st);
+	client_close(c, msg);
+}
+
 /* the error is also the reason the log gives for the close, as in PgBouncer */
 void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
@@ -206,17 +237,26 @@ void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	client_request_failed(c, FP_ERROR);
-	if (output_mid_message(c)) {
-		count_error(c, sqlstate); /* sent or not, it is pgpulse's error */
-		client_log(c, LOG_LVL_INFO, "pooler error: %s (in the middle of a reply: closing without a message)",
-			   msg);
-		client_close(c, msg);
+	fatal_and_close(c, sqlstate, msg, NULL, NULL, 0);
+}
+
+void client_fatal_hint(struct client *c, const char *sqlstate, const char *hint, const char *fmt, ...)
+{
+	va_list ap;
+	char msg[1024];
+	if (c->state == CL_CLOSED)
 		return;
-	}
-	queue_error(c, "FATAL", sqlstate, msg);
-	stream_send_out(&c->st);
-	client_close(c, msg);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fatal_and_close(c, sqlstate, msg, hint, NULL, 0);
+}
+
+void client_fatal_server_error(struct client *c, const uint8_t *body, size_t len)
+{
+	const char *code = proto_error_field(body, len, 'C');
+	const char *msg = proto_error_field(body, len, 'M');
+	fatal_and_close(c, code && strlen(code) == 5 ? code : "08006", msg ? msg : "server error", NULL, body, len);
 }
 
 void client_error(struct client *c, const char *sqlstate, const char *fmt, ...)
@@ -414,6 +454,7 @@ void client_free_dead(void)
 		intern_drop(c->user);
 		intern_drop(c->dbname);
 		intern_drop(c->settings);
+		free(c->settings_refusal);
 		stmt_names_free(c->stmt_names);
 		prepared_client_free(c);
 		free(c->secret);
@@ -580,6 +621,13 @@ static bool is_protocol_key(const char *key)
 	       strcmp(key, "replication") == 0 || strncmp(key, "_pq_.", 5) == 0;
 }
 
+/* remembered, not said: a stranger is told to authenticate first (see struct client) */
+static void refuse_settings_after_login(struct client *c, const char *sqlstate, const char *why)
+{
+	str_copy(c->settings_refusal_code, sqlstate, sizeof(c->settings_refusal_code));
+	c->settings_refusal = xstrdup(why);
+}
+
 /*
  * `options` first, then the packet's own settings, which win over it, as
  * in PostgreSQL. Protocol options (_pq_.*) are not settings: PostgreSQL
@@ -596,7 +644,7 @@ static bool read_settings(struct startup_reading *rd, const struct pkt *pkt)
 		if (strcmp(key, "options") != 0 || startup_param_ignored(key))
 			continue;
 		if (!settings_parse_options(val, take_setting, rd, why, sizeof(why))) {
-			client_fatal(c, "42601", "%s", why);
+			refuse_settings_after_login(c, "42601", why);
 			return false;
 		}
 	}
@@ -605,7 +653,7 @@ static bool read_settings(struct startup_reading *rd, const struct pkt *pkt)
 		if (is_protocol_key(key))
 			continue;
 		if (!take_setting(key, val, rd, why, sizeof(why))) {
-			client_fatal(c, "42602", "%s", why);
+			refuse_settings_after_login(c, "42602", why);
 			return false;
 		}
 	}
@@ -653,7 +701,8 @@ static bool take_replication(struct client *c, const char *val)
 		c->replication = physical ? REPL_PHYSICAL : REPL_NONE;
 		return true;
 	}
-	client_fatal(c, "22023", "invalid value for parameter \"replication\": \"%s\"", val);
+	client_fatal_hint(c, "22023", "Valid values are: \"false\", 0, \"true\", 1, \"database\".",
+			  "invalid value for parameter \"replication\": \"%s\"", val);
 	return false;
 }
 
@@ -680,6 +729,33 @@ static void add_host_to_application_name(struct client *c)
 	intern_set(&c->params[TP_APPLICATION_NAME], named);
 }
 
+/*
+ * NegotiateProtocolVersion, when PostgreSQL would send it: the client asked
+ * for a minor version above 3.0, or for protocol options (_pq_.*), none of
+ * which pgpulse knows. It names 3.0 and those options, so a client that
+ * asked for 3.2 (libpq 18's max_protocol_version) knows it speaks 3.0.
+ */
+static void negotiate_protocol_version(struct client *c, const struct pkt *pkt)
+{
+	struct proto_startup ps;
+	const char *key, *val;
+	uint32_t unknown = 0;
+	proto_startup_init(&ps, pkt->body, pkt->body_len);
+	while (proto_startup_next(&ps, &key, &val))
+		unknown += strncmp(key, "_pq_.", 5) == 0;
+	if ((ps.version & 0xffff) == 0 && unknown == 0)
+		return;
+	struct pktbuf *out = stream_out(&c->st);
+	pkt_begin(out, 'v');
+	pkt_put_u32(out, PROTO_V3);
+	pkt_put_u32(out, unknown);
+	proto_startup_init(&ps, pkt->body, pkt->body_len);
+	while (proto_startup_next(&ps, &key, &val))
+		if (strncmp(key, "_pq_.", 5) == 0)
+			pkt_put_str(out, key);
+	pkt_end(out);
+}
+
 /* read the startup packet's key/value pairs; false after sending an error */
 static bool read_startup_params(struct client *c, const struct pkt *pkt)
 {
@@ -702,6 +778,7 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 		client_fatal(c, "08P01", "invalid startup packet layout: expected terminator as last byte");
 		return false;
 	}
+	negotiate_protocol_version(c, pkt);
 	if (!c->user[0]) {
 		client_fatal(c, "28000", "no PostgreSQL user name specified in startup packet");
 		return false;
@@ -710,13 +787,12 @@ static bool read_startup_params(struct client *c, const struct pkt *pkt)
 		intern_set(&c->dbname, c->user);
 	struct startup_reading rd = { .c = c };
 	settings_builder_init(&rd.settings);
-	bool ok = read_settings(&rd, pkt);
-	if (ok)
+	if (read_settings(&rd, pkt))
 		c->settings = settings_intern(&rd.settings);
 	settings_builder_free(&rd.settings);
-	if (ok && worker->cfg->application_name_add_host)
+	if (worker->cfg->application_name_add_host)
 		add_host_to_application_name(c);
-	return ok;
+	return true;
 }
 
 /* PgBouncer 1.25's line: "login attempt: db=appdb user=app tls=no replication=no" */
@@ -856,7 +932,7 @@ static enum pkt_action handle_startup_packet(struct client *c, struct pkt *pkt)
 		return handle_cancel_request(c, pkt);
 	}
 	if ((code >> 16) != 3) {
-		client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: pgpulse supports 3.0", code >> 16,
+		client_fatal(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0", code >> 16,
 			     code & 0xffff);
 		return PKT_GONE;
 	}

@@ -101,6 +101,11 @@ static bool database_accepts_login(struct client *c)
 		client_fatal(c, "57P03", "database \"%s\" is disabled", c->dbname);
 		return false;
 	}
+	if (c->settings_refusal) {
+		/* startup parameters come after the database, as in PostgreSQL's InitPostgres */
+		client_fatal(c, c->settings_refusal_code, "%s", c->settings_refusal);
+		return false;
+	}
 	return true;
 }
 
@@ -156,13 +161,26 @@ static void enter_pool(struct client *c)
 	pool_launch_if_needed(p);
 }
 
+/*
+ * Over TLS, SCRAM-SHA-256-PLUS is offered first, as PostgreSQL lists it:
+ * bound to the certificate pgpulse showed, so a client that insists on it
+ * (libpq's channel_binding=require) logs in, and a man in the middle with
+ * another certificate cannot relay the exchange.
+ */
 static void begin_scram(struct client *c, const struct scram_secret *secret)
 {
-	static const char mech[] = "SCRAM-SHA-256\0";
+	static const char plain[] = "SCRAM-SHA-256\0";
+	static const char both[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+	uint8_t cbind[64];
+	size_t cbind_len = c->st.tls ? tls_server_end_point(c->st.tls, cbind, sizeof(cbind)) : 0;
 	c->scram = xcalloc(1, sizeof(*c->scram));
 	c->scram->secret = *secret;
+	scram_server_bind(c->scram, cbind, cbind_len, false);
 	c->auth_step = CA_SCRAM_FIRST;
-	send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
+	if (cbind_len)
+		send_auth_request(c, AUTH_REQ_SASL, both, sizeof(both));
+	else
+		send_auth_request(c, AUTH_REQ_SASL, plain, sizeof(plain));
 }
 
 /* a secret that can never match, so unknown users take the same path as known ones */
@@ -556,10 +574,12 @@ static void handle_scram_message(struct client *c, const struct pkt *pkt)
 		const char *mech = pkt_get_str(&r);
 		uint32_t len = pkt_get_u32(&r);
 		const uint8_t *data = (len == 0xffffffffu) ? NULL : pkt_get_bytes(&r, len);
-		if (r.bad || !mech || strcmp(mech, "SCRAM-SHA-256") != 0 || !data) {
+		bool plus = mech && strcmp(mech, "SCRAM-SHA-256-PLUS") == 0 && c->scram->cbind_len > 0;
+		if (r.bad || !mech || (strcmp(mech, "SCRAM-SHA-256") != 0 && !plus) || !data) {
 			client_fatal(c, "08P01", "malformed SASLInitialResponse");
 			return;
 		}
+		scram_server_bind(c->scram, c->scram->cbind_data, c->scram->cbind_len, plus);
 		struct scram_secret secret = c->scram->secret;
 		if (!scram_server_first(c->scram, &secret, (const char *)data, len, out, sizeof(out), err,
 					sizeof(err))) {

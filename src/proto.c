@@ -104,7 +104,7 @@ void pkt_end(struct pktbuf *b)
 }
 
 static void put_error_fields(struct pktbuf *b, uint8_t type, const char *severity, const char *sqlstate,
-			     const char *msg)
+			     const char *msg, const char *hint)
 {
 	pkt_begin(b, type);
 	pkt_put_u8(b, 'S');
@@ -115,23 +115,59 @@ static void put_error_fields(struct pktbuf *b, uint8_t type, const char *severit
 	pkt_put_str(b, sqlstate);
 	pkt_put_u8(b, 'M');
 	pkt_put_str(b, msg);
+	if (hint) {
+		pkt_put_u8(b, 'H');
+		pkt_put_str(b, hint);
+	}
 	pkt_put_u8(b, 0);
 	pkt_end(b);
 }
 
 void proto_put_error(struct pktbuf *b, const char *severity, const char *sqlstate, const char *msg)
 {
-	put_error_fields(b, 'E', severity, sqlstate, msg);
+	put_error_fields(b, 'E', severity, sqlstate, msg, NULL);
+}
+
+void proto_put_error_hint(struct pktbuf *b, const char *severity, const char *sqlstate, const char *msg,
+			  const char *hint)
+{
+	put_error_fields(b, 'E', severity, sqlstate, msg, hint);
+}
+
+bool proto_put_error_as_fatal(struct pktbuf *b, const uint8_t *body, size_t len)
+{
+	struct pkt_reader r;
+	size_t start = b->len;
+	pkt_reader_init(&r, body, len);
+	pkt_begin(b, 'E');
+	for (;;) {
+		uint8_t code = pkt_remaining(&r) > 0 ? pkt_get_u8(&r) : 0;
+		if (code == 0)
+			break;
+		const char *v = pkt_get_str(&r);
+		if (!v) {
+			b->len = start; /* malformed: nothing written */
+			return false;
+		}
+		/* position, internal query and context are about the query that ran the SET */
+		if (code == 'P' || code == 'p' || code == 'q' || code == 'W')
+			continue;
+		pkt_put_u8(b, code);
+		pkt_put_str(b, code == 'S' || code == 'V' ? "FATAL" : v);
+	}
+	pkt_put_u8(b, 0);
+	pkt_end(b);
+	return true;
 }
 
 void proto_put_notice(struct pktbuf *b, const char *sqlstate, const char *msg)
 {
-	put_error_fields(b, 'N', "NOTICE", sqlstate, msg);
+	put_error_fields(b, 'N', "NOTICE", sqlstate, msg, NULL);
 }
 
 void proto_put_warning(struct pktbuf *b, const char *sqlstate, const char *msg)
 {
-	put_error_fields(b, 'N', "WARNING", sqlstate, msg);
+	put_error_fields(b, 'N', "WARNING", sqlstate, msg, NULL);
 }
 
 void proto_put_auth(struct pktbuf *b, uint32_t code, const void *data, size_t len)

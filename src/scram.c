@@ -584,18 +584,41 @@ void scram_server_reset(struct scram_server *st)
 	memset(st, 0, sizeof(*st));
 }
 
+void scram_server_bind(struct scram_server *st, const uint8_t *data, size_t len, bool plus)
+{
+	st->cbind_len = len <= sizeof(st->cbind_data) ? len : 0;
+	if (st->cbind_len && data != st->cbind_data)
+		memcpy(st->cbind_data, data, st->cbind_len);
+	st->cbind_plus = plus && st->cbind_len > 0;
+}
+
 /*
  * gs2-header = cbind-flag "," [authzid] ","
- * We offer no channel binding, so "p=" is an error; "y" (client could bind
- * but thinks we cannot) is fine because we never advertise SCRAM-SHA-256-PLUS.
+ * "p=tls-server-end-point" only when the client chose SCRAM-SHA-256-PLUS
+ * (offered over TLS); "y" (the client could bind but thinks we cannot) only
+ * when PLUS was not offered (scram_server_bind).
  */
-static bool read_gs2_header(struct cursor *c, char *flag, char *err, size_t errlen)
+static bool read_gs2_header(const struct scram_server *st, struct cursor *c, char *flag, char *err,
+			    size_t errlen)
 {
-	if (cursor_peek_attr(c, 'p'))
-		return fail(err, errlen, "SCRAM channel binding is not supported");
-	if (cursor_at_end(c) || (*c->p != 'n' && *c->p != 'y'))
+	if (cursor_peek_attr(c, 'p')) {
+		const char *type;
+		size_t type_len;
+		if (!st->cbind_plus)
+			return fail(err, errlen, "SCRAM-SHA-256 chosen, but the message has channel binding data");
+		cursor_read_attr(c, 'p', &type, &type_len);
+		if (type_len != strlen("tls-server-end-point") || memcmp(type, "tls-server-end-point", type_len) != 0)
+			return fail(err, errlen, "unsupported SCRAM channel-binding type");
+		*flag = 'p';
+	} else if (st->cbind_plus) {
+		return fail(err, errlen, "SCRAM-SHA-256-PLUS chosen, but the message has no channel binding data");
+	} else if (!cursor_at_end(c) && *c->p == 'y' && st->cbind_len > 0) {
+		return fail(err, errlen, "SCRAM channel binding negotiation error: the client thinks we cannot bind");
+	} else if (cursor_at_end(c) || (*c->p != 'n' && *c->p != 'y')) {
 		return fail(err, errlen, "malformed SCRAM message: bad channel binding flag");
-	*flag = *c->p++;
+	} else {
+		*flag = *c->p++;
+	}
 	if (!cursor_take_comma(c))
 		return fail(err, errlen, "malformed SCRAM message: bad gs2 header");
 	if (cursor_peek_attr(c, 'a'))
@@ -614,12 +637,20 @@ bool scram_server_first(struct scram_server *st, const struct scram_secret *secr
 	size_t user_len, cnonce_len;
 	char flag = 0, snonce[sizeof(st->nonce)], salt_b64[4 * (MAX_SALT_LEN + 2) / 3 + 1];
 
+	/* the reset keeps what scram_server_bind said about the TLS session */
+	uint8_t cbind_data[sizeof(st->cbind_data)];
+	size_t cbind_len = st->cbind_len;
+	bool cbind_plus = st->cbind_plus;
+	memcpy(cbind_data, st->cbind_data, sizeof(cbind_data));
 	scram_server_reset(st);
+	memcpy(st->cbind_data, cbind_data, sizeof(cbind_data));
+	st->cbind_len = cbind_len;
+	st->cbind_plus = cbind_plus;
 	if (!secret || secret->salt_len <= 0 || secret->salt_len > MAX_SALT_LEN ||
 	    secret->iterations <= 0)
 		return fail(err, errlen, "no usable SCRAM secret");
 	if (!message_is_sane(client_first, len, err, errlen) ||
-	    !read_gs2_header(&c, &flag, err, errlen))
+	    !read_gs2_header(st, &c, &flag, err, errlen))
 		return false;
 
 	/* client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions] */
@@ -671,14 +702,25 @@ static bool read_client_final(struct scram_server *st, struct cursor *c, const c
 {
 	const char *val;
 	size_t vlen;
-	uint8_t cbind[16];
-	const uint8_t expected[3] = { (uint8_t)st->cbind_flag, ',', ',' };
+	static const char plus_header[] = "p=tls-server-end-point,,";
+	uint8_t cbind[sizeof(plus_header) + sizeof(st->cbind_data)], expected[sizeof(cbind)];
+	size_t expected_len;
 
+	if (st->cbind_flag == 'p') {
+		/* the gs2 header, then the binding data: the hash of the certificate we showed */
+		expected_len = strlen(plus_header);
+		memcpy(expected, plus_header, expected_len);
+		memcpy(expected + expected_len, st->cbind_data, st->cbind_len);
+		expected_len += st->cbind_len;
+	} else {
+		expected_len = 3;
+		memcpy(expected, (const uint8_t[3]){ (uint8_t)st->cbind_flag, ',', ',' }, 3);
+	}
 	if (!cursor_read_attr(c, 'c', &val, &vlen))
 		return fail(err, errlen, "malformed SCRAM message: expected channel binding");
 	/* c= repeats the gs2 header the client sent in client-first */
-	if (scram_b64_decode(val, vlen, cbind, sizeof(cbind)) != 3 ||
-	    memcmp(cbind, expected, 3) != 0)
+	if (scram_b64_decode(val, vlen, cbind, sizeof(cbind)) != (int)expected_len ||
+	    memcmp(cbind, expected, expected_len) != 0)
 		return fail(err, errlen, "SCRAM channel binding check failed");
 	if (!cursor_take_comma(c) || !cursor_read_attr(c, 'r', &val, &vlen))
 		return fail(err, errlen, "malformed SCRAM message: expected nonce");

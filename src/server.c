@@ -906,6 +906,9 @@ void server_start_job(struct server *s, enum server_job job)
 {
 	s->job = job;
 	s->job_failed = false;
+	free(s->job_error);
+	s->job_error = NULL;
+	s->job_error_len = 0;
 	/*
 	 * A connect_query is part of logging in: the server still counts as
 	 * connecting. The parameter SETs run for the linked client (active);
@@ -939,8 +942,8 @@ static void finish_job(struct server *s)
 			 * startup parameters would get it; the client's close takes
 			 * the server with it (its SETs may be half applied).
 			 */
-			if (s->job_error_code[0] && s->job_error[0])
-				client_fatal(s->client, s->job_error_code, "%s", s->job_error);
+			if (s->job_error)
+				client_fatal_server_error(s->client, s->job_error, s->job_error_len);
 			else
 				client_fatal(s->client, "22023", "could not set the client's startup parameters on the server");
 			return;
@@ -1003,17 +1006,19 @@ static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
 	switch (pkt->type) {
 	case 'E': {
 		const char *msg = proto_error_field(pkt->body, pkt->body_len, 'M');
-		const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
 		SV_LOG(s, LOG_LVL_WARNING, "pgpulse's own query failed: %s", msg ? msg : "?");
-		if (!s->job_failed) {
-			str_copy(s->job_error_code, code && strlen(code) == 5 ? code : "", sizeof(s->job_error_code));
-			str_copy(s->job_error, msg ? msg : "", sizeof(s->job_error));
+		if (!s->job_failed && s->job == JOB_SET_PARAMS) {
+			/* kept whole (errors are rare): a direct login would have had every field of it */
+			s->job_error = malloc(pkt->body_len);
+			if (s->job_error) {
+				memcpy(s->job_error, pkt->body, pkt->body_len);
+				s->job_error_len = pkt->body_len;
+			}
 		}
 		s->job_failed = true;
 		if (s->job == JOB_SET_PARAMS && s->client && error_ends_session(pkt)) {
 			/* PostgreSQL ends the session under the client's SETs (pg_terminate_backend): its words */
-			client_fatal(s->client, s->job_error_code[0] ? s->job_error_code : "08006", "%s",
-				     s->job_error[0] ? s->job_error : "server closed the connection");
+			client_fatal_server_error(s->client, pkt->body, pkt->body_len);
 			return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
 		}
 		break;
@@ -1393,6 +1398,7 @@ void server_free_dead(void)
 		for (int i = 0; i < TP_COUNT; i++)
 			intern_drop(s->params[i]);
 		intern_drop(s->settings);
+		free(s->job_error);
 		if (s->all_params) {
 			param_list_free(s->all_params);
 			free(s->all_params);

@@ -17,6 +17,8 @@
 #include <strings.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
 #include "config.h"
@@ -462,4 +464,22 @@ bool tls_peer_common_name(SSL *ssl, char *buf, size_t len)
 	int n = X509_NAME_get_text_by_NID(subject, NID_commonName, buf, (int)len);
 	/* a name with a NUL inside could pass for a shorter one: refuse it */
 	return n == need && strlen(buf) == (size_t)n;
+}
+
+/*
+ * RFC 5929's tls-server-end-point: the hash of our own certificate, with
+ * the hash of its signature algorithm, SHA-256 in place of MD5 and SHA-1.
+ * PostgreSQL binds SCRAM to it (SCRAM-SHA-256-PLUS), so does libpq.
+ */
+size_t tls_server_end_point(SSL *ssl, uint8_t *out, size_t outlen)
+{
+	X509 *cert = ssl ? SSL_get_certificate(ssl) : NULL;
+	int algo = NID_undef;
+	unsigned int n = 0;
+	if (!cert || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &algo, NULL))
+		return 0;
+	const EVP_MD *md = (algo == NID_md5 || algo == NID_sha1) ? EVP_sha256() : EVP_get_digestbynid(algo);
+	if (!md || (size_t)EVP_MD_get_size(md) > outlen || !X509_digest(cert, md, out, &n))
+		return 0;
+	return n;
 }

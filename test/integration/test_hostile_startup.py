@@ -15,7 +15,9 @@ import os
 import socket
 import struct
 
-from pgpulse_harness import cstr, error_fields, message, PROTO_V3
+import pytest
+
+from pgpulse_harness import PROTO_V3, RawConn, ServerError, cstr, error_fields, message
 
 USERS = {"app": "app_pw", "admin": "admin_pw", "boss": "boss_pw"}
 
@@ -110,12 +112,11 @@ def test_a_second_startup_message_during_scram_logs_nobody_in(pgpulse):
 def test_an_empty_option_name_in_startup_options_is_refused_not_spun_on(pgpulse):
     pp = pgpulse(ini(), USERS)
     for options in ("-c=", "--=", "-c =x", "-c=x", "--=1 -c="):
-        with connect(pp) as s:
-            s.sendall(startup_packet("app", "appdb", {"options": options}))
-            seen, err, closed = read_until_closed_or_error(s)
-            # refused before authentication, with a clear error
-            assert err is not None, (options, seen)
-            assert err["S"] == "FATAL" and err["C"] in ("08P01", "22023", "42601", "42704"), (options, err)
+        # refused once authenticated (PostgreSQL reads options then), with a clear error
+        with pytest.raises(ServerError) as err:
+            RawConn(pp.port, params={"options": options})
+        assert err.value.fields["S"] == "FATAL", (options, err.value.fields)
+        assert err.value.sqlstate in ("08P01", "22023", "42601", "42704"), (options, err.value.fields)
     assert still_serves(pp)
 
 

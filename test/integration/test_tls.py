@@ -221,6 +221,17 @@ def test_plaintext_refusal_has_sqlstate_28000(pgpulse, certs):
     assert "SSL required" in fields["M"]
 
 
+def test_channel_binding_required_by_the_client_logs_in_as_with_postgresql(pgpulse, certs):
+    """libpq's channel_binding=require: SCRAM-SHA-256-PLUS bound to the
+    certificate pgpulse showed, which libpq checks in the server's proof."""
+    pp = start_client_tls(pgpulse, certs)
+    with pp.connect(**libpq_tls(certs, "verify-full", channel_binding="require")) as bound:
+        assert bound.pgconn.ssl_in_use
+        assert bound.execute("SELECT 1").fetchone() == (1,)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        pp.connect(password="wrong", **libpq_tls(certs, "verify-full", channel_binding="require"))
+
+
 def test_prefer_accepts_both(pgpulse, certs):
     pp = start_client_tls(pgpulse, certs, sslmode="prefer")
     with pp.connect(sslmode="disable") as plain:

@@ -59,6 +59,36 @@ static void test_error_field_lookup_stops_at_truncation(void)
 	CHECK(proto_error_field(truncated, 0, 'C') == NULL);
 }
 
+static void test_server_error_made_fatal_keeps_its_fields_but_the_querys(void)
+{
+	static const uint8_t body[] = "SERROR\0VERROR\0C22023\0Minvalid value\0HValid units: kB\0"
+				      "P8\0Wset_config\0Fguc.c\0L7422\0Rparse\0";
+	struct pktbuf b;
+	pktbuf_init(&b);
+	CHECK(proto_put_error_as_fatal(&b, body, sizeof(body)));
+	const uint8_t *out = b.data + 5;
+	size_t len = b.len - 5;
+	CHECK_INT_EQ(b.data[0], 'E');
+	CHECK_STR_EQ(proto_error_field(out, len, 'S'), "FATAL");
+	CHECK_STR_EQ(proto_error_field(out, len, 'V'), "FATAL");
+	CHECK_STR_EQ(proto_error_field(out, len, 'C'), "22023");
+	CHECK_STR_EQ(proto_error_field(out, len, 'H'), "Valid units: kB");
+	CHECK_STR_EQ(proto_error_field(out, len, 'R'), "parse");
+	CHECK(proto_error_field(out, len, 'P') == NULL); /* about pgpulse's SET, not the client's login */
+	CHECK(proto_error_field(out, len, 'W') == NULL);
+	pktbuf_free(&b);
+}
+
+static void test_malformed_server_error_writes_nothing(void)
+{
+	static const uint8_t body[] = { 'C', '2', '2' }; /* no NUL */
+	struct pktbuf b;
+	pktbuf_init(&b);
+	CHECK(!proto_put_error_as_fatal(&b, body, sizeof(body)));
+	CHECK_INT_EQ(b.len, 0);
+	pktbuf_free(&b);
+}
+
 static void test_reader_refuses_to_read_past_the_end(void)
 {
 	static const uint8_t body[] = { 0, 0, 0, 7, 'a', 'b' };
@@ -283,6 +313,8 @@ int main(void)
 	RUN(test_message_length_counts_itself_not_the_type_byte);
 	RUN(test_startup_packet_has_no_type_byte);
 	RUN(test_error_response_fields_can_be_found);
+	RUN(test_server_error_made_fatal_keeps_its_fields_but_the_querys);
+	RUN(test_malformed_server_error_writes_nothing);
 	RUN(test_error_field_lookup_stops_at_truncation);
 	RUN(test_reader_refuses_to_read_past_the_end);
 	RUN(test_reader_walks_key_value_pairs);

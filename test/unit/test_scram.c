@@ -440,6 +440,48 @@ static void test_channel_binding_request_is_refused(void)
 	scram_server_reset(&sv);
 }
 
+static void test_channel_binding_is_checked_as_postgresql_checks_it(void)
+{
+	static const uint8_t hash[32] = { 1, 2, 3 };
+	struct scram_secret secret;
+	struct scram_server sv = { 0 };
+	char out[BUF], err[256] = "", final[BUF], c_attr[200];
+	CHECK(scram_secret_from_password("pw", 1, &secret));
+	/* offered over TLS, plain SCRAM chosen: binding data is refused, so is 'y' (a stripped offer) */
+	scram_server_bind(&sv, hash, sizeof(hash), false);
+	CHECK(!server_first_of(&sv, &secret, "p=tls-server-end-point,,n=,r=abc", out, err));
+	scram_server_bind(&sv, hash, sizeof(hash), false);
+	CHECK(!server_first_of(&sv, &secret, "y,,n=,r=abc", out, err));
+	CHECK(strstr(err, "negotiation") != NULL);
+	scram_server_bind(&sv, hash, sizeof(hash), false);
+	CHECK(server_first_of(&sv, &secret, "n,,n=,r=abc", out, err));
+	/* PLUS chosen: it needs tls-server-end-point data */
+	scram_server_bind(&sv, hash, sizeof(hash), true);
+	CHECK(!server_first_of(&sv, &secret, "n,,n=,r=abc", out, err));
+	scram_server_bind(&sv, hash, sizeof(hash), true);
+	CHECK(!server_first_of(&sv, &secret, "p=tls-unique,,n=,r=abc", out, err));
+	scram_server_bind(&sv, hash, sizeof(hash), true);
+	CHECK(server_first_of(&sv, &secret, "p=tls-server-end-point,,n=,r=abc", out, err));
+	/* c= must carry the header and the certificate's hash: another hash is a relayed exchange */
+	uint8_t cb[24 + 32];
+	memcpy(cb, "p=tls-server-end-point,,", 24);
+	memcpy(cb + 24, hash, 32);
+	cb[24] = 9;
+	scram_b64_encode(cb, sizeof(cb), c_attr, sizeof(c_attr));
+	snprintf(final, sizeof(final), "c=%s,r=%s,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", c_attr, sv.nonce);
+	CHECK(!server_final_of(&sv, final, out, err));
+	CHECK(strstr(err, "channel binding") != NULL);
+	scram_server_bind(&sv, hash, sizeof(hash), true);
+	CHECK(server_first_of(&sv, &secret, "p=tls-server-end-point,,n=,r=abc", out, err));
+	cb[24] = 1;
+	scram_b64_encode(cb, sizeof(cb), c_attr, sizeof(c_attr));
+	snprintf(final, sizeof(final), "c=%s,r=%s,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", c_attr, sv.nonce);
+	err[0] = '\0';
+	CHECK(!server_final_of(&sv, final, out, err)); /* the proof is made up: past the binding, it fails there */
+	CHECK(strstr(err, "channel binding") == NULL);
+	scram_server_reset(&sv);
+}
+
 static void test_client_that_could_bind_must_echo_its_header(void)
 {
 	struct scram_secret secret;
@@ -932,6 +974,7 @@ int main(void)
 	RUN(test_malformed_client_first_is_refused);
 	RUN(test_channel_binding_request_is_refused);
 	RUN(test_client_that_could_bind_must_echo_its_header);
+	RUN(test_channel_binding_is_checked_as_postgresql_checks_it);
 	RUN(test_truncated_client_final_is_refused);
 	RUN(test_malformed_client_final_is_refused);
 	RUN(test_malformed_server_first_is_refused);

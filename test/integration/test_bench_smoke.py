@@ -146,13 +146,39 @@ def test_idle_workloads_report_rss_per_client_for_both_poolers(smoke_run):
 def test_targets_table_judges_every_goal(smoke_run):
     out, _, _ = smoke_run
     targets = markdown_tables((out / "results.md").read_text())["Targets"]
-    assert len(targets) == 15
+    assert len(targets) == 18
     # an older PgBouncer leaves select-prepared-tx: those goals are not run
     unjudged = set() if pgbouncer_runs_prepared_tx() else \
         {f"{PREPARED_TX}: TPS", f"{PREPARED_TX}: CPU/xact"}
     for row in targets:
         want = ("—",) if row["target"] in unjudged else ("met", "**not met**")
         assert row["verdict"] in want, row
+
+
+@pytest.mark.slow
+def test_server_unix_puts_both_poolers_on_postgresqls_unix_socket(tmp_path_factory, pgpulse_bin):
+    """--server-unix: the shared ini names PostgreSQL's socket directory, both
+    poolers serve pgbench through it, and the report says which path ran."""
+    require_tools()
+    out = tmp_path_factory.mktemp("bench-unix") / "results"
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="b", dir=os.environ.get("PGPULSE_TEST_TMPDIR")))
+    try:
+        env = dict(os.environ, PGPULSE_BIN=pgpulse_bin, TMPDIR=str(scratch))
+        r = subprocess.run(["bash", BENCH, "--smoke", "--server-unix", "--workloads", "select-simple",
+                            "--no-install", "--no-build", "--out", str(out)],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"bench.sh exited {r.returncode}\n{(r.stdout + r.stderr)[-6000:]}"
+        ini = (out / "pooler.ini").read_text()
+        hosts = re.findall(r"^bench\w* = host=(\S+) ", ini, flags=re.M)
+        assert hosts and all(h.startswith("/") for h in hosts), ini
+        text = (out / "results.md").read_text()
+        assert "reach PostgreSQL over its unix socket" in text
+        rows = {row["target"]: row for row in markdown_tables(text)["select-simple"]}
+        for label in TARGET_ROWS.values():
+            assert label in rows and number(rows[label]["TPS"]) > 0, rows
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert not processes_mentioning(str(scratch))
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ main branch the review read (4137b03).
   - `options` of "--" (PostgreSQL ignores it) refuses the login;
   - the errors pgpulse writes for malformed `options` after authentication
     lack PostgreSQL's SQLSTATE / wording / hint;
+  - a bad setting replaced later in the packet (`options` twice, or
+    `options` then the packet's own) logs in where PostgreSQL refuses;
   - a startup packet of 10001..10004 bytes (PostgreSQL's limit is 10000
     bytes after the length word) is closed silently;
   - a Parse pipelined behind a DEALLOCATE ALL / DISCARD ALL that pgpulse
@@ -85,6 +87,21 @@ def test_malformed_options_after_a_good_login_get_postgresqls_error(pgpulse, pg,
     direct = login_outcome(pg.port, {"options": options})
     assert direct != "ok"
     assert login_outcome(pp.port, {"options": options}) == direct
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+@pytest.mark.parametrize("params", [{"options": "-c work_mem=bogus -c work_mem=64MB"},
+                                    {"options": "-c work_mem=bogus", "work_mem": "64MB"}],
+                         ids=["twice-in-options", "options-then-packet"])
+def test_a_bad_setting_overridden_later_in_the_packet_still_refuses_the_login(pgpulse, pg, params, pool_mode):
+    """PostgreSQL applies `options` switch by switch, then the packet's
+    settings, so a bad value fails the login (22023 invalid value for
+    parameter "work_mem") even when a later one would replace it; pgpulse
+    keeps only the last value, never checks the bad one, and logs in."""
+    pp = pgpulse(plain_ini(pool_mode), USERS)
+    direct = login_outcome(pg.port, params)
+    assert direct != "ok" and direct["C"] == "22023"
+    assert login_outcome(pp.port, params) == direct
 
 
 # ---------------------------------------------------------------- the startup packet's length

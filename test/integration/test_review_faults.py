@@ -1,8 +1,8 @@
-"""Hostile review of the merges of issue 12/13's last hour (review1): what a
-client sees through pgpulse where PostgreSQL direct shows it something
-else. Every test here compares with PostgreSQL direct (the scratch
-cluster) or states the behaviour PostgreSQL documents, and fails on the
-main branch the review read (4137b03).
+"""Hostile review of what was merged into main in the hour before 4137b03
+(review1): what a client sees through pgpulse where PostgreSQL direct shows
+it something else. Every test here compares with PostgreSQL direct (the
+scratch cluster) or states the behaviour PostgreSQL documents, and fails on
+the main branch the review read (4137b03).
 
   - `options` of "--" (PostgreSQL ignores it) refuses the login;
   - the errors pgpulse writes for malformed `options` after authentication

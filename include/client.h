@@ -95,6 +95,7 @@ struct client {
 	 */
 	char *settings_refusal;
 	char settings_refusal_code[6];
+	const char *settings_refusal_hint; /* static text, or NULL */
 
 	struct cancel_req *cancel;  /* CL_CANCEL: the cancel it waits for */
 	uint32_t cancel_pid;        /* BackendKeyData pgpulse gave it: in session mode its backend's pid */

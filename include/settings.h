@@ -46,12 +46,20 @@ bool settings_add(struct settings_builder *b, const char *name, const char *valu
  * PostgreSQL's `options` startup parameter: words split on white space,
  * a backslash taking the next character literally; `-c name=value`,
  * `-cname=value` and `--name=value` each set one parameter (through fn,
- * the name's '-' read as '_' as PostgreSQL reads --work-mem). Other
- * switches are refused (false, why naming it): pgpulse cannot give a
- * pooled session what a server's command line would.
+ * the name's '-' read as '_' as PostgreSQL reads --work-mem), and a bare
+ * `--` ends the switches, as getopt's end of options. Refusals carry
+ * PostgreSQL's own code, words and hint where PostgreSQL would refuse too
+ * (a word after `--`, `-c` without its argument, an unknown switch, an
+ * empty name); a switch PostgreSQL knows and pgpulse cannot give a pooled
+ * session (-B, -F, ...) is refused naming it.
  */
+struct settings_refusal {
+	char sqlstate[6];
+	const char *hint; /* static text, or NULL */
+	char message[256];
+};
 typedef bool (*settings_fn)(const char *name, const char *value, void *arg, char *why, size_t whylen);
-bool settings_parse_options(const char *options, settings_fn fn, void *arg, char *why, size_t whylen);
+bool settings_parse_options(const char *options, settings_fn fn, void *arg, struct settings_refusal *refusal);
 
 /* the canonical text of the set, interned (intern.h), or NULL for an empty set */
 const char *settings_intern(const struct settings_builder *b);

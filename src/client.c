@@ -53,7 +53,7 @@
 #include "tls.h"
 #include "worker.h"
 
-#define STARTUP_MAX_LEN 10000
+#define STARTUP_MAX_LEN (4 + 10000) /* the length word, then PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
 #define LOGIN_MAX_LEN 65536       /* PostgreSQL's own bound on authentication messages */
 
 static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt);
@@ -622,10 +622,11 @@ static bool is_protocol_key(const char *key)
 }
 
 /* remembered, not said: a stranger is told to authenticate first (see struct client) */
-static void refuse_settings_after_login(struct client *c, const char *sqlstate, const char *why)
+static void refuse_settings_after_login(struct client *c, const struct settings_refusal *r)
 {
-	str_copy(c->settings_refusal_code, sqlstate, sizeof(c->settings_refusal_code));
-	c->settings_refusal = xstrdup(why);
+	str_copy(c->settings_refusal_code, r->sqlstate, sizeof(c->settings_refusal_code));
+	c->settings_refusal = xstrdup(r->message);
+	c->settings_refusal_hint = r->hint;
 }
 
 /*
@@ -638,13 +639,13 @@ static bool read_settings(struct startup_reading *rd, const struct pkt *pkt)
 	struct client *c = rd->c;
 	struct proto_startup ps;
 	const char *key, *val;
-	char why[256];
+	struct settings_refusal r;
 	proto_startup_init(&ps, pkt->body, pkt->body_len);
 	while (proto_startup_next(&ps, &key, &val)) {
 		if (strcmp(key, "options") != 0 || startup_param_ignored(key))
 			continue;
-		if (!settings_parse_options(val, take_setting, rd, why, sizeof(why))) {
-			refuse_settings_after_login(c, "42601", why);
+		if (!settings_parse_options(val, take_setting, rd, &r)) {
+			refuse_settings_after_login(c, &r);
 			return false;
 		}
 	}
@@ -652,8 +653,10 @@ static bool read_settings(struct startup_reading *rd, const struct pkt *pkt)
 	while (proto_startup_next(&ps, &key, &val)) {
 		if (is_protocol_key(key))
 			continue;
-		if (!take_setting(key, val, rd, why, sizeof(why))) {
-			refuse_settings_after_login(c, "42602", why);
+		if (!take_setting(key, val, rd, r.message, sizeof(r.message))) {
+			str_copy(r.sqlstate, "42602", sizeof(r.sqlstate));
+			r.hint = NULL;
+			refuse_settings_after_login(c, &r);
 			return false;
 		}
 	}

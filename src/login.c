@@ -103,7 +103,10 @@ static bool database_accepts_login(struct client *c)
 	}
 	if (c->settings_refusal) {
 		/* startup parameters come after the database, as in PostgreSQL's InitPostgres */
-		client_fatal(c, c->settings_refusal_code, "%s", c->settings_refusal);
+		if (c->settings_refusal_hint)
+			client_fatal_hint(c, c->settings_refusal_code, c->settings_refusal_hint, "%s", c->settings_refusal);
+		else
+			client_fatal(c, c->settings_refusal_code, "%s", c->settings_refusal);
 		return false;
 	}
 	return true;

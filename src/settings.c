@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "intern.h"
@@ -102,46 +103,77 @@ static bool next_word(const char **pos, char *word, size_t cap)
 	return true;
 }
 
+static bool refuse(struct settings_refusal *r, const char *sqlstate, const char *hint, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static bool refuse(struct settings_refusal *r, const char *sqlstate, const char *hint, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->message, sizeof(r->message), fmt, ap);
+	va_end(ap);
+	str_copy(r->sqlstate, sqlstate, sizeof(r->sqlstate));
+	r->hint = hint;
+	return false;
+}
+
+/* what PostgreSQL says of a word its getopt does not take */
+static bool refuse_argument(struct settings_refusal *r, const char *word)
+{
+	return refuse(r, "42601", "Try \"postgres --help\" for more information.",
+		      "invalid command-line argument for server process: %.200s", word);
+}
+
 /* "name=value" of a -c (switch "-c ") or -- (switch "--") option: one setting */
-static bool take_assignment(char *text, const char *switch_text, settings_fn fn, void *arg, char *why,
-			    size_t whylen)
+static bool take_assignment(char *text, const char *switch_text, settings_fn fn, void *arg,
+			    struct settings_refusal *r)
 {
 	char *eq = strchr(text, '=');
-	if (!eq) {
-		/* PostgreSQL's own words for a switch without a value */
-		snprintf(why, whylen, "%s%.64s requires a value", switch_text, text);
-		return false;
-	}
+	if (!eq) /* PostgreSQL's own words for a switch without a value */
+		return refuse(r, "42601", NULL, "%s%.64s requires a value", switch_text, text);
 	*eq = '\0';
+	if (!*text) /* "-c =x": PostgreSQL looks for a parameter named "" */
+		return refuse(r, "42704", NULL, "unrecognized configuration parameter \"\"");
 	for (char *p = text; *p; p++)
 		if (*p == '-')
 			*p = '_'; /* --work-mem is work_mem, as PostgreSQL reads it */
-	return fn(text, eq + 1, arg, why, whylen);
+	if (fn(text, eq + 1, arg, r->message, sizeof(r->message)))
+		return true;
+	str_copy(r->sqlstate, "42602", sizeof(r->sqlstate));
+	r->hint = NULL;
+	return false;
 }
 
-bool settings_parse_options(const char *options, settings_fn fn, void *arg, char *why, size_t whylen)
+/* a switch letter of PostgreSQL's backend command line (its getopt string) */
+static bool postgres_knows_switch(char letter)
+{
+	return letter && strchr("BbcCDdEeFfhijklNnOPprSsTtvW", letter) != NULL;
+}
+
+bool settings_parse_options(const char *options, settings_fn fn, void *arg, struct settings_refusal *r)
 {
 	size_t cap = strlen(options) + 1; /* no word is longer than the whole */
 	char *word = xmalloc(cap);
 	const char *pos = options;
-	bool ok = true;
+	bool ok = true, switches_ended = false;
 	while (ok && next_word(&pos, word, cap)) {
-		if (strcmp(word, "-c") == 0) {
-			if (!next_word(&pos, word, cap)) {
-				snprintf(why, whylen, "option requires an argument -- 'c'");
-				ok = false;
-			} else {
-				ok = take_assignment(word, "-c ", fn, arg, why, whylen);
-			}
+		if (switches_ended || word[0] != '-') {
+			ok = refuse_argument(r, word); /* getopt leaves it over: PostgreSQL refuses it */
+		} else if (strcmp(word, "--") == 0) {
+			switches_ended = true;
+		} else if (strcmp(word, "-c") == 0) {
+			ok = next_word(&pos, word, cap) ? take_assignment(word, "-c ", fn, arg, r)
+							: refuse_argument(r, "-c");
 		} else if (strncmp(word, "-c", 2) == 0) {
-			ok = take_assignment(word + 2, "-c ", fn, arg, why, whylen);
-		} else if (strncmp(word, "--", 2) == 0 && word[2]) {
-			ok = take_assignment(word + 2, "--", fn, arg, why, whylen);
+			ok = take_assignment(word + 2, "-c ", fn, arg, r);
+		} else if (strncmp(word, "--", 2) == 0) {
+			ok = take_assignment(word + 2, "--", fn, arg, r);
+		} else if (!postgres_knows_switch(word[1])) {
+			ok = refuse_argument(r, word);
 		} else {
-			snprintf(why, whylen,
-				 "options: \"%.64s\" is not supported by pgpulse (only -c name=value and --name=value)",
-				 word);
-			ok = false;
+			ok = refuse(r, "42601", NULL,
+				    "options: \"%.64s\" is not supported by pgpulse (only -c name=value and --name=value)",
+				    word);
 		}
 	}
 	free(word);

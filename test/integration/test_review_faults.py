@@ -89,6 +89,8 @@ def test_malformed_options_after_a_good_login_get_postgresqls_error(pgpulse, pg,
     assert login_outcome(pp.port, {"options": options}) == direct
 
 
+@pytest.mark.xfail(strict=True, reason="known difference: pgpulse checks only a setting's last value "
+                   "(doc/architecture.md, Session mode: what a driver can still tell apart)")
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
 @pytest.mark.parametrize("params", [{"options": "-c work_mem=bogus -c work_mem=64MB"},
                                     {"options": "-c work_mem=bogus", "work_mem": "64MB"}],

@@ -81,10 +81,13 @@ static const char *options_set(const char *options, char *why, size_t whylen)
 	struct settings_builder b;
 	settings_builder_init(&b);
 	const char *s = NULL;
-	if (settings_parse_options(options, add_to_builder, &b, why, whylen))
+	struct settings_refusal r;
+	if (settings_parse_options(options, add_to_builder, &b, &r)) {
 		s = settings_intern(&b);
-	else
+	} else {
 		s = intern_get("(refused)");
+		snprintf(why, whylen, "%.5s %.190s%s%.48s", r.sqlstate, r.message, r.hint ? " HINT " : "", r.hint ? r.hint : "");
+	}
 	settings_builder_free(&b);
 	return s;
 }
@@ -110,11 +113,44 @@ static void test_options_other_than_c_and_long_ones_are_refused_by_name(void)
 	CHECK_STR_EQ(s, "(refused)");
 	CHECK(strstr(why, "\"-B\"") != NULL);
 	intern_drop(s);
-	s = options_set("-c", why, sizeof(why));
-	CHECK(strstr(why, "requires an argument") != NULL);
-	intern_drop(s);
 	s = options_set("-c work_mem", why, sizeof(why));
-	CHECK(strstr(why, "requires a value") != NULL);
+	CHECK_STR_EQ(why, "42601 -c work_mem requires a value");
+	intern_drop(s);
+}
+
+/* where PostgreSQL's getopt refuses too, its words, code and hint */
+static void test_options_postgresql_refuses_get_its_own_words(void)
+{
+	char why[256];
+	const char *s = options_set("-c", why, sizeof(why));
+	CHECK_STR_EQ(s, "(refused)");
+	CHECK_STR_EQ(why, "42601 invalid command-line argument for server process: -c HINT Try \"postgres --help\" for "
+			  "more information.");
+	intern_drop(s);
+	s = options_set("-x", why, sizeof(why));
+	CHECK_STR_EQ(why, "42601 invalid command-line argument for server process: -x HINT Try \"postgres --help\" for "
+			  "more information.");
+	intern_drop(s);
+	s = options_set("-c work_mem=1MB -- -c work_mem=2MB", why, sizeof(why));
+	CHECK_STR_EQ(why, "42601 invalid command-line argument for server process: -c HINT Try \"postgres --help\" for "
+			  "more information.");
+	intern_drop(s);
+	s = options_set("-c =x", why, sizeof(why));
+	CHECK_STR_EQ(why, "42704 unrecognized configuration parameter \"\"");
+	intern_drop(s);
+	s = options_set("-c bad!name=1", why, sizeof(why));
+	CHECK(strncmp(why, "42602 invalid configuration parameter name", 42) == 0);
+	intern_drop(s);
+}
+
+/* a bare "--" ends the switches, as getopt's end of options */
+static void test_a_bare_double_dash_ends_the_switches(void)
+{
+	char why[256];
+	const char *s = options_set("--", why, sizeof(why));
+	CHECK(s == NULL);
+	s = options_set(" -c work_mem=64MB -- ", why, sizeof(why));
+	CHECK_STR_EQ(s, "work_mem=64MB\n");
 	intern_drop(s);
 }
 
@@ -191,6 +227,8 @@ int main(void)
 	RUN(test_names_postgresql_could_not_have_are_refused);
 	RUN(test_options_are_split_as_postgresql_splits_them);
 	RUN(test_options_other_than_c_and_long_ones_are_refused_by_name);
+	RUN(test_options_postgresql_refuses_get_its_own_words);
+	RUN(test_a_bare_double_dash_ends_the_switches);
 	RUN(test_sync_touches_exactly_what_differs);
 	RUN(test_each_decodes_what_intern_encoded);
 	RUN(test_reset_quotes_each_part_of_a_custom_name);

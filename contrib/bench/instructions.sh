@@ -21,7 +21,9 @@
 # instead (the same difference of two runs, each pooler running natively
 # under `perf stat` with the syscalls tracepoints: needs root or a
 # perf_event_paranoid of -1): how often each pooler goes round its event
-# loop and sleeps, which instructions do not show.
+# loop and sleeps, which instructions do not show; and task-clock, the
+# pooler's CPU time in µs per transaction (timing: noisy on a busy machine).
+# SERVER_UNIX=1 has the poolers reach PostgreSQL over its unix socket.
 #
 # Environment: PGPULSE_BIN (default build-bench/pgpulse, ./pgpulse or
 # build/pgpulse), PGBOUNCER (a PgBouncer binary, e.g. the 1.25 build in
@@ -101,7 +103,7 @@ as_user "$pgbin/pgbench" -h "$dir" -p "$pgport" -U postgres -i -s 1 -q bench >/d
 echo '"postgres" "bench"' >"$dir/userlist.txt"
 cat >"$dir/pooler.ini" <<EOF
 [databases]
-bench = host=127.0.0.1 port=$pgport dbname=bench
+bench = host=$([ -n "${SERVER_UNIX:-}" ] && echo "$dir" || echo 127.0.0.1) port=$pgport dbname=bench
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $port
@@ -153,7 +155,7 @@ count_run() {
 # transactions per client, as "event count" lines
 SYSCALLS="sendto recvfrom read write epoll_wait epoll_ctl accept accept4 connect close setsockopt getsockopt"
 count_syscalls() {
-	local target=$1 n=$2 out=$dir/perf.$1.$2 cmd events=context-switches
+	local target=$1 n=$2 out=$dir/perf.$1.$2 cmd events=task-clock,context-switches
 	case "$target" in
 	pgpulse) cmd=("$dir/pgpulse" -q "$dir/pooler.ini") ;;
 	pgbouncer) cmd=("$dir/pgbouncer" "$dir/pooler.ini") ;;
@@ -172,7 +174,7 @@ count_syscalls() {
 	pkill -INT -u "$run_user" -f "^$dir/pgp?[a-z]* " || true
 	wait "$pooler_pid" || true
 	pooler_pid=
-	awk -F, '$3 != "" && $1 ~ /^[0-9]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e); print e, $1 }' "$out"
+	awk -F, '$3 != "" && $1 ~ /^[0-9.]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e); print e, $1 }' "$out"
 }
 
 if [ "${COUNT:-instructions}" = syscalls ]; then
@@ -187,12 +189,13 @@ if [ "${COUNT:-instructions}" = syscalls ]; then
 	done
 	echo "$header"
 	echo "$rule"
-	for e in context-switches $SYSCALLS; do
+	for e in task-clock context-switches $SYSCALLS; do
 		row="| $e |"
 		for t in $targets; do
 			row="$row $(awk -v e="$e" -v per="$per" '
 				FILENAME ~ /\/a\./ && $1 == e { a = $2 } FILENAME ~ /\/b\./ && $1 == e { b = $2 }
-				END { v = (b - a) / per; if (v < 0.005 && v > -0.005) v = 0; printf "%.2f", v }' "$dir/a.$t" "$dir/b.$t") |"
+				END { v = (b - a) / per; if (e == "task-clock") v *= 1000
+				      if (v < 0.005 && v > -0.005) v = 0; printf "%.2f", v }' "$dir/a.$t" "$dir/b.$t") |"
 		done
 		echo "$row"
 	done

@@ -1076,18 +1076,38 @@ static const char *name_of_head(const struct client *c, const struct ps_reply *e
  * PGPULSE_7 is never found inside PGPULSE_71. False when the reply does not
  * name it (most errors): then it goes as it is.
  */
+/* a reply of the head request's that may name its statement (put_renamed) */
+static bool names_statement(const struct ps_reply *e)
+{
+	return e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT || (e->kind == RQ_PARSE && e->text));
+}
+
+static size_t quoted_server_name(const struct ps_reply *e, char *buf, size_t size)
+{
+	return (size_t)snprintf(buf, size, "\"%s%llu\"", PS_NAME_PREFIX, (unsigned long long)e->stmt->id);
+}
+
+static bool mentions_server_name(const struct pkt *pkt, const struct ps_reply *e)
+{
+	char server[48];
+	if (!names_statement(e))
+		return false;
+	size_t sn = quoted_server_name(e, server, sizeof(server));
+	return memmem(pkt->body, pkt->body_len, server, sn) != NULL;
+}
+
 static bool put_renamed(struct server *s, const struct pkt *pkt, const struct ps_reply *e)
 {
 	char server[48];
-	int sn = snprintf(server, sizeof(server), "\"%s%llu\"", PS_NAME_PREFIX, (unsigned long long)e->stmt->id);
+	size_t sn = quoted_server_name(e, server, sizeof(server));
 	const uint8_t *p = pkt->body, *end = pkt->body + pkt->body_len;
-	const uint8_t *hit = memmem(p, pkt->body_len, server, (size_t)sn);
+	const uint8_t *hit = memmem(p, pkt->body_len, server, sn);
 	const char *name = hit ? name_of_head(s->client, e) : NULL;
 	if (!name)
 		return false;
 	struct pktbuf *out = stream_out(&s->client->st);
 	pkt_begin(out, pkt->type);
-	for (; hit; hit = memmem(p, (size_t)(end - p), server, (size_t)sn)) {
+	for (; hit; hit = memmem(p, (size_t)(end - p), server, sn)) {
 		pkt_put_bytes(out, p, (size_t)(hit - p));
 		pkt_put_bytes(out, "\"", 1);
 		pkt_put_bytes(out, name, strlen(name));
@@ -1097,12 +1117,6 @@ static bool put_renamed(struct server *s, const struct pkt *pkt, const struct ps
 	pkt_put_bytes(out, p, (size_t)(end - p));
 	pkt_end(out);
 	return true;
-}
-
-/* a reply of the head request's that may name its statement (put_renamed) */
-static bool names_statement(const struct ps_reply *e)
-{
-	return e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT || (e->kind == RQ_PARSE && e->text));
 }
 
 static bool is_cached_plan_error(const struct pkt *pkt)
@@ -1157,7 +1171,7 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 			snprintf(msg, sizeof(msg), "prepared statement does not exist");
 		proto_put_error(stream_out(&s->client->st), "ERROR", "26000", msg);
 		replace = true;
-	} else if (names_statement(e)) {
+	} else if (mentions_server_name(pkt, e)) {
 		if (stream_has_pending(&s->st))
 			return PKT_FLUSH_FIRST; /* before put_renamed writes: it is called again */
 		replace = put_renamed(s, pkt, e);
@@ -1350,6 +1364,8 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			return PKT_FORWARD;
 		if (!pkt->complete)
 			return PKT_NEED_FULL;
+		if (!mentions_server_name(pkt, e))
+			return PKT_FORWARD;
 		if (stream_has_pending(&s->st))
 			return PKT_FLUSH_FIRST;
 		if (!put_renamed(s, pkt, e))

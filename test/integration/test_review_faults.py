@@ -257,3 +257,15 @@ def test_a_bind_error_names_the_name_the_client_used_of_two_for_one_text(pg, pgp
              ([bind_message(stmt="s2"), execute_message(), SYNC], 1),
              ([bind_message(stmt="s1"), execute_message(), SYNC], 1)]
     same_as_direct(pg, pgpulse, steps)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1/0; DEALLOCATE s1", "DEALLOCATE s1; SELECT 1/0", "SELECT 2; DEALLOCATE s1"])
+def test_a_parse_pipelined_behind_a_deallocate_among_statements_sees_whether_it_ran(pg, pgpulse, sql):
+    """The Parse of the same name pipelined behind the Query is answered as
+    PostgreSQL answers it: 42P05 when the DEALLOCATE did not run, the new
+    statement when it did."""
+    steps = [prepared("s1"),
+             ([query_message(sql), parse_message("SELECT 8", "s1"), bind_message(stmt="s1"), execute_message(),
+               SYNC], 2),
+             use("s1")]
+    same_as_direct(pg, pgpulse, steps)

@@ -46,6 +46,7 @@ struct ps_client {
 	bool paused;           /* waiting for the server's reply queue to shrink */
 	bool unnamed_drops_all; /* the unnamed statement is DEALLOCATE ALL or DISCARD ALL ... */
 	bool portal_drops_all;  /* ... and so is the unnamed portal: its Execute takes every name */
+	bool held;              /* a Query whose DEALLOCATE may or may not run is out: what follows waits for its reply */
 };
 
 /* a server's prepared statements and its queue of expected replies */

@@ -87,10 +87,15 @@ void ps_held_remove(struct ps_server *sp, struct ps_stmt *st);
 void ps_held_clear(struct ps_server *sp);
 struct ps_stmt *ps_held_lru(const struct ps_server *sp);
 
-/* SQL texts that change names or statements (sqltext.c) */
-/* DEALLOCATE [PREPARE] name, alone: name folded as PostgreSQL folds identifiers; not for ALL */
-bool ps_deallocate_target(const char *sql, char *name, size_t size);
-bool ps_may_drop_all(const char *sql);       /* names DEALLOCATE or DISCARD, and ALL: perhaps */
-bool ps_drops_all_exactly(const char *sql);  /* DEALLOCATE [PREPARE] ALL or DISCARD ALL, alone */
+/* SQL texts that change names or statements (sqltext.c); comments and blanks skipped as PostgreSQL does */
+/* a text's statements, split on ';' as a simple Query's: false at the end or at an unterminated quote/comment */
+bool ps_sql_next(const char *text, const char **pos, const char **start, const char **end);
+/* a statement DEALLOCATE [PREPARE] name: name folded as PostgreSQL folds identifiers; not for ALL */
+bool ps_sql_deallocates(const char *start, const char *end, char *name, size_t size);
+bool ps_sql_drops_all(const char *start, const char *end); /* DEALLOCATE [PREPARE] ALL or DISCARD ALL */
+bool ps_deallocate_target(const char *sql, char *name, size_t size); /* a text that is only such a DEALLOCATE */
+bool ps_may_drop_all(const char *sql); /* names DEALLOCATE or DISCARD, and ALL: perhaps */
+/* one of its statements is DEALLOCATE ALL or DISCARD ALL; *alone: the only one */
+bool ps_drops_all(const char *sql, bool *alone);
 
 #endif

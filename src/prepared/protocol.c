@@ -76,9 +76,12 @@ struct ps_reply {
 	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it;
 			       * a client's DEALLOCATE (RQ_QUERY, RQ_PARSE): failed or skipped, the
 			       * client keeps the name `text` of `stmt` */
+	bool held;            /* RQ_QUERY: the client waits for its reply (ps_client.held) */
 	struct ps_stmt *stmt; /* a reference, or NULL */
 	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
-	struct ps_client *saved; /* a client's DEALLOCATE ALL or DISCARD ALL: the names it took, back if it fails */
+	struct ps_client *saved; /* a client's DEALLOCATE ALL or DISCARD ALL: the names it took, back unless it runs */
+	uint32_t before;         /* RQ_QUERY with text: the client's statements before its DEALLOCATE */
+	uint32_t name_hash;      /* RQ_BIND, RQ_DESCRIBE_STMT: the hash of the client's name for stmt */
 };
 
 /* ---- the reply queue ---- */
@@ -107,7 +110,7 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 	while (sp->untracked) {
 		if (sp->q_len == sp->q_cap)
 			q_grow(sp);
-		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, NULL, NULL, NULL };
+		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, false, NULL, NULL, NULL, 0, 0 };
 		sp->untracked--;
 	}
 	if (sp->q_len == sp->q_cap) {
@@ -121,7 +124,7 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 		sp->q_head = 0;
 	}
 	struct ps_reply *e = q_at(sp, sp->q_len++);
-	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, st, text, NULL };
+	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, false, st, text, NULL, 0, 0 };
 	if (st)
 		ps_stmt_hold(st);
 	return e;
@@ -542,6 +545,36 @@ static struct ps_name *deallocate_of_client_name(struct client *c, const char *s
 }
 
 /*
+ * The same in a simple Query, alone or among other statements: the first
+ * statement that DEALLOCATEs a client's name, its bounds in the text, and
+ * how many statements come before it. A second one goes as it is.
+ */
+struct query_text {
+	const char *sql, *start, *end; /* the client's text, and the DEALLOCATE statement in it */
+	uint32_t before;               /* statements before that one */
+	bool alone;                    /* none before or after it */
+};
+
+static struct ps_name *query_deallocate(struct client *c, struct query_text *q)
+{
+	char name[256];
+	const char *pos = q->sql, *more, *more_end;
+	q->before = 0;
+	if (!strcasestr(q->sql, "DEALLOCATE"))
+		return NULL;
+	while (ps_sql_next(q->sql, &pos, &q->start, &q->end)) {
+		struct ps_name *n =
+			ps_sql_deallocates(q->start, q->end, name, sizeof(name)) ? ps_name_find(c->ps, name) : NULL;
+		if (n) {
+			q->alone = q->before == 0 && !ps_sql_next(q->sql, &pos, &more, &more_end) && *pos == '\0';
+			return n;
+		}
+		q->before++;
+	}
+	return NULL;
+}
+
+/*
  * The client's names leave when its DEALLOCATE ALL or DISCARD ALL is sent,
  * so that a Parse pipelined behind it may reuse a name, as on PostgreSQL;
  * they are kept with the command's queue entry until it has run.
@@ -572,17 +605,38 @@ static struct ps_client *names_detach(struct client *c)
  * simple Query: an extended one that failed would make PostgreSQL drop
  * the Query while it skips to Sync.
  */
-static enum ps_result rewrite_deallocate(struct client *c, struct server *s, struct ps_name *n, bool as_query)
+static enum ps_result rewrite_deallocate(struct client *c, struct server *s, struct ps_name *n,
+					 const struct query_text *q)
 {
 	enum ps_result room = make_room(c, s);
 	if (room != PS_SENT)
 		return room;
 	struct ps_server *sp = ps_server_of(s);
 	struct pktbuf *out = stream_out(&s->st);
-	if (as_query) {
-		/* one implicit transaction: the stand-in never outlives it; its PREPARE's tag is swallowed */
-		proto_put_query(out, "PREPARE \"" PS_DEALLOCATE_Q "\" AS SELECT; DEALLOCATE \"" PS_DEALLOCATE_Q "\"");
-		q_push(sp, RQ_QUERY, true, n->stmt, xstrdup(n->name))->restore = true;
+	if (q) {
+		/*
+		 * The client's text, its DEALLOCATE replaced by the stand-in's
+		 * PREPARE and DEALLOCATE, next to each other in one implicit
+		 * transaction: the stand-in never outlives it; its PREPARE's tag,
+		 * after `before` of the client's, is swallowed.
+		 */
+		char text[PS_DEALLOCATE_MAX + 128];
+		snprintf(text, sizeof(text), "%.*sPREPARE \"" PS_DEALLOCATE_Q "\" AS SELECT; DEALLOCATE \"" PS_DEALLOCATE_Q "\"%s",
+			 (int)(q->start - q->sql), q->sql, q->end);
+		proto_put_query(out, text);
+		struct ps_reply *e = q_push(sp, RQ_QUERY, true, n->stmt, xstrdup(n->name));
+		e->before = q->before;
+		if (!q->alone) {
+			/*
+			 * Whether it runs, the statements around it decide (one
+			 * before it may fail, one after it may not parse): the name
+			 * goes when its tag comes, and what the client sent after the
+			 * Query waits until then (prepared_on_request).
+			 */
+			e->held = c->ps->held = true;
+			return PS_SENT;
+		}
+		e->restore = true;
 	} else {
 		/* a stand-in left by a Parse never executed is closed first (no error when absent) */
 		put_close_named(out, PS_DEALLOCATE_P);
@@ -611,9 +665,10 @@ static enum ps_result on_query(struct client *c, struct server *s, struct pkt *p
 		if (!pkt->complete)
 			return PS_NEED_FULL;
 		if (pkt->body_len && pkt->body[pkt->body_len - 1] == '\0') {
-			struct ps_name *n = deallocate_of_client_name(c, (const char *)pkt->body);
+			struct query_text q = { .sql = (const char *)pkt->body };
+			struct ps_name *n = query_deallocate(c, &q);
 			if (n)
-				return rewrite_deallocate(c, s, n, true);
+				return rewrite_deallocate(c, s, n, &q);
 		}
 	}
 	return queue_forward(s, RQ_QUERY);
@@ -622,19 +677,20 @@ static enum ps_result on_query(struct client *c, struct server *s, struct pkt *p
 /*
  * A short simple Query, when the server has statements: one that may drop
  * them all empties the server's set now, for the messages pipelined behind
- * it (ps_may_drop_all). False: read it whole first.
+ * it (ps_may_drop_all). *drops: one of its statements is DEALLOCATE ALL or
+ * DISCARD ALL; *alone: the only one. False: read it whole first.
  */
-static bool query_checked(struct client *c, struct server *s, struct pkt *pkt, bool *exact)
+static bool query_checked(struct client *c, struct server *s, struct pkt *pkt, bool *drops, bool *alone)
 {
 	struct ps_server *sp = s->ps;
-	*exact = false;
+	*drops = false;
 	if (!(sp->count || (c->ps && c->ps->count)) || pkt->len > PS_DEALLOCATE_MAX)
 		return true;
 	if (!pkt->complete)
 		return false;
 	if (pkt->body_len && pkt->body[pkt->body_len - 1] == '\0' && ps_may_drop_all((const char *)pkt->body)) {
 		ps_held_clear(sp);
-		*exact = ps_drops_all_exactly((const char *)pkt->body);
+		*drops = ps_drops_all((const char *)pkt->body, alone);
 	}
 	return true;
 }
@@ -658,9 +714,10 @@ static enum ps_result on_unnamed_parse(struct client *c, struct server *s, struc
 		const char *sql = pkt_get_str(&r);
 		uint16_t ntypes = pkt_get_u16(&r);
 		struct ps_name *n = (!r.bad && ntypes == 0) ? deallocate_of_client_name(c, sql) : NULL;
+		bool alone;
 		if (n)
-			return rewrite_deallocate(c, s, n, false);
-		if (!r.bad && ps_may_drop_all(sql) && ps_drops_all_exactly(sql))
+			return rewrite_deallocate(c, s, n, NULL);
+		if (!r.bad && ps_may_drop_all(sql) && ps_drops_all(sql, &alone) && alone)
 			ps_client_map(c)->unnamed_drops_all = true;
 	}
 	return queue_forward(s, RQ_PARSE);
@@ -743,7 +800,7 @@ static __attribute__((noinline)) enum ps_result on_big_bind(struct client *c, st
 	p[1] = (uint8_t)(len >> 16);
 	p[2] = (uint8_t)(len >> 8);
 	p[3] = (uint8_t)len;
-	q_push(s->ps, RQ_BIND, false, st, NULL);
+	q_push(s->ps, RQ_BIND, false, st, NULL)->name_hash = n->hash;
 	st->binds++;
 	c->pool->stats.bind_count++;
 	if (!c->req_fp)
@@ -785,7 +842,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	ps_put_server_name(out, st);
 	pkt_put_bytes(out, r.p, pkt_remaining(&r));
 	pkt_end(out);
-	q_push(s->ps, RQ_BIND, false, st, NULL);
+	q_push(s->ps, RQ_BIND, false, st, NULL)->name_hash = n->hash;
 	st->binds++;
 	c->pool->stats.bind_count++;
 	if (!c->req_fp)
@@ -817,7 +874,7 @@ static enum ps_result on_describe(struct client *c, struct server *s, struct pkt
 	pkt_put_u8(out, 'S');
 	ps_put_server_name(out, n->stmt);
 	pkt_end(out);
-	q_push(s->ps, RQ_DESCRIBE_STMT, false, n->stmt, NULL);
+	q_push(s->ps, RQ_DESCRIBE_STMT, false, n->stmt, NULL)->name_hash = n->hash;
 	return PS_SENT;
 }
 
@@ -894,6 +951,13 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 		ps_client_map(c)->paused = true; /* q_pop resumes it */
 		return PS_PAUSE;
 	}
+	if (c->ps && c->ps->held) {
+		/* a Query whose DEALLOCATE may or may not run: what comes after it waits for its reply */
+		if (stream_has_pending(&c->st))
+			return PS_FLUSH_FIRST;
+		c->ps->paused = true; /* q_pop resumes it */
+		return PS_PAUSE;
+	}
 	if (c->ps && c->ps->skipping) {
 		if (pkt->type != 'S')
 			return pkt->complete ? PS_SKIPPED : PS_NEED_FULL;
@@ -916,11 +980,15 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 		sp->syncs++;
 		return queue_forward(s, RQ_SYNC);
 	case 'Q': {
-		bool drops_all;
-		if (!query_checked(c, s, pkt, &drops_all))
+		bool drops_all, alone;
+		if (!query_checked(c, s, pkt, &drops_all, &alone))
 			return PS_NEED_FULL;
 		if (drops_all && c->ps && c->ps->count) {
-			q_push(sp, RQ_QUERY, false, NULL, NULL)->saved = names_detach(c);
+			struct ps_reply *e = q_push(sp, RQ_QUERY, false, NULL, NULL);
+			if (alone)
+				e->saved = names_detach(c);
+			else /* among other statements it may not run: its tag says (note_command_tag) */
+				e->held = c->ps->held = true;
 			return PS_FORWARD;
 		}
 		if (sp->q_len == 0 && !(c->ps && c->ps->count)) {
@@ -985,6 +1053,72 @@ static const char *client_name_of(const struct client *c, const struct ps_stmt *
 	return NULL;
 }
 
+/*
+ * The client's name the head request used for its statement: the one with
+ * its hash (a client may have two names for one text), else any.
+ */
+static const char *name_of_head(const struct client *c, const struct ps_reply *e)
+{
+	if (e->kind == RQ_PARSE)
+		return e->text;
+	const struct ps_client *m = c->ps;
+	for (uint32_t i = 0; m && i < m->cap; i++)
+		if (m->slots[i].name && m->slots[i].stmt == e->stmt && m->slots[i].hash == e->name_hash)
+			return m->slots[i].name;
+	return client_name_of(c, e->stmt);
+}
+
+/*
+ * PostgreSQL's error or notice for a request that named a statement names
+ * the one pgpulse prepared ("PGPULSE_7"): the client reads the name it
+ * used, in every field (message, detail, hint, context), and nothing else
+ * changes. Only the quoted name is replaced, as PostgreSQL quotes it, so
+ * PGPULSE_7 is never found inside PGPULSE_71. False when the reply does not
+ * name it (most errors): then it goes as it is.
+ */
+/* a reply of the head request's that may name its statement (put_renamed) */
+static bool names_statement(const struct ps_reply *e)
+{
+	return e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT || (e->kind == RQ_PARSE && e->text));
+}
+
+static size_t quoted_server_name(const struct ps_reply *e, char *buf, size_t size)
+{
+	return (size_t)snprintf(buf, size, "\"%s%llu\"", PS_NAME_PREFIX, (unsigned long long)e->stmt->id);
+}
+
+static bool mentions_server_name(const struct pkt *pkt, const struct ps_reply *e)
+{
+	char server[48];
+	if (!names_statement(e))
+		return false;
+	size_t sn = quoted_server_name(e, server, sizeof(server));
+	return memmem(pkt->body, pkt->body_len, server, sn) != NULL;
+}
+
+static bool put_renamed(struct server *s, const struct pkt *pkt, const struct ps_reply *e)
+{
+	char server[48];
+	size_t sn = quoted_server_name(e, server, sizeof(server));
+	const uint8_t *p = pkt->body, *end = pkt->body + pkt->body_len;
+	const uint8_t *hit = memmem(p, pkt->body_len, server, sn);
+	const char *name = hit ? name_of_head(s->client, e) : NULL;
+	if (!name)
+		return false;
+	struct pktbuf *out = stream_out(&s->client->st);
+	pkt_begin(out, pkt->type);
+	for (; hit; hit = memmem(p, (size_t)(end - p), server, sn)) {
+		pkt_put_bytes(out, p, (size_t)(hit - p));
+		pkt_put_bytes(out, "\"", 1);
+		pkt_put_bytes(out, name, strlen(name));
+		pkt_put_bytes(out, "\"", 1);
+		p = hit + sn; /* the quoted name has no NUL: it never spans two fields */
+	}
+	pkt_put_bytes(out, p, (size_t)(end - p));
+	pkt_end(out);
+	return true;
+}
+
 static bool is_cached_plan_error(const struct pkt *pkt)
 {
 	const char *code = proto_error_field(pkt->body, pkt->body_len, 'C');
@@ -1037,6 +1171,10 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 			snprintf(msg, sizeof(msg), "prepared statement does not exist");
 		proto_put_error(stream_out(&s->client->st), "ERROR", "26000", msg);
 		replace = true;
+	} else if (mentions_server_name(pkt, e)) {
+		if (stream_has_pending(&s->st))
+			return PKT_FLUSH_FIRST; /* before put_renamed writes: it is called again */
+		replace = put_renamed(s, pkt, e);
 	}
 	if (e->stmt && (e->kind == RQ_BIND || e->kind == RQ_DESCRIBE_STMT) && is_cached_plan_error(pkt)) {
 		/* ALTER TABLE changed the result: prepare it afresh next time it is used here */
@@ -1069,6 +1207,11 @@ static void note_command_tag(struct server *s, const struct pkt *pkt)
 		return;
 	struct ps_server *sp = s->ps;
 	struct client *c = s->client;
+	struct ps_reply *head = sp->q_len ? q_at(sp, 0) : NULL;
+	if (head && head->saved) { /* the client's own: it ran, the names it took stay gone */
+		saved_free(head->saved);
+		head->saved = NULL;
+	}
 	ps_held_clear(sp);
 	if (c && c->ps)
 		ps_names_clear(c->ps);
@@ -1158,6 +1301,10 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 		return on_error(s, pkt);
 	case 'Z':
 		sp->copy_in = false;
+		if (e->kind == RQ_QUERY && (e->restore || e->saved))
+			undo(s, e); /* its DEALLOCATE did not run, and nothing failed: a statement split unlike PostgreSQL's */
+		if (e->kind == RQ_QUERY && e->held && s->client->ps)
+			s->client->ps->held = false; /* q_pop resumes the client */
 		if (e->kind == RQ_SYNC || e->kind == RQ_QUERY)
 			q_pop(s);
 		else
@@ -1182,11 +1329,24 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			q_pop(s);
 		return PKT_FORWARD;
 	case 'C':
-		if (e->swallow) { /* the stand-in's PREPARE of a client's DEALLOCATE (rewrite_deallocate) */
+		if (e->kind == RQ_QUERY && e->text) { /* a client's DEALLOCATE, rewritten (rewrite_deallocate) */
+			if (e->before) {
+				e->before--; /* a statement of the client's before it */
+			} else if (e->swallow) {
+				e->swallow = false; /* the stand-in's PREPARE */
+				return PKT_CONSUMED;
+			} else { /* it ran: the name is gone, whatever fails after it */
+				if (!e->restore && s->client->ps)
+					ps_name_remove(s->client->ps, e->text, e->stmt); /* held: it goes now */
+				e->restore = false;
+				free(e->text);
+				e->text = NULL;
+			}
+		} else if (e->swallow) {
 			e->swallow = false;
 			return PKT_CONSUMED;
 		}
-		if (sp->count || (s->client->ps && s->client->ps->count))
+		if (sp->count || (s->client->ps && s->client->ps->count) || e->saved)
 			note_command_tag(s, pkt); /* only statements there are can be dropped */
 		if (e->kind == RQ_EXECUTE)
 			q_pop(s);
@@ -1199,6 +1359,19 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 	case 'G':
 		on_copy_in(s);
 		return PKT_FORWARD;
+	case 'N':
+		if (!names_statement(e))
+			return PKT_FORWARD;
+		if (!pkt->complete)
+			return PKT_NEED_FULL;
+		if (!mentions_server_name(pkt, e))
+			return PKT_FORWARD;
+		if (stream_has_pending(&s->st))
+			return PKT_FLUSH_FIRST;
+		if (!put_renamed(s, pkt, e))
+			return PKT_FORWARD;
+		stream_send_out(&s->client->st);
+		return s->state == SV_CLOSED ? PKT_GONE : PKT_CONSUMED;
 	default:
 		return PKT_FORWARD; /* rows, copy data, notices, notifications, parameters */
 	}
@@ -1226,6 +1399,8 @@ void prepared_server_free(struct server *s)
 	struct ps_server *sp = s->ps;
 	if (!sp)
 		return;
+	if (s->client && s->client->ps)
+		s->client->ps->held = false; /* the reply it waited for will not come */
 	while (sp->q_len) {
 		reply_free(q_at(sp, 0));
 		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);

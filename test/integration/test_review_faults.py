@@ -224,3 +224,50 @@ def test_a_bind_with_the_wrong_parameter_count_names_the_clients_statement(pg, p
     steps = [prepared("s1", "SELECT $1::int"), use("s1"),
              ([bind_message(params=("1", "2"), stmt="s1"), execute_message(), SYNC], 1)]
     same_as_direct(pg, pgpulse, steps, moving=moving)
+
+
+# ---------------------------------------------------------------- the fixes' edges: which statement ran
+
+@pytest.mark.parametrize("drop", ["SELECT 1/0; DEALLOCATE ALL", "DEALLOCATE ALL; SELECT 1/0",
+                                  "SELECT 1; DISCARD ALL; SELECT 1/0", "DEALLOCATE ALL; SELECT 'open"])
+def test_a_drop_all_among_statements_frees_the_names_only_if_it_ran(pg, pgpulse, drop):
+    """A statement that fails before the DEALLOCATE ALL (or a text the lexer
+    refuses) stops the rest of the Query: the names stay taken, and the
+    Parse behind gets 42P05. One that fails after it does not undo it: the
+    Parse behind prepares the name again."""
+    steps = [prepared("s1"),
+             ([query_message(drop), parse_message("SELECT 8", "s1"), bind_message(stmt="s1"), execute_message(),
+               SYNC], 2),
+             use("s1")]
+    same_as_direct(pg, pgpulse, steps)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1/0; DEALLOCATE s1", "DEALLOCATE s1; SELECT 1/0",
+                                 "SELECT 'a;b', $$;$$; DEALLOCATE s1; SELECT 2", "DEALLOCATE s1; DEALLOCATE s1"])
+def test_deallocate_among_statements_frees_the_name_only_if_it_ran(pg, pgpulse, sql):
+    """The client's DEALLOCATE runs where it stands among its statements,
+    with their tags around it: a failure before it keeps the name (42P05 on
+    the next Parse), one after it does not bring the name back."""
+    steps = [prepared("s1"), ([query_message(sql)], 1), prepared("s1", "SELECT 9"), use("s1")]
+    same_as_direct(pg, pgpulse, steps)
+
+
+def test_a_bind_error_names_the_name_the_client_used_of_two_for_one_text(pg, pgpulse):
+    """Two names for one text share pgpulse's statement: PostgreSQL's error
+    names the one the Bind used."""
+    steps = [prepared("s1", "SELECT $1::int"), prepared("s2", "SELECT $1::int"),
+             ([bind_message(stmt="s2"), execute_message(), SYNC], 1),
+             ([bind_message(stmt="s1"), execute_message(), SYNC], 1)]
+    same_as_direct(pg, pgpulse, steps)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1/0; DEALLOCATE s1", "DEALLOCATE s1; SELECT 1/0", "SELECT 2; DEALLOCATE s1"])
+def test_a_parse_pipelined_behind_a_deallocate_among_statements_sees_whether_it_ran(pg, pgpulse, sql):
+    """The Parse of the same name pipelined behind the Query is answered as
+    PostgreSQL answers it: 42P05 when the DEALLOCATE did not run, the new
+    statement when it did."""
+    steps = [prepared("s1"),
+             ([query_message(sql), parse_message("SELECT 8", "s1"), bind_message(stmt="s1"), execute_message(),
+               SYNC], 2),
+             use("s1")]
+    same_as_direct(pg, pgpulse, steps)

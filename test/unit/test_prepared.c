@@ -194,18 +194,71 @@ static void test_deallocate_target_folds_like_postgresql(void)
 	CHECK(!ps_deallocate_target("DEALLOCATE \"open", name, sizeof(name)));
 	CHECK(!ps_deallocate_target("DEALLOCATEx", name, sizeof(name)));
 	CHECK(!ps_deallocate_target("SELECT 1", name, sizeof(name)));
+	/* comments are blanks; an unnamed Parse's text is one statement */
+	CHECK(ps_deallocate_target("/* sqlcommenter */ DEALLOCATE s1 -- psycopg", name, sizeof(name)));
+	CHECK_STR_EQ(name, "s1");
+	CHECK(ps_deallocate_target("DEALLOCATE/**/\"S 1\";;", name, sizeof(name)));
+	CHECK_STR_EQ(name, "S 1");
+	CHECK(ps_deallocate_target("DEALLOCATE prepare", name, sizeof(name)));
+	CHECK_STR_EQ(name, "prepare");
+	CHECK(!ps_deallocate_target("DEALLOCATE a; /* open", name, sizeof(name)));
+}
+
+/* the statements of a simple Query, as PostgreSQL runs them */
+static void test_query_statements_split_like_postgresql(void)
+{
+	const char *sql = "-- lead\nSELECT ';', \"a;\" ; ;/* x; */ DEALLOCATE s1 -- c\n; SELECT $t$;$t$";
+	const char *pos = sql, *start, *end;
+	char name[64];
+	CHECK(ps_sql_next(sql, &pos, &start, &end));
+	CHECK(strncmp(start, "SELECT ';', \"a;\" ", (size_t)(end - start)) == 0);
+	CHECK(!ps_sql_deallocates(start, end, name, sizeof(name)));
+	CHECK(ps_sql_next(sql, &pos, &start, &end));
+	CHECK(ps_sql_deallocates(start, end, name, sizeof(name)));
+	CHECK_STR_EQ(name, "s1");
+	CHECK(*end == ';');
+	CHECK(ps_sql_next(sql, &pos, &start, &end));
+	CHECK_STR_EQ(start, "SELECT $t$;$t$");
+	CHECK(*end == '\0');
+	CHECK(!ps_sql_next(sql, &pos, &start, &end));
+	CHECK(*pos == '\0');
+	pos = "  -- nothing\n ; ";
+	CHECK(!ps_sql_next(pos, &pos, &start, &end));
 }
 
 static void test_drop_all_texts_are_recognised(void)
 {
-	CHECK(ps_drops_all_exactly("DEALLOCATE ALL"));
-	CHECK(ps_drops_all_exactly("  deallocate prepare all ;  "));
-	CHECK(ps_drops_all_exactly("discard\tALL;"));
-	CHECK(!ps_drops_all_exactly("DEALLOCATE all_stmts"));
-	CHECK(!ps_drops_all_exactly("DEALLOCATE \"ALL\""));
-	CHECK(!ps_drops_all_exactly("DISCARD PLANS"));
-	CHECK(!ps_drops_all_exactly("DEALLOCATE ALL; SELECT 1"));
-	CHECK(!ps_drops_all_exactly("DISCARDALL"));
+	bool alone;
+	CHECK(ps_drops_all("DEALLOCATE ALL", &alone) && alone);
+	CHECK(ps_drops_all("  deallocate prepare all ;  ", &alone));
+	CHECK(ps_drops_all("discard\tALL;", &alone));
+	CHECK(!ps_drops_all("DEALLOCATE all_stmts", &alone));
+	CHECK(!ps_drops_all("DEALLOCATE \"ALL\"", &alone));
+	CHECK(!ps_drops_all("DISCARD PLANS", &alone));
+	CHECK(!ps_drops_all("DISCARDALL", &alone));
+	/* in any statement of a text, after comments, around empty statements */
+	CHECK(ps_drops_all("DEALLOCATE ALL; SELECT 1", &alone) && !alone);
+	CHECK(ps_drops_all("SELECT 1; DEALLOCATE ALL", &alone) && !alone);
+	CHECK(ps_drops_all("/* reset */ DEALLOCATE ALL", &alone) && alone);
+	CHECK(ps_drops_all("/* a /* nested */ one */DEALLOCATE/**/ALL", &alone));
+	CHECK(ps_drops_all("DEALLOCATE ALL;;", &alone) && alone);
+	CHECK(ps_drops_all("-- x\nDISCARD ALL -- y", &alone) && alone);
+	CHECK(ps_drops_all("SELECT 'a;b', $$;$$, $q$ $$; $q$, E'\\';', \"x;\"; DEALLOCATE ALL", &alone));
+	/* never inside quotes, comments or another statement */
+	CHECK(!ps_drops_all("SELECT 'x; DEALLOCATE ALL'", &alone));
+	CHECK(!ps_drops_all("SELECT $f$; DEALLOCATE ALL; $f$", &alone));
+	CHECK(!ps_drops_all("SELECT E'\\'; DEALLOCATE ALL'", &alone));
+	CHECK(!ps_drops_all("SELECT 1 -- ; DEALLOCATE ALL", &alone));
+	CHECK(!ps_drops_all("SELECT 1 /* ; /* */ DEALLOCATE ALL */", &alone));
+	CHECK(!ps_drops_all("-- DEALLOCATE ALL", &alone));
+	CHECK(!ps_drops_all("SELECT 'DISCARD ALL'", &alone));
+	CHECK(!ps_drops_all("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; DEALLOCATE ALL)"));
+	/* a text PostgreSQL's lexer refuses runs nothing */
+	CHECK(!ps_drops_all("DEALLOCATE ALL; SELECT 'open", &alone));
+	CHECK(!ps_drops_all("DEALLOCATE ALL; /* open", &alone));
+	/* $1 is a parameter, a$b$ a name: neither opens a dollar quote */
+	CHECK(ps_drops_all("SELECT $1; DEALLOCATE ALL", &alone));
+	CHECK(ps_drops_all("SELECT a$b$; DEALLOCATE ALL", &alone));
 	/* the loose test may say yes to more (other statements around it), never no to one of these */
 	CHECK(ps_may_drop_all("SELECT 1; deallocate all"));
 	CHECK(!ps_may_drop_all("DEALLOCATE all_stmts"));
@@ -354,6 +407,7 @@ static void test_answers_wait_for_bytes_in_flight_to_the_client(void)
 int main(void)
 {
 	RUN(test_deallocate_target_folds_like_postgresql);
+	RUN(test_query_statements_split_like_postgresql);
 	RUN(test_drop_all_texts_are_recognised);
 	RUN(test_names_survive_deletes_in_collision_chains);
 	RUN(test_server_set_evicts_the_least_recently_used);

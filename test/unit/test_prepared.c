@@ -252,7 +252,7 @@ static void test_drop_all_texts_are_recognised(void)
 	CHECK(!ps_drops_all("SELECT 1 /* ; /* */ DEALLOCATE ALL */", &alone));
 	CHECK(!ps_drops_all("-- DEALLOCATE ALL", &alone));
 	CHECK(!ps_drops_all("SELECT 'DISCARD ALL'", &alone));
-	CHECK(!ps_drops_all("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; DEALLOCATE ALL)"));
+	CHECK(!ps_drops_all("CREATE RULE r AS ON INSERT TO t DO (SELECT 1; DEALLOCATE ALL)", &alone));
 	/* a text PostgreSQL's lexer refuses runs nothing */
 	CHECK(!ps_drops_all("DEALLOCATE ALL; SELECT 'open", &alone));
 	CHECK(!ps_drops_all("DEALLOCATE ALL; /* open", &alone));

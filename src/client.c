@@ -228,28 +228,29 @@ static void fatal_and_close(struct client *c, const char *sqlstate, const char *
 }
 
 /* the error is also the reason the log gives for the close, as in PgBouncer */
-void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
+static void fatal_formatted(struct client *c, const char *sqlstate, const char *hint, const char *fmt, va_list ap)
 {
-	va_list ap;
 	char msg[1024];
 	if (c->state == CL_CLOSED)
 		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	fatal_and_close(c, sqlstate, msg, hint, NULL, 0);
+}
+
+void client_fatal(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fatal_formatted(c, sqlstate, NULL, fmt, ap);
 	va_end(ap);
-	fatal_and_close(c, sqlstate, msg, NULL, NULL, 0);
 }
 
 void client_fatal_hint(struct client *c, const char *sqlstate, const char *hint, const char *fmt, ...)
 {
 	va_list ap;
-	char msg[1024];
-	if (c->state == CL_CLOSED)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	fatal_formatted(c, sqlstate, hint, fmt, ap);
 	va_end(ap);
-	fatal_and_close(c, sqlstate, msg, hint, NULL, 0);
 }
 
 void client_fatal_server_error(struct client *c, const uint8_t *body, size_t len)

@@ -125,9 +125,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(text, data, size);
 	text[size] = '\0';
 	struct settings_builder b;
-	char why[256];
+	struct settings_refusal refusal;
 	settings_builder_init(&b);
-	if (settings_parse_options(text, add, &b, why, sizeof(why))) {
+	if (settings_parse_options(text, add, &b, &refusal)) {
 		const char *set = settings_intern(&b);
 		struct again a = { .names = 0 };
 		settings_builder_init(&a.b);
@@ -149,6 +149,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		intern_drop(again);
 		intern_drop(set);
 		settings_builder_free(&a.b);
+	} else {
+		/* a refusal is said to the client: a SQLSTATE and words, always */
+		assert(strlen(refusal.sqlstate) == 5 && refusal.message[0]);
 	}
 	settings_builder_free(&b);
 	free(text);

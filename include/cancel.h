@@ -11,6 +11,8 @@
 #ifndef PGPULSE_CANCEL_H
 #define PGPULSE_CANCEL_H
 
+#include <stdint.h>
+
 struct server;
 struct client;
 struct cancel_req;
@@ -21,6 +23,17 @@ struct cancel_req;
  * Returns NULL if no connection could even be started: then nothing waits.
  */
 struct cancel_req *cancel_send(struct server *s, struct client *requester);
+
+struct cfg_peer;
+/*
+ * Forward a CancelRequest (pid, key as the peer is to get them) to the
+ * peer process that handed the key out; requester is closed through
+ * client_cancel_done once the peer has closed the connection (it has
+ * acted on it), or it could not be reached within cancel_wait_timeout.
+ * NULL if it could not even be started (requester untouched).
+ */
+struct cancel_req *cancel_forward(const struct cfg_peer *peer, uint32_t pid, uint32_t key,
+				  struct client *requester);
 
 /* the server is closing: its cancels go on, but report to nobody */
 void cancel_forget_server(struct server *s);
@@ -35,6 +48,15 @@ struct pool;
  * (cl_active_cancel_req).
  */
 void cancel_pool_counts(const struct pool *p, int *requesters, int *connections);
+
+/* for SHOW PEER_POOLS: the forwards to one peer in flight */
+struct cancel_peer_counts {
+	int active_requests;    /* clients whose request reached the peer, waiting for its close */
+	int waiting_requests;   /* clients whose request is not written yet (connecting, resolving) */
+	int active_connections; /* forward connections with the request written */
+	int connecting;         /* forward connections not yet written to */
+};
+void cancel_peer_counts(int peer_id, struct cancel_peer_counts *n);
 
 /* cancels in flight */
 int cancel_count(void);

@@ -85,6 +85,19 @@ struct cfg_db {
 	int line;
 };
 
+/*
+ * one [peers] entry: another pgpulse (or PgBouncer) process that hands out
+ * cancel keys carrying `id`; a CancelRequest for one of them goes there
+ */
+struct cfg_peer {
+	int id;          /* 1 .. 16383 */
+	char *host;      /* a unix socket directory (starts with '/'), an address or a name */
+	int port;        /* default 6432 */
+	int pool_size;   /* -1: not set; accepted for PgBouncer's files, no limit applied */
+	const char *file; /* where it was defined, for messages */
+	int line;
+};
+
 /* one [users] entry */
 struct cfg_user {
 	char *name;
@@ -257,6 +270,8 @@ struct cfg {
 	int n_dbs;
 	struct cfg_user *users;
 	int n_users;
+	struct cfg_peer *peers; /* [peers], in file order */
+	int n_peers;
 
 	/* every file read (main file first, then %include files), owned here;
 	 * cfg_db.file and cfg_user.file point at these strings */
@@ -294,6 +309,9 @@ void cfg_free(struct cfg *c);
 
 /* the [databases] entry for `name`, else the "*" entry, else NULL */
 const struct cfg_db *cfg_find_db(const struct cfg *c, const char *name);
+
+/* the [peers] entry for `id`, or NULL */
+const struct cfg_peer *cfg_find_peer(const struct cfg *c, int id);
 
 /* the [users] entry for `name`, or NULL */
 const struct cfg_user *cfg_find_user(const struct cfg *c, const char *name);

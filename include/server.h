@@ -132,6 +132,13 @@ void server_set_state(struct server *s, enum server_state to);
 struct server *server_connect(struct pool *p);
 
 /*
+ * host as a [databases] entry writes it — a unix socket directory (NULL:
+ * the default one) or a literal IP address — with port, as a socket
+ * address; false for a name, which needs the resolver, or a path too long.
+ */
+bool server_address_without_lookup(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len);
+
+/*
  * Open a walsender connection for replication client c (p is a replication
  * pool): a failure is c's alone, told to it with client_fatal.
  */

@@ -9,6 +9,11 @@
  * closed. A cancel that was never sent settles too (no signal can come);
  * one that was sent but not closed within cancel_wait_timeout does not,
  * and its server is closed when released rather than risk a late signal.
+ *
+ * With peering, the same object carries a CancelRequest whose key belongs
+ * to another process of the group to that process (cancel_forward): it
+ * has no server, and the peer's close — made once its own cancel has
+ * landed, or at once if it had nothing to cancel — settles it the same way.
  */
 #include "cancel.h"
 
@@ -23,6 +28,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "dns.h"
 #include "log.h"
 #include "pool.h"
 #include "proto.h"
@@ -44,13 +50,25 @@ struct cancel_req {
 	struct pool *pool;       /* the server's, for SHOW POOLS; NULL with it */
 	struct client *requester; /* NULL for query_timeout, or once it left */
 	uint64_t server_id;      /* for logs */
+	int peer_id;             /* a forward to this peer; 0 for a cancel to PostgreSQL */
+	bool armed;              /* ev is assigned */
+	bool resolving;          /* a forward waiting for its peer's host name (dns.c holds cr) */
+	char host[256];          /* the peer's, while resolving: the cfg may be reloaded meanwhile */
+	int port;
 };
 
 static void finish(struct cancel_req *cr, bool settled, const char *how)
 {
-	log_debug("cancel for S-%llu: %s", (unsigned long long)cr->server_id, how);
-	event_del(&cr->ev);
-	close(cr->fd);
+	if (cr->peer_id)
+		log_debug("cancel request forwarded to peer %d: %s", cr->peer_id, how);
+	else
+		log_debug("cancel for S-%llu: %s", (unsigned long long)cr->server_id, how);
+	if (cr->armed)
+		event_del(&cr->ev);
+	if (cr->resolving)
+		dns_forget_waiter(worker->dns, cr);
+	if (cr->fd >= 0)
+		close(cr->fd);
 	list_remove(&cr->node);
 	struct server *s = cr->server;
 	struct client *c = cr->requester;
@@ -77,8 +95,10 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg);
 static void wait_for(struct cancel_req *cr, short what)
 {
 	struct timeval tv;
-	event_del(&cr->ev);
+	if (cr->armed)
+		event_del(&cr->ev);
 	event_assign(&cr->ev, worker->base, cr->fd, (short)(what | EV_PERSIST), on_cancel_event, cr);
+	cr->armed = true;
 	event_add(&cr->ev, time_left(cr, &tv));
 }
 
@@ -101,8 +121,12 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct cancel_req *cr = arg;
 	if (what & EV_TIMEOUT) {
-		log_warning("S-%llu: cancel request not settled within cancel_wait_timeout",
-			    (unsigned long long)cr->server_id);
+		if (cr->peer_id)
+			log_warning("cancel request forwarded to peer %d not settled within cancel_wait_timeout",
+				    cr->peer_id);
+		else
+			log_warning("S-%llu: cancel request not settled within cancel_wait_timeout",
+				    (unsigned long long)cr->server_id);
 		finish(cr, cr->sent == 0, "timed out");
 		return;
 	}
@@ -140,11 +164,121 @@ struct cancel_req *cancel_send(struct server *s, struct client *requester)
 	int64_t limit = worker->cfg->cancel_wait_timeout;
 	cr->deadline = now_usec() + (limit > CANCEL_MIN_WAIT ? limit : CANCEL_MIN_WAIT);
 	list_append(&worker->cancels, &cr->node);
-	event_assign(&cr->ev, worker->base, fd, EV_WRITE | EV_PERSIST, on_cancel_event, cr);
-	struct timeval tv;
-	event_add(&cr->ev, time_left(cr, &tv));
+	wait_for(cr, EV_WRITE);
 	s->cancels_in_flight++;
 	log_debug("S-%llu: cancel request on its way to backend %u", (unsigned long long)s->id, s->backend_pid);
+	return cr;
+}
+
+/* a non-blocking connection to the address, or -1 */
+static int open_connection(const struct sockaddr_storage *ss, socklen_t len)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/* the forward's peer address is known: connect and wait to write */
+static bool forward_connect(struct cancel_req *cr, const struct sockaddr_storage *ss, socklen_t len)
+{
+	cr->fd = open_connection(ss, len);
+	if (cr->fd < 0) {
+		log_debug("cancel request for peer %d: could not connect to %s:%d: %s", cr->peer_id, cr->host,
+			  cr->port, strerror(errno));
+		return false;
+	}
+	wait_for(cr, EV_WRITE);
+	return true;
+}
+
+static void on_peer_resolved(void *arg, const char *host, bool ok, const char *error)
+{
+	struct cancel_req *cr = arg;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char why[128];
+	(void)host;
+	cr->resolving = false;
+	if (!ok) {
+		log_debug("cancel request for peer %d: host \"%s\" did not resolve: %s", cr->peer_id, cr->host,
+			  error);
+		finish(cr, true, "not sent");
+		return;
+	}
+	memset(&ss, 0, sizeof(ss));
+	switch (dns_pick_address(worker->dns, cr->host, cr->port, &ss, &len, why, sizeof(why), on_peer_resolved, cr)) {
+	case DNS_OK:
+		if (!forward_connect(cr, &ss, len))
+			finish(cr, true, "not sent");
+		return;
+	case DNS_PENDING:
+		cr->resolving = true; /* looked up again already: wait for that one */
+		return;
+	case DNS_FAILED:
+		break;
+	}
+	log_debug("cancel request for peer %d: host \"%s\" did not resolve: %s", cr->peer_id, cr->host, why);
+	finish(cr, true, "not sent");
+}
+
+struct cancel_req *cancel_forward(const struct cfg_peer *peer, uint32_t pid, uint32_t key,
+				  struct client *requester)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = 0;
+	char why[128];
+	if (strlen(peer->host) >= sizeof(((struct cancel_req *)0)->host))
+		return NULL;
+	struct cancel_req *cr = xcalloc(1, sizeof(*cr));
+	cr->fd = -1;
+	cr->requester = requester;
+	cr->peer_id = peer->id;
+	cr->port = peer->port;
+	strcpy(cr->host, peer->host);
+	uint32_t words[4] = { htonl(16), htonl(PROTO_CANCEL), htonl(pid), htonl(key) };
+	memcpy(cr->msg, words, sizeof(words));
+	int64_t limit = worker->cfg->cancel_wait_timeout;
+	cr->deadline = now_usec() + (limit > CANCEL_MIN_WAIT ? limit : CANCEL_MIN_WAIT);
+	list_append(&worker->cancels, &cr->node);
+
+	bool started;
+	if (server_address_without_lookup(cr->host, cr->port, &ss, &len)) {
+		started = forward_connect(cr, &ss, len);
+	} else {
+		switch (dns_pick_address(worker->dns, cr->host, cr->port, &ss, &len, why, sizeof(why), on_peer_resolved,
+					 cr)) {
+		case DNS_OK:
+			started = forward_connect(cr, &ss, len);
+			break;
+		case DNS_PENDING: {
+			/* only the deadline until the answer comes */
+			struct timeval tv;
+			cr->resolving = true;
+			event_assign(&cr->ev, worker->base, -1, 0, on_cancel_event, cr);
+			cr->armed = true;
+			event_add(&cr->ev, time_left(cr, &tv));
+			started = true;
+			break;
+		}
+		default:
+			log_debug("cancel request for peer %d: host \"%s\" did not resolve: %s", cr->peer_id, cr->host,
+				  why);
+			started = false;
+		}
+	}
+	if (!started) {
+		cr->requester = NULL; /* the caller closes it */
+		finish(cr, true, "not sent");
+		return NULL;
+	}
+	log_debug("cancel request on its way to peer %d (%s:%d)", cr->peer_id, cr->host, cr->port);
 	return cr;
 }
 
@@ -178,6 +312,22 @@ void cancel_pool_counts(const struct pool *p, int *requesters, int *connections)
 		(*connections)++;
 		if (cr->requester)
 			(*requesters)++;
+	}
+}
+
+void cancel_peer_counts(int peer_id, struct cancel_peer_counts *n)
+{
+	*n = (struct cancel_peer_counts){ 0 };
+	struct list *pos;
+	list_for_each(pos, &worker->cancels)
+	{
+		const struct cancel_req *cr = container_of(pos, struct cancel_req, node);
+		if (cr->peer_id != peer_id || peer_id == 0)
+			continue;
+		bool sent = cr->sent == sizeof(cr->msg);
+		if (cr->requester)
+			(*(sent ? &n->active_requests : &n->waiting_requests))++;
+		(*(sent ? &n->active_connections : &n->connecting))++;
 	}
 }
 

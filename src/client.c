@@ -41,6 +41,7 @@
 #include "login.h"
 #include "login_stats.h"
 #include "normalize.h"
+#include "peering.h"
 #include "pool.h"
 #include "prepared.h"
 #include "proto.h"
@@ -524,6 +525,7 @@ static void client_on_end(struct stream *st, enum stream_end why)
 struct client *client_by_cancel_key(uint32_t pid, uint32_t key)
 {
 	struct list *pp, *cp;
+	bool peering = worker->cfg->peer_id != 0; /* keys carry hops spent in their low bits */
 	if (pid == 0)
 		return NULL; /* the pid of a client whose hello is not said yet */
 	list_for_each(pp, &worker->pools)
@@ -534,12 +536,37 @@ struct client *client_by_cancel_key(uint32_t pid, uint32_t key)
 			list_for_each(cp, lists[i])
 			{
 				struct client *c = container_of(cp, struct client, node);
-				if (c->cancel_pid == pid && c->cancel_key == key)
+				if (c->cancel_pid == pid &&
+				    (peering ? peering_key_matches(c->cancel_key, key) : c->cancel_key == key))
 					return c;
 			}
 		}
 	}
 	return NULL;
+}
+
+/*
+ * With peer_id set, a key another process of the group handed out goes on
+ * to that process, one hop of the key's budget spent; a key of an unknown
+ * peer, or one out of hops (a [peers] section that points in a circle),
+ * is dropped as a key that matches nothing is.
+ */
+static enum pkt_action forward_cancel_request(struct client *c, int owner, uint32_t pid, uint32_t key)
+{
+	const struct cfg_peer *peer = cfg_find_peer(worker->cfg, owner);
+	if (!peer) {
+		client_log(c, LOG_LVL_DEBUG, "cancel request for unknown peer %d dropped", owner);
+	} else if (peering_key_ttl(key) == 0) {
+		client_log(c, LOG_LVL_DEBUG, "cancel request for peer %d dropped: it was forwarded too often", owner);
+	} else {
+		c->cancel = cancel_forward(peer, pid, peering_key_hop(key), c);
+		if (c->cancel) {
+			client_set_state(c, CL_CANCEL);
+			return PKT_CONSUMED;
+		}
+	}
+	client_close(c, "failed cancel request");
+	return PKT_GONE;
 }
 
 /*
@@ -558,6 +585,9 @@ static enum pkt_action handle_cancel_request(struct client *c, const struct pkt 
 	uint32_t pid = pkt_get_u32(&r);
 	uint32_t key = pkt_get_u32(&r);
 	if (!r.bad) {
+		int owner = peering_key_owner(pid, key);
+		if (worker->cfg->peer_id && owner != worker->cfg->peer_id)
+			return forward_cancel_request(c, owner, pid, key);
 		struct client *target = client_by_cancel_key(pid, key);
 		/* only a request of the client's own: not pgpulse's parameter SETs that come before it */
 		if (target && target->server && target->server->state == SV_ACTIVE && target->server->job == JOB_NONE) {

@@ -22,6 +22,7 @@
 #include "intern.h"
 #include "log.h"
 #include "login_stats.h"
+#include "peering.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
@@ -54,17 +55,24 @@ static uint32_t next_own_pid(void)
  * BackendKeyData: in session mode the pid of the client's backend; the
  * key is pgpulse's own, so cancels still come through pgpulse. Clients
  * that follow each other on one backend share its pid, never their key:
- * a late cancel of the one that left cannot match the next.
+ * a late cancel of the one that left cannot match the next. With peer_id
+ * set, the key also names this process (peering.h), so a cancel that
+ * lands on another process of the group finds its way back.
  */
 static void choose_backend_key(struct client *c)
 {
 	struct server *s = c->server;
+	int peer_id = worker->cfg->peer_id;
+	uint32_t pid_max = peer_id ? PEER_REAL_PID_MAX : OWN_PID_LAST;
 	bool backend_pid = s && !c->is_admin && c->pool->pool_mode == POOL_SESSION && s->backend_pid > 0 &&
-			   s->backend_pid <= OWN_PID_LAST;
+			   s->backend_pid <= pid_max;
 	c->cancel_pid = backend_pid ? s->backend_pid : next_own_pid();
-	do
+	do {
 		random_bytes(&c->cancel_key, sizeof(c->cancel_key));
-	while (backend_pid && c->cancel_key == s->last_cancel_key);
+		if (peer_id)
+			peering_make_key(peer_id, backend_pid, c->cancel_pid, c->cancel_key, &c->cancel_pid,
+					 &c->cancel_key);
+	} while (backend_pid && c->cancel_key == s->last_cancel_key);
 	if (backend_pid)
 		s->last_cancel_key = c->cancel_key;
 }

@@ -147,6 +147,14 @@ static bool literal_address(const char *host, int port, struct sockaddr_storage 
 	return false;
 }
 
+bool server_address_without_lookup(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (is_unix_dir(host))
+		return unix_socket_address(host, port, ss, len);
+	return literal_address(host, port, ss, len);
+}
+
 /* a name for the resolver: not a unix-socket directory, not an IP address */
 static bool is_host_name(const char *host)
 {

@@ -480,9 +480,9 @@ void admin_show_lists(struct client *c, const char *arg)
 	} lists[] = {
 		{ "databases", list_count(&worker->databases) },
 		{ "users", known_user_count() },
-		{ "peers", 0 }, /* peering: not yet */
+		{ "peers", worker->cfg->n_peers },
 		{ "pools", list_count(&worker->pools) },
-		{ "peer_pools", 0 },
+		{ "peer_pools", worker->cfg->n_peers },
 		/* pgpulse frees connection memory instead of keeping it on free lists */
 		{ "free_clients", 0 },
 		{ "used_clients", count_open_clients() },
@@ -709,9 +709,19 @@ void admin_show_peers(struct client *c, const char *arg)
 		{ "pool_size", OID_INT4 },
 	};
 	struct result r;
+	const struct cfg *cfg = worker->cfg;
 
 	(void)arg;
 	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < cfg->n_peers; i++) {
+		const struct cfg_peer *p = &cfg->peers[i];
+		row_int(&r, p->id);
+		row_text(&r, p->host);
+		row_int(&r, p->port);
+		/* as PgBouncer shows it; pgpulse does not limit forwards by it (doc/pgbouncer.md) */
+		row_int(&r, p->pool_size >= 0 ? p->pool_size : cfg->default_pool_size);
+		row_end(&r);
+	}
 	result_end(&r);
 }
 
@@ -775,9 +785,20 @@ void admin_show_peer_pools(struct client *c, const char *arg)
 		{ "sv_login", OID_INT4 },
 	};
 	struct result r;
+	const struct cfg *cfg = worker->cfg;
 
 	(void)arg;
 	result_begin(&r, stream_out(&c->st), cols, NCOLS(cols));
+	for (int i = 0; i < cfg->n_peers; i++) {
+		struct cancel_peer_counts n;
+		cancel_peer_counts(cfg->peers[i].id, &n);
+		row_int(&r, cfg->peers[i].id);
+		row_int(&r, n.active_requests);
+		row_int(&r, n.waiting_requests);
+		row_int(&r, n.active_connections);
+		row_int(&r, n.connecting);
+		row_end(&r);
+	}
 	result_end(&r);
 }
 

@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,7 +324,7 @@ static int connstr_next_pair(char **pos, char **key, char **value, char *why, si
  * The loader: files, lines, sections, %include
  * ------------------------------------------------------------------------ */
 
-enum section { SECTION_NONE, SECTION_MAIN, SECTION_DATABASES, SECTION_USERS, SECTION_IGNORED };
+enum section { SECTION_NONE, SECTION_MAIN, SECTION_DATABASES, SECTION_USERS, SECTION_PEERS, SECTION_IGNORED };
 
 struct loader {
 	struct cfg *cfg;
@@ -522,6 +523,66 @@ static bool load_user(struct loader *ld, const struct where *at, const char *nam
 	return true;
 }
 
+/*
+ * `<peer_id> = host=... port=... [pool_size=...]`, as PgBouncer writes it.
+ * Every process of a group can share one [peers] section: the entry for
+ * the process's own peer_id is simply never used.
+ */
+static bool load_peer(struct loader *ld, const struct where *at, const char *name, char *settings)
+{
+	struct cfg *c = ld->cfg;
+	struct cfg_peer p = { .port = 6432, .pool_size = -1, .file = at->file, .line = at->line };
+	char why[512], *pos = settings, *key, *value;
+	int64_t id;
+	int more;
+
+	if (!parse_int(name, &id, why, sizeof(why)) || id < 1 || id > 16383)
+		return fail(ld, at, "peer \"%s\": a peer id is a number from 1 to 16383", name);
+	p.id = (int)id;
+	while ((more = connstr_next_pair(&pos, &key, &value, why, sizeof(why))) > 0) {
+		if (strcmp(key, "host") == 0) {
+			free(p.host);
+			if (!(p.host = strdup(value)))
+				return fail(ld, at, "out of memory");
+		} else if (strcmp(key, "port") == 0) {
+			if (!parse_port(value, &p.port, why, sizeof(why))) {
+				free(p.host);
+				return fail(ld, at, "peer %d: port: %s", p.id, why);
+			}
+		} else if (strcmp(key, "pool_size") == 0) {
+			int64_t n;
+			if (!parse_int(value, &n, why, sizeof(why)) || n < 0 || n > INT_MAX) {
+				free(p.host);
+				return fail(ld, at, "peer %d: pool_size: not a count", p.id);
+			}
+			p.pool_size = (int)n;
+		} else {
+			log_warning("%s:%d: peer %d: unknown parameter \"%s\"", at->file, at->line, p.id, key);
+		}
+	}
+	if (more < 0 || !p.host || !p.host[0]) {
+		free(p.host);
+		return fail(ld, at, "peer %d: %s", p.id, more < 0 ? why : "host= is required");
+	}
+	for (int i = 0; i < c->n_peers; i++) {
+		if (c->peers[i].id == p.id) {
+			log_warning("%s:%d: peer %d is defined again; this definition replaces the one at %s:%d",
+				    at->file, at->line, p.id, c->peers[i].file, c->peers[i].line);
+			free(c->peers[i].host);
+			c->peers[i] = p;
+			return true;
+		}
+	}
+	struct cfg_peer *grown = realloc(c->peers, sizeof(*grown) * (size_t)(c->n_peers + 1));
+	if (!grown) {
+		free(p.host);
+		return fail(ld, at, "out of memory");
+	}
+	c->peers = grown;
+	c->peers[c->n_peers++] = p;
+	return true;
+}
+
 static bool load_section_header(struct loader *ld, const struct where *at, char *line, enum section *section)
 {
 	size_t len = strlen(line);
@@ -539,8 +600,7 @@ static bool load_section_header(struct loader *ld, const struct where *at, char 
 	} else if (strcasecmp(name, "users") == 0) {
 		*section = SECTION_USERS;
 	} else if (strcasecmp(name, "peers") == 0) {
-		log_warning("%s:%d: section [peers] is not supported yet; its entries are ignored", at->file, at->line);
-		*section = SECTION_IGNORED;
+		*section = SECTION_PEERS;
 	} else {
 		log_warning("%s:%d: unknown section [%s]; its entries are ignored", at->file, at->line, name);
 		*section = SECTION_IGNORED;
@@ -645,6 +705,8 @@ static bool load_line(struct loader *ld, const struct where *at, char *raw, enum
 		return load_database(ld, at, key, value);
 	case SECTION_USERS:
 		return load_user(ld, at, key, value);
+	case SECTION_PEERS:
+		return load_peer(ld, at, key, value);
 	case SECTION_NONE:
 		log_warning("%s:%d: \"%s\" is outside of any section; ignored", at->file, at->line, key);
 		return true;
@@ -785,6 +847,9 @@ void cfg_free(struct cfg *c)
 	for (int i = 0; i < c->n_users; i++)
 		free(c->users[i].name);
 	free(c->users);
+	for (int i = 0; i < c->n_peers; i++)
+		free(c->peers[i].host);
+	free(c->peers);
 	for (int i = 0; i < c->n_files; i++)
 		free(c->files[i]);
 	free(c->files);
@@ -805,6 +870,14 @@ const struct cfg_db *cfg_find_db(const struct cfg *c, const char *name)
 			fallback = &c->dbs[i];
 	}
 	return fallback;
+}
+
+const struct cfg_peer *cfg_find_peer(const struct cfg *c, int id)
+{
+	for (int i = 0; c && i < c->n_peers; i++)
+		if (c->peers[i].id == id)
+			return &c->peers[i];
+	return NULL;
 }
 
 const struct cfg_user *cfg_find_user(const struct cfg *c, const char *name)

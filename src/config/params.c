@@ -451,7 +451,7 @@ static const struct param params[] = {
 	{ "min_pool_size",             PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(min_pool_size, int), NULL },
 	{ "overflow_idle_timeout",     PT_DURATION, "60",            S,    RELOAD,  LIVE,    NULL,                    AT(overflow_idle_timeout, int64_t), NULL },
 	{ "overflow_pool_size",        PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(overflow_pool_size, int), NULL },
-	{ "peer_id",                   PT_INT,      "0",             NONE, RESTART, NOT_YET, check_peer_id,           AT(peer_id, int), NULL },
+	{ "peer_id",                   PT_INT,      "0",             NONE, RESTART, LIVE,    check_peer_id,           AT(peer_id, int), NULL },
 	{ "pidfile",                   PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(pidfile, char *), NULL },
 	{ "pkt_buf",                   PT_SIZE,     "4096",          B,    RESTART, LIVE,    check_pkt_buf,           AT(pkt_buf, int64_t), NULL },
 	{ "pool_mode",                 PT_ENUM,     "session",       NONE, RELOAD,  LIVE,    NULL,                    AT(pool_mode, int), pool_mode_words },

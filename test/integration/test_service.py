@@ -173,6 +173,18 @@ def test_the_shipped_unit_files_pass_systemd_analyze_verify(pgpulse_bin, tmp_pat
     assert r.returncode == 0 and not complaints, r.stdout + r.stderr
 
 
+def test_the_shipped_template_unit_for_peers_passes_systemd_analyze_verify(pgpulse_bin, tmp_path):
+    """etc/pgpulse@.service (doc/operations.md "Several processes on one port")."""
+    analyze = systemd_tool("systemd-analyze")
+    unit = shipped("pgpulse@.service")
+    assert "peer_id = %i" in unit and "RuntimeDirectory=pgpulse/%i" in unit
+    (tmp_path / "pgpulse@.service").write_text(unit.replace("/usr/local/bin/pgpulse", os.path.abspath(pgpulse_bin)))
+    r = subprocess.run([analyze, "verify", str(tmp_path / "pgpulse@.service")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    complaints = [ln for ln in (r.stdout + r.stderr).splitlines() if "pgpulse@" in ln]
+    assert r.returncode == 0 and not complaints, r.stdout + r.stderr
+
+
 def test_socket_activation_serves_on_the_passed_sockets_and_opens_none_of_its_own(
         pgpulse, pgpulse_bin):
     activate = systemd_tool("systemd-socket-activate")

@@ -233,6 +233,7 @@ struct pool {
 	char health_reason[160];
 	int64_t health_checked_at;
 	int pool_mode;              /* resolved: db, then user, then global */
+	bool prepared_tracked;      /* named statements tracked (prepared_tracked_in), with pool_mode */
 	/*
 	 * auth_query's own pool of (database, auth_user): its servers run
 	 * lookups and nothing else, so no client's session state (a temp

@@ -1240,7 +1240,7 @@ static enum pkt_action client_on_packet(struct stream *st, struct pkt *pkt)
 	}
 	if (wants_query_text_of(c, pkt->type) && capture_request_text(c, pkt) == PKT_NEED_FULL)
 		return PKT_NEED_FULL;
-	if (prepared_tracking(c)) {
+	if (prepared_tracking(c) && !prepared_request_passes(c, pkt)) {
 		/* named statements: rewritten, answered or skipped by src/prepared/ */
 		enum ps_result r = prepared_on_request(c, pkt);
 		switch (r) {

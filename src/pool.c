@@ -31,6 +31,7 @@
 #include "health.h"
 #include "hello.h"
 #include "intern.h"
+#include "prepared.h"
 #include "server.h"
 #include "settings.h"
 #include "stats_log.h"
@@ -416,6 +417,7 @@ static struct pool *find_or_make_pool(struct pool_db *db, struct pool_user *user
 	list_init(&p->new_servers);
 	list_init(&p->canceling_servers);
 	p->pool_mode = pool_mode_of(p);
+	p->prepared_tracked = prepared_tracked_in(p->pool_mode);
 	p->tm = telemetry_new(now_usec());
 	note_sizes_for_tier_time(p);
 	list_append(&worker->pools, &p->node);
@@ -485,6 +487,7 @@ void pool_apply_config(void)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
 		p->pool_mode = pool_mode_of(p);
+		p->prepared_tracked = prepared_tracked_in(p->pool_mode); /* max_prepared_statements too */
 		struct list *sp;
 		list_for_each(sp, &p->idle_servers)
 		{

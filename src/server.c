@@ -1200,9 +1200,11 @@ static enum pkt_action handle_linked_packet(struct server *s, struct pkt *pkt)
 	if (pkt->type == 'E' && !pkt->complete)
 		return PKT_NEED_FULL;
 	/* named statements: pgpulse's own replies swallowed, its answers put in place */
-	enum pkt_action act = prepared_on_reply(s, pkt);
-	if (act != PKT_FORWARD)
-		return act;
+	if (!prepared_reply_passes(s, pkt)) {
+		enum pkt_action act = prepared_on_reply(s, pkt);
+		if (act != PKT_FORWARD)
+			return act;
+	}
 	switch (pkt->type) {
 	case 'E':
 		s->reply_error = true;
@@ -1269,7 +1271,8 @@ static enum pkt_action server_on_packet(struct stream *st, struct pkt *pkt)
 static void server_on_flushed(struct stream *st)
 {
 	struct server *s = st->owner;
-	prepared_server_flushed(s); /* answers pgpulse owes after what was just forwarded */
+	if (prepared_owes_answers(s))
+		prepared_server_flushed(s); /* answers pgpulse owes after what was just forwarded */
 	if (s->state == SV_CLOSED || !s->release_pending)
 		return;
 	s->release_pending = false;

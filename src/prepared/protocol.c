@@ -20,6 +20,10 @@
  * client. Maps change when a message is sent (the next message of a
  * pipeline needs the change), so when PostgreSQL skips messages after an
  * error, the queue undoes the changes of the skipped ones, newest first.
+ * Messages that go as they are (unnamed statements, portals, Execute) get
+ * no entry: each has one reply that ends it, known by its type, so they
+ * are only counted in front of the next entry (before), and an error among
+ * them is the error of the first one still counted.
  *
  * Errors pgpulse owes the client mid-batch (a duplicate name, an unknown
  * one) are made real on the server: pgpulse sends a Describe of a
@@ -48,41 +52,10 @@
 
 #define PS_PROBE_NAME "PGPULSE_NONE"       /* never prepared: describing it fails with 26000 */
 #define PS_OUT_HIGH_WATER (64 * 1024)      /* rewritten messages waiting for the server's socket */
-#define PS_QUEUE_MAX 16384                 /* replies expected from one server at a time */
 #define PS_DEALLOCATE_MAX 300              /* longest "DEALLOCATE name" worth reading whole */
 #define PS_DEALLOCATE_Q PS_NAME_PREFIX "DQ" /* the stand-in a client's simple-Query DEALLOCATE runs on */
 #define PS_DEALLOCATE_P PS_NAME_PREFIX "DP" /* ... and its extended-protocol DEALLOCATE */
 #define PS_DUPLICATE_PROBE PS_NAME_PREFIX "DUP" /* a duplicate name's text, parsed for PostgreSQL's errors */
-
-enum ps_kind {
-	RQ_PARSE,
-	RQ_BIND,
-	RQ_DESCRIBE_STMT,
-	RQ_DESCRIBE_PORTAL,
-	RQ_EXECUTE,
-	RQ_CLOSE,
-	RQ_SYNC,
-	RQ_QUERY,          /* Query or FunctionCall: everything up to ReadyForQuery */
-	RQ_FAIL,           /* a Describe of PS_PROBE_NAME: its error is replaced by `text` */
-	RQ_COPY_END,       /* the client ended a COPY: no reply; bounds the Syncs COPY made ignored */
-	SY_PARSE_COMPLETE, /* answered by pgpulse when its turn comes */
-	SY_CLOSE_COMPLETE,
-};
-
-struct ps_reply {
-	uint8_t kind;
-	bool swallow;         /* pgpulse's own Parse or Close: the reply is not the client's; RQ_QUERY:
-			       * its first CommandComplete is not */
-	bool restore;         /* pgpulse's Close of a statement the server had: skipped, it still has it;
-			       * a client's DEALLOCATE (RQ_QUERY, RQ_PARSE): failed or skipped, the
-			       * client keeps the name `text` of `stmt` */
-	bool held;            /* RQ_QUERY: the client waits for its reply (ps_client.held) */
-	struct ps_stmt *stmt; /* a reference, or NULL */
-	char *text;           /* the client's name (to undo), or RQ_FAIL's SQLSTATE and message */
-	struct ps_client *saved; /* a client's DEALLOCATE ALL or DISCARD ALL: the names it took, back unless it runs */
-	uint32_t before;         /* RQ_QUERY with text: the client's statements before its DEALLOCATE */
-	uint32_t name_hash;      /* RQ_BIND, RQ_DESCRIBE_STMT: the hash of the client's name for stmt */
-};
 
 /* ---- the reply queue ---- */
 
@@ -103,6 +76,11 @@ static void q_grow(struct ps_server *sp)
 	sp->q_head = 0;
 }
 
+static bool is_answer(const struct ps_reply *e)
+{
+	return e->kind == SY_PARSE_COMPLETE || e->kind == SY_CLOSE_COMPLETE;
+}
+
 static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swallow, struct ps_stmt *st,
 			       char *text)
 {
@@ -110,21 +88,19 @@ static struct ps_reply *q_push(struct ps_server *sp, enum ps_kind kind, bool swa
 	while (sp->untracked) {
 		if (sp->q_len == sp->q_cap)
 			q_grow(sp);
-		*q_at(sp, sp->q_len++) = (struct ps_reply){ RQ_QUERY, false, false, false, NULL, NULL, NULL, 0, 0 };
+		*q_at(sp, sp->q_len++) = (struct ps_reply){ .kind = RQ_QUERY };
 		sp->untracked--;
 	}
-	if (sp->q_len == sp->q_cap) {
-		uint32_t cap = sp->q_cap ? sp->q_cap * 2 : 16;
-		struct ps_reply *q = xcalloc(cap, sizeof(*q));
-		for (uint32_t i = 0; i < sp->q_len; i++)
-			q[i] = *q_at(sp, i);
-		free(sp->q);
-		sp->q = q;
-		sp->q_cap = cap;
-		sp->q_head = 0;
-	}
+	if (sp->q_len == sp->q_cap)
+		q_grow(sp);
 	struct ps_reply *e = q_at(sp, sp->q_len++);
-	*e = (struct ps_reply){ (uint8_t)kind, swallow, false, false, st, text, NULL, 0, 0 };
+	/* the messages counted since the newest entry are answered before this one */
+	*e = (struct ps_reply){
+		.kind = (uint8_t)kind, .swallow = swallow, .before = sp->tail_plain, .stmt = st, .text = text
+	};
+	sp->tail_plain = 0;
+	if (is_answer(e))
+		sp->answers++;
 	if (st)
 		ps_stmt_hold(st);
 	return e;
@@ -138,9 +114,10 @@ static void saved_free(struct ps_client *saved)
 	free(saved);
 }
 
-static void reply_free(struct ps_reply *e)
+static void reply_free(struct ps_server *sp, struct ps_reply *e)
 {
-	/* most entries hold neither: no calls on the per-message path */
+	if (is_answer(e))
+		sp->answers--;
 	if (e->stmt) {
 		ps_stmt_drop(e->stmt);
 		e->stmt = NULL;
@@ -155,41 +132,65 @@ static void reply_free(struct ps_reply *e)
 	}
 }
 
-/* the head's reply is complete; a client held back by a long queue may go on */
-static void q_pop(struct server *s)
+/*
+ * The queue shrank: a client held back by its length may go on, unless it
+ * waits for a held Query's ReadyForQuery too (ps_client.held).
+ */
+static void resume_client(struct server *s)
 {
 	struct ps_server *sp = s->ps;
-	reply_free(q_at(sp, 0));
-	sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
-	sp->q_len--;
-	while (sp->q_len && q_at(sp, 0)->kind == RQ_COPY_END) {
+	const struct ps_client *m = s->client ? s->client->ps : NULL;
+	if (sp->client_paused && sp->q_len <= PS_QUEUE_MAX / 2 && !(m && m->held)) {
+		sp->client_paused = false;
+		if (s->client)
+			stream_resume(&s->client->st);
+	}
+}
+
+/*
+ * After the head's reply, or a counted one: the end of a COPY has no reply,
+ * it goes as soon as what was sent before it is answered. So no COPY_END
+ * with nothing before it is ever left at the head (prepared_reply_passes
+ * counts on it).
+ */
+static void settle_head(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	while (sp->q_len && q_at(sp, 0)->kind == RQ_COPY_END && !q_at(sp, 0)->before) {
 		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
 		sp->q_len--;
 	}
-	struct client *c = s->client;
-	if (c && c->ps && c->ps->paused && sp->q_len <= PS_QUEUE_MAX / 2) {
-		c->ps->paused = false;
-		stream_resume(&c->st);
-	}
+	resume_client(s);
+}
+
+/* the head's reply is complete */
+static void q_pop(struct server *s)
+{
+	struct ps_server *sp = s->ps;
+	reply_free(sp, q_at(sp, 0));
+	sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
+	sp->q_len--;
+	settle_head(s);
 }
 
 /* drop entry i from the middle (a Sync that PostgreSQL ignored during COPY) */
 static void q_remove_at(struct ps_server *sp, uint32_t i)
 {
-	reply_free(q_at(sp, i));
-	for (; i + 1 < sp->q_len; i++)
-		*q_at(sp, i) = *q_at(sp, i + 1);
+	uint32_t before = q_at(sp, i)->before; /* still due, now in front of what follows */
+	reply_free(sp, q_at(sp, i));
+	for (uint32_t j = i; j + 1 < sp->q_len; j++)
+		*q_at(sp, j) = *q_at(sp, j + 1);
 	sp->q_len--;
+	if (i < sp->q_len)
+		q_at(sp, i)->before += before;
+	else
+		sp->tail_plain += before;
 }
 
-static bool is_answer(const struct ps_reply *e)
-{
-	return e->kind == SY_PARSE_COMPLETE || e->kind == SY_CLOSE_COMPLETE;
-}
-
+/* an answer pgpulse owes is next: nothing of the server's comes before it */
 static bool head_is_answer(const struct ps_server *sp)
 {
-	return sp->q_len && is_answer(q_at(sp, 0));
+	return sp->q_len && !q_at(sp, 0)->before && is_answer(q_at(sp, 0));
 }
 
 /*
@@ -251,6 +252,8 @@ static void undo(struct server *s, struct ps_reply *e)
 	case RQ_QUERY:
 		if (e->restore)
 			restore_name(s, e);
+		if (e->held && m)
+			m->held = false; /* skipped after an error: its ReadyForQuery will not come */
 		break;
 	case RQ_PARSE:
 		if (e->restore) {
@@ -280,9 +283,11 @@ static void undo(struct server *s, struct ps_reply *e)
 }
 
 /*
- * The head failed: PostgreSQL skips everything up to the next Sync. Undo
- * the head and the skipped entries, newest first, and drop them. With no
- * Sync queued yet, the client's next messages are skipped here too.
+ * The first message still due failed (one only counted, or the head's):
+ * PostgreSQL skips everything up to the next Sync. Undo the skipped
+ * entries, newest first, and drop them, and the counts of the messages
+ * that went as they are. With no Sync queued yet, the client's next
+ * messages are skipped here too.
  */
 static void skip_to_sync(struct server *s)
 {
@@ -293,28 +298,26 @@ static void skip_to_sync(struct server *s)
 	for (uint32_t i = n; i-- > 0;)
 		undo(s, q_at(sp, i));
 	for (uint32_t i = 0; i < n; i++) {
-		reply_free(q_at(sp, 0));
+		reply_free(sp, q_at(sp, 0));
 		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
 		sp->q_len--;
 	}
+	if (sp->q_len)
+		q_at(sp, 0)->before = 0;
+	else
+		sp->tail_plain = 0;
 	if (!sp->q_len && s->client)
 		ps_client_map(s->client)->skipping = true;
-	if (s->client && s->client->ps && s->client->ps->paused && sp->q_len <= PS_QUEUE_MAX / 2) {
-		s->client->ps->paused = false;
-		stream_resume(&s->client->st);
-	}
+	resume_client(s);
 }
 
 /* ---- requests ---- */
 
-bool prepared_tracking(const struct client *c)
+/* a message that goes as it is, with one reply that ends it: counted, no entry */
+static enum ps_result forward_plain(struct server *s)
 {
-	if (!c->pool || c->pool->pool_mode == POOL_SESSION)
-		return false;
-	if (worker->cfg->max_prepared_statements > 0)
-		return true;
-	/* turned off by a RELOAD: finish what is queued consistently */
-	return c->server && c->server->ps && c->server->ps->q_len > 0;
+	ps_server_of(s)->tail_plain++;
+	return PS_FORWARD;
 }
 
 static enum ps_result queue_forward(struct server *s, enum ps_kind kind)
@@ -494,7 +497,7 @@ static enum ps_result answer(struct client *c, struct server *s, enum ps_kind ki
 {
 	struct ps_server *sp = ps_server_of(s);
 	q_push(sp, kind, false, st, name ? xstrdup(name) : NULL);
-	if (sp->q_len == 1 && !stream_has_pending(&s->st) && !emit_answers(s))
+	if (sp->q_len == 1 && !q_at(sp, 0)->before && !stream_has_pending(&s->st) && !emit_answers(s))
 		return PS_GONE;
 	return c->state == CL_CLOSED ? PS_GONE : PS_SENT;
 }
@@ -625,7 +628,7 @@ static enum ps_result rewrite_deallocate(struct client *c, struct server *s, str
 			 (int)(q->start - q->sql), q->sql, q->end);
 		proto_put_query(out, text);
 		struct ps_reply *e = q_push(sp, RQ_QUERY, true, n->stmt, xstrdup(n->name));
-		e->before = q->before;
+		e->stmts_before = q->before;
 		if (!q->alone) {
 			/*
 			 * Whether it runs, the statements around it decide (one
@@ -720,7 +723,7 @@ static enum ps_result on_unnamed_parse(struct client *c, struct server *s, struc
 		if (!r.bad && ps_may_drop_all(sql) && ps_drops_all(sql, &alone) && alone)
 			ps_client_map(c)->unnamed_drops_all = true;
 	}
-	return queue_forward(s, RQ_PARSE);
+	return forward_plain(s);
 }
 
 static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *pkt)
@@ -739,7 +742,7 @@ static enum ps_result on_parse(struct client *c, struct server *s, struct pkt *p
 	(void)pkt_get_bytes(&r, (size_t)ntypes * 4);
 	(void)query;
 	if (r.bad || pkt_remaining(&r) != 0)
-		return queue_forward(s, RQ_PARSE); /* malformed: PostgreSQL says so */
+		return forward_plain(s); /* malformed: PostgreSQL says so */
 	if (ps_name_find(c->ps, name))
 		return fail_duplicate(c, s, blob, (uint32_t)(r.end - blob), name);
 	if (c->ps && c->ps->count >= ps_client_name_limit())
@@ -818,7 +821,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	if (stmt && !*stmt) {
 		if (c->ps)
 			c->ps->portal_drops_all = c->ps->unnamed_drops_all && !*portal;
-		return queue_forward(s, RQ_BIND);
+		return forward_plain(s);
 	}
 	if (!pkt->complete)
 		return stmt ? on_big_bind(c, s, pkt, portal, stmt) : PS_NEED_FULL;
@@ -827,7 +830,7 @@ static enum ps_result on_bind(struct client *c, struct server *s, struct pkt *pk
 	portal = pkt_get_str(&r);
 	stmt = pkt_get_str(&r);
 	if (r.bad)
-		return queue_forward(s, RQ_BIND);
+		return forward_plain(s);
 	struct ps_name *n = ps_name_find(c->ps, stmt);
 	if (!n)
 		return fail_request(c, s, "26000", "prepared statement \"%s\" does not exist", stmt);
@@ -859,9 +862,9 @@ static enum ps_result on_describe(struct client *c, struct server *s, struct pkt
 	uint8_t kind = pkt_get_u8(&r);
 	const char *name = pkt_get_str(&r);
 	if (r.bad || kind != 'S')
-		return queue_forward(s, RQ_DESCRIBE_PORTAL);
+		return forward_plain(s);
 	if (!*name)
-		return queue_forward(s, RQ_DESCRIBE_STMT);
+		return forward_plain(s);
 	struct ps_name *n = ps_name_find(c->ps, name);
 	if (!n)
 		return fail_request(c, s, "26000", "prepared statement \"%s\" does not exist", name);
@@ -888,7 +891,7 @@ static enum ps_result on_close(struct client *c, struct server *s, struct pkt *p
 	uint8_t kind = pkt_get_u8(&r);
 	const char *name = pkt_get_str(&r);
 	if (r.bad || kind != 'S' || !*name)
-		return queue_forward(s, RQ_CLOSE);
+		return forward_plain(s);
 	struct ps_name *n = ps_name_find(c->ps, name);
 	if (!n) /* closing a statement that does not exist is no error in PostgreSQL */
 		return answer(c, s, SY_CLOSE_COMPLETE, NULL, NULL);
@@ -908,7 +911,7 @@ static enum ps_result on_close(struct client *c, struct server *s, struct pkt *p
 static enum ps_result on_execute(struct client *c, struct server *s, struct pkt *pkt)
 {
 	if (!c->ps || !c->ps->portal_drops_all)
-		return queue_forward(s, RQ_EXECUTE);
+		return forward_plain(s);
 	if (!pkt->complete)
 		return PS_NEED_FULL;
 	struct ps_server *sp = ps_server_of(s);
@@ -918,16 +921,22 @@ static enum ps_result on_execute(struct client *c, struct server *s, struct pkt 
 		q_push(sp, RQ_EXECUTE, false, NULL, NULL)->saved = names_detach(c);
 		return PS_FORWARD;
 	}
-	return queue_forward(s, RQ_EXECUTE);
+	return forward_plain(s);
 }
 
-/* the client ended its COPY data; Syncs sent before that are ignored by PostgreSQL */
+/*
+ * The client ended its COPY data; Syncs sent before that are ignored by
+ * PostgreSQL. Ended before its CopyInResponse came (data pipelined behind
+ * the COPY), the end is queued behind whatever is in flight, a simple Query
+ * let through untracked too, so that on_copy_in knows where the Syncs that
+ * COPY made ignored stop.
+ */
 static enum ps_result on_copy_end(struct server *s)
 {
 	struct ps_server *sp = ps_server_of(s);
 	if (sp->copy_in)
 		sp->copy_in = false;
-	else if (sp->q_len)
+	else if (sp->q_len || sp->tail_plain || sp->untracked)
 		q_push(sp, RQ_COPY_END, false, NULL, NULL);
 	return PS_FORWARD;
 }
@@ -936,6 +945,8 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 {
 	struct server *s = c->server;
 	struct ps_server *sp = ps_server_of(s);
+	if (prepared_request_passes(c, pkt))
+		return PS_FORWARD; /* counted: it needs no entry, however long the queue */
 	if (sp->q_len >= PS_QUEUE_MAX) {
 		/*
 		 * The server may hold its replies until a Sync or Flush that the
@@ -948,14 +959,14 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 			return PS_FLUSH_FIRST;
 		pkt_begin(stream_out(&s->st), 'H');
 		pkt_end(stream_out(&s->st));
-		ps_client_map(c)->paused = true; /* q_pop resumes it */
+		sp->client_paused = true; /* resume_client resumes it */
 		return PS_PAUSE;
 	}
 	if (c->ps && c->ps->held) {
 		/* a Query whose DEALLOCATE may or may not run: what comes after it waits for its reply */
 		if (stream_has_pending(&c->st))
 			return PS_FLUSH_FIRST;
-		c->ps->paused = true; /* q_pop resumes it */
+		sp->client_paused = true; /* resume_client resumes it once the Query's ReadyForQuery came */
 		return PS_PAUSE;
 	}
 	if (c->ps && c->ps->skipping) {
@@ -991,11 +1002,12 @@ enum ps_result prepared_on_request(struct client *c, struct pkt *pkt)
 				e->held = c->ps->held = true;
 			return PS_FORWARD;
 		}
-		if (sp->q_len == 0 && !(c->ps && c->ps->count)) {
+		if (sp->q_len == 0 && sp->tail_plain == 0 && !(c->ps && c->ps->count)) {
 			/*
-			 * Nothing queued and no name of the client's it could
+			 * Nothing in flight and no name of the client's it could
 			 * deallocate: its reply needs no tracking, only counting, so
-			 * that a later queued entry knows this Query's Z comes first.
+			 * that a later queued entry knows this Query's Z comes first
+			 * (prepared_request_passes does the same).
 			 */
 			sp->untracked++;
 			return PS_FORWARD;
@@ -1196,9 +1208,11 @@ static enum pkt_action on_error(struct server *s, struct pkt *pkt)
 /*
  * DEALLOCATE ALL and DISCARD ALL drop every statement of the session that
  * exists when they run. What was sent after them (a Parse pipelined behind
- * the command) is still queued behind the head: replay it, in order.
+ * the command) is still queued from entry `first` on (the head is the
+ * command when it is a Query; an Execute is only counted): replay it, in
+ * order.
  */
-static void note_command_tag(struct server *s, const struct pkt *pkt)
+static void note_command_tag(struct server *s, const struct pkt *pkt, uint32_t first)
 {
 	const char *tag = (const char *)pkt->body;
 	if (pkt->body_len == 0 || pkt->body[pkt->body_len - 1] != '\0')
@@ -1207,15 +1221,15 @@ static void note_command_tag(struct server *s, const struct pkt *pkt)
 		return;
 	struct ps_server *sp = s->ps;
 	struct client *c = s->client;
-	struct ps_reply *head = sp->q_len ? q_at(sp, 0) : NULL;
-	if (head && head->saved) { /* the client's own: it ran, the names it took stay gone */
+	struct ps_reply *head = first == 1 ? q_at(sp, 0) : NULL;
+	if (first == 1 && head->saved) { /* the head's own tag: it ran, the names it took stay gone */
 		saved_free(head->saved);
 		head->saved = NULL;
 	}
 	ps_held_clear(sp);
 	if (c && c->ps)
 		ps_names_clear(c->ps);
-	for (uint32_t i = 1; i < sp->q_len; i++) {
+	for (uint32_t i = first; i < sp->q_len; i++) {
 		struct ps_reply *e = q_at(sp, i);
 		bool name_goes = e->restore && (e->kind == RQ_PARSE || e->kind == RQ_QUERY); /* a DEALLOCATE */
 		if (e->kind == RQ_PARSE && e->stmt && !e->restore)
@@ -1231,11 +1245,15 @@ static void note_command_tag(struct server *s, const struct pkt *pkt)
 	}
 }
 
-/* COPY FROM STDIN began: Syncs the client sent since are ignored by PostgreSQL */
-static void on_copy_in(struct server *s)
+/*
+ * COPY FROM STDIN began: Syncs the client sent since are ignored by
+ * PostgreSQL. They are queued from entry `first` on (the head is the
+ * COPY when it is a Query; an Execute is only counted).
+ */
+static void on_copy_in(struct server *s, uint32_t first)
 {
 	struct ps_server *sp = s->ps;
-	uint32_t i = 1;
+	uint32_t i = first;
 	while (i < sp->q_len && q_at(sp, i)->kind != RQ_COPY_END) {
 		if (q_at(sp, i)->kind == RQ_SYNC)
 			q_remove_at(sp, i);
@@ -1244,6 +1262,7 @@ static void on_copy_in(struct server *s)
 	}
 	if (i >= sp->q_len)
 		sp->copy_in = true;
+	resume_client(s);
 }
 
 /* replies whose whole body is read, or that move the queue: judged only when complete */
@@ -1273,9 +1292,50 @@ static enum pkt_action on_untracked_reply(struct server *s, struct pkt *pkt)
 	} else if (pkt->type == 'C' && sp->count) {
 		if (!pkt->complete)
 			return PKT_NEED_FULL;
-		note_command_tag(s, pkt);
+		note_command_tag(s, pkt, 0);
 	}
 	return PKT_FORWARD;
+}
+
+/*
+ * A reply to the first message still due, one that went as it is (only
+ * counted in *ahead): prepared_reply_passes counts the common ones; here
+ * are the rest.
+ */
+static enum pkt_action on_plain_reply(struct server *s, struct pkt *pkt, uint32_t *ahead)
+{
+	struct ps_server *sp = s->ps;
+	switch (pkt->type) {
+	case 'E':
+		sp->copy_in = false;
+		skip_to_sync(s);
+		return PKT_FORWARD;
+	case 'Z':
+		sp->copy_in = false;
+		note_desync(s, pkt->type);
+		return PKT_FORWARD;
+	case 'C':
+		if (sp->count || (s->client->ps && s->client->ps->count))
+			note_command_tag(s, pkt, 0); /* only statements there are can be dropped */
+		(*ahead)--;
+		settle_head(s);
+		return PKT_FORWARD;
+	case '1':
+	case '2':
+	case '3':
+	case 'T':
+	case 'n':
+	case 'I':
+	case 's':
+		(*ahead)--;
+		settle_head(s);
+		return PKT_FORWARD;
+	case 'G':
+		on_copy_in(s, 0);
+		return PKT_FORWARD;
+	default:
+		return PKT_FORWARD;
+	}
 }
 
 enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
@@ -1283,7 +1343,9 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 	struct ps_server *sp = s->ps;
 	if (!sp || !s->client)
 		return PKT_FORWARD;
-	if (!sp->q_len)
+	if (prepared_reply_passes(s, pkt))
+		return PKT_FORWARD;
+	if (!sp->q_len && (sp->untracked || !sp->tail_plain))
 		return on_untracked_reply(s, pkt);
 	if (!pkt->complete && needs_whole(pkt->type))
 		return PKT_NEED_FULL;
@@ -1292,9 +1354,12 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			return PKT_FLUSH_FIRST;
 		if (!emit_answers(s))
 			return PKT_GONE;
-		if (!sp->q_len)
+		if (!sp->q_len && !sp->tail_plain)
 			return PKT_FORWARD;
 	}
+	uint32_t *ahead = sp->q_len ? &q_at(sp, 0)->before : &sp->tail_plain;
+	if (*ahead)
+		return on_plain_reply(s, pkt, ahead);
 	struct ps_reply *e = q_at(sp, 0);
 	switch (pkt->type) {
 	case 'E':
@@ -1304,7 +1369,7 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 		if (e->kind == RQ_QUERY && (e->restore || e->saved))
 			undo(s, e); /* its DEALLOCATE did not run, and nothing failed: a statement split unlike PostgreSQL's */
 		if (e->kind == RQ_QUERY && e->held && s->client->ps)
-			s->client->ps->held = false; /* q_pop resumes the client */
+			s->client->ps->held = false; /* q_pop resumes the client (resume_client) */
 		if (e->kind == RQ_SYNC || e->kind == RQ_QUERY)
 			q_pop(s);
 		else
@@ -1325,13 +1390,13 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 		return PKT_FORWARD; /* Describe statement: its RowDescription or NoData ends it */
 	case 'T':
 	case 'n':
-		if (e->kind == RQ_DESCRIBE_STMT || e->kind == RQ_DESCRIBE_PORTAL)
+		if (e->kind == RQ_DESCRIBE_STMT)
 			q_pop(s);
 		return PKT_FORWARD;
 	case 'C':
 		if (e->kind == RQ_QUERY && e->text) { /* a client's DEALLOCATE, rewritten (rewrite_deallocate) */
-			if (e->before) {
-				e->before--; /* a statement of the client's before it */
+			if (e->stmts_before) {
+				e->stmts_before--; /* a statement of the client's before it */
 			} else if (e->swallow) {
 				e->swallow = false; /* the stand-in's PREPARE */
 				return PKT_CONSUMED;
@@ -1347,9 +1412,9 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			return PKT_CONSUMED;
 		}
 		if (sp->count || (s->client->ps && s->client->ps->count) || e->saved)
-			note_command_tag(s, pkt); /* only statements there are can be dropped */
+			note_command_tag(s, pkt, 1); /* only statements there are can be dropped */
 		if (e->kind == RQ_EXECUTE)
-			q_pop(s);
+			q_pop(s); /* a DEALLOCATE ALL's: the names it took go for good */
 		return PKT_FORWARD;
 	case 'I':
 	case 's':
@@ -1357,7 +1422,7 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 			q_pop(s);
 		return PKT_FORWARD;
 	case 'G':
-		on_copy_in(s);
+		on_copy_in(s, 1);
 		return PKT_FORWARD;
 	case 'N':
 		if (!names_statement(e))
@@ -1379,13 +1444,11 @@ enum pkt_action prepared_on_reply(struct server *s, struct pkt *pkt)
 
 void prepared_server_flushed(struct server *s)
 {
-	if (s->ps && s->client && head_is_answer(s->ps) && !stream_has_pending(&s->st))
+	struct ps_server *sp = s->ps;
+	if (!sp || !s->client)
+		return;
+	if (head_is_answer(sp) && !stream_has_pending(&s->st))
 		emit_answers(s);
-}
-
-bool prepared_server_busy(const struct server *s)
-{
-	return s->ps && (s->ps->q_len > 0 || s->ps->untracked > 0);
 }
 
 void prepared_server_reset(struct server *s, const char *sql)
@@ -1402,7 +1465,7 @@ void prepared_server_free(struct server *s)
 	if (s->client && s->client->ps)
 		s->client->ps->held = false; /* the reply it waited for will not come */
 	while (sp->q_len) {
-		reply_free(q_at(sp, 0));
+		reply_free(sp, q_at(sp, 0));
 		sp->q_head = (sp->q_head + 1) & (sp->q_cap - 1);
 		sp->q_len--;
 	}

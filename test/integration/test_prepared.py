@@ -462,6 +462,79 @@ def test_deep_pipeline_of_named_statements(pgpulse):
                 assert rows == [[str(i % 7 + i)]], (i, got)
 
 
+def test_named_statements_after_a_thousand_pipelined_unnamed_ones(pgpulse):
+    """Unnamed statements go through uncounted by the reply queue's entries
+    (issue 18); 1,000 of them pipelined ahead of a Parse that pgpulse
+    answers itself (the server has the text), one it sends (a new text) and
+    their Binds: every reply comes back in the order of the requests."""
+    pp = start(pgpulse, pool_size=1)
+    with RawConn(pp.port) as a, RawConn(pp.port) as c:
+        a.send(parse_message("SELECT 42", "a42"), SYNC)  # the only server has the text now
+        assert message_types(a.until_ready()) == "1Z"
+        msgs = []
+        for i in range(1000):
+            msgs += [parse_message(f"SELECT {i}"), bind_message(), execute_message()]
+        msgs += [parse_message("SELECT 42", "answered"), parse_message("SELECT 43", "sent"),
+                 bind_message(stmt="answered"), execute_message(), bind_message(stmt="sent"),
+                 execute_message(), SYNC]
+        c.send(*msgs)
+        got = c.until_ready()
+        assert message_types(got) == "12DC" * 1000 + "11" + "2DC2DC" + "Z"
+        rows = [data_row(b) for t, b in got if t == "D"]
+        assert rows == [[str(i)] for i in range(1000)] + [["42"], ["43"]]
+        assert int(stats(pp)["total_server_parse_count"]) == 2  # SELECT 42 and SELECT 43, once each
+
+
+def test_error_in_the_middle_of_a_long_unnamed_pipeline_skips_the_named_parse_after_it(pgpulse):
+    """The 151st of 300 pipelined unnamed statements fails: PostgreSQL skips
+    the rest of the batch, the named Parse at its end too, so that name must
+    not exist; the next batch runs."""
+    pp = start(pgpulse, pool_size=1)
+    with RawConn(pp.port) as c:
+        msgs = []
+        for i in range(300):
+            msgs += [parse_message("SELECT 1/0" if i == 150 else f"SELECT {i}"), bind_message(), execute_message()]
+        msgs += [parse_message("SELECT 'late'", "late"), SYNC,
+                 parse_message("SELECT 'next'", "next"), bind_message(stmt="next"), execute_message(), SYNC]
+        c.send(*msgs)
+        first = c.until_ready()
+        assert message_types(first) == "12DC" * 150 + "1EZ"  # 1/0 is folded when the Bind plans it
+        assert error_fields(first[-2][1])["C"] == "22012"
+        second = c.until_ready()
+        assert message_types(second) == "12DCZ" and data_row(second[2][1]) == ["next"]
+        c.send(bind_message(stmt="late"), execute_message(), SYNC)
+        msgs = c.until_ready()
+        assert message_types(msgs) == "EZ" and error_fields(msgs[0][1])["C"] == "26000"
+
+
+def test_copy_data_sent_with_its_copy_keeps_later_batches_in_step(pgpulse, table):
+    """A client writes a COPY, its data and its end at once (without waiting
+    for CopyInResponse), by simple query and by the extended protocol, then
+    batches with a named statement: PostgreSQL answers the Syncs that follow
+    the end of a COPY, and pgpulse must count them (after a simple query's
+    COPY it dropped them, and lost step with the server)."""
+    pp = start(pgpulse, pool_size=1)
+    with RawConn(pp.port) as a:
+        a.send(parse_message(f"SELECT count(*) FROM {table}", "a"), SYNC)  # the only server has it
+        assert message_types(a.until_ready()) == "1Z"
+    with RawConn(pp.port) as c:
+        c.send(query_message(f"COPY {table} FROM STDIN"), message("d", b"1\tone\n"), message("c"),
+               parse_message("SELECT 'plain'"), bind_message(), execute_message(), SYNC,
+               parse_message(f"SELECT count(*) FROM {table}", "n"), SYNC)  # answered by pgpulse
+        assert message_types(c.until_ready()) == "GCZ"
+        got = c.until_ready()
+        assert message_types(got) == "12DCZ" and data_row(got[2][1]) == ["plain"]
+        assert message_types(c.until_ready()) == "1Z"
+        c.send(parse_message(f"COPY {table} FROM STDIN"), bind_message(), execute_message(), SYNC,
+               message("d", b"2\ttwo\n"), message("c"), SYNC,
+               bind_message(stmt="n"), execute_message(), SYNC)
+        assert message_types(c.until_ready()) == "12GCZ"
+        got = c.until_ready()
+        assert message_types(got) == "2DCZ" and data_row(got[1][1]) == ["2"]
+    with RawConn(pp.port) as d:  # the only server went back to the pool in step
+        assert d.query("SELECT 'again'") == [["again"]]
+
+
 def test_statement_changing_result_type_is_prepared_again(pgpulse, pg, table):
     """A migration changes a table's columns under load: PostgreSQL answers
     'cached plan must not change result type' (0A000) to a statement

@@ -248,6 +248,36 @@ def test_names_go_at_the_execute_of_an_extended_drop_all(pg, pgpulse):
     same_as_direct(pg, pgpulse, steps)
 
 
+@pytest.mark.parametrize("drop", ["extended", "simple"])
+def test_a_drop_all_from_a_client_with_no_names_drops_the_servers_statements(pgpulse, drop):
+    """One server: client a prepares 'SELECT 7' there and lets it go; client
+    b, which has no names of its own (its unnamed traffic is only counted),
+    runs DEALLOCATE ALL with a Parse of the same text pipelined behind it.
+    The server has no statement left, so that Parse must go to it, and its
+    Bind work; and a's next Bind prepares 'SELECT 7' again."""
+    pp = pgpulse(INI.replace("default_pool_size = 2", "default_pool_size = 1"), USERS)
+    row = ("D", b"\0\x01\0\0\0\x017")
+    with RawConn(pp.port, timeout=5) as a, RawConn(pp.port, timeout=5) as b:
+        a.send(parse_message("SELECT 7", "s1"), bind_message(stmt="s1"), execute_message(), SYNC)
+        assert replies(a.until_ready())[-2:] == [("C", b"SELECT 1\0"), ("Z", b"I")]
+        if drop == "extended":
+            dealloc = [parse_message("DEALLOCATE ALL"), bind_message(), execute_message()]
+        else:
+            dealloc = [query_message("DEALLOCATE ALL")]
+        b.send(*dealloc, parse_message("SELECT 7", "s2"), bind_message(stmt="s2"), execute_message(), SYNC)
+        got = replies(b.until_ready())
+        if drop == "simple":
+            assert got == [("C", b"DEALLOCATE ALL\0"), ("Z", b"I")], got
+            got = replies(b.until_ready())
+        else:
+            assert got[:3] == [("1", b""), ("2", b""), ("C", b"DEALLOCATE ALL\0")], got
+            got = got[3:]
+        assert got == [("1", b""), ("2", b""), row, ("C", b"SELECT 1\0"), ("Z", b"I")], got
+        a.send(bind_message(stmt="s1"), execute_message(), SYNC)
+        got = replies(a.until_ready())
+        assert got == [("2", b""), row, ("C", b"SELECT 1\0"), ("Z", b"I")], got
+
+
 def test_deallocate_of_one_name_leaves_the_servers_other_statements_prepared(pgpulse):
     """psycopg's cache rotation (DEALLOCATE _pg3_n) and a DEALLOCATE of a
     name pgpulse does not know must not make the server prepare its other

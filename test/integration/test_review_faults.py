@@ -271,3 +271,15 @@ def test_a_parse_pipelined_behind_a_deallocate_among_statements_sees_whether_it_
                SYNC], 2),
              use("s1")]
     same_as_direct(pg, pgpulse, steps)
+
+
+@pytest.mark.parametrize("sql", ["SELECT 2; DEALLOCATE s1", "SELECT 1; DEALLOCATE ALL"])
+def test_a_query_skipped_after_an_error_does_not_hold_the_client(pg, pgpulse, sql):
+    """A Query pipelined behind a failed Parse, with no Sync between, is
+    skipped by PostgreSQL, its DEALLOCATE among statements too: the messages
+    after it are answered (the Sync's ReadyForQuery comes, not a stall) and
+    the name is still there."""
+    steps = [prepared("s1"),
+             ([parse_message("SELEC 1", "bad"), query_message(sql), parse_message("SELECT 8", "s2"), SYNC], 1),
+             use("s1")]
+    same_as_direct(pg, pgpulse, steps)

@@ -404,6 +404,222 @@ static void test_answers_wait_for_bytes_in_flight_to_the_client(void)
 	CHECK_INT_EQ(cl.ps->count, 0);
 }
 
+/* the unnamed Parse, Bind and Execute of one query, as drivers send them */
+static void unnamed_query(const char *sql)
+{
+	uint8_t b[256];
+	CHECK_INT_EQ(request('P', b, parse_body(b, "", sql)), PS_FORWARD);
+	CHECK_INT_EQ(request('B', b, bind_body(b, "")), PS_FORWARD);
+	CHECK_INT_EQ(request('E', "\0\0\0\0", 5), PS_FORWARD);
+}
+
+static const uint8_t select_tag[] = "SELECT 1";
+
+/* "a" prepared and confirmed on the server, so that the same text under another name is answered by pgpulse */
+static void server_has_select_42(void)
+{
+	uint8_t b[256];
+	CHECK_INT_EQ(request('P', b, parse_body(b, "a", "SELECT 42")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(reply('3', "", 0), PKT_CONSUMED);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	pktbuf_reset(&sv.st.out);
+	pktbuf_reset(&cl.st.out);
+}
+
+static void test_answered_parse_waits_for_a_thousand_unnamed_replies_before_it(void)
+{
+	setup(200);
+	uint8_t b[256];
+	char types[16];
+	server_has_select_42();
+	for (int i = 0; i < 1000; i++)
+		unnamed_query("SELECT 1");
+	CHECK_INT_EQ(request('P', b, parse_body(b, "b", "SELECT 42")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(sv.st.out.len, 0); /* nothing of pgpulse's own went to the server */
+	CHECK(sv.ps->q_len <= 2);          /* the unnamed messages took no entries */
+	for (int i = 0; i < 1000; i++) {
+		CHECK_INT_EQ(cl.st.out.len, 0); /* the answer never overtakes the server's replies */
+		CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+		CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+		CHECK_INT_EQ(reply('D', "\0\1\0\0\0\1" "1", 7), PKT_FORWARD);
+		CHECK_INT_EQ(reply('C', select_tag, sizeof(select_tag)), PKT_FORWARD);
+	}
+	CHECK_INT_EQ(cl.st.out.len, 0);
+	prepared_server_flushed(&sv); /* the 1000th CommandComplete reached the client: now */
+	types_of(&cl.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "1");
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+	CHECK(ps_name_find(cl.ps, "b") != NULL);
+}
+
+static void test_injected_parse_after_a_thousand_unnamed_parses_is_swallowed_in_its_place(void)
+{
+	setup(200);
+	uint8_t b[256];
+	server_has_select_42();
+	/* the server forgets it (another client's DISCARD ALL would do that): the next Bind prepares it */
+	ps_held_clear(sv.ps);
+	for (int i = 0; i < 1000; i++)
+		CHECK_INT_EQ(request('P', b, parse_body(b, "", "SELECT 1")), PS_FORWARD);
+	CHECK_INT_EQ(request('B', b, bind_body(b, "a")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	for (int i = 0; i < 1000; i++)
+		CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD); /* the client's */
+	CHECK_INT_EQ(reply('3', "", 0), PKT_CONSUMED);        /* pgpulse's Close */
+	CHECK_INT_EQ(reply('1', "", 0), PKT_CONSUMED);        /* pgpulse's Parse */
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+	CHECK(ps_held_find(sv.ps, ps_name_find(cl.ps, "a")->stmt) != NULL);
+}
+
+static void test_error_in_the_middle_of_unnamed_messages_undoes_the_named_parse_after_it(void)
+{
+	setup(200);
+	uint8_t b[256];
+	unnamed_query("SELECT 1");
+	unnamed_query("SELECT 1/0");
+	unnamed_query("SELECT 2");
+	CHECK_INT_EQ(request('P', b, parse_body(b, "x", "SELECT 7")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	unnamed_query("SELECT 3"); /* the next batch runs */
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(cl.ps->count, 1);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('C', select_tag, sizeof(select_tag)), PKT_FORWARD);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	uint8_t err[] = "SERROR\0C22012\0Mdivision by zero\0";
+	CHECK_INT_EQ(reply('E', err, sizeof(err)), PKT_FORWARD);
+	/* PostgreSQL skipped the rest of the batch, x's Close and Parse too */
+	CHECK_INT_EQ(cl.ps->count, 0);
+	CHECK_INT_EQ(sv.ps->count, 0);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('C', select_tag, sizeof(select_tag)), PKT_FORWARD);
+	CHECK(prepared_server_busy(&sv));
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+}
+
+static void test_error_before_any_sync_skips_the_clients_next_named_messages(void)
+{
+	setup(200);
+	uint8_t b[256];
+	server_has_select_42();
+	unnamed_query("SELECT 1/0");
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	uint8_t err[] = "SERROR\0C22012\0Mdivision by zero\0";
+	CHECK_INT_EQ(reply('E', err, sizeof(err)), PKT_FORWARD);
+	/* what the client sends until its Sync is skipped, as PostgreSQL would: no Bind rewritten, no name made */
+	CHECK_INT_EQ(request('B', b, bind_body(b, "a")), PS_SKIPPED);
+	CHECK_INT_EQ(request('P', b, parse_body(b, "y", "SELECT 42")), PS_SKIPPED);
+	CHECK_INT_EQ(sv.st.out.len, 0);
+	CHECK_INT_EQ(cl.st.out.len, 0);
+	CHECK(ps_name_find(cl.ps, "y") == NULL);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+	/* and the next batch is served again */
+	unnamed_query("SELECT 1");
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK(prepared_server_busy(&sv));
+}
+
+static void test_copy_end_sent_ahead_of_copy_in_response_drops_the_ignored_sync(void)
+{
+	setup(200);
+	uint8_t b[256];
+	/* libpq's COPY through the extended protocol: P B E S, then the data, CopyDone and a Sync */
+	unnamed_query("COPY t FROM STDIN");
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(request('d', "1\n", 2), PS_FORWARD);
+	CHECK_INT_EQ(request('c', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('G', "\0\0\0", 3), PKT_FORWARD); /* the first Sync came during COPY: ignored */
+	uint8_t tag[] = "COPY 1";
+	CHECK_INT_EQ(reply('C', tag, sizeof(tag)), PKT_FORWARD);
+	CHECK_INT_EQ(sv.ps->q_len, 1); /* the second Sync alone */
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+	/* the same, with the CopyInResponse first */
+	unnamed_query("COPY t FROM STDIN");
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('G', "\0\0\0", 3), PKT_FORWARD);
+	CHECK(sv.ps->copy_in);
+	CHECK_INT_EQ(request('d', "1\n", 2), PS_FORWARD);
+	CHECK_INT_EQ(request('c', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(reply('C', tag, sizeof(tag)), PKT_FORWARD);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+	(void)b;
+}
+
+static void test_simple_query_ahead_of_unnamed_messages_keeps_its_place(void)
+{
+	setup(200);
+	uint8_t b[256];
+	char types[16];
+	server_has_select_42();
+	/* a simple Query let through untracked, then unnamed messages, then an answered Parse */
+	CHECK_INT_EQ(request('Q', "SELECT 1", 9), PS_FORWARD);
+	unnamed_query("SELECT 2");
+	CHECK_INT_EQ(request('P', b, parse_body(b, "b", "SELECT 42")), PS_SENT);
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	/* the Query's replies: its CommandComplete and ReadyForQuery count for no unnamed message */
+	CHECK_INT_EQ(reply('T', "\0\0", 2), PKT_FORWARD);
+	CHECK_INT_EQ(reply('C', select_tag, sizeof(select_tag)), PKT_FORWARD);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	prepared_server_flushed(&sv);
+	CHECK_INT_EQ(cl.st.out.len, 0);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	prepared_server_flushed(&sv);
+	CHECK_INT_EQ(cl.st.out.len, 0);
+	CHECK_INT_EQ(reply('C', select_tag, sizeof(select_tag)), PKT_FORWARD);
+	prepared_server_flushed(&sv);
+	types_of(&cl.st.out, types, sizeof(types));
+	CHECK_STR_EQ(types, "1");
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv));
+}
+
+static void test_copy_data_pipelined_behind_a_simple_query_keeps_the_syncs_after_it(void)
+{
+	setup(200);
+	uint8_t b[256];
+	uint8_t tag[] = "COPY 1";
+	/* psql-like: the COPY, its data and its end in one write, then an extended batch */
+	CHECK_INT_EQ(request('Q', "COPY t FROM STDIN", 18), PS_FORWARD);
+	CHECK_INT_EQ(request('d', "1\n", 2), PS_FORWARD);
+	CHECK_INT_EQ(request('c', "", 0), PS_FORWARD);
+	unnamed_query("SELECT 1");
+	CHECK_INT_EQ(request('S', "", 0), PS_FORWARD);
+	CHECK_INT_EQ(reply('G', "\0\0\0", 3), PKT_FORWARD);
+	CHECK(!sv.ps->copy_in); /* the COPY already ended: the Sync after it is PostgreSQL's to answer */
+	CHECK_INT_EQ(reply('C', tag, sizeof(tag)), PKT_FORWARD);
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK_INT_EQ(reply('1', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('2', "", 0), PKT_FORWARD);
+	CHECK_INT_EQ(reply('C', select_tag, sizeof(select_tag)), PKT_FORWARD);
+	CHECK(prepared_server_busy(&sv));
+	CHECK_INT_EQ(reply('Z', "I", 1), PKT_FORWARD);
+	CHECK(!prepared_server_busy(&sv)); /* the server can go back to the pool */
+	(void)b;
+}
+
 int main(void)
 {
 	RUN(test_deallocate_target_folds_like_postgresql);
@@ -415,6 +631,13 @@ int main(void)
 	RUN(test_error_undoes_what_the_skipped_messages_did);
 	RUN(test_unknown_name_is_made_a_real_error_and_replaced);
 	RUN(test_answers_wait_for_bytes_in_flight_to_the_client);
+	RUN(test_answered_parse_waits_for_a_thousand_unnamed_replies_before_it);
+	RUN(test_injected_parse_after_a_thousand_unnamed_parses_is_swallowed_in_its_place);
+	RUN(test_error_in_the_middle_of_unnamed_messages_undoes_the_named_parse_after_it);
+	RUN(test_error_before_any_sync_skips_the_clients_next_named_messages);
+	RUN(test_copy_end_sent_ahead_of_copy_in_response_drops_the_ignored_sync);
+	RUN(test_simple_query_ahead_of_unnamed_messages_keeps_its_place);
+	RUN(test_copy_data_pipelined_behind_a_simple_query_keeps_the_syncs_after_it);
 	setup(0);
 	prepared_client_free(&cl);
 	prepared_server_free(&sv);

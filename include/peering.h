@@ -22,20 +22,11 @@
 #define PEER_KEY_TTL 3u /* the hop budget of a fresh key: the key's two low bits */
 
 /*
- * Pids above this are never a real process's (Linux's PID_MAX_LIMIT): a
- * pid here carries the owner in its middle bytes. A real backend's pid
- * (session mode) cannot, so then the owner rides in the secret key.
+ * Stamp peer_id and a full hop budget into a key pgpulse hands out: *pid is
+ * made here from `serial` (which tells apart clients given keys in a row),
+ * *key from `random`, fresh random bits.
  */
-#define PEER_REAL_PID_MAX 4194304u
-
-/*
- * Stamp peer_id and a full hop budget into a key pgpulse hands out.
- * random: fresh random bits. pid_is_backend: *pid is the client's real
- * backend pid (at most PEER_REAL_PID_MAX) and stays; otherwise *pid is
- * made here from `serial` (which tells apart clients given keys in a row).
- */
-void peering_make_key(int peer_id, bool pid_is_backend, uint32_t serial, uint32_t random,
-		      uint32_t *pid, uint32_t *key);
+void peering_make_key(int peer_id, uint32_t serial, uint32_t random, uint32_t *pid, uint32_t *key);
 
 /* the peer_id a CancelRequest's pid and key name */
 int peering_key_owner(uint32_t pid, uint32_t key);

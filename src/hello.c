@@ -63,15 +63,14 @@ static void choose_backend_key(struct client *c)
 {
 	struct server *s = c->server;
 	int peer_id = worker->cfg->peer_id;
-	uint32_t pid_max = peer_id ? PEER_REAL_PID_MAX : OWN_PID_LAST;
-	bool backend_pid = s && !c->is_admin && c->pool->pool_mode == POOL_SESSION && s->backend_pid > 0 &&
-			   s->backend_pid <= pid_max;
+	/* with a peer_id the pid carries it (peering.h): session mode makes one up too */
+	bool backend_pid = !peer_id && s && !c->is_admin && c->pool->pool_mode == POOL_SESSION &&
+			   s->backend_pid > 0 && s->backend_pid <= OWN_PID_LAST;
 	c->cancel_pid = backend_pid ? s->backend_pid : next_own_pid();
 	do {
 		random_bytes(&c->cancel_key, sizeof(c->cancel_key));
 		if (peer_id)
-			peering_make_key(peer_id, backend_pid, c->cancel_pid, c->cancel_key, &c->cancel_pid,
-					 &c->cancel_key);
+			peering_make_key(peer_id, c->cancel_pid, c->cancel_key, &c->cancel_pid, &c->cancel_key);
 	} while (backend_pid && c->cancel_key == s->last_cancel_key);
 	if (backend_pid)
 		s->last_cancel_key = c->cancel_key;

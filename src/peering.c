@@ -9,11 +9,11 @@
  * a serial. The secret key is random but for its two low bits, the hop
  * budget.
  *
- * In session mode the pid is the client's real backend's (so
- * pg_stat_activity and pg_terminate_backend line up), and the same two
- * bytes of the secret key hold the id instead, 14 bits of it; that leaves
- * 16 random bits of secret in such a key. Which layout a request uses is
- * read from the pid: a real one is never above PEER_REAL_PID_MAX.
+ * With a peer_id, session mode makes up its pids too, rather than show the
+ * client its real backend's pid: the id must ride in the pid, where
+ * PgBouncer peers look for it, and the secret key keeps its 30 random bits
+ * (putting the id in the key of a known backend pid would leave 16, which
+ * anyone who can read pg_stat_activity could try through in seconds).
  */
 #include "peering.h"
 
@@ -23,21 +23,14 @@ static uint32_t id_bytes(int peer_id)
 	return (id & 0xffu) << 16 | (id >> 8) << 8;
 }
 
-void peering_make_key(int peer_id, bool pid_is_backend, uint32_t serial, uint32_t random,
-		      uint32_t *pid, uint32_t *key)
+void peering_make_key(int peer_id, uint32_t serial, uint32_t random, uint32_t *pid, uint32_t *key)
 {
-	if (pid_is_backend) {
-		/* keep the random bits of bytes 0 and 3 and the two high bits of byte 2 */
-		*key = (random & 0xff00c0fcu) | id_bytes(peer_id & PEER_ID_MAX) | PEER_KEY_TTL;
-		return;
-	}
 	*pid = 0x40000000u | (serial & 0x3fu) << 24 | id_bytes(peer_id) | ((serial >> 6) & 0xffu);
 	*key = random | PEER_KEY_TTL;
 }
 
 int peering_key_owner(uint32_t pid, uint32_t key)
 {
-	if (pid > PEER_REAL_PID_MAX)
-		return (int)((pid >> 16 & 0xffu) | (pid >> 8 & 0xffu) << 8);
-	return (int)((key >> 16 & 0xffu) | (key >> 8 & 0x3fu) << 8);
+	(void)key; /* the owner is in the pid, as PgBouncer reads it, whatever pid byte 0 holds */
+	return (int)((pid >> 16 & 0xffu) | (pid >> 8 & 0xffu) << 8);
 }

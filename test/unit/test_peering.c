@@ -24,39 +24,40 @@ static void test_own_pid_carries_the_id_and_stays_above_real_pids(void)
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
 		for (uint32_t serial = 4194305u; serial < 4194305u + 70000u; serial += 4999u) {
 			uint32_t pid = 0, key = 0;
-			peering_make_key(ids[i], false, serial, 0xfffffffcu, &pid, &key);
-			CHECK(pid > PEER_REAL_PID_MAX && pid <= 0x7fffffffu);
+			peering_make_key(ids[i], serial, 0xfffffffcu, &pid, &key);
+			CHECK(pid > 4194304u && pid <= 0x7fffffffu); /* above any real pid (PID_MAX_LIMIT), positive */
 			CHECK_INT_EQ(peering_key_owner(pid, key), ids[i]);
 			CHECK_INT_EQ((int)peering_key_ttl(key), 3);
 		}
 	}
 	/* clients given keys in a row get different pids */
 	uint32_t p1, p2, k;
-	peering_make_key(7, false, 4194305u, 0, &p1, &k);
-	peering_make_key(7, false, 4194306u, 0, &p2, &k);
+	peering_make_key(7, 4194305u, 0, &p1, &k);
+	peering_make_key(7, 4194306u, 0, &p2, &k);
 	CHECK(p1 != p2);
 }
 
-static void test_session_key_carries_the_id_and_the_pid_stays_the_backends(void)
+/* PgBouncer's pid byte 0 is random: 0 there still names the owner in bytes 1 and 2 */
+static void test_owner_is_read_from_a_pgbouncer_pid_below_any_real_pid_limit(void)
 {
-	static const uint32_t randoms[] = { 0, 0xffffffffu, 0x12345678u, 0x8000c000u };
-	for (size_t i = 0; i < sizeof(randoms) / sizeof(randoms[0]); i++) {
-		uint32_t pid = 31337, key = 0;
-		peering_make_key(PEER_ID_MAX, true, 0, randoms[i], &pid, &key);
-		CHECK_INT_EQ((int)pid, 31337);
-		CHECK_INT_EQ(peering_key_owner(pid, key), PEER_ID_MAX);
-		peering_make_key(300, true, 0, randoms[i], &pid, &key);
-		CHECK_INT_EQ(peering_key_owner(pid, key), 300);
-		CHECK_INT_EQ((int)peering_key_ttl(key), 3);
-		/* the random bits outside the id and the hop budget are kept */
-		CHECK((key & 0xff00c0fcu) == (randoms[i] & 0xff00c0fcu));
-	}
+	CHECK_INT_EQ(peering_key_owner(0x000500ffu, 0x12345678u), 5);
+	CHECK_INT_EQ(peering_key_owner(0x00ff3f00u, 0u), 16383);
+}
+
+/* the secret keeps every bit but the hop budget: 30 random bits */
+static void test_the_key_keeps_thirty_random_bits(void)
+{
+	uint32_t pid, key;
+	peering_make_key(300, 4194305u, 0xfffffffcu, &pid, &key);
+	CHECK(key == 0xffffffffu);
+	peering_make_key(300, 4194305u, 0x12345678u, &pid, &key);
+	CHECK((key & ~PEER_KEY_TTL) == 0x12345678u);
 }
 
 static void test_each_hop_spends_one_and_the_key_still_matches(void)
 {
 	uint32_t pid, key;
-	peering_make_key(9, false, 4194305u, 0xabcdef00u, &pid, &key);
+	peering_make_key(9, 4194305u, 0xabcdef00u, &pid, &key);
 	uint32_t sent = key;
 	for (int hop = 3; hop > 0; hop--) {
 		CHECK_INT_EQ((int)peering_key_ttl(sent), hop);
@@ -72,7 +73,8 @@ int main(void)
 {
 	RUN(test_owner_is_read_from_pgbouncer_pids);
 	RUN(test_own_pid_carries_the_id_and_stays_above_real_pids);
-	RUN(test_session_key_carries_the_id_and_the_pid_stays_the_backends);
+	RUN(test_owner_is_read_from_a_pgbouncer_pid_below_any_real_pid_limit);
+	RUN(test_the_key_keeps_thirty_random_bits);
 	RUN(test_each_hop_spends_one_and_the_key_still_matches);
 	return UNIT_REPORT("peering");
 }

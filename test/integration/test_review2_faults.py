@@ -7,6 +7,7 @@ that did NOT hand out the key; the query must end 57014 either way.
 Needs PgBouncer 1.25: $PGBOUNCER_125, else the shared anchor binary."""
 
 import os
+import socket
 import struct
 
 import pytest
@@ -79,7 +80,6 @@ def cancelled(s):
 
 
 def pgb_socket(pb):
-    import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(20)
     s.connect(os.path.join(pb.dir, f".s.PGSQL.{pb.port}"))
@@ -148,3 +148,45 @@ def test_ordinary_pgbouncer_key_is_forwarded_by_pgpulse(pgpulse, pg, session_dir
         s.close()
     finally:
         pb.stop()
+
+
+SESSION_INI = """\
+[databases]
+appdb = host={pg_host} port={pg_port} dbname=appdb
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir = {dir}
+auth_type = trust
+auth_file = {auth_file}
+pool_mode = session
+default_pool_size = 20
+peer_id = 1
+"""
+
+
+def test_session_mode_key_cannot_be_guessed_by_someone_who_knows_the_pid(pgpulse, pg):
+    """Session mode with peer_id: the pid is the real backend's, which
+    pg_stat_activity shows to every database user, and the id and hop bits
+    of the key are known; 16 random bits are left (32 without peering,
+    46 in PgBouncer's 8-byte layout). A stranger trying every 16-bit value
+    (65536 cancel connections, seconds) must not cancel the query."""
+    pp = pgpulse(SESSION_INI, USERS, args=("-q",))
+    victim = unix_socket(pp)
+    pid, _ = login_for_key(victim)
+    victim.sendall(query_message(SLEEP))
+    wait_until(lambda: sleeping_backends(pg) == 1, 15, "the query to be running")
+    # what a stranger sees: the backend pid of the running query
+    assert pg.query("SELECT pid FROM pg_stat_activity WHERE query = %s", (SLEEP,))[0][0] == pid
+    known = (1 << 16) | 3  # peer_id 1 in byte 2 (low 8 bits), nothing in byte 1's low 6 bits, full hops
+    path = os.path.join(pp.dir, f".s.PGSQL.{pp.port}")
+    for guess in range(1 << 16):
+        b3, hi2, lo6 = guess >> 8, (guess >> 6) & 3, guess & 0x3f
+        key = b3 << 24 | hi2 << 14 | lo6 << 2 | known
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(struct.pack("!IIII", 16, CANCEL_CODE, pid, key))
+        while s.recv(64):
+            pass
+        s.close()
+    assert not cancelled(victim), "a guessed key cancelled another client's query"

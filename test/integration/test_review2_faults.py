@@ -190,3 +190,29 @@ def test_session_mode_key_cannot_be_guessed_by_someone_who_knows_the_pid(pgpulse
             pass
         s.close()
     assert not cancelled(victim), "a guessed key cancelled another client's query"
+
+
+def test_a_forward_that_failed_is_not_logged_as_a_cancel_sent(pgpulse):
+    """An operator reading the log must not be told a cancel went out when
+    the forward never reached its peer: a TCP port nobody listens on, and a
+    peer that never closes (cut at cancel_wait_timeout)."""
+    from pgpulse_harness import free_port
+    from test_peers import CONFIG
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(4)
+    pp = pgpulse("", USERS, args=("-v",), start=False)
+    pp.write_config(CONFIG % {"mode": "transaction", "peer_id": 1,
+                              "peers": f"3 = host=127.0.0.1 port={free_port()}\n"
+                                       f"4 = host=127.0.0.1 port={mute.getsockname()[1]}"}
+                    + "[pgpulse]\ncancel_wait_timeout = 1\n")
+    pp.start()
+    for peer_id in (3, 4):
+        client = unix_socket(pp)
+        client.sendall(struct.pack("!IIII", 16, CANCEL_CODE, 0x41000034 | (peer_id << 16), 0x11111113))
+        assert client.recv(1) == b"", peer_id
+        client.close()
+    pp.wait_log("cancel request forwarded to peer 4 not settled within cancel_wait_timeout")
+    pp.wait_log("cancel request forwarded to peer 3: ")
+    mute.close()
+    assert "successfully sent cancel request" not in pp.log(), pp.log()

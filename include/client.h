@@ -216,8 +216,11 @@ void client_set_state(struct client *c, enum client_state to);
  */
 void client_server_lost(struct client *c, const char *sqlstate, const char *message, bool quietly);
 
-/* the cancel this client asked for was delivered (or gave up): close it, as PostgreSQL does */
-void client_cancel_done(struct client *c);
+/*
+ * The cancel this client asked for ended: close it, as PostgreSQL does. The
+ * log says whether it was delivered (failure NULL) or how it failed.
+ */
+void client_cancel_done(struct client *c, const char *failure);
 
 /* find a client by the key it got in BackendKeyData */
 struct client *client_by_cancel_key(uint32_t pid, uint32_t key);

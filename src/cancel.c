@@ -57,6 +57,9 @@ struct cancel_req {
 	int port;
 };
 
+/* the one outcome the requester's log line calls a success, as PgBouncer's does */
+static const char DELIVERED[] = "delivered";
+
 static void finish(struct cancel_req *cr, bool settled, const char *how)
 {
 	if (cr->peer_id)
@@ -74,7 +77,7 @@ static void finish(struct cancel_req *cr, bool settled, const char *how)
 	struct client *c = cr->requester;
 	free(cr);
 	if (c)
-		client_cancel_done(c);
+		client_cancel_done(c, how == DELIVERED ? NULL : how);
 	if (s)
 		server_cancel_finished(s, settled);
 }
@@ -138,7 +141,7 @@ static void on_cancel_event(evutil_socket_t fd, short what, void *arg)
 	ssize_t n = recv(fd, buf, sizeof(buf), 0);
 	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
 		return; /* PostgreSQL answers a cancel with nothing but the close */
-	finish(cr, true, "delivered");
+	finish(cr, true, DELIVERED);
 }
 
 struct cancel_req *cancel_send(struct server *s, struct client *requester)

@@ -480,10 +480,16 @@ void client_server_lost(struct client *c, const char *sqlstate, const char *mess
 		client_fatal(c, sqlstate, "%s", message);
 }
 
-void client_cancel_done(struct client *c)
+void client_cancel_done(struct client *c, const char *failure)
 {
+	char reason[96];
 	c->cancel = NULL;
-	client_close(c, "successfully sent cancel request");
+	if (!failure) {
+		client_close(c, "successfully sent cancel request");
+		return;
+	}
+	snprintf(reason, sizeof(reason), "cancel request %s", failure);
+	client_close(c, reason);
 }
 
 static void client_on_end(struct stream *st, enum stream_end why)

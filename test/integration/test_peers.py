@@ -161,9 +161,9 @@ def test_cancel_sent_to_another_process_socket_is_forwarded_to_the_owner(pgpulse
     for via in (b, c):
         s = unix_socket(a)
         pid, key = login_for_key(s)
-        if mode == "session":
-            # the pid is still the real backend's
-            assert pg.query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0][0] == 1
+        # with a peer_id every pid is pgpulse's own, session mode's too: it carries the id
+        assert pid > 4194304 and (pid >> 16 & 0xff) == 1
+        assert pg.query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0][0] == 0
         s.sendall(query_message(SLEEP))
         wait_until(lambda: sleeping_backends(pg) == 1, 15, "the query to be running")
         send_cancel(unix_socket(via), pid, key)

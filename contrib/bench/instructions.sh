@@ -28,7 +28,8 @@
 # Environment: PGPULSE_BIN (default build-bench/pgpulse, ./pgpulse or
 # build/pgpulse), PGBOUNCER (a PgBouncer binary, e.g. the 1.25 build in
 # shared/anchors; default the one on PATH), TARGETS (default "pgpulse
-# pgbouncer"), SHORT, LONG,
+# pgbouncer"), SHORT, LONG, POOL_MODE (default transaction; session as
+# bench.sh's select-prepared), POOL_SIZE (default 20),
 # TELEMETRY (0 turns pgpulse's telemetry off), KEEP (a directory: the
 # callgrind files are copied there, to read per function with
 # callgrind_annotate; with --dump-instr=yes, as CALLGRIND_ARGS may add, per
@@ -110,8 +111,8 @@ listen_port = $port
 unix_socket_dir =
 auth_type = md5
 auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
+pool_mode = ${POOL_MODE:-transaction}
+default_pool_size = ${POOL_SIZE:-20}
 max_client_conn = 1000
 log_connections = 0
 log_disconnections = 0

@@ -24,6 +24,8 @@
 # loop and sleeps, which instructions do not show; and task-clock, the
 # pooler's CPU time in µs per transaction (timing: noisy on a busy machine).
 # SERVER_UNIX=1 has the poolers reach PostgreSQL over its unix socket.
+# COUNT=sched: scheduling delays of each pooler (perf sched) and, for
+# pgpulse, the phases of a request by its own telemetry (see sched_run).
 #
 # Environment: PGPULSE_BIN (default build-bench/pgpulse, ./pgpulse or
 # build/pgpulse), PGBOUNCER (a PgBouncer binary, e.g. the 1.25 build in
@@ -177,6 +179,67 @@ count_syscalls() {
 	pooler_pid=
 	awk -F, '$3 != "" && $1 ~ /^[0-9.]+$/ { e = $3; sub(/^syscalls:sys_enter_/, "", e); print e, $1 }' "$out"
 }
+
+# COUNT=sched: where a transaction's time goes at equal CPU. Each pooler
+# runs natively for LONG transactions per client while `perf sched record`
+# watches the machine; `perf sched latency` gives the pooler's wake-ups
+# (switches), how long each waited for a CPU once woken (average, maximum)
+# and its run time. For pgpulse, the phases of a request as its telemetry
+# saw them (SHOW LATENCY: wait for a server, server round trip, the whole
+# request) beside what pgbench saw, so what the pooler adds is split into
+# its own processing and the kernel's path to and from the client.
+sched_run() {
+	local target=$1 n=$2 cmd
+	case "$target" in
+	pgpulse) cmd=("$dir/pgpulse" -q "$dir/pooler.ini") ;;
+	pgbouncer) cmd=("$dir/pgbouncer" "$dir/pooler.ini") ;;
+	esac
+	if [ "$(id -u)" = 0 ]; then cmd=(setpriv --reuid="$run_user" --regid="$run_user" --init-groups -- "${cmd[@]}"); fi
+	("${cmd[@]}") >"$dir/pooler.out" 2>&1 &
+	pooler_pid=$!
+	local deadline=$((SECONDS + 60))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+		[ $SECONDS -lt $deadline ] || { tail -n 20 "$dir/pooler.out" >&2; exit 1; }
+		sleep 0.05
+	done
+	perf sched record -a -o "$dir/sched.$target" >/dev/null 2>&1 &
+	local perf_pid=$!
+	sleep 0.5
+	(cd "$dir" && PGPASSWORD=bench "$pgbin/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -t "$n" -l \
+		--log-prefix="$dir/xact.$target" "${args[@]}" bench >"$dir/pgbench.$target" 2>&1) ||
+		{ tail -n 20 "$dir/pgbench.$target" >&2; exit 1; }
+	kill -INT "$perf_pid"
+	wait "$perf_pid" || true
+	if [ "$target" = pgpulse ]; then
+		PGPASSWORD=bench "$pgbin/psql" -h 127.0.0.1 -p "$port" -U postgres -d pgpulse -At -F ' ' \
+			-c "SHOW LATENCY" >"$dir/latency" 2>&1 || true
+	fi
+	pkill -INT -u "$run_user" -f "^$dir/pgp?[a-z]* " || true
+	wait "$pooler_pid" || true
+	pooler_pid=
+	local comm=$target
+	perf sched latency -i "$dir/sched.$target" 2>/dev/null |
+		awk -v c="$comm" -F'|' '$1 ~ c":" { gsub(/ +/, " "); print }' | head -n 1
+}
+
+if [ "${COUNT:-instructions}" = sched ]; then
+	command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf" >&2; exit 1; }
+	echo "admin_users = postgres" >>"$dir/pooler.ini"
+	printf '| pooler | task: run time ms, switches, average delay ms, maximum delay ms |\n| --- | --- |\n'
+	for t in $targets; do
+		printf '| %s | %s |\n' "$t" "$(sched_run "$t" "$long")"
+	done
+	for t in $targets; do
+		cat "$dir"/xact."$t"* | awk -v t="$t" '{ print $3 }' | sort -n |
+			awk -v t="$t" '{ v[NR] = $1 } END { printf "%s: pgbench latency p50 %d us, p99 %d us over %d transactions\n", t, v[int(NR * 0.5)], v[int(NR * 0.99)], NR }'
+	done
+	if [ -s "$dir/latency" ]; then
+		echo "pgpulse SHOW LATENCY (kind window count mean p50 p90 p95 p99 ... in us), last minute:"
+		awk '$1 == "bench" && ($3 == "query" || $3 == "server" || $3 == "wait") { print "  " $3 ": mean " $6 ", p50 " $7 ", p99 " $10 }' "$dir/latency"
+	fi
+	echo "(pgbench ${args[*]} -t $long; perf sched over each run)"
+	exit 0
+fi
 
 if [ "${COUNT:-instructions}" = syscalls ]; then
 	per=$((  (long - short) * clients ))

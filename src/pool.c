@@ -30,6 +30,8 @@
 #include "log.h"
 #include "health.h"
 #include "hello.h"
+#include "host_stats.h"
+#include "hosts.h"
 #include "intern.h"
 #include "prepared.h"
 #include "server.h"
@@ -119,6 +121,22 @@ static void set_str(char **slot, const char *value)
 	*slot = xstrdup(value);
 }
 
+/* the registry's hosts of the database's host list (pool_db.host_of), taken anew */
+static void db_take_hosts(struct pool_db *db)
+{
+	struct host *old[CFG_MAX_HOSTS];
+	int old_n = db->host_n;
+	memcpy(old, db->host_of, sizeof(old));
+	/* the new ones first: a host both lists name keeps what is known of it */
+	db->host_n = 0;
+	if (db->hosts.count == 0)
+		db->host_of[db->host_n++] = hosts_ref("", db->port);
+	for (int i = 0; i < db->hosts.count; i++)
+		db->host_of[db->host_n++] = hosts_ref(db->hosts.name[i], db->hosts.port[i]);
+	for (int i = 0; i < old_n; i++)
+		hosts_unref(old[i]);
+}
+
 /* bring a pool_db in line with its [databases] entry; true if where it connects changed */
 static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char *name)
 {
@@ -132,7 +150,10 @@ static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char
 		cfg_hosts_copy(&db->hosts, &e->hosts);
 		db->host_cursor = 0;
 	}
+	if (moved || db->host_n == 0)
+		db_take_hosts(db);
 	db->load_balance_hosts = e->load_balance_hosts;
+	db->tsa = e->target_session_attrs;
 	set_str(&db->dbname, dbname);
 	set_str(&db->forced_user, e->user);
 	set_str(&db->password, e->password);
@@ -221,6 +242,8 @@ void pool_db_free(struct pool_db *db)
 	free(db->name);
 	free(db->host);
 	cfg_hosts_free(&db->hosts);
+	for (int i = 0; i < db->host_n; i++)
+		hosts_unref(db->host_of[i]);
 	free(db->dbname);
 	free(db->forced_user);
 	free(db->password);
@@ -663,13 +686,33 @@ static const char *expiry_reason(const struct server *s)
 	return "server lifetime over";
 }
 
-/* most recently used first: the others grow idle and the pool shrinks */
+/* does the server's host suit its entry now (role, lag)? One bit: the assignment path asks it */
+static inline bool server_fits(const struct server *s)
+{
+	return !s->host || hosts_fits(s->host, s->pool->db->tsa);
+}
+
+/*
+ * The idle server a client gets: most recently used first (the others
+ * grow idle and the pool shrinks). One whose host no longer suits the
+ * entry (lagging, or its role changed) is passed over: only then is the
+ * list walked for the next one that suits.
+ */
 static struct server *take_idle_server(struct pool *p)
 {
 	if (list_empty(&p->idle_servers))
 		return NULL;
-	struct list *l = worker->cfg->server_round_robin ? list_first(&p->idle_servers) : p->idle_servers.prev;
-	return container_of(l, struct server, node);
+	bool oldest_first = worker->cfg->server_round_robin;
+	struct list *l = oldest_first ? list_first(&p->idle_servers) : p->idle_servers.prev;
+	struct server *s = container_of(l, struct server, node);
+	if (server_fits(s))
+		return s;
+	for (l = oldest_first ? l->next : l->prev; l != &p->idle_servers; l = oldest_first ? l->next : l->prev) {
+		s = container_of(l, struct server, node);
+		if (server_fits(s))
+			return s;
+	}
+	return NULL;
 }
 
 bool pool_server_needs_check(const struct server *s, int64_t now)
@@ -846,10 +889,16 @@ void pool_server_ready(struct server *s)
 		stream_resume(&s->st);
 		return;
 	}
+	if (!server_fits(s) && !s->host->lagging) {
+		/* its host's role changed (a promotion): the entry's clients go elsewhere */
+		server_close(s, "the host's role no longer fits target_session_attrs");
+		return;
+	}
 	/* a login waits for a lookup (a lookup pool serves nothing else) */
 	if (!pool_is_paused(p) && auth_query_take_server(s))
 		return;
-	struct client *c = pool_is_paused(p) ? NULL : first_waiting_for_server(p);
+	/* a lagging host's server idles: the next probe may find it caught up */
+	struct client *c = pool_is_paused(p) || !server_fits(s) ? NULL : first_waiting_for_server(p);
 	if (c) {
 		if (hand_server_to(s, c))
 			client_linked(c);
@@ -1416,6 +1465,136 @@ static void evaluate_health(struct pool *p, int64_t now)
 	str_copy(p->health_reason, v.reason, sizeof(p->health_reason));
 }
 
+/* ---- hosts: roles, lag, probes (hosts.h) ---- */
+
+/*
+ * A host's role changed: servers of entries it no longer suits go, idle
+ * ones now and linked ones when released; a lagging host's are kept for
+ * its next probe. Rare (a promotion), so a walk over every pool is fine.
+ */
+static void close_servers_of_changed_host(struct host *h)
+{
+	struct list *pp, *pos, *tmp;
+	list_for_each(pp, &worker->pools)
+	{
+		struct pool *p = container_of(pp, struct pool, node);
+		if (p->db->is_admin || hosts_fits(h, p->db->tsa) || h->lagging)
+			continue;
+		struct list *busy[] = { &p->active_servers, &p->used_servers, &p->canceling_servers };
+		for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
+			list_for_each(pos, busy[i])
+			{
+				struct server *s = container_of(pos, struct server, node);
+				if (s->host == h)
+					s->close_when_released = true;
+			}
+		list_for_each_safe(pos, tmp, &p->idle_servers)
+		{
+			struct server *s = container_of(pos, struct server, node);
+			if (s->host == h)
+				server_close(s, "the host's role changed: it no longer fits target_session_attrs");
+		}
+	}
+}
+
+/* an idle server on h of a pool that may run pgpulse's own query now, or NULL */
+static struct server *idle_server_on(const struct host *h)
+{
+	struct list *pp, *pos;
+	list_for_each(pp, &worker->pools)
+	{
+		struct pool *p = container_of(pp, struct pool, node);
+		if (pool_is_paused(p) || p->for_replication)
+			continue;
+		list_for_each(pos, &p->idle_servers)
+		{
+			struct server *s = container_of(pos, struct server, node);
+			if (s->host == h && !s->close_when_released)
+				return s;
+		}
+	}
+	return NULL;
+}
+
+/* a lagging host with no server left: one is opened, by a pool of an entry that names it, for its probe */
+static void open_server_for_probe(struct host *h, int64_t now)
+{
+	struct list *pp;
+	if (h->probe_opened && now - h->probe_opened < worker->cfg->replica_check_period)
+		return;
+	list_for_each(pp, &worker->pools)
+	{
+		struct pool *p = container_of(pp, struct pool, node);
+		if (p->for_replication || p->for_lookups || !may_connect_now(p, now))
+			continue;
+		struct pool_limits l = pool_limits_of(p);
+		for (int i = 0; i < p->db->host_n; i++) {
+			if (p->db->host_of[i] != h || !room_under_caps(p, &l, false))
+				continue;
+			h->probe_opened = now;
+			if (server_connect_to_host(p, i))
+				p->stats.servers_opened++;
+			return;
+		}
+	}
+}
+
+/*
+ * Every replica_check_period, each host with a server gets one probe, on
+ * an idle server of any pool (none idle: the next tick looks again).
+ */
+static void probe_host_if_due(struct host *h, int64_t now)
+{
+	int64_t period = worker->cfg->replica_check_period;
+	if (period <= 0 || h->probing || now - h->lag_checked < period)
+		return;
+	if (h->servers == 0) {
+		if (h->lagging)
+			open_server_for_probe(h, now);
+		return;
+	}
+	struct server *s = idle_server_on(h);
+	if (!s)
+		return;
+	h->probing = true;
+	server_run_job(s, JOB_PROBE, SERVER_PROBE_SQL);
+}
+
+/*
+ * Clients wait and the pool's idle servers are on hosts that do not suit
+ * it now (lagging): those beyond the last one on their host go, making
+ * room for connections to hosts that do. The last stays for the probe.
+ */
+static void close_unfit_idle_servers(struct pool *p)
+{
+	if (list_empty(&p->waiting_clients) || p->for_replication)
+		return;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->idle_servers)
+	{
+		struct server *s = container_of(pos, struct server, node);
+		if (!server_fits(s) && s->host->servers > 1)
+			server_close(s, "its host lags: room for a server on a host that suits");
+	}
+}
+
+void pool_hosts_tick(int64_t now)
+{
+	const struct cfg *cfg = worker->cfg;
+	hosts_apply_limits((struct hosts_lag_limits){ cfg->replica_max_lag, cfg->replica_max_lag_bytes });
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &worker->hosts)
+	{
+		struct host *h = container_of(pos, struct host, node);
+		host_stats_rotate(h, now);
+		if (h->sweep_due) {
+			h->sweep_due = false;
+			close_servers_of_changed_host(h);
+		}
+		probe_host_if_due(h, now);
+	}
+}
+
 void pool_janitor(struct pool *p, int64_t now)
 {
 	note_sizes_for_tier_time(p);
@@ -1426,6 +1605,7 @@ void pool_janitor(struct pool *p, int64_t now)
 	close_servers_stuck_connecting(p, now);
 	fail_clients_past_timeouts(p, now);
 	close_idle_servers_past_timeouts(p, now);
+	close_unfit_idle_servers(p);
 	pool_launch_if_needed(p);
 	pool_fill_min(p);
 	probe_unreachable_postgres(p, now);

@@ -1578,6 +1578,32 @@ static void close_unfit_idle_servers(struct pool *p)
 	}
 }
 
+/*
+ * prefer-standby fell back to the primary while no standby fit; once one
+ * does again, the idle servers on primaries go, so that new transactions
+ * return to the standby rather than stay on the most recently used server.
+ */
+static void close_fallback_servers(struct pool *p)
+{
+	const struct pool_db *db = p->db;
+	if (db->tsa != TSA_PREFER_STANDBY || list_empty(&p->idle_servers))
+		return;
+	bool standby_fits = false;
+	for (int i = 0; i < db->host_n && !standby_fits; i++) {
+		const struct host *h = db->host_of[i];
+		standby_fits = h->role == HOST_ROLE_STANDBY && !h->down && hosts_fits(h, TSA_PREFER_STANDBY);
+	}
+	if (!standby_fits)
+		return;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->idle_servers)
+	{
+		struct server *s = container_of(pos, struct server, node);
+		if (s->host && s->host->role == HOST_ROLE_PRIMARY)
+			server_close(s, "prefer-standby: a standby fits again");
+	}
+}
+
 void pool_hosts_tick(int64_t now)
 {
 	const struct cfg *cfg = worker->cfg;
@@ -1606,6 +1632,7 @@ void pool_janitor(struct pool *p, int64_t now)
 	fail_clients_past_timeouts(p, now);
 	close_idle_servers_past_timeouts(p, now);
 	close_unfit_idle_servers(p);
+	close_fallback_servers(p);
 	pool_launch_if_needed(p);
 	pool_fill_min(p);
 	probe_unreachable_postgres(p, now);

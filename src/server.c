@@ -102,12 +102,14 @@ static bool is_unix_dir(const char *host)
  * How long a host's role, read at a login or by a probe, is taken as
  * known: a host known not to suit an entry is tried again (its login
  * tells) after this, not before, so a wrong role costs one connection
- * per period rather than a reconnect loop.
+ * per period rather than a reconnect loop. Two periods: a host with
+ * servers is probed every period, give or take a janitor tick and a busy
+ * server, and its reading must not go stale between two probes.
  */
 static int64_t role_stale_after(void)
 {
 	const struct cfg *cfg = worker->cfg;
-	return cfg->replica_check_period > 0 ? cfg->replica_check_period : cfg->server_login_retry;
+	return cfg->replica_check_period > 0 ? 2 * cfg->replica_check_period : cfg->server_login_retry;
 }
 
 /*

@@ -137,6 +137,15 @@ struct hosts_lag_limits {
  */
 void hosts_note_probe(struct host *h, bool in_recovery, uint64_t lsn, int64_t lag_usec, struct hosts_lag_limits lim,
 		      int64_t now);
+/*
+ * The body of a DataRow of the probe query (SERVER_PROBE_SQL, server.h):
+ * in recovery ("t"/"f"), LSN as text, lag in seconds (NULL for a
+ * primary), default_transaction_read_only ("on"/"off"); h learns them
+ * (hosts_note_probe). false, and nothing learned, for a row of another
+ * shape.
+ */
+bool hosts_note_probe_row(struct host *h, const uint8_t *body, size_t len, struct hosts_lag_limits lim, int64_t now);
+
 /* the limits changed (RELOAD, SET): the verdicts are taken again from the last readings */
 void hosts_apply_limits(struct hosts_lag_limits lim);
 

@@ -367,12 +367,10 @@ void pool_fill_min(struct pool *p);
 /* close idle servers of a database (RECONNECT, config change) */
 void pool_close_idle_servers(struct pool *p, const char *reason);
 
-/*
- * The janitor's turn for the hosts (hosts.h): their latency windows move
- * on, a role change closes the servers it no longer suits, and each host
- * due a probe (replica_check_period) gets one.
- */
-void pool_hosts_tick(int64_t now);
+/* may the pool open a server connection now (not paused, removed, or within server_login_retry)? */
+bool pool_may_connect(const struct pool *p, int64_t now);
+/* is there room for one more server under max_db_connections and max_user_connections (no eviction)? */
+bool pool_has_room(const struct pool *p);
 
 /* housekeeping: timeouts and closes; called once a second */
 void pool_janitor(struct pool *p, int64_t now);

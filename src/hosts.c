@@ -18,6 +18,7 @@
 
 #include "host_stats.h"
 #include "log.h"
+#include "proto.h"
 #include "worker.h"
 
 /* libpq's words, by enum target_session_attrs */
@@ -283,6 +284,52 @@ void hosts_apply_limits(struct hosts_lag_limits lim)
 	struct list *pos;
 	list_for_each(pos, &worker->hosts)
 		judge_lag(container_of(pos, struct host, node), lim);
+}
+
+/* the next column of a DataRow as a C string in buf ("" and *null for NULL); false if malformed */
+static bool next_column(struct pkt_reader *r, char *buf, size_t len, bool *null)
+{
+	int32_t n = (int32_t)pkt_get_u32(r);
+	buf[0] = '\0';
+	*null = n < 0;
+	if (r->bad)
+		return false;
+	if (n < 0)
+		return true;
+	const uint8_t *bytes = (size_t)n < len ? pkt_get_bytes(r, (size_t)n) : NULL;
+	if (!bytes)
+		return false;
+	memcpy(buf, bytes, (size_t)n);
+	buf[n] = '\0';
+	return true;
+}
+
+bool hosts_note_probe_row(struct host *h, const uint8_t *body, size_t len, struct hosts_lag_limits lim, int64_t now)
+{
+	char rec[8], lsn_text[40], lag_text[64], ro[8];
+	bool rec_null, lsn_null, lag_null, ro_null;
+	uint64_t lsn = 0;
+	struct pkt_reader r;
+	pkt_reader_init(&r, body, len);
+	if (pkt_get_u16(&r) != 4 || !next_column(&r, rec, sizeof(rec), &rec_null) ||
+	    !next_column(&r, lsn_text, sizeof(lsn_text), &lsn_null) ||
+	    !next_column(&r, lag_text, sizeof(lag_text), &lag_null) || !next_column(&r, ro, sizeof(ro), &ro_null) ||
+	    rec_null)
+		return false;
+	if (!lsn_null && !hosts_parse_lsn(lsn_text, &lsn))
+		return false;
+	int64_t lag_usec = -1;
+	if (!lag_null) {
+		char *end;
+		double secs = strtod(lag_text, &end);
+		if (end == lag_text || *end)
+			return false;
+		lag_usec = secs <= 0 ? 0 : (int64_t)(secs * 1e6);
+	}
+	hosts_note_probe(h, rec[0] == 't', lsn, lag_usec, lim, now);
+	if (!ro_null)
+		hosts_note_read_only(h, strcmp(ro, "on") == 0);
+	return true;
 }
 
 /* ---- the pick ---- */

@@ -30,10 +30,10 @@
 #include "log.h"
 #include "health.h"
 #include "hello.h"
-#include "host_stats.h"
 #include "hosts.h"
 #include "intern.h"
 #include "prepared.h"
+#include "replicas.h"
 #include "server.h"
 #include "settings.h"
 #include "stats_log.h"
@@ -1115,6 +1115,17 @@ static enum tier next_tier(const struct pool *p, const struct pool_limits *l, in
 	return TIER_NONE;
 }
 
+bool pool_may_connect(const struct pool *p, int64_t now)
+{
+	return may_connect_now(p, now);
+}
+
+bool pool_has_room(const struct pool *p)
+{
+	struct pool_limits l = pool_limits_of(p);
+	return room_under_caps(p, &l, false);
+}
+
 static bool may_connect_now(const struct pool *p, int64_t now)
 {
 	if (worker->shutdown == SHUTDOWN_NOW || pool_is_paused(p) || p->db->removed)
@@ -1315,6 +1326,8 @@ static void close_servers_stuck_connecting(struct pool *p, int64_t now)
 				 usec_to_seconds_text(cfg->server_connect_timeout, secs, sizeof(secs)));
 			struct client *owner = s->owner; /* a walsender's timeout is its own client's alone */
 			p->stats.fail.server_connect_failures++;
+			if (s->host)
+				hosts_note_down(s->host, msg, now);
 			server_close(s, msg);
 			if (owner)
 				client_fatal(owner, "08006", "%s", msg);
@@ -1465,162 +1478,6 @@ static void evaluate_health(struct pool *p, int64_t now)
 	str_copy(p->health_reason, v.reason, sizeof(p->health_reason));
 }
 
-/* ---- hosts: roles, lag, probes (hosts.h) ---- */
-
-/*
- * A host's role changed: servers of entries it no longer suits go, idle
- * ones now and linked ones when released; a lagging host's are kept for
- * its next probe. Rare (a promotion), so a walk over every pool is fine.
- */
-static void close_servers_of_changed_host(struct host *h)
-{
-	struct list *pp, *pos, *tmp;
-	list_for_each(pp, &worker->pools)
-	{
-		struct pool *p = container_of(pp, struct pool, node);
-		if (p->db->is_admin || hosts_fits(h, p->db->tsa) || h->lagging)
-			continue;
-		struct list *busy[] = { &p->active_servers, &p->used_servers, &p->canceling_servers };
-		for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
-			list_for_each(pos, busy[i])
-			{
-				struct server *s = container_of(pos, struct server, node);
-				if (s->host == h)
-					s->close_when_released = true;
-			}
-		list_for_each_safe(pos, tmp, &p->idle_servers)
-		{
-			struct server *s = container_of(pos, struct server, node);
-			if (s->host == h)
-				server_close(s, "the host's role changed: it no longer fits target_session_attrs");
-		}
-	}
-}
-
-/* an idle server on h of a pool that may run pgpulse's own query now, or NULL */
-static struct server *idle_server_on(const struct host *h)
-{
-	struct list *pp, *pos;
-	list_for_each(pp, &worker->pools)
-	{
-		struct pool *p = container_of(pp, struct pool, node);
-		if (pool_is_paused(p) || p->for_replication)
-			continue;
-		list_for_each(pos, &p->idle_servers)
-		{
-			struct server *s = container_of(pos, struct server, node);
-			if (s->host == h && !s->close_when_released)
-				return s;
-		}
-	}
-	return NULL;
-}
-
-/* a lagging host with no server left: one is opened, by a pool of an entry that names it, for its probe */
-static void open_server_for_probe(struct host *h, int64_t now)
-{
-	struct list *pp;
-	if (h->probe_opened && now - h->probe_opened < worker->cfg->replica_check_period)
-		return;
-	list_for_each(pp, &worker->pools)
-	{
-		struct pool *p = container_of(pp, struct pool, node);
-		if (p->for_replication || p->for_lookups || !may_connect_now(p, now))
-			continue;
-		struct pool_limits l = pool_limits_of(p);
-		for (int i = 0; i < p->db->host_n; i++) {
-			if (p->db->host_of[i] != h || !room_under_caps(p, &l, false))
-				continue;
-			h->probe_opened = now;
-			if (server_connect_to_host(p, i))
-				p->stats.servers_opened++;
-			return;
-		}
-	}
-}
-
-/*
- * Every replica_check_period, each host with a server gets one probe, on
- * an idle server of any pool (none idle: the next tick looks again).
- */
-static void probe_host_if_due(struct host *h, int64_t now)
-{
-	int64_t period = worker->cfg->replica_check_period;
-	if (period <= 0 || h->probing || now - h->lag_checked < period)
-		return;
-	if (h->servers == 0) {
-		if (h->lagging)
-			open_server_for_probe(h, now);
-		return;
-	}
-	struct server *s = idle_server_on(h);
-	if (!s)
-		return;
-	h->probing = true;
-	server_run_job(s, JOB_PROBE, SERVER_PROBE_SQL);
-}
-
-/*
- * Clients wait and the pool's idle servers are on hosts that do not suit
- * it now (lagging): those beyond the last one on their host go, making
- * room for connections to hosts that do. The last stays for the probe.
- */
-static void close_unfit_idle_servers(struct pool *p)
-{
-	if (list_empty(&p->waiting_clients) || p->for_replication)
-		return;
-	struct list *pos, *tmp;
-	list_for_each_safe(pos, tmp, &p->idle_servers)
-	{
-		struct server *s = container_of(pos, struct server, node);
-		if (!server_fits(s) && s->host->servers > 1)
-			server_close(s, "its host lags: room for a server on a host that suits");
-	}
-}
-
-/*
- * prefer-standby fell back to the primary while no standby fit; once one
- * does again, the idle servers on primaries go, so that new transactions
- * return to the standby rather than stay on the most recently used server.
- */
-static void close_fallback_servers(struct pool *p)
-{
-	const struct pool_db *db = p->db;
-	if (db->tsa != TSA_PREFER_STANDBY || list_empty(&p->idle_servers))
-		return;
-	bool standby_fits = false;
-	for (int i = 0; i < db->host_n && !standby_fits; i++) {
-		const struct host *h = db->host_of[i];
-		standby_fits = h->role == HOST_ROLE_STANDBY && !h->down && hosts_fits(h, TSA_PREFER_STANDBY);
-	}
-	if (!standby_fits)
-		return;
-	struct list *pos, *tmp;
-	list_for_each_safe(pos, tmp, &p->idle_servers)
-	{
-		struct server *s = container_of(pos, struct server, node);
-		if (s->host && s->host->role == HOST_ROLE_PRIMARY)
-			server_close(s, "prefer-standby: a standby fits again");
-	}
-}
-
-void pool_hosts_tick(int64_t now)
-{
-	const struct cfg *cfg = worker->cfg;
-	hosts_apply_limits((struct hosts_lag_limits){ cfg->replica_max_lag, cfg->replica_max_lag_bytes });
-	struct list *pos, *tmp;
-	list_for_each_safe(pos, tmp, &worker->hosts)
-	{
-		struct host *h = container_of(pos, struct host, node);
-		host_stats_rotate(h, now);
-		if (h->sweep_due) {
-			h->sweep_due = false;
-			close_servers_of_changed_host(h);
-		}
-		probe_host_if_due(h, now);
-	}
-}
-
 void pool_janitor(struct pool *p, int64_t now)
 {
 	note_sizes_for_tier_time(p);
@@ -1631,8 +1488,7 @@ void pool_janitor(struct pool *p, int64_t now)
 	close_servers_stuck_connecting(p, now);
 	fail_clients_past_timeouts(p, now);
 	close_idle_servers_past_timeouts(p, now);
-	close_unfit_idle_servers(p);
-	close_fallback_servers(p);
+	replicas_pool_janitor(p);
 	pool_launch_if_needed(p);
 	pool_fill_min(p);
 	probe_unreachable_postgres(p, now);

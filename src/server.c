@@ -1055,10 +1055,15 @@ static void finish_probe(struct server *s)
 			login_continue(s);
 		return;
 	}
-	if (s->job_failed)
+	if (s->job_failed) {
 		server_close(s, "the role and lag probe failed");
-	else
-		pool_server_ready(s);
+		return;
+	}
+	/* pgpulse's own query is no use: server_idle_timeout counts from the last client's */
+	int64_t idle_since = s->last_used;
+	pool_server_ready(s);
+	if (s->state == SV_IDLE)
+		s->last_used = idle_since;
 }
 
 static void finish_job(struct server *s)
@@ -1140,52 +1145,12 @@ static bool error_ends_session(const struct pkt *pkt)
 	return sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
 }
 
-/* the next column of a DataRow as a C string in buf ("" and *null for NULL); false if malformed */
-static bool next_column(struct pkt_reader *r, char *buf, size_t len, bool *null)
-{
-	int32_t n = (int32_t)pkt_get_u32(r);
-	buf[0] = '\0';
-	*null = n < 0;
-	if (r->bad)
-		return false;
-	if (n < 0)
-		return true;
-	const uint8_t *bytes = (size_t)n < len ? pkt_get_bytes(r, (size_t)n) : NULL;
-	if (!bytes)
-		return false;
-	memcpy(buf, bytes, (size_t)n);
-	buf[n] = '\0';
-	return true;
-}
-
-/* SERVER_PROBE_SQL's row: in recovery, LSN, lag seconds, default_transaction_read_only */
+/* the probe's row: what it says of the server's host, against the lag limits in force */
 static bool note_probe_row(struct server *s, const struct pkt *pkt)
 {
-	char rec[8], lsn_text[40], lag_text[64], ro[8];
-	bool rec_null, lsn_null, lag_null, ro_null;
-	uint64_t lsn = 0;
-	struct pkt_reader r;
-	pkt_reader_init(&r, pkt->body, pkt->body_len);
-	if (!s->host || pkt_get_u16(&r) != 4 || !next_column(&r, rec, sizeof(rec), &rec_null) || !next_column(&r, lsn_text, sizeof(lsn_text), &lsn_null) ||
-	    !next_column(&r, lag_text, sizeof(lag_text), &lag_null) || !next_column(&r, ro, sizeof(ro), &ro_null) ||
-	    rec_null)
-		return false;
-	if (!lsn_null && !hosts_parse_lsn(lsn_text, &lsn))
-		return false;
-	int64_t lag_usec = -1;
-	if (!lag_null) {
-		char *end;
-		double secs = strtod(lag_text, &end);
-		if (end == lag_text || *end)
-			return false;
-		lag_usec = secs <= 0 ? 0 : (int64_t)(secs * 1e6);
-	}
 	const struct cfg *cfg = worker->cfg;
 	struct hosts_lag_limits lim = { cfg->replica_max_lag, cfg->replica_max_lag_bytes };
-	hosts_note_probe(s->host, rec[0] == 't', lsn, lag_usec, lim, now_usec());
-	if (!ro_null)
-		hosts_note_read_only(s->host, strcmp(ro, "on") == 0);
-	return true;
+	return s->host && hosts_note_probe_row(s->host, pkt->body, pkt->body_len, lim, now_usec());
 }
 
 static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)

@@ -128,6 +128,60 @@ static void test_lsn_text(void)
 	CHECK(!hosts_parse_lsn("", &lsn));
 }
 
+/* a DataRow body of n text columns (NULL: SQL NULL) into buf; its length */
+static size_t data_row(uint8_t *buf, int n, const char *const *cols)
+{
+	size_t len = 0;
+	buf[len++] = (uint8_t)(n >> 8);
+	buf[len++] = (uint8_t)n;
+	for (int i = 0; i < n; i++) {
+		uint32_t l = cols[i] ? (uint32_t)strlen(cols[i]) : UINT32_MAX;
+		for (int b = 3; b >= 0; b--)
+			buf[len++] = (uint8_t)(l >> (8 * b));
+		if (cols[i]) {
+			memcpy(buf + len, cols[i], l);
+			len += l;
+		}
+	}
+	return len;
+}
+
+static void test_the_probe_row_is_read_and_a_bad_one_refused(void)
+{
+	struct host p, s;
+	list_init(&worker->hosts);
+	make(&p, HOST_ROLE_UNKNOWN);
+	make(&s, HOST_ROLE_UNKNOWN);
+	list_append(&worker->hosts, &p.node);
+	list_append(&worker->hosts, &s.node);
+	struct hosts_lag_limits lim = { 5 * SEC, 0 };
+	uint8_t buf[256];
+	const char *primary[] = { "f", "0/3000100", NULL, "off" };
+	CHECK(hosts_note_probe_row(&p, buf, data_row(buf, 4, primary), lim, NOW));
+	CHECK_INT_EQ(p.role, HOST_ROLE_PRIMARY);
+	CHECK(p.wal_lsn == 0x3000100);
+	CHECK_INT_EQ(p.lag_checked, NOW);
+	const char *standby[] = { "t", "0/3000000", "7.25", "on" };
+	CHECK(hosts_note_probe_row(&s, buf, data_row(buf, 4, standby), lim, NOW));
+	CHECK_INT_EQ(s.role, HOST_ROLE_STANDBY);
+	CHECK_INT_EQ(s.lag_usec, 7250000);
+	CHECK_INT_EQ(s.lag_bytes, 0x100);
+	CHECK(s.read_only && s.lagging);
+	/* malformed: nothing learned */
+	const char *bad_lsn[] = { "t", "3000000", "0", "on" };
+	const char *bad_lag[] = { "t", "0/3000000", "soon", "on" };
+	const char *no_role[] = { NULL, "0/3000000", "0", "on" };
+	CHECK(!hosts_note_probe_row(&s, buf, data_row(buf, 4, bad_lsn), lim, NOW + SEC));
+	CHECK(!hosts_note_probe_row(&s, buf, data_row(buf, 4, bad_lag), lim, NOW + SEC));
+	CHECK(!hosts_note_probe_row(&s, buf, data_row(buf, 4, no_role), lim, NOW + SEC));
+	CHECK(!hosts_note_probe_row(&s, buf, data_row(buf, 3, standby), lim, NOW + SEC));
+	size_t len = data_row(buf, 4, standby);
+	CHECK(!hosts_note_probe_row(&s, buf, len - 1, lim, NOW + SEC)); /* cut short */
+	CHECK_INT_EQ(s.lag_checked, NOW);
+	CHECK_INT_EQ(s.lag_usec, 7250000);
+	list_init(&worker->hosts);
+}
+
 static void test_pick_goes_by_role_in_order_from_the_cursor(void)
 {
 	struct host a, b, c;
@@ -226,6 +280,7 @@ int main(void)
 	RUN(test_a_lagging_standby_suits_nobody_until_it_catches_up);
 	RUN(test_a_promotion_is_a_role_change);
 	RUN(test_lsn_text);
+	RUN(test_the_probe_row_is_read_and_a_bad_one_refused);
 	RUN(test_pick_goes_by_role_in_order_from_the_cursor);
 	RUN(test_pick_tries_unknown_and_stale_roles_only_when_none_suits);
 	RUN(test_pick_passes_over_down_hosts_unless_nothing_else);

@@ -1033,9 +1033,10 @@ void server_start_job(struct server *s, enum server_job job)
 	s->job_error = NULL;
 	s->job_error_len = 0;
 	/*
-	 * A connect_query, or a role probe of a login, is part of logging in:
-	 * the server still counts as connecting. The parameter SETs run for the linked client (active);
-	 * anything else runs on an unlinked server (used).
+	 * A connect_query, or a role probe of a login, is part of logging
+	 * in: the server still counts as connecting. The parameter SETs run
+	 * for the linked client (active); anything else runs on an unlinked
+	 * server (used).
 	 */
 	if (!s->client && job != JOB_CONNECT_QUERY && s->state != SV_LOGIN)
 		server_set_state(s, SV_USED);

@@ -153,7 +153,12 @@ static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char
 	if (moved || db->host_n == 0)
 		db_take_hosts(db);
 	db->load_balance_hosts = e->load_balance_hosts;
-	db->tsa = e->target_session_attrs;
+	if (db->tsa != e->target_session_attrs) {
+		/* RELOAD changed it: servers on hosts that no longer fit go, as after a role change */
+		for (int i = 0; i < db->host_n; i++)
+			db->host_of[i]->sweep_due = true;
+		db->tsa = e->target_session_attrs;
+	}
 	set_str(&db->dbname, dbname);
 	set_str(&db->forced_user, e->user);
 	set_str(&db->password, e->password);

@@ -80,7 +80,7 @@ def pair(session_dir):
         primary.sql("CREATE TABLE t (x int)")
         primary.sql("GRANT ALL ON t TO app")
         subprocess.run([pg_bin("pg_basebackup"), "-D", replica.datadir, "-R", "-X", "stream",
-                        "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"],
+                        "-c", "fast", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"],
                        check=True, capture_output=True, timeout=120)
         replica.conf()
         replica.start()
@@ -147,6 +147,35 @@ def test_each_target_session_attrs_goes_to_the_host_that_fits(pgpulse, pair):
     # the standby's login for rw was closed without counting as a failure
     assert "does not fit target_session_attrs=read-write" in pp.log()
     assert "server login failed" not in pp.log()
+
+
+def test_reload_of_target_session_attrs_and_a_refused_word(pgpulse, pair):
+    primary, replica = pair
+    pp = pgpulse(config(primary, replica), USERS)
+    # any: with two sessions open, one server on each host
+    with pp.connect(dbname="anyhost") as a, pp.connect(dbname="anyhost") as b:
+        for c in (a, b):
+            c.execute("BEGIN")
+            c.execute("SELECT 1")
+    assert sorted(int(r["port"]) for r in pp.show("SERVERS") if r["database"] == "anyhost") == \
+        sorted([primary.port, replica.port])
+    text = config(primary, replica).replace(
+        f"anyhost = host=127.0.0.1,127.0.0.1 port={replica.port},{primary.port} dbname=appdb",
+        f"anyhost = host=127.0.0.1,127.0.0.1 port={replica.port},{primary.port} dbname=appdb "
+        "target_session_attrs=standby")
+    pp.write_config(text)
+    pp.reload()
+    # the idle server on the primary goes; every transaction now runs on the replica
+    wait_until(lambda: [int(r["port"]) for r in pp.show("SERVERS") if r["database"] == "anyhost"]
+               == [replica.port], 10, "anyhost's server on the primary to close")
+    for _ in range(4):
+        assert where(pp, "anyhost") == (True, replica.port)
+    # a word libpq does not know: the RELOAD is refused, naming the key, and the old one stays
+    pp.write_config(text.replace("target_session_attrs=standby", "target_session_attrs=replica"))
+    with pytest.raises(psycopg.Error) as e:
+        pp.command("RELOAD")
+    assert "target_session_attrs" in str(e.value)
+    assert where(pp, "anyhost") == (True, replica.port)
 
 
 def test_a_paused_replica_is_dropped_past_replica_max_lag_and_taken_back(pgpulse, pair):

@@ -71,7 +71,7 @@ struct host {
 	int pins;              /* server connections pointing at it until freed: it outlives its entries while they do */
 	bool probing;          /* a probe query is running on one of its servers */
 	int64_t probe_opened;  /* monotonic usec a connection was last opened for its probe (lagging, no server) */
-	bool sweep_due;        /* its role changed: the janitor closes servers of entries it no longer suits */
+	bool sweep_due;        /* role, read-only or an entry's tsa changed: the janitor closes servers it does not suit */
 };
 
 /* a host of unknown role, on no list, nothing measured (hosts_ref's start; name is the host's) */
@@ -158,9 +158,9 @@ bool hosts_parse_lsn(const char *text, uint64_t *lsn);
  * (round-robin's cursor): a host that suits tsa and is not down. Else a
  * host whose role is not known, or was last read more than stale_after
  * ago (its login tells); never a lagging one. prefer-standby: a suitable
- * standby, then a host of unknown role, then the primary. Else, a down host by the same
- * rules: with nothing better, trying it is how pgpulse learns it is back
- * (server_login_retry paces the pool's attempts).
+ * standby, then a host of unknown role, then the primary. Else, a down
+ * host by the same rules: with nothing better, trying it is how pgpulse
+ * learns it is back (server_login_retry paces the pool's attempts).
  */
 int hosts_pick(struct host *const *hosts, int n, enum target_session_attrs tsa, int start, int64_t now,
 	       int64_t stale_after);

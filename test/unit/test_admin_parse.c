@@ -24,6 +24,7 @@
 #include "client.h"
 #include "config.h"
 #include "control.h"
+#include "hosts.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -226,6 +227,17 @@ const char *server_host(const struct server *s)
 int server_port(const struct server *s)
 {
 	return s->pool->db->port;
+}
+
+/* hosts.c is not linked (its registry follows the running pools): its names, as hosts.h gives them */
+const char *hosts_role_name(enum host_role role)
+{
+	return role == HOST_ROLE_PRIMARY ? "primary" : role == HOST_ROLE_STANDBY ? "standby" : "unknown";
+}
+
+const char *hosts_state_name(const struct host *h)
+{
+	return h->down ? "down" : h->lagging ? "lagging" : h->role == HOST_ROLE_UNKNOWN ? "unknown" : "up";
 }
 
 void stream_buffer_stats(const struct stream_loop *l, int *used, int *free_count, uint32_t *size)
@@ -453,6 +465,7 @@ static void setup(void)
 	list_init(&w.databases);
 	list_init(&w.users);
 	list_init(&w.pools);
+	list_init(&w.hosts);
 	list_init(&w.login_clients);
 	list_init(&w.dead_clients);
 	list_init(&w.dead_servers);

@@ -149,3 +149,12 @@ def test_metrics_have_the_host_series_with_a_host_label(pgpulse):
     r = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
         f"promtool check metrics complained (exit {r.returncode}):\n{r.stdout}{r.stderr}"
+
+
+def test_show_databases_ends_with_each_entry_target_session_attrs(pgpulse):
+    pp = start(pgpulse, databases=DATABASES)
+    cur = pp.admin().execute("SHOW DATABASES")
+    assert (cur.description[-1].name, cur.description[-1].type_code) == ("target_session_attrs", 25)
+    rows = {r["name"]: r["target_session_attrs"] for r in pp.show("DATABASES")}
+    # an entry without the key: libpq's default; the console has no server to choose
+    assert rows == {"hostsdb": "any", "hostsdb_tcp": "any", "pgpulse": None, "pgbouncer": None}, rows

@@ -230,6 +230,12 @@ int server_port(const struct server *s)
 }
 
 /* hosts.c is not linked (its registry follows the running pools): its names, as hosts.h gives them */
+const char *hosts_tsa_name(enum target_session_attrs tsa)
+{
+	static const char *const names[] = { "any", "read-write", "read-only", "primary", "standby", "prefer-standby" };
+	return (unsigned)tsa < sizeof(names) / sizeof(names[0]) ? names[tsa] : "any";
+}
+
 const char *hosts_role_name(enum host_role role)
 {
 	return role == HOST_ROLE_PRIMARY ? "primary" : role == HOST_ROLE_STANDBY ? "standby" : "unknown";
@@ -820,11 +826,13 @@ static void test_show_databases_resolves_defaults(void)
 		"overflow_pool_size",
 		"overflow_in_use",
 		"reserve_in_use",
+		"target_session_attrs",
 	};
 	setup();
 	db_app.client_count = 3;
+	db_app.tsa = TSA_PREFER_STANDBY;
 	ask(&admin_cl, "SHOW DATABASES", &a);
-	check_columns(&a, want, 20);
+	check_columns(&a, want, 21);
 	CHECK_INT_EQ(a.nrows, 2);
 	CHECK_STR_EQ(a.rows[0][0], "app"); /* by name */
 	CHECK_STR_EQ(cell(&a, "app", "database"), "appdb");
@@ -836,6 +844,8 @@ static void test_show_databases_resolves_defaults(void)
 	CHECK_STR_EQ(cell(&a, "app", "current_connections"), "5");
 	CHECK_STR_EQ(cell(&a, "app", "current_client_connections"), "3");
 	CHECK_STR_EQ(cell(&a, "app", "load_balance_hosts"), "<null>");
+	CHECK_STR_EQ(cell(&a, "app", "target_session_attrs"), "prefer-standby");
+	CHECK_STR_EQ(cell(&a, "pgbouncer", "target_session_attrs"), "<null>");
 	/* the console's sessions are its clients */
 	CHECK_STR_EQ(cell(&a, "pgbouncer", "current_client_connections"), "2");
 	CHECK_STR_EQ(cell(&a, "pgbouncer", "host"), "<null>");

@@ -141,9 +141,11 @@ static char *databases_of(const struct host *h, struct pool_db *const *dbs, int 
 		if (dbs[i]->is_admin || !db_names_host(dbs[i], h))
 			continue;
 		size_t name_len = strlen(dbs[i]->name);
-		while (len + name_len + 2 > cap)
-			cap *= 2;
-		out = xrealloc(out, cap);
+		if (len + name_len + 2 > cap) {
+			while (len + name_len + 2 > cap)
+				cap *= 2;
+			out = xrealloc(out, cap);
+		}
 		if (len)
 			out[len++] = ',';
 		memcpy(out + len, dbs[i]->name, name_len + 1);

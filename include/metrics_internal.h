@@ -31,8 +31,8 @@ void metrics_bucket_limits(const double *bounds, int nbounds, uint32_t *limit);
  * "<name>_bucket{<labels>" (the labels escaped once for all its lines).
  */
 void metrics_put_histogram_lines(struct evbuffer *out, struct evbuffer *scratch, const char *name,
-				 const struct hist_acc *a, const uint32_t *limit, char (*bound_text)[32],
-				 int nbounds);
+				 const struct hist_acc *a, const uint32_t *limit,
+				 char (*bound_text)[32], int nbounds);
 
 /* metrics_hosts.c: the pgpulse_host_* series, label host="name:port" */
 void metrics_render_hosts(struct evbuffer *out);

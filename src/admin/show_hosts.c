@@ -119,7 +119,8 @@ static void count_host_servers(const struct host *h, int64_t now, struct host_se
  * The entries that name a host
  */
 
-/* does the entry's host list name h (as the list writes it; no host at all: the default socket "") */
+/* does the entry's host list name h, as the list writes it (no host at all: the default socket "")
+ */
 static bool db_names_host(const struct pool_db *db, const struct host *h)
 {
 	if (db->hosts.count == 0)
@@ -201,12 +202,15 @@ static void latency_values(struct result *r, const struct host *h)
 void admin_show_hosts(struct client *c, const char *arg)
 {
 	static const struct column cols[] = {
-		{ "host", OID_TEXT },           { "port", OID_INT4 },          { "role", OID_TEXT },
-		{ "state", OID_TEXT },          { "read_only", OID_BOOL },     { "lag_ms", OID_FLOAT8 },
-		{ "lag_bytes", OID_INT8 },      { "checked_ms_ago", OID_INT8 }, { "role_changes", OID_INT8 },
-		{ "sv_active", OID_INT4 },      { "sv_idle", OID_INT4 },       { "sv_used", OID_INT4 },
-		{ "sv_login", OID_INT4 },       { "databases", OID_TEXT },     { "query_count", OID_INT8 },
-		{ "query_p50_us", OID_INT8 },   { "query_p95_us", OID_INT8 },  { "query_p99_us", OID_INT8 },
+		{ "host", OID_TEXT },         { "port", OID_INT4 },
+		{ "role", OID_TEXT },         { "state", OID_TEXT },
+		{ "read_only", OID_BOOL },    { "lag_ms", OID_FLOAT8 },
+		{ "lag_bytes", OID_INT8 },    { "checked_ms_ago", OID_INT8 },
+		{ "role_changes", OID_INT8 }, { "sv_active", OID_INT4 },
+		{ "sv_idle", OID_INT4 },      { "sv_used", OID_INT4 },
+		{ "sv_login", OID_INT4 },     { "databases", OID_TEXT },
+		{ "query_count", OID_INT8 },  { "query_p50_us", OID_INT8 },
+		{ "query_p95_us", OID_INT8 }, { "query_p99_us", OID_INT8 },
 		{ "last_error", OID_TEXT },
 	};
 	struct result r;

@@ -304,9 +304,9 @@ static void render_login_histograms(struct evbuffer *out)
 		return;
 	metrics_bucket_limits(bounds, nbounds, limit);
 	metrics_put_header(out, name, "histogram",
-		   "Client logins that completed: phase total from the accept of the socket to the "
-		   "hello's ReadyForQuery, auth from the startup packet to authenticated, "
-		   "server_wait from authenticated to the ReadyForQuery.");
+			   "Client logins that completed: phase total from the accept of the socket to the "
+			   "hello's ReadyForQuery, auth from the startup packet to authenticated, "
+			   "server_wait from authenticated to the ReadyForQuery.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -335,7 +335,7 @@ static void render_quantiles(struct evbuffer *out)
 	struct list *pos;
 	char labels[96];
 	metrics_put_header(out, name, "summary",
-		   "Latency percentiles of this instance over a sliding window, by kind (as SHOW LATENCY).");
+			   "Latency percentiles of this instance over a sliding window, by kind (as SHOW LATENCY).");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -500,8 +500,8 @@ static void render_failures(struct evbuffer *out)
 {
 	struct list *pos;
 	metrics_put_header(out, "pgpulse_errors_total", "counter",
-		   "Errors sent to clients by SQLSTATE class: source server (forwarded from PostgreSQL) or pgpulse "
-		   "(its own); without database and user for clients that had no pool yet.");
+			   "Errors sent to clients by SQLSTATE class: source server (forwarded from PostgreSQL) or pgpulse "
+			   "(its own); without database and user for clients that had no pool yet.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -522,26 +522,26 @@ static void render_logins(struct evbuffer *out)
 {
 	const struct login_counts *lc = &worker->logins;
 	metrics_put_header(out, "pgpulse_logins_in_flight", "gauge",
-		   "Client connections accepted whose login has not ended, by the stage it is in.");
+			   "Client connections accepted whose login has not ended, by the stage it is in.");
 	for (int s = 0; s < LOGIN_STAGES; s++)
 		evbuffer_add_printf(out, "pgpulse_logins_in_flight{stage=\"%s\"} %lld\n",
 				    login_stage_name((enum login_stage)s),
 				    (long long)lc->in_flight[s]);
 	metrics_put_header(out, "pgpulse_logins_abandoned_total", "counter",
-		   "Client logins the client gave up on (closed its connection) before they ended, "
-		   "by stage.");
+			   "Client logins the client gave up on (closed its connection) before they ended, "
+			   "by stage.");
 	for (int s = 0; s < LOGIN_STAGES; s++)
 		evbuffer_add_printf(out, "pgpulse_logins_abandoned_total{stage=\"%s\"} %llu\n",
 				    login_stage_name((enum login_stage)s),
 				    (unsigned long long)lc->abandoned[s]);
 	metrics_put_header(out, "pgpulse_logins_completed_total", "counter",
-		   "Client logins that ended in the hello's ReadyForQuery, the admin console's "
-		   "included.");
+			   "Client logins that ended in the hello's ReadyForQuery, the admin console's "
+			   "included.");
 	evbuffer_add_printf(out, "pgpulse_logins_completed_total %llu\n",
 			    (unsigned long long)lc->completed);
 	metrics_put_header(out, "pgpulse_logins_failed_total", "counter",
-		   "Client logins pgpulse ended: with an error "
-		   "(pgpulse_client_login_failures_total) or without a word.");
+			   "Client logins pgpulse ended: with an error "
+			   "(pgpulse_client_login_failures_total) or without a word.");
 	evbuffer_add_printf(out, "pgpulse_logins_failed_total %llu\n",
 			    (unsigned long long)lc->failed);
 }
@@ -623,15 +623,15 @@ static void render_query_shapes(struct evbuffer *out)
 	if (t.n_flagged > 1)
 		qsort(t.flagged, (size_t)t.n_flagged, sizeof(*t.flagged), cmp_flagged_worst_first);
 	metrics_put_header(out, "pgpulse_query_errors_total", "counter",
-		   "Requests of the shape that ended in an error (server's or pgpulse's); the 10 shapes with the most.");
+			   "Requests of the shape that ended in an error (server's or pgpulse's); the 10 shapes with the most.");
 	for (int i = 0; i < t.n_errors; i++)
 		put_shape_sample(out, "pgpulse_query_errors_total", t.errors[i], t.errors[i]->errors);
 	metrics_put_header(out, "pgpulse_query_timeouts_total", "counter",
-		   "Of those errors, requests cut off by query_wait_timeout or query_timeout; the same 10 shapes.");
+			   "Of those errors, requests cut off by query_wait_timeout or query_timeout; the same 10 shapes.");
 	for (int i = 0; i < t.n_errors; i++)
 		put_shape_sample(out, "pgpulse_query_timeouts_total", t.errors[i], t.errors[i]->timeouts);
 	metrics_put_header(out, "pgpulse_query_repeats_flagged", "gauge",
-		   "Query shapes flagged as N+1 suspects over the last 5 minutes (SHOW REPEATS).");
+			   "Query shapes flagged as N+1 suspects over the last 5 minutes (SHOW REPEATS).");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -641,7 +641,7 @@ static void render_query_shapes(struct evbuffer *out)
 		put_pool_sample(out, "pgpulse_query_repeats_flagged", p, NULL, n);
 	}
 	metrics_put_header(out, "pgpulse_query_repeats_max", "gauge",
-		   "Most executions of a flagged shape in one transaction over the last 5 minutes; the 10 worst.");
+			   "Most executions of a flagged shape in one transaction over the last 5 minutes; the 10 worst.");
 	for (int i = 0; i < t.n_flagged && i < METRICS_TOP_QUERIES; i++)
 		put_shape_sample(out, "pgpulse_query_repeats_max", t.flagged[i].e, t.flagged[i].r.max);
 	free(t.flagged);
@@ -671,14 +671,14 @@ static void render_prepared(struct evbuffer *out)
 	struct prepared_sums sum = { 0, 0, 0 };
 	prepared_each(add_statement, &sum);
 	metrics_put_header(out, "pgpulse_prepared_statements", "gauge",
-		   "Distinct named prepared statements (text and parameter types) pgpulse keeps.");
+			   "Distinct named prepared statements (text and parameter types) pgpulse keeps.");
 	evbuffer_add_printf(out, "pgpulse_prepared_statements %llu\n", (unsigned long long)sum.statements);
 	metrics_put_header(out, "pgpulse_prepared_statement_client_names", "gauge",
-		   "Client statement names mapped to those statements.");
+			   "Client statement names mapped to those statements.");
 	evbuffer_add_printf(out, "pgpulse_prepared_statement_client_names %llu\n",
 			    (unsigned long long)sum.client_names);
 	metrics_put_header(out, "pgpulse_prepared_statement_server_copies", "gauge",
-		   "Those statements prepared on server connections, one per statement and server.");
+			   "Those statements prepared on server connections, one per statement and server.");
 	evbuffer_add_printf(out, "pgpulse_prepared_statement_server_copies %llu\n",
 			    (unsigned long long)sum.server_copies);
 }

@@ -38,8 +38,8 @@ static void put_host_labels(struct evbuffer *out, const struct host *h)
 	evbuffer_add(out, "\"", 1);
 }
 
-static void put_host_sample(struct evbuffer *out, const char *name, const struct host *h, const char *extra,
-			    double value)
+static void put_host_sample(struct evbuffer *out, const char *name, const struct host *h,
+			    const char *extra, double value)
 {
 	evbuffer_add_printf(out, "%s{", name);
 	put_host_labels(out, h);
@@ -78,7 +78,89 @@ static bool host_lag_known(const struct host *h)
 	return h->role == HOST_ROLE_STANDBY && h->lag_checked > 0;
 }
 
-static void render_levels(struct evbuffer *out)
+/* one family's value for a host; false: the host has no sample of it now */
+typedef bool (*host_reading)(const struct host *h, double *v);
+
+static bool read_up(const struct host *h, double *v)
+{
+	*v = h->down ? 0 : 1;
+	return true;
+}
+
+static bool read_in_recovery(const struct host *h, double *v)
+{
+	*v = h->role == HOST_ROLE_STANDBY;
+	return h->role != HOST_ROLE_UNKNOWN;
+}
+
+static bool read_lagging(const struct host *h, double *v)
+{
+	*v = h->lagging;
+	return true;
+}
+
+static bool read_lag_seconds(const struct host *h, double *v)
+{
+	*v = (double)h->lag_usec / 1e6;
+	return host_lag_known(h) && h->lag_usec >= 0;
+}
+
+static bool read_lag_bytes(const struct host *h, double *v)
+{
+	*v = (double)h->lag_bytes;
+	return host_lag_known(h) && h->lag_bytes >= 0;
+}
+
+static bool read_role_changes(const struct host *h, double *v)
+{
+	*v = (double)h->role_changes;
+	return true;
+}
+
+static const struct {
+	const char *name;
+	const char *type;
+	const char *help;
+	host_reading read;
+} readings[] = {
+	{ "pgpulse_host_up", "gauge",
+	  "0 while the host is down (its last connection attempt failed, none succeeded since), "
+	  "else 1.",
+	  read_up },
+	{ "pgpulse_host_in_recovery", "gauge",
+	  "1 for a standby, 0 for a primary; absent while the host's role is unknown.",
+	  read_in_recovery },
+	{ "pgpulse_host_lagging", "gauge",
+	  "1 while a standby is past replica_max_lag or replica_max_lag_bytes: it gets no new "
+	  "work.",
+	  read_lagging },
+	{ "pgpulse_host_lag_seconds", "gauge",
+	  "A standby's replay lag at the last probe; absent for a primary and while not measured.",
+	  read_lag_seconds },
+	{ "pgpulse_host_lag_bytes", "gauge",
+	  "Bytes of WAL a standby's replay is behind the newest primary position; absent likewise.",
+	  read_lag_bytes },
+	{ "pgpulse_host_role_changes_total", "counter",
+	  "Times the host's role read differed from the one before (a promotion).",
+	  read_role_changes },
+};
+
+static void render_readings(struct evbuffer *out)
+{
+	struct list *pos;
+	double v;
+	for (size_t i = 0; i < sizeof(readings) / sizeof(readings[0]); i++) {
+		metrics_put_header(out, readings[i].name, readings[i].type, readings[i].help);
+		list_for_each(pos, &worker->hosts)
+		{
+			const struct host *h = container_of(pos, struct host, node);
+			if (host_listed(h) && readings[i].read(h, &v))
+				put_host_sample(out, readings[i].name, h, NULL, v);
+		}
+	}
+}
+
+static void render_servers(struct evbuffer *out)
 {
 	static const struct {
 		const char *label;
@@ -90,56 +172,9 @@ static void render_levels(struct evbuffer *out)
 		{ "state=\"login\"", offsetof(struct pool, new_servers) },
 	};
 	struct list *pos;
-	metrics_put_header(out, "pgpulse_host_up", "gauge",
-		   "0 while the host is down (its last connection attempt failed, none succeeded since), else 1.");
-	list_for_each(pos, &worker->hosts)
-	{
-		const struct host *h = container_of(pos, struct host, node);
-		if (host_listed(h))
-			put_host_sample(out, "pgpulse_host_up", h, NULL, h->down ? 0 : 1);
-	}
-	metrics_put_header(out, "pgpulse_host_in_recovery", "gauge",
-		   "1 for a standby, 0 for a primary; absent while the host's role is unknown.");
-	list_for_each(pos, &worker->hosts)
-	{
-		const struct host *h = container_of(pos, struct host, node);
-		if (host_listed(h) && h->role != HOST_ROLE_UNKNOWN)
-			put_host_sample(out, "pgpulse_host_in_recovery", h, NULL, h->role == HOST_ROLE_STANDBY);
-	}
-	metrics_put_header(out, "pgpulse_host_lagging", "gauge",
-		   "1 while a standby is past replica_max_lag or replica_max_lag_bytes: it gets no new work.");
-	list_for_each(pos, &worker->hosts)
-	{
-		const struct host *h = container_of(pos, struct host, node);
-		if (host_listed(h))
-			put_host_sample(out, "pgpulse_host_lagging", h, NULL, h->lagging);
-	}
-	metrics_put_header(out, "pgpulse_host_lag_seconds", "gauge",
-		   "A standby's replay lag at the last probe; absent for a primary and while not measured.");
-	list_for_each(pos, &worker->hosts)
-	{
-		const struct host *h = container_of(pos, struct host, node);
-		if (host_listed(h) && host_lag_known(h) && h->lag_usec >= 0)
-			put_host_sample(out, "pgpulse_host_lag_seconds", h, NULL, (double)h->lag_usec / 1e6);
-	}
-	metrics_put_header(out, "pgpulse_host_lag_bytes", "gauge",
-		   "Bytes of WAL a standby's replay is behind the newest primary position; absent likewise.");
-	list_for_each(pos, &worker->hosts)
-	{
-		const struct host *h = container_of(pos, struct host, node);
-		if (host_listed(h) && host_lag_known(h) && h->lag_bytes >= 0)
-			put_host_sample(out, "pgpulse_host_lag_bytes", h, NULL, (double)h->lag_bytes);
-	}
-	metrics_put_header(out, "pgpulse_host_role_changes_total", "counter",
-		   "Times the host's role read differed from the one before (a promotion).");
-	list_for_each(pos, &worker->hosts)
-	{
-		const struct host *h = container_of(pos, struct host, node);
-		if (host_listed(h))
-			put_host_sample(out, "pgpulse_host_role_changes_total", h, NULL, (double)h->role_changes);
-	}
 	metrics_put_header(out, "pgpulse_host_servers", "gauge",
-		   "Server connections to the host over every pool, by state (as pgpulse_pool_servers).");
+			   "Server connections to the host over every pool, by state (as "
+			   "pgpulse_pool_servers).");
 	list_for_each(pos, &worker->hosts)
 	{
 		const struct host *h = container_of(pos, struct host, node);
@@ -165,7 +200,8 @@ static void render_histogram(struct evbuffer *out)
 		return;
 	metrics_bucket_limits(bounds, nbounds, limit);
 	metrics_put_header(out, name, "histogram",
-		   "pgpulse_query_duration_seconds of the requests served on the host's servers, every pool's.");
+			   "pgpulse_query_duration_seconds of the requests served on the host's "
+			   "servers, every pool's.");
 	list_for_each(pos, &worker->hosts)
 	{
 		const struct host *h = container_of(pos, struct host, node);
@@ -184,6 +220,7 @@ static void render_histogram(struct evbuffer *out)
 
 void metrics_render_hosts(struct evbuffer *out)
 {
-	render_levels(out);
+	render_readings(out);
+	render_servers(out);
 	render_histogram(out);
 }

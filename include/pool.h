@@ -67,7 +67,6 @@ struct pool_db {
 	int port;                   /* the first host's */
 	struct cfg_hosts hosts;     /* host and port, one entry per host of the list */
 	int load_balance_hosts;     /* enum load_balance */
-	int tsa;                    /* enum target_session_attrs */
 	int host_cursor;            /* the host entry the next connection takes */
 	char *dbname;               /* the real database name on the server */
 	char *forced_user;          /* NULL: the client's user */

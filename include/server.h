@@ -19,7 +19,6 @@ struct pool;
 struct client;
 struct ps_server;
 struct auth_lookup;
-struct host;
 
 /*
  * A server's state, and the pool list it sits on in that state. Only
@@ -95,7 +94,6 @@ struct server {
 	int cancels_in_flight;      /* cancel connections to its backend not yet closed by PostgreSQL */
 	int generation;             /* the database's generation at connect */
 	int host_index;             /* which entry of the database's host list it went to */
-	struct host *host;          /* the host it connected to (hosts.h), a reference held */
 	int spare_tries;            /* other addresses of its host name to try if the connect fails */
 	struct sockaddr_storage peer_addr; /* where it connected (cancel requests go there too) */
 	socklen_t peer_addr_len;

@@ -44,7 +44,6 @@ struct worker {
 	struct list databases;      /* struct pool_db, by name */
 	struct list users;          /* struct pool_user */
 	struct list pools;          /* struct pool */
-	struct list hosts;          /* struct host, the registry (hosts.c) */
 	struct list login_clients;  /* clients before they belong to a pool */
 	struct list dead_clients;   /* closed, freed on the next loop turn */
 	struct list dead_servers;

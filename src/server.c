@@ -38,7 +38,6 @@
 #include "pool.h"
 #include "prepared.h"
 #include "fingerprint.h"
-#include "hosts.h"
 #include "proto.h"
 #include "settings.h"
 #include "sockopt.h"
@@ -395,8 +394,6 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 	s->xact_status = 'I';
 	s->generation = p->db->generation;
 	s->host_index = hi;
-	s->host = hosts_ref(p->db->hosts.count ? p->db->hosts.name[hi] : "",
-			    p->db->hosts.count ? p->db->hosts.port[hi] : p->db->port);
 	s->spare_tries = spare_tries;
 	s->peer_addr = ss;
 	s->peer_addr_len = len;
@@ -1427,7 +1424,6 @@ void server_free_dead(void)
 		for (uint32_t i = 0; i < s->inflight_count; i++)
 			free(s->inflight[(s->inflight_head + i) % SERVER_INFLIGHT].text);
 		prepared_server_free(s);
-		hosts_unref(s->host);
 		free(s);
 	}
 }

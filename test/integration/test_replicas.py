@@ -72,13 +72,17 @@ def ini(databases, **settings):
 def land(pp, db, k):
     """Open k clients of entry `db`, each in a transaction of its own, all
     held at once (so the pool needs k servers); return where each one ran,
-    as (pg_is_in_recovery, port) pairs."""
+    as (pg_is_in_recovery, port) pairs.  The transactions end (ROLLBACK)
+    before the clients leave, so their servers stay in the pool, idle: a
+    client that leaves inside a transaction takes its server with it."""
     conns, seen = [], []
     try:
         for _ in range(k):
             conn = pp.connect(dbname=db, prepare_threshold=None)
             conns.append(conn)
             seen.append(conn.execute(WHERE).fetchone())
+        for conn in conns:
+            conn.rollback()
         return seen
     finally:
         for conn in conns:
@@ -96,8 +100,20 @@ def hosts(pp):
     return {r["port"]: r for r in rows}
 
 
-def host_row(pp, port):
-    return hosts(pp)[port]
+def wait_hosts(pp, condition, timeout, what):
+    """Poll SHOW HOSTS until condition(rows by port) holds; return the rows.
+    A timeout shows the last rows read."""
+    last = {}
+
+    def check():
+        nonlocal last
+        last = hosts(pp)
+        return condition(last) and last
+    try:
+        return wait_until(check, timeout, what, interval=0.1)
+    except AssertionError as e:
+        rows = "\n".join(str(r) for r in last.values())
+        raise AssertionError(f"{e}\nlast SHOW HOSTS:\n{rows}") from None
 
 
 def database_tsa(pp, name):
@@ -271,8 +287,8 @@ def test_when_both_replicas_lag_prefer_standby_uses_the_primary_and_standby_wait
     for r in rs.replicas:
         r.pause_replay()
     rs.write()
-    wait_until(lambda: all(h["state"] == "lagging" for port, h in hosts(pp).items() if port != p0),
-               20, "SHOW HOSTS to show both replicas lagging")
+    wait_hosts(pp, lambda h: h[p1]["state"] == h[p2]["state"] == "lagging", 20,
+               "SHOW HOSTS to show both replicas lagging")
     seen = land(pp, "ps", 3)
     assert seen == [(False, p0)] * 3, f"prefer-standby with both replicas lagging ran on {seen}"
 
@@ -302,7 +318,7 @@ def test_a_replica_whose_replay_is_paused_gets_no_assignments_past_replica_max_l
                        query_wait_timeout=10, **lag))
     assert ports_of(land(pp, "sb", 4)) == {p1, p2}
     assert ports_of(land(pp, "rw", 1)) == {p0}   # a server on the primary: its LSN for byte lag
-    wait_until(lambda: all(h["checked_ms_ago"] is not None for h in hosts(pp).values()), 15,
+    wait_hosts(pp, lambda h: all(r["checked_ms_ago"] is not None for r in h.values()), 15,
                "a probe of every host")
 
     replica1.pause_replay()
@@ -312,10 +328,8 @@ def test_a_replica_whose_replay_is_paused_gets_no_assignments_past_replica_max_l
         rs.write(rows=2000, pad=200)   # some 500 kB of WAL
     rs.wait_replayed(replicas=[rs.replicas[1]])
 
-    def replica1_lagging_replica2_up():
-        h = hosts(pp)
-        return h[p1]["state"] == "lagging" and h[p2]["state"] == "up" and h
-    h = wait_until(replica1_lagging_replica2_up, 20, "SHOW HOSTS: replica1 lagging, replica2 up")
+    h = wait_hosts(pp, lambda h: h[p1]["state"] == "lagging" and h[p2]["state"] == "up", 20,
+                   "SHOW HOSTS: replica1 lagging, replica2 up")
     if limit == "time":
         assert h[p1]["lag_ms"] is not None and h[p1]["lag_ms"] > 1000, h[p1]
     else:
@@ -326,7 +340,7 @@ def test_a_replica_whose_replay_is_paused_gets_no_assignments_past_replica_max_l
         assert seen == [(True, p2)] * 4, f"standby entry with replica1 lagging ran on {seen}"
 
     replica1.resume_replay()
-    wait_until(lambda: host_row(pp, p1)["state"] == "up", 20, "SHOW HOSTS: replica1 up again")
+    wait_hosts(pp, lambda h: h[p1]["state"] == "up", 20, "SHOW HOSTS: replica1 up again")
     wait_until(lambda: p1 in ports_of(land(pp, "sb", 8)), 20, "a transaction on replica1 again")
 
 
@@ -360,7 +374,7 @@ def test_after_the_primary_stops_and_a_standby_is_promoted_writes_continue_on_it
         got = outcome_within(lambda: txn.execute("SELECT 1").fetchone(), 30)
         assert isinstance(got, psycopg.Error), \
             f"the client in a transaction on the stopped primary got {got!r}, not an error"
-        wait_until(lambda: host_row(pp, p0)["state"] == "down", 15, "SHOW HOSTS: the old primary down")
+        wait_hosts(pp, lambda h: h[p0]["state"] == "down", 15, "SHOW HOSTS: the old primary down")
 
         rs.replicas[0].promote()
         first = wait_until(lambda: next((n for n, _, port in writer.ok if port == p1), None), 30,
@@ -402,14 +416,12 @@ def test_show_hosts_and_metrics_show_each_hosts_role_state_lag_servers_and_queri
     assert ports_of(land(pp, "appdb", 2)) == {p0}
     assert ports_of(land(pp, "appdb_ro", 4)) == {p1, p2}
 
-    def probed():
-        h = hosts(pp)
+    def probed(h):
         return (set(h) == {p0, p1, p2}
                 and all(r["checked_ms_ago"] is not None for r in h.values())
                 and all(h[p]["lag_ms"] is not None and h[p]["lag_bytes"] is not None
-                        for p in (p1, p2))
-                and h)
-    h = wait_until(probed, 15, "SHOW HOSTS: every host probed, both replicas' lag measured")
+                        for p in (p1, p2)))
+    h = wait_hosts(pp, probed, 15, "SHOW HOSTS: every host probed, both replicas' lag measured")
 
     cur = pp.admin().execute("SHOW HOSTS")
     assert [(d.name, d.type_code) for d in cur.description] == SHOW_HOSTS_COLUMNS

@@ -155,10 +155,11 @@ bool hosts_parse_lsn(const char *text, uint64_t *lsn);
 /*
  * Which of a database's n hosts its next server connection goes to, or -1
  * when none may be tried now (the clients wait). In order from `start`
- * (round-robin's cursor): a host that suits tsa and is not down. Else a
- * host whose role is not known, or was last read more than stale_after
- * ago (its login tells); never a lagging one. prefer-standby: a suitable
- * standby, then a host of unknown role, then the primary. Else, a down
+ * (round-robin's cursor): a host that suits tsa, or that no login has
+ * reached yet (its login tells), and is not down. Else a host whose role
+ * was last read more than stale_after ago; never a lagging one.
+ * prefer-standby: a suitable standby or a never-reached host, then a
+ * stale one, then the primary. Else, a down
  * host by the same rules: with nothing better, trying it is how pgpulse
  * learns it is back (server_login_retry paces the pool's attempts).
  */

@@ -341,14 +341,24 @@ static bool role_unsure(const struct host *h, int64_t now, int64_t stale_after)
 	return h->role == HOST_ROLE_UNKNOWN || now - h->role_checked >= stale_after;
 }
 
+/*
+ * A host no login has reached yet takes its turn with the hosts that suit:
+ * its login tells whether it suits too, and the load spreads over every
+ * host that does (a second standby is found while the first one serves).
+ */
+static bool never_seen(const struct host *h)
+{
+	return h->role == HOST_ROLE_UNKNOWN && !h->lagging;
+}
+
 static bool passes(const struct host *h, enum target_session_attrs tsa, enum pick_pass pass, int64_t now,
 		   int64_t stale_after)
 {
 	switch (pass) {
 	case PASS_STANDBY_FIRST:
-		return h->role == HOST_ROLE_STANDBY && hosts_suits(h, tsa);
+		return (h->role == HOST_ROLE_STANDBY && hosts_suits(h, tsa)) || never_seen(h);
 	case PASS_SUITS:
-		return hosts_suits(h, tsa);
+		return hosts_suits(h, tsa) || never_seen(h);
 	case PASS_TRY_UNKNOWN:
 		return !h->lagging && role_unsure(h, now, stale_after);
 	}

@@ -14,8 +14,6 @@
 #include "config.h"
 #include "control.h"
 #include "fingerprint.h"
-#include "host_stats.h"
-#include "hosts.h"
 #include "notify.h"
 #include "pool.h"
 #include "replicas.h"
@@ -42,16 +40,6 @@ static void close_clients_past_login_timeout(int64_t now)
 	}
 }
 
-/* the per-host latency windows move on like the pools' (telemetry_rotate in pool_janitor) */
-static void rotate_host_stats(int64_t now)
-{
-	struct list *pos;
-	list_for_each(pos, &worker->hosts)
-	{
-		host_stats_rotate(container_of(pos, struct host, node), now);
-	}
-}
-
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -68,7 +56,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	server_refresh_host_names();
 	replicas_tick(now);
 	fp_rotate(now);
-	rotate_host_stats(now);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->pools)
 	{

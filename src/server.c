@@ -380,6 +380,27 @@ static void report_failure(struct pool *p, struct client *owner, const char *sql
 		pool_server_failed(p, sqlstate, msg);
 }
 
+/*
+ * An entry with a target_session_attrs goes on to a next host that may be
+ * tried (not known to be down), as libpq does, before its clients hear of
+ * a failure. A plain host list (any) fails the attempt as PgBouncer does
+ * and moves on at the next one (load_balance_hosts).
+ */
+static bool connect_another_host(struct pool *p)
+{
+	struct pool_db *db = p->db;
+	if (db->tsa == TSA_ANY || db->host_n < 2 || worker->shutdown != SHUTDOWN_NONE)
+		return false;
+	int hi = hosts_pick(db->host_of, db->host_n, (enum target_session_attrs)db->tsa, db->host_cursor,
+			    now_usec(), role_stale_after());
+	if (hi < 0 || db->host_of[hi]->down)
+		return false;
+	log_info("%s/%s: trying host %s:%d next", db->name, p->user->name, db->host_of[hi]->name,
+		 db->host_of[hi]->port);
+	connect_next(p, -1, NULL, hi); /* it reports its own failure, or waits for a lookup */
+	return true;
+}
+
 static void connect_failed(struct server *s, const char *msg)
 {
 	struct pool *p = s->pool;
@@ -393,6 +414,8 @@ static void connect_failed(struct server *s, const char *msg)
 		connect_next(p, spare - 1, owner, -1); /* it reports its own failure, or waits for a lookup */
 		return;
 	}
+	if (!owner && connect_another_host(p))
+		return;
 	report_failure(p, owner, "08006", msg);
 }
 
@@ -915,6 +938,23 @@ static bool entry_needs_role(const struct pool_db *db)
 }
 
 /*
+ * prefer-standby, as libpq: a primary is the fallback only once no host of
+ * the entry may still be a standby that fits (one that is, or one no login
+ * has reached yet, and that answers).
+ */
+static bool standby_may_exist(const struct pool_db *db)
+{
+	for (int i = 0; i < db->host_n; i++) {
+		const struct host *h = db->host_of[i];
+		if (h->down || h->lagging)
+			continue;
+		if (h->role == HOST_ROLE_UNKNOWN || (h->role == HOST_ROLE_STANDBY && hosts_fits(h, TSA_PREFER_STANDBY)))
+			return true;
+	}
+	return false;
+}
+
+/*
  * The login's host does not fit the entry (a standby for read-write, a
  * primary for standby): the connection closes at once, as libpq moves on
  * to the next host, and is no failure of the host. A lagging host is not
@@ -923,7 +963,11 @@ static bool entry_needs_role(const struct pool_db *db)
 static bool logged_in_to_wrong_role(const struct server *s)
 {
 	const struct host *h = s->host;
-	return h && h->role != HOST_ROLE_UNKNOWN && !h->lagging && !hosts_fits(h, s->pool->db->tsa);
+	if (!h || h->role == HOST_ROLE_UNKNOWN || h->lagging)
+		return false;
+	if (!hosts_fits(h, s->pool->db->tsa))
+		return true;
+	return h->role == HOST_ROLE_PRIMARY && s->pool->db->tsa == TSA_PREFER_STANDBY && standby_may_exist(s->pool->db);
 }
 
 static void login_continue(struct server *s)

@@ -231,6 +231,23 @@ static void test_pick_tries_unknown_and_stale_roles_only_when_none_suits(void)
 	CHECK_INT_EQ(hosts_pick(pu, 2, TSA_PREFER_STANDBY, 0, NOW, STALE), 1);
 }
 
+static void test_pick_gives_a_never_seen_host_its_turn_with_the_suitable_ones(void)
+{
+	struct host p, r1, r2;
+	make(&p, HOST_ROLE_PRIMARY);
+	make(&r1, HOST_ROLE_STANDBY);
+	make(&r2, HOST_ROLE_UNKNOWN);
+	struct host *hs[] = { &p, &r1, &r2 };
+	/* the first standby serves: the second, never reached, is still tried in its turn */
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_STANDBY, 2, NOW, STALE), 2);
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_PREFER_STANDBY, 2, NOW, STALE), 2);
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_READ_WRITE, 2, NOW, STALE), 2);
+	/* once known, it is passed over where it does not suit */
+	hosts_note_role(&r2, HOST_ROLE_STANDBY, NOW);
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_READ_WRITE, 2, NOW, STALE), 0);
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_STANDBY, 2, NOW, STALE), 2);
+}
+
 static void test_pick_passes_over_down_hosts_unless_nothing_else(void)
 {
 	struct host a, b;
@@ -283,6 +300,7 @@ int main(void)
 	RUN(test_the_probe_row_is_read_and_a_bad_one_refused);
 	RUN(test_pick_goes_by_role_in_order_from_the_cursor);
 	RUN(test_pick_tries_unknown_and_stale_roles_only_when_none_suits);
+	RUN(test_pick_gives_a_never_seen_host_its_turn_with_the_suitable_ones);
 	RUN(test_pick_passes_over_down_hosts_unless_nothing_else);
 	RUN(test_registry_shares_one_host_and_frees_it_last);
 	return UNIT_REPORT("hosts");

@@ -1345,8 +1345,8 @@ static void close_request(struct server *s, int64_t now)
 	if (telemetry_enabled) {
 		series_record(&p->tm->kinds[TK_QUERY], (uint64_t)query);
 		series_record(&p->tm->kinds[TK_SERVER], (uint64_t)(now - st->sent));
-		if (s->host) /* the same two durations by the host that served it (SHOW HOSTS) */
-			host_stats_record(s->host, (uint64_t)query, (uint64_t)(now - st->sent), now);
+		if (s->host) /* the query duration by the host that served it (SHOW HOSTS) */
+			host_stats_record(s->host, (uint64_t)query, now);
 		struct fp_entry *e = st->fp ? fp_lookup(p, st->fp) : NULL;
 		if (e) {
 			fp_record(e, (uint64_t)query, !error ? FP_OK : st->timed_out ? FP_TIMEOUT : FP_ERROR);

@@ -903,7 +903,6 @@ static void test_show_hosts_reads_each_host_and_counts_its_servers(void)
 	primary.role_checked = primary.lag_checked = now - 2000000; /* probed 2 s ago */
 	primary.role_changes = 1;
 	series_init(&tm.query, now);
-	series_init(&tm.server, now);
 	for (int i = 0; i < 100; i++)
 		series_record(&tm.query, 40); /* under 64 us: exact */
 	primary.tm = &tm;
@@ -976,7 +975,6 @@ static void test_show_hosts_reads_each_host_and_counts_its_servers(void)
 	CHECK_STR_EQ(a.sqlstate, SQLSTATE_SYNTAX);
 
 	series_free(&tm.query); /* the servers and the worker's lists are made anew by setup() */
-	series_free(&tm.server);
 }
 
 static void test_show_users_lists_every_auth_file_user_in_pgbouncer_columns(void)

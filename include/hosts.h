@@ -72,6 +72,15 @@ struct host {
 	bool probing;          /* a probe query is running on one of its servers */
 	int64_t probe_opened;  /* monotonic usec a connection was last opened for its probe (lagging, no server) */
 	bool sweep_due;        /* role, read-only or an entry's tsa changed: the janitor closes servers it does not suit */
+	int64_t refused_at;    /* monotonic usec a login was last refused (pg_hba.conf, a password); 0: none since one succeeded */
+	/*
+	 * Set by the janitor from the entries (replicas.c): hosts one entry
+	 * names together are one cluster, whose primary's LSN a standby's byte
+	 * lag is measured against; a host is watched (probed every
+	 * replica_check_period) when an entry naming it picks by role.
+	 */
+	int cluster;
+	bool watched;
 };
 
 /* a host of unknown role, on no list, nothing measured (hosts_ref's start; name is the host's) */
@@ -122,6 +131,10 @@ bool hosts_note_role(struct host *h, enum host_role role, int64_t now);
 void hosts_note_read_only(struct host *h, bool read_only);
 void hosts_note_down(struct host *h, const char *why, int64_t now);
 void hosts_note_up(struct host *h);
+/* a login to h was refused (not a connection failure): the pool's user may not log in there */
+void hosts_note_refused(struct host *h, const char *why, int64_t now);
+/* refused within the last `within` usec, and no login succeeded since */
+bool hosts_refused_lately(const struct host *h, int64_t now, int64_t within);
 
 /* the lag limits in force (replica_max_lag usec, replica_max_lag_bytes; 0: none) */
 struct hosts_lag_limits {

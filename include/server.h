@@ -55,7 +55,8 @@ enum server_state {
 	"CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN NULL " \
 	"WHEN pg_catalog.pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_catalog.pg_last_wal_replay_lsn() THEN 0 " \
 	"ELSE extract(epoch FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp()) END::float8, " \
-	"(SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only')"
+	"(SELECT CASE WHEN source IN ('user', 'database', 'database user', 'client', 'session') THEN NULL " \
+	"ELSE reset_val END FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only')"
 
 /* why pgpulse is running its own query on the server */
 enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CHECK, JOB_AUTH_QUERY, JOB_PROBE };

@@ -213,7 +213,19 @@ void hosts_note_up(struct host *h)
 {
 	h->down = false;
 	h->down_since = 0;
+	h->refused_at = 0;
 	h->last_error[0] = '\0';
+}
+
+void hosts_note_refused(struct host *h, const char *why, int64_t now)
+{
+	h->refused_at = now;
+	str_copy(h->last_error, why, sizeof(h->last_error));
+}
+
+bool hosts_refused_lately(const struct host *h, int64_t now, int64_t within)
+{
+	return h->refused_at && now - h->refused_at < within;
 }
 
 /* ---- lag ---- */
@@ -234,15 +246,19 @@ bool hosts_parse_lsn(const char *text, uint64_t *lsn)
 	return true;
 }
 
-/* the newest LSN a primary of the registry reported at its last probe, 0 if none */
-static uint64_t newest_primary_lsn(void)
+/*
+ * The newest LSN a primary of standby's cluster reported at its last
+ * probe, 0 if none: another cluster's LSNs mean nothing to it, nor does a
+ * down primary's (after a failover the new one writes on a new timeline).
+ */
+static uint64_t newest_primary_lsn(const struct host *standby)
 {
 	uint64_t newest = 0;
 	struct list *pos;
 	list_for_each(pos, &worker->hosts)
 	{
 		const struct host *h = container_of(pos, struct host, node);
-		if (h->role == HOST_ROLE_PRIMARY && h->wal_lsn > newest)
+		if (h->role == HOST_ROLE_PRIMARY && !h->down && h->cluster == standby->cluster && h->wal_lsn > newest)
 			newest = h->wal_lsn;
 	}
 	return newest;
@@ -274,7 +290,7 @@ void hosts_note_probe(struct host *h, bool in_recovery, uint64_t lsn, int64_t la
 		return;
 	}
 	h->lag_usec = lag_usec;
-	uint64_t primary = newest_primary_lsn();
+	uint64_t primary = newest_primary_lsn(h);
 	h->lag_bytes = primary && lsn ? (primary > lsn ? (int64_t)(primary - lsn) : 0) : -1;
 	judge_lag(h, lim);
 }
@@ -346,9 +362,9 @@ static bool role_unsure(const struct host *h, int64_t now, int64_t stale_after)
  * its login tells whether it suits too, and the load spreads over every
  * host that does (a second standby is found while the first one serves).
  */
-static bool never_seen(const struct host *h)
+static bool never_seen(const struct host *h, int64_t now, int64_t stale_after)
 {
-	return h->role == HOST_ROLE_UNKNOWN && !h->lagging;
+	return h->role == HOST_ROLE_UNKNOWN && !h->lagging && !hosts_refused_lately(h, now, stale_after);
 }
 
 static bool passes(const struct host *h, enum target_session_attrs tsa, enum pick_pass pass, int64_t now,
@@ -356,11 +372,11 @@ static bool passes(const struct host *h, enum target_session_attrs tsa, enum pic
 {
 	switch (pass) {
 	case PASS_STANDBY_FIRST:
-		return (h->role == HOST_ROLE_STANDBY && hosts_suits(h, tsa)) || never_seen(h);
+		return (h->role == HOST_ROLE_STANDBY && hosts_suits(h, tsa)) || never_seen(h, now, stale_after);
 	case PASS_SUITS:
-		return hosts_suits(h, tsa) || never_seen(h);
+		return hosts_suits(h, tsa) || never_seen(h, now, stale_after);
 	case PASS_TRY_UNKNOWN:
-		return !h->lagging && role_unsure(h, now, stale_after);
+		return !h->lagging && role_unsure(h, now, stale_after) && !hosts_refused_lately(h, now, stale_after);
 	}
 	return false;
 }

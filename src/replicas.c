@@ -99,6 +99,50 @@ static void open_server_for_probe(struct host *h, int64_t now)
 	}
 }
 
+/* the cluster of every host named with h by some entry becomes h's */
+static void join_cluster(const struct host *h, int from)
+{
+	struct list *pos;
+	list_for_each(pos, &worker->hosts)
+	{
+		struct host *o = container_of(pos, struct host, node);
+		if (o->cluster == from)
+			o->cluster = h->cluster;
+	}
+}
+
+/*
+ * From the entries, each tick: hosts one entry names together are one
+ * cluster (a primary and its standbys; byte lag is measured within it),
+ * and a host is watched (probed) when an entry naming it picks hosts by
+ * role: a single host with target_session_attrs = any is never probed,
+ * as it was before replicas existed.
+ */
+static void mark_clusters_and_watched_hosts(void)
+{
+	int next = 0;
+	struct list *pos;
+	list_for_each(pos, &worker->hosts)
+	{
+		struct host *h = container_of(pos, struct host, node);
+		h->cluster = ++next;
+		h->watched = false;
+	}
+	list_for_each(pos, &worker->databases)
+	{
+		struct pool_db *db = container_of(pos, struct pool_db, node);
+		if (db->is_admin || db->host_n == 0)
+			continue;
+		bool by_role = db->tsa != TSA_ANY || db->host_n > 1;
+		for (int i = 0; i < db->host_n; i++) {
+			if (db->host_of[i]->cluster != db->host_of[0]->cluster)
+				join_cluster(db->host_of[0], db->host_of[i]->cluster);
+			if (by_role)
+				db->host_of[i]->watched = true;
+		}
+	}
+}
+
 /*
  * Every replica_check_period, each host with a server gets one probe, on
  * an idle server of any pool (none idle: the next tick looks again).
@@ -106,7 +150,7 @@ static void open_server_for_probe(struct host *h, int64_t now)
 static void probe_host_if_due(struct host *h, int64_t now)
 {
 	int64_t period = worker->cfg->replica_check_period;
-	if (period <= 0 || h->probing || now - h->lag_checked < period)
+	if (!h->watched || period <= 0 || h->probing || now - h->lag_checked < period)
 		return;
 	if (h->servers == 0) {
 		if (h->lagging)
@@ -133,7 +177,7 @@ static void close_unfit_idle_servers(struct pool *p)
 	list_for_each_safe(pos, tmp, &p->idle_servers)
 	{
 		struct server *s = container_of(pos, struct server, node);
-		if (!server_fits(s) && s->host->servers > 1)
+		if (!server_fits(s) && (s->host->servers > 1 || !pool_has_room(p)))
 			server_close(s, "its host lags: room for a server on a host that suits");
 	}
 }
@@ -171,6 +215,7 @@ void replicas_tick(int64_t now)
 	struct hosts_lag_limits lim = { 0, 0 };
 	if (cfg->replica_check_period > 0)
 		lim = (struct hosts_lag_limits){ cfg->replica_max_lag, cfg->replica_max_lag_bytes };
+	mark_clusters_and_watched_hosts();
 	hosts_apply_limits(lim);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->hosts)

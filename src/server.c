@@ -407,7 +407,8 @@ static void connect_failed(struct server *s, const char *msg)
 	struct client *owner = s->owner;
 	int spare = s->spare_tries;
 	p->stats.fail.server_connect_failures++; /* every address tried counts */
-	note_host_down(p->db, s->host_index, msg);
+	if (s->host) /* the host it went to: a RELOAD may have reordered the entry's list since */
+		hosts_note_down(s->host, msg, now_usec());
 	server_close(s, msg);
 	if (spare > 0 && worker->shutdown == SHUTDOWN_NONE) {
 		log_info("%s/%s: %s; trying the next address", p->db->name, p->user->name, msg);
@@ -701,9 +702,15 @@ static void login_failed(struct server *s, const char *sqlstate, const char *msg
 	char text[512];
 	snprintf(text, sizeof(text), "%s", msg);
 	p->stats.fail.server_login_failures++;
-	/* it could not be reached or take a connection (08, 57P0x: down, starting, shutting down) */
-	if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P0", 4) == 0)
-		note_host_down(p->db, s->host_index, text);
+	/*
+	 * It could not be reached or take a connection (08, 57P0x: down,
+	 * starting, shutting down); any other refusal (pg_hba.conf, a password)
+	 * is the host's answer to this pool's user, which it will give again.
+	 */
+	if (s->host && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P0", 4) == 0))
+		hosts_note_down(s->host, text, now_usec());
+	else if (s->host)
+		hosts_note_refused(s->host, text, now_usec());
 	server_close(s, text);
 	report_failure(p, owner, sqlstate, text);
 }
@@ -867,9 +874,12 @@ static void note_host_role_parameter(struct server *s, const char *name, const c
 	if (strcmp(name, "in_hot_standby") == 0) {
 		s->role_reported = true;
 		hosts_note_role(s->host, strcmp(value, "on") == 0 ? HOST_ROLE_STANDBY : HOST_ROLE_PRIMARY, now_usec());
-	} else if (s->state == SV_LOGIN && strcmp(name, "default_transaction_read_only") == 0) {
-		hosts_note_read_only(s->host, strcmp(value, "on") == 0);
 	}
+	/*
+	 * default_transaction_read_only is not read here: a session reports
+	 * its own value, which ALTER ROLE or ALTER DATABASE may set for one
+	 * user alone. The probe reads the server's own (hosts.h).
+	 */
 }
 
 static void note_parameter(struct server *s, const struct pkt *pkt)
@@ -944,9 +954,10 @@ static bool entry_needs_role(const struct pool_db *db)
  */
 static bool standby_may_exist(const struct pool_db *db)
 {
+	int64_t now = now_usec();
 	for (int i = 0; i < db->host_n; i++) {
 		const struct host *h = db->host_of[i];
-		if (h->down || h->lagging)
+		if (h->down || h->lagging || hosts_refused_lately(h, now, role_stale_after()))
 			continue;
 		if (h->role == HOST_ROLE_UNKNOWN || (h->role == HOST_ROLE_STANDBY && hosts_fits(h, TSA_PREFER_STANDBY)))
 			return true;
@@ -1083,7 +1094,8 @@ void server_start_job(struct server *s, enum server_job job)
 	 * for the linked client (active); anything else runs on an unlinked
 	 * server (used).
 	 */
-	if (!s->client && job != JOB_CONNECT_QUERY && s->state != SV_LOGIN)
+	bool part_of_login = job == JOB_CONNECT_QUERY || (job == JOB_PROBE && s->state == SV_LOGIN);
+	if (!s->client && !part_of_login)
 		server_set_state(s, SV_USED);
 	if (stream_send_out(&s->st))
 		stream_resume(&s->st);

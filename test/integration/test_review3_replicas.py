@@ -1,0 +1,136 @@
+"""Review of replicas by role and lag (issue 16): failures a production
+user hits, each shown by a test that fails on hosts-merge.
+
+Reuses replicas.py's primary + 2 streaming replicas and test_replicas.py's
+helpers.  Each test says what a user sees and why it is wrong.
+"""
+
+import psycopg
+import pytest
+
+from pgpulse_harness import wait_until
+from replicas import (USERLIST, pulse, replica_set,  # noqa: F401 (fixtures)
+                      replica_set_module)
+from test_replicas import WHERE, hosts, ini, outcome_within, wait_hosts
+
+READER = "review3_reader"
+READER_PW = "reader_pw"
+
+
+def ensure_read_only_role(primary):
+    """A login role whose sessions are read-only by default (ALTER ROLE ...
+    SET default_transaction_read_only): a common way to give a reporting
+    user a read-only view of the primary."""
+    with primary.connect(autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER,)).fetchone():
+            c.execute(f"CREATE ROLE {READER} LOGIN PASSWORD '{READER_PW}'")
+        c.execute(f"ALTER ROLE {READER} SET default_transaction_read_only = on")
+        c.execute(f"GRANT CONNECT ON DATABASE appdb TO {READER}")
+
+
+def served(pp, db, user="app"):
+    """One client's transaction through pgpulse: (in_recovery, port), or the
+    exception the client got."""
+    def run():
+        with pp.connect(dbname=db, user=user, prepare_threshold=None) as c:
+            return c.execute(WHERE).fetchone()
+    return outcome_within(run, 20)
+
+
+# ---------------------------------------------------------------- findings
+
+def test_one_users_read_only_default_takes_the_primary_from_every_user(replica_set, pulse):
+    """A role with `ALTER ROLE ... SET default_transaction_read_only = on`
+    (a reporting user) logs in to the primary: PostgreSQL reports
+    default_transaction_read_only = on for *that session*, and pgpulse
+    takes it as the host's (hosts_note_read_only from the login's
+    ParameterStatus and from the probe's pg_settings.reset_val, which is the
+    session's, role settings included).  The primary is then "read-only"
+    for every entry: the read-write entry's idle servers are swept and its
+    other users' clients wait and fail with query_wait_timeout while the
+    primary is up and writable for them.  libpq's read-write test is per
+    session: it could reject the reporting user's own connection, never
+    another user's.
+
+    replica_check_period = 0 (no probe) and a long server_login_retry keep
+    the poisoned verdict from being re-read during the test; with the
+    default period the same happens for up to two periods each time the
+    reporting user logs in (and the primary's read_only flips back and forth
+    with every login of either user)."""
+    rs = replica_set
+    ensure_read_only_role(rs.primary)
+    rs.wait_replayed()
+    userlist = dict(USERLIST, **{READER: READER_PW})
+    pp = pulse(rs, ini({"appdb": rs.hosts_entry("read-write")},
+                       replica_check_period="0", server_login_retry="30", query_wait_timeout="3"),
+               userlist=userlist)
+
+    before = served(pp, "appdb")
+    assert before == (False, rs.primary.port), f"app's first transaction: {before}"
+
+    # the reporting user's client: whatever it gets (libpq would refuse its
+    # read-only session for read-write), it must not change what app gets
+    served(pp, "appdb", user=READER)
+
+    primary_row = hosts(pp)[rs.primary.port]
+    after = served(pp, "appdb")
+    assert after == (False, rs.primary.port), (
+        f"app (a read-write user) after {READER} (default_transaction_read_only=on by ALTER ROLE) "
+        f"logged in: got {after!r} instead of being served by the primary; "
+        f"SHOW HOSTS primary row then: read_only={primary_row['read_only']} state={primary_row['state']}")
+
+
+def test_byte_lag_is_measured_against_another_clusters_primary(replica_set, pg, pulse):
+    """One pgpulse in front of two independent clusters (an everyday setup:
+    one pooler per application host, several databases).  Byte lag is
+    "the newest LSN read from a primary host (any entry) minus the
+    standby's replay LSN", so LSNs of unrelated clusters are compared: a
+    busier unrelated primary makes this set's fully caught-up standbys
+    "lagging" by replica_max_lag_bytes, and the standby entry's clients
+    wait and fail although both replicas have replayed everything."""
+    rs = replica_set
+    # the unrelated cluster (the harness's scratch one) well ahead in WAL
+    # position: a few segment switches, each after a write
+    target = rs.primary.value("SELECT pg_current_wal_lsn()::text")
+    with pg.connect(dbname="appdb", user="postgres", autocommit=True) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS review3_wal (n int)")
+
+        def far_ahead():
+            c.execute("INSERT INTO review3_wal VALUES (1)")
+            c.execute("SELECT pg_switch_wal()")
+            return c.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn) > 64 * 1024 * 1024",
+                             (target,)).fetchone()[0]
+        wait_until(far_ahead, 30, "the unrelated cluster to be 64 MB ahead in WAL position", interval=0)
+    rs.write()
+    rs.wait_replayed()
+
+    databases = {
+        "appdb_ro": rs.hosts_entry("standby"),
+        "otherdb": f"host=127.0.0.1 port={pg.port} dbname=appdb",
+    }
+    pp = pulse(rs, ini(databases, replica_check_period="0.5", replica_max_lag_bytes="1048576",
+                       query_wait_timeout="3"))
+
+    assert served(pp, "appdb_ro")[0] is True, "a standby serves appdb_ro at first"
+    other = served(pp, "otherdb")  # otherdb's server stays idle: its host gets probed
+    assert not isinstance(other, Exception), other
+
+    # a replica probed after the unrelated primary was (the one appdb_ro used)
+    def probed_after_other(rows):
+        o = rows.get(pg.port)
+        if not o or o["checked_ms_ago"] is None:
+            return False
+        return any(rows[r.port]["checked_ms_ago"] is not None
+                   and rows[r.port]["checked_ms_ago"] < o["checked_ms_ago"] for r in rs.replicas)
+    rows = wait_hosts(pp, probed_after_other, 20, "a replica probed after the unrelated primary")
+
+    rs.wait_replayed()
+    for r in rs.replicas:
+        row = rows[r.port]
+        if row["checked_ms_ago"] is None:
+            continue  # never connected: nothing measured
+        assert row["state"] != "lagging", (
+            f"{r.name} (replayed all of its own primary's WAL) is {row['state']} with "
+            f"lag_bytes={row['lag_bytes']}: measured against the unrelated cluster on port {pg.port}")
+    got = served(pp, "appdb_ro")
+    assert not isinstance(got, Exception) and got[0] is True, f"appdb_ro (standby) client: {got!r}"

@@ -134,3 +134,38 @@ def test_byte_lag_is_measured_against_another_clusters_primary(replica_set, pg, 
             f"lag_bytes={row['lag_bytes']}: measured against the unrelated cluster on port {pg.port}")
     got = served(pp, "appdb_ro")
     assert not isinstance(got, Exception) and got[0] is True, f"appdb_ro (standby) client: {got!r}"
+
+
+def test_a_full_pool_whose_server_is_on_a_lagging_standby_still_serves_from_the_other(replica_set, pulse):
+    """A standby entry whose pool is at its cap (pool_size = 1 here; the
+    same with any cap once every server sits on one replica) and whose
+    servers are all on a replica that starts lagging: pgpulse keeps "each
+    host's last" idle server for the next probe (close_unfit_idle_servers
+    closes only servers beyond one per host), so the pool has no room to
+    connect to the other replica, which is caught up and suits.  The
+    clients wait and fail with query_wait_timeout while a suitable host
+    exists, for as long as the replica lags.  The spec asks that clients
+    be "served by the other suitable hosts, or wait" — here they can be
+    served; the probe's server need not be taken from a full pool (another
+    pool's, or the probe's own connection, as open_server_for_probe
+    already does when the host has none)."""
+    rs = replica_set
+    pp = pulse(rs, ini({"sb": rs.hosts_entry("standby", extra="pool_size=1")},
+                       replica_max_lag="1s", replica_check_period="0.5", query_wait_timeout="4"))
+    first = served(pp, "sb")
+    assert not isinstance(first, Exception) and first[0] is True, f"first standby client: {first!r}"
+    lagger = rs.node_by_port(first[1])
+    other = next(r for r in rs.replicas if r is not lagger)
+
+    lagger.pause_replay()
+    rs.write()
+    rs.wait_replayed(replicas=[other])
+    wait_hosts(pp, lambda h: h[lagger.port]["state"] == "lagging", 20,
+               f"SHOW HOSTS: {lagger.name} lagging")
+
+    got = served(pp, "sb")
+    rows = hosts(pp)
+    assert got == (True, other.port), (
+        f"standby client with {lagger.name} lagging and {other.name} caught up: got {got!r}; "
+        f"SHOW HOSTS {lagger.name}: state={rows[lagger.port]['state']} sv_idle={rows[lagger.port]['sv_idle']}, "
+        f"{other.name}: state={rows[other.port]['state']} sv_idle={rows[other.port]['sv_idle']}")

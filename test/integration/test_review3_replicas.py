@@ -5,6 +5,8 @@ Reuses replicas.py's primary + 2 streaming replicas and test_replicas.py's
 helpers.  Each test says what a user sees and why it is wrong.
 """
 
+import os
+
 import psycopg
 import pytest
 
@@ -169,3 +171,59 @@ def test_a_full_pool_whose_server_is_on_a_lagging_standby_still_serves_from_the_
         f"standby client with {lagger.name} lagging and {other.name} caught up: got {got!r}; "
         f"SHOW HOSTS {lagger.name}: state={rows[lagger.port]['state']} sv_idle={rows[lagger.port]['sv_idle']}, "
         f"{other.name}: state={rows[other.port]['state']} sv_idle={rows[other.port]['sv_idle']}")
+
+
+def reject_app_on(node):
+    """pg_hba.conf is not replicated: a replica whose pg_hba.conf lacks the
+    application's line (here: rejects it) is an everyday misconfiguration.
+    Returns the undo."""
+    path = os.path.join(node.datadir, "pg_hba.conf")
+    with open(path) as f:
+        original = f.read()
+    with open(path, "w") as f:
+        f.write("host all app 127.0.0.1/32 reject\n" + original)
+    node.query("SELECT pg_reload_conf()")
+
+    def undo():
+        with open(path, "w") as f:
+            f.write(original)
+        node.query("SELECT pg_reload_conf()")
+    return undo
+
+
+def test_prefer_standby_falls_back_to_the_primary_when_no_standby_takes_the_login(replica_set, pulse):
+    """prefer-standby, libpq's meaning: a standby if one can be connected
+    to, else the primary.  Both replicas refuse the application's login
+    (pg_hba.conf, not replicated, rejects it): no login ever reaches them,
+    so their role stays unknown, standby_may_exist() stays true, and every
+    login to the primary is closed as "wrong role" — the entry never falls
+    back, and its clients fail although the primary takes them."""
+    rs = replica_set
+    undos = [reject_app_on(r) for r in rs.replicas]
+    try:
+        # what PostgreSQL says to the application directly: rejected
+        for r in rs.replicas:
+            with pytest.raises(psycopg.OperationalError, match="pg_hba.conf rejects"):
+                psycopg.connect(host="127.0.0.1", port=r.port, dbname="appdb", user="app",
+                                password="app_pw", connect_timeout=5).close()
+        pp = pulse(rs, ini({"ro": rs.hosts_entry("prefer-standby")}, query_wait_timeout="4"))
+        # a client may get a replica's refusal (server_login_retry = 0.5 s
+        # paces the pool's attempts); within a few seconds one must be served
+        last = {}
+
+        def on_primary():
+            last["got"] = served(pp, "ro")
+            return last["got"] == (False, rs.primary.port)
+        try:
+            wait_until(on_primary, 8, "a prefer-standby client served by the primary", interval=0.2)
+        except AssertionError:
+            pass
+        got = last["got"]
+        rows = hosts(pp)
+        assert got == (False, rs.primary.port), (
+            f"prefer-standby with both replicas refusing the login: for 8 s every client got, the last {got!r}, "
+            f"not the primary; SHOW HOSTS roles: "
+            f"{ {n.name: (rows[n.port]['role'], rows[n.port]['state']) for n in rs.nodes} }")
+    finally:
+        for undo in undos:
+            undo()

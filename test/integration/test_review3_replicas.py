@@ -6,11 +6,14 @@ helpers.  Each test says what a user sees and why it is wrong.
 """
 
 import os
+import socket
+import struct
+import threading
 
 import psycopg
 import pytest
 
-from pgpulse_harness import wait_until
+from pgpulse_harness import free_port, wait_until
 from replicas import (USERLIST, pulse, replica_set,  # noqa: F401 (fixtures)
                       replica_set_module)
 from test_replicas import WHERE, hosts, ini, outcome_within, wait_hosts
@@ -227,3 +230,95 @@ def test_prefer_standby_falls_back_to_the_primary_when_no_standby_takes_the_logi
     finally:
         for undo in undos:
             undo()
+
+
+class SlowStartingServer(threading.Thread):
+    """A PostgreSQL look-alike on loopback that takes one connection, reads
+    its startup packet (answering 'N' to an SSLRequest), waits for `go`,
+    then refuses the login as a server still starting up does (FATAL
+    57P03) and closes."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(4)
+        self.started = threading.Event()   # a startup packet has arrived
+        self.go = threading.Event()
+
+    @staticmethod
+    def _read(conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def run(self):
+        self.sock.settimeout(30)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                while True:
+                    n, code = struct.unpack("!ii", self._read(conn, 8))
+                    self._read(conn, n - 8)
+                    if code == 80877103:      # SSLRequest
+                        conn.sendall(b"N")
+                        continue
+                    break
+                self.started.set()
+                self.go.wait(30)
+                fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+                conn.sendall(b"E" + struct.pack("!i", 4 + len(fields)) + fields)
+            except (OSError, EOFError):
+                pass
+
+    def close(self):
+        self.go.set()
+        self.sock.close()
+
+
+def test_a_login_failing_after_reload_reorders_the_host_list_marks_the_right_host_down(replica_set, pulse):
+    """RELOAD reorders an entry's host list (or replaces a host) while a
+    connection to one of its hosts is logging in.  When that login fails
+    (here: the host answers 57P03, "starting up"), server.c marks down the
+    host at the server's *index* in the entry's new list
+    (note_host_down(p->db, s->host_index)), not the host it connected to
+    (s->host): SHOW HOSTS and pgpulse_host_up say the healthy primary is
+    down with the other host's error, and the host that failed stays up.
+    A monitoring alert on pgpulse_host_up fires for the wrong server."""
+    rs = replica_set
+    fake = SlowStartingServer()
+    fake.start()
+    try:
+        p0 = rs.primary.port
+        entry = "host=127.0.0.1,127.0.0.1 port={},{} dbname=appdb"
+        pp = pulse(rs, ini({"two": entry.format(fake.port, p0)}, query_wait_timeout="10"))
+        box = {}
+        client = threading.Thread(target=lambda: box.update(got=served(pp, "two")), daemon=True)
+        client.start()
+        assert fake.started.wait(10), "pgpulse's first connection of entry two went to the first host"
+
+        pp.write_config(ini({"two": entry.format(p0, fake.port)}, query_wait_timeout="10"))
+        mark = pp.log_mark()
+        pp.reload()
+        wait_until(lambda: set(hosts(pp)) == {p0, fake.port}
+                   and hosts(pp)[p0]["databases"] == "two" and "reload" in pp.log(mark).lower(),
+                   10, "the RELOAD taken")
+        fake.go.set()
+        client.join(30)
+        rows = wait_hosts(pp, lambda h: h[fake.port]["state"] == "down" or h[p0]["state"] == "down", 10,
+                          "the failed login noted on a host")
+        assert rows[p0]["state"] != "down" and rows[fake.port]["state"] == "down", (
+            f"the login to port {fake.port} failed (57P03); SHOW HOSTS says: primary {p0}: "
+            f"state={rows[p0]['state']} last_error={rows[p0]['last_error']!r}; "
+            f"{fake.port}: state={rows[fake.port]['state']} last_error={rows[fake.port]['last_error']!r}")
+    finally:
+        fake.close()

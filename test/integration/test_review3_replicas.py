@@ -322,3 +322,55 @@ def test_a_login_failing_after_reload_reorders_the_host_list_marks_the_right_hos
             f"{fake.port}: state={rows[fake.port]['state']} last_error={rows[fake.port]['last_error']!r}")
     finally:
         fake.close()
+
+
+def test_read_write_entry_stops_using_a_primary_made_read_only_by_alter_system(replica_set, pulse):
+    """ALTER SYSTEM SET default_transaction_read_only = on + pg_reload_conf()
+    on the primary (a common way to fence a primary before a planned
+    switchover).  PostgreSQL reports the change to every session with
+    ParameterStatus; the spec has replica_check_period = 0 mean "roles only
+    from logins and ParameterStatus".  pgpulse reads
+    default_transaction_read_only only while a server logs in
+    (note_host_role_parameter: s->state == SV_LOGIN), so a read-write entry
+    whose servers are already open keeps handing out read-only sessions:
+    every write of its clients fails with "cannot execute ... in a
+    read-only transaction" instead of the client waiting for a writable
+    host (query_wait_timeout).  (With a periodic check the probe's
+    pg_settings.reset_val catches it within a period: this is the
+    replica_check_period = 0 case the spec describes.)"""
+    rs = replica_set
+    pp = pulse(rs, ini({"rw": rs.hosts_entry("read-write")}, replica_check_period="0",
+                       query_wait_timeout="2"))
+    sql = "SELECT current_setting('transaction_read_only'), current_setting('port')::int"
+
+    def one():
+        def run():
+            with pp.connect(dbname="rw", prepare_threshold=None) as c:
+                return c.execute(sql).fetchone()
+        return outcome_within(run, 20)
+    assert one() == ("off", rs.primary.port)
+    try:
+        rs.primary.query("ALTER SYSTEM SET default_transaction_read_only = on")
+        rs.primary.query("SELECT pg_reload_conf()")
+        wait_until(lambda: rs.primary.value("SHOW default_transaction_read_only") == "on", 10,
+                   "the primary's sessions read-only by default")
+        last = {}
+
+        def not_read_only():
+            last["got"] = one()
+            return isinstance(last["got"], Exception) or last["got"][0] == "off"
+        try:
+            wait_until(not_read_only, 8, "the read-write entry to stop using the read-only primary",
+                       interval=0.2)
+        except AssertionError:
+            pass
+        got = last["got"]
+        assert isinstance(got, Exception) or got[0] == "off", (
+            f"read-write entry, 8 s after the primary became read-only by default: a client's "
+            f"transaction ran with transaction_read_only={got[0]} on port {got[1]}; SHOW HOSTS primary "
+            f"read_only={hosts(pp)[rs.primary.port]['read_only']}")
+    finally:
+        rs.primary.query("ALTER SYSTEM RESET default_transaction_read_only")
+        rs.primary.query("SELECT pg_reload_conf()")
+        wait_until(lambda: rs.primary.value("SHOW default_transaction_read_only") == "off", 10,
+                   "the primary writable again")

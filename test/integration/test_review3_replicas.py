@@ -58,10 +58,12 @@ def test_one_users_read_only_default_takes_the_primary_from_every_user(replica_s
     another user's.
 
     replica_check_period = 0 (no probe) and a long server_login_retry keep
-    the poisoned verdict from being re-read during the test; with the
-    default period the same happens for up to two periods each time the
-    reporting user logs in (and the primary's read_only flips back and forth
-    with every login of either user)."""
+    the poisoned verdict from being re-read during the test, so app's client
+    fails with query_wait_timeout.  With a periodic check it is a stall
+    rather than an error (seen with replica_check_period = 2: app's idle
+    server closed as "no longer fits", app's next client served only after
+    ~2.6 s, when the verdict went stale): up to 2 x replica_check_period
+    (10 s by default) for every login of the reporting user."""
     rs = replica_set
     ensure_read_only_role(rs.primary)
     rs.wait_replayed()

@@ -371,6 +371,8 @@ void pool_close_idle_servers(struct pool *p, const char *reason);
 bool pool_may_connect(const struct pool *p, int64_t now);
 /* is there room for one more server under max_db_connections and max_user_connections (no eviction)? */
 bool pool_has_room(const struct pool *p);
+/* no tier (base, overflow, reserve) nor cap leaves room for another connection now */
+bool pool_is_full(const struct pool *p);
 
 /* housekeeping: timeouts and closes; called once a second */
 void pool_janitor(struct pool *p, int64_t now);

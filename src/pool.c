@@ -1131,6 +1131,13 @@ bool pool_has_room(const struct pool *p)
 	return room_under_caps(p, &l, false);
 }
 
+bool pool_is_full(const struct pool *p)
+{
+	struct pool_limits l = pool_limits_of(p);
+	return next_tier(p, &l, list_count(&p->new_servers), now_usec()) == TIER_NONE ||
+	       !room_under_caps(p, &l, true);
+}
+
 static bool may_connect_now(const struct pool *p, int64_t now)
 {
 	if (worker->shutdown == SHUTDOWN_NOW || pool_is_paused(p) || p->db->removed)

@@ -167,7 +167,9 @@ static void probe_host_if_due(struct host *h, int64_t now)
 /*
  * Clients wait and the pool's idle servers are on hosts that do not suit
  * it now (lagging): those beyond the last one on their host go, making
- * room for connections to hosts that do. The last stays for the probe.
+ * room for connections to hosts that do. The last on its host stays for
+ * the next probe, unless the pool is full: then it goes too, and the
+ * probe opens a connection of its own (open_server_for_probe).
  */
 static void close_unfit_idle_servers(struct pool *p)
 {
@@ -177,7 +179,7 @@ static void close_unfit_idle_servers(struct pool *p)
 	list_for_each_safe(pos, tmp, &p->idle_servers)
 	{
 		struct server *s = container_of(pos, struct server, node);
-		if (!server_fits(s) && (s->host->servers > 1 || !pool_has_room(p)))
+		if (!server_fits(s) && (s->host->servers > 1 || pool_is_full(p)))
 			server_close(s, "its host lags: room for a server on a host that suits");
 	}
 }

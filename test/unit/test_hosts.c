@@ -248,6 +248,51 @@ static void test_pick_gives_a_never_seen_host_its_turn_with_the_suitable_ones(vo
 	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_STANDBY, 2, NOW, STALE), 2);
 }
 
+static void test_byte_lag_is_measured_within_the_standbys_cluster(void)
+{
+	struct host p, other, s;
+	list_init(&worker->hosts);
+	make(&p, HOST_ROLE_PRIMARY);
+	make(&other, HOST_ROLE_PRIMARY);
+	make(&s, HOST_ROLE_STANDBY);
+	p.cluster = s.cluster = 1;
+	other.cluster = 2; /* another entry's, unrelated, far ahead */
+	list_append(&worker->hosts, &p.node);
+	list_append(&worker->hosts, &other.node);
+	list_append(&worker->hosts, &s.node);
+	struct hosts_lag_limits lim = { 0, 1000 };
+	hosts_note_probe(&other, false, 0x90000000, -1, lim, NOW);
+	hosts_note_probe(&p, false, 0x100000, -1, lim, NOW);
+	hosts_note_probe(&s, true, 0x100000 - 10, 0, lim, NOW);
+	CHECK_INT_EQ(s.lag_bytes, 10);
+	CHECK(!s.lagging);
+	/* its own primary down (a failover): its last LSN is no measure */
+	hosts_note_down(&p, "connection refused", NOW);
+	hosts_note_probe(&s, true, 0x100000 - 10, 0, lim, NOW);
+	CHECK_INT_EQ(s.lag_bytes, -1);
+	list_init(&worker->hosts);
+}
+
+static void test_a_refused_host_is_not_tried_again_until_its_role_is_stale(void)
+{
+	struct host p, r1, r2;
+	make(&p, HOST_ROLE_PRIMARY);
+	make(&r1, HOST_ROLE_UNKNOWN);
+	make(&r2, HOST_ROLE_UNKNOWN);
+	struct host *hs[] = { &p, &r1, &r2 };
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_PREFER_STANDBY, 1, NOW, STALE), 1);
+	/* both replicas refuse the login (pg_hba.conf): prefer-standby falls back to the primary */
+	hosts_note_refused(&r1, "pg_hba.conf rejects connection", NOW);
+	hosts_note_refused(&r2, "pg_hba.conf rejects connection", NOW);
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_PREFER_STANDBY, 1, NOW, STALE), 0);
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_STANDBY, 1, NOW, STALE), -1);
+	CHECK(hosts_refused_lately(&r1, NOW + STALE - 1, STALE));
+	/* a role's staleness later, they are tried again; a login that succeeds forgets the refusal */
+	CHECK_INT_EQ(hosts_pick(hs, 3, TSA_PREFER_STANDBY, 1, NOW + STALE, STALE), 1);
+	hosts_note_up(&r1);
+	CHECK(!hosts_refused_lately(&r1, NOW, STALE));
+}
+
 static void test_pick_passes_over_down_hosts_unless_nothing_else(void)
 {
 	struct host a, b;
@@ -301,6 +346,8 @@ int main(void)
 	RUN(test_pick_goes_by_role_in_order_from_the_cursor);
 	RUN(test_pick_tries_unknown_and_stale_roles_only_when_none_suits);
 	RUN(test_pick_gives_a_never_seen_host_its_turn_with_the_suitable_ones);
+	RUN(test_byte_lag_is_measured_within_the_standbys_cluster);
+	RUN(test_a_refused_host_is_not_tried_again_until_its_role_is_stale);
 	RUN(test_pick_passes_over_down_hosts_unless_nothing_else);
 	RUN(test_registry_shares_one_host_and_frees_it_last);
 	return UNIT_REPORT("hosts");

@@ -13,6 +13,7 @@
  *                     STATS_AVERAGES, TOTALS
  *   show_telemetry.c  pgpulse's own views: LATENCY, EFFICIENCY, HEALTH,
  *                     QUERIES, SLOW, PREPARED_STATEMENTS, FAILURES
+ *   show_hosts.c      pgpulse's view of the PostgreSQL hosts: HOSTS
  *   commands.c        control verbs (PAUSE, RELOAD, KILL, ...) and SET
  *
  * Every SHOW is a table of columns written next to the code that fills its
@@ -38,6 +39,7 @@ struct pool_db;
 #define OID_BYTEA   17u
 #define OID_INT8    20u
 #define OID_INT4    23u
+#define OID_FLOAT8  701u
 #define OID_TEXT    25u
 #define OID_NUMERIC 1700u
 
@@ -135,6 +137,7 @@ void admin_show_slow(struct client *c, const char *arg);
 void admin_show_prepared_statements(struct client *c, const char *arg);
 void admin_show_failures(struct client *c, const char *arg);
 void admin_show_logins(struct client *c, const char *arg);
+void admin_show_hosts(struct client *c, const char *arg);
 
 void admin_cmd_reload(struct client *c, const char *arg);
 void admin_cmd_shutdown(struct client *c, const char *arg);

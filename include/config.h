@@ -62,6 +62,7 @@ struct cfg_db {
 	char *port_list; /* port= as written when it is a list, else NULL */
 	struct cfg_hosts hosts;  /* host and port, split */
 	int load_balance_hosts;  /* enum load_balance */
+	int target_session_attrs; /* enum target_session_attrs (hosts.h); TSA_ANY when absent */
 	char *dbname;    /* NULL: same as name */
 	char *user;      /* forced user, or NULL */
 	char *password;  /* password for the forced user, or NULL */
@@ -191,6 +192,9 @@ struct cfg {
 	int64_t server_idle_timeout;    /* 600 s */
 	int64_t server_connect_timeout; /* 15 s */
 	int64_t server_login_retry;     /* 15 s */
+	int64_t replica_check_period;   /* 5 s; 0: roles from logins and ParameterStatus only, no lag */
+	int64_t replica_max_lag;        /* usec; 0: no limit */
+	int64_t replica_max_lag_bytes;  /* 0: no limit */
 
 	/* clients */
 	int64_t client_login_timeout;   /* 60 s */

@@ -64,7 +64,27 @@ struct host {
 	uint64_t wal_lsn;      /* the last probe's LSN: a primary's current, a standby's replayed; 0 unknown */
 
 	struct host_telemetry *tm; /* per-host query latency (telemetry/host_stats.c); NULL until first used */
+
+	/* added by the behaviour (hosts.c, pool.c, server.c); readers may use them too */
+	uint8_t suits_mask;    /* bit (1 << tsa) set when hosts_suits(h, tsa): the hot path's test */
+	int servers;           /* server connections to it now, any pool, any state but closed */
+	int pins;              /* server connections pointing at it until freed: it outlives its entries while they do */
+	bool probing;          /* a probe query is running on one of its servers */
+	int64_t probe_opened;  /* monotonic usec a connection was last opened for its probe (lagging, no server) */
+	bool sweep_due;        /* role, read-only or an entry's tsa changed: the janitor closes servers it does not suit */
+	int64_t refused_at;    /* monotonic usec a login was last refused (pg_hba.conf, a password); 0: none since one succeeded */
+	/*
+	 * Set by the janitor from the entries (replicas.c): hosts one entry
+	 * names together are one cluster, whose primary's LSN a standby's byte
+	 * lag is measured against; a host is watched (probed every
+	 * replica_check_period) when an entry naming it picks by role.
+	 */
+	int cluster;
+	bool watched;
 };
+
+/* a host of unknown role, on no list, nothing measured (hosts_ref's start; name is the host's) */
+void hosts_init(struct host *h, char *name, int port);
 
 /* the host (name, port) from the registry, made on first use; hosts_unref when done */
 struct host *hosts_ref(const char *name, int port);
@@ -88,5 +108,75 @@ const char *hosts_label(const struct host *h, char *buf, size_t len);
  * preference is hosts_pick's.
  */
 bool hosts_suits(const struct host *h, enum target_session_attrs tsa);
+
+/* the hot path's form of hosts_suits, from the mask kept current by the hosts_note_* below */
+static inline bool hosts_fits(const struct host *h, int tsa)
+{
+	return (h->suits_mask >> tsa) & 1u;
+}
+
+/* a server connection points at h from its connect until it is freed */
+void hosts_pin(struct host *h);
+void hosts_unpin(struct host *h);
+
+/*
+ * What a server learned of its host: its role (in_hot_standby, or the
+ * probe's pg_is_in_recovery), whether it is read-only by default, that a
+ * connection to it failed (down, with why) or logged in (up). now is
+ * monotonic usec. hosts_note_role returns true when the role differs
+ * from the one known before (a promotion): role_changes counts it, and
+ * sweep_due asks the janitor to close servers it no longer suits.
+ */
+bool hosts_note_role(struct host *h, enum host_role role, int64_t now);
+void hosts_note_read_only(struct host *h, bool read_only);
+void hosts_note_down(struct host *h, const char *why, int64_t now);
+void hosts_note_up(struct host *h);
+/* a login to h was refused (not a connection failure): the pool's user may not log in there */
+void hosts_note_refused(struct host *h, const char *why, int64_t now);
+/* refused within the last `within` usec, and no login succeeded since */
+bool hosts_refused_lately(const struct host *h, int64_t now, int64_t within);
+
+/* the lag limits in force (replica_max_lag usec, replica_max_lag_bytes; 0: none) */
+struct hosts_lag_limits {
+	int64_t max_lag_usec;
+	int64_t max_lag_bytes;
+};
+
+/*
+ * One probe's answer: in recovery or not, its LSN (a primary's current,
+ * a standby's replayed; 0 unknown), a standby's time lag (usec, -1 not
+ * known). The byte lag is measured against the newest LSN any primary
+ * of the registry reported; the verdict (lagging) against the limits.
+ */
+void hosts_note_probe(struct host *h, bool in_recovery, uint64_t lsn, int64_t lag_usec, struct hosts_lag_limits lim,
+		      int64_t now);
+/*
+ * The body of a DataRow of the probe query (SERVER_PROBE_SQL, server.h):
+ * in recovery ("t"/"f"), LSN as text, lag in seconds (NULL for a
+ * primary), default_transaction_read_only ("on"/"off"); h learns them
+ * (hosts_note_probe). false, and nothing learned, for a row of another
+ * shape.
+ */
+bool hosts_note_probe_row(struct host *h, const uint8_t *body, size_t len, struct hosts_lag_limits lim, int64_t now);
+
+/* the limits changed (RELOAD, SET): the verdicts are taken again from the last readings */
+void hosts_apply_limits(struct hosts_lag_limits lim);
+
+/* "16/B374D848" -> the LSN; false if it is not one */
+bool hosts_parse_lsn(const char *text, uint64_t *lsn);
+
+/*
+ * Which of a database's n hosts its next server connection goes to, or -1
+ * when none may be tried now (the clients wait). In order from `start`
+ * (round-robin's cursor): a host that suits tsa, or that no login has
+ * reached yet (its login tells), and is not down. Else a host whose role
+ * was last read more than stale_after ago; never a lagging one.
+ * prefer-standby: a suitable standby or a never-reached host, then a
+ * stale one, then the primary. Else, a down
+ * host by the same rules: with nothing better, trying it is how pgpulse
+ * learns it is back (server_login_retry paces the pool's attempts).
+ */
+int hosts_pick(struct host *const *hosts, int n, enum target_session_attrs tsa, int start, int64_t now,
+	       int64_t stale_after);
 
 #endif

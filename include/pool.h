@@ -68,6 +68,14 @@ struct pool_db {
 	struct cfg_hosts hosts;     /* host and port, one entry per host of the list */
 	int load_balance_hosts;     /* enum load_balance */
 	int host_cursor;            /* the host entry the next connection takes */
+	int tsa;                    /* enum target_session_attrs (hosts.h) */
+	/*
+	 * The registry's host of each host-list entry: host_of[i] is
+	 * hosts.name[i]:hosts.port[i]; with no host list, host_of[0] is the
+	 * default socket ("", port). host_n of them (0 for the console).
+	 */
+	struct host *host_of[CFG_MAX_HOSTS];
+	int host_n;
 	char *dbname;               /* the real database name on the server */
 	char *forced_user;          /* NULL: the client's user */
 	char *password;             /* for forced_user */
@@ -358,6 +366,13 @@ void pool_fill_min(struct pool *p);
 
 /* close idle servers of a database (RECONNECT, config change) */
 void pool_close_idle_servers(struct pool *p, const char *reason);
+
+/* may the pool open a server connection now (not paused, removed, or within server_login_retry)? */
+bool pool_may_connect(const struct pool *p, int64_t now);
+/* is there room for one more server under max_db_connections and max_user_connections (no eviction)? */
+bool pool_has_room(const struct pool *p);
+/* no tier (base, overflow, reserve) nor cap leaves room for another connection now */
+bool pool_is_full(const struct pool *p);
 
 /* housekeeping: timeouts and closes; called once a second */
 void pool_janitor(struct pool *p, int64_t now);

@@ -19,6 +19,7 @@ struct pool;
 struct client;
 struct ps_server;
 struct auth_lookup;
+struct host;
 
 /*
  * A server's state, and the pool list it sits on in that state. Only
@@ -40,8 +41,25 @@ enum server_state {
 	SV_CLOSED,    /* worker->dead_servers */
 };
 
+/*
+ * JOB_PROBE's one query (PostgreSQL 10+): in recovery or not; its LSN
+ * (a primary's current, a standby's replayed) as text; a standby's replay
+ * lag in seconds, 0 when all it received is replayed (NULL for a
+ * primary); default_transaction_read_only as the session would reset to
+ * it, whatever a client SET on this connection.
+ */
+#define SERVER_PROBE_SQL \
+	"SELECT pg_catalog.pg_is_in_recovery(), " \
+	"CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() " \
+	"ELSE pg_catalog.pg_current_wal_lsn() END::text, " \
+	"CASE WHEN NOT pg_catalog.pg_is_in_recovery() THEN NULL " \
+	"WHEN pg_catalog.pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_catalog.pg_last_wal_replay_lsn() THEN 0 " \
+	"ELSE extract(epoch FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp()) END::float8, " \
+	"(SELECT CASE WHEN source IN ('user', 'database', 'database user', 'client', 'session') THEN NULL " \
+	"ELSE reset_val END FROM pg_catalog.pg_settings WHERE name = 'default_transaction_read_only')"
+
 /* why pgpulse is running its own query on the server */
-enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CHECK, JOB_AUTH_QUERY };
+enum server_job { JOB_NONE, JOB_CONNECT_QUERY, JOB_RESET, JOB_SET_PARAMS, JOB_CHECK, JOB_AUTH_QUERY, JOB_PROBE };
 
 /*
  * Requests in flight on a server, oldest first, so that each ReadyForQuery
@@ -94,6 +112,8 @@ struct server {
 	int cancels_in_flight;      /* cancel connections to its backend not yet closed by PostgreSQL */
 	int generation;             /* the database's generation at connect */
 	int host_index;             /* which entry of the database's host list it went to */
+	struct host *host;          /* the host it connected to (hosts.h), pinned until the server is freed */
+	bool role_reported;         /* PostgreSQL reported in_hot_standby at its login (14+) */
 	int spare_tries;            /* other addresses of its host name to try if the connect fails */
 	struct sockaddr_storage peer_addr; /* where it connected (cancel requests go there too) */
 	socklen_t peer_addr_len;
@@ -130,6 +150,8 @@ void server_set_state(struct server *s, enum server_state to);
 
 /* open a new connection for the pool; it reports back through pool_* */
 struct server *server_connect(struct pool *p);
+/* ... to entry host_index of its database's host list, whatever the pick would say (a lag probe's) */
+struct server *server_connect_to_host(struct pool *p, int host_index);
 
 /*
  * host as a [databases] entry writes it — a unix socket directory (NULL:

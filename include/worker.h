@@ -44,6 +44,7 @@ struct worker {
 	struct list databases;      /* struct pool_db, by name */
 	struct list users;          /* struct pool_user */
 	struct list pools;          /* struct pool */
+	struct list hosts;          /* struct host (hosts.h): every host an entry names, or a server still points at */
 	struct list login_clients;  /* clients before they belong to a pool */
 	struct list dead_clients;   /* closed, freed on the next loop turn */
 	struct list dead_servers;

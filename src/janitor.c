@@ -16,6 +16,7 @@
 #include "fingerprint.h"
 #include "notify.h"
 #include "pool.h"
+#include "replicas.h"
 #include "server.h"
 #include "stats_log.h"
 #include "util.h"
@@ -53,6 +54,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	close_clients_past_login_timeout(now);
 	auth_query_expire(now);
 	server_refresh_host_names();
+	replicas_tick(now);
 	fp_rotate(now);
 	struct list *pos, *tmp;
 	list_for_each_safe(pos, tmp, &worker->pools)

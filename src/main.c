@@ -602,6 +602,7 @@ static void worker_init(struct cfg *cfg, struct auth_file *auth)
 	list_init(&worker->databases);
 	list_init(&worker->users);
 	list_init(&worker->pools);
+	list_init(&worker->hosts);
 	list_init(&worker->login_clients);
 	list_init(&worker->dead_clients);
 	list_init(&worker->dead_servers);

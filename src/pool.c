@@ -30,8 +30,10 @@
 #include "log.h"
 #include "health.h"
 #include "hello.h"
+#include "hosts.h"
 #include "intern.h"
 #include "prepared.h"
+#include "replicas.h"
 #include "server.h"
 #include "settings.h"
 #include "stats_log.h"
@@ -119,6 +121,22 @@ static void set_str(char **slot, const char *value)
 	*slot = xstrdup(value);
 }
 
+/* the registry's hosts of the database's host list (pool_db.host_of), taken anew */
+static void db_take_hosts(struct pool_db *db)
+{
+	struct host *old[CFG_MAX_HOSTS];
+	int old_n = db->host_n;
+	memcpy(old, db->host_of, sizeof(old));
+	/* the new ones first: a host both lists name keeps what is known of it */
+	db->host_n = 0;
+	if (db->hosts.count == 0)
+		db->host_of[db->host_n++] = hosts_ref("", db->port);
+	for (int i = 0; i < db->hosts.count; i++)
+		db->host_of[db->host_n++] = hosts_ref(db->hosts.name[i], db->hosts.port[i]);
+	for (int i = 0; i < old_n; i++)
+		hosts_unref(old[i]);
+}
+
 /* bring a pool_db in line with its [databases] entry; true if where it connects changed */
 static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char *name)
 {
@@ -132,7 +150,15 @@ static bool db_take_entry(struct pool_db *db, const struct cfg_db *e, const char
 		cfg_hosts_copy(&db->hosts, &e->hosts);
 		db->host_cursor = 0;
 	}
+	if (moved || db->host_n == 0)
+		db_take_hosts(db);
 	db->load_balance_hosts = e->load_balance_hosts;
+	if (db->tsa != e->target_session_attrs) {
+		/* RELOAD changed it: servers on hosts that no longer fit go, as after a role change */
+		for (int i = 0; i < db->host_n; i++)
+			db->host_of[i]->sweep_due = true;
+		db->tsa = e->target_session_attrs;
+	}
 	set_str(&db->dbname, dbname);
 	set_str(&db->forced_user, e->user);
 	set_str(&db->password, e->password);
@@ -221,6 +247,8 @@ void pool_db_free(struct pool_db *db)
 	free(db->name);
 	free(db->host);
 	cfg_hosts_free(&db->hosts);
+	for (int i = 0; i < db->host_n; i++)
+		hosts_unref(db->host_of[i]);
 	free(db->dbname);
 	free(db->forced_user);
 	free(db->password);
@@ -663,13 +691,33 @@ static const char *expiry_reason(const struct server *s)
 	return "server lifetime over";
 }
 
-/* most recently used first: the others grow idle and the pool shrinks */
+/* does the server's host suit its entry now (role, lag)? One bit: the assignment path asks it */
+static inline bool server_fits(const struct server *s)
+{
+	return !s->host || hosts_fits(s->host, s->pool->db->tsa);
+}
+
+/*
+ * The idle server a client gets: most recently used first (the others
+ * grow idle and the pool shrinks). One whose host no longer suits the
+ * entry (lagging, or its role changed) is passed over: only then is the
+ * list walked for the next one that suits.
+ */
 static struct server *take_idle_server(struct pool *p)
 {
 	if (list_empty(&p->idle_servers))
 		return NULL;
-	struct list *l = worker->cfg->server_round_robin ? list_first(&p->idle_servers) : p->idle_servers.prev;
-	return container_of(l, struct server, node);
+	bool oldest_first = worker->cfg->server_round_robin;
+	struct list *l = oldest_first ? list_first(&p->idle_servers) : p->idle_servers.prev;
+	struct server *s = container_of(l, struct server, node);
+	if (server_fits(s))
+		return s;
+	for (l = oldest_first ? l->next : l->prev; l != &p->idle_servers; l = oldest_first ? l->next : l->prev) {
+		s = container_of(l, struct server, node);
+		if (server_fits(s))
+			return s;
+	}
+	return NULL;
 }
 
 bool pool_server_needs_check(const struct server *s, int64_t now)
@@ -846,10 +894,16 @@ void pool_server_ready(struct server *s)
 		stream_resume(&s->st);
 		return;
 	}
+	if (!server_fits(s) && !s->host->lagging) {
+		/* its host's role changed (a promotion): the entry's clients go elsewhere */
+		server_close(s, "the host's role no longer fits target_session_attrs");
+		return;
+	}
 	/* a login waits for a lookup (a lookup pool serves nothing else) */
 	if (!pool_is_paused(p) && auth_query_take_server(s))
 		return;
-	struct client *c = pool_is_paused(p) ? NULL : first_waiting_for_server(p);
+	/* a lagging host's server idles: the next probe may find it caught up */
+	struct client *c = pool_is_paused(p) || !server_fits(s) ? NULL : first_waiting_for_server(p);
 	if (c) {
 		if (hand_server_to(s, c))
 			client_linked(c);
@@ -1066,6 +1120,24 @@ static enum tier next_tier(const struct pool *p, const struct pool_limits *l, in
 	return TIER_NONE;
 }
 
+bool pool_may_connect(const struct pool *p, int64_t now)
+{
+	return may_connect_now(p, now);
+}
+
+bool pool_has_room(const struct pool *p)
+{
+	struct pool_limits l = pool_limits_of(p);
+	return room_under_caps(p, &l, false);
+}
+
+bool pool_is_full(const struct pool *p)
+{
+	struct pool_limits l = pool_limits_of(p);
+	return next_tier(p, &l, list_count(&p->new_servers), now_usec()) == TIER_NONE ||
+	       !room_under_caps(p, &l, true);
+}
+
 static bool may_connect_now(const struct pool *p, int64_t now)
 {
 	if (worker->shutdown == SHUTDOWN_NOW || pool_is_paused(p) || p->db->removed)
@@ -1266,6 +1338,8 @@ static void close_servers_stuck_connecting(struct pool *p, int64_t now)
 				 usec_to_seconds_text(cfg->server_connect_timeout, secs, sizeof(secs)));
 			struct client *owner = s->owner; /* a walsender's timeout is its own client's alone */
 			p->stats.fail.server_connect_failures++;
+			if (s->host)
+				hosts_note_down(s->host, msg, now);
 			server_close(s, msg);
 			if (owner)
 				client_fatal(owner, "08006", "%s", msg);
@@ -1426,6 +1500,7 @@ void pool_janitor(struct pool *p, int64_t now)
 	close_servers_stuck_connecting(p, now);
 	fail_clients_past_timeouts(p, now);
 	close_idle_servers_past_timeouts(p, now);
+	replicas_pool_janitor(p);
 	pool_launch_if_needed(p);
 	pool_fill_min(p);
 	probe_unreachable_postgres(p, now);

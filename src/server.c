@@ -32,11 +32,13 @@
 #include "config.h"
 #include "dns.h"
 #include "failures.h"
+#include "host_stats.h"
 #include "intern.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
 #include "fingerprint.h"
+#include "hosts.h"
 #include "proto.h"
 #include "settings.h"
 #include "sockopt.h"
@@ -97,15 +99,51 @@ static bool is_unix_dir(const char *host)
 	return !host || !*host || host[0] == '/';
 }
 
-/* host entry of the next connection; the database's default unix socket when it has no host */
+/*
+ * How long a host's role, read at a login or by a probe, is taken as
+ * known: a host known not to suit an entry is tried again (its login
+ * tells) after this, not before, so a wrong role costs one connection
+ * per period rather than a reconnect loop. Two periods: a host with
+ * servers is probed every period, give or take a janitor tick and a busy
+ * server, and its reading must not go stale between two probes.
+ */
+static int64_t role_stale_after(void)
+{
+	const struct cfg *cfg = worker->cfg;
+	return cfg->replica_check_period > 0 ? 2 * cfg->replica_check_period : cfg->server_login_retry;
+}
+
+/*
+ * Host entry of the next connection (the database's default unix socket
+ * when it has no host list), or -1 when no host may be tried now: none
+ * suits its target_session_attrs and none of unknown role is left to try
+ * (the clients wait). Among the hosts that may be tried, hosts_pick goes
+ * in order from the cursor; round-robin moves the cursor past the one
+ * taken, disable keeps it there.
+ */
 static int pick_host(struct pool_db *db)
 {
-	if (db->hosts.count <= 1)
+	if (db->host_n <= 1 && db->tsa == TSA_ANY && !(db->host_n == 1 && db->host_of[0]->lagging))
 		return 0;
-	int i = db->host_cursor % db->hosts.count;
-	if (db->load_balance_hosts == LB_ROUND_ROBIN)
-		db->host_cursor = (i + 1) % db->hosts.count;
+	int i = hosts_pick(db->host_of, db->host_n, (enum target_session_attrs)db->tsa, db->host_cursor, now_usec(),
+			   role_stale_after());
+	if (i < 0)
+		return -1;
+	db->host_cursor = db->load_balance_hosts == LB_ROUND_ROBIN ? (i + 1) % db->host_n : i;
 	return i;
+}
+
+static struct host *host_of_entry(const struct pool_db *db, int hi)
+{
+	return hi >= 0 && hi < db->host_n ? db->host_of[hi] : NULL;
+}
+
+/* a connection to the host failed (not a refused login): it is down until one logs in */
+static void note_host_down(const struct pool_db *db, int hi, const char *why)
+{
+	struct host *h = host_of_entry(db, hi);
+	if (h)
+		hosts_note_down(h, why, now_usec());
 }
 
 /* load_balance_hosts = disable: a failed connection moves the database on to its next host */
@@ -218,6 +256,7 @@ static void on_host_resolved(void *arg, const char *host, bool ok, const char *e
 	char msg[300];
 	snprintf(msg, sizeof(msg), "could not resolve host \"%s\": %s", host, error);
 	note_host_failed(p->db, hi);
+	note_host_down(p->db, hi, msg);
 	p->stats.fail.server_connect_failures++;
 	pool_server_failed(p, "08001", msg);
 }
@@ -295,6 +334,8 @@ void server_set_state(struct server *s, enum server_state to)
 	}
 	list_remove(&s->node);
 	if (from == SV_NEW) {
+		if (s->host)
+			s->host->servers++;
 		p->server_count++;
 		worker->server_count++;
 		telemetry_level(p->tm, &p->tm->eff.servers, +1);
@@ -303,6 +344,8 @@ void server_set_state(struct server *s, enum server_state to)
 		telemetry_level(p->tm, &p->tm->eff.open, +1);
 	}
 	if (to == SV_CLOSED) {
+		if (s->host)
+			s->host->servers--;
 		p->server_count--;
 		worker->server_count--;
 		telemetry_level(p->tm, &p->tm->eff.servers, -1);
@@ -323,7 +366,7 @@ void server_set_state(struct server *s, enum server_state to)
  * libpq does. spare_tries: how many more addresses may be tried after this
  * one; -1 for a first attempt (the chosen name's address count - 1).
  */
-static struct server *connect_next(struct pool *p, int spare_tries, struct client *owner);
+static struct server *connect_next(struct pool *p, int spare_tries, struct client *owner, int want_host);
 
 /*
  * A connection opened for one replication client failed: that client is
@@ -337,27 +380,54 @@ static void report_failure(struct pool *p, struct client *owner, const char *sql
 		pool_server_failed(p, sqlstate, msg);
 }
 
+/*
+ * An entry with a target_session_attrs goes on to a next host that may be
+ * tried (not known to be down), as libpq does, before its clients hear of
+ * a failure. A plain host list (any) fails the attempt as PgBouncer does
+ * and moves on at the next one (load_balance_hosts).
+ */
+static bool connect_another_host(struct pool *p)
+{
+	struct pool_db *db = p->db;
+	if (db->tsa == TSA_ANY || db->host_n < 2 || worker->shutdown != SHUTDOWN_NONE)
+		return false;
+	int hi = hosts_pick(db->host_of, db->host_n, (enum target_session_attrs)db->tsa, db->host_cursor,
+			    now_usec(), role_stale_after());
+	if (hi < 0 || db->host_of[hi]->down)
+		return false;
+	log_info("%s/%s: trying host %s:%d next", db->name, p->user->name, db->host_of[hi]->name,
+		 db->host_of[hi]->port);
+	connect_next(p, -1, NULL, hi); /* it reports its own failure, or waits for a lookup */
+	return true;
+}
+
 static void connect_failed(struct server *s, const char *msg)
 {
 	struct pool *p = s->pool;
 	struct client *owner = s->owner;
 	int spare = s->spare_tries;
 	p->stats.fail.server_connect_failures++; /* every address tried counts */
+	if (s->host) /* the host it went to: a RELOAD may have reordered the entry's list since */
+		hosts_note_down(s->host, msg, now_usec());
 	server_close(s, msg);
 	if (spare > 0 && worker->shutdown == SHUTDOWN_NONE) {
 		log_info("%s/%s: %s; trying the next address", p->db->name, p->user->name, msg);
-		connect_next(p, spare - 1, owner); /* it reports its own failure, or waits for a lookup */
+		connect_next(p, spare - 1, owner, -1); /* it reports its own failure, or waits for a lookup */
 		return;
 	}
+	if (!owner && connect_another_host(p))
+		return;
 	report_failure(p, owner, "08006", msg);
 }
 
-static struct server *connect_next(struct pool *p, int spare_tries, struct client *owner)
+static struct server *connect_next(struct pool *p, int spare_tries, struct client *owner, int want_host)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	char desc[64], msg[300];
-	int hi = pick_host(p->db);
+	int hi = want_host >= 0 ? want_host : pick_host(p->db);
+	if (hi < 0)
+		return NULL; /* no host suits the entry now: the clients wait (query_wait_timeout) */
 	switch (server_address(p, hi, &ss, &len, msg, sizeof(msg))) {
 	case ADDR_OK:
 		break;
@@ -365,6 +435,7 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 		return NULL; /* on_host_resolved() calls the pool back */
 	case ADDR_FAILED:
 		note_host_failed(p->db, hi);
+		note_host_down(p->db, hi, msg);
 		p->stats.fail.server_connect_failures++;
 		report_failure(p, owner, "08001", msg);
 		return NULL;
@@ -393,6 +464,9 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 	s->xact_status = 'I';
 	s->generation = p->db->generation;
 	s->host_index = hi;
+	s->host = host_of_entry(p->db, hi);
+	if (s->host)
+		hosts_pin(s->host);
 	s->spare_tries = spare_tries;
 	s->peer_addr = ss;
 	s->peer_addr_len = len;
@@ -413,12 +487,17 @@ static struct server *connect_next(struct pool *p, int spare_tries, struct clien
 
 struct server *server_connect(struct pool *p)
 {
-	return connect_next(p, -1, NULL);
+	return connect_next(p, -1, NULL, -1);
+}
+
+struct server *server_connect_to_host(struct pool *p, int host_index)
+{
+	return connect_next(p, -1, NULL, host_index);
 }
 
 struct server *server_connect_for(struct pool *p, struct client *c)
 {
-	return connect_next(p, -1, c);
+	return connect_next(p, -1, c, -1);
 }
 
 /*
@@ -623,6 +702,15 @@ static void login_failed(struct server *s, const char *sqlstate, const char *msg
 	char text[512];
 	snprintf(text, sizeof(text), "%s", msg);
 	p->stats.fail.server_login_failures++;
+	/*
+	 * It could not be reached or take a connection (08, 57P0x: down,
+	 * starting, shutting down); any other refusal (pg_hba.conf, a password)
+	 * is the host's answer to this pool's user, which it will give again.
+	 */
+	if (s->host && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P0", 4) == 0))
+		hosts_note_down(s->host, text, now_usec());
+	else if (s->host)
+		hosts_note_refused(s->host, text, now_usec());
 	server_close(s, text);
 	report_failure(p, owner, sqlstate, text);
 }
@@ -774,6 +862,26 @@ static void follow_client_setting(struct server *s, const char *name, const char
 	intern_drop(set);
 }
 
+/*
+ * in_hot_standby (PostgreSQL 14+) says the host's role at every login and
+ * again when it changes (a promotion); default_transaction_read_only is
+ * taken at login only, before any client could SET it on the session.
+ */
+static void note_host_role_parameter(struct server *s, const char *name, const char *value)
+{
+	if (!s->host)
+		return;
+	if (strcmp(name, "in_hot_standby") == 0) {
+		s->role_reported = true;
+		hosts_note_role(s->host, strcmp(value, "on") == 0 ? HOST_ROLE_STANDBY : HOST_ROLE_PRIMARY, now_usec());
+	}
+	/*
+	 * default_transaction_read_only is not read here: a session reports
+	 * its own value, which ALTER ROLE or ALTER DATABASE may set for one
+	 * user alone. The probe reads the server's own (hosts.h).
+	 */
+}
+
 static void note_parameter(struct server *s, const struct pkt *pkt)
 {
 	struct pkt_reader r;
@@ -782,6 +890,7 @@ static void note_parameter(struct server *s, const struct pkt *pkt)
 	const char *value = pkt_get_str(&r);
 	if (!name || !value)
 		return;
+	note_host_role_parameter(s, name, value);
 	/* every value PostgreSQL reported, kept current: a hello may have to repeat one (settings) */
 	if (!s->all_params)
 		s->all_params = xcalloc(1, sizeof(*s->all_params));
@@ -832,6 +941,68 @@ static void log_new_connection(const struct server *s)
 	       from);
 }
 
+/* the entry needs to know the role of the host its servers go to */
+static bool entry_needs_role(const struct pool_db *db)
+{
+	return db->tsa != TSA_ANY || db->host_n > 1;
+}
+
+/*
+ * prefer-standby, as libpq: a primary is the fallback only once no host of
+ * the entry may still be a standby that fits (one that is, or one no login
+ * has reached yet, and that answers).
+ */
+static bool standby_may_exist(const struct pool_db *db)
+{
+	int64_t now = now_usec();
+	for (int i = 0; i < db->host_n; i++) {
+		const struct host *h = db->host_of[i];
+		if (h->down || h->lagging || hosts_refused_lately(h, now, role_stale_after()))
+			continue;
+		if (h->role == HOST_ROLE_UNKNOWN || (h->role == HOST_ROLE_STANDBY && hosts_fits(h, TSA_PREFER_STANDBY)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The login's host does not fit the entry (a standby for read-write, a
+ * primary for standby): the connection closes at once, as libpq moves on
+ * to the next host, and is no failure of the host. A lagging host is not
+ * of the wrong role: a connection opened there serves the probe.
+ */
+static bool logged_in_to_wrong_role(const struct server *s)
+{
+	const struct host *h = s->host;
+	if (!h || h->role == HOST_ROLE_UNKNOWN || h->lagging)
+		return false;
+	if (!hosts_fits(h, s->pool->db->tsa))
+		return true;
+	return h->role == HOST_ROLE_PRIMARY && s->pool->db->tsa == TSA_PREFER_STANDBY && standby_may_exist(s->pool->db);
+}
+
+static void login_continue(struct server *s)
+{
+	struct pool *p = s->pool;
+	if (logged_in_to_wrong_role(s)) {
+		char why[160];
+		snprintf(why, sizeof(why), "host's role (%s%s) does not fit target_session_attrs=%s",
+			 hosts_role_name(s->host->role), s->host->read_only ? ", read-only" : "",
+			 hosts_tsa_name((enum target_session_attrs)p->db->tsa));
+		server_close(s, why);
+		pool_launch_if_needed(p); /* the next host, if one may be tried */
+		return;
+	}
+	const char *cq = s->pool->db->connect_query;
+	if (cq && *cq && !s->pool->for_replication) { /* a physical walsender runs no SQL */
+		server_run_job(s, JOB_CONNECT_QUERY, cq);
+		return;
+	}
+	pool_server_logged_in(s);
+	if (s->state != SV_CLOSED)
+		pool_server_ready(s);
+}
+
 static void login_done(struct server *s)
 {
 	s->ready = true;
@@ -841,14 +1012,14 @@ static void login_done(struct server *s)
 		s->scram = NULL;
 	}
 	log_new_connection(s);
-	const char *cq = s->pool->db->connect_query;
-	if (cq && *cq && !s->pool->for_replication) { /* a physical walsender runs no SQL */
-		server_run_job(s, JOB_CONNECT_QUERY, cq);
+	if (s->host)
+		hosts_note_up(s->host);
+	if (!s->role_reported && s->host && entry_needs_role(s->pool->db) && !s->pool->for_replication) {
+		/* PostgreSQL < 14 does not say: asked before the server serves anyone */
+		server_run_job(s, JOB_PROBE, SERVER_PROBE_SQL);
 		return;
 	}
-	pool_server_logged_in(s);
-	if (s->state != SV_CLOSED)
-		pool_server_ready(s);
+	login_continue(s);
 }
 
 static enum pkt_action handle_login_packet(struct server *s, struct pkt *pkt)
@@ -918,20 +1089,49 @@ void server_start_job(struct server *s, enum server_job job)
 	s->job_error = NULL;
 	s->job_error_len = 0;
 	/*
-	 * A connect_query is part of logging in: the server still counts as
-	 * connecting. The parameter SETs run for the linked client (active);
-	 * anything else runs on an unlinked server (used).
+	 * A connect_query, or a role probe of a login, is part of logging
+	 * in: the server still counts as connecting. The parameter SETs run
+	 * for the linked client (active); anything else runs on an unlinked
+	 * server (used).
 	 */
-	if (!s->client && job != JOB_CONNECT_QUERY)
+	bool part_of_login = job == JOB_CONNECT_QUERY || (job == JOB_PROBE && s->state == SV_LOGIN);
+	if (!s->client && !part_of_login)
 		server_set_state(s, SV_USED);
 	if (stream_send_out(&s->st))
 		stream_resume(&s->st);
+}
+
+/* a role and lag probe ended: of a login (PostgreSQL < 14), or of an idle server */
+static void finish_probe(struct server *s)
+{
+	if (s->host)
+		s->host->probing = false;
+	if (s->state == SV_LOGIN) {
+		if (s->job_failed)
+			login_failed(s, "08006", "could not read the server's role (pg_is_in_recovery)");
+		else
+			login_continue(s);
+		return;
+	}
+	if (s->job_failed) {
+		server_close(s, "the role and lag probe failed");
+		return;
+	}
+	/* pgpulse's own query is no use: server_idle_timeout counts from the last client's */
+	int64_t idle_since = s->last_used;
+	pool_server_ready(s);
+	if (s->state == SV_IDLE)
+		s->last_used = idle_since;
 }
 
 static void finish_job(struct server *s)
 {
 	enum server_job job = s->job;
 	s->job = JOB_NONE;
+	if (job == JOB_PROBE) {
+		finish_probe(s);
+		return;
+	}
 	if (job == JOB_AUTH_QUERY) {
 		/* the answer first: it detaches the lookup, so the server is free for the next one */
 		auth_query_finished(s, false);
@@ -1003,6 +1203,14 @@ static bool error_ends_session(const struct pkt *pkt)
 	return sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
 }
 
+/* the probe's row: what it says of the server's host, against the lag limits in force */
+static bool note_probe_row(struct server *s, const struct pkt *pkt)
+{
+	const struct cfg *cfg = worker->cfg;
+	struct hosts_lag_limits lim = { cfg->replica_max_lag, cfg->replica_max_lag_bytes };
+	return s->host && hosts_note_probe_row(s->host, pkt->body, pkt->body_len, lim, now_usec());
+}
+
 static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
 {
 	if (!pkt->complete)
@@ -1033,6 +1241,10 @@ static enum pkt_action handle_job_packet(struct server *s, struct pkt *pkt)
 	}
 	case 'S':
 		note_parameter(s, pkt);
+		break;
+	case 'D':
+		if (s->job == JOB_PROBE && !s->job_failed && !note_probe_row(s, pkt))
+			s->job_failed = true;
 		break;
 	case 'Z':
 		s->xact_status = pkt->body_len ? (char)pkt->body[0] : 'I';
@@ -1145,6 +1357,8 @@ static void close_request(struct server *s, int64_t now)
 	if (telemetry_enabled) {
 		series_record(&p->tm->kinds[TK_QUERY], (uint64_t)query);
 		series_record(&p->tm->kinds[TK_SERVER], (uint64_t)(now - st->sent));
+		if (s->host) /* the query duration by the host that served it (SHOW HOSTS) */
+			host_stats_record(s->host, (uint64_t)query, now);
 		struct fp_entry *e = st->fp ? fp_lookup(p, st->fp) : NULL;
 		if (e) {
 			fp_record(e, (uint64_t)query, !error ? FP_OK : st->timed_out ? FP_TIMEOUT : FP_ERROR);
@@ -1369,6 +1583,8 @@ void server_close(struct server *s, const char *reason)
 		stream_send_out_quietly(&s->st);
 	}
 	server_set_state(s, SV_CLOSED);
+	if (s->job == JOB_PROBE && s->host)
+		s->host->probing = false; /* the next tick may probe on another server */
 	if (s->cancels_in_flight)
 		cancel_forget_server(s);
 	if (s->lookup)
@@ -1406,6 +1622,7 @@ void server_free_dead(void)
 	{
 		struct server *s = container_of(pos, struct server, node);
 		list_remove(&s->node);
+		hosts_unpin(s->host);
 		for (int i = 0; i < TP_COUNT; i++)
 			intern_drop(s->params[i]);
 		intern_drop(s->settings);

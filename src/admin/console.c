@@ -39,6 +39,7 @@ static const struct show_entry show_table[] = {
 	{ "health", admin_show_health, false },
 	{ "failures", admin_show_failures, false },
 	{ "logins", admin_show_logins, false },
+	{ "hosts", admin_show_hosts, false },
 	{ "queries", admin_show_queries, true },
 	{ "repeats", admin_show_repeats, true },
 	{ "slow", admin_show_slow, false },

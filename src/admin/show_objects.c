@@ -20,6 +20,7 @@
 #include "control.h"
 #include "dns.h"
 #include "fingerprint.h"
+#include "hosts.h"
 #include "pool.h"
 #include "server.h"
 #include "slowlog.h"
@@ -242,6 +243,7 @@ void admin_show_databases(struct client *c, const char *arg)
 		{ "overflow_pool_size", OID_INT4 },
 		{ "overflow_in_use", OID_INT4 },
 		{ "reserve_in_use", OID_INT4 },
+		{ "target_session_attrs", OID_TEXT },
 	};
 	const struct cfg *cfg = worker->cfg;
 	struct result r;
@@ -284,6 +286,7 @@ void admin_show_databases(struct client *c, const char *arg)
 			row_int(&r, console_sessions(db->name, NULL));
 			for (int k = 0; k < 5; k++)
 				row_int(&r, 0); /* paused, disabled, and pgpulse's three */
+			row_text_or_null(&r, NULL); /* target_session_attrs: no server to choose */
 			row_end(&r);
 			continue;
 		}
@@ -310,6 +313,7 @@ void admin_show_databases(struct client *c, const char *arg)
 		row_int(&r, setting_or(db->overflow_pool_size, cfg->overflow_pool_size));
 		row_int(&r, overflow_in_use);
 		row_int(&r, reserve_in_use);
+		row_text(&r, hosts_tsa_name((enum target_session_attrs)db->tsa));
 		row_end(&r);
 	}
 	free(dbs);
@@ -828,7 +832,7 @@ void admin_show_help(struct client *c, const char *arg)
 		"\tSHOW LISTS|MEM|STATE|PEERS|PEER_POOLS|DNS_HOSTS|DNS_ZONES|PREPARED_STATEMENTS\n"
 		"\tSHOW SOCKETS|ACTIVE_SOCKETS|FDS\n"
 		"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
-		"\tSHOW FAILURES|LOGINS\n"
+		"\tSHOW FAILURES|LOGINS|HOSTS\n"
 		"\tSHOW LATENCY|EFFICIENCY [1m|5m|15m|all]\n"
 		"\tSHOW QUERIES [1m|5m|15m|all]\n"
 		"\tSHOW REPEATS [5m|all]\n"

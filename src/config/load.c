@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "hosts.h"
 #include "log.h"
 
 #define MAX_INCLUDE_DEPTH 10
@@ -36,11 +37,23 @@ static const struct word load_balance_words[] = {
 	{ NULL, 0 },
 };
 
+/* libpq's target_session_attrs, spelled as libpq spells them (hosts.h has the same list) */
+static const struct word tsa_words[] = {
+	{ "any", TSA_ANY },
+	{ "read-write", TSA_READ_WRITE },
+	{ "read-only", TSA_READ_ONLY },
+	{ "primary", TSA_PRIMARY },
+	{ "standby", TSA_STANDBY },
+	{ "prefer-standby", TSA_PREFER_STANDBY },
+	{ NULL, 0 },
+};
+
 enum entry_kind {
 	EK_STRING,    /* char *, NULL when absent */
 	EK_PORT,      /* int 1..65535 */
 	EK_PORTS,     /* a port, or a comma list of ports: the first in the int, the list kept as text */
 	EK_LOAD_BALANCE, /* int, enum load_balance */
+	EK_TSA,       /* int, enum target_session_attrs */
 	EK_COUNT,     /* int >= 0 */
 	EK_POOL_MODE, /* int, enum pool_mode */
 	EK_DURATION,  /* int64_t usec; bare numbers are seconds */
@@ -61,6 +74,7 @@ static const struct entry_key db_keys[] = {
 	{ "host", EK_STRING, DB_AT(host, char *) },
 	{ "port", EK_PORTS, DB_AT(port, int) },
 	{ "load_balance_hosts", EK_LOAD_BALANCE, DB_AT(load_balance_hosts, int) },
+	{ "target_session_attrs", EK_TSA, DB_AT(target_session_attrs, int) },
 	{ "dbname", EK_STRING, DB_AT(dbname, char *) },
 	{ "user", EK_STRING, DB_AT(user, char *) },
 	{ "password", EK_STRING, DB_AT(password, char *) },
@@ -192,6 +206,13 @@ static bool entry_assign(void *entry, const struct entry_key *k, const char *tex
 	case EK_LOAD_BALANCE:
 		if (!(w = word_by_name(load_balance_words, text))) {
 			explain_words(load_balance_words, text, why, whylen);
+			return false;
+		}
+		*(int *)f = w->value;
+		return true;
+	case EK_TSA:
+		if (!(w = word_by_name(tsa_words, text))) {
+			explain_words(tsa_words, text, why, whylen);
 			return false;
 		}
 		*(int *)f = w->value;

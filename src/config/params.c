@@ -147,6 +147,12 @@ static bool check_not_negative(const struct param_value *v, char *why, size_t wh
 	return check_range(v, 0, INT_MAX, why, whylen);
 }
 
+/* a duration or a size where a negative number means nothing */
+static bool check_not_negative_64(const struct param_value *v, char *why, size_t whylen)
+{
+	return check_range(v, 0, INT64_MAX, why, whylen);
+}
+
 static bool check_at_least_one(const struct param_value *v, char *why, size_t whylen)
 {
 	return check_range(v, 1, INT_MAX, why, whylen);
@@ -459,6 +465,9 @@ static const struct param params[] = {
 	{ "query_timeout",             PT_DURATION, "0",             S,    RELOAD,  LIVE,    NULL,                    AT(query_timeout, int64_t), NULL },
 	{ "query_wait_notify",         PT_DURATION, "5",             S,    RELOAD,  LIVE,    NULL,                    AT(query_wait_notify, int64_t), NULL },
 	{ "query_wait_timeout",        PT_DURATION, "120",           S,    RELOAD,  LIVE,    NULL,                    AT(query_wait_timeout, int64_t), NULL },
+	{ "replica_check_period",      PT_DURATION, "5",             S,    RELOAD,  LIVE,    check_not_negative_64,   AT(replica_check_period, int64_t), NULL },
+	{ "replica_max_lag",           PT_DURATION, "0",             S,    RELOAD,  LIVE,    check_not_negative_64,   AT(replica_max_lag, int64_t), NULL },
+	{ "replica_max_lag_bytes",     PT_SIZE,     "0",             B,    RELOAD,  LIVE,    check_not_negative_64,   AT(replica_max_lag_bytes, int64_t), NULL },
 	{ "reserve_pool_size",         PT_INT,      "0",             NONE, RELOAD,  LIVE,    check_not_negative,      AT(reserve_pool_size, int), NULL },
 	{ "reserve_pool_timeout",      PT_DURATION, "5",             S,    RELOAD,  LIVE,    NULL,                    AT(reserve_pool_timeout, int64_t), NULL },
 	{ "resolv_conf",               PT_STRING,   "",              NONE, RESTART, LIVE,    NULL,                    AT(resolv_conf, char *), NULL },

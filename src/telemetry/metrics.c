@@ -23,8 +23,12 @@
  * and once evhttp has wrapped it we hang a close callback on its
  * evhttp_connection. At the cap the listener stops accepting; further
  * connections wait in the kernel's queue, holding no descriptor of ours.
+ *
+ * The per-host series (pgpulse_host_*) are rendered by metrics_hosts.c with
+ * the helpers metrics_internal.h shares.
  */
 #include "metrics.h"
+#include "metrics_internal.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -87,7 +91,7 @@ static int64_t g_full_logged;  /* when the cap was last reported */
 /* ---- helpers ---- */
 
 /* a label value with \, " and newline escaped; plain runs in one add (~160 labels a pool) */
-static void put_label_value(struct evbuffer *out, const char *v)
+void metrics_put_label_value(struct evbuffer *out, const char *v)
 {
 	for (;;) {
 		size_t plain = strcspn(v, "\\\"\n");
@@ -103,9 +107,9 @@ static void put_label_value(struct evbuffer *out, const char *v)
 static void put_pool_labels(struct evbuffer *out, const struct pool *p)
 {
 	evbuffer_add(out, "database=\"", 10);
-	put_label_value(out, p->db->name);
+	metrics_put_label_value(out, p->db->name);
 	evbuffer_add(out, "\",user=\"", 8);
-	put_label_value(out, p->user->name);
+	metrics_put_label_value(out, p->user->name);
 	evbuffer_add(out, "\"", 1);
 	/* the same database and user's replication pool: its series must not collide with theirs */
 	if (p->for_replication)
@@ -114,9 +118,20 @@ static void put_pool_labels(struct evbuffer *out, const struct pool *p)
 		evbuffer_add(out, ",pool=\"auth_query\"", 18);
 }
 
-static void put_header(struct evbuffer *out, const char *name, const char *type, const char *help)
+void metrics_put_header(struct evbuffer *out, const char *name, const char *type, const char *help)
 {
 	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* "} value" and the line's end, after a sample's labels */
+void metrics_put_sample_end(struct evbuffer *out, double value)
+{
+	if (value != value)
+		evbuffer_add(out, "} NaN\n", 6);
+	else if (fabs(value) < 1e15 && value == (double)(long long)value)
+		evbuffer_add_printf(out, "} %lld\n", (long long)value); /* as %.17g writes it, without its cost */
+	else
+		evbuffer_add_printf(out, "} %.17g\n", value);
 }
 
 /* one sample of a per-pool metric, with an optional extra label */
@@ -127,16 +142,11 @@ static void put_pool_sample(struct evbuffer *out, const char *name, const struct
 	put_pool_labels(out, p);
 	if (extra)
 		evbuffer_add_printf(out, ",%s", extra);
-	if (value != value)
-		evbuffer_add(out, "} NaN\n", 6);
-	else if (fabs(value) < 1e15 && value == (double)(long long)value)
-		evbuffer_add_printf(out, "} %lld\n", (long long)value); /* as %.17g writes it, without its cost */
-	else
-		evbuffer_add_printf(out, "} %.17g\n", value);
+	metrics_put_sample_end(out, value);
 }
 
 /* the bounds, and each as written in the setting (so le shows exactly what was configured) */
-static int parse_buckets(const char *list, double *bounds, char (*text)[32], int max)
+int metrics_parse_buckets(const char *list, double *bounds, char (*text)[32], int max)
 {
 	int n = 0;
 	const char *p = list ? list : "";
@@ -179,7 +189,7 @@ static const struct {
  * values increase, so "under the bound" is a prefix. Computed once a scrape
  * rather than for each of its 5 histograms per pool.
  */
-static void bucket_limits(const double *bounds, int nbounds, uint32_t *limit)
+void metrics_bucket_limits(const double *bounds, int nbounds, uint32_t *limit)
 {
 	uint32_t idx = 0;
 	for (int i = 0; i < nbounds; i++) {
@@ -202,19 +212,13 @@ static void put_count(struct evbuffer *out, const char *prefix, size_t prefix_le
 }
 
 /*
- * A pool's histogram: its labels are escaped once into `scratch` and each
- * line is three adds, since this is most of a scrape's lines (110 of a
- * pool's 159).
+ * A histogram's lines, from `scratch` holding "<name>_bucket{<labels>" (its
+ * labels escaped once, since this is most of a scrape's lines: 110 of a
+ * pool's 159): each line is three adds.
  */
-static void put_histogram(struct evbuffer *out, struct evbuffer *scratch, const char *name,
-			  const struct pool *p, const char *extra, const struct hist_acc *a, const uint32_t *limit,
-			  char (*bound_text)[32], int nbounds)
+void metrics_put_histogram_lines(struct evbuffer *out, struct evbuffer *scratch, const char *name,
+				const struct hist_acc *a, const uint32_t *limit, char (*bound_text)[32], int nbounds)
 {
-	evbuffer_drain(scratch, evbuffer_get_length(scratch));
-	evbuffer_add_printf(scratch, "%s_bucket{", name);
-	put_pool_labels(scratch, p);
-	if (extra) /* label="value" after the pool's */
-		evbuffer_add_printf(scratch, ",%s", extra);
 	size_t len = evbuffer_get_length(scratch);
 	const char *prefix = (const char *)evbuffer_pullup(scratch, -1);
 	if (!prefix)
@@ -236,20 +240,33 @@ static void put_histogram(struct evbuffer *out, struct evbuffer *scratch, const 
 	put_count(out, prefix + name_len, len - name_len, NULL, (unsigned long long)a->count);
 }
 
+/* a pool's histogram, with an optional label="value" after the pool's */
+static void put_histogram(struct evbuffer *out, struct evbuffer *scratch, const char *name,
+			  const struct pool *p, const char *extra, const struct hist_acc *a, const uint32_t *limit,
+			  char (*bound_text)[32], int nbounds)
+{
+	evbuffer_drain(scratch, evbuffer_get_length(scratch));
+	evbuffer_add_printf(scratch, "%s_bucket{", name);
+	put_pool_labels(scratch, p);
+	if (extra)
+		evbuffer_add_printf(scratch, ",%s", extra);
+	metrics_put_histogram_lines(out, scratch, name, a, limit, bound_text, nbounds);
+}
+
 static void render_histograms(struct evbuffer *out)
 {
 	static struct hist_acc acc; /* 14 kB, one worker thread */
 	double bounds[64];
 	char bound_text[64][32];
 	uint32_t limit[64];
-	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
+	int nbounds = metrics_parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
 	struct evbuffer *scratch = evbuffer_new();
 	struct list *pos;
 	if (!scratch)
 		return;
-	bucket_limits(bounds, nbounds, limit);
+	metrics_bucket_limits(bounds, nbounds, limit);
 	for (size_t k = 0; k < sizeof(histograms) / sizeof(histograms[0]); k++) {
-		put_header(out, histograms[k].name, "histogram", histograms[k].help);
+		metrics_put_header(out, histograms[k].name, "histogram", histograms[k].help);
 		list_for_each(pos, &worker->pools)
 		{
 			const struct pool *p = container_of(pos, struct pool, node);
@@ -280,16 +297,16 @@ static void render_login_histograms(struct evbuffer *out)
 	double bounds[64];
 	char bound_text[64][32];
 	uint32_t limit[64];
-	int nbounds = parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
+	int nbounds = metrics_parse_buckets(worker->cfg->metrics_buckets, bounds, bound_text, 64);
 	struct evbuffer *scratch = evbuffer_new();
 	struct list *pos;
 	if (!scratch)
 		return;
-	bucket_limits(bounds, nbounds, limit);
-	put_header(out, name, "histogram",
-		   "Client logins that completed: phase total from the accept of the socket to the "
-		   "hello's ReadyForQuery, auth from the startup packet to authenticated, "
-		   "server_wait from authenticated to the ReadyForQuery.");
+	metrics_bucket_limits(bounds, nbounds, limit);
+	metrics_put_header(out, name, "histogram",
+			   "Client logins that completed: phase total from the accept of the socket to the "
+			   "hello's ReadyForQuery, auth from the startup packet to authenticated, "
+			   "server_wait from authenticated to the ReadyForQuery.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -317,8 +334,8 @@ static void render_quantiles(struct evbuffer *out)
 	const char *name = "pgpulse_latency_seconds";
 	struct list *pos;
 	char labels[96];
-	put_header(out, name, "summary",
-		   "Latency percentiles of this instance over a sliding window, by kind (as SHOW LATENCY).");
+	metrics_put_header(out, name, "summary",
+			   "Latency percentiles of this instance over a sliding window, by kind (as SHOW LATENCY).");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -354,14 +371,14 @@ static void render_pool_levels(struct evbuffer *out)
 {
 	struct list *pos;
 	int64_t now = now_usec();
-	put_header(out, "pgpulse_pool_clients", "gauge", "Client connections of the pool, by state.");
+	metrics_put_header(out, "pgpulse_pool_clients", "gauge", "Client connections of the pool, by state.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
 		put_pool_sample(out, "pgpulse_pool_clients", p, "state=\"active\"", list_count(&p->active_clients));
 		put_pool_sample(out, "pgpulse_pool_clients", p, "state=\"waiting\"", list_count(&p->waiting_clients));
 	}
-	put_header(out, "pgpulse_pool_servers", "gauge", "Server connections of the pool, by state.");
+	metrics_put_header(out, "pgpulse_pool_servers", "gauge", "Server connections of the pool, by state.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -371,7 +388,7 @@ static void render_pool_levels(struct evbuffer *out)
 		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"tested\"", list_count(&p->used_servers));
 		put_pool_sample(out, "pgpulse_pool_servers", p, "state=\"login\"", list_count(&p->new_servers));
 	}
-	put_header(out, "pgpulse_pool_maxwait_seconds", "gauge", "How long the oldest waiting client has waited.");
+	metrics_put_header(out, "pgpulse_pool_maxwait_seconds", "gauge", "How long the oldest waiting client has waited.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -384,7 +401,7 @@ static void render_pool_levels(struct evbuffer *out)
 		}
 		put_pool_sample(out, "pgpulse_pool_maxwait_seconds", p, NULL, wait);
 	}
-	put_header(out, "pgpulse_pool_size", "gauge", "The base pool size in force.");
+	metrics_put_header(out, "pgpulse_pool_size", "gauge", "The base pool size in force.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -450,7 +467,7 @@ static void render_pool_counters(struct evbuffer *out)
 	struct list *pos;
 	pool_count_moved_bytes();
 	for (size_t i = 0; i < sizeof(stats_counters) / sizeof(stats_counters[0]); i++) {
-		put_header(out, stats_counters[i].name, "counter", stats_counters[i].help);
+		metrics_put_header(out, stats_counters[i].name, "counter", stats_counters[i].help);
 		list_for_each(pos, &worker->pools)
 		{
 			const struct pool *p = container_of(pos, struct pool, node);
@@ -482,9 +499,9 @@ static void put_error_classes(struct evbuffer *out, const struct pool *p, const 
 static void render_failures(struct evbuffer *out)
 {
 	struct list *pos;
-	put_header(out, "pgpulse_errors_total", "counter",
-		   "Errors sent to clients by SQLSTATE class: source server (forwarded from PostgreSQL) or pgpulse "
-		   "(its own); without database and user for clients that had no pool yet.");
+	metrics_put_header(out, "pgpulse_errors_total", "counter",
+			   "Errors sent to clients by SQLSTATE class: source server (forwarded from PostgreSQL) or pgpulse "
+			   "(its own); without database and user for clients that had no pool yet.");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -492,7 +509,7 @@ static void render_failures(struct evbuffer *out)
 		put_error_classes(out, p, "pgpulse", p->stats.fail.pooler_errors);
 	}
 	put_error_classes(out, NULL, "pgpulse", worker->unpooled_failures.pooler_errors);
-	put_header(out, "pgpulse_client_login_failures_total", "counter", "Client logins that failed, by reason.");
+	metrics_put_header(out, "pgpulse_client_login_failures_total", "counter", "Client logins that failed, by reason.");
 	for (int r = 0; r < LF_COUNT; r++)
 		evbuffer_add_printf(out, "pgpulse_client_login_failures_total{reason=\"%s\"} %llu\n",
 				    failure_login_reason_name((enum login_failure)r),
@@ -504,27 +521,27 @@ static void render_failures(struct evbuffer *out)
 static void render_logins(struct evbuffer *out)
 {
 	const struct login_counts *lc = &worker->logins;
-	put_header(out, "pgpulse_logins_in_flight", "gauge",
-		   "Client connections accepted whose login has not ended, by the stage it is in.");
+	metrics_put_header(out, "pgpulse_logins_in_flight", "gauge",
+			   "Client connections accepted whose login has not ended, by the stage it is in.");
 	for (int s = 0; s < LOGIN_STAGES; s++)
 		evbuffer_add_printf(out, "pgpulse_logins_in_flight{stage=\"%s\"} %lld\n",
 				    login_stage_name((enum login_stage)s),
 				    (long long)lc->in_flight[s]);
-	put_header(out, "pgpulse_logins_abandoned_total", "counter",
-		   "Client logins the client gave up on (closed its connection) before they ended, "
-		   "by stage.");
+	metrics_put_header(out, "pgpulse_logins_abandoned_total", "counter",
+			   "Client logins the client gave up on (closed its connection) before they ended, "
+			   "by stage.");
 	for (int s = 0; s < LOGIN_STAGES; s++)
 		evbuffer_add_printf(out, "pgpulse_logins_abandoned_total{stage=\"%s\"} %llu\n",
 				    login_stage_name((enum login_stage)s),
 				    (unsigned long long)lc->abandoned[s]);
-	put_header(out, "pgpulse_logins_completed_total", "counter",
-		   "Client logins that ended in the hello's ReadyForQuery, the admin console's "
-		   "included.");
+	metrics_put_header(out, "pgpulse_logins_completed_total", "counter",
+			   "Client logins that ended in the hello's ReadyForQuery, the admin console's "
+			   "included.");
 	evbuffer_add_printf(out, "pgpulse_logins_completed_total %llu\n",
 			    (unsigned long long)lc->completed);
-	put_header(out, "pgpulse_logins_failed_total", "counter",
-		   "Client logins pgpulse ended: with an error "
-		   "(pgpulse_client_login_failures_total) or without a word.");
+	metrics_put_header(out, "pgpulse_logins_failed_total", "counter",
+			   "Client logins pgpulse ended: with an error "
+			   "(pgpulse_client_login_failures_total) or without a word.");
 	evbuffer_add_printf(out, "pgpulse_logins_failed_total %llu\n",
 			    (unsigned long long)lc->failed);
 }
@@ -605,16 +622,16 @@ static void render_query_shapes(struct evbuffer *out)
 	fp_for_each(gather_query_shape, &t);
 	if (t.n_flagged > 1)
 		qsort(t.flagged, (size_t)t.n_flagged, sizeof(*t.flagged), cmp_flagged_worst_first);
-	put_header(out, "pgpulse_query_errors_total", "counter",
-		   "Requests of the shape that ended in an error (server's or pgpulse's); the 10 shapes with the most.");
+	metrics_put_header(out, "pgpulse_query_errors_total", "counter",
+			   "Requests of the shape that ended in an error (server's or pgpulse's); the 10 shapes with the most.");
 	for (int i = 0; i < t.n_errors; i++)
 		put_shape_sample(out, "pgpulse_query_errors_total", t.errors[i], t.errors[i]->errors);
-	put_header(out, "pgpulse_query_timeouts_total", "counter",
-		   "Of those errors, requests cut off by query_wait_timeout or query_timeout; the same 10 shapes.");
+	metrics_put_header(out, "pgpulse_query_timeouts_total", "counter",
+			   "Of those errors, requests cut off by query_wait_timeout or query_timeout; the same 10 shapes.");
 	for (int i = 0; i < t.n_errors; i++)
 		put_shape_sample(out, "pgpulse_query_timeouts_total", t.errors[i], t.errors[i]->timeouts);
-	put_header(out, "pgpulse_query_repeats_flagged", "gauge",
-		   "Query shapes flagged as N+1 suspects over the last 5 minutes (SHOW REPEATS).");
+	metrics_put_header(out, "pgpulse_query_repeats_flagged", "gauge",
+			   "Query shapes flagged as N+1 suspects over the last 5 minutes (SHOW REPEATS).");
 	list_for_each(pos, &worker->pools)
 	{
 		const struct pool *p = container_of(pos, struct pool, node);
@@ -623,8 +640,8 @@ static void render_query_shapes(struct evbuffer *out)
 			n += t.flagged[i].e->pool == p;
 		put_pool_sample(out, "pgpulse_query_repeats_flagged", p, NULL, n);
 	}
-	put_header(out, "pgpulse_query_repeats_max", "gauge",
-		   "Most executions of a flagged shape in one transaction over the last 5 minutes; the 10 worst.");
+	metrics_put_header(out, "pgpulse_query_repeats_max", "gauge",
+			   "Most executions of a flagged shape in one transaction over the last 5 minutes; the 10 worst.");
 	for (int i = 0; i < t.n_flagged && i < METRICS_TOP_QUERIES; i++)
 		put_shape_sample(out, "pgpulse_query_repeats_max", t.flagged[i].e, t.flagged[i].r.max);
 	free(t.flagged);
@@ -653,15 +670,15 @@ static void render_prepared(struct evbuffer *out)
 {
 	struct prepared_sums sum = { 0, 0, 0 };
 	prepared_each(add_statement, &sum);
-	put_header(out, "pgpulse_prepared_statements", "gauge",
-		   "Distinct named prepared statements (text and parameter types) pgpulse keeps.");
+	metrics_put_header(out, "pgpulse_prepared_statements", "gauge",
+			   "Distinct named prepared statements (text and parameter types) pgpulse keeps.");
 	evbuffer_add_printf(out, "pgpulse_prepared_statements %llu\n", (unsigned long long)sum.statements);
-	put_header(out, "pgpulse_prepared_statement_client_names", "gauge",
-		   "Client statement names mapped to those statements.");
+	metrics_put_header(out, "pgpulse_prepared_statement_client_names", "gauge",
+			   "Client statement names mapped to those statements.");
 	evbuffer_add_printf(out, "pgpulse_prepared_statement_client_names %llu\n",
 			    (unsigned long long)sum.client_names);
-	put_header(out, "pgpulse_prepared_statement_server_copies", "gauge",
-		   "Those statements prepared on server connections, one per statement and server.");
+	metrics_put_header(out, "pgpulse_prepared_statement_server_copies", "gauge",
+			   "Those statements prepared on server connections, one per statement and server.");
 	evbuffer_add_printf(out, "pgpulse_prepared_statement_server_copies %llu\n",
 			    (unsigned long long)sum.server_copies);
 }
@@ -723,7 +740,7 @@ static void render_efficiency(struct evbuffer *out)
 			eff_values(container_of(pos, struct pool, node), now, all[i++]);
 	}
 	for (size_t g = 0; g < EFF_GAUGES; g++) {
-		put_header(out, eff_gauges[g].name, "gauge", eff_gauges[g].help);
+		metrics_put_header(out, eff_gauges[g].name, "gauge", eff_gauges[g].help);
 		i = 0;
 		list_for_each(pos, &worker->pools)
 		{
@@ -745,7 +762,7 @@ static void render_health_gauge(struct evbuffer *out)
 	struct list *pos;
 	struct health_verdict v;
 	int64_t now = now_usec();
-	put_header(out, "pgpulse_pool_health", "gauge", "Pool health on the 5-minute window: 0 ok, 1 warning, 2 critical.");
+	metrics_put_header(out, "pgpulse_pool_health", "gauge", "Pool health on the 5-minute window: 0 ok, 1 warning, 2 critical.");
 	list_for_each(pos, &worker->pools)
 	{
 		struct pool *p = container_of(pos, struct pool, node);
@@ -756,13 +773,13 @@ static void render_health_gauge(struct evbuffer *out)
 
 static void render_instance(struct evbuffer *out)
 {
-	put_header(out, "pgpulse_up", "gauge", "1 while pgpulse serves.");
+	metrics_put_header(out, "pgpulse_up", "gauge", "1 while pgpulse serves.");
 	evbuffer_add_printf(out, "pgpulse_up 1\n");
-	put_header(out, "pgpulse_client_connections", "gauge", "Client connections, admin console included.");
+	metrics_put_header(out, "pgpulse_client_connections", "gauge", "Client connections, admin console included.");
 	evbuffer_add_printf(out, "pgpulse_client_connections %d\n", worker->client_count);
-	put_header(out, "pgpulse_server_connections", "gauge", "Server connections.");
+	metrics_put_header(out, "pgpulse_server_connections", "gauge", "Server connections.");
 	evbuffer_add_printf(out, "pgpulse_server_connections %d\n", worker->server_count);
-	put_header(out, "pgpulse_start_time_seconds", "gauge", "When pgpulse started, in seconds since the epoch.");
+	metrics_put_header(out, "pgpulse_start_time_seconds", "gauge", "When pgpulse started, in seconds since the epoch.");
 	evbuffer_add_printf(out, "pgpulse_start_time_seconds %.3f\n", (double)worker->started_at / 1e6);
 }
 
@@ -781,6 +798,7 @@ void metrics_render(struct evbuffer *out)
 		render_quantiles(out);
 	render_efficiency(out);
 	render_health_gauge(out);
+	metrics_render_hosts(out);
 }
 
 /* ---- /health ---- */

@@ -20,6 +20,10 @@ from test_metrics import (DATABASES, parse_metrics, promtool, run, scrape, serie
 # adds or removes series changes both.
 SERIES_PER_POOL = {"off": 226, "on": 331}
 INSTANCE_SERIES = 22
+# per PostgreSQL host (label host), whatever the pools over it; and the
+# families a host has only once its role is known / its lag measured
+SERIES_PER_HOST = 29
+HOST_FAMILIES_WHEN_KNOWN = ("pgpulse_host_in_recovery", "pgpulse_host_lag_seconds", "pgpulse_host_lag_bytes")
 
 # appdb's pool exists from the start (a forced user), with a server
 # connected before any client asks: no client ever waits for one.
@@ -39,7 +43,21 @@ def families(found):
 
 
 def instance_series(samples):
-    return [(n, lab) for n, lab, _ in samples if "database" not in lab and "user" not in lab]
+    return [(n, lab) for n, lab, _ in samples
+            if "database" not in lab and "user" not in lab and "host" not in lab]
+
+
+def host_series(samples):
+    return [(n, lab) for n, lab, _ in samples if "host" in lab]
+
+
+def expected_host_series(found):
+    """SERIES_PER_HOST per host, and one per sample of the families that
+    come with a known role or a measured lag (their own rule is checked
+    where roles are: here the host is what the login made it)."""
+    hosts = {lab["host"] for _, lab in found}
+    optional = [n for n, _ in found if n in HOST_FAMILIES_WHEN_KNOWN]
+    return len(hosts) * SERIES_PER_HOST + len(optional)
 
 
 def idle_servers(pp, database="appdb"):
@@ -90,7 +108,10 @@ def test_series_per_pool_are_the_number_the_documentation_states(pgpulse, summar
         assert len(got) == SERIES_PER_POOL[summaries], \
             f"{dbname}: {len(got)} series, by family: {families(got)}"
     assert len(instance_series(samples)) == INSTANCE_SERIES, families(instance_series(samples))
-    assert len(samples) == INSTANCE_SERIES + len(pools) * SERIES_PER_POOL[summaries]
+    hosts = host_series(samples)
+    assert {lab["host"] for _, lab in hosts} == {f"{pp.pg.host}:{pp.pg.port}"}, families(hosts)
+    assert len(hosts) == expected_host_series(hosts), families(hosts)
+    assert len(samples) == INSTANCE_SERIES + len(pools) * SERIES_PER_POOL[summaries] + len(hosts)
 
 
 def test_metrics_summaries_on_by_reload_exports_the_show_latency_windows(pgpulse):
@@ -122,5 +143,8 @@ def test_documentation_states_the_counted_series():
     totals = dict(re.findall(r"\| \*\*`metrics_summaries = (\w+)`[^|]*\*\* \| \*\*(\d+)\*\* \|", section))
     assert {k: int(v) for k, v in totals.items()} == SERIES_PER_POOL, totals
     assert f"{INSTANCE_SERIES} series per instance" in section
+    assert f"{SERIES_PER_HOST} series\nper PostgreSQL host" in section
+    assert f"{SERIES_PER_HOST + 1} once its role is known" in section
+    assert f"{SERIES_PER_HOST + 3} for a standby whose lag was measured" in section
     for setting, per_pool in SERIES_PER_POOL.items():
         assert f"{INSTANCE_SERIES + 1000 * per_pool:,}" in section, setting

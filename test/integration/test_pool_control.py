@@ -1114,15 +1114,15 @@ def test_reload_that_changes_dbname_moves_the_next_transaction_to_the_new_databa
     conn.commit()
 
 
-def test_show_pools_and_show_databases_end_with_the_tier_columns(pgpulse):
+def test_show_pools_and_show_databases_end_with_pgpulse_own_columns(pgpulse):
     pp = start(pgpulse)
     connect(pp, autocommit=True).execute("SELECT 1")
     console = pp.admin()
     pools = [d.name for d in console.execute("SHOW POOLS").description]
     assert pools[-4:] == ["pool_mode", "load_balance_hosts", "sv_overflow", "sv_reserve"], pools
     databases = [d.name for d in console.execute("SHOW DATABASES").description]
-    assert databases[-3:] == ["overflow_pool_size", "overflow_in_use", "reserve_in_use"], \
-        databases
+    assert databases[-4:] == ["overflow_pool_size", "overflow_in_use", "reserve_in_use",
+                              "target_session_attrs"], databases
 
 
 # ------------------------------------------------------------ server_fast_close

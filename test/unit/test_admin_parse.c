@@ -24,6 +24,8 @@
 #include "client.h"
 #include "config.h"
 #include "control.h"
+#include "host_stats.h"
+#include "hosts.h"
 #include "log.h"
 #include "pool.h"
 #include "prepared.h"
@@ -226,6 +228,23 @@ const char *server_host(const struct server *s)
 int server_port(const struct server *s)
 {
 	return s->pool->db->port;
+}
+
+/* hosts.c is not linked (its registry follows the running pools): its names, as hosts.h gives them */
+const char *hosts_tsa_name(enum target_session_attrs tsa)
+{
+	static const char *const names[] = { "any", "read-write", "read-only", "primary", "standby", "prefer-standby" };
+	return (unsigned)tsa < sizeof(names) / sizeof(names[0]) ? names[tsa] : "any";
+}
+
+const char *hosts_role_name(enum host_role role)
+{
+	return role == HOST_ROLE_PRIMARY ? "primary" : role == HOST_ROLE_STANDBY ? "standby" : "unknown";
+}
+
+const char *hosts_state_name(const struct host *h)
+{
+	return h->down ? "down" : h->lagging ? "lagging" : h->role == HOST_ROLE_UNKNOWN ? "unknown" : "up";
 }
 
 void stream_buffer_stats(const struct stream_loop *l, int *used, int *free_count, uint32_t *size)
@@ -453,6 +472,7 @@ static void setup(void)
 	list_init(&w.databases);
 	list_init(&w.users);
 	list_init(&w.pools);
+	list_init(&w.hosts);
 	list_init(&w.login_clients);
 	list_init(&w.dead_clients);
 	list_init(&w.dead_servers);
@@ -807,11 +827,13 @@ static void test_show_databases_resolves_defaults(void)
 		"overflow_pool_size",
 		"overflow_in_use",
 		"reserve_in_use",
+		"target_session_attrs",
 	};
 	setup();
 	db_app.client_count = 3;
+	db_app.tsa = TSA_PREFER_STANDBY;
 	ask(&admin_cl, "SHOW DATABASES", &a);
-	check_columns(&a, want, 20);
+	check_columns(&a, want, 21);
 	CHECK_INT_EQ(a.nrows, 2);
 	CHECK_STR_EQ(a.rows[0][0], "app"); /* by name */
 	CHECK_STR_EQ(cell(&a, "app", "database"), "appdb");
@@ -823,10 +845,136 @@ static void test_show_databases_resolves_defaults(void)
 	CHECK_STR_EQ(cell(&a, "app", "current_connections"), "5");
 	CHECK_STR_EQ(cell(&a, "app", "current_client_connections"), "3");
 	CHECK_STR_EQ(cell(&a, "app", "load_balance_hosts"), "<null>");
+	CHECK_STR_EQ(cell(&a, "app", "target_session_attrs"), "prefer-standby");
+	CHECK_STR_EQ(cell(&a, "pgbouncer", "target_session_attrs"), "<null>");
 	/* the console's sessions are its clients */
 	CHECK_STR_EQ(cell(&a, "pgbouncer", "current_client_connections"), "2");
 	CHECK_STR_EQ(cell(&a, "pgbouncer", "host"), "<null>");
 	CHECK_STR_EQ(cell(&a, "pgbouncer", "port"), "6432");
+}
+
+/*
+ * SHOW HOSTS reads what hosts.c keeps of each host and counts the servers
+ * that connected to it: a primary with queries, a lagging standby nobody
+ * queried, a host no entry names (listed while referred to), and one no
+ * longer referred to (not listed).
+ */
+static void test_show_hosts_reads_each_host_and_counts_its_servers(void)
+{
+	static const char *const want[] = {
+		"host",         "port",         "role",         "state",        "read_only",
+		"lag_ms",       "lag_bytes",    "checked_ms_ago", "role_changes", "sv_active",
+		"sv_idle",      "sv_used",      "sv_login",     "databases",    "query_count",
+		"query_p50_us", "query_p95_us", "query_p99_us", "last_error",
+	};
+	static const uint32_t types[] = {
+		OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_BOOL, OID_FLOAT8, OID_INT8, OID_INT8, OID_INT8, OID_INT4,
+		OID_INT4, OID_INT4, OID_INT4, OID_TEXT, OID_INT8, OID_INT8,   OID_INT8, OID_INT8, OID_TEXT,
+	};
+	static struct host primary, standby, other, gone;
+	static struct host_telemetry tm;
+	static struct pool_db db_ro;
+	int64_t now = now_usec();
+
+	setup(); /* server_check_query and server_check_delay (30 s) as by default */
+	db_app.hosts.count = 2;
+	db_app.hosts.name[0] = (char *)"127.0.0.1";
+	db_app.hosts.port[0] = 5432;
+	db_app.hosts.name[1] = (char *)"replica";
+	db_app.hosts.port[1] = 5433;
+	memset(&db_ro, 0, sizeof(db_ro));
+	db_ro.name = "app_ro";
+	db_ro.hosts.count = 1;
+	db_ro.hosts.name[0] = (char *)"replica";
+	db_ro.hosts.port[0] = 5433;
+	list_append(&w.databases, &db_ro.node);
+
+	struct host *all[] = { &primary, &standby, &other, &gone };
+	const char *names[] = { "127.0.0.1", "replica", "other", "gone" };
+	for (int i = 0; i < 4; i++) {
+		memset(all[i], 0, sizeof(*all[i]));
+		all[i]->name = (char *)names[i];
+		all[i]->port = i == 1 ? 5433 : 5432;
+		all[i]->refs = i == 3 ? 0 : 1;
+		all[i]->lag_usec = all[i]->lag_bytes = -1;
+		list_append(&w.hosts, &all[i]->node);
+	}
+	primary.role = HOST_ROLE_PRIMARY;
+	primary.role_checked = primary.lag_checked = now - 2000000; /* probed 2 s ago */
+	primary.role_changes = 1;
+	series_init(&tm.query, now);
+	for (int i = 0; i < 100; i++)
+		series_record(&tm.query, 40); /* under 64 us: exact */
+	primary.tm = &tm;
+	standby.role = HOST_ROLE_STANDBY;
+	standby.read_only = true;
+	standby.lag_usec = 1500;
+	standby.lag_bytes = 8192;
+	standby.lag_checked = now - 1000000;
+	standby.lagging = true;
+	str_copy(standby.last_error, "connection refused", sizeof(standby.last_error));
+
+	sv_active.host = &primary;
+	sv_idle1.host = &primary;  /* idle 40 s: its check is due, sv_used */
+	sv_idle2.host = &standby;
+	sv_used.host = &standby;   /* running pgpulse's own query: in none of the four */
+	sv_new.host = &standby;
+
+	ask(&stats_cl, "SHOW HOSTS", &a);
+	check_columns(&a, want, 19);
+	for (int i = 0; i < 19 && i < a.ncols; i++)
+		CHECK_INT_EQ(a.types[i], types[i]);
+	CHECK_INT_EQ(a.nrows, 3); /* "gone" has no entry referring to it */
+	CHECK_STR_EQ(a.rows[0][0], "127.0.0.1"); /* by host name */
+	CHECK_STR_EQ(a.rows[1][0], "other");
+	CHECK_STR_EQ(a.rows[2][0], "replica");
+
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "port"), "5432");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "role"), "primary");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "state"), "up");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "read_only"), "f");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "lag_ms"), "<null>"); /* a primary has none */
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "lag_bytes"), "<null>");
+	long ago = atol(cell(&a, "127.0.0.1", "checked_ms_ago"));
+	CHECK(ago >= 2000 && ago < 2500);
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "role_changes"), "1");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "sv_active"), "1");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "sv_idle"), "0");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "sv_used"), "1");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "sv_login"), "0");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "databases"), "app");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "query_count"), "100");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "query_p50_us"), "40");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "query_p99_us"), "40");
+	CHECK_STR_EQ(cell(&a, "127.0.0.1", "last_error"), "");
+
+	CHECK_STR_EQ(cell(&a, "replica", "port"), "5433");
+	CHECK_STR_EQ(cell(&a, "replica", "role"), "standby");
+	CHECK_STR_EQ(cell(&a, "replica", "state"), "lagging");
+	CHECK_STR_EQ(cell(&a, "replica", "read_only"), "t");
+	CHECK_STR_EQ(cell(&a, "replica", "lag_ms"), "1.500");
+	CHECK_STR_EQ(cell(&a, "replica", "lag_bytes"), "8192");
+	CHECK_STR_EQ(cell(&a, "replica", "sv_active"), "0");
+	CHECK_STR_EQ(cell(&a, "replica", "sv_idle"), "1");
+	CHECK_STR_EQ(cell(&a, "replica", "sv_used"), "0");
+	CHECK_STR_EQ(cell(&a, "replica", "sv_login"), "1");
+	CHECK_STR_EQ(cell(&a, "replica", "databases"), "app,app_ro");
+	CHECK_STR_EQ(cell(&a, "replica", "query_count"), "0"); /* never queried: no series yet */
+	CHECK_STR_EQ(cell(&a, "replica", "query_p50_us"), "<null>");
+	CHECK_STR_EQ(cell(&a, "replica", "query_p95_us"), "<null>");
+	CHECK_STR_EQ(cell(&a, "replica", "last_error"), "connection refused");
+
+	CHECK_STR_EQ(cell(&a, "other", "role"), "unknown");
+	CHECK_STR_EQ(cell(&a, "other", "state"), "unknown");
+	CHECK_STR_EQ(cell(&a, "other", "checked_ms_ago"), "<null>"); /* never probed */
+	CHECK_STR_EQ(cell(&a, "other", "databases"), "");
+	CHECK_STR_EQ(cell(&a, "other", "sv_active"), "0");
+
+	/* a trailing word is refused, as for the other views without a window */
+	ask(&stats_cl, "SHOW HOSTS 1m", &a);
+	CHECK_STR_EQ(a.sqlstate, SQLSTATE_SYNTAX);
+
+	series_free(&tm.query); /* the servers and the worker's lists are made anew by setup() */
 }
 
 static void test_show_users_lists_every_auth_file_user_in_pgbouncer_columns(void)
@@ -1296,6 +1444,7 @@ int main(void)
 	RUN(test_show_sockets_lists_every_connection_with_its_buffer);
 	RUN(test_show_fds_and_dns_zones_have_pgbouncer_columns_and_no_rows);
 	RUN(test_show_databases_resolves_defaults);
+	RUN(test_show_hosts_reads_each_host_and_counts_its_servers);
 	RUN(test_show_users_lists_every_auth_file_user_in_pgbouncer_columns);
 	RUN(test_show_stats_totals_and_averages_since_start);
 	RUN(test_stats_window_moves_after_stats_period);

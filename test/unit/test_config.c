@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hosts.h"
 #include "log.h"
 #include "unit.h"
 
@@ -551,7 +552,7 @@ static void test_host_list_pairs_each_host_with_its_port(void)
 				  "[databases]\n"
 				  "one = host=db1 port=6000\n"
 				  "shared = host=db1,10.0.0.2,/var/run/postgresql port=6001 load_balance_hosts=disable\n"
-				  "each = host='db1, db2' port=6001,6002\n"
+				  "each = host='db1, db2' port=6001,6002 target_session_attrs=prefer-standby\n"
 				  "sock =\n",
 				  path, sizeof(path), err, sizeof(err));
 	CHECK(c != NULL);
@@ -562,6 +563,7 @@ static void test_host_list_pairs_each_host_with_its_port(void)
 	const struct cfg_db *db = cfg_find_db(c, "one");
 	CHECK(db && db->hosts.count == 1 && strcmp(db->hosts.name[0], "db1") == 0 && db->hosts.port[0] == 6000);
 	CHECK(db && db->load_balance_hosts == LB_ROUND_ROBIN);
+	CHECK(db && db->target_session_attrs == TSA_ANY);
 	db = cfg_find_db(c, "shared");
 	CHECK(db && db->hosts.count == 3 && db->load_balance_hosts == LB_DISABLE);
 	if (db && db->hosts.count == 3) {
@@ -571,6 +573,7 @@ static void test_host_list_pairs_each_host_with_its_port(void)
 	}
 	db = cfg_find_db(c, "each");
 	CHECK(db && db->hosts.count == 2 && db->port == 6001);
+	CHECK(db && db->target_session_attrs == TSA_PREFER_STANDBY);
 	if (db && db->hosts.count == 2) {
 		CHECK_STR_EQ(db->hosts.name[1], "db2"); /* blanks around an item are not part of it */
 		CHECK(db->hosts.port[0] == 6001 && db->hosts.port[1] == 6002);
@@ -604,6 +607,9 @@ static void test_bad_host_lists_are_config_errors(void)
 	expect_database_error("x = port=1,2", "port: a list of ports needs a list of hosts");
 	expect_database_error("x = host=a load_balance_hosts=random",
 			      "load_balance_hosts: invalid value \"random\" (expected round-robin or disable)");
+	expect_database_error("x = host=a,b target_session_attrs=replica",
+			      "target_session_attrs: invalid value \"replica\" (expected any, read-write, read-only, "
+			      "primary, standby or prefer-standby)");
 }
 
 static void test_dns_nameservers_takes_addresses_with_optional_ports(void)
